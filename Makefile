@@ -1,0 +1,93 @@
+# Makefile for the TMD reference implementation.
+#   make test        build and run the CPU reference tests (needs only a C compiler)
+#   make             the tests' binary, plus the CUDA programs when nvcc is found
+#   make train_tmd   the GPU trainer (nvcc, cuBLAS)      make sample_tmd   the GPU sampler
+#   make world       generate the built-in world's datasets and a contact sheet into data/
+# Every dependency is detected by compiling against it, and reported on one line.
+
+CC      ?= gcc
+CFLAGS  ?= -O2
+CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow -Wno-unused-function
+LDLIBS  += -lm
+NVCC    ?= nvcc
+NVFLAGS ?= -O3 --use_fast_math
+NVFLAGS += -std=c++17 -Xcompiler -Wall,-Wno-unused-function
+PRECISION ?= BF16
+
+# ---- dependency probes: try to compile, say what was found --------------------------------------------------
+PROBE_DIR := $(shell mktemp -d 2>/dev/null || echo /tmp)
+OPENMP := $(shell printf '#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n' > $(PROBE_DIR)/omp.c && \
+            $(CC) -fopenmp $(PROBE_DIR)/omp.c -o $(PROBE_DIR)/omp 2>/dev/null && echo yes)
+ifeq ($(OPENMP),yes)
+  CFLAGS += -fopenmp
+  $(info [deps] OpenMP: found (CPU reference runs on all cores; set OMP_NUM_THREADS to change))
+else
+  $(info [deps] OpenMP: not found (CPU reference runs on one core))
+endif
+NVCC_PATH := $(shell command -v $(NVCC) 2>/dev/null)
+
+# the CUDA probes cost seconds each, so they run only when a CUDA target is asked for
+CUDA_GOALS := $(filter all train_tmd sample_tmd cuda,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+ifneq ($(CUDA_GOALS),)
+  ifeq ($(NVCC_PATH),)
+    $(info [deps] nvcc: not found (the CUDA programs train_tmd and sample_tmd are skipped; `make test` needs only a C compiler))
+  else
+    $(info [deps] nvcc: found at $(NVCC_PATH))
+    CUBLAS := $(shell printf '#include <cublas_v2.h>\n#include <cublasLt.h>\nint main(){cublasLtHandle_t h; return cublasLtCreate(&h) == CUBLAS_STATUS_SUCCESS ? 0 : 1;}\n' > $(PROBE_DIR)/blas.cu && \
+                $(NVCC) $(PROBE_DIR)/blas.cu -lcublas -lcublasLt -o $(PROBE_DIR)/blas 2>/dev/null && echo yes)
+    ifeq ($(CUBLAS),yes)
+      $(info [deps] cuBLAS/cuBLASLt: found)
+    else
+      $(info [deps] cuBLAS/cuBLASLt: NOT found (install the CUDA toolkit's cuBLAS; the CUDA programs need it))
+    endif
+    NCCL := $(shell printf '#include <nccl.h>\nint main(){int v; return ncclGetVersion(&v) == ncclSuccess ? 0 : 1;}\n' > $(PROBE_DIR)/nccl.cu && \
+              $(NVCC) $(PROBE_DIR)/nccl.cu -lnccl -o $(PROBE_DIR)/nccl 2>/dev/null && echo yes)
+    ifeq ($(NCCL),yes)
+      $(info [deps] NCCL: found (multi-GPU training available))
+    else
+      $(info [deps] NCCL: not found (single-GPU only))
+    endif
+  endif
+endif
+$(shell rm -rf $(PROBE_DIR) 2>/dev/null)
+
+ifeq ($(NVCC_PATH),)
+  CUDA_TARGETS :=
+else
+  CUDA_TARGETS := train_tmd sample_tmd
+endif
+CUDA_LIBS := -lcublas -lcublasLt
+ifeq ($(NCCL),yes)
+  NVFLAGS += -DUSE_NCCL
+  CUDA_LIBS += -lnccl
+endif
+ifeq ($(PRECISION),FP32)
+  NVFLAGS += -DENABLE_FP32
+endif
+
+HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h)
+CUDA_HEADERS := $(HEADERS) $(wildcard kernels/*.cuh)
+
+.PHONY: all test cuda world clean
+all: test_tmd $(CUDA_TARGETS)
+cuda: $(CUDA_TARGETS)
+
+test_tmd: test_tmd.c $(HEADERS)
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+
+test: test_tmd
+	./test_tmd
+
+train_tmd: train_tmd.cu $(CUDA_HEADERS)
+	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
+	$(NVCC) $(NVFLAGS) $< -o $@ $(CUDA_LIBS)
+
+sample_tmd: sample_tmd.cu $(CUDA_HEADERS)
+	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
+	$(NVCC) $(NVFLAGS) $< -o $@ $(CUDA_LIBS)
+
+world: test_tmd
+	./test_tmd world gen
+
+clean:
+	rm -f test_tmd train_tmd sample_tmd
