@@ -352,33 +352,56 @@ static void wan_act_free(WanAct* a) { free(a->arena.base); memset(a, 0, sizeof(*
 
 static real* wan_xs(const WanAct* a, int l) { return a->xs + (size_t)l * a->g.L * a->cfg.dim; }
 
-// WanModel.forward for one sample: x [in_dim, T, Hl, Wl], t = timestep (1000·σ), ctx [Lt, text_dim]. → a->out
-static void wan_forward(WanAct* a, const WanParams* P, const real* x, double t, const real* ctx, int Lt) {
+// embeddings and the first n blocks: after it, wan_xs(a, n) holds the residual stream after block n−1
+// (the TMD backbone's main feature when n = L − H; teacher features for the discriminator at any n)
+static void wan_forward_blocks(WanAct* a, const WanParams* P, const real* x, double t, const real* ctx, int Lt, int n) {
     const WanConfig* c = &a->cfg;
     a->Lt = Lt;
     wan_time_forward(&a->time, P, c, t);
     wan_text_forward(&a->text, P, c, ctx, Lt);
     wan_patch_embed_forward(wan_xs(a, 0), a->patches, P, c, &a->g, x);
-    for (int l = 0; l < c->num_layers; l++)
+    for (int l = 0; l < n; l++)
         wan_block_forward(wan_xs(a, l + 1), &a->blocks[l], &P->blocks[l], c, wan_xs(a, l), a->time.e0, a->text.c, a->rope, a->g.L);
-    wan_head_forward(a->out, &a->head, P, c, &a->g, wan_xs(a, c->num_layers), a->time.e);
 }
 
-// dout [out_dim, T, Hl, Wl] → dP (+=), dx (+=, may be NULL), dctx (+=, [Lt, text_dim], may be NULL)
-static void wan_backward(WanParams* dP, real* dx, real* dctx, const real* dout, const WanAct* a, const WanParams* P) {
+// WanModel.forward for one sample: x [in_dim, T, Hl, Wl], t = timestep (1000·σ), ctx [Lt, text_dim]. → a->out
+static void wan_forward(WanAct* a, const WanParams* P, const real* x, double t, const real* ctx, int Lt) {
+    wan_forward_blocks(a, P, x, t, ctx, Lt, a->cfg.num_layers);
+    wan_head_forward(a->out, &a->head, P, &a->cfg, &a->g, wan_xs(a, a->cfg.num_layers), a->time.e);
+}
+
+// backward of wan_forward_blocks(..., n): dtop = d xs[n] (may be NULL); dfeat[l] (l = 1..n, the array and its
+// entries may be NULL) adds a gradient at the residual level xs[l] (features read by someone else, e.g. the
+// discriminator); dc_extra [text_len, D] is the gradient of the text context from other readers (the flow head).
+// Accumulates into dP, dx (may be NULL), dctx ([Lt, text_dim], may be NULL).
+static void wan_backward_blocks(WanParams* dP, real* dx, real* dctx, const real* dtop, int n, real* const* dfeat,
+                                const real* dc_extra, const WanAct* a, const WanParams* P) {
     const WanConfig* c = &a->cfg; int L = a->g.L, D = c->dim;
     size_t LD = (size_t)L * D;
     real* g_cur = (real*)calloc(LD, sizeof(real)); real* g_prev = (real*)calloc(LD, sizeof(real));
-    real* de = (real*)calloc(D, sizeof(real)); real* de0 = (real*)calloc(6 * (size_t)D, sizeof(real));
+    real* de0 = (real*)calloc(6 * (size_t)D, sizeof(real));
     real* dc = (real*)calloc((size_t)c->text_len * D, sizeof(real));
-    wan_head_backward(dP, g_cur, de, dout, &a->head, P, c, &a->g, wan_xs(a, c->num_layers));
-    for (int l = c->num_layers - 1; l >= 0; l--) {
+    if (dtop) memcpy(g_cur, dtop, sizeof(real) * LD);
+    if (dc_extra) memcpy(dc, dc_extra, sizeof(real) * (size_t)c->text_len * D);
+    for (int l = n - 1; l >= 0; l--) {
+        if (dfeat && dfeat[l + 1]) for (size_t i = 0; i < LD; i++) g_cur[i] += dfeat[l + 1][i];
         memset(g_prev, 0, sizeof(real) * LD);
         wan_block_backward(&dP->blocks[l], g_prev, de0, dc, g_cur, &a->blocks[l], &P->blocks[l], c, a->text.c, a->rope, L);
         real* tmp = g_cur; g_cur = g_prev; g_prev = tmp;
     }
+    if (dfeat && dfeat[0]) for (size_t i = 0; i < LD; i++) g_cur[i] += dfeat[0][i];
     wan_patch_embed_backward(dP, dx, g_cur, a->patches, P, c, &a->g);
-    wan_time_backward(dP, &a->time, P, c, de, de0);
+    wan_time_backward(dP, &a->time, P, c, NULL, de0);
     wan_text_backward(dP, dctx, &a->text, P, c, dc, a->Lt);
-    free(g_cur); free(g_prev); free(de); free(de0); free(dc);
+    free(g_cur); free(g_prev); free(de0); free(dc);
+}
+
+// dout [out_dim, T, Hl, Wl] → dP (+=), dx (+=, may be NULL), dctx (+=, [Lt, text_dim], may be NULL)
+static void wan_backward(WanParams* dP, real* dx, real* dctx, const real* dout, const WanAct* a, const WanParams* P) {
+    const WanConfig* c = &a->cfg; int D = c->dim;
+    real* gtop = (real*)calloc((size_t)a->g.L * D, sizeof(real)); real* de = (real*)calloc(D, sizeof(real));
+    wan_head_backward(dP, gtop, de, dout, &a->head, P, c, &a->g, wan_xs(a, c->num_layers));
+    wan_time_backward(dP, &a->time, P, c, de, NULL);  // the head's path through e; the blocks' path through e0 below
+    wan_backward_blocks(dP, dx, dctx, gtop, c->num_layers, NULL, NULL, a, P);
+    free(gtop); free(de);
 }
