@@ -10,6 +10,7 @@
 #include "lib/rng.h"            // deterministic random numbers
 #include "lib/testing.h"        // EXPECT, expect_close_d
 #include "lib/io_tests.h"       // safetensors and npy tests, corrupt-input cases
+#include "cpu/tmd_tests.h"      // TMD on the CPU: student, inner flow, TM-MF, DMD2-v (and cpu/distill_cpu.h itself)
 #include <time.h>
 
 static const char* TMPDIR_ = "/tmp";
@@ -61,30 +62,6 @@ static void test_presets(void) {
 
 // =========================================================================================================
 // layer gradient checks: loss = Σ out·g, analytic backward vs central differences (h = 1e-5, double)
-
-// Error budget of a central difference in double: truncation h^2 f'''/6 ~ 1e-10 and roundoff ~1e-16 |loss|/h ~ 1e-10
-// (|loss| ~ 10), so absolute errors near 1e-9 are expected; on gradient entries of size 1e-4..1 that is up to
-// ~1e-5 relative. A wrong sign or a missing term gives O(1) (test_gradcheck_catches_bugs shows ~1e2).
-#define GC_H 1e-5
-#define GC_TOL 1e-5
-
-typedef double (*LossFn)(void* ctx);
-
-// checks analytic[i] = ∂loss/∂x[i] at up to max_n evenly spread entries of x (all when n <= max_n)
-static void gradcheck(const char* name, double* x, long n, const double* analytic, LossFn f, void* ctx, int max_n) {
-    long m = n < max_n ? n : max_n;
-    double* num = (double*)malloc(sizeof(double) * m); double* ana = (double*)malloc(sizeof(double) * m);
-    for (long k = 0; k < m; k++) {
-        long i = (n <= max_n) ? k : (long)((double)k * (n - 1) / (m - 1));
-        double x0 = x[i];
-        x[i] = x0 + GC_H; double fp = f(ctx);
-        x[i] = x0 - GC_H; double fm = f(ctx);
-        x[i] = x0;
-        num[k] = (fp - fm) / (2 * GC_H); ana[k] = analytic[i];
-    }
-    expect_close_d(name, ana, num, m, GC_TOL);
-    free(num); free(ana);
-}
 
 static double dot(const double* a, const double* b, size_t n) { double s = 0; for (size_t i = 0; i < n; i++) s += a[i] * b[i]; return s; }
 static double* dalloc(size_t n) { return (double*)calloc(n ? n : 1, sizeof(double)); }
@@ -543,6 +520,7 @@ int main(int argc, char** argv) {
     test_model_grads();
     test_names_and_roundtrip();
     test_peer_diffusers();
+    test_tmd();
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", test_tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", test_tmpdir);
     printf("\n(%.1f s)\n%d passed, %d failed\n", now_s() - t0, tests_passed, tests_failed);

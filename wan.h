@@ -165,7 +165,7 @@ static void wan_add_(WanLayoutBuilder_* b, real** slot, const char* name, int nd
         t->ndim = ndim; t->offset = b->total; t->numel = numel;
         for (int i = 0; i < 5; i++) t->shape[i] = i < ndim ? s[i] : 1;
     }
-    if (b->p && slot) *slot = b->base + b->total;
+    if (slot && b->base) *slot = b->base + b->total;
     b->n++; b->total += numel;
 }
 

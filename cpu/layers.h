@@ -333,3 +333,52 @@ static void unpatchify_backward(real* dy, const real* dx, int C, int T, int Hl, 
             row[((a * ph + b) * pw + e) * C + c] += dx[(((size_t)c * T + f * pt + a) * Hl + i * ph + b) * Wl + j * pw + e];
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Conv3D, kernel k×k×k, stride 1, zero padding k/2, on channels-last tokens: inp [F·H·W, IC] in (f, i, j) order,
+// out [F·H·W, OC]; weight [OC, IC, k, k, k] (PyTorch Conv3d layout), bias [OC]. Used by the discriminator heads
+// on unpatchified teacher features.
+
+static void conv3d_forward(real* out, const real* inp, const real* w, const real* b, int F, int H, int W, int IC, int OC, int k) {
+    int p = k / 2;
+#pragma omp parallel for collapse(2)
+    for (int f = 0; f < F; f++) for (int i = 0; i < H; i++) for (int j = 0; j < W; j++) {
+        real* o = out + (((size_t)f * H + i) * W + j) * OC;
+        for (int oc = 0; oc < OC; oc++) o[oc] = b ? b[oc] : 0;
+        for (int df = 0; df < k; df++) for (int di = 0; di < k; di++) for (int dj = 0; dj < k; dj++) {
+            int ff = f + df - p, ii = i + di - p, jj = j + dj - p;
+            if (ff < 0 || ff >= F || ii < 0 || ii >= H || jj < 0 || jj >= W) continue;
+            const real* x = inp + (((size_t)ff * H + ii) * W + jj) * IC;
+            for (int oc = 0; oc < OC; oc++) {
+                const real* wr = w + (size_t)oc * IC * k * k * k + (df * k + di) * k + dj;
+                real acc = 0;
+                for (int ic = 0; ic < IC; ic++) acc += wr[(size_t)ic * k * k * k] * x[ic];
+                o[oc] += acc;
+            }
+        }
+    }
+}
+
+// inverts out = conv(inp, w) + b: dinp += convᵀ(dout); dw += dout ⊗ patches; db += Σ dout   (dinp may be NULL)
+static void conv3d_backward(real* dinp, real* dw, real* db, const real* dout, const real* inp, const real* w, int F, int H, int W, int IC, int OC, int k) {
+    int p = k / 2;
+    for (int f = 0; f < F; f++) for (int i = 0; i < H; i++) for (int j = 0; j < W; j++) {
+        const real* g = dout + (((size_t)f * H + i) * W + j) * OC;
+        for (int oc = 0; oc < OC; oc++) db[oc] += g[oc];
+        for (int df = 0; df < k; df++) for (int di = 0; di < k; di++) for (int dj = 0; dj < k; dj++) {
+            int ff = f + df - p, ii = i + di - p, jj = j + dj - p;
+            if (ff < 0 || ff >= F || ii < 0 || ii >= H || jj < 0 || jj >= W) continue;
+            size_t n = ((size_t)ff * H + ii) * W + jj;
+            const real* x = inp + n * IC;
+            real* dx = dinp ? dinp + n * IC : NULL;
+            for (int oc = 0; oc < OC; oc++) {
+                size_t base = (size_t)oc * IC * k * k * k + (df * k + di) * k + dj;
+                real go = g[oc];
+                for (int ic = 0; ic < IC; ic++) {
+                    dw[base + (size_t)ic * k * k * k] += go * x[ic];
+                    if (dx) dx[ic] += go * w[base + (size_t)ic * k * k * k];
+                }
+            }
+        }
+    }
+}

@@ -109,6 +109,7 @@ typedef struct { double sigma; int dropped; double loss; } FlowMatchSample;  // 
 
 static int flow_matching_check_(const WanAct* act, const FlowMatchBatch* b, const FlowMatchOpts* o, char* err) {
     const WanConfig* c = &act->cfg;
+    if (c->out_dim != c->in_dim) { snprintf(err, ST_ERRLEN, "flow matching: config '%s' has in_dim %d but out_dim %d; the velocity must have the latent's shape", c->name, c->in_dim, c->out_dim); return -1; }
     if (b->B <= 0 || !b->x) { snprintf(err, ST_ERRLEN, "flow matching: empty batch (B = %d, x %s)", b->B, b->x ? "set" : "NULL"); return -1; }
     if (b->C != act->g.C || b->T != act->g.T || b->H != act->g.Hl || b->W != act->g.Wl) {
         snprintf(err, ST_ERRLEN, "flow matching: latents are [%d, %d, %d, %d, %d] but the activations were planned for "
@@ -133,7 +134,8 @@ static int flow_matching_check_(const WanAct* act, const FlowMatchBatch* b, cons
 }
 
 // Returns the loss in *loss and, when dP is not NULL, ACCUMULATES (+=) its parameter gradient into dP (the
-// caller zeroes the gradient buffer, one memset, so micro-batches can add up). info[B] may be NULL.
+// caller zeroes the gradient buffer, one memset, so micro-batches can add up; each call contributes the
+// gradient of its own batch mean, so K accumulated micro-batches need a 1/K). info[B] may be NULL.
 // Returns 0; 1 if a sample's loss is not finite (message names the sample and its σ; the backward stops there,
 // so dP holds a partial sum that must not be applied); -1 on a shape or option error (message).
 static int flow_matching_loss(double* loss, WanParams* dP, WanAct* act, const WanParams* P, const FlowMatchBatch* b,
@@ -144,6 +146,7 @@ static int flow_matching_loss(double* loss, WanParams* dP, WanAct* act, const Wa
     real* xs = (real*)malloc(sizeof(real) * n);   // x_σ
     real* tg = (real*)malloc(sizeof(real) * n);   // target x1 − x
     real* dv = (real*)malloc(sizeof(real) * n);   // ∂loss/∂v
+    if (!xs || !tg || !dv) { free(xs); free(tg); free(dv); snprintf(err, ST_ERRLEN, "flow matching: out of memory (3 x %zu)", n); return -1; }
     double total = 0, scale = 2.0 / ((double)b->B * (double)n);
     int rc = 0;
     for (int i = 0; i < b->B && rc == 0; i++) {
@@ -273,6 +276,10 @@ static int teacher_sample(real* x, size_t n, VelocityFn f, void* user, const Sam
     real* m = (real*)malloc(sizeof(real) * n);                                            // m_i
     real* m1 = (real*)malloc(sizeof(real) * n); real* m2 = (real*)malloc(sizeof(real) * n); // m_{i−1}, m_{i−2}
     real* xc = (real*)malloc(sizeof(real) * n);                                           // corrected sample
+    if (!v || !vu || !m || !m1 || !m2 || !xc) {
+        snprintf(err, ST_ERRLEN, "sampler: out of memory for 6 buffers of %zu elements", n);
+        free(sg); free(v); free(vu); free(m); free(m1); free(m2); free(xc); return -1;
+    }
     int evals = 0, rc = 0, p_prev = 0;
     for (int i = 0; i < N; i++) {
         double s = sg[i], s_next = sg[i + 1];

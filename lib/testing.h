@@ -4,6 +4,7 @@
 #pragma once
 #include <stdio.h>
 #include <math.h>
+#include <stdlib.h>
 
 static int tests_passed = 0, tests_failed = 0;
 
@@ -45,3 +46,33 @@ static int expect_close_scaled(const char* name, const double* a, const double* 
     EXPECT(ok, "%s: relative error %.3e > tol %.0e", name, rel, tol);
     return ok;
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// finite-difference gradient checks (double precision)
+
+// Error budget of a central difference in double: truncation h^2 f'''/6 ~ 1e-10 and roundoff ~1e-16 |loss|/h ~ 1e-10
+// (|loss| ~ 10), so absolute errors near 1e-9 are expected; on gradient entries of size 1e-4..1 that is up to
+// ~1e-5 relative. A wrong sign or a missing term gives O(1) (test_gradcheck_catches_bugs shows ~1e2).
+#define GC_H 1e-5
+#define GC_TOL 1e-5
+
+typedef double (*LossFn)(void* ctx);
+static double gc_h = GC_H;   // a test whose loss is large next to its gradients may raise the step (and say why)
+
+// checks analytic[i] = ∂loss/∂x[i] at up to max_n evenly spread entries of x (all when n <= max_n)
+static void gradcheck(const char* name, double* x, long n, const double* analytic, LossFn f, void* ctx, int max_n) {
+    if (n <= 0) return;
+    long m = n < max_n ? n : max_n;
+    double* num = (double*)malloc(sizeof(double) * m); double* ana = (double*)malloc(sizeof(double) * m);
+    for (long k = 0; k < m; k++) {
+        long i = (n <= max_n) ? k : (long)((double)k * (n - 1) / (m - 1));
+        double x0 = x[i];
+        x[i] = x0 + gc_h; double fp = f(ctx);
+        x[i] = x0 - gc_h; double fm = f(ctx);
+        x[i] = x0;
+        num[k] = (fp - fm) / (2 * gc_h); ana[k] = analytic[i];
+    }
+    expect_close_d(name, ana, num, m, GC_TOL);
+    free(num); free(ana);
+}
+

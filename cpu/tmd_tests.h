@@ -1,0 +1,350 @@
+// cpu/tmd_tests.h: tests of the TMD pieces on the CPU reference (cpu/tmd_cpu.h, cpu/distill_cpu.h):
+// the student equals the teacher at initialisation, the inner-step sign, effective NFE, and finite-difference
+// gradient checks of the flow head (both fusions, time conditioning), the N-step rollout, the TM-MF loss with its
+// stop-gradients, denoising score matching, the discriminator loss, the GAN generator loss through the frozen
+// teacher, and the VSD gradient's fixed point.
+#pragma once
+#include "distill_cpu.h"
+#include "../lib/testing.h"
+
+// a small random teacher: tiny preset, `layers` blocks, latent [3, 2, 8, 8] with 4x4 patches (8 tokens)
+static void tmdt_setup(StudentConfig* sc, WanGrid* g, int layers, int H, int fusion) {
+    char err[ST_ERRLEN];
+    wan_preset(&sc->wan, "tiny", err);
+    sc->wan.num_layers = layers; sc->wan.dim = 32; sc->wan.num_heads = 2; sc->wan.ffn_dim = 48; sc->wan.freq_dim = 32;
+    sc->head_blocks = H; sc->fusion = fusion; sc->fuse_ffn_dim = 40;
+    wan_grid(g, &sc->wan, 3, 2, 8, 8, err);
+}
+
+static void tmdt_random_teacher(const WanConfig* c, double* buf, uint64_t seed) {
+    Rng r = rng_make(seed);
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(c, tl, NULL, NULL, NULL);
+    for (int i = 0; i < nt; i++) {
+        double std = strstr(tl[i].name, "modulation") ? 0.3 : tl[i].ndim == 1 ? 0.1 : 1.0 / sqrt((double)(tl[i].numel / tl[i].shape[0]));
+        double mean = strstr(tl[i].name, "norm") && strstr(tl[i].name, "weight") ? 1 : 0;
+        for (size_t k = 0; k < tl[i].numel; k++) buf[tl[i].offset + k] = mean + std * rng_normal(&r);
+    }
+    free(tl);
+}
+
+// makes every zero-initialised extra non-zero, so gradient checks exercise every path
+static void tmdt_perturb_extras(const StudentConfig* sc, double* buf, uint64_t seed, double std) {
+    size_t nw = wan_num_params(&sc->wan), nx; student_extra_layout(sc, NULL, NULL, NULL, &nx);
+    Rng r = rng_make(seed);
+    for (size_t i = 0; i < nx; i++) buf[nw + i] += std * rng_normal(&r);
+}
+
+static void test_student_init(void) {
+    printf("\n[tmd] the decoupled student equals the teacher at initialisation\n");
+    for (int fusion = 0; fusion < 2; fusion++) {
+        StudentConfig sc; WanGrid g; tmdt_setup(&sc, &g, 3, 1, fusion);
+        size_t nw = wan_num_params(&sc.wan), ns = student_num_params(&sc);
+        double* tb = (double*)calloc(nw, sizeof(double)); double* sb = (double*)calloc(ns, sizeof(double));
+        tmdt_random_teacher(&sc.wan, tb, 3);
+        student_init(&sc, sb, tb, 4);
+        WanParams T; wan_carve(&sc.wan, &T, tb);
+        StudentParams S; student_carve(&sc, &S, sb);
+        Rng r = rng_make(5);
+        size_t n = (size_t)3 * 2 * 8 * 8; double* x = (double*)malloc(sizeof(double) * n); double* y = (double*)malloc(sizeof(double) * n);
+        double ctx[4 * 32]; for (int i = 0; i < 4 * 32; i++) ctx[i] = rng_normal(&r);
+        for (size_t i = 0; i < n; i++) { x[i] = rng_normal(&r); y[i] = rng_normal(&r); }
+        double t = 0.731;
+        WanAct ta; wan_act_init(&ta, &sc.wan, &g); wan_forward(&ta, &T, x, 1000 * t, ctx, 4);
+        WanAct bb; wan_act_init(&bb, &sc.wan, &g);
+        const double* m = student_backbone_forward(&bb, &S, &sc, x, t, ctx, 4);
+        HeadAct h; head_act_init(&h, &sc, &g);
+        head_forward(&h, &S, &sc, &g, m, bb.text.c, bb.rope, y, t, t);   // s = r = t, any inner state y
+        double maxd = 0, maxv = 0;
+        for (size_t i = 0; i < n; i++) { maxd = fmax(maxd, fabs(h.out[i] - ta.out[i])); maxv = fmax(maxv, fabs(ta.out[i])); }
+        printf("  %s fusion: head(y_s, s=t, r=t; m(x_t, t)) vs teacher v(x_t, t): max diff %.3e (max |v| %.3f)\n", fusion ? "concat" : "gated", maxd, maxv);
+        if (fusion == FUSION_GATED) EXPECT(maxd == 0, "gated student differs from the teacher by %.3e at init", maxd);
+        else EXPECT(maxd > 0 && maxd < 0.1 * maxv, "concat student at init: diff %.3e should be small but non-zero (0.01-scale y half)", maxd);
+        // and a different y changes nothing for gated (q = 0 at init), something for concat
+        head_act_free(&h); wan_act_free(&bb); wan_act_free(&ta); free(tb); free(sb); free(x); free(y);
+    }
+}
+
+static void test_inner_step_and_nfe(void) {
+    printf("\n[tmd] inner step sign, grids, effective NFE (Eq. 16)\n");
+    // a one-step inner flow from s = 1 to r = 0 returns head: y_0 = y1 − 1·(y1 − head) = head. With s_N = 0.999 the
+    // rollout gives 0.001·y1 + 0.999·head; check the implemented rollout against that.
+    StudentConfig sc; WanGrid g; tmdt_setup(&sc, &g, 2, 1, FUSION_GATED);
+    size_t nw = wan_num_params(&sc.wan), ns = student_num_params(&sc);
+    double* tb = (double*)calloc(nw, sizeof(double)); double* sb = (double*)calloc(ns, sizeof(double));
+    tmdt_random_teacher(&sc.wan, tb, 8); student_init(&sc, sb, tb, 9); tmdt_perturb_extras(&sc, sb, 10, 0.2);
+    StudentParams S; student_carve(&sc, &S, sb);
+    Rng r = rng_make(11);
+    size_t n = (size_t)3 * 2 * 8 * 8; double* x = (double*)malloc(sizeof(double) * n); double* y1 = (double*)malloc(sizeof(double) * n);
+    for (size_t i = 0; i < n; i++) { x[i] = rng_normal(&r); y1[i] = rng_normal(&r); }
+    WanAct bb; wan_act_init(&bb, &sc.wan, &g);
+    const double* m = student_backbone_forward(&bb, &S, &sc, x, 0.5, NULL, 0);
+    Rollout ro; rollout_init(&ro, &sc, &g, 1, 10);
+    const double* yhat = rollout_forward(&ro, &S, &sc, &g, m, bb.text.c, bb.rope, y1);
+    double maxd = 0;
+    for (size_t i = 0; i < n; i++) maxd = fmax(maxd, fabs(yhat[i] - (0.001 * y1[i] + 0.999 * ro.steps[0].out[i])));
+    printf("  N=1 rollout: |y_hat - (0.001 y1 + 0.999 head)| max %.2e (s grid %.3f -> %.3f)\n", maxd, ro.s[1], ro.s[0]);
+    EXPECT(maxd < 1e-14 && ro.s[1] == 0.999 && ro.s[0] == 0, "inner step: %.3e", maxd);
+    rollout_free(&ro);
+    double t[3]; outer_grid(t, 2, 10);
+    printf("  outer grid M=2, shift 10: %.4f %.4f %.4f\n", t[0], t[1], t[2]);
+    EXPECT(fabs(t[1] - 10.0 / 11.0) < 1e-12 && t[2] == 0.999 && t[0] == 0, "outer grid");
+    double e1 = effective_nfe(2, 2, 5, 30), e2 = effective_nfe(1, 4, 5, 40), e3 = effective_nfe(1, 2, 5, 30);
+    printf("  effective NFE: M2 N2 H5 L30 = %.3f, M1 N4 H5 L40 = %.3f, M1 N2 H5 L30 = %.3f\n", e1, e2, e3);
+    EXPECT(fabs(e1 - 7.0 / 3.0) < 1e-12 && fabs(e2 - 1.375) < 1e-12 && fabs(e3 - 7.0 / 6.0) < 1e-12, "effective NFE");
+    wan_act_free(&bb); free(tb); free(sb); free(x); free(y1);
+}
+
+// ---- flow head gradient check: loss = Σ head_θ(y_s, s, r; m)·gout
+
+typedef struct { const StudentConfig* sc; const WanGrid* g; StudentParams* S; HeadAct* h; double *m, *c, *rope, *y, *gout; double s, r; size_t n; } HeadCase;
+static double head_loss(void* p) {
+    HeadCase* k = (HeadCase*)p;
+    head_forward(k->h, k->S, k->sc, k->g, k->m, k->c, k->rope, k->y, k->s, k->r);
+    double l = 0; for (size_t i = 0; i < k->n; i++) l += k->h->out[i] * k->gout[i];
+    return l;
+}
+
+static void check_param_tensors(const char* prefix, const StudentConfig* sc, double* buf, double* gbuf, LossFn f, void* ctx, const char* const* names, int n_names, int per) {
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(&sc->wan, tl, NULL, NULL, NULL);
+    size_t nw = wan_num_params(&sc->wan);
+    int ne = student_extra_layout(sc, tl + nt, NULL, NULL, NULL);
+    for (int i = nt; i < nt + ne; i++) tl[i].offset += nw;
+    for (int i = 0; i < nt + ne; i++) {
+        int want = names == NULL;
+        for (int j = 0; j < n_names && !want; j++) want = strstr(tl[i].name, names[j]) != NULL;
+        if (!want) continue;
+        char nm[160]; snprintf(nm, sizeof(nm), "%s %s", prefix, tl[i].name);
+        gradcheck(nm, buf + tl[i].offset, (long)tl[i].numel, gbuf + tl[i].offset, f, ctx, per);
+    }
+    free(tl);
+}
+
+static void test_head_grads(void) {
+    for (int fusion = 0; fusion < 2; fusion++) {
+        StudentConfig sc; WanGrid g; tmdt_setup(&sc, &g, 3, 2, fusion);
+        printf("\n[tmd gradcheck] flow head, %s fusion: head_θ(y_s, s, r; m) w.r.t. y_s, m, context, every head and extra tensor\n", fusion ? "concat" : "gated");
+        size_t nw = wan_num_params(&sc.wan), ns = student_num_params(&sc), LD = (size_t)g.L * sc.wan.dim, n = (size_t)3 * 2 * 8 * 8;
+        double* tb = (double*)calloc(nw, sizeof(double)); double* sb = (double*)calloc(ns, sizeof(double)); double* gb = (double*)calloc(ns, sizeof(double));
+        tmdt_random_teacher(&sc.wan, tb, 21); student_init(&sc, sb, tb, 22); tmdt_perturb_extras(&sc, sb, 23, 0.2);
+        StudentParams S, dS; student_carve(&sc, &S, sb); student_carve(&sc, &dS, gb);
+        Rng r = rng_make(24);
+        WanAct bb; wan_act_init(&bb, &sc.wan, &g);
+        double* x = (double*)malloc(sizeof(double) * n); for (size_t i = 0; i < n; i++) x[i] = rng_normal(&r);
+        double ctx[3 * 32]; for (int i = 0; i < 3 * 32; i++) ctx[i] = rng_normal(&r);
+        student_backbone_forward(&bb, &S, &sc, x, 0.6, ctx, 3);
+        HeadAct h; head_act_init(&h, &sc, &g);
+        HeadCase k = {&sc, &g, &S, &h, (double*)malloc(sizeof(double) * LD), bb.text.c, bb.rope, (double*)malloc(sizeof(double) * n),
+                      (double*)malloc(sizeof(double) * n), 0.83, 0.41, n};
+        memcpy(k.m, wan_xs(&bb, sc.wan.num_layers - sc.head_blocks), sizeof(double) * LD);
+        for (size_t i = 0; i < n; i++) { k.y[i] = rng_normal(&r); k.gout[i] = rng_normal(&r); }
+        head_loss(&k);
+        double* dm = (double*)calloc(LD, sizeof(double)); double* dc = (double*)calloc((size_t)sc.wan.text_len * sc.wan.dim, sizeof(double));
+        double* dy = (double*)calloc(n, sizeof(double));
+        head_backward(&dS, dm, dc, dy, k.gout, &h, &S, &sc, &g, k.c, k.rope);
+        gradcheck("head d(y_s)", k.y, (long)n, dy, head_loss, &k, 16);
+        gradcheck("head d(m)", k.m, (long)LD, dm, head_loss, &k, 16);
+        gradcheck("head d(text context c)", k.c, (long)sc.wan.text_len * sc.wan.dim, dc, head_loss, &k, 16);
+        const char* names[] = {"flow_head.", "patch_embedding", "time_embedding", "time_projection", "blocks.1.", "blocks.2.modulation", "blocks.2.ffn.0", "head."};
+        check_param_tensors("head", &sc, sb, gb, head_loss, &k, names, 8, 6);
+        // the backbone's blocks receive nothing from the head
+        double z = 0; for (size_t i = 0; i < (size_t)sc.wan.dim * sc.wan.dim; i++) z += fabs(dS.w.blocks[0].self_attn_q_weight[i]);
+        EXPECT(z == 0, "head backward touched a backbone block");
+        head_act_free(&h); wan_act_free(&bb);
+        free(tb); free(sb); free(gb); free(x); free(k.m); free(k.y); free(k.gout); free(dm); free(dc); free(dy);
+    }
+}
+
+// ---- generator (backbone + N-step rollout) gradient check: loss = Σ x̂·gout
+
+typedef struct { Generator* G; const WanGrid* g; double *xt, *ctx, *y1, *x1, *gout; int Lt; double t; } GenCase;
+static double gen_loss(void* p) {
+    GenCase* k = (GenCase*)p;
+    const double* xh = generator_forward(k->G, k->g, k->xt, k->t, k->ctx, k->Lt, k->y1, k->x1);
+    double l = 0; for (size_t i = 0; i < k->G->numel; i++) l += xh[i] * k->gout[i];
+    return l;
+}
+
+static void test_rollout_grads(void) {
+    StudentConfig sc; WanGrid g; tmdt_setup(&sc, &g, 3, 2, FUSION_GATED);
+    int N = 3;
+    printf("\n[tmd gradcheck] backpropagation through the %d-step rollout: x̂ = x_t − t·INNERFLOW(m(x_t, t)) w.r.t. x_t and parameters\n", N);
+    size_t nw = wan_num_params(&sc.wan), ns = student_num_params(&sc), n = (size_t)3 * 2 * 8 * 8;
+    double* tb = (double*)calloc(nw, sizeof(double)); double* sb = (double*)calloc(ns, sizeof(double)); double* gb = (double*)calloc(ns, sizeof(double));
+    tmdt_random_teacher(&sc.wan, tb, 31); student_init(&sc, sb, tb, 32); tmdt_perturb_extras(&sc, sb, 33, 0.2);
+    StudentParams S, dS; student_carve(&sc, &S, sb); student_carve(&sc, &dS, gb);
+    Generator G; generator_init(&G, 1, &sc, &g, N, 10); G.S = &S;
+    Rng r = rng_make(34);
+    GenCase k = {&G, &g, (double*)malloc(sizeof(double) * n), (double*)malloc(sizeof(double) * 3 * 32), (double*)malloc(sizeof(double) * n),
+                 (double*)malloc(sizeof(double) * n), (double*)malloc(sizeof(double) * n), 3, 0.9};
+    for (size_t i = 0; i < n; i++) { k.xt[i] = rng_normal(&r); k.y1[i] = rng_normal(&r); k.x1[i] = rng_normal(&r); k.gout[i] = rng_normal(&r); }
+    for (int i = 0; i < 96; i++) k.ctx[i] = rng_normal(&r);
+    gen_loss(&k);
+    generator_backward(&G, &dS, NULL, &g, k.gout);
+    const char* names[] = {"flow_head.", "blocks.0.self_attn.q.weight", "blocks.1.modulation", "blocks.2.cross_attn.k.weight", "time_embedding.0.weight", "patch_embedding.weight", "text_embedding.0.weight", "head.head.weight"};
+    check_param_tensors("rollout", &sc, sb, gb, gen_loss, &k, names, 8, 6);
+    // a rollout that drops the gradient through earlier inner steps must NOT pass the same check
+    memset(gb, 0, sizeof(double) * ns);
+    G.rollout_grad = 0; gen_loss(&k); generator_backward(&G, &dS, NULL, &g, k.gout); G.rollout_grad = 1;
+    WanTensor tl[16]; int nt = wan_layout(&sc.wan, NULL, NULL, NULL, NULL); (void)nt;
+    student_extra_layout(&sc, tl, NULL, NULL, NULL);
+    size_t off = nw + tl[4].offset;  // flow_head.fusion.modulation
+    double num[8], ana[8], worst = 0, maxb = 0;
+    for (int i = 0; i < 8; i++) {
+        size_t j = off + (size_t)i * 7; double x0 = sb[j];
+        sb[j] = x0 + GC_H; double fp = gen_loss(&k); sb[j] = x0 - GC_H; double fm = gen_loss(&k); sb[j] = x0;
+        num[i] = (fp - fm) / (2 * GC_H); ana[i] = gb[j]; maxb = fmax(maxb, fabs(num[i]));
+    }
+    for (int i = 0; i < 8; i++) worst = fmax(worst, fabs(num[i] - ana[i]) / fmax(fabs(num[i]), 1e-3 * maxb));
+    printf("  last-step-only gradient vs full rollout finite differences: max rel %.2e (must be far from 0)\n", worst);
+    EXPECT(worst > 1e-2, "truncated rollout gradient agreed with the full one (%.2e): the check cannot tell them apart", worst);
+    generator_free(&G);
+    free(tb); free(sb); free(gb); free(k.xt); free(k.ctx); free(k.y1); free(k.x1); free(k.gout);
+}
+
+// ---- TM-MF with frozen targets: the analytic gradient is that of ‖u_θ − û‖² / (n0 + c) with û, n0 held fixed
+
+typedef struct { const StudentConfig* sc; const WanGrid* g; StudentParams *S, *dS; TmmfWork* w; double *x, *ctx; TmmfConfig cf; uint64_t seed; } TmmfCase;
+static double tmmf_loss(void* p) {
+    TmmfCase* k = (TmmfCase*)p; Rng r = rng_make(k->seed);
+    return tmmf_sample(NULL, k->S, k->sc, k->g, k->w, k->x, k->ctx, 3, NULL, 0, &k->cf, &r, 1).loss;
+}
+
+static void test_tmmf_grads(void) {
+    StudentConfig sc; WanGrid g; tmdt_setup(&sc, &g, 3, 2, FUSION_GATED);
+    printf("\n[tmd gradcheck] TM-MF loss with stop-gradients on the target and the normaliser (guidance 3, r < s, JVP by central difference)\n");
+    size_t nw = wan_num_params(&sc.wan), ns = student_num_params(&sc), n = (size_t)3 * 2 * 8 * 8;
+    double* tb = (double*)calloc(nw, sizeof(double)); double* sb = (double*)calloc(ns, sizeof(double)); double* gb = (double*)calloc(ns, sizeof(double));
+    tmdt_random_teacher(&sc.wan, tb, 41); student_init(&sc, sb, tb, 42); tmdt_perturb_extras(&sc, sb, 43, 0.2);
+    StudentParams S, dS; student_carve(&sc, &S, sb); student_carve(&sc, &dS, gb);
+    TmmfWork w; tmmf_work_init(&w, &sc, &g);
+    TmmfCase k = {&sc, &g, &S, &dS, &w, (double*)malloc(sizeof(double) * n), (double*)malloc(sizeof(double) * 96), tmmf_defaults(), 0};
+    k.cf.p_tm = 0; k.cf.p_drop = 0; k.cf.c_norm = 1;
+    Rng r = rng_make(44);
+    for (size_t i = 0; i < n; i++) k.x[i] = rng_normal(&r);
+    for (int i = 0; i < 96; i++) k.ctx[i] = rng_normal(&r);
+    // pick a seed whose (s, r) has r < s, so the JVP term is live
+    TmmfStats st; memset(&st, 0, sizeof(st));
+    for (k.seed = 100; k.seed < 200; k.seed++) { w.have_target = 0; w.keep_target = 0; Rng rr = rng_make(k.seed); st = tmmf_sample(NULL, &S, &sc, &g, &w, k.x, k.ctx, 3, NULL, 0, &k.cf, &rr, 1); if (st.r < st.s - 0.05) break; }
+    printf("  sample: t_i %.3f, s %.4f, r %.4f, loss %.4f, mse %.4f\n", st.t, st.s, st.r, st.loss, st.mse);
+    EXPECT(st.r < st.s, "no seed gave r < s");
+    w.have_target = 0; w.keep_target = 1;
+    Rng rr = rng_make(k.seed);
+    tmmf_sample(&dS, &S, &sc, &g, &w, k.x, k.ctx, 3, NULL, 0, &k.cf, &rr, 1);   // computes and freezes û and the normaliser
+    const char* names[] = {"flow_head.", "blocks.0.self_attn.v.weight", "blocks.1.ffn.2.weight", "blocks.2.modulation", "time_embedding.2.weight", "text_embedding.2.weight", "head.modulation"};
+    // the normalised loss is O(1) while single-weight gradients are ~1e-6: a larger step keeps the roundoff
+    // (1e-16/h) below them, and the truncation error (h^2 times the third derivative) stays ~1e-10
+    gc_h = 1e-3;
+    check_param_tensors("tmmf", &sc, sb, gb, tmmf_loss, &k, names, 7, 6);
+    gc_h = GC_H;
+    // the stop-gradient matters: the gradient of the un-frozen loss differs
+    w.have_target = 0; w.keep_target = 0;
+    size_t j = wan_num_params(&sc.wan) + 5;  // an entry of flow_head.delta_time_embedding.0.weight
+    double x0 = sb[j];
+    sb[j] = x0 + GC_H; double fp = tmmf_loss(&k); sb[j] = x0 - GC_H; double fm = tmmf_loss(&k); sb[j] = x0;
+    double full = (fp - fm) / (2 * GC_H);
+    printf("  d loss / d %s[5]: with stop-gradients %.6e, differentiating through target and normaliser %.6e\n", "delta_time_embedding.0.weight", gb[j], full);
+    EXPECT(fabs(full - gb[j]) > 1e-6 * fabs(gb[j]), "stop-gradient made no difference");
+    tmmf_work_free(&w);
+    free(tb); free(sb); free(gb); free(k.x); free(k.ctx);
+}
+
+// ---- DMD2-v critics and the GAN generator path
+
+typedef struct { Generator* G; WanParams *T, *F; DiscParams* D; DiscConfig* dc; DmdWork* w; const WanGrid* g; double *x, *ctx; DmdConfig cf; int which; } CriticCase;
+static double critic_loss(void* p) {
+    CriticCase* k = (CriticCase*)p; Rng r = rng_make(77);
+    // the discriminator part runs only when a gradient target is given: hand it a throwaway one
+    DiscParams scratch; size_t nd = disc_carve(k->dc, NULL, NULL); double* sbuf = (double*)calloc(nd, sizeof(double)); disc_carve(k->dc, &scratch, sbuf);
+    DmdStats st = dmd_critic_sample(k->G, NULL, &scratch, k->w, k->T, k->F, k->D, k->dc, k->g, k->x, k->ctx, 3, &k->cf, &r, 1);
+    free(sbuf);
+    return k->which == 0 ? st.dsm : st.gan_d;
+}
+
+typedef struct { WanAct* ta; WanParams* T; DiscParams* D; DiscConfig* dc; DiscAct* da; double* z; double* ctx; int top; } GanCase;
+static double gan_gen_loss(void* p) {
+    GanCase* k = (GanCase*)p;
+    wan_forward_blocks(k->ta, k->T, k->z, 700.0, k->ctx, 3, k->top);
+    disc_forward(k->da, k->D, k->dc, k->ta);
+    double l = 0; for (int h = 0; h < k->dc->n_heads; h++) l += softplus(-k->da->logit[h]) / k->dc->n_heads;
+    return l;
+}
+
+static void test_dmd_grads(void) {
+    StudentConfig sc; WanGrid g; tmdt_setup(&sc, &g, 3, 1, FUSION_GATED);
+    printf("\n[tmd gradcheck] DMD2-v: denoising score matching (fake score), discriminator loss (Conv3D heads), GAN generator loss through the frozen teacher\n");
+    size_t nw = wan_num_params(&sc.wan), ns = student_num_params(&sc), n = (size_t)3 * 2 * 8 * 8;
+    double* tb = (double*)calloc(nw, sizeof(double)); double* fb = (double*)calloc(nw, sizeof(double)); double* gfb = (double*)calloc(nw, sizeof(double));
+    double* sb = (double*)calloc(ns, sizeof(double));
+    tmdt_random_teacher(&sc.wan, tb, 51); memcpy(fb, tb, sizeof(double) * nw);
+    for (size_t i = 0; i < nw; i++) fb[i] += 0.05 * sin(1.7 * i);   // the fake score has drifted from the teacher
+    student_init(&sc, sb, tb, 52); tmdt_perturb_extras(&sc, sb, 53, 0.2);
+    WanParams T, F, dF; wan_carve(&sc.wan, &T, tb); wan_carve(&sc.wan, &F, fb); wan_carve(&sc.wan, &dF, gfb);
+    StudentParams S; student_carve(&sc, &S, sb);
+    DiscConfig dc = {2, {0, 2}, sc.wan.dim, 6, 3};
+    size_t nd = disc_carve(&dc, NULL, NULL);
+    double* db = (double*)calloc(nd, sizeof(double)); double* gdb = (double*)calloc(nd, sizeof(double));
+    disc_init(&dc, db, 54);
+    Rng r = rng_make(55); for (size_t i = 0; i < nd; i++) db[i] += 0.05 * rng_normal(&r);
+    DiscParams D, dD; disc_carve(&dc, &D, db); disc_carve(&dc, &dD, gdb);
+    Generator G; generator_init(&G, 1, &sc, &g, 2, 10); G.S = &S;
+    DmdWork w; dmd_work_init(&w, &sc.wan, &g, &dc);
+    CriticCase k = {&G, &T, &F, &D, &dc, &w, &g, (double*)malloc(sizeof(double) * n), (double*)malloc(sizeof(double) * 96), dmd_defaults(), 0};
+    for (size_t i = 0; i < n; i++) k.x[i] = rng_normal(&r);
+    for (int i = 0; i < 96; i++) k.ctx[i] = rng_normal(&r);
+    Rng r1 = rng_make(77);
+    dmd_critic_sample(&G, &dF, &dD, &w, &T, &F, &D, &dc, &g, k.x, k.ctx, 3, &k.cf, &r1, 1);
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(&sc.wan, tl, NULL, NULL, NULL);
+    k.which = 0;
+    for (int i = 0; i < nt; i++) {
+        if (!strstr(tl[i].name, "blocks.1.") && !strstr(tl[i].name, "head.") && !strstr(tl[i].name, "time_projection") && !strstr(tl[i].name, "patch_embedding")) continue;
+        char nm[160]; snprintf(nm, sizeof(nm), "dsm %s", tl[i].name);
+        gradcheck(nm, fb + tl[i].offset, (long)tl[i].numel, gfb + tl[i].offset, critic_loss, &k, 5);
+    }
+    k.which = 1;
+    for (int h = 0; h < dc.n_heads; h++) {
+        char nm[96];
+        snprintf(nm, sizeof(nm), "disc head %d conv3d weight", h); gradcheck(nm, D.w1[h], (long)dc.hidden * dc.dim * 27, dD.w1[h], critic_loss, &k, 12);
+        snprintf(nm, sizeof(nm), "disc head %d conv3d bias", h); gradcheck(nm, D.b1[h], dc.hidden, dD.b1[h], critic_loss, &k, 6);
+        snprintf(nm, sizeof(nm), "disc head %d out weight, bias", h); gradcheck(nm, D.w2[h], dc.hidden + 1, dD.w2[h], critic_loss, &k, 7);
+    }
+    // GAN generator loss: d/dz through the frozen teacher (features at blocks 0 and 2)
+    WanAct ta; wan_act_init(&ta, &sc.wan, &g);
+    DiscAct da; disc_act_init(&da, &dc, g.L);
+    GanCase gk = {&ta, &T, &D, &dc, &da, (double*)malloc(sizeof(double) * n), k.ctx, 3};
+    for (size_t i = 0; i < n; i++) gk.z[i] = rng_normal(&r);
+    gan_gen_loss(&gk);
+    double dlogit[DISC_MAX_HEADS]; for (int h = 0; h < dc.n_heads; h++) dlogit[h] = -sigmoid(-da.logit[h]) / dc.n_heads;
+    memset(w.dfeat_buf, 0, sizeof(double) * (size_t)(sc.wan.num_layers + 1) * g.L * sc.wan.dim);
+    disc_backward(NULL, w.dfeat, dlogit, &da, &D, &dc, &ta);
+    double* dz = (double*)calloc(n, sizeof(double));
+    WanParams scratch; wan_carve(&sc.wan, &scratch, w.scratch_grad);
+    wan_backward_blocks(&scratch, dz, NULL, NULL, 3, w.dfeat, NULL, &ta, &T);
+    gradcheck("GAN generator loss d(x̂_t) through the teacher", gk.z, (long)n, dz, gan_gen_loss, &gk, 24);
+    // VSD: when the fake score equals the teacher (and guidance is 1), the gradient on x̂ vanishes
+    DmdConfig c1 = dmd_defaults(); c1.cfg = 1; c1.gan_weight = 0;
+    double* gsb = (double*)calloc(ns, sizeof(double)); StudentParams dS; student_carve(&sc, &dS, gsb);
+    Rng r3 = rng_make(5);
+    DmdStats st = dmd_student_sample(&G, &dS, NULL, &w, &T, &T, &D, &dc, &g, k.x, k.ctx, 3, NULL, 0, &c1, &r3, 1);
+    double gmax = 0; for (size_t i = 0; i < ns; i++) gmax = fmax(gmax, fabs(gsb[i]));
+    printf("  VSD with fake score = teacher, guidance 1: loss %.2e, max |student gradient| %.2e\n", st.vsd, gmax);
+    EXPECT(st.vsd < 1e-24 && gmax < 1e-12, "VSD fixed point: loss %.3e, gradient %.3e (only rounding of v_u + (v_c - v_u) may remain)", st.vsd, gmax);
+    Rng r4 = rng_make(5);
+    st = dmd_student_sample(&G, &dS, NULL, &w, &T, &F, &D, &dc, &g, k.x, k.ctx, 3, NULL, 0, &c1, &r4, 1);
+    gmax = 0; for (size_t i = 0; i < ns; i++) gmax = fmax(gmax, fabs(gsb[i]));
+    printf("  VSD with a drifted fake score: loss %.2e, max |student gradient| %.2e\n", st.vsd, gmax);
+    EXPECT(st.vsd > 0 && gmax > 0, "VSD gave no gradient with a drifted fake score");
+    disc_act_free(&da); wan_act_free(&ta); dmd_work_free(&w); generator_free(&G);
+    free(tl); free(tb); free(fb); free(gfb); free(sb); free(db); free(gdb); free(k.x); free(k.ctx); free(gk.z); free(dz); free(gsb);
+}
+
+static void test_tmd(void) {
+    test_student_init();
+    test_inner_step_and_nfe();
+    test_head_grads();
+    test_rollout_grads();
+    test_tmmf_grads();
+    test_dmd_grads();
+}
