@@ -10,6 +10,7 @@
 #include "lib/rng.h"            // deterministic random numbers
 #include "lib/testing.h"        // EXPECT, expect_close_d
 #include "lib/io_tests.h"       // safetensors and npy tests, corrupt-input cases
+#include "cpu/teacher_tests.h"  // the teacher: flow matching, AdamW, Euler and UniPC sampling with CFG
 #include "cpu/tmd_tests.h"      // TMD on the CPU: student, inner flow, TM-MF, DMD2-v (and cpu/distill_cpu.h itself)
 #include <time.h>
 
@@ -520,6 +521,7 @@ int main(int argc, char** argv) {
     test_model_grads();
     test_names_and_roundtrip();
     test_peer_diffusers();
+    test_teacher();
     test_tmd();
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", test_tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", test_tmpdir);

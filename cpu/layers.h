@@ -3,16 +3,20 @@
 // Every forward OVERWRITES its outputs. Every backward ACCUMULATES (+=) into the gradients of its inputs and
 // weights, so callers zero gradient buffers once and sum over uses (a residual stream, shared weights).
 // `real` is the element type of wan.h (double in test_tmd.c, so finite differences are exact to ~1e-10).
+// OpenMP splits a loop only when it holds enough work (OMP_MIN_WORK multiply-adds): on tiny shapes the fork/join
+// costs more than it saves.
 #pragma once
 #include <math.h>
 #include <string.h>
 #include <stdlib.h>
 
+#define OMP_MIN_WORK 262144
+
 // ---------------------------------------------------------------------------------------------------------
 // Linear: out[N, OC] = inp[N, IC] · w[OC, IC]ᵀ + b[OC]   (PyTorch nn.Linear; b may be NULL)
 
 static void linear_forward(real* out, const real* inp, const real* w, const real* b, int N, int IC, int OC) {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * IC * OC >= OMP_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const real* x = inp + (size_t)n * IC;
         for (int o = 0; o < OC; o++) {
@@ -27,7 +31,7 @@ static void linear_forward(real* out, const real* inp, const real* w, const real
 // inverts out = inp·wᵀ + b:  dinp += dout·w ; dw += doutᵀ·inp ; db += Σ_n dout   (dinp, dw, db may be NULL)
 static void linear_backward(real* dinp, real* dw, real* db, const real* dout, const real* inp, const real* w, int N, int IC, int OC) {
     if (dinp) {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * IC * OC >= OMP_MIN_WORK)
         for (int n = 0; n < N; n++) {
             real* dx = dinp + (size_t)n * IC;
             const real* g = dout + (size_t)n * OC;
@@ -39,7 +43,7 @@ static void linear_backward(real* dinp, real* dw, real* db, const real* dout, co
         }
     }
     if (dw || db) {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * IC * OC >= OMP_MIN_WORK)
         for (int o = 0; o < OC; o++) {
             real* dwr = dw ? dw + (size_t)o * IC : NULL;
             real sb = 0;
@@ -57,7 +61,7 @@ static void linear_backward(real* dinp, real* dw, real* db, const real* dout, co
 // LayerNorm over the last dim C: out = (x − mean)·rstd (·w + b when w is not NULL). Saves mean, rstd [N].
 
 static void layernorm_forward(real* out, real* mean, real* rstd, const real* inp, const real* w, const real* b, int N, int C, double eps) {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C >= OMP_MIN_WORK / 8)
     for (int n = 0; n < N; n++) {
         const real* x = inp + (size_t)n * C;
         real m = 0; for (int i = 0; i < C; i++) m += x[i]; m /= C;
@@ -74,7 +78,7 @@ static void layernorm_forward(real* out, real* mean, real* rstd, const real* inp
 static void layernorm_backward(real* dinp, real* dw, real* db, const real* dout, const real* inp, const real* w,
                                const real* mean, const real* rstd, int N, int C) {
     real* dxh_buf = (real*)malloc(sizeof(real) * (size_t)C * N);
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C >= OMP_MIN_WORK / 8)
     for (int n = 0; n < N; n++) {
         const real* x = inp + (size_t)n * C; const real* g = dout + (size_t)n * C;
         real* dxh = dxh_buf + (size_t)n * C;
@@ -99,7 +103,7 @@ static void layernorm_backward(real* dinp, real* dw, real* db, const real* dout,
 // RMSNorm over the last dim C (Wan: across all heads, C = D): out = x·rstd·w, rstd = 1/sqrt(mean(x²) + eps)
 
 static void rmsnorm_forward(real* out, real* rstd, const real* inp, const real* w, int N, int C, double eps) {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C >= OMP_MIN_WORK / 8)
     for (int n = 0; n < N; n++) {
         const real* x = inp + (size_t)n * C;
         real ms = 0; for (int i = 0; i < C; i++) ms += x[i] * x[i]; ms /= C;
@@ -112,7 +116,7 @@ static void rmsnorm_forward(real* out, real* rstd, const real* inp, const real* 
 
 // inverts y = x·rstd·w:  dx += rstd·(dy·w − x·rstd²·mean(dy·w·x)) ; dw += Σ dy·x·rstd
 static void rmsnorm_backward(real* dinp, real* dw, const real* dout, const real* inp, const real* w, const real* rstd, int N, int C) {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C >= OMP_MIN_WORK / 8)
     for (int n = 0; n < N; n++) {
         const real* x = inp + (size_t)n * C; const real* g = dout + (size_t)n * C; real r = rstd[n];
         real s = 0; for (int i = 0; i < C; i++) s += g[i] * w[i] * x[i]; s /= C;
@@ -239,7 +243,7 @@ static void rope_backward(real* dinp, const real* dout, const real* cs, int L, i
 static void attention_forward(real* out, real* att, const real* q, const real* k, const real* v, int Nq, int Nk, int H, int d) {
     int D = H * d;
     real scale = 1 / sqrt((double)d);
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if ((size_t)H * Nq * Nk * d >= OMP_MIN_WORK)
     for (int h = 0; h < H; h++)
         for (int i = 0; i < Nq; i++) {
             real* a = att + ((size_t)h * Nq + i) * Nk;
@@ -266,7 +270,7 @@ static void attention_backward(real* dq, real* dk, real* dv, const real* dout, c
     real scale = 1 / sqrt((double)d);
     for (int h = 0; h < H; h++) {
         real* dS = (real*)malloc(sizeof(real) * (size_t)Nq * Nk);
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)Nq * Nk * d >= OMP_MIN_WORK)
         for (int i = 0; i < Nq; i++) {
             const real* a = att + ((size_t)h * Nq + i) * Nk;
             const real* g = dout + (size_t)i * D + h * d;
@@ -280,7 +284,7 @@ static void attention_backward(real* dq, real* dk, real* dv, const real* dout, c
             real* dqi = dq + (size_t)i * D + h * d;
             for (int j = 0; j < Nk; j++) { const real* kj = k + (size_t)j * D + h * d; real s = dS[(size_t)i * Nk + j]; for (int e = 0; e < d; e++) dqi[e] += s * kj[e]; }
         }
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)Nq * Nk * d >= OMP_MIN_WORK)
         for (int j = 0; j < Nk; j++) {
             real* dkj = dk + (size_t)j * D + h * d; real* dvj = dv + (size_t)j * D + h * d;
             for (int i = 0; i < Nq; i++) {
@@ -341,7 +345,7 @@ static void unpatchify_backward(real* dy, const real* dx, int C, int T, int Hl, 
 
 static void conv3d_forward(real* out, const real* inp, const real* w, const real* b, int F, int H, int W, int IC, int OC, int k) {
     int p = k / 2;
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if ((size_t)F * H * W * IC * OC * k * k * k >= OMP_MIN_WORK)
     for (int f = 0; f < F; f++) for (int i = 0; i < H; i++) for (int j = 0; j < W; j++) {
         real* o = out + (((size_t)f * H + i) * W + j) * OC;
         for (int oc = 0; oc < OC; oc++) o[oc] = b ? b[oc] : 0;
