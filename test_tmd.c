@@ -12,6 +12,8 @@
 #include "lib/io_tests.h"       // safetensors and npy tests, corrupt-input cases
 #include "cpu/teacher_tests.h"  // the teacher: flow matching, AdamW, Euler and UniPC sampling with CFG
 #include "cpu/tmd_tests.h"      // TMD on the CPU: student, inner flow, TM-MF, DMD2-v (and cpu/distill_cpu.h itself)
+#include "world/world_tests.h"  // the built-in world's tests (and world.h, text.h, score.h, png.h)
+#include "world/world_cli.h"    // ./test_tmd world gen | sheet | score | render | encode
 #include <time.h>
 
 static const char* TMPDIR_ = "/tmp";
@@ -502,10 +504,12 @@ int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc > 1 && !strcmp(argv[1], "forward")) return cmd_forward(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "presets")) return cmd_presets();
+    if (argc > 1 && !strcmp(argv[1], "world")) return world_main(argc - 2, argv + 2);
     if (argc > 1) {
         printf("usage: ./test_tmd                run all tests\n"
                "       ./test_tmd forward ...    CPU forward of a checkpoint (./test_tmd forward --help)\n"
-               "       ./test_tmd presets        print the presets and their parameter counts\n");
+               "       ./test_tmd presets        print the presets and their parameter counts\n"
+               "       ./test_tmd world ...      the built-in world: gen, sheet, score, render, encode (./test_tmd world --help)\n");
         return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
     }
     const char* td = getenv("TMPDIR"); if (td && *td) TMPDIR_ = td;
@@ -516,6 +520,8 @@ int main(int argc, char** argv) {
     test_presets();
     printf("\n[io] safetensors and npy\n");
     test_io(test_tmpdir);
+    printf("\n[world] the built-in world: grammar, renderer, text encoder, toy VBench\n");
+    test_world();
     test_layer_grads();
     test_gradcheck_catches_bugs();
     test_model_grads();

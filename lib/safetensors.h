@@ -243,7 +243,7 @@ static inline int sj_string(StJsonParser* p, char** out) {
             case 'r': o[k++] = '\r'; break;
             case 't': o[k++] = '\t'; break;
             case 'u': {
-                uint32_t cp, lo;
+                uint32_t cp = 0, lo = 0;
                 if (sj_hex4(p, j, &cp)) return 1;
                 if (cp >= 0xDC00 && cp < 0xE000) return sj_fail(p, "lone low surrogate in \\u escape");
                 if (cp >= 0xD800 && cp < 0xDC00) {   // high surrogate: a \uDC00..\uDFFF must follow
