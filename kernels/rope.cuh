@@ -1,0 +1,80 @@
+// kernels/rope.cuh: 3D rotary position embedding, interleaved pairs, per-axis frequency tables
+// (wan_architecture.md §2.4, cpu/layers.h rope_table / rope_apply).
+//
+// Head dim d has c = d/2 complex pairs (x[2p], x[2p+1]). The pairs are split over the three grid axes:
+// frame cf = c − 2·(c/3), height ch = c/3, width ch (22, 21, 21 for d = 128), and each axis uses its own
+// sub-dimension in the exponent:
+//   p <  cf          θ = f · 10000^(−2p / (2cf))
+//   p <  cf + ch     θ = i · 10000^(−2(p − cf) / (2ch))
+//   otherwise        θ = j · 10000^(−2(p − cf − ch) / (2ch))
+// for the token n = (f·Hp + i)·Wp + j of a (Fp, Hp, Wp) patch grid.
+//
+//   rope_table_build   cs [L, c, 2] fp32 = (cos θ, sin θ), computed in double on the device, stored fp32.
+//                      Built once per grid; overwritten.
+//   rope_forward       out = x·e^{iθ}:  out[2p] = x[2p]·cos − x[2p+1]·sin ; out[2p+1] = x[2p]·sin + x[2p+1]·cos
+//   rope_backward      inverts the rotation: dinp = R(−θ)·dout (the same kernel with sin negated)
+// x, out, dinp, dout [B·L, H, d] (T = floatX for q, k); token n of the batch uses table row n mod L.
+// Overwritten: out, dinp. In place is allowed (out == inp, dinp == dout): each pair is read before it is written
+// by the same thread.
+// The official code rotates the fp32 RMSNorm output in float64 and rounds to bf16 once; here the input is the
+// floatX RMSNorm output (a second rounding in the bf16 build).
+// Version 1 (the simple one), checked and timed by dev/cuda/rope.cu; not yet run on a GPU (dev/cuda/README.md).
+#pragma once
+#include "common.cuh"
+#include "precision.cuh"
+
+// one thread per (token, pair)
+__global__ void rope_table_kernel(float* cs, int Fp, int Hp, int Wp, int half) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x, total = (size_t)Fp * Hp * Wp * half;
+    if (idx >= total) return;
+    int p = (int)(idx % half);
+    size_t n = idx / half;
+    int j = (int)(n % Wp), i = (int)((n / Wp) % Hp), f = (int)(n / ((size_t)Wp * Hp));
+    int ch = half / 3, cf = half - 2 * ch;
+    double th;
+    if (p < cf) th = f * pow(10000.0, -2.0 * p / (2 * cf));
+    else if (p < cf + ch) th = i * pow(10000.0, -2.0 * (p - cf) / (2 * ch));
+    else th = j * pow(10000.0, -2.0 * (p - cf - ch) / (2 * ch));
+    cs[2 * idx] = (float)cos(th);
+    cs[2 * idx + 1] = (float)sin(th);
+}
+
+// cs [Fp·Hp·Wp, head_dim/2, 2]
+static inline void rope_table_build(float* cs, int Fp, int Hp, int Wp, int head_dim, cudaStream_t stream) {
+    size_t total = (size_t)Fp * Hp * Wp * (head_dim / 2);
+    rope_table_kernel<<<(unsigned)((total + 255) / 256), 256, 0, stream>>>(cs, Fp, Hp, Wp, head_dim / 2);
+    cudaCheck(cudaGetLastError());
+}
+
+// pair q of the flat [B·L, H, c] pair array sits at elements 2q, 2q+1 of x; its token is q / (H·c)
+template <typename T>
+__global__ void rope_rotate_kernel(T* out, const T* inp, const float* cs, size_t npairs, int L, int H, int half, float sin_sign) {
+    size_t q = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (q >= npairs) return;
+    int p = (int)(q % half);
+    size_t n = q / ((size_t)H * half);
+    const float* t = cs + ((n % L) * half + p) * 2;
+    float co = t[0], si = sin_sign * t[1];
+    float a = to_float(inp[2 * q]), b = to_float(inp[2 * q + 1]);
+    out[2 * q] = from_float<T>(a * co - b * si);
+    out[2 * q + 1] = from_float<T>(a * si + b * co);
+}
+
+template <typename T>
+static void rope_rotate_(T* out, const T* inp, const float* cs, int N, int L, int H, int head_dim, float sin_sign, cudaStream_t stream) {
+    size_t npairs = (size_t)N * H * (head_dim / 2);
+    rope_rotate_kernel<T><<<(unsigned)((npairs + 255) / 256), 256, 0, stream>>>(out, inp, cs, npairs, L, H, head_dim / 2, sin_sign);
+    cudaCheck(cudaGetLastError());
+}
+
+// out [N = B·L, H, d] = RoPE(inp)
+template <typename T>
+static void rope_forward(T* out, const T* inp, const float* cs, int N, int L, int H, int head_dim, cudaStream_t stream) {
+    rope_rotate_(out, inp, cs, N, L, H, head_dim, 1.f, stream);
+}
+
+// inverts out = R(θ)·x:  dinp = R(−θ)·dout   (overwritten)
+template <typename T>
+static void rope_backward(T* dinp, const T* dout, const float* cs, int N, int L, int H, int head_dim, cudaStream_t stream) {
+    rope_rotate_(dinp, dout, cs, N, L, H, head_dim, -1.f, stream);
+}
