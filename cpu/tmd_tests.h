@@ -340,6 +340,44 @@ static void test_dmd_grads(void) {
     free(tl); free(tb); free(fb); free(gfb); free(sb); free(db); free(gdb); free(k.x); free(k.ctx); free(gk.z); free(dz); free(gsb);
 }
 
+// ---- KD warm-up: loss mean (x̂(noise) − x_teacher)² through a one-step student, TMD and the plain baseline
+
+typedef struct { Generator* G; const WanGrid* g; double *noise, *target, *ctx; } KdCase;
+static double kd_loss(void* p) {
+    KdCase* k = (KdCase*)p; Rng r = rng_make(3);
+    double* y1 = (double*)malloc(sizeof(double) * k->G->numel);
+    for (size_t i = 0; i < k->G->numel; i++) y1[i] = rng_normal(&r);
+    const double* xh = generator_forward(k->G, k->g, k->noise, 0.999, k->ctx, 3, y1, k->noise);
+    double l = 0; for (size_t i = 0; i < k->G->numel; i++) { double e = xh[i] - k->target[i]; l += e * e; }
+    free(y1);
+    return l / k->G->numel;
+}
+
+static void test_kd_grads(void) {
+    printf("\n[tmd gradcheck] KD warm-up: mean (x̂ − x_teacher)² of a one-step student from pure noise (TMD and plain)\n");
+    for (int tmd = 1; tmd >= 0; tmd--) {
+        StudentConfig sc; WanGrid g; tmdt_setup(&sc, &g, 2, 1, FUSION_GATED);
+        size_t nw = wan_num_params(&sc.wan), ns = student_num_params(&sc), n = (size_t)3 * 2 * 8 * 8;
+        double* tb = (double*)calloc(nw, sizeof(double)); double* sb = (double*)calloc(ns, sizeof(double)); double* gb = (double*)calloc(ns, sizeof(double));
+        tmdt_random_teacher(&sc.wan, tb, 61); student_init(&sc, sb, tb, 62); tmdt_perturb_extras(&sc, sb, 63, 0.2);
+        if (!tmd) memcpy(sb, tb, sizeof(double) * nw);
+        StudentParams S, dS; student_carve(&sc, &S, sb); student_carve(&sc, &dS, gb);
+        WanParams P, dP; wan_carve(&sc.wan, &P, sb); wan_carve(&sc.wan, &dP, gb);
+        Generator G; generator_init(&G, tmd, &sc, &g, 2, 10); G.S = &S; G.P = &P;
+        Rng r = rng_make(64);
+        KdCase k = {&G, &g, (double*)malloc(sizeof(double) * n), (double*)malloc(sizeof(double) * n), (double*)malloc(sizeof(double) * 96)};
+        for (size_t i = 0; i < n; i++) { k.noise[i] = rng_normal(&r); k.target[i] = 0.5 * rng_normal(&r); }
+        for (int i = 0; i < 96; i++) k.ctx[i] = rng_normal(&r);
+        Rng r3 = rng_make(3);
+        double l0 = kd_sample(&G, tmd ? &dS : NULL, tmd ? NULL : &dP, &g, k.noise, k.target, k.ctx, 3, 0.999, &r3, 1);
+        double l1 = kd_loss(&k);
+        EXPECT(fabs(l0 - l1) < 1e-12, "kd_sample and the test disagree on the loss: %.6e vs %.6e", l0, l1);
+        const char* names[] = {"blocks.0.ffn.0.weight", "blocks.1.modulation", "head.head.weight", "flow_head.fusion.ffn.2.weight"};
+        check_param_tensors(tmd ? "kd tmd" : "kd dmd2-v", &sc, sb, gb, kd_loss, &k, names, tmd ? 4 : 3, 6);
+        generator_free(&G); free(tb); free(sb); free(gb); free(k.noise); free(k.target); free(k.ctx);
+    }
+}
+
 static void test_tmd(void) {
     test_student_init();
     test_inner_step_and_nfe();
@@ -347,4 +385,5 @@ static void test_tmd(void) {
     test_rollout_grads();
     test_tmmf_grads();
     test_dmd_grads();
+    test_kd_grads();
 }
