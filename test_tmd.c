@@ -422,6 +422,40 @@ static void test_peer_diffusers(void) {
 }
 
 // =========================================================================================================
+// the tiny distillation: teacher → TM-MF → DMD2-v → sample → score, with the settings of `./test_tmd distill`
+
+static double row_total(const DistillRow* r, int n, const char* name) {
+    for (int i = 0; i < n; i++) if (!strcmp(r[i].name, name)) return r[i].total;
+    EXPECT(0, "table has no row '%s'", name);
+    return -1;
+}
+
+static void test_distill(void) {
+    DistillOpts o = distill_defaults();
+    DistillRow rows[DISTILL_MAX_ROWS];
+    int n = distill_run(&o, rows);
+    distill_print(rows, n);
+    char nm[64];
+    snprintf(nm, sizeof(nm), "teacher UniPC %d steps, CFG %g", o.teacher_eval_steps, o.cfg_eval);
+    double teacher = row_total(rows, n, nm);
+    snprintf(nm, sizeof(nm), "teacher Euler 1 step, CFG %g", o.cfg_eval); double euler1 = row_total(rows, n, nm);
+    snprintf(nm, sizeof(nm), "teacher Euler 2 steps, CFG %g", o.cfg_eval); double euler2 = row_total(rows, n, nm);
+    snprintf(nm, sizeof(nm), "TMD M1 N%d H%d", o.N, o.H); double tmd1 = row_total(rows, n, nm);
+    snprintf(nm, sizeof(nm), "TMD M2 N%d H%d", o.N, o.H); double tmd2 = row_total(rows, n, nm);
+    // the teacher learned the world: its many-step samples beat its own one-step Euler sample
+    printf("  teacher many-step %.1f vs its 1-step Euler %.1f\n", teacher, euler1);
+    EXPECT(teacher > euler1 + 5, "the tiny teacher did not learn: many-step %.1f vs 1-step %.1f", teacher, euler1);
+    // the claim in miniature: the student at M = 1 or 2 beats the teacher's Euler sampler at the same number of steps ...
+    double gain1 = tmd1 - euler1, gain2 = tmd2 - euler2;
+    printf("  TMD vs teacher Euler at the same steps: M=1 %+.1f, M=2 %+.1f\n", gain1, gain2);
+    EXPECT(gain1 > 0 || gain2 > 0, "TMD beat the teacher's Euler sampler at neither M = 1 (%+.1f) nor M = 2 (%+.1f)", gain1, gain2);
+    // ... and comes close to the teacher's many-step CFG samples: within 10 points of toy-VBench total
+    double best = fmax(tmd1, tmd2);
+    printf("  best TMD %.1f vs teacher many-step %.1f: gap %.1f points (\"close\" = within 10)\n", best, teacher, teacher - best);
+    EXPECT(teacher - best <= 10, "TMD's best total %.1f is %.1f points below the teacher's %.1f", best, teacher - best, teacher);
+}
+
+// =========================================================================================================
 // `./test_tmd forward`: the CPU forward of any checkpoint on .npy inputs
 
 static void forward_usage(void) {
@@ -580,6 +614,7 @@ int main(int argc, char** argv) {
     test_peer_diffusers();
     test_teacher();
     test_tmd();
+    test_distill();
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", test_tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", test_tmpdir);
     printf("\n(%.1f s)\n%d passed, %d failed\n", now_s() - t0, tests_passed, tests_failed);

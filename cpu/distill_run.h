@@ -31,13 +31,13 @@ static DistillOpts distill_defaults(void) {
     DistillOpts o;
     memset(&o, 0, sizeof(o));
     o.seed = 1;
-    o.teacher_steps = 600; o.teacher_batch = 4; o.teacher_lr = 2e-3;
-    o.tmmf_steps = 150; o.tmmf_batch = 4; o.tmmf_lr = 3e-4;
-    o.dmd_iters = 250; o.dmd_batch = 2; o.student_lr = 1e-4; o.fake_lr = 1e-4; o.disc_lr = 1e-4; o.update_every = 5;
+    o.teacher_steps = 1500; o.teacher_batch = 4; o.teacher_lr = 3e-3;
+    o.tmmf_steps = 200; o.tmmf_batch = 4; o.tmmf_lr = 3e-4;
+    o.dmd_iters = 300; o.dmd_batch = 2; o.student_lr = 1e-4; o.fake_lr = 1e-4; o.disc_lr = 1e-4; o.update_every = 5;
     o.gan_weight = 0.03; o.rollout = 1;
     o.M = 2; o.N = 2; o.H = 1; o.fusion = FUSION_GATED;
     o.gamma_outer = 10; o.gamma_inner = 10; o.gamma_dmd = 5; o.cfg_dmd = 5; o.cfg_tmmf = 3;
-    o.baseline = 1; o.eval_n = 16; o.teacher_eval_steps = 16; o.cfg_eval = 4; o.shift_eval = 3;
+    o.baseline = 1; o.eval_n = 16; o.teacher_eval_steps = 16; o.cfg_eval = 2; o.shift_eval = 3;
     o.disc_hidden = 16;
     return o;
 }
