@@ -17,12 +17,9 @@ int main(int argc, char** argv) {
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./sample_tmd [flags]");
     if (rc) return rc == 1 ? 0 : 2;
     char err[ST_ERRLEN];
-    WanConfig c; memset(&c, 0, sizeof(c));
-    real* params = NULL;
-    if (weights) {
-        if (preset && wan_preset(&c, preset, err)) { fprintf(stderr, "error: %s\n", err); return 2; }  // the expected config
-        if (wan_load(weights, &c, heads, 0, &params, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
-    } else if (wan_preset(&c, preset ? preset : "world", err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    WanConfig c; real* params;
+    rc = wan_model_from_flags(&c, &params, preset, weights, heads, "world", err);
+    if (rc) { fprintf(stderr, "error: %s\n", err); return rc; }
     wan_config_print(&c, stdout);
     wan_print_count(&c, stdout);
     require_gpu("sample_tmd");

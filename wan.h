@@ -497,3 +497,18 @@ static int wan_save(const char* path, const WanConfig* c, const real* params, co
     free(outs); free(tl);
     return rc;
 }
+
+// The programs' common start: --preset and/or --weights. With weights, a preset (if given) is the config the
+// checkpoint must match, else the config is inferred from it; without weights, the preset (default `fallback`)
+// defines the model and *params stays NULL (the caller initialises it). Returns 0, 2 for a bad flag value, 1 for
+// a bad file, with a message in err.
+static int wan_model_from_flags(WanConfig* c, real** params, const char* preset, const char* weights, int heads,
+                                const char* fallback, char* err) {
+    memset(c, 0, sizeof(*c));
+    *params = NULL;
+    if (weights) {
+        if (preset && wan_preset(c, preset, err)) return 2;
+        return wan_load(weights, c, heads, 0, params, err) ? 1 : 0;
+    }
+    return wan_preset(c, preset ? preset : fallback, err) ? 2 : 0;
+}

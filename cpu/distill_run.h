@@ -33,7 +33,7 @@ static DistillOpts distill_defaults(void) {
     o.seed = 1;
     o.teacher_steps = 1500; o.teacher_batch = 4; o.teacher_lr = 3e-3;
     o.tmmf_steps = 200; o.tmmf_batch = 4; o.tmmf_lr = 3e-4;
-    o.dmd_iters = 300; o.dmd_batch = 2; o.student_lr = 1e-4; o.fake_lr = 1e-4; o.disc_lr = 1e-4; o.update_every = 5;
+    o.dmd_iters = 500; o.dmd_batch = 2; o.student_lr = 1e-4; o.fake_lr = 1e-4; o.disc_lr = 1e-4; o.update_every = 5;
     o.gan_weight = 0.03; o.rollout = 1;
     o.M = 2; o.N = 2; o.H = 1; o.fusion = FUSION_GATED;
     o.gamma_outer = 10; o.gamma_inner = 10; o.gamma_dmd = 5; o.cfg_dmd = 5; o.cfg_tmmf = 3;
@@ -253,6 +253,8 @@ static int distill_run(const DistillOpts* o, DistillRow* rows) {
         }
     }
     stream_free(&ws);
+    // the teacher is kept as a checkpoint keeps it (F32), so a run from a cached teacher equals one that trains it
+    for (size_t i = 0; i < nw; i++) teacher[i] = (float)teacher[i];
     if (o->teacher_cache && teacher_steps > 0) {
         const char* meta[] = {"note", "tiny-world teacher trained by ./test_tmd distill"};
         if (wan_save(o->teacher_cache, &sc.wan, teacher, meta, 1, err)) fprintf(stderr, "distill: %s\n", err);
