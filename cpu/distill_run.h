@@ -32,7 +32,7 @@ static DistillOpts distill_defaults(void) {
     memset(&o, 0, sizeof(o));
     o.seed = 1;
     o.teacher_steps = 1500; o.teacher_batch = 4; o.teacher_lr = 3e-3;
-    o.tmmf_steps = 200; o.tmmf_batch = 4; o.tmmf_lr = 3e-4;
+    o.tmmf_steps = 400; o.tmmf_batch = 4; o.tmmf_lr = 3e-4;
     o.dmd_iters = 500; o.dmd_batch = 2; o.student_lr = 1e-4; o.fake_lr = 1e-4; o.disc_lr = 1e-4; o.update_every = 5;
     o.gan_weight = 0.03; o.rollout = 1;
     o.M = 2; o.N = 2; o.H = 1; o.fusion = FUSION_GATED;
