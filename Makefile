@@ -2,6 +2,7 @@
 #   make test        build and run the CPU reference tests (needs only a C compiler)
 #   make             the tests' binary, plus the CUDA programs when nvcc is found
 #   make train_tmd   the GPU trainer (nvcc, cuBLAS)      make sample_tmd   the GPU sampler
+#   NVEXTRA="..."    extra nvcc flags (CI: -Werror all-warnings -Xcompiler -Werror); PRECISION=FP32 the fp32 build
 #   make world       generate the built-in world's datasets and a contact sheet into data/
 # Every dependency is detected by compiling against it, and reported on one line.
 
@@ -11,7 +12,9 @@ CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow -Wno-unused
 LDLIBS  += -lm
 NVCC    ?= nvcc
 NVFLAGS ?= -O3 --use_fast_math
-NVFLAGS += -std=c++17 -Xcompiler -Wall,-Wno-unused-function
+NVEXTRA ?=
+NVDEFS  :=
+NVFLAGS_ALL = $(NVFLAGS) -std=c++17 -Xcompiler -Wall,-Wno-unused-function $(NVDEFS) $(NVEXTRA)
 PRECISION ?= BF16
 
 # ---- dependency probes: try to compile, say what was found --------------------------------------------------
@@ -58,11 +61,11 @@ else
 endif
 CUDA_LIBS := -lcublas -lcublasLt
 ifeq ($(NCCL),yes)
-  NVFLAGS += -DUSE_NCCL
+  NVDEFS += -DUSE_NCCL
   CUDA_LIBS += -lnccl
 endif
 ifeq ($(PRECISION),FP32)
-  NVFLAGS += -DENABLE_FP32
+  NVDEFS += -DENABLE_FP32
 endif
 
 HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h)
@@ -80,11 +83,11 @@ test: test_tmd
 
 train_tmd: train_tmd.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
-	$(NVCC) $(NVFLAGS) $< -o $@ $(CUDA_LIBS)
+	$(NVCC) $(NVFLAGS_ALL) $< -o $@ $(CUDA_LIBS)
 
 sample_tmd: sample_tmd.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
-	$(NVCC) $(NVFLAGS) $< -o $@ $(CUDA_LIBS)
+	$(NVCC) $(NVFLAGS_ALL) $< -o $@ $(CUDA_LIBS)
 
 world: test_tmd
 	./test_tmd world gen

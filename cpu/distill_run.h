@@ -287,7 +287,9 @@ static int distill_run(const DistillOpts* o, DistillRow* rows) {
         snprintf(nm, sizeof(nm), "teacher Euler %d step%s, CFG %g", euler_steps[k], euler_steps[k] > 1 ? "s" : "", o->cfg_eval);
         eval_row(&r[nr], nm, 2.0 * euler_steps[k], teacher_row_fn, &tctx, &ev, &ref, &wc, o->seed, KEEP); nr++;
     }
-    // ---- Stage 1: TM-MF (or TM)
+    // ---- Stage 1: TM-MF (or TM). Each stage draws from its own stream, so a run from a cached teacher equals one
+    // that trains it.
+    rng = rng_make(o->seed * 17 + 1);
     double* stu = (double*)malloc(sizeof(double) * ns); double* gs = (double*)calloc(ns, sizeof(double));
     student_init(&sc, stu, teacher, o->seed + 5);
     StudentParams S, dS; student_carve(&sc, &S, stu); student_carve(&sc, &dS, gs);
