@@ -491,9 +491,15 @@ static int cmd_forward(int argc, char** argv) {
     if (wan_load(weights, &c, heads, text_len, &buf, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
     wan_config_print(&c, stdout); wan_print_count(&c, stdout);
     int64_t shape[ST_MAXDIM] = {c.in_dim, 1, 4 * c.patch[1], 4 * c.patch[2]};
-    float* xf = NULL; int64_t want[4] = {c.in_dim, -1, -1, -1};
-    if (latent) { if (npy_read_shape(latent, &xf, 4, want, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
-                  float* tmp; int nd; if (npy_read(latent, &tmp, &nd, shape, err) == 0) free(tmp); }
+    float* xf = NULL;
+    if (latent) {
+        int nd;
+        if (npy_read(latent, &xf, &nd, shape, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+        if (nd != 4 || shape[0] != c.in_dim) {
+            fprintf(stderr, "error: %s: expected a latent [%d, T, H, W], found %d dimensions with %lld in the first\n", latent, c.in_dim, nd, (long long)shape[0]);
+            return 1;
+        }
+    }
     size_t nx = (size_t)shape[0] * shape[1] * shape[2] * shape[3];
     double* x = dalloc(nx); Rng r = rng_make(0);
     for (size_t i = 0; i < nx; i++) x[i] = xf ? xf[i] : rng_normal(&r);
@@ -501,10 +507,12 @@ static int cmd_forward(int argc, char** argv) {
     WanGrid g; if (wan_grid(&g, &c, (int)shape[0], (int)shape[1], (int)shape[2], (int)shape[3], err)) { fprintf(stderr, "error: %s\n", err); return 1; }
     double* ctx = NULL; int Lt = 0;
     if (context) {
-        float* cf; int64_t cw[2] = {-1, c.text_dim};
-        if (npy_read_shape(context, &cf, 2, cw, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
-        int64_t cs[ST_MAXDIM]; int nd; float* tmp;
-        npy_read(context, &tmp, &nd, cs, err); free(tmp);
+        float* cf; int64_t cs[ST_MAXDIM]; int nd;
+        if (npy_read(context, &cf, &nd, cs, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+        if (nd != 2 || cs[1] != c.text_dim) {
+            fprintf(stderr, "error: %s: expected a context [Lt, %d], found %d dimensions with %lld in the last\n", context, c.text_dim, nd, (long long)cs[nd - 1]);
+            free(cf); return 1;
+        }
         Lt = (int)cs[0];
         if (Lt > c.text_len) { fprintf(stderr, "warning: context has %d rows, more than text_len %d; keeping the first %d\n", Lt, c.text_len, c.text_len); Lt = c.text_len; }
         ctx = dalloc((size_t)Lt * c.text_dim); for (size_t i = 0; i < (size_t)Lt * c.text_dim; i++) ctx[i] = cf[i];
