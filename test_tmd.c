@@ -3,6 +3,7 @@
 //   ./test_tmd forward ...     the CPU forward of a checkpoint on .npy inputs (debugging real weights)
 //   ./test_tmd presets         print every preset's config and parameter count
 //   ./test_tmd world ...       the built-in world: generate data, contact sheets, scoring
+//   ./test_tmd encode ...      prompts to umT5 embeddings (the DiT context), no Python
 #define WAN_REAL double
 #include "wan.h"                // config, presets, parameter layout, safetensors weights I/O
 #include "cpu/wan_cpu.h"        // the CPU reference DiT: forward and backward
@@ -16,6 +17,8 @@
 #include "world/world_cli.h"    // ./test_tmd world gen | sheet | score | render | encode
 #include "cpu/distill_run.h"    // the whole method on the CPU in the tiny world: teacher, TM-MF, DMD2-v, table
 #include "lib/flags.h"          // flag tables: parser and usage from one place
+#include "cpu/umt5_tests.h"      // prompts to embeddings: SentencePiece tokenizer and umT5 encoder vs their peers
+#include "cpu/umt5_cli.h"        // ./test_tmd encode: prompts -> umT5 context .npy
 #include <time.h>
 
 static const char* TMPDIR_ = "/tmp";
@@ -597,12 +600,14 @@ int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "presets")) return cmd_presets();
     if (argc > 1 && !strcmp(argv[1], "world")) return world_main(argc - 2, argv + 2);
     if (argc > 1 && !strcmp(argv[1], "distill")) return cmd_distill(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "encode")) return umt5_cli_main(argc - 1, argv + 1);
     if (argc > 1) {
         printf("usage: ./test_tmd                run all tests\n"
                "       ./test_tmd forward ...    CPU forward of a checkpoint (./test_tmd forward --help)\n"
                "       ./test_tmd presets        print the presets and their parameter counts\n"
                "       ./test_tmd world ...      the built-in world: gen, sheet, score, render, encode (./test_tmd world --help)\n"
-               "       ./test_tmd distill ...    the whole method on the CPU in the tiny world (./test_tmd distill --help)\n");
+               "       ./test_tmd distill ...    the whole method on the CPU in the tiny world (./test_tmd distill --help)\n"
+               "       ./test_tmd encode ...     prompts to umT5 embeddings, no Python (./test_tmd encode --help)\n");
         return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
     }
     const char* td = getenv("TMPDIR"); if (td && *td) TMPDIR_ = td;
@@ -620,6 +625,7 @@ int main(int argc, char** argv) {
     test_model_grads();
     test_names_and_roundtrip();
     test_peer_diffusers();
+    test_umt5(test_tmpdir);
     test_teacher();
     test_tmd();
     test_distill();
