@@ -12,6 +12,8 @@
 #include "umt5_cpu.h"
 
 static double umt5_now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec; }
+// CPU seconds of this process, all threads (on a shared machine the wall time also counts other jobs)
+static double umt5_cpu_s(void) { struct timespec ts; clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec; }
 
 // writes out [L, d] (float32), zero-padded to text_len rows when text_len > L
 static int umt5_write_ctx(const char* path, const double* out, int L, int d, int text_len, char* err) {
@@ -76,14 +78,17 @@ static int umt5_bench(int tokens, int layers) {
     printf("random weights: %.1f s, peak RSS %.0f MB\n", umt5_now() - t0, umt5_peak_rss_mb());
     int* ids = (int*)malloc(sizeof(int) * (size_t)tokens); for (int i = 0; i < tokens; i++) ids[i] = (i * 37 + 5) % 1024;
     double* out = (double*)malloc(sizeof(double) * (size_t)tokens * c.d_model);
-    t0 = umt5_now();
+    t0 = umt5_now(); double c0 = umt5_cpu_s();
     int rc = umt5_encode(&m, ids, tokens, out, err);
-    double dt = umt5_now() - t0;
+    double dt = umt5_now() - t0, dc = umt5_cpu_s() - c0;
     if (rc) fprintf(stderr, "error: %s\n", err);
     else {
         double s = 0; for (size_t i = 0; i < (size_t)tokens * c.d_model; i++) s += out[i] * out[i];
-        printf("encode: %.2f s for %d layers (%.2f s per layer; x %d = %.1f s for umT5-XXL), peak RSS %.0f MB, rms(out) %.4f\n",
-               dt, layers, dt / layers, UMT5_XXL.num_layers, dt / layers * UMT5_XXL.num_layers, umt5_peak_rss_mb(), sqrt(s / ((double)tokens * c.d_model)));
+        printf("encode: %.2f s wall, %.2f s CPU for %d layer(s): per layer %.2f s wall, %.2f s CPU; x %d = %.1f s wall, %.1f s CPU for umT5-XXL;\n"
+               "        peak RSS %.0f MB (of which %.0f MB the random weights held in memory), rms(out) %.4f\n",
+               dt, dc, layers, dt / layers, dc / layers, UMT5_XXL.num_layers, dt / layers * UMT5_XXL.num_layers, dc / layers * UMT5_XXL.num_layers,
+               umt5_peak_rss_mb(), 2.0 * (4.0 * c.d_model * c.num_heads * c.d_kv + 3.0 * c.d_model * c.d_ff + 1024.0 * c.d_model) / 1048576.0,
+               sqrt(s / ((double)tokens * c.d_model)));
     }
     free(ids); free(out); umt5_close(&m); free(hold);
     return rc;
@@ -167,15 +172,15 @@ static int umt5_cli_main(int argc, char** argv) {
                            p, count - 1 + trunc, max_tokens, trunc);
         if (ids_only) { for (int i = 0; i < count; i++) printf(i ? " %d" : "%d", ids[i]); printf("\n"); continue; }
         double* out = (double*)malloc(sizeof(double) * (size_t)count * m.c.d_model);
-        double t0 = umt5_now();
+        double t0 = umt5_now(), c0 = umt5_cpu_s();
         if (!out || umt5_encode(&m, ids, count, out, err)) { fprintf(stderr, "error: prompt %d: %s\n", p, out ? err : "out of memory"); free(out); rc = 1; break; }
-        double dt = umt5_now() - t0;
+        double dt = umt5_now() - t0, dc = umt5_cpu_s() - c0;
         char path[1200];
         if (prompt) snprintf(path, sizeof(path), "%s", outp);
         else snprintf(path, sizeof(path), "%s%s%04d.npy", outp, outp[strlen(outp) - 1] == '/' ? "" : "/", p);
         if (umt5_write_ctx(path, out, count, m.c.d_model, text_len, err)) { fprintf(stderr, "error: %s\n", err); free(out); rc = 1; break; }
-        printf("prompt %d: %d tokens (incl. </s>) -> %s [%d, %d], %.2f s, peak RSS %.0f MB\n", p, count, path, text_len > count ? text_len : count,
-               m.c.d_model, dt, umt5_peak_rss_mb());
+        printf("prompt %d: %d tokens (incl. </s>) -> %s [%d, %d], %.2f s wall, %.2f s CPU, peak RSS %.0f MB\n", p, count, path, text_len > count ? text_len : count,
+               m.c.d_model, dt, dc, umt5_peak_rss_mb());
         free(out);
     }
     free(ids); free(list); free(filebuf); spm_free(&sp);

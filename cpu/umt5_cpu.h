@@ -108,14 +108,23 @@ static inline int umt5_linear(Umt5Model* m, double* y, const double* x, const Um
     for (int64_t r0 = 0; r0 < R; r0 += (int64_t)m->chunk_rows) {
         int64_t nr = R - r0 < (int64_t)m->chunk_rows ? R - r0 : (int64_t)m->chunk_rows;
         if (um_read_rows(m, W, r0, nr, m->wrows, err)) return 1;
-        #pragma omp parallel for collapse(2) schedule(static) if ((double)L * (double)nr * (double)C > 2e6)   // threads only pay off on big chunks
-        for (int l = 0; l < L; l++)
-            for (int64_t r = 0; r < nr; r++) {
-                const double* w = m->wrows + r * C; const double* xl = x + (size_t)l * C;
-                double s = 0;
+        #pragma omp parallel for schedule(static) if ((double)L * (double)nr * (double)C > 2e6)   // threads only pay off on big chunks
+        for (int64_t r = 0; r < nr; r++) {
+            const double* w = m->wrows + r * C;
+            int l = 0;
+            for (; l + 4 <= L; l += 4) {   // four tokens per pass over the row: the row is loaded once, four sums run in parallel
+                const double *x0 = x + (size_t)l * C, *x1 = x0 + C, *x2 = x1 + C, *x3 = x2 + C;
+                double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+                for (int64_t i = 0; i < C; i++) { double wi = w[i]; s0 += x0[i] * wi; s1 += x1[i] * wi; s2 += x2[i] * wi; s3 += x3[i] * wi; }
+                y[(size_t)l * R + r0 + r] = s0; y[(size_t)(l + 1) * R + r0 + r] = s1;
+                y[(size_t)(l + 2) * R + r0 + r] = s2; y[(size_t)(l + 3) * R + r0 + r] = s3;
+            }
+            for (; l < L; l++) {
+                const double* xl = x + (size_t)l * C; double s = 0;
                 for (int64_t i = 0; i < C; i++) s += xl[i] * w[i];
                 y[(size_t)l * R + r0 + r] = s;
             }
+        }
     }
     return 0;
 }
