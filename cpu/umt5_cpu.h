@@ -7,7 +7,7 @@
 //   umt5_encode(&m, ids, L, out, err);            // out [L, d_model]: the last hidden state of the L tokens
 //   umt5_close(&m);
 //
-// The architecture (transformers/models/umt5/modeling_umt5.py, read for facts; T5 v1.1 layout):
+// The architecture (transformers 5.24.0, models/umt5/modeling_umt5.py, read for facts; T5 v1.1 layout):
 //   h = shared[ids]                                                    (no scaling of the embedding)
 //   for each block:  n = rms(h) * layer.0.layer_norm                   rms(x) = x / sqrt(mean(x^2) + eps), no mean, no bias
 //                    h += o( softmax_j( q_i . k_j + bias_h(j - i) ) v_j )   per head; no 1/sqrt(d_kv) (UMT5Attention.scaling = 1)

@@ -241,7 +241,7 @@ static inline int spm_load(SpmModel* m, const char* path, char* err) {
     if (charsmap && charsmap_len) {
         uint32_t tb = 0;
         if (charsmap_len > 4) tb = (uint32_t)charsmap[0] | (uint32_t)charsmap[1] << 8 | (uint32_t)charsmap[2] << 16 | (uint32_t)charsmap[3] << 24;
-        if (charsmap_len <= 4 || tb == 0 || tb % 4 || (size_t)tb >= charsmap_len - 4 + 1 || tb > charsmap_len - 4) {
+        if (charsmap_len <= 4 || tb == 0 || tb % 4 || (size_t)tb > charsmap_len - 4) {   // normalizer.cc: trie size < blob size
             spm_errf(err, "%s: the normaliser's precompiled_charsmap is broken (%zu bytes, trie size %u); the model is corrupt; %s", path, charsmap_len, tb, fix);
             spm_free(m); return 1;
         }
