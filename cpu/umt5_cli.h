@@ -8,6 +8,7 @@
 #include <time.h>
 #include "../lib/flags.h"
 #include "../lib/npy.h"
+#include "../lib/rng.h"
 #include "../lib/sentencepiece.h"
 #include "umt5_cpu.h"
 

@@ -6,6 +6,7 @@
 #include "../lib/testing.h"
 #include "../lib/sentencepiece.h"
 #include "umt5_cpu.h"
+#include "umt5_cli.h"
 
 #define UT_DIR "dev/peer/vectors"
 #define UT_MAX_IDS 20000
@@ -266,9 +267,54 @@ static void test_umt5_encoder(void) {
     st_close(&io);
 }
 
+// the documented command end to end: prompt -> ids -> encoder -> .npy padded to --text-len
+static void test_umt5_cli(const char* tmpdir) {
+    printf("\n[umt5] ./test_tmd encode on the tiny encoder: a prompt to a padded context .npy, and a prompt file\n");
+    char err[ST_ERRLEN], path[700], tok[300], wts[300], prompts[600], outdir[600], t40[8] = "40";
+    snprintf(tok, sizeof(tok), "%s/spm_nfkc_bf.model", UT_DIR); snprintf(wts, sizeof(wts), "%s/umt5_a", UT_DIR);
+    snprintf(path, sizeof(path), "%s/ctx.npy", tmpdir);
+    char* av[] = {"encode", "--tokenizer", tok, "--weights", wts, "--prompt", "A panda drinking coffee in a cafe in Paris, in Van Gogh style",
+                  "--out", path, "--text-len", t40};
+    int rc = umt5_cli_main((int)(sizeof(av) / sizeof(av[0])), av);
+    EXPECT(rc == 0, "encode returned %d", rc);
+    StFile io; char iop[300]; snprintf(iop, sizeof(iop), "%s/umt5_io.safetensors", UT_DIR);
+    float* ctx = NULL; int64_t want_shape[2] = {40, 48};
+    if (rc == 0 && npy_read_shape(path, &ctx, 2, want_shape, err) == 0 && st_open(&io, iop, err) == 0) {
+        int64_t n = 0; double* ref = ut_read(&io, "out64_a_prompt", &n);
+        double* got = (double*)malloc(sizeof(double) * 40 * 48); double padmax = 0;
+        for (int i = 0; i < 40 * 48; i++) { got[i] = ctx[i]; if (i >= 30 * 48) padmax = fmax(padmax, fabs(ctx[i])); }
+        if (ref && n == 30 * 48) expect_close_scaled("encode --text-len 40: rows 0..29 vs fp64 (float32 file)", got, ref, 30 * 48, 1e-6);
+        else EXPECT(0, "reference out64_a_prompt missing");
+        printf("  rows 30..39 (padding): max |value| %g\n", padmax);
+        EXPECT(padmax == 0, "padding rows are not zero (max %g)", padmax);
+        free(ref); free(got); st_close(&io);
+    } else EXPECT(0, "%s", err);
+    free(ctx);
+    // a prompt file: one ordinary line and one empty line -> two files, the second a single </s> row
+    snprintf(prompts, sizeof(prompts), "%s/prompts.txt", tmpdir); snprintf(outdir, sizeof(outdir), "%s/ctx_dir", tmpdir);
+    ut_write_file(prompts, "a cat running on the grass\n\nthe end\n", 36);
+    char* av2[] = {"encode", "--tokenizer", tok, "--weights", wts, "--prompts", prompts, "--out", outdir};
+    rc = umt5_cli_main((int)(sizeof(av2) / sizeof(av2[0])), av2);
+    EXPECT(rc == 0, "encode --prompts returned %d", rc);
+    int nd; int64_t sh[ST_MAXDIM]; float* f = NULL;
+    snprintf(path, sizeof(path), "%s/0001.npy", outdir);
+    int ok = npy_read(path, &f, &nd, sh, err) == 0 && nd == 2 && sh[0] == 1 && sh[1] == 48;
+    printf("  --prompts with an empty second line -> %s %s\n", path, ok ? "[1, 48] (</s> only)" : err);
+    EXPECT(ok, "empty prompt line: %s", err);
+    free(f); f = NULL;
+    snprintf(path, sizeof(path), "%s/0002.npy", outdir);
+    EXPECT(npy_read(path, &f, &nd, sh, err) == 0, "third prompt: %s", err);
+    free(f);
+    char* av3[] = {"encode", "--tokenizer", tok, "--prompt", "x", "--prompts", prompts, "--ids-only"};
+    rc = umt5_cli_main((int)(sizeof(av3) / sizeof(av3[0])), av3);
+    printf("  both --prompt and --prompts -> exit %d\n", rc);
+    EXPECT(rc == 2, "conflicting flags returned %d", rc);
+}
+
 static void test_umt5(const char* tmpdir) {
     test_spm_vs_sentencepiece();
     test_spm_wan_pipeline();
     test_spm_bad_models(tmpdir);
     test_umt5_encoder();
+    test_umt5_cli(tmpdir);
 }
