@@ -17,8 +17,8 @@
 #include "world/world_cli.h"    // ./test_tmd world gen | sheet | score | render | encode
 #include "cpu/distill_run.h"    // the whole method on the CPU in the tiny world: teacher, TM-MF, DMD2-v, table
 #include "lib/flags.h"          // flag tables: parser and usage from one place
-#include "cpu/umt5_tests.h"      // prompts to embeddings: SentencePiece tokenizer and umT5 encoder vs their peers
-#include "cpu/umt5_cli.h"        // ./test_tmd encode: prompts -> umT5 context .npy
+#include "cpu/umt5_tests.h"     // prompts to embeddings: SentencePiece tokenizer and umT5 encoder vs their peers
+#include "cpu/umt5_cli.h"       // ./test_tmd encode: prompts -> umT5 context .npy
 #include <time.h>
 
 static const char* TMPDIR_ = "/tmp";
