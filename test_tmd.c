@@ -16,6 +16,7 @@
 #include "world/world_cli.h"    // ./test_tmd world gen | sheet | score | render | encode
 #include "cpu/distill_run.h"    // the whole method on the CPU in the tiny world: teacher, TM-MF, DMD2-v, table
 #include "lib/flags.h"          // flag tables: parser and usage from one place
+#include "cpu/vae_cli.h"        // the Wan2.1 VAE: cpu/vae_cpu.h, its tests (cpu/vae_tests.h), ./test_tmd vae
 #include <time.h>
 
 static const char* TMPDIR_ = "/tmp";
@@ -597,12 +598,14 @@ int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "presets")) return cmd_presets();
     if (argc > 1 && !strcmp(argv[1], "world")) return world_main(argc - 2, argv + 2);
     if (argc > 1 && !strcmp(argv[1], "distill")) return cmd_distill(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "vae")) return vae_main(argc - 2, argv + 2);
     if (argc > 1) {
         printf("usage: ./test_tmd                run all tests\n"
                "       ./test_tmd forward ...    CPU forward of a checkpoint (./test_tmd forward --help)\n"
                "       ./test_tmd presets        print the presets and their parameter counts\n"
                "       ./test_tmd world ...      the built-in world: gen, sheet, score, render, encode (./test_tmd world --help)\n"
-               "       ./test_tmd distill ...    the whole method on the CPU in the tiny world (./test_tmd distill --help)\n");
+               "       ./test_tmd distill ...    the whole method on the CPU in the tiny world (./test_tmd distill --help)\n"
+               "       ./test_tmd vae ...        the Wan2.1 VAE: decode, encode, info (./test_tmd vae --help)\n");
         return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
     }
     const char* td = getenv("TMPDIR"); if (td && *td) TMPDIR_ = td;
@@ -620,6 +623,7 @@ int main(int argc, char** argv) {
     test_model_grads();
     test_names_and_roundtrip();
     test_peer_diffusers();
+    test_vae(test_tmpdir);
     test_teacher();
     test_tmd();
     test_distill();

@@ -141,6 +141,23 @@ static void test_vae_peer_case(const char* tag, int has_official) {
         }
         st_close(&f);
     }
+    if (v.c.z_dim == 16) {  // --normalized: the float API on (z - mean) / std must decode what the raw latent decodes
+        size_t per = (size_t)h * w * 2, nz = (size_t)16 * per, nd = (size_t)3 * vae_decoded_frames(&v.c, 2) * H * W;
+        double* z2 = vt_frames(latent, 16, Tl, 2, (size_t)h * w); double* raw = (double*)malloc(sizeof(double) * nd);
+        float* zf = (float*)malloc(sizeof(float) * nz); float* xf = (float*)malloc(sizeof(float) * nd);
+        int rc = vae_decode(&v, raw, z2, 2, h, w, NULL, err);
+        if (!rc) rc = vae_normalize(z2, 16, per, 1, err);
+        for (size_t i = 0; i < nz; i++) zf[i] = (float)z2[i];
+        if (!rc) rc = vae_decode_f(&v, xf, zf, 2, h, w, 1, NULL, err);
+        if (rc) EXPECT(0, "%s", err);
+        else {
+            double* xd = (double*)malloc(sizeof(double) * nd);
+            for (size_t i = 0; i < nd; i++) xd[i] = xf[i];
+            expect_close_scaled("float API, normalized latent vs raw decode", xd, raw, (long)nd, 1e-5);
+            free(xd);
+        }
+        free(z2); free(raw); free(zf); free(xf);
+    }
     free(video); free(latent); vae_free(&v);
 }
 
