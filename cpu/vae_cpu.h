@@ -773,8 +773,10 @@ static size_t vae_plan(const VaeConfig* c, int decode, int H, int W) {
 
 typedef struct { double* p[4]; size_t act; double* norm; size_t normn; } VaeBufs;
 
-static void vae_bufs_init(VaeBufs* b, size_t act) {
-    b->act = act; b->normn = act;   // the norm scratch needs T*H*W <= act
+static void vae_bufs_init(VaeBufs* b, size_t act, int dim) {
+    // the norm scratch holds T*H*W of a normed tensor; every normed tensor has >= dim/2 channels (the decoder's
+    // stage inputs are half a stage's width, never below dim/2), so T*H*W <= 2*act/dim
+    b->act = act; b->normn = 2 * act / (size_t)dim + 1;
     for (int i = 0; i < 4; i++) b->p[i] = vae_alloc_(act);
     b->norm = vae_alloc_(b->normn);
 }
@@ -845,7 +847,7 @@ static int vae_decode(const Vae* v, double* video, const double* z, int T, int h
     const VaeConfig* c = &v->c;
     if (T < 1 || h < 1 || w < 1) { snprintf(err, ST_ERRLEN, "decode: latent [%d, %d, %d, %d] must have at least one frame and pixel", c->z_dim, T, h, w); return -1; }
     int s = vae_spatial_factor(c), H = h * s, W = w * s, To = vae_decoded_frames(c, T);
-    VaeBufs B; vae_bufs_init(&B, vae_plan(c, 1, h, w));
+    VaeBufs B; vae_bufs_init(&B, vae_plan(c, 1, h, w), c->dim);
     VaeCoderCache kc; memset(&kc, 0, sizeof(kc));
     double* zc = vae_alloc_((size_t)c->z_dim * h * w);
     int rc = 0, f0 = 0;
@@ -883,7 +885,7 @@ static int vae_encode(const Vae* v, double* z, const double* video, int T, int H
         return -1;
     }
     int h = H / s, w = W / s, Tl = vae_encoded_frames(c, T);
-    VaeBufs B; vae_bufs_init(&B, vae_plan(c, 0, H, W));
+    VaeBufs B; vae_bufs_init(&B, vae_plan(c, 0, H, W), c->dim);
     VaeCoderCache kc; memset(&kc, 0, sizeof(kc));
     int rc = 0, f0 = 0, l0 = 0, nchunks = 1 + (T - 1) / VAE_CHUNK;
     for (int i = 0; i < nchunks && !rc; i++) {
