@@ -581,18 +581,15 @@ static void vae_pointwise(VaeT* out, const VaeT* x, const double* w, const doubl
     }
 }
 
-typedef struct {          // scratch buffers of one encode or decode, sized once from the config and frame size
-    double *a, *b, *c, *d; // activations (each of `act` doubles)
-    double* norm;          // per-pixel norms (T*H*W)
-    size_t act, normn;
-} VaeWork;
+// the scratch of one encode or decode, sized once by vae_plan: the activation x lives in p[0], layers use p[1..3]
+typedef struct { double* p[4]; size_t act; double* norm; size_t normn; } VaeBufs;
 
-// ResidualBlock on x (in buf *xa), result written over *xa; uses the other buffers as scratch
-static void vae_resblock(VaeT* x, const VaeResBlock* r, VaeCache* k1, VaeCache* k2, VaeWork* w, double** bufs) {
-    VaeT h = VAE_BUF(bufs[0]), c1 = VAE_BUF(bufs[1]), sc = VAE_BUF(bufs[2]);
-    vae_norm(&h, x, r->norm1, 1, w->norm);
+// ResidualBlock on x (in B->p[0]), the result written over it
+static void vae_resblock(VaeT* x, const VaeResBlock* r, VaeCache* k1, VaeCache* k2, VaeBufs* B) {
+    VaeT h = VAE_BUF(B->p[1]), c1 = VAE_BUF(B->p[2]), sc = VAE_BUF(B->p[3]);
+    vae_norm(&h, x, r->norm1, 1, B->norm);
     vae_causal_conv3(&c1, &h, k1, r->conv1_w, r->conv1_b, r->cout);
-    vae_norm(&h, &c1, r->norm2, 1, w->norm);
+    vae_norm(&h, &c1, r->norm2, 1, B->norm);
     vae_causal_conv3(&c1, &h, k2, r->conv2_w, r->conv2_b, r->cout);
     const double* shortcut = x->p;
     if (r->shortcut_w) { vae_pointwise(&sc, x, r->shortcut_w, r->shortcut_b, r->cout); shortcut = sc.p; }
@@ -602,10 +599,10 @@ static void vae_resblock(VaeT* x, const VaeResBlock* r, VaeCache* k1, VaeCache* 
 }
 
 // AttentionBlock: per frame, one head over the H*W pixels; x += proj(softmax(q k^T / sqrt(C)) v)
-static void vae_attention(VaeT* x, const VaeAttn* a, VaeWork* w, double** bufs) {
+static void vae_attention(VaeT* x, const VaeAttn* a, VaeBufs* B) {
     int C = x->C; size_t L = vae_plane(x);
-    VaeT n = VAE_BUF(bufs[0]), qkv = VAE_BUF(bufs[1]), o = VAE_BUF(bufs[2]);
-    vae_norm(&n, x, a->norm, 0, w->norm);
+    VaeT n = VAE_BUF(B->p[1]), qkv = VAE_BUF(B->p[2]), o = VAE_BUF(B->p[3]);
+    vae_norm(&n, x, a->norm, 0, B->norm);
     vae_pointwise(&qkv, &n, a->qkv_w, a->qkv_b, 3 * C);
     double scale = 1.0 / sqrt((double)C);
     vae_flops += 4.0 * C * (double)L * L * x->T;
@@ -630,7 +627,7 @@ static void vae_attention(VaeT* x, const VaeAttn* a, VaeWork* w, double** bufs) 
         vae_release_(qt, 3 * L * C);
     }
     o.C = C; o.T = x->T; o.H = x->H; o.W = x->W;
-    VaeT pr = VAE_BUF(bufs[1]);
+    VaeT pr = VAE_BUF(B->p[2]);
     vae_pointwise(&pr, &o, a->proj_w, a->proj_b, C);
     size_t nn = (size_t)C * x->T * L;
     for (size_t i = 0; i < nn; i++) x->p[i] += pr.p[i];
@@ -638,14 +635,14 @@ static void vae_attention(VaeT* x, const VaeAttn* a, VaeWork* w, double** bufs) 
 
 // Resample. Up: [upsample3d: time_conv through the cache, interleave] nearest x2 + conv3x3 -> cout channels.
 // Down: zero pad (0,1,0,1), conv3x3 stride 2 [downsample3d: time_conv stride 2 over [last frame, chunk]].
-static int vae_resample(VaeT* x, const VaeResample* r, VaeCache* k, double** bufs, char* err) {
+static int vae_resample(VaeT* x, const VaeResample* r, VaeCache* k, VaeBufs* B, char* err) {
     size_t pl = vae_plane(x);
     if (r->up) {
         if (r->temporal) {
             if (!k->started) { k->started = 1; }   // first chunk: no time conv ("Rep")
             else {
                 // time_conv (3,1,1) C -> 2C, causal over [cache, x]; then frame 2j = channels [0,C), 2j+1 = [C,2C)
-                VaeT tc = {bufs[0], 2 * r->c, x->T, x->H, x->W};
+                VaeT tc = {B->p[1], 2 * r->c, x->T, x->H, x->W};
                 for (int t = 0; t < x->T; t++) {
                     const double *a[3] = {NULL, NULL, NULL}, *c_[3] = {NULL, NULL, NULL};
                     int has_cache = 0;
@@ -670,7 +667,7 @@ static int vae_resample(VaeT* x, const VaeResample* r, VaeCache* k, double** buf
                 x->T = T2;
             }
         }
-        VaeT y = {bufs[1], r->cout, x->T, 2 * x->H, 2 * x->W};
+        VaeT y = {B->p[2], r->cout, x->T, 2 * x->H, 2 * x->W};
         size_t pl2 = vae_plane(&y);
         for (int t = 0; t < x->T; t++) {
             const double* in[1] = {vae_at(x, 0, t)};
@@ -682,7 +679,7 @@ static int vae_resample(VaeT* x, const VaeResample* r, VaeCache* k, double** buf
     }
     // down: output (H + 1 - 3) / 2 + 1 after the (0, 1, 0, 1) zero pad
     int Ho = (x->H - 2) / 2 + 1, Wo = (x->W - 2) / 2 + 1;
-    VaeT y = {bufs[1], r->c, x->T, Ho, Wo};
+    VaeT y = {B->p[2], r->c, x->T, Ho, Wo};
     size_t pl2 = vae_plane(&y);
     for (int t = 0; t < x->T; t++) {
         const double* in[1] = {vae_at(x, 0, t)};
@@ -694,7 +691,7 @@ static int vae_resample(VaeT* x, const VaeResample* r, VaeCache* k, double** buf
             // time_conv (3,1,1) stride 2, no padding, over [last frame of the previous chunk, y]
             int n_in = 1 + y.T, To = (n_in - 3) / 2 + 1;
             if (n_in < 3) { snprintf(err, ST_ERRLEN, "a temporal down-sampling got a chunk of %d frame(s); it needs at least 2 (frame counts must be 1 + 4k)", y.T); return -1; }
-            VaeT z = {bufs[2], r->c, To, Ho, Wo};
+            VaeT z = {B->p[3], r->c, To, Ho, Wo};
             for (int t = 0; t < To; t++) {
                 const double *a[3] = {NULL, NULL, NULL}, *c_[3] = {NULL, NULL, NULL};
                 for (int kt = 0; kt < 3; kt++) { int j = 2 * t + kt - 1; if (j >= 0) a[kt] = vae_at(&y, 0, j); else c_[kt] = vae_cache_frame(k, 0, k->n - 1); }
@@ -734,7 +731,8 @@ static size_t vae_max_(size_t a, size_t b) { return a > b ? a : b; }
 // The largest tensor one chunk creates (elements), walking the same shapes as the forward below: a later chunk is
 // the largest (4 frames into the encoder; one latent frame grows to vae_temporal_factor frames in the decoder).
 static size_t vae_plan(const VaeConfig* c, int decode, int H, int W) {
-    const VaeParams* P = NULL; VaeParams p; vae_layout(c, NULL, &p, NULL, NULL); P = &p;
+    VaeParams p; vae_layout(c, NULL, &p, NULL, NULL);   // the channel counts, without weights
+    const VaeParams* P = &p;
     size_t m = 0;
     int S = c->num_stages;
     if (decode) {
@@ -771,8 +769,6 @@ static size_t vae_plan(const VaeConfig* c, int decode, int H, int W) {
     return m;
 }
 
-typedef struct { double* p[4]; size_t act; double* norm; size_t normn; } VaeBufs;
-
 static void vae_bufs_init(VaeBufs* b, size_t act, int dim) {
     // the norm scratch holds T*H*W of a normed tensor; every normed tensor has >= dim/2 channels (the decoder's
     // stage inputs are half a stage's width, never below dim/2), so T*H*W <= 2*act/dim
@@ -784,17 +780,15 @@ static void vae_bufs_free(VaeBufs* b) { for (int i = 0; i < 4; i++) vae_release_
 static void vae_swap_(double** a, double** b) { double* t = *a; *a = *b; *b = t; }
 
 static void vae_mid(VaeT* x, const VaeCoder* k, VaeCoderCache* kc, VaeBufs* B) {
-    VaeWork w; memset(&w, 0, sizeof(w)); w.norm = B->norm;
-    vae_resblock(x, &k->mid_res0, &kc->mid[0][0], &kc->mid[0][1], &w, B->p + 1);
-    vae_attention(x, &k->mid_attn, &w, B->p + 1);
-    vae_resblock(x, &k->mid_res1, &kc->mid[1][0], &kc->mid[1][1], &w, B->p + 1);
+    vae_resblock(x, &k->mid_res0, &kc->mid[0][0], &kc->mid[0][1], B);
+    vae_attention(x, &k->mid_attn, B);
+    vae_resblock(x, &k->mid_res1, &kc->mid[1][0], &kc->mid[1][1], B);
 }
 
 // norm_out, SiLU, conv_out through its cache: x -> [cout, T, H, W] in B->p[0]
 static void vae_head(VaeT* x, const VaeCoder* k, VaeCoderCache* kc, VaeBufs* B, int cout) {
-    VaeWork w; memset(&w, 0, sizeof(w)); w.norm = B->norm;
     VaeT h = VAE_BUF(B->p[1]), y = VAE_BUF(B->p[2]);
-    vae_norm(&h, x, k->norm_out, 1, w.norm);
+    vae_norm(&h, x, k->norm_out, 1, B->norm);
     vae_causal_conv3(&y, &h, &kc->out, k->conv_out_w, k->conv_out_b, cout);
     vae_swap_(&B->p[0], &B->p[2]);
     *x = y; x->p = B->p[0];
@@ -802,7 +796,7 @@ static void vae_head(VaeT* x, const VaeCoder* k, VaeCoderCache* kc, VaeBufs* B, 
 
 // one decoder chunk: latent frame z [z_dim, 1, h, w] -> frames [3, t, 8h, 8w] in B->p[0] (x describes them)
 static int vae_decoder_chunk(const Vae* v, VaeCoderCache* kc, VaeBufs* B, VaeT* x, const VaeT* z, char* err) {
-    const VaeCoder* k = &v->P.dec; VaeWork w; memset(&w, 0, sizeof(w)); w.norm = B->norm;
+    const VaeCoder* k = &v->P.dec;
     VaeT y = VAE_BUF(B->p[1]);
     vae_pointwise(&y, z, v->P.post_quant_w, v->P.post_quant_b, v->c.z_dim);
     VaeT c0 = VAE_BUF(B->p[0]);
@@ -810,8 +804,8 @@ static int vae_decoder_chunk(const Vae* v, VaeCoderCache* kc, VaeBufs* B, VaeT* 
     *x = c0;
     vae_mid(x, k, kc, B);
     for (int i = 0; i < v->c.num_stages; i++) {
-        for (int r = 0; r < k->nres; r++) vae_resblock(x, &k->res[i][r], &kc->res[i][r][0], &kc->res[i][r][1], &w, B->p + 1);
-        if (i < v->c.num_stages - 1 && vae_resample(x, &k->resample[i], &kc->resample[i], B->p + 1, err)) return -1;
+        for (int r = 0; r < k->nres; r++) vae_resblock(x, &k->res[i][r], &kc->res[i][r][0], &kc->res[i][r][1], B);
+        if (i < v->c.num_stages - 1 && vae_resample(x, &k->resample[i], &kc->resample[i], B, err)) return -1;
     }
     vae_head(x, k, kc, B, 3);
     return 0;
@@ -819,14 +813,14 @@ static int vae_decoder_chunk(const Vae* v, VaeCoderCache* kc, VaeBufs* B, VaeT* 
 
 // one encoder chunk: frames [3, t, H, W] already in B->p[0] (x) -> [2 z_dim, t', H/s, W/s] in B->p[0]
 static int vae_encoder_chunk(const Vae* v, VaeCoderCache* kc, VaeBufs* B, VaeT* x, char* err) {
-    const VaeCoder* k = &v->P.enc; VaeWork w; memset(&w, 0, sizeof(w)); w.norm = B->norm;
+    const VaeCoder* k = &v->P.enc;
     VaeT c0 = VAE_BUF(B->p[1]);
     vae_causal_conv3(&c0, x, &kc->in, k->conv_in_w, k->conv_in_b, k->res[0][0].cin);
     vae_swap_(&B->p[0], &B->p[1]);
     *x = c0;
     for (int i = 0; i < v->c.num_stages; i++) {
-        for (int r = 0; r < k->nres; r++) vae_resblock(x, &k->res[i][r], &kc->res[i][r][0], &kc->res[i][r][1], &w, B->p + 1);
-        if (i < v->c.num_stages - 1 && vae_resample(x, &k->resample[i], &kc->resample[i], B->p + 1, err)) return -1;
+        for (int r = 0; r < k->nres; r++) vae_resblock(x, &k->res[i][r], &kc->res[i][r][0], &kc->res[i][r][1], B);
+        if (i < v->c.num_stages - 1 && vae_resample(x, &k->resample[i], &kc->resample[i], B, err)) return -1;
     }
     vae_mid(x, k, kc, B);
     vae_head(x, k, kc, B, 2 * v->c.z_dim);
