@@ -16,7 +16,8 @@
 #include "world/world_cli.h"    // ./test_tmd world gen | sheet | score | render | encode
 #include "cpu/distill_run.h"    // the whole method on the CPU in the tiny world: teacher, TM-MF, DMD2-v, table
 #include "lib/flags.h"          // flag tables: parser and usage from one place
-#include "cpu/vae_cli.h"        // the Wan2.1 VAE: cpu/vae_cpu.h, its tests (cpu/vae_tests.h), ./test_tmd vae
+#include "cpu/vae_tests.h"      // the Wan2.1 VAE (cpu/vae_cpu.h): peer check vs diffusers, cache memory, bad inputs
+#include "cpu/vae_cli.h"        // ./test_tmd vae decode | encode | info
 #include <time.h>
 
 static const char* TMPDIR_ = "/tmp";

@@ -7,7 +7,6 @@
 // [z_dim, T', H/8, W/8]; latents are raw (diffusers' encode mean / decode input) unless --normalized 1.
 #pragma once
 #include "vae_cpu.h"
-#include "vae_tests.h"       // vae_check_latent_shape
 #include "../lib/flags.h"
 #include "../lib/npy.h"
 #include "../world/png.h"    // png_write_mp4, png_have_ffmpeg

@@ -911,6 +911,17 @@ static int vae_normalize(double* z, int z_dim, size_t per_channel, int dir, char
     return 0;
 }
 
+// a latent array read from a file must be [z_dim, T, H, W]: the check the CLI and callers run before decoding
+static int vae_check_latent_shape(const VaeConfig* c, int ndim, const int64_t* sh, const char* what, char* err) {
+    if (ndim != 4 || sh[0] != c->z_dim) {
+        char got[256]; st_shape_str(got, ndim, sh);
+        snprintf(err, ST_ERRLEN, "%s: latent of shape %s, expected [z_dim %d, T, H, W] (no batch axis); a latent of another "
+                 "VAE, or one with a batch axis (squeeze it)", what, got, c->z_dim);
+        return -1;
+    }
+    return 0;
+}
+
 // The float API for callers outside the CPU reference (sample_tmd writes mp4 from its latents through this):
 // latent [z_dim, T, h, w] (normalized = 1: as the DiT produces them) -> video [3, vae_decoded_frames(T), s*h, s*w].
 static int vae_decode_f(const Vae* v, float* video, const float* latent, int T, int h, int w, int normalized, FILE* progress, char* err) {

@@ -234,9 +234,6 @@ static void test_vae_real_shapes(void) {
     free(x); free(z); free(y); vae_free(&v);
 }
 
-// what the CLI checks before encoding or decoding; shared with cpu/vae_cli.h
-static int vae_check_latent_shape(const VaeConfig* c, int ndim, const int64_t* sh, const char* what, char* err);
-
 static void test_vae_bad_inputs(const char* tmpdir) {
     printf("\n[vae] bad inputs: wrong latent channels, frame counts, truncated and mismatched checkpoints\n");
     char err[ST_ERRLEN], path[600], src[600];
@@ -308,16 +305,6 @@ static void test_vae_bad_inputs(const char* tmpdir) {
         if (!rc) vae_free(&u);
     }
     free(o); free(tl); vae_free(&v);
-}
-
-static int vae_check_latent_shape(const VaeConfig* c, int ndim, const int64_t* sh, const char* what, char* err) {
-    if (ndim != 4 || sh[0] != c->z_dim) {
-        char got[256]; st_shape_str(got, ndim, sh);
-        snprintf(err, ST_ERRLEN, "%s: latent of shape %s, expected [z_dim %d, T, H, W] (no batch axis); a latent of another "
-                 "VAE, or one with a batch axis (squeeze it)", what, got, c->z_dim);
-        return -1;
-    }
-    return 0;
 }
 
 static void test_vae(const char* tmpdir) {
