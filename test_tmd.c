@@ -19,6 +19,8 @@
 #include "lib/flags.h"          // flag tables: parser and usage from one place
 #include "cpu/umt5_tests.h"     // prompts to embeddings: SentencePiece tokenizer and umT5 encoder vs their peers
 #include "cpu/umt5_cli.h"       // ./test_tmd encode: prompts -> umT5 context .npy
+#include "cpu/vae_tests.h"      // the Wan2.1 VAE (cpu/vae_cpu.h): peer check vs diffusers, cache memory, bad inputs
+#include "cpu/vae_cli.h"        // ./test_tmd vae decode | encode | info
 #include <time.h>
 
 static const char* TMPDIR_ = "/tmp";
@@ -601,13 +603,15 @@ int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "world")) return world_main(argc - 2, argv + 2);
     if (argc > 1 && !strcmp(argv[1], "distill")) return cmd_distill(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "encode")) return umt5_cli_main(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "vae")) return vae_main(argc - 2, argv + 2);
     if (argc > 1) {
         printf("usage: ./test_tmd                run all tests\n"
                "       ./test_tmd forward ...    CPU forward of a checkpoint (./test_tmd forward --help)\n"
                "       ./test_tmd presets        print the presets and their parameter counts\n"
                "       ./test_tmd world ...      the built-in world: gen, sheet, score, render, encode (./test_tmd world --help)\n"
                "       ./test_tmd distill ...    the whole method on the CPU in the tiny world (./test_tmd distill --help)\n"
-               "       ./test_tmd encode ...     prompts to umT5 embeddings, no Python (./test_tmd encode --help)\n");
+               "       ./test_tmd encode ...     prompts to umT5 embeddings, no Python (./test_tmd encode --help)\n"
+               "       ./test_tmd vae ...        the Wan2.1 VAE: decode, encode, info (./test_tmd vae --help)\n");
         return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
     }
     const char* td = getenv("TMPDIR"); if (td && *td) TMPDIR_ = td;
@@ -626,6 +630,7 @@ int main(int argc, char** argv) {
     test_names_and_roundtrip();
     test_peer_diffusers();
     test_umt5(test_tmpdir);
+    test_vae(test_tmpdir);
     test_teacher();
     test_tmd();
     test_distill();
