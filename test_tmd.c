@@ -1,5 +1,6 @@
 // test_tmd.c: the CPU reference's driver and the project's tests. Plain C, double precision.
-//   ./test_tmd                 run every test (what `make test` does); ends with "N passed, N failed"
+//   ./test_tmd                 run every fast test group (what `make test` does); ends with "N passed, N failed"
+//   ./test_tmd test G...       run the named groups; ./test_tmd test --list names them (distill: make test-distill)
 //   ./test_tmd forward ...     the CPU forward of a checkpoint on .npy inputs (debugging real weights)
 //   ./test_tmd presets         print every preset's config and parameter count
 //   ./test_tmd world ...       the built-in world: generate data, contact sheets, scoring
@@ -15,32 +16,21 @@
 #include "world/world_tests.h"  // the built-in world's tests (and world.h, text.h, score.h, png.h)
 #include "world/world_cli.h"    // ./test_tmd world gen | sheet | score | render | encode
 #include "cpu/distill_run.h"    // the whole method on the CPU in the tiny world: teacher, TM-MF, DMD2-v, table
+#include "cpu/distill_smoke_tests.h"  // a few steps of every distillation stage
 #include "lib/flags.h"          // flag tables: parser and usage from one place
-#include <time.h>
+#include "lib/alloc.h"          // xmalloc, xcalloc: checked allocations
+#include "lib/timer.h"          // now_s
+#include "lib/random_params.h"  // random parameters for the tests
+#include <limits.h>
+#include <unistd.h>             // fork, pipe, chdir: the bad-input tests
+#include <sys/wait.h>
 
 static const char* TMPDIR_ = "/tmp";
 static char test_tmpdir[512];
 
-static double now_s(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec; }
 
 static void fill_normal(double* p, size_t n, Rng* r, double mean, double std) { for (size_t i = 0; i < n; i++) p[i] = mean + std * rng_normal(r); }
 
-// random parameters of a sensible scale with no trivial 0 or 1, so a dropped or swapped term changes the output
-static void random_params(const WanConfig* c, double* buf, uint64_t seed) {
-    Rng r = rng_make(seed);
-    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
-    int nt = wan_layout(c, tl, NULL, NULL, NULL);
-    for (int i = 0; i < nt; i++) {
-        const WanTensor* t = &tl[i];
-        double* p = buf + t->offset;
-        if (strstr(t->name, "modulation")) fill_normal(p, t->numel, &r, 0, 0.3);
-        else if (strstr(t->name, "norm")) fill_normal(p, t->numel, &r, 1, 0.1);   // norm_q, norm_k, norm3 weight (norm3.bias below)
-        else if (t->ndim == 1) fill_normal(p, t->numel, &r, 0, 0.1);
-        else { size_t fan_in = t->numel / (size_t)t->shape[0]; fill_normal(p, t->numel, &r, 0, 1.0 / sqrt((double)fan_in)); }
-        if (strstr(t->name, "norm3.bias")) fill_normal(p, t->numel, &r, 0, 0.1);
-    }
-    free(tl);
-}
 
 // =========================================================================================================
 // presets
@@ -458,129 +448,535 @@ static void test_distill(void) {
 // =========================================================================================================
 // `./test_tmd forward`: the CPU forward of any checkpoint on .npy inputs
 
-static void forward_usage(void) {
-    printf("usage: ./test_tmd forward --weights W [--latent x.npy] [--timestep T] [--context c.npy] [--out v.npy]\n"
-           "                          [--heads N] [--text-len N]\n"
-           "  --weights   a Wan2.1 DiT checkpoint: .safetensors, *.safetensors.index.json, or a directory holding one\n"
-           "              (official, diffusers or model.diffusion_model.-prefixed names; F32, BF16 or F16)\n"
-           "  --latent    float32 .npy [in_dim, T, H, W] (H, W in latent pixels); default: random normal [in_dim, 1, 4, 4]\n"
-           "  --timestep  the model timestep, 1000*sigma (default 500)\n"
-           "  --context   float32 .npy [Lt, text_dim], the text encoder's rows (Lt <= text_len); default: empty caption\n"
-           "  --out       where to write the velocity as float32 .npy (default: print a summary only)\n"
-           "  --heads     number of attention heads when the checkpoint does not say (default: metadata, else dim/128)\n"
-           "  --text-len  rows the context is zero-padded to (default: metadata, else 512)\n"
-           "Runs in double precision on the CPU; a 1.3B checkpoint needs about 12 GB of memory.\n");
+// the first non-finite value of a float array read from path, as an error message (0 when all are finite)
+static int check_finite_f(const char* path, const float* v, size_t n, char* err) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) {
+            snprintf(err, ST_ERRLEN, "%s: value %zu of %zu is %g; the input must be finite (was it written after a "
+                     "NaN in the pipeline?)", path, i, n, (double)v[i]);
+            return 1;
+        }
+    return 0;
+}
+
+// physical memory of this machine in bytes (0 if unknown)
+static double phys_mem_bytes(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? (double)pages * (double)page : 0;
 }
 
 static int cmd_forward(int argc, char** argv) {
-    const char *weights = NULL, *latent = NULL, *context = NULL, *outp = NULL; double t = 500; int heads = 0, text_len = 0;
-    for (int i = 2; i < argc; i++) {
-        const char* a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { forward_usage(); return 0; }
-        if (i + 1 >= argc) { fprintf(stderr, "error: flag %s needs a value\n", a); forward_usage(); return 2; }
-        const char* v = argv[++i];
-        if (!strcmp(a, "--weights")) weights = v; else if (!strcmp(a, "--latent")) latent = v;
-        else if (!strcmp(a, "--context")) context = v; else if (!strcmp(a, "--out")) outp = v;
-        else if (!strcmp(a, "--timestep")) t = atof(v); else if (!strcmp(a, "--heads")) heads = atoi(v);
-        else if (!strcmp(a, "--text-len")) text_len = atoi(v);
-        else { fprintf(stderr, "error: unknown flag %s\n", a); forward_usage(); return 2; }
-    }
-    if (!weights) { fprintf(stderr, "error: --weights is required\n"); forward_usage(); return 2; }
+    const char *weights = NULL, *latent = NULL, *context = NULL, *outp = NULL;
+    double t = 500;
+    int heads = 0, text_len = 0;
+    Flag flags[] = {
+        FLAG_STR("--weights", &weights, "a Wan2.1 DiT checkpoint: .safetensors, *.safetensors.index.json, or a directory "
+                 "holding one (official, diffusers or model.diffusion_model.-prefixed names; F32, BF16 or F16)"),
+        FLAG_STR("--latent", &latent, "float32 .npy [in_dim, T, H, W] (H, W in latent pixels); default: random normal "
+                 "[in_dim, patch_t, 4 patch_h, 4 patch_w]"),
+        FLAG_DOUBLE_R("--timestep", &t, 0, 1000, "the model timestep, 1000*sigma"),
+        FLAG_STR("--context", &context, "float32 .npy [Lt, text_dim], the text encoder's rows (Lt <= text_len); "
+                 "default: empty caption"),
+        FLAG_STR("--out", &outp, "where to write the velocity as float32 .npy (default: print a summary only)"),
+        FLAG_INT_R("--heads", &heads, 0, WAN_MAX_WIDTH, "attention heads when neither the checkpoint's metadata nor a "
+                   "config.json beside it says (0: those)"),
+        FLAG_INT_R("--text-len", &text_len, 0, WAN_MAX_TEXT_LEN, "rows the context is zero-padded to (0: metadata, else 512)"),
+        FLAG_END};
+    int rc = flags_parse(flags, argc, argv, 2, "usage: ./test_tmd forward --weights W [flags]   (the CPU forward of a "
+                         "checkpoint in double precision; a 1.3B checkpoint needs about 12 GB of memory)");
+    if (rc) return rc == 1 ? 0 : 2;
+    if (!weights) { fprintf(stderr, "error: --weights is required (see ./test_tmd forward --help)\n"); return 2; }
     char err[ST_ERRLEN];
-    WanConfig c; memset(&c, 0, sizeof(c)); double* buf = NULL;
+    WanConfig c;
+    memset(&c, 0, sizeof(c));
+    double* buf = NULL;
     if (wan_load(weights, &c, heads, text_len, &buf, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
-    wan_config_print(&c, stdout); wan_print_count(&c, stdout);
-    int64_t shape[ST_MAXDIM] = {c.in_dim, 1, 4 * c.patch[1], 4 * c.patch[2]};
+    wan_config_print(&c, stdout);
+    wan_print_count(&c, stdout);
+    int64_t shape[ST_MAXDIM] = {c.in_dim, c.patch[0], 4 * c.patch[1], 4 * c.patch[2]};
     float* xf = NULL;
+    rc = 1;
+    double* x = NULL;
+    double* ctx = NULL;
+    float* cf = NULL;
+    int Lt = 0;
+    WanGrid g;
     if (latent) {
         int nd;
-        if (npy_read(latent, &xf, &nd, shape, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
-        if (nd != 4 || shape[0] != c.in_dim) {
-            fprintf(stderr, "error: %s: expected a latent [%d, T, H, W], found %d dimensions with %lld in the first\n", latent, c.in_dim, nd, (long long)shape[0]);
-            return 1;
+        if (npy_read(latent, &xf, &nd, shape, err)) { fprintf(stderr, "error: %s\n", err); goto done; }
+        int fits = nd == 4 && shape[0] == c.in_dim;
+        for (int i = 1; fits && i < 4; i++) fits = shape[i] > 0 && shape[i] <= INT_MAX;
+        if (!fits) {
+            char sb[256];
+            fprintf(stderr, "error: %s: expected a latent [%d, T, H, W] with positive T, H, W, found shape %s\n", latent,
+                    c.in_dim, st_shape_str(sb, nd, shape));
+            goto done;
         }
+        if (check_finite_f(latent, xf, (size_t)st_numel(4, shape), err)) { fprintf(stderr, "error: %s\n", err); goto done; }
     }
-    size_t nx = (size_t)shape[0] * shape[1] * shape[2] * shape[3];
-    double* x = dalloc(nx); Rng r = rng_make(0);
-    for (size_t i = 0; i < nx; i++) x[i] = xf ? xf[i] : rng_normal(&r);
-    free(xf);
-    WanGrid g; if (wan_grid(&g, &c, (int)shape[0], (int)shape[1], (int)shape[2], (int)shape[3], err)) { fprintf(stderr, "error: %s\n", err); return 1; }
-    double* ctx = NULL; int Lt = 0;
+    if (wan_grid(&g, &c, (int)shape[0], (int)shape[1], (int)shape[2], (int)shape[3], err)) {
+        fprintf(stderr, "error: %s\n", err);
+        goto done;
+    }
+    // the activations of a double-precision forward grow with L² (attention); refuse what this machine cannot hold
+    double need = (double)wan_act_bytes(&c, &g) + (double)wan_num_params(&c) * sizeof(double), have = phys_mem_bytes();
+    if (have > 0 && need > have) {
+        fprintf(stderr, "error: a latent of %d tokens needs %.1f GB for the CPU forward (attention grows with tokens²), "
+                "more than this machine's %.1f GB; use a smaller latent\n", g.L, need / 1e9, have / 1e9);
+        goto done;
+    }
+    x = (double*)xmalloc((size_t)st_numel(4, shape), sizeof(double), "the latent");
+    Rng r = rng_make(0);
+    for (size_t i = 0; i < (size_t)st_numel(4, shape); i++) x[i] = xf ? xf[i] : rng_normal(&r);
     if (context) {
-        float* cf; int64_t cs[ST_MAXDIM]; int nd;
-        if (npy_read(context, &cf, &nd, cs, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+        int64_t cs[ST_MAXDIM];
+        int nd;
+        if (npy_read(context, &cf, &nd, cs, err)) { fprintf(stderr, "error: %s\n", err); goto done; }
         if (nd != 2 || cs[1] != c.text_dim) {
-            fprintf(stderr, "error: %s: expected a context [Lt, %d], found %d dimensions with %lld in the last\n", context, c.text_dim, nd, (long long)cs[nd - 1]);
-            free(cf); return 1;
+            char sb[256];
+            fprintf(stderr, "error: %s: expected a context [Lt, %d], found shape %s\n", context, c.text_dim,
+                    st_shape_str(sb, nd, cs));
+            goto done;
         }
-        Lt = (int)cs[0];
-        if (Lt > c.text_len) { fprintf(stderr, "warning: context has %d rows, more than text_len %d; keeping the first %d\n", Lt, c.text_len, c.text_len); Lt = c.text_len; }
-        ctx = dalloc((size_t)Lt * c.text_dim); for (size_t i = 0; i < (size_t)Lt * c.text_dim; i++) ctx[i] = cf[i];
-        free(cf);
+        if (check_finite_f(context, cf, (size_t)st_numel(2, cs), err)) { fprintf(stderr, "error: %s\n", err); goto done; }
+        Lt = cs[0] > c.text_len ? c.text_len : (int)cs[0];
+        if (cs[0] > c.text_len)
+            fprintf(stderr, "warning: context has %lld rows, more than text_len %d; keeping the first %d\n",
+                    (long long)cs[0], c.text_len, c.text_len);
+        ctx = (double*)xmalloc((size_t)Lt * c.text_dim, sizeof(double), "the context");
+        for (size_t i = 0; i < (size_t)Lt * c.text_dim; i++) ctx[i] = cf[i];
     }
-    WanParams P; wan_carve(&c, &P, buf);
-    WanAct act; wan_act_init(&act, &c, &g);
+    WanParams P;
+    wan_carve(&c, &P, buf);
+    WanAct act;
+    wan_act_init(&act, &c, &g);
     double t0 = now_s();
     wan_forward(&act, &P, x, t, ctx, Lt);
     size_t no = (size_t)c.out_dim * g.T * g.Hl * g.Wl;
-    double s = 0, s2 = 0; for (size_t i = 0; i < no; i++) { s += act.out[i]; s2 += act.out[i] * act.out[i]; }
+    double s = 0, s2 = 0;
+    for (size_t i = 0; i < no; i++) {
+        s += act.out[i];
+        s2 += act.out[i] * act.out[i];
+    }
     printf("forward: latent [%d, %d, %d, %d] (%d tokens), timestep %g, %d caption rows: %.2f s; output mean %.6f std %.6f\n",
            g.C, g.T, g.Hl, g.Wl, g.L, t, Lt, now_s() - t0, s / no, sqrt(s2 / no - (s / no) * (s / no)));
-    if (outp) {
-        float* of = (float*)malloc(sizeof(float) * no); for (size_t i = 0; i < no; i++) of[i] = (float)act.out[i];
-        int64_t os[4] = {c.out_dim, g.T, g.Hl, g.Wl};
-        if (npy_write(outp, of, 4, os, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
-        printf("wrote %s\n", outp); free(of);
+    if (!isfinite(s2)) {
+        fprintf(stderr, "error: the output holds non-finite values from finite inputs: the checkpoint's weights are "
+                "broken (NaN or huge); nothing written\n");
+        wan_act_free(&act);
+        goto done;
     }
-    wan_act_free(&act); free(buf); free(x); free(ctx);
-    return 0;
+    rc = 0;
+    if (outp) {
+        float* of = (float*)xmalloc(no, sizeof(float), "the output");
+        for (size_t i = 0; i < no; i++) of[i] = (float)act.out[i];
+        int64_t os[4] = {c.out_dim, g.T, g.Hl, g.Wl};
+        if (npy_write(outp, of, 4, os, err)) {
+            fprintf(stderr, "error: %s\n", err);
+            rc = 1;
+        } else {
+            printf("wrote %s\n", outp);
+        }
+        free(of);
+    }
+    wan_act_free(&act);
+done:
+    free(buf);
+    free(xf);
+    free(x);
+    free(cf);
+    free(ctx);
+    return rc;
 }
 
 static int cmd_distill(int argc, char** argv) {
     DistillOpts o = distill_defaults();
     int seed = (int)o.seed;
+    const int BIG = 100000000;   // step and iteration counts: any a CPU can run
     Flag flags[] = {
-        FLAG_INT("--seed", &seed, "seed of every random draw"),
-        FLAG_INT("--teacher-steps", &o.teacher_steps, "teacher flow-matching steps"),
-        FLAG_INT("--teacher-batch", &o.teacher_batch, "teacher batch size"),
-        FLAG_DOUBLE("--teacher-lr", &o.teacher_lr, "teacher learning rate (AdamW)"),
-        FLAG_INT("--tmmf-steps", &o.tmmf_steps, "Stage 1 steps"),
-        FLAG_INT("--tmmf-batch", &o.tmmf_batch, "Stage 1 batch size"),
-        FLAG_DOUBLE("--tmmf-lr", &o.tmmf_lr, "Stage 1 learning rate"),
+        FLAG_INT_R("--seed", &seed, 0, INT_MAX, "seed of every random draw"),
+        FLAG_INT_R("--teacher-steps", &o.teacher_steps, 0, BIG, "teacher flow-matching steps"),
+        FLAG_INT_R("--teacher-batch", &o.teacher_batch, 1, 4096, "teacher batch size"),
+        FLAG_DOUBLE_R("--teacher-lr", &o.teacher_lr, 0, 1, "teacher learning rate (AdamW)"),
+        FLAG_INT_R("--tmmf-steps", &o.tmmf_steps, 0, BIG, "Stage 1 steps"),
+        FLAG_INT_R("--tmmf-batch", &o.tmmf_batch, 1, 4096, "Stage 1 batch size"),
+        FLAG_DOUBLE_R("--tmmf-lr", &o.tmmf_lr, 0, 1, "Stage 1 learning rate"),
         FLAG_BOOL("--tm-only", &o.tm_only, "Stage 1 as plain TM (r = s always) instead of TM-MF"),
-        FLAG_DOUBLE("--cfg-tmmf", &o.cfg_tmmf, "guidance scale of the TM-MF target velocity"),
-        FLAG_INT("--dmd-iters", &o.dmd_iters, "Stage 2 iterations (student + critic)"),
-        FLAG_INT("--dmd-batch", &o.dmd_batch, "Stage 2 batch size"),
-        FLAG_DOUBLE("--student-lr", &o.student_lr, "Stage 2 student learning rate"),
-        FLAG_DOUBLE("--fake-lr", &o.fake_lr, "fake score learning rate"),
-        FLAG_DOUBLE("--disc-lr", &o.disc_lr, "discriminator learning rate"),
-        FLAG_INT("--update-every", &o.update_every, "the student is updated every k-th iteration"),
-        FLAG_DOUBLE("--gan-weight", &o.gan_weight, "GAN loss weight lambda"),
+        FLAG_DOUBLE_R("--cfg-tmmf", &o.cfg_tmmf, 0, 100, "guidance scale of the TM-MF target velocity"),
+        FLAG_INT_R("--dmd-iters", &o.dmd_iters, 0, BIG, "Stage 2 iterations (student + critic)"),
+        FLAG_INT_R("--dmd-batch", &o.dmd_batch, 1, 4096, "Stage 2 batch size"),
+        FLAG_DOUBLE_R("--student-lr", &o.student_lr, 0, 1, "Stage 2 student learning rate"),
+        FLAG_DOUBLE_R("--fake-lr", &o.fake_lr, 0, 1, "fake score learning rate"),
+        FLAG_DOUBLE_R("--disc-lr", &o.disc_lr, 0, 1, "discriminator learning rate"),
+        FLAG_INT_R("--update-every", &o.update_every, 1, BIG, "the student is updated every k-th iteration"),
+        FLAG_DOUBLE_R("--gan-weight", &o.gan_weight, 0, 1000, "GAN loss weight lambda"),
         FLAG_BOOL("--rollout", &o.rollout, "backpropagate through all N inner steps"),
-        FLAG_DOUBLE("--cfg-dmd", &o.cfg_dmd, "teacher guidance in the VSD gradient"),
-        FLAG_DOUBLE("--shift-student", &o.gamma_outer, "t_student shift of the outer grid"),
-        FLAG_DOUBLE("--shift-inner", &o.gamma_inner, "shift of the inner grid"),
-        FLAG_DOUBLE("--shift-dmd", &o.gamma_dmd, "t_dmd shift"),
-        FLAG_INT("--M", &o.M, "outer steps of the students"),
-        FLAG_INT("--N", &o.N, "inner (flow head) steps"),
-        FLAG_INT("--H", &o.H, "flow head blocks"),
-        FLAG_INT("--fusion", &o.fusion, "0: gated fusion, 1: concat fusion"),
+        FLAG_DOUBLE_R("--cfg-dmd", &o.cfg_dmd, 0, 100, "teacher guidance in the VSD gradient"),
+        FLAG_DOUBLE_R("--shift-student", &o.gamma_outer, 0.01, 100, "t_student shift of the outer grid"),
+        FLAG_DOUBLE_R("--shift-inner", &o.gamma_inner, 0.01, 100, "shift of the inner grid"),
+        FLAG_DOUBLE_R("--shift-dmd", &o.gamma_dmd, 0.01, 100, "t_dmd shift"),
+        FLAG_INT_R("--M", &o.M, 1, 64, "outer steps of the students"),
+        FLAG_INT_R("--N", &o.N, 1, 64, "inner (flow head) steps"),
+        FLAG_INT_R("--H", &o.H, 1, 3, "flow head blocks (the tiny DiT has 4 blocks)"),
+        FLAG_INT_R("--fusion", &o.fusion, 0, 1, "0: gated fusion, 1: concat fusion"),
         FLAG_BOOL("--baseline", &o.baseline, "also distill the DMD2-v baseline"),
-        FLAG_INT("--eval-n", &o.eval_n, "clips scored per table row"),
-        FLAG_INT("--teacher-eval-steps", &o.teacher_eval_steps, "steps of the teacher's reference sampler (UniPC)"),
-        FLAG_DOUBLE("--cfg-eval", &o.cfg_eval, "teacher guidance when sampling"),
-        FLAG_DOUBLE("--shift-eval", &o.shift_eval, "teacher sampler shift"),
-        FLAG_STR("--sheet", &o.sheet, "write a PNG contact sheet of every row's first clips"),
+        FLAG_INT_R("--eval-n", &o.eval_n, 1, 4096, "clips scored per table row"),
+        FLAG_INT_R("--teacher-eval-steps", &o.teacher_eval_steps, 1, 1000, "steps of the teacher's reference sampler (UniPC)"),
+        FLAG_DOUBLE_R("--cfg-eval", &o.cfg_eval, 0, 100, "teacher guidance when sampling"),
+        FLAG_DOUBLE_R("--shift-eval", &o.shift_eval, 0.01, 100, "teacher sampler shift"),
+        FLAG_STR("--sheet", &o.sheet, "write a PNG contact sheet of every row's first clips (needs --eval-n >= 3)"),
         FLAG_STR("--teacher-cache", &o.teacher_cache, "load the teacher from this file if it exists, else train and save it there"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 2, "usage: ./test_tmd distill [flags]   (the whole method on the CPU, tiny world)");
     if (rc) return rc == 1 ? 0 : 2;
     o.seed = (uint64_t)seed;
-    if (o.M < 1 || o.M > 64 || o.N < 1 || o.N > 64 || o.H < 1 || o.H > 3) { fprintf(stderr, "error: need 1 <= M, N <= 64 and 1 <= H <= 3 (the tiny DiT has 4 blocks)\n"); return 2; }
+    if (o.sheet && o.eval_n < DISTILL_SHEET_CLIPS) {
+        fprintf(stderr, "error: --sheet draws the first %d evaluation clips of every row, but --eval-n is %d; raise --eval-n "
+                "to %d or more\n", DISTILL_SHEET_CLIPS, o.eval_n, DISTILL_SHEET_CLIPS);
+        return 2;
+    }
     DistillRow rows[DISTILL_MAX_ROWS];
     int n = distill_run(&o, rows);
     distill_print(rows, n);
     return 0;
+}
+
+// =========================================================================================================
+// bad input: one regression case per finding of the hardening review (issue 9). Each case failed, crashed or
+// hung on the code before the fix; its comment says how.
+
+static char bi_dir[600];       // every case writes under it
+static WanConfig bi_tiny;      // the config of the cases' checkpoints
+static const char* BI_HEADS[] = {"num_heads", "4"};   // metadata that names the tiny model's head count
+
+// runs fn(argc, argv) as the command line "./test_tmd <cmd> args..." (args NULL-terminated)
+static int bi_run(int (*fn)(int, char**), const char* cmd, const char* const* args) {
+    char* argv[40];
+    int argc = 0;
+    argv[argc++] = (char*)"./test_tmd";
+    argv[argc++] = (char*)cmd;
+    for (int i = 0; args[i] && argc < 39; i++) argv[argc++] = (char*)args[i];
+    argv[argc] = NULL;
+    fflush(stdout);
+    return fn(argc, argv);
+}
+static int bi_world(int argc, char** argv) { return world_main(argc - 2, argv + 2); }
+
+// a checkpoint of config c with random parameters and the given metadata pairs (official names)
+static void bi_write_ckpt(const char* path, const WanConfig* c, const char* const* meta, int n_meta) {
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    double* buf = dalloc(wan_num_params(c));
+    random_params(c, buf, 77);
+    int nt = wan_layout(c, tl, NULL, NULL, NULL);
+    StOut* o = (StOut*)calloc((size_t)nt, sizeof(StOut));
+    for (int i = 0; i < nt; i++) {
+        o[i].name = tl[i].name;
+        o[i].ndim = tl[i].ndim;
+        o[i].f64 = buf + tl[i].offset;
+        for (int k = 0; k < tl[i].ndim; k++) o[i].shape[k] = tl[i].shape[k];
+    }
+    char err[ST_ERRLEN];
+    EXPECT(st_write(path, o, nt, meta, n_meta, err) == 0, "%s", err);
+    free(o);
+    free(tl);
+    free(buf);
+}
+
+// wan_load must refuse path with a message holding `word`
+static void bi_expect_load_fails(const char* what, const char* path, const char* word) {
+    WanConfig c;
+    memset(&c, 0, sizeof(c));
+    double* buf = NULL;
+    char err[ST_ERRLEN] = "";
+    int rc = wan_load(path, &c, 0, 0, &buf, err);
+    int ok = rc != 0 && strstr(err, word) != NULL;
+    printf("  %-46s %s | %s\n", what, ok ? "ok  " : "FAIL", rc ? err : "(accepted)");
+    EXPECT(ok, "%s: expected a refusal saying '%s'", what, word);
+    free(buf);
+}
+
+static void bi_expect_rc(const char* what, int rc, int want) {
+    printf("  %-46s %s | exit code %d, expected %d\n", what, rc == want ? "ok  " : "FAIL", rc, want);
+    EXPECT(rc == want, "%s: exit code %d, expected %d", what, rc, want);
+}
+
+static void bi_write_npy(const char* path, const float* v, int nd, const int64_t* shape) {
+    char err[ST_ERRLEN];
+    EXPECT(npy_write(path, v, nd, shape, err) == 0, "%s", err);
+}
+
+// the plain tiny checkpoint most cases run `forward` on
+static const char* bi_tiny_ckpt(void) {
+    static char p[1100];
+    snprintf(p, sizeof(p), "%s/tiny.safetensors", bi_dir);
+    if (access(p, R_OK) != 0) bi_write_ckpt(p, &bi_tiny, BI_HEADS, 1);
+    return p;
+}
+
+// 1. a second __metadata__ object replaced the first's arrays while the count stayed (heap overflow, NULL strcmp);
+//    any key repeated in any object is refused
+static void bi_case1(void) {
+    char p[1100], err[ST_ERRLEN];
+    unsigned char z[16] = {0};
+    StFile f;
+    snprintf(p, sizeof(p), "%s/case1a.safetensors", bi_dir);
+    io_write_raw_st(p, "{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\"},\"__metadata__\":{\"d\":\"4\"},"
+                    "\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", z, 8, 0);
+    int rc = st_open(&f, p, err);
+    io_expect_fail("1. two __metadata__ objects", rc, err, p, "twice");
+    if (!rc) st_close(&f);
+    snprintf(p, sizeof(p), "%s/case1b.safetensors", bi_dir);
+    io_write_raw_st(p, "{\"t\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,8]}}", z, 8, 0);
+    rc = st_open(&f, p, err);
+    io_expect_fail("1. a tensor entry with two dtypes", rc, err, p, "twice");
+    if (!rc) st_close(&f);
+}
+
+// 2. sizes from files are bounded before anything is allocated (an unchecked calloc of the activations segfaulted)
+static void bi_case2(void) {
+    char p[1100], q[1100];
+    const char* meta[] = {"num_heads", "4", "text_len", "100000000"};
+    snprintf(p, sizeof(p), "%s/case2.safetensors", bi_dir);
+    bi_write_ckpt(p, &bi_tiny, meta, 2);
+    bi_expect_load_fails("2. metadata text_len 100,000,000", p, "text_len");
+    snprintf(q, sizeof(q), "%s/case2_latent.npy", bi_dir);
+    int64_t sh[4] = {3, 1, 2048, 1024};
+    float* big = (float*)calloc((size_t)3 * 2048 * 1024, sizeof(float));
+    bi_write_npy(q, big, 4, sh);
+    free(big);
+    const char* args[] = {"--weights", bi_tiny_ckpt(), "--latent", q, NULL};
+    bi_expect_rc("2. forward on a 131,072-token latent", bi_run(cmd_forward, "forward", args), 1);
+    remove(q);
+}
+
+// 3. metadata values and numeric flags are parsed strictly, each with a range (atoi / atof took anything)
+static void bi_case3(void) {
+    char p[1100];
+    const char* bad[][3] = {{"eps", "nan", "3. metadata eps nan"}, {"eps", "-1", "3. metadata eps -1"},
+                            {"num_heads", "99999999999", "3. metadata num_heads past int"},
+                            {"num_heads", "4x", "3. metadata num_heads '4x'"}};
+    for (int i = 0; i < 4; i++) {
+        const char* meta[] = {"num_heads", "4", bad[i][0], bad[i][1]};
+        snprintf(p, sizeof(p), "%s/case3_%d.safetensors", bi_dir, i);
+        bi_write_ckpt(p, &bi_tiny, strcmp(bad[i][0], "num_heads") ? meta : meta + 2, strcmp(bad[i][0], "num_heads") ? 2 : 1);
+        bi_expect_load_fails(bad[i][2], p, bad[i][0]);
+    }
+    const char* w = bi_tiny_ckpt();
+    const char* t_abc[] = {"--weights", w, "--timestep", "abc", NULL};
+    bi_expect_rc("3. forward --timestep abc", bi_run(cmd_forward, "forward", t_abc), 2);
+    const char* t_nan[] = {"--weights", w, "--timestep", "nan", NULL};
+    bi_expect_rc("3. forward --timestep nan", bi_run(cmd_forward, "forward", t_nan), 2);
+    const char* t_heads[] = {"--weights", w, "--heads", "4x", NULL};
+    bi_expect_rc("3. forward --heads 4x", bi_run(cmd_forward, "forward", t_heads), 2);
+    const char* d_lr[] = {"--teacher-lr", "nan", "--teacher-steps", "0", "--tmmf-steps", "0", "--dmd-iters", "0",
+                          "--baseline", "0", "--eval-n", "1", "--teacher-eval-steps", "1", NULL};
+    bi_expect_rc("3. distill --teacher-lr nan", bi_run(cmd_distill, "distill", d_lr), 2);
+}
+
+// 4. NaN or Inf in a latent, context or timestep gave a NaN output file and exit 0
+static void bi_case4(void) {
+    char lp[1100], cp[1100];
+    const char* w = bi_tiny_ckpt();
+    float lat[3 * 16 * 16], ctx[5 * 32];
+    Rng r = rng_make(3);
+    for (int i = 0; i < 3 * 16 * 16; i++) lat[i] = (float)rng_normal(&r);
+    for (int i = 0; i < 5 * 32; i++) ctx[i] = (float)rng_normal(&r);
+    int64_t ls[4] = {3, 1, 16, 16}, cs[2] = {5, 32};
+    snprintf(cp, sizeof(cp), "%s/case4_ctx.npy", bi_dir);
+    bi_write_npy(cp, ctx, 2, cs);
+    lat[100] = NAN;
+    snprintf(lp, sizeof(lp), "%s/case4_lat_nan.npy", bi_dir);
+    bi_write_npy(lp, lat, 4, ls);
+    const char* a1[] = {"--weights", w, "--latent", lp, "--context", cp, NULL};
+    bi_expect_rc("4. forward on a latent with a NaN", bi_run(cmd_forward, "forward", a1), 1);
+    lat[100] = 0.5f;
+    ctx[7] = INFINITY;
+    snprintf(lp, sizeof(lp), "%s/case4_lat.npy", bi_dir);
+    bi_write_npy(lp, lat, 4, ls);
+    snprintf(cp, sizeof(cp), "%s/case4_ctx_inf.npy", bi_dir);
+    bi_write_npy(cp, ctx, 2, cs);
+    const char* a2[] = {"--weights", w, "--latent", lp, "--context", cp, NULL};
+    bi_expect_rc("4. forward on a context with an Inf", bi_run(cmd_forward, "forward", a2), 1);
+    const char* a3[] = {"--weights", w, "--latent", lp, "--timestep", "inf", NULL};
+    bi_expect_rc("4. forward --timestep inf", bi_run(cmd_forward, "forward", a3), 2);
+}
+
+// 5. a 0-D context read cs[-1] (seen under ASan); the distillation's sheet, eval count and step counts are checked
+static void bi_case5(void) {
+    char cp[1100], sheet[1100];
+    snprintf(cp, sizeof(cp), "%s/case5_ctx_0d.npy", bi_dir);
+    float one = 1;
+    bi_write_npy(cp, &one, 0, NULL);
+    const char* a1[] = {"--weights", bi_tiny_ckpt(), "--context", cp, NULL};
+    bi_expect_rc("5. forward on a 0-D context", bi_run(cmd_forward, "forward", a1), 1);
+    snprintf(sheet, sizeof(sheet), "%s/case5_sheet.png", bi_dir);
+    const char* fast[] = {"--teacher-steps", "0", "--tmmf-steps", "0", "--dmd-iters", "0", "--baseline", "0",
+                          "--teacher-eval-steps", "1"};
+    const char* cases[][5] = {{"5. distill --sheet with 2 eval clips", "--sheet", sheet, "--eval-n", "2"},
+                              {"5. distill --eval-n 0", "--eval-n", "0", NULL, NULL},
+                              {"5. distill --teacher-steps -5", "--teacher-steps", "-5", "--eval-n", "1"},
+                              {"5. distill --dmd-iters -1", "--dmd-iters", "-1", "--eval-n", "1"}};
+    for (int i = 0; i < 4; i++) {
+        const char* args[16];
+        int n = 0;
+        for (int k = 0; k < 10; k++) args[n++] = fast[k];
+        for (int k = 1; k < 5 && cases[i][k]; k++) args[n++] = cases[i][k];   // a later flag wins
+        args[n] = NULL;
+        bi_expect_rc(cases[i][0], bi_run(cmd_distill, "distill", args), 2);
+    }
+}
+
+// 6. the shards of an index must be regular files inside the index's directory: an absolute path showed the first
+//    bytes of any readable file as a "header length", and a FIFO hung the reader forever
+static void bi_case6(void) {
+    char sub[1100], q[1100], fifo[1200], ipath[1200];
+    unsigned char z[16] = {0};
+    snprintf(sub, sizeof(sub), "%s/case6", bi_dir);
+    mkdir(sub, 0755);
+    snprintf(q, sizeof(q), "%s/case6_outside.safetensors", bi_dir);
+    io_write_raw_st(q, "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", z, 8, 0);
+    const char* shard[3] = {q, "../case6_outside.safetensors", "fifo.safetensors"};
+    const char* what[3] = {"6. index naming an absolute shard path", "6. index naming a shard in ../",
+                           "6. index naming a FIFO as a shard"};
+    const char* word[3] = {"inside", "inside", "regular file"};
+    snprintf(fifo, sizeof(fifo), "%s/fifo.safetensors", sub);
+    EXPECT(mkfifo(fifo, 0644) == 0, "mkfifo %s: %s", fifo, strerror(errno));
+    for (int i = 0; i < 3; i++) {
+        char idx[1400];
+        snprintf(ipath, sizeof(ipath), "%s/c%d.safetensors.index.json", sub, i);
+        snprintf(idx, sizeof(idx), "{\"metadata\":{},\"weight_map\":{\"t\":\"%s\"}}", shard[i]);
+        io_write_bytes(ipath, idx, strlen(idx));
+        // in a child with an alarm, so a reader that blocks on the FIFO fails the case instead of hanging the suite
+        int fd[2];
+        if (pipe(fd) != 0) { EXPECT(0, "pipe: %s", strerror(errno)); continue; }
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(fd[0]);
+            alarm(10);
+            StSet s;
+            char e2[ST_ERRLEN] = "";
+            int r2 = st_set_open(&s, ipath, e2);
+            if (!r2) snprintf(e2, sizeof(e2), "(accepted)");
+            ssize_t wr = write(fd[1], e2, strlen(e2) + 1);
+            (void)wr;
+            _exit(r2 ? 1 : 0);
+        }
+        close(fd[1]);
+        char e3[ST_ERRLEN] = "";
+        ssize_t got = 0, k;
+        while (got < (ssize_t)sizeof(e3) - 1 && (k = read(fd[0], e3 + got, sizeof(e3) - 1 - (size_t)got)) > 0) got += k;
+        e3[got] = 0;
+        close(fd[0]);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        int killed = WIFSIGNALED(status), r3 = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+        if (killed) snprintf(e3, sizeof(e3), "(killed by signal %d: it hung or crashed)", WTERMSIG(status));
+        int ok = !killed && r3 != 0 && strstr(e3, word[i]) != NULL;
+        printf("  %-46s %s | %s\n", what[i], ok ? "ok  " : "FAIL", e3);
+        EXPECT(ok, "%s: expected a refusal saying '%s'", what[i], word[i]);
+    }
+    remove(fifo);
+}
+
+// 7. a big header of nested empty arrays took gigabytes and seconds before it was refused: the root must be an
+//    object, and the number of JSON values is capped while parsing
+static void bi_case7(void) {
+    char p[1100], err[ST_ERRLEN];
+    StFile f;
+    size_t n = 3u << 20;   // 3 MB: a million empty arrays
+    char* h = (char*)malloc(n + 64);
+    size_t k = (size_t)snprintf(h, 64, "{\"a\":[");
+    while (k + 8 < n) {
+        memcpy(h + k, "[],", 3);
+        k += 3;
+    }
+    memcpy(h + k, "[]]}", 5);
+    snprintf(p, sizeof(p), "%s/case7a.safetensors", bi_dir);
+    io_write_raw_st(p, h, NULL, 0, 0);
+    double t0 = now_s();
+    int rc = st_open(&f, p, err);
+    double dt = now_s() - t0;
+    io_expect_fail("7. a million empty arrays in one header", rc, err, p, "JSON values");
+    printf("  (refused after %.3f s)\n", dt);
+    h[0] = '[';
+    memcpy(h + 1, "[],[],", 6);
+    snprintf(p, sizeof(p), "%s/case7b.safetensors", bi_dir);
+    io_write_raw_st(p, h, NULL, 0, 0);
+    rc = st_open(&f, p, err);
+    io_expect_fail("7. a header whose root is an array", rc, err, p, "starts with");
+    free(h);
+}
+
+// 8. the head count: config.json beside the weights is read, and nothing silently guesses dim/128;
+//    forward's default latent honours the temporal patch
+static void bi_case8(void) {
+    char sub[1100], p[1200], q[1200], err[ST_ERRLEN];
+    snprintf(sub, sizeof(sub), "%s/case8_diffusers", bi_dir);
+    mkdir(sub, 0755);
+    snprintf(p, sizeof(p), "%s/diffusion_pytorch_model.safetensors", sub);
+    bi_write_ckpt(p, &bi_tiny, NULL, 0);
+    snprintf(q, sizeof(q), "%s/config.json", sub);
+    const char* cfg = "{\"_class_name\": \"WanTransformer3DModel\", \"num_attention_heads\": 4, \"attention_head_dim\": 16,"
+                      " \"eps\": 1e-06, \"num_layers\": 4}";
+    io_write_bytes(q, cfg, strlen(cfg));
+    WanConfig c;
+    memset(&c, 0, sizeof(c));
+    double* buf = NULL;
+    int rc = wan_load(sub, &c, 0, 0, &buf, err);
+    int ok = rc == 0 && c.num_heads == 4;
+    printf("  %-46s %s | %s\n", "8. heads from config.json beside the weights", ok ? "ok  " : "FAIL", rc ? err : "4 heads");
+    EXPECT(ok, "config.json's 4 heads: rc %d, heads %d (%s)", rc, c.num_heads, rc ? err : "");
+    free(buf);
+    WanConfig wide = bi_tiny;
+    wide.dim = 256;
+    wide.num_layers = 1;
+    snprintf(p, sizeof(p), "%s/case8_dim256.safetensors", bi_dir);
+    bi_write_ckpt(p, &wide, NULL, 0);
+    bi_expect_load_fails("8. dim 256, nothing says the head count", p, "heads");
+    WanConfig pt2 = bi_tiny;
+    pt2.patch[0] = 2;
+    snprintf(p, sizeof(p), "%s/case8_patch_t2.safetensors", bi_dir);
+    bi_write_ckpt(p, &pt2, BI_HEADS, 1);
+    const char* args[] = {"--weights", p, NULL};
+    bi_expect_rc("8. forward's default latent, temporal patch 2", bi_run(cmd_forward, "forward", args), 0);
+}
+
+// 9. `world score` without --real compared the evaluation set with itself (the Frechet term was always 0)
+static void bi_case9(void) {
+    char here[1024], sub[1100], p[1200], err[ST_ERRLEN];
+    snprintf(sub, sizeof(sub), "%s/case9", bi_dir);
+    mkdir(sub, 0755);
+    snprintf(p, sizeof(p), "%s/data", sub);
+    mkdir(p, 0755);
+    WorldConfig wc = world_config_tiny();
+    WorldSet s;
+    world_generate(&wc, WORLD_HELDOUT, 8, 5, &s);
+    snprintf(p, sizeof(p), "%s/data/world_tiny_eval.safetensors", sub);
+    EXPECT(world_save(&s, p, 5, err) == 0, "%s", err);
+    world_set_free(&s);
+    if (!getcwd(here, sizeof(here)) || chdir(sub) != 0) { EXPECT(0, "cannot change into %s", sub); return; }
+    const char* a1[] = {"score", "--clips", "data/world_tiny_eval.safetensors", NULL};
+    bi_expect_rc("9. world score without --real (fails)", bi_run(bi_world, "world", a1) != 0, 1);
+    const char* a2[] = {"score", "--clips", "data/world_tiny_eval.safetensors", "--real", "data/world_tiny_eval.safetensors", NULL};
+    bi_expect_rc("9. world score --real the same file (fails)", bi_run(bi_world, "world", a2) != 0, 1);
+    EXPECT(chdir(here) == 0, "cannot return to %s", here);
+}
+
+static void (*const BI_CASES[])(void) = {bi_case1, bi_case2, bi_case3, bi_case4, bi_case5, bi_case6, bi_case7,
+                                         bi_case8, bi_case9};
+
+static void test_bad_inputs(void) {
+    printf("\n[inputs] every kind of bad input the hardening review found: refused with a message, never a crash\n");
+    char err[ST_ERRLEN], cmd[800];
+    snprintf(bi_dir, sizeof(bi_dir), "%s/bad_inputs", test_tmpdir);
+    mkdir(bi_dir, 0755);
+    wan_preset(&bi_tiny, "tiny", err);
+    const char* only = getenv("TMD_BAD_INPUT_CASE");   // 1..9: run one case (to check a case against older code)
+    for (int i = 0; i < 9; i++)
+        if (!only || strtol(only, NULL, 10) == i + 1) BI_CASES[i]();
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", bi_dir);
+    EXPECT(system(cmd) == 0, "could not remove %s", bi_dir);
 }
 
 static int cmd_presets(void) {
@@ -591,40 +987,105 @@ static int cmd_presets(void) {
     return 0;
 }
 
-int main(int argc, char** argv) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    if (argc > 1 && !strcmp(argv[1], "forward")) return cmd_forward(argc, argv);
-    if (argc > 1 && !strcmp(argv[1], "presets")) return cmd_presets();
-    if (argc > 1 && !strcmp(argv[1], "world")) return world_main(argc - 2, argv + 2);
-    if (argc > 1 && !strcmp(argv[1], "distill")) return cmd_distill(argc, argv);
-    if (argc > 1) {
-        printf("usage: ./test_tmd                run all tests\n"
-               "       ./test_tmd forward ...    CPU forward of a checkpoint (./test_tmd forward --help)\n"
-               "       ./test_tmd presets        print the presets and their parameter counts\n"
-               "       ./test_tmd world ...      the built-in world: gen, sheet, score, render, encode (./test_tmd world --help)\n"
-               "       ./test_tmd distill ...    the whole method on the CPU in the tiny world (./test_tmd distill --help)\n");
-        return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
-    }
-    const char* td = getenv("TMPDIR"); if (td && *td) TMPDIR_ = td;
-    snprintf(test_tmpdir, sizeof(test_tmpdir), "%s/test_tmd.%d", TMPDIR_, (int)getpid());
-    char cmd[600]; snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", test_tmpdir);
-    if (system(cmd) != 0) { fprintf(stderr, "error: cannot create %s\n", test_tmpdir); return 1; }
-    double t0 = now_s();
-    test_presets();
+// =========================================================================================================
+// test groups: `./test_tmd test <group>...`; `./test_tmd` runs every FAST group (what `make test` does). A new group
+// is one line here.
+
+static void test_io_group(void) {
     printf("\n[io] safetensors and npy\n");
     test_io(test_tmpdir);
+}
+static void test_world_group(void) {
     printf("\n[world] the built-in world: grammar, renderer, text encoder, toy VBench\n");
     test_world();
+}
+static void test_grad_group(void) {
     test_layer_grads();
     test_gradcheck_catches_bugs();
     test_model_grads();
-    test_names_and_roundtrip();
-    test_peer_diffusers();
-    test_teacher();
-    test_tmd();
-    test_distill();
+}
+
+enum { FAST, SLOW };
+typedef struct { const char* name; void (*run)(void); const char* what; int speed; } TestGroup;
+static const TestGroup TEST_GROUPS[] = {
+    {"presets", test_presets, "the presets' parameter and tensor counts", FAST},
+    {"io", test_io_group, "safetensors and npy: round trips and one case per kind of corrupt file", FAST},
+    {"inputs", test_bad_inputs, "bad input of every kind found so far: refused with a message, never a crash", FAST},
+    {"world", test_world_group, "the built-in world: grammar, renderer, text encoder, toy VBench, PNG", FAST},
+    {"grad", test_grad_group, "finite-difference gradient checks of every layer and the whole model", FAST},
+    {"weights", test_names_and_roundtrip, "official <-> diffusers names, save/load round trip, bad checkpoints", FAST},
+    {"peer", test_peer_diffusers, "CPU forward and backward vs diffusers' WanTransformer3DModel (dev/peer/vectors)", FAST},
+    {"teacher", test_teacher, "AdamW, flow matching, Euler and UniPC with CFG, a tiny teacher run", FAST},
+    {"tmd", test_tmd, "TMD: student, inner flow, TM-MF, DMD2-v gradients", FAST},
+    {"smoke", test_distill_smoke, "a few steps of every distillation stage: finite losses, parameters move", FAST},
+    {"distill", test_distill, "the tiny distillation and the paper's claim in miniature (minutes: make test-distill)", SLOW},
+};
+#define N_TEST_GROUPS ((int)(sizeof(TEST_GROUPS) / sizeof(TEST_GROUPS[0])))
+
+static void test_list(FILE* out) {
+    for (int i = 0; i < N_TEST_GROUPS; i++)
+        fprintf(out, "  %-8s %s%s\n", TEST_GROUPS[i].name, TEST_GROUPS[i].what,
+                TEST_GROUPS[i].speed == SLOW ? " [not in the default run]" : "");
+}
+
+// runs the named groups (all FAST groups when none is named); ends with "N passed, N failed"
+static int run_tests(int n_names, char** names) {
+    for (int k = 0; k < n_names; k++) {
+        int found = 0;
+        for (int i = 0; i < N_TEST_GROUPS; i++) found |= !strcmp(names[k], TEST_GROUPS[i].name);
+        if (!found) {
+            fprintf(stderr, "error: no test group '%s'; the groups are:\n", names[k]);
+            test_list(stderr);
+            return 2;
+        }
+    }
+    const char* td = getenv("TMPDIR");
+    if (td && *td) TMPDIR_ = td;
+    snprintf(test_tmpdir, sizeof(test_tmpdir), "%s/test_tmd.%d", TMPDIR_, (int)getpid());
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", test_tmpdir);
+    if (system(cmd) != 0) { fprintf(stderr, "error: cannot create %s\n", test_tmpdir); return 1; }
+    double t0 = now_s(), took[N_TEST_GROUPS];
+    int ran[N_TEST_GROUPS], failed_before = 0;
+    for (int i = 0; i < N_TEST_GROUPS; i++) {
+        ran[i] = n_names == 0 && TEST_GROUPS[i].speed == FAST;
+        for (int k = 0; k < n_names; k++) ran[i] |= !strcmp(names[k], TEST_GROUPS[i].name);
+        if (!ran[i]) continue;
+        double g0 = now_s();
+        TEST_GROUPS[i].run();
+        took[i] = now_s() - g0;
+        ran[i] = tests_failed > failed_before ? 2 : 1;
+        failed_before = tests_failed;
+    }
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", test_tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", test_tmpdir);
-    printf("\n(%.1f s)\n%d passed, %d failed\n", now_s() - t0, tests_passed, tests_failed);
+    printf("\n");
+    for (int i = 0; i < N_TEST_GROUPS; i++)
+        if (ran[i]) printf("  %-8s %7.1f s  %s\n", TEST_GROUPS[i].name, took[i], ran[i] == 2 ? "FAILED" : "ok");
+    printf("(%.1f s)\n%d passed, %d failed\n", now_s() - t0, tests_passed, tests_failed);
     return tests_failed ? 1 : 0;
+}
+
+int main(int argc, char** argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc == 1) return run_tests(0, NULL);
+    if (!strcmp(argv[1], "test")) {
+        if (argc > 2 && !strcmp(argv[2], "--list")) {
+            printf("test groups (./test_tmd test <group>...; ./test_tmd alone runs all but those marked):\n");
+            test_list(stdout);
+            return 0;
+        }
+        return run_tests(argc - 2, argv + 2);
+    }
+    if (!strcmp(argv[1], "forward")) return cmd_forward(argc, argv);
+    if (!strcmp(argv[1], "presets")) return cmd_presets();
+    if (!strcmp(argv[1], "world")) return world_main(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "distill")) return cmd_distill(argc, argv);
+    printf("usage: ./test_tmd                run every fast test group (what `make test` does)\n"
+           "       ./test_tmd test G...      run the named test groups (./test_tmd test --list)\n"
+           "       ./test_tmd forward ...    CPU forward of a checkpoint (./test_tmd forward --help)\n"
+           "       ./test_tmd presets        print the presets and their parameter counts\n"
+           "       ./test_tmd world ...      the built-in world: gen, sheet, score, render, encode (./test_tmd world --help)\n"
+           "       ./test_tmd distill ...    the whole method on the CPU in the tiny world (./test_tmd distill --help)\n");
+    return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
 }

@@ -3,14 +3,17 @@
 // Every forward OVERWRITES its outputs. Every backward ACCUMULATES (+=) into the gradients of its inputs and
 // weights, so callers zero gradient buffers once and sum over uses (a residual stream, shared weights).
 // `real` is the element type of wan.h (double in test_tmd.c, so finite differences are exact to ~1e-10).
-// OpenMP splits a loop only when it holds enough work (OMP_MIN_WORK multiply-adds): on tiny shapes the fork/join
-// costs more than it saves.
+// OpenMP splits a loop only when it holds enough work (OMP_MIN_WORK multiply-adds, a few milliseconds on one core):
+// below that the fork/join and the waiting threads' spinning cost more than they save, and on a machine whose cores
+// are busy with other jobs they made the tests 10x slower than one thread (the smoke group: 20 s with 2 threads at a
+// threshold of 262144, 1.7 s with one thread; 2.7 s with 2 threads at this threshold). Each output element is
+// computed by one thread, so results do not depend on the thread count.
 #pragma once
 #include <math.h>
 #include <string.h>
 #include <stdlib.h>
 
-#define OMP_MIN_WORK 262144
+#define OMP_MIN_WORK (1 << 22)
 
 // ---------------------------------------------------------------------------------------------------------
 // Linear: out[N, OC] = inp[N, IC] · w[OC, IC]ᵀ + b[OC]   (PyTorch nn.Linear; b may be NULL)

@@ -2,34 +2,18 @@
 // samplers on analytic Gaussian fields, CFG, and a tiny teacher training run). Entry point: test_teacher().
 // Self-contained (helpers are prefixed tt_) so it can sit next to test_tmd.c's own helpers.
 #pragma once
-#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 #include "../lib/testing.h"
+#include "../lib/timer.h"           // now_s
+#include "../lib/random_params.h"   // random_params
 #include "teacher_cpu.h"
 
-static double tt_now_(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec; }
 static double* tt_alloc_(size_t n) { return (double*)calloc(n ? n : 1, sizeof(double)); }
 static double* tt_randn_(size_t n, Rng* r, double mean, double std) { double* p = tt_alloc_(n); for (size_t i = 0; i < n; i++) p[i] = mean + std * rng_normal(r); return p; }
 static double tt_maxabs_diff_(const double* a, const double* b, size_t n) { double m = 0; for (size_t i = 0; i < n; i++) m = fmax(m, fabs(a[i] - b[i])); if (!isfinite(m)) m = INFINITY; for (size_t i = 0; i < n; i++) if (!isfinite(a[i]) || !isfinite(b[i])) m = INFINITY; return m; }
 
-// parameters of a sensible scale (the same recipe as test_tmd.c's random_params), with no trivial 0 or 1
-static void tt_random_params_(const WanConfig* c, double* buf, uint64_t seed) {
-    Rng r = rng_make(seed);
-    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
-    int nt = wan_layout(c, tl, NULL, NULL, NULL);
-    for (int i = 0; i < nt; i++) {
-        const WanTensor* t = &tl[i];
-        double* p = buf + t->offset, mean = 0, std;
-        if (strstr(t->name, "modulation")) std = 0.3;
-        else if (strstr(t->name, "norm") && !strstr(t->name, "bias")) { mean = 1; std = 0.1; }
-        else if (t->ndim == 1) std = 0.1;
-        else std = 1.0 / sqrt((double)(t->numel / (size_t)t->shape[0]));
-        for (size_t k = 0; k < t->numel; k++) p[k] = mean + std * rng_normal(&r);
-    }
-    free(tl);
-}
 
 // =========================================================================================================
 // AdamW against the formula written out by hand
@@ -105,7 +89,7 @@ static void test_teacher_flow_matching(void) {
     printf("\n[teacher] flow-matching loss on '%s' (%d layers), latents [%d, %d, %d, %d, %d]\n", c.name, c.num_layers, B, C, T, H, W);
     size_t np = wan_num_params(&c), n = (size_t)C * T * H * W;
     double* buf = tt_alloc_(np); double* gbuf = tt_alloc_(np);
-    tt_random_params_(&c, buf, 4242);
+    random_params(&c, buf, 4242);
     WanParams P, dP; wan_carve(&c, &P, buf); wan_carve(&c, &dP, gbuf);
     WanGrid g; EXPECT(wan_grid(&g, &c, C, T, H, W, err) == 0, "%s", err);
     WanAct act; wan_act_init(&act, &c, &g);
@@ -549,7 +533,7 @@ static void test_teacher_training(void) {
     printf("\n[teacher] tiny flow-matching run: '%s' %d layers (%zu params), %d clips [%d, %d, %d, %d], %d AdamW steps\n",
            c.name, c.num_layers, np, NCLIP, C, T, H, W, STEPS);
     double* buf = tt_alloc_(np); double* gbuf = tt_alloc_(np);
-    tt_random_params_(&c, buf, 99);
+    random_params(&c, buf, 99);
     WanParams P; wan_carve(&c, &P, buf);
     WanGrid g; wan_grid(&g, &c, C, T, H, W, err);
     WanAct act; wan_act_init(&act, &c, &g);
@@ -578,7 +562,7 @@ static void test_teacher_training(void) {
     Rng re = rng_make(555); flow_matching_loss(&before, NULL, &act, &P, &eb, &eo, &re, NULL, err);
     AdamW opt; adamw_init(&opt, np, 1e-3, 0.9, 0.99, 1e-8, 0.01, err);
     Rng rt = rng_make(1);
-    double t0 = tt_now_(), first = 0, last = 0; int ok = 1;
+    double t0 = now_s(), first = 0, last = 0; int ok = 1;
     for (int step = 0; step < STEPS; step++) {
         double loss, gn;
         int rc = teacher_train_step(&loss, &gn, &opt, buf, gbuf, &act, &batch, &fo, 1.0, &rt, err);
@@ -587,7 +571,7 @@ static void test_teacher_training(void) {
         if (step >= STEPS - 20) last += loss / 20;
         if (step % 50 == 0 || step == STEPS - 1) printf("  step %3d  loss %.4f  grad norm %.3f\n", step + 1, loss, gn);
     }
-    double secs = tt_now_() - t0;
+    double secs = now_s() - t0;
     re = rng_make(555); flow_matching_loss(&after, NULL, &act, &P, &eb, &eo, &re, NULL, err);
     printf("  training loss: first 20 steps %.4f, last 20 steps %.4f (ratio %.2f); %.1f s\n", first, last, last / first, secs);
     printf("  fixed evaluation (%d draws): before %.4f, after %.4f (ratio %.2f, must be < 0.7)\n", EVAL, before, after, after / before);
@@ -625,7 +609,7 @@ static void test_teacher_training(void) {
 }
 
 static void test_teacher(void) {
-    double t0 = tt_now_();
+    double t0 = now_s();
 #ifdef _OPENMP
     // the models here have 8 to 32 tokens: threads cost more than they save, and on a busy machine spinning
     // OpenMP workers made these tests 10x slower; run them on one thread and restore the setting after
@@ -640,5 +624,5 @@ static void test_teacher(void) {
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #endif
-    printf("  (teacher tests: %.1f s, one thread)\n", tt_now_() - t0);
+    printf("  (teacher tests: %.1f s, one thread)\n", now_s() - t0);
 }

@@ -11,12 +11,17 @@
 // into input gradients; pass NULL for input gradients that are not wanted.
 #pragma once
 #include "../wan.h"
+#include "../lib/alloc.h"   // xcalloc: allocations that name what they were for when they fail
 #include "layers.h"
 
 typedef struct { int C, T, Hl, Wl, Fp, Hp, Wp, L; } WanGrid;
 
 // the token grid of a latent [C, T, Hl, Wl]; -1 with a message if the latent does not fit the patch size
 static int wan_grid(WanGrid* g, const WanConfig* c, int C, int T, int Hl, int Wl, char* err) {
+    if (T > 0 && Hl > 0 && Wl > 0 && (int64_t)T * Hl * Wl > INT32_MAX) {
+        snprintf(err, ST_ERRLEN, "latent [%d, %d, %d, %d] has more than 2^31 positions; use a smaller latent", C, T, Hl, Wl);
+        return -1;
+    }
     if (C != c->in_dim || T % c->patch[0] || Hl % c->patch[1] || Wl % c->patch[2] || T <= 0 || Hl <= 0 || Wl <= 0) {
         snprintf(err, ST_ERRLEN, "latent [%d, %d, %d, %d] does not fit config '%s': expected %d channels and T, H, W "
                  "divisible by the patch (%d, %d, %d)", C, T, Hl, Wl, c->name, c->in_dim, c->patch[0], c->patch[1], c->patch[2]);
@@ -28,15 +33,26 @@ static int wan_grid(WanGrid* g, const WanConfig* c, int C, int T, int Hl, int Wl
     return 0;
 }
 
-// a bump allocator so each activation struct is one malloc
+// a bump allocator so each activation struct is one allocation
 typedef struct { real* base; size_t used, cap; } Arena;
 static real* arena_take(Arena* a, size_t n) {
-    if (!a->base) { a->cap += n; return NULL; }   // sizing pass
-    real* p = a->base + a->used; a->used += n; return p;
+    if (!a->base) {   // sizing pass
+        a->cap += n;
+        return NULL;
+    }
+    real* p = a->base + a->used;
+    a->used += n;
+    return p;
 }
-// runs `fill` twice: once to size, once to carve zeroed memory
-#define ARENA_BUILD(arena, fill) do { (arena)->base = NULL; (arena)->cap = 0; (arena)->used = 0; fill; \
-    (arena)->base = (real*)calloc((arena)->cap ? (arena)->cap : 1, sizeof(real)); fill; } while (0)
+// runs `fill` twice: once to size, once to carve zeroed memory (a failed allocation exits, saying how many bytes)
+#define ARENA_BUILD(arena, fill) do { \
+    (arena)->base = NULL; \
+    (arena)->cap = 0; \
+    (arena)->used = 0; \
+    fill; \
+    (arena)->base = (real*)xcalloc((arena)->cap, sizeof(real), "activations (" #fill ")"); \
+    fill; \
+} while (0)
 
 // ---------------------------------------------------------------------------------------------------------
 // time embedding
@@ -154,7 +170,16 @@ typedef struct {
     real *cq_pre, *cq_rstd, *cqn, *ck_pre, *ck_rstd, *ckn, *cv, *catt, *cao, *ca;
     real* x2;                 // [L, D]
     real *ln2_mean, *ln2_rstd, *xhat2, *h2, *f1, *f1a, *f2;
+    real* bwd;                // wan_block_backward's scratch, wan_block_scratch_size(c, L) reals; blocks run their
+                              // backward one at a time, so all blocks of a model share one (NULL: allocated per call)
 } WanBlockAct;
+
+// reals of wan_block_backward's scratch: d mod [6D]; the residual gradient and three temporaries [L, D]; two
+// [L, F]; the cross-attention's d q [L, D] and d k, d v, d k_pre [text_len, D]; the self-attention's five [L, D]
+static size_t wan_block_scratch_size(const WanConfig* c, int L) {
+    size_t D = (size_t)c->dim, LD = (size_t)L * D;
+    return 6 * D + 4 * LD + 2 * (size_t)L * c->ffn_dim + LD + 3 * (size_t)c->text_len * D + 5 * LD;
+}
 
 static void wan_block_carve(WanBlockAct* a, Arena* ar, const WanConfig* c, int L) {
     size_t D = c->dim, F = c->ffn_dim, H = c->num_heads, Lc = c->text_len, LD = (size_t)L * D;
@@ -219,16 +244,20 @@ static void wan_block_forward(real* x_out, WanBlockAct* a, const WanBlock* B, co
 static void wan_block_backward(WanBlock* dB, real* dx_in, real* de0, real* dctx, const real* dx_out, const WanBlockAct* a,
                                const WanBlock* B, const WanConfig* c, const real* ctx, const real* rope, int L) {
     int D = c->dim, F = c->ffn_dim, H = c->num_heads, d = wan_head_dim(c), Lc = c->text_len;
-    size_t LD = (size_t)L * D;
-    real* dmod = (real*)calloc(6 * (size_t)D, sizeof(real));
+    size_t LD = (size_t)L * D, n_scratch = wan_block_scratch_size(c, L);
+    real* scratch = a->bwd ? a->bwd : (real*)xmalloc(n_scratch, sizeof(real), "wan_block_backward scratch");
+    memset(scratch, 0, sizeof(real) * n_scratch);
+    real* next = scratch;
+#define TAKE(n) (next += (n), next - (n))
+    real* dmod = TAKE(6 * (size_t)D);
     real *dshift1 = dmod, *dscale1 = dmod + D, *dgate1 = dmod + 2 * D, *dshift2 = dmod + 3 * D, *dscale2 = dmod + 4 * D, *dgate2 = dmod + 5 * D;
     const real *scale1 = a->mod + D, *gate1 = a->mod + 2 * D, *scale2 = a->mod + 4 * D, *gate2 = a->mod + 5 * D;
-    real* dx = (real*)malloc(sizeof(real) * LD);          // running gradient of the residual stream
-    real* t1 = (real*)calloc(LD, sizeof(real));
-    real* t2 = (real*)calloc(LD, sizeof(real));
-    real* t3 = (real*)calloc(LD, sizeof(real));
-    real* tF = (real*)calloc((size_t)L * F, sizeof(real));
-    real* tF2 = (real*)calloc((size_t)L * F, sizeof(real));
+    real* dx = TAKE(LD);          // running gradient of the residual stream
+    real* t1 = TAKE(LD);
+    real* t2 = TAKE(LD);
+    real* t3 = TAKE(LD);
+    real* tF = TAKE((size_t)L * F);
+    real* tF2 = TAKE((size_t)L * F);
 #define ZERO(p, n) memset(p, 0, sizeof(real) * (n))
     // FFN: out = x2 + f2·gate2
     memcpy(dx, dx_out, sizeof(real) * LD);                                                   // dx = d x2 (identity path)
@@ -240,9 +269,10 @@ static void wan_block_backward(WanBlock* dB, real* dx_in, real* de0, real* dctx,
     layernorm_backward(dx, NULL, NULL, t3, a->x2, NULL, a->ln2_mean, a->ln2_rstd, L, D);     // dx += LN' · d xhat2
     // cross-attention: x2 = x1 + ca  →  d x1 = dx + LN3'(...)
     ZERO(t1, LD); linear_backward(t1, dB->cross_attn_o_weight, dB->cross_attn_o_bias, dx, a->cao, B->cross_attn_o_weight, L, D, D);  // t1 = d cao
-    real* dcqn = (real*)calloc(LD, sizeof(real));
-    real* dckn = (real*)calloc((size_t)Lc * D, sizeof(real)); real* dcv = (real*)calloc((size_t)Lc * D, sizeof(real));
-    real* dck = (real*)calloc((size_t)Lc * D, sizeof(real));
+    real* dcqn = TAKE(LD);
+    real* dckn = TAKE((size_t)Lc * D);
+    real* dcv = TAKE((size_t)Lc * D);
+    real* dck = TAKE((size_t)Lc * D);
     attention_backward(dcqn, dckn, dcv, t1, a->catt, a->cqn, a->ckn, a->cv, L, Lc, H, d);
     ZERO(t2, LD); rmsnorm_backward(t2, dB->cross_attn_norm_q_weight, dcqn, a->cq_pre, B->cross_attn_norm_q_weight, a->cq_rstd, L, D);  // t2 = d cq_pre
     rmsnorm_backward(dck, dB->cross_attn_norm_k_weight, dckn, a->ck_pre, B->cross_attn_norm_k_weight, a->ck_rstd, Lc, D);
@@ -250,12 +280,14 @@ static void wan_block_backward(WanBlock* dB, real* dx_in, real* de0, real* dctx,
     linear_backward(dctx, dB->cross_attn_v_weight, dB->cross_attn_v_bias, dcv, ctx, B->cross_attn_v_weight, Lc, D, D);
     ZERO(t3, LD); linear_backward(t3, dB->cross_attn_q_weight, dB->cross_attn_q_bias, t2, a->y3, B->cross_attn_q_weight, L, D, D);  // t3 = d y3
     layernorm_backward(dx, dB->norm3_weight, dB->norm3_bias, t3, a->x1, B->norm3_weight, a->ln3_mean, a->ln3_rstd, L, D);  // dx = d x1
-    free(dcqn); free(dckn); free(dcv); free(dck);
     // self-attention: x1 = x_in + sa·gate1
     ZERO(t1, LD); gated_add_backward(t1, dgate1, dx, a->sa, gate1, L, D);                    // t1 = d sa
     ZERO(t2, LD); linear_backward(t2, dB->self_attn_o_weight, dB->self_attn_o_bias, t1, a->ao, B->self_attn_o_weight, L, D, D);  // t2 = d ao
-    real* dqr = (real*)calloc(LD, sizeof(real)); real* dkr = (real*)calloc(LD, sizeof(real)); real* dv = (real*)calloc(LD, sizeof(real));
-    real* dqn = (real*)calloc(LD, sizeof(real)); real* dkn = (real*)calloc(LD, sizeof(real));
+    real* dqr = TAKE(LD);
+    real* dkr = TAKE(LD);
+    real* dv = TAKE(LD);
+    real* dqn = TAKE(LD);
+    real* dkn = TAKE(LD);
     attention_backward(dqr, dkr, dv, t2, a->att, a->qr, a->kr, a->v, L, L, H, d);
     rope_backward(dqn, dqr, rope, L, H, d);
     rope_backward(dkn, dkr, rope, L, H, d);
@@ -271,8 +303,8 @@ static void wan_block_backward(WanBlock* dB, real* dx_in, real* de0, real* dctx,
     // mod = modulation + e0
     for (int i = 0; i < 6 * D; i++) { dB->modulation[i] += dmod[i]; if (de0) de0[i] += dmod[i]; }
 #undef ZERO
-    free(dqr); free(dkr); free(dv); free(dqn); free(dkn);
-    free(dmod); free(dx); free(t1); free(t2); free(t3); free(tF); free(tF2);
+#undef TAKE
+    if (!a->bwd) free(scratch);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -339,6 +371,8 @@ static void wan_act_carve_(WanAct* a) {
     wan_time_carve(&a->time, ar, c);
     wan_text_carve(&a->text, ar, c);
     for (int l = 0; l < c->num_layers; l++) wan_block_carve(&a->blocks[l], ar, c, L);
+    real* bwd = arena_take(ar, wan_block_scratch_size(c, L));   // shared: the blocks' backwards run one at a time
+    for (int l = 0; l < c->num_layers; l++) a->blocks[l].bwd = bwd;
     wan_head_carve(&a->head, ar, c, L);
 }
 
@@ -349,6 +383,18 @@ static void wan_act_init(WanAct* a, const WanConfig* c, const WanGrid* g) {
     rope_table(a->rope, g->Fp, g->Hp, g->Wp, wan_head_dim(c));
 }
 static void wan_act_free(WanAct* a) { free(a->arena.base); memset(a, 0, sizeof(*a)); }
+
+// bytes wan_act_init would allocate for config c and grid g (the sizing pass alone), to refuse a latent that does
+// not fit before allocating
+static size_t wan_act_bytes(const WanConfig* c, const WanGrid* g) {
+    WanAct* a = (WanAct*)xcalloc(1, sizeof(WanAct), "an activation plan");
+    a->cfg = *c;
+    a->g = *g;
+    wan_act_carve_(a);
+    size_t n = a->arena.cap;
+    free(a);
+    return n * sizeof(real);
+}
 
 static real* wan_xs(const WanAct* a, int l) { return a->xs + (size_t)l * a->g.L * a->cfg.dim; }
 

@@ -12,7 +12,9 @@
 static char io_files[96][1100]; static int io_n_files = 0;   // every path made by io_path, removed at the end
 static const char* io_path(const char* dir, const char* name) {
     char* p = io_files[io_n_files < 95 ? io_n_files++ : 95];
-    snprintf(p, 1100, "%s/%s", dir, name);
+    char tmp[1100];   // dir may itself be one of io_files
+    snprintf(tmp, sizeof(tmp), "%s/%s", dir, name);
+    memcpy(p, tmp, sizeof(tmp));
     return p;
 }
 static int io_write_bytes(const char* path, const void* p, size_t n) {
@@ -252,7 +254,7 @@ static void test_io(const char* tmpdir) {
         p = io_path(tmpdir, "io_meta_num.safetensors"); io_write_raw_st(p, "{\"__metadata__\":{\"step\":12},\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", z, 16, 0);
         rc = st_open(&f, p, err); io_expect_fail("__metadata__ value not a string", rc, err, p, "must be strings");
         p = io_path(tmpdir, "io_not_object.safetensors"); io_write_raw_st(p, "[1, 2, 3]", z, 0, 0);
-        rc = st_open(&f, p, err); io_expect_fail("header is an array", rc, err, p, "expected an object");
+        rc = st_open(&f, p, err); io_expect_fail("header is an array", rc, err, p, "a JSON object");
         p = io_path(tmpdir, "io_does_not_exist.safetensors");
         rc = st_open(&f, p, err); io_expect_fail("nonexistent file", rc, err, p, "No such file");
     }

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <unistd.h>   // fsync
 #include <dirent.h>   // opendir: st_set_open on a checkpoint directory
+#include <sys/stat.h> // stat: only regular files are opened (a FIFO would block forever)
 
 #if defined(__GLIBC__) && !defined(__USE_LARGEFILE) && !defined(__USE_XOPEN2K)
 // a strict -std=c11 feature set was fixed by an earlier #include and hides fseeko; long is 64-bit on LP64 Linux
@@ -51,6 +52,7 @@ extern int fileno(FILE* stream);   // POSIX, hidden by the same strict feature s
 #define ST_MAXDIM 8
 #define ST_MAX_HEADER (100ull << 20)   // real headers are < 1 MB; anything past 100 MB is corruption
 #define ST_JSON_MAXDEPTH 64
+#define ST_JSON_MAXVALUES (1 << 18)   // a 14B checkpoint's header holds ~15,000 JSON values; each costs ~64 bytes
 
 // ----------------------------------------------------------------------------------------------------------------
 // dtypes
@@ -131,8 +133,19 @@ static inline int64_t st_numel(int ndim, const int64_t* shape) {
 
 // opens path for reading and returns its size; on failure fills err and returns NULL
 static inline FILE* st_fopen_sized(const char* path, uint64_t* size, char* err) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) { st_errf(err, "%s: cannot open for reading: %s; check the path", path, strerror(errno)); return NULL; }
+    if (!S_ISREG(sb.st_mode)) {
+        st_errf(err, "%s: is not a regular file (it is a %s); pass the path of a file", path,
+                S_ISDIR(sb.st_mode) ? "directory" : S_ISFIFO(sb.st_mode) ? "FIFO" : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "device" : "special file");
+        return NULL;
+    }
     FILE* fp = fopen(path, "rb");
     if (!fp) { st_errf(err, "%s: cannot open for reading: %s; check the path", path, strerror(errno)); return NULL; }
+    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {   // replaced between stat and fopen
+        st_errf(err, "%s: is not a regular file; pass the path of a file", path);
+        fclose(fp); return NULL;
+    }
     int64_t sz = -1;
     if (st_fseek_end(fp) == 0) sz = st_ftell(fp);
     if (sz < 0 || st_fseek(fp, 0) != 0) {
@@ -178,7 +191,7 @@ typedef struct StJson {
     char** keys;                       // SJ_OBJ: keys[n]
     struct StJson* kids;               // SJ_ARR, SJ_OBJ: items[n]
 } StJson;
-typedef struct { const char* s; size_t n, i; int depth; char msg[320]; } StJsonParser;
+typedef struct { const char* s; size_t n, i; int depth; long values; char msg[320]; } StJsonParser;
 
 static inline const char* sj_type_name(int type) {
     static const char* const names[] = {"null", "false", "true", "number", "string", "array", "object"};
@@ -310,6 +323,26 @@ static inline int sj_number(StJsonParser* p, StJson* v) {
 
 static inline int sj_value(StJsonParser* p, StJson* v);
 
+static inline int sj_cmp_key(const void* a, const void* b) { return strcmp(*(const char* const*)a, *(const char* const*)b); }
+
+// a key repeated in one object is refused: readers would disagree about which one counts
+static inline int sj_unique_keys(StJsonParser* p, const StJson* v) {
+    if (v->n < 2) return 0;
+    char** ks = (char**)malloc((size_t)v->n * sizeof(char*));
+    if (!ks) return sj_fail(p, "out of memory");
+    memcpy(ks, v->keys, (size_t)v->n * sizeof(char*));
+    qsort(ks, (size_t)v->n, sizeof(char*), sj_cmp_key);
+    int rc = 0;
+    for (int k = 1; k < v->n && !rc; k++)
+        if (strcmp(ks[k - 1], ks[k]) == 0) {
+            char what[160];
+            snprintf(what, sizeof(what), "key \"%.100s\" appears twice in one object", ks[k]);
+            rc = sj_fail(p, what);
+        }
+    free(ks);
+    return rc;
+}
+
 // object or array at '{' / '['; items are appended one at a time so v is always freeable
 static inline int sj_container(StJsonParser* p, StJson* v) {
     int is_obj = p->s[p->i] == '{'; char close = is_obj ? '}' : ']'; int cap = 0;
@@ -347,10 +380,15 @@ static inline int sj_container(StJsonParser* p, StJson* v) {
         return sj_fail(p, is_obj ? "expected ',' or '}' in object" : "expected ',' or ']' in array");
     }
     p->depth--;
-    return 0;
+    return is_obj ? sj_unique_keys(p, v) : 0;
 }
 
 static inline int sj_value(StJsonParser* p, StJson* v) {
+    if (++p->values > ST_JSON_MAXVALUES) {
+        char what[96];
+        snprintf(what, sizeof(what), "more than %d JSON values (the most a header may hold)", ST_JSON_MAXVALUES);
+        return sj_fail(p, what);
+    }
     sj_ws(p);
     if (p->i >= p->n) return sj_fail(p, "unexpected end of input");
     char c = p->s[p->i];
@@ -373,6 +411,18 @@ static inline int sj_parse(const char* s, size_t n, StJson* root, char* msg, siz
     if (!rc) { sj_ws(&p); if (p.i != p.n) rc = sj_fail(&p, "trailing characters after the JSON value"); }
     if (rc) { sj_free(root); snprintf(msg, msg_len, "%s", p.msg); }
     return rc;
+}
+
+// 0 if the first non-space byte of s[0, n) opens an object; else 1 with what it found in msg (checked before parsing,
+// so a file that is no JSON object costs nothing)
+static inline int sj_expect_object(const char* s, size_t n, char* msg, size_t msg_len) {
+    size_t i = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+    if (i < n && s[i] == '{') return 0;
+    if (i >= n) snprintf(msg, msg_len, "it is empty, expected a JSON object {...}");
+    else if (s[i] >= 32 && s[i] < 127) snprintf(msg, msg_len, "it starts with '%c', expected '{' (a JSON object)", s[i]);
+    else snprintf(msg, msg_len, "it starts with byte 0x%02x, expected '{' (a JSON object)", (unsigned char)s[i]);
+    return 1;
 }
 
 static inline const StJson* sj_get(const StJson* obj, const char* key) {
@@ -547,6 +597,10 @@ static inline int st_open(StFile* f, const char* path, char* err) {
     fclose(fp);
     hdr[n_hdr] = 0;
     StJson root; char msg[400];
+    if (sj_expect_object(hdr, (size_t)n_hdr, msg, sizeof(msg))) {
+        st_errf(err, "%s: header is not a safetensors header: %s; the file is corrupt or not a safetensors file; %s", path, msg, redo);
+        free(hdr); return 1;
+    }
     if (sj_parse(hdr, (size_t)n_hdr, &root, msg, sizeof(msg))) {
         st_errf(err, "%s: header is not valid JSON (%s); the file is corrupt or not a safetensors file; %s", path, msg, redo);
         free(hdr); return 1;
@@ -654,12 +708,28 @@ static inline const StTensor* st_set_find(const StSet* s, const char* name, cons
 }
 
 typedef struct { const char* name; int file; } StNameFile;
+
+// a shard name in an index must stay inside the index's directory: relative, and no ".." path component
+static inline int st_shard_name_ok(const char* sn) {
+    if (sn[0] == '/' || sn[0] == 0) return 0;
+    for (const char* c = sn; *c; ) {
+        const char* e = strchr(c, '/');
+        size_t n = e ? (size_t)(e - c) : strlen(c);
+        if (n == 2 && c[0] == '.' && c[1] == '.') return 0;
+        c += n + (e ? 1 : 0);
+    }
+    return 1;
+}
 static inline int st_cmp_name_file(const void* a, const void* b) { return strcmp(((const StNameFile*)a)->name, ((const StNameFile*)b)->name); }
 
 static inline int st_set_open_index(StSet* s, const char* ipath, char* err) {
     const char* fix = "re-download the checkpoint (index and shards together) or fix the index";
     char* text = NULL; size_t len = 0; StJson root; char msg[400];
     if (st_read_small_file(ipath, &text, &len, err)) return 1;
+    if (sj_expect_object(text, len, msg, sizeof(msg))) {
+        st_errf(err, "%s: index is not a safetensors index: %s; %s", ipath, msg, fix);
+        free(text); return 1;
+    }
     if (sj_parse(text, len, &root, msg, sizeof(msg))) {
         st_errf(err, "%s: index is not valid JSON (%s); %s", ipath, msg, fix);
         free(text); return 1;
@@ -706,17 +776,26 @@ static inline int st_set_open_index(StSet* s, const char* ipath, char* err) {
         if (!s->files) { st_errf(err, "%s: out of memory", ipath); rc = 1; }
     }
     for (int j = 0; j < n_shards && !rc; j++) {
-        const char* sn = shard_names[j]; FILE* probe;
-        if (sn[0] == '/') snprintf(spath, sizeof(spath), "%s", sn); else snprintf(spath, sizeof(spath), "%s/%s", dir, sn);
-        if (strlen(spath) >= sizeof(s->files[j].path)) { st_errf(err, "%s: shard path too long: %.200s...", ipath, spath); rc = 1; break; }
-        if ((probe = fopen(spath, "rb")) == NULL) {
-            int k = 0;
-            while (strcmp(wm->kids[k].s, sn) != 0) k++;
-            st_errf(err, "%s: weight_map names shard '%s' (for tensor '%s' and others), but %s cannot be opened: %s; download the missing shard or fix the index",
-                    ipath, sn, wm->keys[k], spath, strerror(errno));
+        const char* sn = shard_names[j];
+        struct stat sb;
+        if (!st_shard_name_ok(sn)) {
+            st_errf(err, "%s: weight_map names shard '%.200s', but a shard must be a file inside the index's directory "
+                    "(a relative path without '..' components); %s", ipath, sn, fix);
             rc = 1; break;
         }
-        fclose(probe);
+        snprintf(spath, sizeof(spath), "%s/%s", dir, sn);
+        if (strlen(spath) >= sizeof(s->files[j].path)) { st_errf(err, "%s: shard path too long: %.200s...", ipath, spath); rc = 1; break; }
+        int missing = stat(spath, &sb) != 0;
+        if (missing || !S_ISREG(sb.st_mode)) {
+            char why[128];
+            if (missing) snprintf(why, sizeof(why), "cannot be opened: %s", strerror(errno));
+            else snprintf(why, sizeof(why), "is not a regular file");
+            int k = 0;
+            while (strcmp(wm->kids[k].s, sn) != 0) k++;
+            st_errf(err, "%s: weight_map names shard '%s' (for tensor '%s' and others), but %s %s; "
+                    "download the missing shard or fix the index", ipath, sn, wm->keys[k], spath, why);
+            rc = 1; break;
+        }
         if (st_open(&s->files[j], spath, err)) { rc = 1; break; }
         s->n_files = j + 1;
     }

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <math.h>
 #include <ctype.h>
+#include "../lib/rng.h"   // splitmix64
 
 #define TEXT_WORDLEN 32
 #define TEXT_MAX_WORDS 512
@@ -67,14 +68,11 @@ static inline int text_split_words(const char* text, char (*words)[TEXT_WORDLEN]
 static inline void text_add_embedding(float* v, int dim, const char* key, uint64_t seed, float w) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (const unsigned char* p = (const unsigned char*)key; *p; p++) { h ^= *p; h *= 0x100000001b3ull; }
-    uint64_t s = h ^ (seed * 0x9E3779B97F4A7C15ull);
+    uint64_t s = h ^ (seed * SPLITMIX64_GAMMA);
     for (int d = 0; d < dim; d++) {
         double u[2];
         for (int j = 0; j < 2; j++) {
-            uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-            z ^= z >> 31;
+            uint64_t z = splitmix64(&s);
             u[j] = ((double)(z >> 11) + 0.5) * (1.0 / 9007199254740992.0);  // (0, 1)
         }
         v[d] += w * (float)(sqrt(-2.0 * log(u[0])) * cos(6.283185307179586 * u[1]));

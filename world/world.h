@@ -16,6 +16,7 @@
 #pragma once
 #include "../lib/safetensors.h"  // dataset files (included first: it sets _FILE_OFFSET_BITS)
 #include "text.h"                // the text encoder that turns captions into context
+#include "../lib/rng.h"           // splitmix64
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -27,12 +28,7 @@
 // deterministic RNG: splitmix64 (never rand(), so a seed means the same data on every machine)
 
 typedef struct { uint64_t s; } WRng;
-static inline uint64_t wrng_next(WRng* r) {
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+static inline uint64_t wrng_next(WRng* r) { return splitmix64(&r->s); }
 static inline WRng wrng_seed(uint64_t a, uint64_t b, uint64_t c) {  // independent stream per (seed, split, index)
     WRng r; r.s = a; wrng_next(&r); r.s ^= b * 0xD1B54A32D192ED03ull; wrng_next(&r); r.s ^= c * 0xAEF17502108EF2D9ull;
     wrng_next(&r); return r;

@@ -1,7 +1,7 @@
 // world/world_cli.h: `world <command> [flags]`, the built-in world's command line (test_tmd forwards to world_main).
 //   gen     generate the datasets (GPU and tiny sizes) into data/, plus a contact sheet of real clips
 //   sheet   contact sheet (PNG) and, when ffmpeg is present, an .mp4 of a dataset or clips file
-//   score   score clips against their captions (toy VBench), Frechet reference = real clips
+//   score   score clips against their captions (toy VBench), against a reference set of real clips (--real)
 //   render  render captions you write into a contact sheet (the renderer as a tool)
 //   encode  show how the text encoder reads a caption
 // The usage text is generated from WORLD_FLAGS, the same table the parser reads.
@@ -10,6 +10,7 @@
 #include "text.h"    // text encoder
 #include "score.h"   // toy VBench
 #include "png.h"     // contact sheets, mp4
+#include "../lib/timer.h"   // now_s
 #include <sys/stat.h>
 #include <errno.h>
 #include <time.h>
@@ -37,7 +38,8 @@ static const WorldFlag WORLD_FLAGS[] = {
     {"sheet render", "--scale", "K", "0", "pixel replication factor (0: frames ~64 px)"},
     {"sheet render", "--fps", "F", "4", "mp4 frame rate"},
     {"score", "--clips", "FILE", NULL, "clips to score, with their captions in the metadata"},
-    {"score", "--real", "FILE", NULL, "real clips for the Frechet distance (default: data/world_<size>_eval.safetensors)"},
+    {"score", "--real", "FILE", NULL, "real clips for the Frechet distance (required; a set other than --clips, e.g. "
+                                      "data/world_<size>_train.safetensors)"},
     {"score", "--per-clip", NULL, NULL, "also print what was found in every clip"},
     {"render", "--caption", "TEXT", NULL, "captions to render, up to 16, ';'-separated"},
     {"encode", "--caption", "TEXT", NULL, "the caption to encode"},
@@ -118,11 +120,6 @@ static inline int world_flag_int(const char* cmd, const char** vals, const char*
     return 0;
 }
 
-static inline double world_now(void) {  // wall clock, seconds
-    struct timespec ts;
-    timespec_get(&ts, TIME_UTC);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static inline int world_mkdir(const char* dir) {
     if (mkdir(dir, 0755) == 0 || errno == EEXIST) return 0;
@@ -178,17 +175,17 @@ static inline int world_cmd_gen(const char** vals) {
             int n = split == 0 ? (n_train > 0 ? (int)n_train : c.n_train) : (n_eval > 0 ? (int)n_eval : c.n_eval);
             char path[1024];
             snprintf(path, sizeof(path), "%s/world_%s_%s.safetensors", out, c.name, split == 0 ? "train" : "eval");
-            double t0 = world_now();
+            double t0 = now_s();
             WorldSet s;
             world_generate(&c, split == 0 ? WORLD_TRAIN : WORLD_HELDOUT, n, (uint64_t)seed, &s);
-            double t1 = world_now();
+            double t1 = now_s();
             char err[ST_ERRLEN];
             if (world_save(&s, path, (uint64_t)seed, err)) { fprintf(stderr, "world gen: %s\n", err); world_set_free(&s); return 1; }
             int nh = 0;
             for (int i = 0; i < n; i++) nh += s.heldout[i] > 0.5f;
             double mb = (double)n * (world_clip_numel(&c) + (size_t)c.text_len * c.text_dim) * 4 / 1e6;
             printf("wrote %s: %d clips [3,%d,%d,%d] (%d held-out), context [%d,%d], %.1f MB; render %.2f s, write %.2f s \n",
-                   path, n, c.T, c.H, c.W, nh, c.text_len, c.text_dim, mb, t1 - t0, world_now() - t1);
+                   path, n, c.T, c.H, c.W, nh, c.text_len, c.text_dim, mb, t1 - t0, now_s() - t1);
             if (split == 1) {  // contact sheet of real clips: the first held-out ones and the first seen ones
                 int idx[64], k = 0, half = (int)sheet_n / 2;
                 for (int i = 0; i < n && k < half; i++) if (s.heldout[i] > 0.5f) idx[k++] = i;
@@ -234,22 +231,26 @@ static inline int world_cmd_score(const char** vals) {
     const char* real_path = world_flag("score", vals, "--real");
     int per_clip = world_flag("score", vals, "--per-clip") != NULL;
     if (!in) { fprintf(stderr, "world score: --clips FILE is required\n"); world_usage(stderr, "score"); return 1; }
+    // no default reference: the evaluation set scored against itself gave a Frechet term of 0 without a word
+    if (!real_path) {
+        fprintf(stderr, "world score: --real FILE is required: the real clips the Frechet distance compares with (for "
+                "samples of the evaluation captions: data/world_<size>_eval.safetensors; to score that set itself: "
+                "data/world_<size>_train.safetensors)\n");
+        return 1;
+    }
+    struct stat st_in, st_real;
+    if (stat(in, &st_in) == 0 && stat(real_path, &st_real) == 0 && st_in.st_dev == st_real.st_dev && st_in.st_ino == st_real.st_ino) {
+        fprintf(stderr, "world score: --clips and --real are the same file (%s): the Frechet distance of a set to itself is 0; "
+                "pass another set of real clips as --real\n", in);
+        return 1;
+    }
     WorldSet s, r;
-    char err[ST_ERRLEN], defpath[1024];
+    char err[ST_ERRLEN];
     if (world_load(&s, in, err)) { fprintf(stderr, "world score: %s\n", err); return 1; }
     WorldConfig c;
     int known = world_config_for_shape(&c, s.T, s.H, s.W) == 0;
-    if (!real_path) {
-        if (!known) {
-            fprintf(stderr, "world score: clips are %dx%dx%d, not a built-in size; give the real clips with --real\n", s.T, s.H, s.W);
-            world_set_free(&s);
-            return 1;
-        }
-        snprintf(defpath, sizeof(defpath), "data/world_%s_eval.safetensors", c.name);
-        real_path = defpath;
-    }
     if (world_load(&r, real_path, err)) {
-        fprintf(stderr, "world score: reference: %s%s\n", err, real_path == defpath ? " (run `world gen` first)" : "");
+        fprintf(stderr, "world score: reference: %s\n", err);
         world_set_free(&s);
         return 1;
     }
@@ -312,7 +313,7 @@ static inline int world_cmd_render(const char** vals) {
         s.n++;
     }
     if (s.n) {
-        int idx[16];
+        int idx[16] = {0};
         for (int i = 0; i < s.n; i++) idx[i] = i;
         rc |= world_write_sheet(&s, idx, s.n, world_flag("render", vals, "--out"), world_flag("render", vals, "--mp4"),
                                 (int)scale, (int)fps);
