@@ -17,7 +17,8 @@ static double* ds_copy_(const double* p, size_t n) {
     return q;
 }
 static void ds_expect_(const char* what, int finite, int moved) {
-    printf("  %-52s losses %s, parameters %s\n", what, finite ? "finite" : "NOT FINITE", moved ? "moved" : "DID NOT MOVE");
+    printf("  %-52s losses %s, parameters %s\n", what, finite ? "finite" : "NOT FINITE",
+           moved ? "moved" : "DID NOT MOVE");
     EXPECT(finite && moved, "%s: finite losses %d, parameters moved %d", what, finite, moved);
 }
 
@@ -86,16 +87,20 @@ static void ds_stage2_(int tmd, const StudentConfig* sc, const WanGrid* g, doubl
                 st = dmd_student_sample(&G, tmd ? &dS : NULL, tmd ? NULL : &dP, &w, &T, &F, &D, &dc, g, x, ctx,
                                         sc->wan.text_len, NULL, 0, &cf, &rng, 1.0 / ws->B);
             else
-                st = dmd_critic_sample(&G, &dF, &dD, &w, &T, &F, &D, &dc, g, x, ctx, sc->wan.text_len, &cf, &rng, 1.0 / ws->B);
+                st = dmd_critic_sample(&G, &dF, &dD, &w, &T, &F, &D, &dc, g, x, ctx, sc->wan.text_len, &cf, &rng,
+                                       1.0 / ws->B);
             finite &= student_step ? isfinite(st.vsd) && isfinite(st.gan_g) : isfinite(st.dsm) && isfinite(st.gan_d);
         }
         double gn;
-        if (student_step) finite &= adamw_step(&os, student, gstu, 1.0, &gn) == 0;
-        else finite &= adamw_step(&of, fake, gfake, 1.0, &gn) == 0 && adamw_step(&od, disc, gdisc, 1.0, &gn) == 0;
+        if (student_step)
+            finite &= adamw_step(&os, student, gstu, 1.0, &gn) == 0;
+        else
+            finite &= adamw_step(&of, fake, gfake, 1.0, &gn) == 0 && adamw_step(&od, disc, gdisc, 1.0, &gn) == 0;
     }
     char what[96];
     snprintf(what, sizeof(what), "Stage 2 DMD2-v, %s student, %d iterations", tmd ? "TMD" : "baseline", n_iters);
-    ds_expect_(what, finite, ds_changed_(s0, student, n_student) && ds_changed_(f0, fake, nw) && ds_changed_(d0, disc, nd));
+    ds_expect_(what, finite,
+               ds_changed_(s0, student, n_student) && ds_changed_(f0, fake, nw) && ds_changed_(d0, disc, nd));
     adamw_free(&os);
     adamw_free(&of);
     adamw_free(&od);
@@ -112,7 +117,8 @@ static void ds_stage2_(int tmd, const StudentConfig* sc, const WanGrid* g, doubl
 }
 
 static void test_distill_smoke(void) {
-    printf("\n[smoke] a few steps of every distillation stage in the tiny world: finite losses, parameters that move\n");
+    printf(
+        "\n[smoke] a few steps of every distillation stage in the tiny world: finite losses, parameters that move\n");
     char err[ST_ERRLEN];
     WorldConfig wc = world_config_tiny();
     StudentConfig sc;
@@ -122,7 +128,10 @@ static void test_distill_smoke(void) {
     sc.fusion = FUSION_GATED;
     sc.fuse_ffn_dim = sc.wan.ffn_dim;
     WanGrid g;
-    if (wan_grid(&g, &sc.wan, wc.C, wc.T, wc.H, wc.W, err)) { EXPECT(0, "%s", err); return; }
+    if (wan_grid(&g, &sc.wan, wc.C, wc.T, wc.H, wc.W, err)) {
+        EXPECT(0, "%s", err);
+        return;
+    }
     size_t nw = wan_num_params(&sc.wan), ns = student_num_params(&sc);
     // the teacher: flow matching with condition dropout
     double* teacher = (double*)xmalloc(nw, sizeof(double), "teacher");
@@ -148,7 +157,8 @@ static void test_distill_smoke(void) {
         }
         FlowMatchBatch fb = {ws.B, wc.C, wc.T, wc.H, wc.W, ws.x, ctxp, rows_c};
         double loss = NAN, gn;
-        finite &= teacher_train_step(&loss, &gn, &ot, teacher, gt, &act, &fb, &fo, 1.0, &rng, err) >= 0 && isfinite(loss);
+        finite &=
+            teacher_train_step(&loss, &gn, &ot, teacher, gt, &act, &fb, &fo, 1.0, &rng, err) >= 0 && isfinite(loss);
     }
     ds_expect_("teacher flow matching, 3 steps", finite, ds_changed_(t0, teacher, nw));
     stream_free(&ws);

@@ -12,7 +12,8 @@ static inline void xalloc_fail_(size_t n, size_t size, const char* what) {
     if (size && n > SIZE_MAX / size)
         fprintf(stderr, "error: out of memory: %zu x %zu bytes for %s overflow a size_t\n", n, size, what);
     else
-        fprintf(stderr, "error: out of memory: cannot allocate %zu bytes (%.2f GB) for %s; reduce the size or free memory\n",
+        fprintf(stderr,
+                "error: out of memory: cannot allocate %zu bytes (%.2f GB) for %s; reduce the size or free memory\n",
                 n * size, (double)(n * size) / 1e9, what);
     exit(1);
 }

@@ -15,28 +15,37 @@ typedef enum { FLAG_T_INT, FLAG_T_DOUBLE, FLAG_T_STR, FLAG_T_BOOL, FLAG_T_NONE }
 typedef struct {
     const char* name;
     FlagType type;
-    void* ptr;         // int*, double*, const char** or int* (bool)
+    void* ptr; // int*, double*, const char** or int* (bool)
     const char* help;
-    double lo, hi;     // accepted range of a number (INT and DOUBLE)
+    double lo, hi; // accepted range of a number (INT and DOUBLE)
 } Flag;
 
-#define FLAG_INT_R(n, p, lo, hi, h)    {n, FLAG_T_INT, (void*)(p), h, (double)(lo), (double)(hi)}
-#define FLAG_DOUBLE_R(n, p, lo, hi, h) {n, FLAG_T_DOUBLE, (void*)(p), h, (double)(lo), (double)(hi)}
+#define FLAG_INT_R(n, p, lo, hi, h)                                                                                    \
+    { n, FLAG_T_INT, (void*)(p), h, (double)(lo), (double)(hi) }
+#define FLAG_DOUBLE_R(n, p, lo, hi, h)                                                                                 \
+    { n, FLAG_T_DOUBLE, (void*)(p), h, (double)(lo), (double)(hi) }
 #define FLAG_INT(n, p, h)    FLAG_INT_R(n, p, INT_MIN, INT_MAX, h)
 #define FLAG_DOUBLE(n, p, h) FLAG_DOUBLE_R(n, p, -DBL_MAX, DBL_MAX, h)
-#define FLAG_STR(n, p, h)    {n, FLAG_T_STR, (void*)(p), h, 0, 0}
-#define FLAG_BOOL(n, p, h)   {n, FLAG_T_BOOL, (void*)(p), h, 0, 1}   // takes 0 or 1
-#define FLAG_END             {NULL, FLAG_T_NONE, NULL, NULL, 0, 0}
+#define FLAG_STR(n, p, h)                                                                                              \
+    { n, FLAG_T_STR, (void*)(p), h, 0, 0 }
+#define FLAG_BOOL(n, p, h)                                                                                             \
+    { n, FLAG_T_BOOL, (void*)(p), h, 0, 1 } // takes 0 or 1
+#define FLAG_END                                                                                                       \
+    { NULL, FLAG_T_NONE, NULL, NULL, 0, 0 }
 
 // "[lo, hi]" of a flag, or "" when the flag takes any value of its type
 static inline const char* flags_range_str_(const Flag* f, char* buf, size_t n) {
     buf[0] = 0;
     if (f->type == FLAG_T_INT && (f->lo > INT_MIN || f->hi < INT_MAX)) {
-        if (f->hi >= INT_MAX) snprintf(buf, n, ">= %.0f", f->lo);
-        else snprintf(buf, n, "%.0f..%.0f", f->lo, f->hi);
+        if (f->hi >= INT_MAX)
+            snprintf(buf, n, ">= %.0f", f->lo);
+        else
+            snprintf(buf, n, "%.0f..%.0f", f->lo, f->hi);
     } else if (f->type == FLAG_T_DOUBLE && (f->lo > -DBL_MAX || f->hi < DBL_MAX)) {
-        if (f->hi >= DBL_MAX) snprintf(buf, n, ">= %g", f->lo);
-        else snprintf(buf, n, "%g..%g", f->lo, f->hi);
+        if (f->hi >= DBL_MAX)
+            snprintf(buf, n, ">= %g", f->lo);
+        else
+            snprintf(buf, n, "%g..%g", f->lo, f->hi);
     }
     return buf;
 }
@@ -49,10 +58,15 @@ static inline void flags_usage(const Flag* f, const char* synopsis, FILE* out) {
         case FLAG_T_INT: snprintf(def, sizeof(def), "%d", *(int*)f->ptr); break;
         case FLAG_T_BOOL: snprintf(def, sizeof(def), "%d", *(int*)f->ptr); break;
         case FLAG_T_DOUBLE: snprintf(def, sizeof(def), "%g", *(double*)f->ptr); break;
-        case FLAG_T_STR: snprintf(def, sizeof(def), "%s", *(const char**)f->ptr ? *(const char**)f->ptr : "(none)"); break;
+        case FLAG_T_STR:
+            snprintf(def, sizeof(def), "%s", *(const char**)f->ptr ? *(const char**)f->ptr : "(none)");
+            break;
         default: break;
         }
-        const char* kind = f->type == FLAG_T_INT ? "N" : f->type == FLAG_T_DOUBLE ? "X" : f->type == FLAG_T_BOOL ? "0|1" : "S";
+        const char* kind = f->type == FLAG_T_INT      ? "N"
+                           : f->type == FLAG_T_DOUBLE ? "X"
+                           : f->type == FLAG_T_BOOL   ? "0|1"
+                                                      : "S";
         flags_range_str_(f, range, sizeof(range));
         fprintf(out, "  %-22s %-3s %s (default %s%s%s)\n", f->name, kind, f->help, def, range[0] ? "; " : "", range);
     }
@@ -62,7 +76,10 @@ static inline void flags_usage(const Flag* f, const char* synopsis, FILE* out) {
 // returns 0 on success, 1 if --help was printed, 2 on a bad flag (after printing what was wrong)
 static inline int flags_parse(const Flag* flags, int argc, char** argv, int first, const char* synopsis) {
     for (int i = first; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { flags_usage(flags, synopsis, stdout); return 1; }
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            flags_usage(flags, synopsis, stdout);
+            return 1;
+        }
         const Flag* f = flags;
         while (f->name && strcmp(f->name, argv[i])) f++;
         if (!f->name) {
@@ -70,7 +87,10 @@ static inline int flags_parse(const Flag* flags, int argc, char** argv, int firs
             flags_usage(flags, synopsis, stderr);
             return 2;
         }
-        if (i + 1 >= argc) { fprintf(stderr, "error: flag %s needs a value (see --help)\n", f->name); return 2; }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "error: flag %s needs a value (see --help)\n", f->name);
+            return 2;
+        }
         const char* v = argv[++i];
         const char* why = NULL;
         char range[64];
@@ -87,8 +107,11 @@ static inline int flags_parse(const Flag* flags, int argc, char** argv, int firs
             *(const char**)f->ptr = v;
         }
         if (why) {
-            const char* kind = f->type == FLAG_T_BOOL ? "0 or 1" : f->type == FLAG_T_INT ? "an integer" : "a finite number";
-            fprintf(stderr, "error: flag %s expects %s%s%s, found '%s' (%s)\n", f->name, kind, range[0] ? " " : "", range, v, why);
+            const char* kind = f->type == FLAG_T_BOOL  ? "0 or 1"
+                               : f->type == FLAG_T_INT ? "an integer"
+                                                       : "a finite number";
+            fprintf(stderr, "error: flag %s expects %s%s%s, found '%s' (%s)\n", f->name, kind, range[0] ? " " : "",
+                    range, v, why);
             return 2;
         }
     }

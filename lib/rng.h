@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <math.h>
 
-#define SPLITMIX64_GAMMA 0x9E3779B97F4A7C15ull   // the golden-ratio increment between states
+#define SPLITMIX64_GAMMA 0x9E3779B97F4A7C15ull // the golden-ratio increment between states
 
 // the output function: a bijective mix of one 64-bit state
 static inline uint64_t splitmix64_mix(uint64_t z) {
@@ -16,9 +16,16 @@ static inline uint64_t splitmix64_mix(uint64_t z) {
 // the generator: advances *state by the increment and returns the mixed state
 static inline uint64_t splitmix64(uint64_t* state) { return splitmix64_mix(*state += SPLITMIX64_GAMMA); }
 
-typedef struct { uint64_t seed, counter; } Rng;
+typedef struct {
+    uint64_t seed, counter;
+} Rng;
 
-static inline Rng rng_make(uint64_t seed) { Rng r; r.seed = seed; r.counter = 0; return r; }
+static inline Rng rng_make(uint64_t seed) {
+    Rng r;
+    r.seed = seed;
+    r.counter = 0;
+    return r;
+}
 
 // value number `counter` of the stream `seed`: splitmix64 started at seed, by random access
 static inline uint64_t rng_u64(Rng* r) { return splitmix64_mix(r->seed + SPLITMIX64_GAMMA * (++r->counter)); }

@@ -6,20 +6,20 @@
 //   encode  show how the text encoder reads a caption
 // The usage text is generated from WORLD_FLAGS, the same table the parser reads.
 #pragma once
-#include "world.h"   // grammar, renderer, dataset files
-#include "text.h"    // text encoder
-#include "score.h"   // toy VBench
-#include "png.h"     // contact sheets, mp4
-#include "../lib/timer.h"   // now_s
+#include "world.h"        // grammar, renderer, dataset files
+#include "text.h"         // text encoder
+#include "score.h"        // toy VBench
+#include "png.h"          // contact sheets, mp4
+#include "../lib/timer.h" // now_s
 #include <sys/stat.h>
 #include <errno.h>
 #include <time.h>
 
 typedef struct {
-    const char* cmds;   // commands that take it, space separated
-    const char* name;   // "--out"
-    const char* arg;    // value placeholder, NULL for a switch
-    const char* def;    // default value (NULL: none)
+    const char* cmds; // commands that take it, space separated
+    const char* name; // "--out"
+    const char* arg;  // value placeholder, NULL for a switch
+    const char* def;  // default value (NULL: none)
     const char* help;
 } WorldFlag;
 
@@ -38,8 +38,9 @@ static const WorldFlag WORLD_FLAGS[] = {
     {"sheet render", "--scale", "K", "0", "pixel replication factor (0: frames ~64 px)"},
     {"sheet render", "--fps", "F", "4", "mp4 frame rate"},
     {"score", "--clips", "FILE", NULL, "clips to score, with their captions in the metadata"},
-    {"score", "--real", "FILE", NULL, "real clips for the Frechet distance (required; a set other than --clips, e.g. "
-                                      "data/world_<size>_train.safetensors)"},
+    {"score", "--real", "FILE", NULL,
+     "real clips for the Frechet distance (required; a set other than --clips, e.g. "
+     "data/world_<size>_train.safetensors)"},
     {"score", "--per-clip", NULL, NULL, "also print what was found in every clip"},
     {"render", "--caption", "TEXT", NULL, "captions to render, up to 16, ';'-separated"},
     {"encode", "--caption", "TEXT", NULL, "the caption to encode"},
@@ -56,7 +57,7 @@ static const char* const WORLD_CMDS[][2] = {
 };
 #define WORLD_N_CMDS 5
 
-static inline int world_cmd_has(const char* cmds, const char* cmd) {  // is cmd a word of the space-separated list cmds?
+static inline int world_cmd_has(const char* cmds, const char* cmd) { // is cmd a word of the space-separated list cmds?
     size_t n = strlen(cmd);
     for (const char* p = cmds; (p = strstr(p, cmd)) != NULL; p += n)
         if ((p == cmds || p[-1] == ' ') && (p[n] == 0 || p[n] == ' ')) return 1;
@@ -82,7 +83,8 @@ static inline void world_usage(FILE* f, const char* cmd) {
 
 // parses argv (after the command) against the flags of cmd into vals[WORLD_N_FLAGS]; returns 0, 1 on error
 static inline int world_parse_flags(const char* cmd, int argc, char** argv, const char** vals) {
-    for (int i = 0; i < WORLD_N_FLAGS; i++) vals[i] = world_cmd_has(WORLD_FLAGS[i].cmds, cmd) ? WORLD_FLAGS[i].def : NULL;
+    for (int i = 0; i < WORLD_N_FLAGS; i++)
+        vals[i] = world_cmd_has(WORLD_FLAGS[i].cmds, cmd) ? WORLD_FLAGS[i].def : NULL;
     for (int a = 0; a < argc; a++) {
         int k = -1;
         for (int i = 0; i < WORLD_N_FLAGS && k < 0; i++)
@@ -92,8 +94,14 @@ static inline int world_parse_flags(const char* cmd, int argc, char** argv, cons
             world_usage(stderr, cmd);
             return 1;
         }
-        if (!WORLD_FLAGS[k].arg) { vals[k] = "1"; continue; }
-        if (a + 1 >= argc) { fprintf(stderr, "world %s: %s needs a value (%s)\n", cmd, argv[a], WORLD_FLAGS[k].arg); return 1; }
+        if (!WORLD_FLAGS[k].arg) {
+            vals[k] = "1";
+            continue;
+        }
+        if (a + 1 >= argc) {
+            fprintf(stderr, "world %s: %s needs a value (%s)\n", cmd, argv[a], WORLD_FLAGS[k].arg);
+            return 1;
+        }
         vals[k] = argv[++a];
     }
     return 0;
@@ -106,10 +114,13 @@ static const char* world_flag(const char* cmd, const char** vals, const char* na
 }
 
 // integer flag value; NULL or junk -> *out = def / error
-static inline int world_flag_int(const char* cmd, const char** vals, const char* name, long long lo, long long hi, long long def,
-                          long long* out) {
+static inline int world_flag_int(const char* cmd, const char** vals, const char* name, long long lo, long long hi,
+                                 long long def, long long* out) {
     const char* v = world_flag(cmd, vals, name);
-    if (!v) { *out = def; return 0; }
+    if (!v) {
+        *out = def;
+        return 0;
+    }
     char* end;
     long long x = strtoll(v, &end, 10);
     if (*v == 0 || *end != 0 || x < lo || x > hi) {
@@ -120,7 +131,6 @@ static inline int world_flag_int(const char* cmd, const char** vals, const char*
     return 0;
 }
 
-
 static inline int world_mkdir(const char* dir) {
     if (mkdir(dir, 0755) == 0 || errno == EEXIST) return 0;
     fprintf(stderr, "world: cannot create directory %s: %s\n", dir, strerror(errno));
@@ -128,28 +138,36 @@ static inline int world_mkdir(const char* dir) {
 }
 
 // sheet (and mp4 when asked and possible) of clips [first, first + n) of a set; held-out captions are marked
-static inline int world_write_sheet(const WorldSet* s, const int* idx, int n, const char* png, const char* mp4, int scale, int fps) {
+static inline int world_write_sheet(const WorldSet* s, const int* idx, int n, const char* png, const char* mp4,
+                                    int scale, int fps) {
     size_t numel = (size_t)s->C * s->T * s->H * s->W;
     float* clips = (float*)malloc(sizeof(float) * numel * (size_t)n);
     char** caps = (char**)malloc(sizeof(char*) * (size_t)n);
     for (int i = 0; i < n; i++) {
         memcpy(clips + (size_t)i * numel, s->clips + (size_t)idx[i] * numel, sizeof(float) * numel);
         caps[i] = (char*)malloc(WORLD_CAPLEN + 64);
-        snprintf(caps[i], WORLD_CAPLEN + 64, "%d%s: %s", idx[i], s->heldout && s->heldout[idx[i]] > 0.5f ? " [held-out]" : "",
-                 s->captions[idx[i]]);
+        snprintf(caps[i], WORLD_CAPLEN + 64, "%d%s: %s", idx[i],
+                 s->heldout && s->heldout[idx[i]] > 0.5f ? " [held-out]" : "", s->captions[idx[i]]);
     }
     char err[PNG_ERRLEN];
     int rc = png_write_sheet(png, clips, n, s->T, s->H, s->W, (const char* const*)caps, scale, err);
-    if (rc) fprintf(stderr, "world: %s\n", err);
-    else printf("wrote %s (%d clips)\n", png, n);
+    if (rc)
+        fprintf(stderr, "world: %s\n", err);
+    else
+        printf("wrote %s (%d clips)\n", png, n);
     if (!rc && mp4) {
         int m = png_write_mp4(mp4, clips, n, s->T, s->H, s->W, (const char* const*)caps, fps, err);
-        if (m == 2) printf("%s\n", err);  // no ffmpeg: say so, not an error
-        else if (m) { fprintf(stderr, "world: %s\n", err); rc = 1; }
-        else printf("wrote %s\n", mp4);
+        if (m == 2)
+            printf("%s\n", err); // no ffmpeg: say so, not an error
+        else if (m) {
+            fprintf(stderr, "world: %s\n", err);
+            rc = 1;
+        } else
+            printf("wrote %s\n", mp4);
     }
     for (int i = 0; i < n; i++) free(caps[i]);
-    free(caps); free(clips);
+    free(caps);
+    free(clips);
     return rc;
 }
 
@@ -160,7 +178,8 @@ static inline int world_cmd_gen(const char** vals) {
     if (world_flag_int("gen", vals, "--seed", 0, (long long)1 << 62, 1, &seed) ||
         world_flag_int("gen", vals, "--n-train", 1, 1 << 20, -1, &n_train) ||
         world_flag_int("gen", vals, "--n-eval", 2, 1 << 20, -1, &n_eval) ||
-        world_flag_int("gen", vals, "--sheet-n", 1, 64, 8, &sheet_n)) return 1;
+        world_flag_int("gen", vals, "--sheet-n", 1, 64, 8, &sheet_n))
+        return 1;
     if (strcmp(size, "gpu") && strcmp(size, "tiny") && strcmp(size, "both")) {
         fprintf(stderr, "world gen: --size must be gpu, tiny or both, got \"%s\"\n", size);
         return 1;
@@ -180,20 +199,30 @@ static inline int world_cmd_gen(const char** vals) {
             world_generate(&c, split == 0 ? WORLD_TRAIN : WORLD_HELDOUT, n, (uint64_t)seed, &s);
             double t1 = now_s();
             char err[ST_ERRLEN];
-            if (world_save(&s, path, (uint64_t)seed, err)) { fprintf(stderr, "world gen: %s\n", err); world_set_free(&s); return 1; }
+            if (world_save(&s, path, (uint64_t)seed, err)) {
+                fprintf(stderr, "world gen: %s\n", err);
+                world_set_free(&s);
+                return 1;
+            }
             int nh = 0;
             for (int i = 0; i < n; i++) nh += s.heldout[i] > 0.5f;
             double mb = (double)n * (world_clip_numel(&c) + (size_t)c.text_len * c.text_dim) * 4 / 1e6;
-            printf("wrote %s: %d clips [3,%d,%d,%d] (%d held-out), context [%d,%d], %.1f MB; render %.2f s, write %.2f s \n",
+            printf("wrote %s: %d clips [3,%d,%d,%d] (%d held-out), context [%d,%d], %.1f MB; render %.2f s, write %.2f "
+                   "s \n",
                    path, n, c.T, c.H, c.W, nh, c.text_len, c.text_dim, mb, t1 - t0, now_s() - t1);
-            if (split == 1) {  // contact sheet of real clips: the first held-out ones and the first seen ones
+            if (split == 1) { // contact sheet of real clips: the first held-out ones and the first seen ones
                 int idx[64], k = 0, half = (int)sheet_n / 2;
-                for (int i = 0; i < n && k < half; i++) if (s.heldout[i] > 0.5f) idx[k++] = i;
-                for (int i = 0; i < n && k < sheet_n; i++) if (s.heldout[i] <= 0.5f) idx[k++] = i;
+                for (int i = 0; i < n && k < half; i++)
+                    if (s.heldout[i] > 0.5f) idx[k++] = i;
+                for (int i = 0; i < n && k < sheet_n; i++)
+                    if (s.heldout[i] <= 0.5f) idx[k++] = i;
                 char png[1024], mp4[1024];
                 snprintf(png, sizeof(png), "%s/world_%s_sheet.png", out, c.name);
                 snprintf(mp4, sizeof(mp4), "%s/world_%s_sheet.mp4", out, c.name);
-                if (world_write_sheet(&s, idx, k, png, have_ffmpeg ? mp4 : NULL, 0, 4)) { world_set_free(&s); return 1; }
+                if (world_write_sheet(&s, idx, k, png, have_ffmpeg ? mp4 : NULL, 0, 4)) {
+                    world_set_free(&s);
+                    return 1;
+                }
             }
             world_set_free(&s);
         }
@@ -204,13 +233,22 @@ static inline int world_cmd_gen(const char** vals) {
 static inline int world_cmd_sheet(const char** vals) {
     const char* in = world_flag("sheet", vals, "--in");
     long long first, n, scale, fps;
-    if (!in) { fprintf(stderr, "world sheet: --in FILE is required\n"); world_usage(stderr, "sheet"); return 1; }
-    if (world_flag_int("sheet", vals, "--first", 0, 1 << 30, 0, &first) || world_flag_int("sheet", vals, "--n", 1, 256, 8, &n) ||
-        world_flag_int("sheet", vals, "--scale", 0, 64, 0, &scale) || world_flag_int("sheet", vals, "--fps", 1, 120, 4, &fps))
+    if (!in) {
+        fprintf(stderr, "world sheet: --in FILE is required\n");
+        world_usage(stderr, "sheet");
+        return 1;
+    }
+    if (world_flag_int("sheet", vals, "--first", 0, 1 << 30, 0, &first) ||
+        world_flag_int("sheet", vals, "--n", 1, 256, 8, &n) ||
+        world_flag_int("sheet", vals, "--scale", 0, 64, 0, &scale) ||
+        world_flag_int("sheet", vals, "--fps", 1, 120, 4, &fps))
         return 1;
     WorldSet s;
     char err[ST_ERRLEN];
-    if (world_load(&s, in, err)) { fprintf(stderr, "world sheet: %s\n", err); return 1; }
+    if (world_load(&s, in, err)) {
+        fprintf(stderr, "world sheet: %s\n", err);
+        return 1;
+    }
     if (first >= s.n) {
         fprintf(stderr, "world sheet: --first %lld but %s has %d clips\n", first, in, s.n);
         world_set_free(&s);
@@ -230,23 +268,34 @@ static inline int world_cmd_score(const char** vals) {
     const char* in = world_flag("score", vals, "--clips");
     const char* real_path = world_flag("score", vals, "--real");
     int per_clip = world_flag("score", vals, "--per-clip") != NULL;
-    if (!in) { fprintf(stderr, "world score: --clips FILE is required\n"); world_usage(stderr, "score"); return 1; }
+    if (!in) {
+        fprintf(stderr, "world score: --clips FILE is required\n");
+        world_usage(stderr, "score");
+        return 1;
+    }
     // no default reference: the evaluation set scored against itself gave a Frechet term of 0 without a word
     if (!real_path) {
-        fprintf(stderr, "world score: --real FILE is required: the real clips the Frechet distance compares with (for "
+        fprintf(stderr,
+                "world score: --real FILE is required: the real clips the Frechet distance compares with (for "
                 "samples of the evaluation captions: data/world_<size>_eval.safetensors; to score that set itself: "
                 "data/world_<size>_train.safetensors)\n");
         return 1;
     }
     struct stat st_in, st_real;
-    if (stat(in, &st_in) == 0 && stat(real_path, &st_real) == 0 && st_in.st_dev == st_real.st_dev && st_in.st_ino == st_real.st_ino) {
-        fprintf(stderr, "world score: --clips and --real are the same file (%s): the Frechet distance of a set to itself is 0; "
-                "pass another set of real clips as --real\n", in);
+    if (stat(in, &st_in) == 0 && stat(real_path, &st_real) == 0 && st_in.st_dev == st_real.st_dev &&
+        st_in.st_ino == st_real.st_ino) {
+        fprintf(stderr,
+                "world score: --clips and --real are the same file (%s): the Frechet distance of a set to itself is 0; "
+                "pass another set of real clips as --real\n",
+                in);
         return 1;
     }
     WorldSet s, r;
     char err[ST_ERRLEN];
-    if (world_load(&s, in, err)) { fprintf(stderr, "world score: %s\n", err); return 1; }
+    if (world_load(&s, in, err)) {
+        fprintf(stderr, "world score: %s\n", err);
+        return 1;
+    }
     WorldConfig c;
     int known = world_config_for_shape(&c, s.T, s.H, s.W) == 0;
     if (world_load(&r, real_path, err)) {
@@ -257,14 +306,19 @@ static inline int world_cmd_score(const char** vals) {
     ScoreRef ref;
     ScoreClip* pc = (ScoreClip*)malloc(sizeof(ScoreClip) * (size_t)s.n);
     WorldScore sc;
-    int rc = score_ref_init(&ref, r.clips, r.n, r.T, r.H, r.W, err) ||
-             score_clips(&sc, s.clips, s.n, s.T, s.H, s.W, (const char* const*)s.captions, &ref, known ? &c : NULL, pc, err);
-    if (rc) fprintf(stderr, "world %s\n", err);  // err starts with "score: "
+    int rc =
+        score_ref_init(&ref, r.clips, r.n, r.T, r.H, r.W, err) ||
+        score_clips(&sc, s.clips, s.n, s.T, s.H, s.W, (const char* const*)s.captions, &ref, known ? &c : NULL, pc, err);
+    if (rc)
+        fprintf(stderr, "world %s\n", err); // err starts with "score: "
     else {
         if (per_clip)
             for (int i = 0; i < s.n; i++) {
                 printf("%4d %-80s", i, s.captions[i]);
-                if (!pc[i].parsed) { printf(" (not a world caption)\n"); continue; }
+                if (!pc[i].parsed) {
+                    printf(" (not a world caption)\n");
+                    continue;
+                }
                 printf(" colour %.2f shape %.2f count %.0f (found %d) motion %.2f | sharp %.3f temporal %.3f bg %.3f\n",
                        pc[i].colour, pc[i].shape, pc[i].count, pc[i].n_found, pc[i].motion, pc[i].sharpness,
                        pc[i].temporal, pc[i].background);
@@ -284,14 +338,25 @@ static inline int world_cmd_render(const char** vals) {
     const char* size = world_flag("render", vals, "--size");
     long long seed, scale, fps;
     WorldConfig c;
-    if (!text) { fprintf(stderr, "world render: --caption TEXT is required\n"); world_usage(stderr, "render"); return 1; }
-    if (world_config_by_name(&c, size)) { fprintf(stderr, "world render: --size must be gpu or tiny, got \"%s\"\n", size); return 1; }
+    if (!text) {
+        fprintf(stderr, "world render: --caption TEXT is required\n");
+        world_usage(stderr, "render");
+        return 1;
+    }
+    if (world_config_by_name(&c, size)) {
+        fprintf(stderr, "world render: --size must be gpu or tiny, got \"%s\"\n", size);
+        return 1;
+    }
     if (world_flag_int("render", vals, "--seed", 0, (long long)1 << 62, 1, &seed) ||
-        world_flag_int("render", vals, "--scale", 0, 64, 0, &scale) || world_flag_int("render", vals, "--fps", 1, 120, 4, &fps))
+        world_flag_int("render", vals, "--scale", 0, 64, 0, &scale) ||
+        world_flag_int("render", vals, "--fps", 1, 120, 4, &fps))
         return 1;
     WorldSet s;
     memset(&s, 0, sizeof(s));
-    s.C = 3; s.T = c.T; s.H = c.H; s.W = c.W;
+    s.C = 3;
+    s.T = c.T;
+    s.H = c.H;
+    s.W = c.W;
     s.clips = (float*)malloc(sizeof(float) * world_clip_numel(&c) * 16);
     s.captions = (char**)calloc(16, sizeof(char*));
     int rc = 0;
@@ -302,14 +367,18 @@ static inline int world_cmd_render(const char** vals) {
         snprintf(cap, sizeof(cap), "%.*s", (int)(len < 511 ? len : 511), p);
         p += len + (e ? 1 : 0);
         WorldScene sc;
-        if (world_parse_caption(cap, &sc, err)) { fprintf(stderr, "world render: \"%s\": %s\n", cap, err); rc = 1; continue; }
+        if (world_parse_caption(cap, &sc, err)) {
+            fprintf(stderr, "world render: \"%s\": %s\n", cap, err);
+            rc = 1;
+            continue;
+        }
         WRng r = wrng_seed((uint64_t)seed, 3, (uint64_t)s.n);
         for (int i = 0; i < sc.n_obj; i++) world_place(&r, &sc.obj[i]);
         for (int tries = 0; sc.n_obj == 2 && tries < 256 && world_objects_collide(&sc.obj[0], &sc.obj[1]); tries++)
             world_place(&r, &sc.obj[1]);
         world_render_clip(s.clips + world_clip_numel(&c) * (size_t)s.n, &sc, c.T, c.H, c.W);
         s.captions[s.n] = (char*)malloc(WORLD_CAPLEN);
-        world_caption(&sc, s.captions[s.n], WORLD_CAPLEN);  // canonical form
+        world_caption(&sc, s.captions[s.n], WORLD_CAPLEN); // canonical form
         s.n++;
     }
     if (s.n) {
@@ -325,13 +394,20 @@ static inline int world_cmd_render(const char** vals) {
 static inline int world_cmd_encode(const char** vals) {
     const char* text = world_flag("encode", vals, "--caption");
     WorldConfig c;
-    if (!text) { fprintf(stderr, "world encode: --caption TEXT is required\n"); return 1; }
-    if (world_config_by_name(&c, world_flag("encode", vals, "--size"))) { fprintf(stderr, "world encode: --size must be gpu or tiny\n"); return 1; }
+    if (!text) {
+        fprintf(stderr, "world encode: --caption TEXT is required\n");
+        return 1;
+    }
+    if (world_config_by_name(&c, world_flag("encode", vals, "--size"))) {
+        fprintf(stderr, "world encode: --size must be gpu or tiny\n");
+        return 1;
+    }
     TextEncoder te = world_text_encoder(&c);
     float* ctx = (float*)malloc(sizeof(float) * (size_t)c.text_len * c.text_dim);
     TextInfo info;
     text_encode(&te, text, ctx, &info);
-    printf("context [%d, %d]: %d words, %d rows used, %d unknown\n", c.text_len, c.text_dim, info.n_words, info.n_used, info.n_unknown);
+    printf("context [%d, %d]: %d words, %d rows used, %d unknown\n", c.text_len, c.text_dim, info.n_words, info.n_used,
+           info.n_unknown);
     for (int i = 0; i < c.text_len; i++) {
         printf("  row %2d:", i);
         for (int d = 0; d < 6; d++) printf(" %+.3f", ctx[i * c.text_dim + d]);
@@ -339,8 +415,10 @@ static inline int world_cmd_encode(const char** vals) {
     }
     WorldScene sc;
     char err[256];
-    if (world_parse_caption(text, &sc, err)) printf("not a world caption: %s\n", err);
-    else printf("parses as a world caption with %d object(s)\n", sc.n_obj);
+    if (world_parse_caption(text, &sc, err))
+        printf("not a world caption: %s\n", err);
+    else
+        printf("parses as a world caption with %d object(s)\n", sc.n_obj);
     free(ctx);
     return 0;
 }
@@ -353,9 +431,16 @@ static inline int world_main(int argc, char** argv) {
     const char* cmd = argv[0];
     int known = 0;
     for (int c = 0; c < WORLD_N_CMDS; c++) known |= strcmp(cmd, WORLD_CMDS[c][0]) == 0;
-    if (!known) { fprintf(stderr, "world: unknown command \"%s\"\n", cmd); world_usage(stderr, NULL); return 1; }
+    if (!known) {
+        fprintf(stderr, "world: unknown command \"%s\"\n", cmd);
+        world_usage(stderr, NULL);
+        return 1;
+    }
     for (int a = 1; a < argc; a++)
-        if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) { world_usage(stdout, cmd); return 0; }
+        if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) {
+            world_usage(stdout, cmd);
+            return 0;
+        }
     const char* vals[WORLD_N_FLAGS];
     if (world_parse_flags(cmd, argc - 1, argv + 1, vals)) return 1;
     if (strcmp(cmd, "gen") == 0) return world_cmd_gen(vals);

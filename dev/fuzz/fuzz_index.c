@@ -20,19 +20,28 @@ static void write_shard(const char* name, const char* t1, const char* t2) {
     o[1].shape[0] = 6;
     o[1].f32 = v;
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    if (st_write(path, o, t2 ? 2 : 1, NULL, 0, err)) { fprintf(stderr, "%s\n", err); abort(); }
+    if (st_write(path, o, t2 ? 2 : 1, NULL, 0, err)) {
+        fprintf(stderr, "%s\n", err);
+        abort();
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!dir[0]) {
         snprintf(dir, sizeof(dir), "/tmp/fuzz_index.XXXXXX");
-        if (!mkdtemp(dir)) { perror("mkdtemp"); abort(); }
+        if (!mkdtemp(dir)) {
+            perror("mkdtemp");
+            abort();
+        }
         write_shard("a.safetensors", "x", "y");
         write_shard("b.safetensors", "z", NULL);
         snprintf(index_path, sizeof(index_path), "%s/model.safetensors.index.json", dir);
     }
     FILE* fp = fopen(index_path, "wb");
-    if (!fp || (size && fwrite(data, 1, size, fp) != size) || fclose(fp) != 0) { perror(index_path); abort(); }
+    if (!fp || (size && fwrite(data, 1, size, fp) != size) || fclose(fp) != 0) {
+        perror(index_path);
+        abort();
+    }
     char err[ST_ERRLEN];
     StSet s;
     if (st_set_open(&s, index_path, err) == 0) {

@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (npy_read(path, &v, &nd, shape, err) == 0) {
         int64_t numel = st_numel(nd, shape);
         volatile float sum = 0;
-        for (int64_t i = 0; i < numel; i++) sum += v[i];   // every element must be readable
+        for (int64_t i = 0; i < numel; i++) sum += v[i]; // every element must be readable
         free(v);
     }
     int64_t want[2] = {-1, 4};

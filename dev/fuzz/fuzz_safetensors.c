@@ -10,7 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (st_open(&f, path, err) == 0) {
         for (int k = 0; k < f.n; k++) {
             const StTensor* t = &f.tensors[k];
-            if (t->numel > (1 << 16)) continue;   // larger reads add nothing the small ones do not test
+            if (t->numel > (1 << 16)) continue; // larger reads add nothing the small ones do not test
             float* v = (float*)malloc((size_t)t->numel * sizeof(float) + 4);
             st_read_float(&f, t, v, err);
             free(v);
