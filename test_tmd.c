@@ -70,7 +70,7 @@ static double dot(const double* a, const double* b, size_t n) {
     for (size_t i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
-static double* dalloc(size_t n) { return (double*)calloc(n ? n : 1, sizeof(double)); }
+static double* dalloc(size_t n) { return (double*)xcalloc(n, sizeof(double), "a test buffer"); }
 static double* drandn(size_t n, Rng* r, double std) {
     double* p = dalloc(n);
     fill_normal(p, n, r, 0, std);
@@ -1281,8 +1281,73 @@ static void bi_case9(void) {
     EXPECT(chdir(here) == 0, "cannot return to %s", here);
 }
 
-static void (*const BI_CASES[])(void) = {bi_case1, bi_case2, bi_case3, bi_case4, bi_case5,
-                                         bi_case6, bi_case7, bi_case8, bi_case9};
+// the helpers behind the fixes: strict numbers, flag ranges and switches, and the checked allocation's message
+static void bi_helpers(void) {
+    long long i = 0;
+    double x = 0;
+    struct {
+        const char* s;
+        int ok;
+    } ints[] = {{"12", 1},   {"-3", 1}, {"12 ", 0},
+                {" 12", 0},  {"", 0},   {"1e3", 0},
+                {"0x10", 0}, {"4x", 0}, {"99999999999999999999", 0},
+                {"101", 0}};
+    int good = 1;
+    for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++)
+        good &= (parse_int(ints[k].s, -5, 100, &i) == NULL) == ints[k].ok;
+    struct {
+        const char* s;
+        int ok;
+    } reals[] = {{"0.5", 1},  {"-1e-3", 1}, {"1e400", 0}, {"nan", 0}, {"inf", 0},
+                 {"-inf", 0}, {"0.5x", 0},  {"", 0},      {"2", 0}};
+    for (size_t k = 0; k < sizeof(reals) / sizeof(reals[0]); k++)
+        good &= (parse_double(reals[k].s, -1, 1, &x) == NULL) == reals[k].ok;
+    printf("  %-46s %s | %zu integers, %zu reals accepted or refused as they should be\n", "parse_int, parse_double",
+           good ? "ok  " : "FAIL", sizeof(ints) / sizeof(ints[0]), sizeof(reals) / sizeof(reals[0]));
+    EXPECT(good, "parse_int / parse_double accepted or refused a value wrongly");
+    int n = 3, sw = 0;
+    long long big = 0;
+    Flag flags[] = {FLAG_INT_R("--n", &n, 1, 5, "n"), FLAG_I64_R("--big", &big, 0, (long long)1 << 62, "big"),
+                    FLAG_SWITCH("--sw", &sw, "a switch"), FLAG_END};
+    char* ok_argv[] = {(char*)"p", (char*)"--sw",  (char*)"--n",
+                       (char*)"5", (char*)"--big", (char*)"4611686018427387904"};
+    char* bad_argv[] = {(char*)"p", (char*)"--n", (char*)"6"};
+    int rc_ok = flags_parse(flags, 6, ok_argv, 1, "usage");
+    int rc_bad = flags_parse(flags, 3, bad_argv, 1, "usage");
+    int fl = rc_ok == 0 && sw == 1 && n == 5 && big == (long long)1 << 62 && rc_bad == 2 && n == 5;
+    printf("  %-46s %s | in-range values set, --n 6 of 1..5 refused with exit code %d\n", "flags_parse ranges, switch",
+           fl ? "ok  " : "FAIL", rc_bad);
+    EXPECT(fl, "flags_parse: rc %d / %d, n %d, sw %d, big %lld", rc_ok, rc_bad, n, sw, big);
+    // xmalloc of more than any machine has: exits 1 after naming what it was for and the bytes (in a child)
+    int fd[2];
+    if (pipe(fd) != 0) return;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        dup2(fd[1], 2);
+        void* p = xmalloc((size_t)1 << 62, 4, "a test buffer");
+        free(p);
+        _exit(0);
+    }
+    close(fd[1]);
+    char msg[512] = "";
+    ssize_t got = 0, k;
+    while (got < (ssize_t)sizeof(msg) - 1 && (k = read(fd[0], msg + got, sizeof(msg) - 1 - (size_t)got)) > 0) got += k;
+    msg[got] = 0;
+    close(fd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    int am = WIFEXITED(status) && WEXITSTATUS(status) == 1 && strstr(msg, "a test buffer") && strstr(msg, "bytes");
+    char* nl = strchr(msg, '\n');
+    if (nl) *nl = 0;
+    printf("  %-46s %s | %s\n", "xmalloc of 2^64 bytes", am ? "ok  " : "FAIL", msg);
+    EXPECT(am, "xmalloc's failure: status %d, message '%s'", status, msg);
+}
+
+static void (*const BI_CASES[])(void) = {bi_helpers, bi_case1, bi_case2, bi_case3, bi_case4,
+                                         bi_case5,   bi_case6, bi_case7, bi_case8, bi_case9};
 
 static void test_bad_inputs(void) {
     printf("\n[inputs] every kind of bad input the hardening review found: refused with a message, never a crash\n");
@@ -1290,9 +1355,9 @@ static void test_bad_inputs(void) {
     snprintf(bi_dir, sizeof(bi_dir), "%s/bad_inputs", test_tmpdir);
     mkdir(bi_dir, 0755);
     wan_preset(&bi_tiny, "tiny", err);
-    const char* only = getenv("TMD_BAD_INPUT_CASE"); // 1..9: run one case (to check a case against older code)
-    for (int i = 0; i < 9; i++)
-        if (!only || strtol(only, NULL, 10) == i + 1) BI_CASES[i]();
+    const char* only = getenv("TMD_BAD_INPUT_CASE"); // 1..9: one case (to try it on older code); 0: the helpers
+    for (int i = 0; i < (int)(sizeof(BI_CASES) / sizeof(BI_CASES[0])); i++)
+        if (!only || strtol(only, NULL, 10) == i) BI_CASES[i]();
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", bi_dir);
     EXPECT(system(cmd) == 0, "could not remove %s", bi_dir);
 }

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 #include <stdlib.h>
+#include "../lib/alloc.h" // xmalloc: scratch buffers that say what they were for when they fail
 
 #define OMP_MIN_WORK (1 << 22)
 
@@ -96,7 +97,7 @@ static void layernorm_forward(real* out, real* mean, real* rstd, const real* inp
 // dxhat = dy·w ; dx += rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat)) ; dw += Σ dy·xhat ; db += Σ dy
 static void layernorm_backward(real* dinp, real* dw, real* db, const real* dout, const real* inp, const real* w,
                                const real* mean, const real* rstd, int N, int C) {
-    real* dxh_buf = (real*)malloc(sizeof(real) * (size_t)C * N);
+    real* dxh_buf = (real*)xmalloc((size_t)C * N, sizeof(real), "layernorm_backward: dxh_buf");
 #pragma omp parallel for if ((size_t)N * C >= OMP_MIN_WORK / 8)
     for (int n = 0; n < N; n++) {
         const real* x = inp + (size_t)n * C;
@@ -290,7 +291,7 @@ static void rope_forward(real* out, const real* inp, const real* cs, int L, int 
 }
 // inverts a rotation: dx += R(−θ)·dy
 static void rope_backward(real* dinp, const real* dout, const real* cs, int L, int H, int d) {
-    real* tmp = (real*)malloc(sizeof(real) * (size_t)L * H * d);
+    real* tmp = (real*)xmalloc((size_t)L * H * d, sizeof(real), "rope_backward: tmp");
     rope_apply(tmp, dout, cs, L, H, d, 1);
     for (size_t i = 0; i < (size_t)L * H * d; i++) dinp[i] += tmp[i];
     free(tmp);
@@ -339,7 +340,7 @@ static void attention_backward(real* dq, real* dk, real* dv, const real* dout, c
     int D = H * d;
     real scale = 1 / sqrt((double)d);
     for (int h = 0; h < H; h++) {
-        real* dS = (real*)malloc(sizeof(real) * (size_t)Nq * Nk);
+        real* dS = (real*)xmalloc((size_t)Nq * Nk, sizeof(real), "attention_backward: dS");
 #pragma omp parallel for if ((size_t)Nq * Nk * d >= OMP_MIN_WORK)
         for (int i = 0; i < Nq; i++) {
             const real* a = att + ((size_t)h * Nq + i) * Nk;

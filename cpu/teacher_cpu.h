@@ -17,6 +17,7 @@
 #include <string.h>
 #include "../wan.h"
 #include "../lib/rng.h"
+#include "../lib/alloc.h" // xmalloc, xcalloc
 #include "wan_cpu.h"
 
 // timestep shift: shift_γ(u) = γ·u / ((γ − 1)·u + 1); γ = 1 is the identity
@@ -55,7 +56,7 @@ static int adamw_init(AdamW* o, size_t n, double lr, double beta1, double beta2,
                  n, lr, beta1, beta2, eps, weight_decay);
         return -1;
     }
-    o->m = (real*)calloc(n, sizeof(real));
+    o->m = (real*)calloc(n, sizeof(real)); // checked below: the caller gets the message
     o->v = (real*)calloc(n, sizeof(real));
     if (!o->m || !o->v) {
         free(o->m);
@@ -187,9 +188,9 @@ static int flow_matching_loss(double* loss, WanParams* dP, WanAct* act, const Wa
     *loss = NAN;
     if (flow_matching_check_(act, b, o, err)) return -1;
     size_t n = (size_t)b->C * b->T * b->H * b->W;
-    real* xs = (real*)malloc(sizeof(real) * n); // x_σ
-    real* tg = (real*)malloc(sizeof(real) * n); // target x1 − x
-    real* dv = (real*)malloc(sizeof(real) * n); // ∂loss/∂v
+    real* xs = (real*)xmalloc(n, sizeof(real), "flow_matching_loss: xs"); // x_σ
+    real* tg = (real*)xmalloc(n, sizeof(real), "flow_matching_loss: tg"); // target x1 − x
+    real* dv = (real*)xmalloc(n, sizeof(real), "flow_matching_loss: dv"); // ∂loss/∂v
     if (!xs || !tg || !dv) {
         free(xs);
         free(tg);
@@ -358,7 +359,7 @@ static int teacher_sample(real* x, size_t n, VelocityFn f, void* user, const Sam
         return -1;
     }
     int N = o->steps;
-    double* sg = (double*)malloc(sizeof(double) * (N > 0 ? N + 1 : 1));
+    double* sg = (double*)xmalloc((N > 0 ? N + 1 : 1), sizeof(double), "teacher_sample: sg");
     if (teacher_sigmas(sg, N, o->shift, o->grid, err)) {
         free(sg);
         return -1;
@@ -371,12 +372,12 @@ static int teacher_sample(real* x, size_t n, VelocityFn f, void* user, const Sam
         free(sg);
         return -1;
     }
-    real* v = (real*)malloc(sizeof(real) * n);
-    real* vu = (real*)malloc(sizeof(real) * n);
-    real* m = (real*)malloc(sizeof(real) * n); // m_i
-    real* m1 = (real*)malloc(sizeof(real) * n);
-    real* m2 = (real*)malloc(sizeof(real) * n); // m_{i−1}, m_{i−2}
-    real* xc = (real*)malloc(sizeof(real) * n); // corrected sample
+    real* v = (real*)xmalloc(n, sizeof(real), "teacher_sample: v");
+    real* vu = (real*)xmalloc(n, sizeof(real), "teacher_sample: vu");
+    real* m = (real*)xmalloc(n, sizeof(real), "teacher_sample: m"); // m_i
+    real* m1 = (real*)xmalloc(n, sizeof(real), "teacher_sample: m1");
+    real* m2 = (real*)xmalloc(n, sizeof(real), "teacher_sample: m2"); // m_{i−1}, m_{i−2}
+    real* xc = (real*)xmalloc(n, sizeof(real), "teacher_sample: xc"); // corrected sample
     if (!v || !vu || !m || !m1 || !m2 || !xc) {
         snprintf(err, ST_ERRLEN, "sampler: out of memory for 6 buffers of %zu elements", n);
         free(sg);

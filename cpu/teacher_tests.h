@@ -10,7 +10,7 @@
 #include "../lib/random_params.h" // random_params
 #include "teacher_cpu.h"
 
-static double* tt_alloc_(size_t n) { return (double*)calloc(n ? n : 1, sizeof(double)); }
+static double* tt_alloc_(size_t n) { return (double*)xcalloc(n, sizeof(double), "a teacher-test buffer"); }
 static double* tt_randn_(size_t n, Rng* r, double mean, double std) {
     double* p = tt_alloc_(n);
     for (size_t i = 0; i < n; i++) p[i] = mean + std * rng_normal(r);

@@ -104,10 +104,10 @@ static void wan_time_forward(WanTimeAct* a, const WanParams* P, const WanConfig*
 static void wan_time_backward(WanParams* dP, const WanTimeAct* a, const WanParams* P, const WanConfig* c,
                               const real* de, const real* de0) {
     int D = c->dim;
-    real* g_e = (real*)calloc(D, sizeof(real));
-    real* g_se = (real*)calloc(D, sizeof(real));
-    real* g_a1 = (real*)calloc(D, sizeof(real));
-    real* g_h1 = (real*)calloc(D, sizeof(real));
+    real* g_e = (real*)xcalloc(D, sizeof(real), "wan_time_backward: g_e");
+    real* g_se = (real*)xcalloc(D, sizeof(real), "wan_time_backward: g_se");
+    real* g_a1 = (real*)xcalloc(D, sizeof(real), "wan_time_backward: g_a1");
+    real* g_h1 = (real*)xcalloc(D, sizeof(real), "wan_time_backward: g_h1");
     if (de)
         for (int i = 0; i < D; i++) g_e[i] += de[i];
     if (de0) {
@@ -158,9 +158,9 @@ static void wan_text_forward(WanTextAct* a, const WanParams* P, const WanConfig*
 static void wan_text_backward(WanParams* dP, real* dctx, const WanTextAct* a, const WanParams* P, const WanConfig* c,
                               const real* dc, int Lt) {
     int D = c->dim, N = c->text_len;
-    real* g_a1 = (real*)calloc((size_t)N * D, sizeof(real));
-    real* g_h1 = (real*)calloc((size_t)N * D, sizeof(real));
-    real* g_ctx = (real*)calloc((size_t)N * c->text_dim, sizeof(real));
+    real* g_a1 = (real*)xcalloc((size_t)N * D, sizeof(real), "wan_text_backward: g_a1");
+    real* g_h1 = (real*)xcalloc((size_t)N * D, sizeof(real), "wan_text_backward: g_h1");
+    real* g_ctx = (real*)xcalloc((size_t)N * c->text_dim, sizeof(real), "wan_text_backward: g_ctx");
     linear_backward(g_a1, dP->text_embedding_2_weight, dP->text_embedding_2_bias, dc, a->a1, P->text_embedding_2_weight,
                     N, D, D);
     gelu_backward(g_h1, g_a1, a->h1, (size_t)N * D);
@@ -187,7 +187,7 @@ static void wan_patch_embed_forward(real* tokens, real* patches, const WanParams
 static void wan_patch_embed_backward(WanParams* dP, real* dx, const real* dtokens, const real* patches,
                                      const WanParams* P, const WanConfig* c, const WanGrid* g) {
     int K = c->in_dim * wan_patch_numel(c);
-    real* dp = dx ? (real*)calloc((size_t)g->L * K, sizeof(real)) : NULL;
+    real* dp = dx ? (real*)xcalloc((size_t)g->L * K, sizeof(real), "wan_patch_embed_backward: dp") : NULL;
     linear_backward(dp, dP->patch_embedding_weight, dP->patch_embedding_bias, dtokens, patches,
                     P->patch_embedding_weight, g->L, K, c->dim);
     if (dx) {
@@ -432,10 +432,10 @@ static void wan_head_forward(real* out, WanHeadAct* a, const WanParams* P, const
 static void wan_head_backward(WanParams* dP, real* dx, real* de, const real* dout, const WanHeadAct* a,
                               const WanParams* P, const WanConfig* c, const WanGrid* g, const real* x) {
     int D = c->dim, L = g->L, Po = c->out_dim * wan_patch_numel(c);
-    real* dy = (real*)calloc((size_t)L * Po, sizeof(real));
-    real* dhm = (real*)calloc((size_t)L * D, sizeof(real));
-    real* dxhat = (real*)calloc((size_t)L * D, sizeof(real));
-    real* dmod = (real*)calloc(2 * (size_t)D, sizeof(real));
+    real* dy = (real*)xcalloc((size_t)L * Po, sizeof(real), "wan_head_backward: dy");
+    real* dhm = (real*)xcalloc((size_t)L * D, sizeof(real), "wan_head_backward: dhm");
+    real* dxhat = (real*)xcalloc((size_t)L * D, sizeof(real), "wan_head_backward: dxhat");
+    real* dmod = (real*)xcalloc(2 * (size_t)D, sizeof(real), "wan_head_backward: dmod");
     unpatchify_backward(dy, dout, c->out_dim, g->T, g->Hl, g->Wl, c->patch[0], c->patch[1], c->patch[2]);
     linear_backward(dhm, dP->head_head_weight, dP->head_head_bias, dy, a->hm, P->head_head_weight, L, D, Po);
     modulate_backward(dxhat, dmod, dmod + D, dhm, a->xhat, a->mod + D, L, D);
@@ -538,10 +538,10 @@ static void wan_backward_blocks(WanParams* dP, real* dx, real* dctx, const real*
     const WanConfig* c = &a->cfg;
     int L = a->g.L, D = c->dim;
     size_t LD = (size_t)L * D;
-    real* g_cur = (real*)calloc(LD, sizeof(real));
-    real* g_prev = (real*)calloc(LD, sizeof(real));
-    real* de0 = (real*)calloc(6 * (size_t)D, sizeof(real));
-    real* dc = (real*)calloc((size_t)c->text_len * D, sizeof(real));
+    real* g_cur = (real*)xcalloc(LD, sizeof(real), "wan_backward_blocks: g_cur");
+    real* g_prev = (real*)xcalloc(LD, sizeof(real), "wan_backward_blocks: g_prev");
+    real* de0 = (real*)xcalloc(6 * (size_t)D, sizeof(real), "wan_backward_blocks: de0");
+    real* dc = (real*)xcalloc((size_t)c->text_len * D, sizeof(real), "wan_backward_blocks: dc");
     if (dtop) memcpy(g_cur, dtop, sizeof(real) * LD);
     if (dc_extra) memcpy(dc, dc_extra, sizeof(real) * (size_t)c->text_len * D);
     for (int l = n - 1; l >= 0; l--) {
@@ -569,8 +569,8 @@ static void wan_backward_blocks(WanParams* dP, real* dx, real* dctx, const real*
 static void wan_backward(WanParams* dP, real* dx, real* dctx, const real* dout, const WanAct* a, const WanParams* P) {
     const WanConfig* c = &a->cfg;
     int D = c->dim;
-    real* gtop = (real*)calloc((size_t)a->g.L * D, sizeof(real));
-    real* de = (real*)calloc(D, sizeof(real));
+    real* gtop = (real*)xcalloc((size_t)a->g.L * D, sizeof(real), "wan_backward: gtop");
+    real* de = (real*)xcalloc(D, sizeof(real), "wan_backward: de");
     wan_head_backward(dP, gtop, de, dout, &a->head, P, c, &a->g, wan_xs(a, c->num_layers));
     wan_time_backward(dP, &a->time, P, c, de, NULL); // the head's path through e; the blocks' path through e0 below
     wan_backward_blocks(dP, dx, dctx, gtop, c->num_layers, NULL, NULL, a, P);
