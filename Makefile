@@ -1,5 +1,5 @@
 # Makefile for the TMD reference implementation.
-#   make test        build and run the CPU reference tests, every fast group (needs only a C compiler; ~1 CPU-minute)
+#   make test        build and run the CPU reference tests, every fast group (needs only a C compiler; ~5 CPU-seconds)
 #   make test-distill the tiny distillation with the paper's claim in miniature (several CPU-minutes)
 #   make asan        the fast tests built with AddressSanitizer and UndefinedBehaviorSanitizer, and run
 #   make fuzz        the libFuzzer harnesses of dev/fuzz (clang), each run FUZZ_SECONDS (default 60) under ASan + UBSan
