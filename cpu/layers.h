@@ -247,7 +247,8 @@ static void sinusoid_forward(real* out, double t, int freq_dim) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// 3D RoPE, interleaved pairs (x[2j], x[2j+1]), per-axis frequency tables (wan_architecture.md §2.4).
+// 3D RoPE, interleaved pairs (x[2j], x[2j+1]), per-axis frequency tables (official Wan2.1 wan/modules/model.py,
+// rope_params and rope_apply).
 // table cs[L][d/2][2] = (cos θ, sin θ) for token n = (f·Hp + i)·Wp + j.
 
 static void rope_table(real* cs, int Fp, int Hp, int Wp, int head_dim) {

@@ -1,11 +1,12 @@
 // cpu/teacher_cpu.h: the teacher on the CPU reference: how Wan is trained and how it samples.
 //   AdamW                 torch.optim.AdamW over one flat buffer (decoupled weight decay, bias correction),
 //                         optional global-norm clipping, non-finite gradients skip the step
-//   flow_matching_loss    the teacher's training loss (wan_architecture.md §4.1, tmd_method.md "Conventions"),
+//   flow_matching_loss    the teacher's training loss (rectified flow as in the Wan2.1 report and the TMD paper's Sec.
+//   2),
 //                         forward and backward over a batch, condition dropout to the empty caption
 //   teacher_train_step    zero the gradients, the loss, one AdamW step; reports and skips non-finite steps
 //   teacher_sigmas        the sampling grid: official UniPC (linspace(0.999, 0)) or plain (linspace(1, 0)), shifted
-//   teacher_sample        CFG + Euler or the official UniPC bh2 predictor-corrector (§4.4, §4.5) over a
+//   teacher_sample        CFG + Euler or the official UniPC bh2 predictor-corrector (fm_solvers_unipc.py) over a
 //                         VelocityFn, so the same solvers run the Wan model (wan_velocity) and analytic fields
 // Convention: x_σ = (1 − σ)·x + σ·x1, x1 ~ N(0, I); the model predicts v ≈ x1 − x; x0 prediction m = x_σ − σ·v.
 // Time stays in double on the host. Errors are returned (-1 with a message in err[ST_ERRLEN]); non-finite
@@ -119,7 +120,7 @@ static int adamw_step(AdamW* o, real* params, const real* grads, double max_grad
 // The empty caption (0 rows, zero-padded to text_len) is also the unconditional input of CFG.
 
 typedef struct {
-    double p_drop;  // condition dropout probability (tmd_method.md uses 0.1)
+    double p_drop;  // condition dropout probability (0.1 here: the usual choice for CFG training)
     double shift;   // σ = shift_γ(u), u ~ U(0,1); 1 = uniform σ
     int truncate_t; // 0: feed the model 1000·σ as a float (training); 1: floor(1000·σ) like the sampler
 } FlowMatchOpts;
@@ -296,7 +297,7 @@ typedef struct {
 } SampleOpts;
 
 // sigmas[0..N]: σ_i = shift_γ(base_i), base = linspace(top, 0, N+1)[:-1] with top = 0.999 (GRID_UNIPC) or 1
-// (GRID_PLAIN), and σ_N = 0 (wan_architecture.md §4.2)
+// (GRID_PLAIN), and σ_N = 0 (official Wan2.1 wan/utils/fm_solvers_unipc.py, FlowUniPCMultistepScheduler.set_timesteps)
 static int teacher_sigmas(double* sigmas, int steps, double shift, int grid, char* err) {
     if (steps < 1 || !(shift > 0) || (grid != GRID_UNIPC && grid != GRID_PLAIN)) {
         snprintf(err, ST_ERRLEN,
@@ -332,8 +333,8 @@ static int all_finite_(const real* x, size_t n) {
 // Samples in place: x[n] holds the initial noise on entry (at σ_0) and the sample (σ = 0) on return.
 // *nfe (may be NULL) gets the model evaluations (steps, or 2·steps with CFG). Returns 0; 1 if the sample
 // became non-finite (message names the step and σ; x is then garbage); -1 on bad options (message).
-// Euler (§4.4):  x_{i+1} = x_i + (σ_{i+1} − σ_i)·v_i.
-// UniPC (§4.5, official FlowUniPCMultistepScheduler: bh2, order 2, predict_x0, lower_order_final), with
+// Euler:  x_{i+1} = x_i + (σ_{i+1} − σ_i)·v_i.
+// UniPC (official Wan2.1 FlowUniPCMultistepScheduler: bh2, order 2, predict_x0, lower_order_final), with
 // α = 1 − σ, λ = log α − log σ, m_i = x_i − σ_i·v_i from the uncorrected x_i, and p_i = min(2, N − i, i + 1):
 //   corrector (i ≥ 1, order p_{i−1}):  h = λ_i − λ_{i−1}, φ = expm1(−h), B = φ
 //     xc_i = (σ_i/σ_{i−1})·xc_{i−1} − α_i·φ·m_{i−1} − α_i·B·(ρ0·D + ρ1·(m_i − m_{i−1}))

@@ -386,7 +386,8 @@ static void tt_mixed_(real* v, const real* x, double sigma, double t_model, int 
 }
 
 // UniPC transliterated from diffusers' UniPCMultistepScheduler structure (general-order loops: rks, R, b,
-// h_phi_k, factorials; linalg.solve), no special case for σ = 0: an independent path to §4.5's formulas.
+// h_phi_k, factorials; linalg.solve), no special case for σ = 0: an independent path to the official scheduler's
+// formulas.
 static void tt_unipc_reference_(double* x, int n, VelocityFn f, void* user, const double* sg, int N) {
     double* hist[2] = {tt_alloc_(n), tt_alloc_(n)}; // model_outputs[-2], [-1]
     double* last = tt_alloc_(n);
@@ -601,7 +602,7 @@ static void test_teacher_solvers(void) {
         }
     }
 
-    // the timesteps the model sees: wan_architecture.md §4.2's table for N = 50
+    // the timesteps the model sees for N = 50, as official Wan2.1's FlowUniPCMultistepScheduler computes them
     {
         struct {
             double shift;
@@ -639,7 +640,7 @@ static void test_teacher_solvers(void) {
                    z.tmod[3], z.tmod[4], z.tmod[45], z.tmod[46], z.tmod[47], z.tmod[48], z.tmod[49], z.sig[0],
                    z.sig[49]);
         }
-        EXPECT(bad == 0, "%d timesteps or sigmas differ from the table in wan_architecture.md 4.2", bad);
+        EXPECT(bad == 0, "%d timesteps or sigmas differ from the official scheduler's table", bad);
         SampleOpts o = {50, 5.0, 1.0, SOLVER_EULER, GRID_UNIPC, 0};
         z.calls = 0;
         memcpy(out, noise, sizeof(out));

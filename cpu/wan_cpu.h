@@ -197,7 +197,7 @@ static void wan_patch_embed_backward(WanParams* dP, real* dx, const real* dtoken
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// one DiT block (wan_architecture.md §2.4):
+// one DiT block (official Wan2.1 wan/modules/model.py, WanAttentionBlock.forward):
 //   mod = modulation + e0                                     [6, D]: shift, scale, gate; shift, scale, gate
 //   x1  = x  + SelfAttn(LN(x)·(1 + mod1) + mod0) · mod2       q, k RMSNorm over D, 3D RoPE on q, k
 //   x2  = x1 + CrossAttn(LN_affine(x1; norm3), c)             no modulation, no gate, all text_len keys
