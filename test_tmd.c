@@ -746,13 +746,13 @@ static int cmd_forward(int argc, char** argv) {
                  "a Wan2.1 DiT checkpoint: .safetensors, *.safetensors.index.json, or a directory "
                  "holding one (official, diffusers or model.diffusion_model.-prefixed names; F32, BF16 or F16)"),
         FLAG_STR("--latent", &latent,
-                 "float32 .npy [in_dim, T, H, W] (H, W in latent pixels); default: random normal "
+                 "float32 .npy [in_dim, T, H, W] (H, W in latent pixels); none: random normal "
                  "[in_dim, patch_t, 4 patch_h, 4 patch_w]"),
         FLAG_DOUBLE_R("--timestep", &t, 0, 1000, "the model timestep, 1000*sigma"),
         FLAG_STR("--context", &context,
                  "float32 .npy [Lt, text_dim], the text encoder's rows (Lt <= text_len); "
-                 "default: empty caption"),
-        FLAG_STR("--out", &outp, "where to write the velocity as float32 .npy (default: print a summary only)"),
+                 "none: the empty caption"),
+        FLAG_STR("--out", &outp, "where to write the velocity as float32 .npy (none: print a summary only)"),
         FLAG_INT_R("--heads", &heads, 0, WAN_MAX_WIDTH,
                    "attention heads when neither the checkpoint's metadata nor a "
                    "config.json beside it says (0: those)"),
