@@ -524,7 +524,9 @@ static int wan_load(const char* path, WanConfig* c, int num_heads_override, int 
     WanCheckpoint_ k;
     if (wan_ckpt_open_(&k, path, err)) return -1;
     WanConfig inferred;
-    if (wan_infer_config_(&k, &inferred, num_heads_override, text_len_override, path, err)) { wan_ckpt_close_(&k); return -1; }
+    // an expected config names the head count itself, so inference need not find one
+    int heads = num_heads_override > 0 ? num_heads_override : c->dim > 0 ? c->num_heads : 0;
+    if (wan_infer_config_(&k, &inferred, heads, text_len_override, path, err)) { wan_ckpt_close_(&k); return -1; }
     if (c->dim > 0) {  // compare with the expected config, field by field
         const char* fields[] = {"dim", "ffn_dim", "freq_dim", "num_layers", "in_dim", "out_dim", "text_dim"};
         int want[] = {c->dim, c->ffn_dim, c->freq_dim, c->num_layers, c->in_dim, c->out_dim, c->text_dim};
