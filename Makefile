@@ -1,5 +1,9 @@
 # Makefile for the TMD reference implementation.
-#   make test        build and run the CPU reference tests (needs only a C compiler)
+#   make test        build and run the CPU reference tests, every fast group (needs only a C compiler; ~5 CPU-seconds)
+#   make test-distill the tiny distillation with the paper's claim in miniature (several CPU-minutes)
+#   make asan        the fast tests built with AddressSanitizer and UndefinedBehaviorSanitizer, and run
+#   make fuzz        the libFuzzer harnesses of dev/fuzz (clang), each run FUZZ_SECONDS (default 60) under ASan + UBSan
+#   ./test_tmd test --list   the test groups; ./test_tmd test io grad ... runs some of them
 #   make             the tests' binary, plus the CUDA programs when nvcc is found
 #   make train_tmd   the GPU trainer (nvcc, cuBLAS)      make sample_tmd   the GPU sampler
 #   NVEXTRA="..."    extra nvcc flags (CI: -Werror all-warnings -Xcompiler -Werror); PRECISION=FP32 the fp32 build
@@ -71,7 +75,7 @@ endif
 HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h)
 CUDA_HEADERS := $(HEADERS) $(wildcard kernels/*.cuh)
 
-.PHONY: all test cuda world clean
+.PHONY: all test test-distill asan fuzz cuda world clean
 all: test_tmd $(CUDA_TARGETS)
 cuda: $(CUDA_TARGETS)
 
@@ -80,6 +84,22 @@ test_tmd: test_tmd.c $(HEADERS)
 
 test: test_tmd
 	./test_tmd
+
+test-distill: test_tmd
+	./test_tmd test distill
+
+# the sanitizers find what a test that passes can hide: out-of-bounds reads, use after free, signed overflow.
+# Leaks are not checked (the tests free what they allocate, the commands leave it to exit).
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+test_tmd_asan: test_tmd.c $(HEADERS)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) $< -o $@ $(LDLIBS)
+
+asan: test_tmd_asan
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ./test_tmd_asan
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	$(MAKE) -C dev/fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 train_tmd: train_tmd.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
@@ -93,4 +113,4 @@ world: test_tmd
 	./test_tmd world gen
 
 clean:
-	rm -f test_tmd train_tmd sample_tmd
+	rm -f test_tmd test_tmd_asan train_tmd sample_tmd

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <stdint.h>
 #include "lib/safetensors.h"
+#include "lib/parse.h"      // strict numbers for metadata and config.json
 
 #ifndef WAN_REAL
 #define WAN_REAL float
@@ -21,6 +22,8 @@
 typedef WAN_REAL real;
 
 #define WAN_MAX_LAYERS 64
+#define WAN_MAX_TEXT_LEN 4096   // context rows (umT5: 512); bounds what a file may ask the activations to hold
+#define WAN_MAX_WIDTH 65536     // dim, ffn_dim, freq_dim, text_dim, channels (the 14B model: dim 5120, ffn 13824)
 #define WAN_MAX_TENSORS (15 + 27 * WAN_MAX_LAYERS)
 
 // ----------------------------------------------------------------------------------------------------------
@@ -73,6 +76,19 @@ static int wan_config_check(const WanConfig* c, char* err) {
         snprintf(err, ST_ERRLEN, "config '%s': every size must be positive", c->name); return -1;
     }
     if (c->num_layers > WAN_MAX_LAYERS) { snprintf(err, ST_ERRLEN, "config '%s': %d layers, at most %d supported", c->name, c->num_layers, WAN_MAX_LAYERS); return -1; }
+    if (c->text_len > WAN_MAX_TEXT_LEN) {
+        snprintf(err, ST_ERRLEN, "config '%s': text_len %d, at most %d supported (umT5 uses 512)", c->name, c->text_len, WAN_MAX_TEXT_LEN);
+        return -1;
+    }
+    if (c->dim > WAN_MAX_WIDTH || c->ffn_dim > WAN_MAX_WIDTH || c->freq_dim > WAN_MAX_WIDTH || c->text_dim > WAN_MAX_WIDTH ||
+        c->in_dim > WAN_MAX_WIDTH || c->out_dim > WAN_MAX_WIDTH || c->patch[0] > 64 || c->patch[1] > 64 || c->patch[2] > 64) {
+        snprintf(err, ST_ERRLEN, "config '%s': a width is larger than %d (or a patch size larger than 64)", c->name, WAN_MAX_WIDTH);
+        return -1;
+    }
+    if (!(c->eps > 0 && c->eps <= 0.1)) {
+        snprintf(err, ST_ERRLEN, "config '%s': eps %g, expected a small positive number (Wan uses 1e-6)", c->name, c->eps);
+        return -1;
+    }
     if (c->dim % c->num_heads != 0) { snprintf(err, ST_ERRLEN, "config '%s': dim %d is not divisible by num_heads %d", c->name, c->dim, c->num_heads); return -1; }
     int d = wan_head_dim(c);
     if (d % 2 != 0 || d < 6) { snprintf(err, ST_ERRLEN, "config '%s': head dim %d must be even and >= 6 for the 3D RoPE split", c->name, d); return -1; }
@@ -347,8 +363,71 @@ static int wan_shape_str_(char* buf, size_t n, const int64_t* s, int nd) {
     return o;
 }
 
-// Infers the config from tensor shapes (and __metadata__ for what shapes cannot tell: num_heads, text_len,
-// eps). Heads default to dim/128 (both Wan2.1 sizes use head dim 128) when no metadata says otherwise.
+// config.json beside the weights: the official Wan2.1 release's (num_heads, text_len, eps, dim, num_layers) or
+// diffusers' WanTransformer3DModel's (num_attention_heads, attention_head_dim, eps, num_layers). Zero = not given.
+typedef struct { char path[1100]; long long num_heads, text_len; double eps; } WanFileConfig_;
+
+// a number of a config object: absent (0, *out untouched), in [lo, hi] (0, stored; an integer when ival is given), or
+// anything else (-1 with a message naming the file, the key and the range)
+static int wan_json_number_(const StJson* obj, const char* key, double lo, double hi, long long* ival, double* dval,
+                            const char* file, char* err) {
+    const StJson* e = sj_get(obj, key);
+    if (!e) return 0;
+    if (e->type != SJ_NUM || (ival && !e->is_int) || !(e->d >= lo && e->d <= hi)) {
+        snprintf(err, ST_ERRLEN, "%.500s: \"%s\" is not %s in [%g, %g]; fix the file", file, key, ival ? "an integer" : "a number", lo, hi);
+        return -1;
+    }
+    if (ival) *ival = e->i;
+    else *dval = e->d;
+    return 0;
+}
+
+// reads the config.json in the directory of path (or in path, if it is a directory), when there is one, and checks
+// that it agrees with the shapes found in c (dim, num_layers)
+static int wan_read_config_json_(WanFileConfig_* fc, const char* path, const WanConfig* c, char* err) {
+    memset(fc, 0, sizeof(*fc));
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(fc->path, sizeof(fc->path), "%s/config.json", path);
+    else {
+        const char* slash = strrchr(path, '/');
+        if (slash) snprintf(fc->path, sizeof(fc->path), "%.*s/config.json", (int)(slash - path), path);
+        else snprintf(fc->path, sizeof(fc->path), "config.json");
+    }
+    if (stat(fc->path, &sb) != 0) { fc->path[0] = 0; return 0; }   // none: fine
+    char* text = NULL;
+    size_t len = 0;
+    StJson root;
+    char msg[400];
+    if (st_read_small_file(fc->path, &text, &len, err)) return -1;
+    if (sj_expect_object(text, len, msg, sizeof(msg)) || sj_parse(text, len, &root, msg, sizeof(msg))) {
+        snprintf(err, ST_ERRLEN, "%.500s: not a valid config file (%.400s); fix or remove it", fc->path, msg);
+        free(text);
+        return -1;
+    }
+    free(text);
+    long long head_dim = 0, dim = 0, layers = 0;
+    int rc = wan_json_number_(&root, "num_heads", 1, WAN_MAX_WIDTH, &fc->num_heads, NULL, fc->path, err)
+          || wan_json_number_(&root, "num_attention_heads", 1, WAN_MAX_WIDTH, &fc->num_heads, NULL, fc->path, err)
+          || wan_json_number_(&root, "attention_head_dim", 1, WAN_MAX_WIDTH, &head_dim, NULL, fc->path, err)
+          || wan_json_number_(&root, "dim", 1, WAN_MAX_WIDTH, &dim, NULL, fc->path, err)
+          || wan_json_number_(&root, "num_layers", 1, WAN_MAX_LAYERS, &layers, NULL, fc->path, err)
+          || wan_json_number_(&root, "text_len", 1, WAN_MAX_TEXT_LEN, &fc->text_len, NULL, fc->path, err)
+          || wan_json_number_(&root, "eps", 1e-30, 0.1, NULL, &fc->eps, fc->path, err);
+    sj_free(&root);
+    if (rc) return -1;
+    if (head_dim && fc->num_heads && !dim) dim = fc->num_heads * head_dim;   // diffusers gives the width this way
+    if ((dim && dim != c->dim) || (layers && layers != c->num_layers)) {
+        snprintf(err, ST_ERRLEN, "%.500s says dim %lld and %lld layers, but the weights beside it have dim %d and %d layers; "
+                 "is it the config of another model?", fc->path, dim ? dim : (long long)c->dim, layers ? layers : (long long)c->num_layers,
+                 c->dim, c->num_layers);
+        return -1;
+    }
+    return 0;
+}
+
+// Infers the config from tensor shapes, and what shapes cannot tell (num_heads, text_len, eps) from the override,
+// __metadata__ or a config.json beside the weights. With none of them, the heads of a preset with the same shapes
+// are used (and a note says so); otherwise loading stops: a guessed head count gives wrong outputs silently.
 static int wan_infer_config_(const WanCheckpoint_* k, WanConfig* c, int heads_override, int text_len_override, const char* path, char* err) {
     const WanFound_* pe = wan_ckpt_find_(k, "patch_embedding.weight");
     const WanFound_* te = wan_ckpt_find_(k, "text_embedding.0.weight");
@@ -383,15 +462,56 @@ static int wan_infer_config_(const WanCheckpoint_* k, WanConfig* c, int heads_ov
     }
     c->num_layers = layers;
     const char* v;
-    c->num_heads = (v = wan_ckpt_meta_(k, "num_heads")) ? atoi(v) : (c->dim % 128 == 0 ? c->dim / 128 : 0);
-    c->text_len = (v = wan_ckpt_meta_(k, "text_len")) ? atoi(v) : 512;
-    if (heads_override > 0) c->num_heads = heads_override;
-    if (text_len_override > 0) c->text_len = text_len_override;
-    c->eps = (v = wan_ckpt_meta_(k, "eps")) ? atof(v) : 1e-6;
     if ((v = wan_ckpt_meta_(k, "config"))) snprintf(c->name, sizeof(c->name), "%s", v);
-    if (c->num_heads <= 0) {
-        snprintf(err, ST_ERRLEN, "%s: cannot infer num_heads (dim %d is not a multiple of 128 and __metadata__ has no "
-                 "num_heads); pass the number of heads explicitly", path, c->dim);
+    // what shapes cannot tell, in order: the caller's override, __metadata__, config.json beside the weights
+    WanFileConfig_ fc;
+    if (wan_read_config_json_(&fc, path, c, err)) return -1;
+    const char* src_heads = "__metadata__ num_heads";
+    long long heads = 0, text_len = 512;
+    double eps = 1e-6;
+    if (heads_override > 0) { heads = heads_override; src_heads = "--heads"; }
+    else if ((v = wan_ckpt_meta_(k, "num_heads"))) {
+        if (parse_int(v, 1, c->dim > 0 ? c->dim : 1, &heads)) {
+            snprintf(err, ST_ERRLEN, "%s: __metadata__ num_heads is '%.40s', expected an integer in [1, dim %d]; fix the metadata "
+                     "or pass the head count explicitly", path, v, c->dim);
+            return -1;
+        }
+    } else if (fc.num_heads > 0) { heads = fc.num_heads; src_heads = fc.path; }
+    if ((v = wan_ckpt_meta_(k, "text_len"))) {
+        if (parse_int(v, 1, WAN_MAX_TEXT_LEN, &text_len)) {
+            snprintf(err, ST_ERRLEN, "%s: __metadata__ text_len is '%.40s', expected an integer in [1, %d] (umT5: 512); fix the "
+                     "metadata or pass the text length explicitly", path, v, WAN_MAX_TEXT_LEN);
+            return -1;
+        }
+    } else if (fc.text_len > 0) text_len = fc.text_len;
+    if (text_len_override > 0) text_len = text_len_override;
+    if ((v = wan_ckpt_meta_(k, "eps"))) {
+        if (parse_double(v, 1e-30, 0.1, &eps)) {
+            snprintf(err, ST_ERRLEN, "%s: __metadata__ eps is '%.40s', expected a finite number in (0, 0.1] (Wan: 1e-6); fix the "
+                     "metadata", path, v);
+            return -1;
+        }
+    } else if (fc.eps > 0) eps = fc.eps;
+    c->text_len = (int)text_len;
+    c->eps = eps;
+    if (heads == 0) {   // nothing says: a released model of the same shape may, and then we say that we used it
+        for (int i = 0; i < WAN_NUM_PRESETS && heads == 0; i++) {
+            const WanConfig* pc = &WAN_PRESETS[i].c;
+            if (pc->dim == c->dim && pc->ffn_dim == c->ffn_dim && pc->num_layers == c->num_layers && pc->text_dim == c->text_dim) {
+                heads = pc->num_heads;
+                fprintf(stderr, "note: %s: neither __metadata__ nor a config.json beside it gives the head count; using %lld "
+                        "heads of preset '%s', which has the same shapes\n", path, heads, pc->name);
+            }
+        }
+    }
+    if (heads == 0) {
+        snprintf(err, ST_ERRLEN, "%s: nothing gives the number of attention heads (no __metadata__ num_heads, no config.json "
+                 "beside the weights, and dim %d matches no preset); pass the head count explicitly (forward: --heads N)", path, c->dim);
+        return -1;
+    }
+    c->num_heads = (int)heads;
+    if (c->dim % c->num_heads) {
+        snprintf(err, ST_ERRLEN, "%.500s: %lld heads (from %.300s) do not divide dim %d", path, heads, src_heads, c->dim);
         return -1;
     }
     return wan_config_check(c, err);
@@ -404,7 +524,9 @@ static int wan_load(const char* path, WanConfig* c, int num_heads_override, int 
     WanCheckpoint_ k;
     if (wan_ckpt_open_(&k, path, err)) return -1;
     WanConfig inferred;
-    if (wan_infer_config_(&k, &inferred, num_heads_override, text_len_override, path, err)) { wan_ckpt_close_(&k); return -1; }
+    // an expected config names the head count itself, so inference need not find one
+    int heads = num_heads_override > 0 ? num_heads_override : c->dim > 0 ? c->num_heads : 0;
+    if (wan_infer_config_(&k, &inferred, heads, text_len_override, path, err)) { wan_ckpt_close_(&k); return -1; }
     if (c->dim > 0) {  // compare with the expected config, field by field
         const char* fields[] = {"dim", "ffn_dim", "freq_dim", "num_layers", "in_dim", "out_dim", "text_dim"};
         int want[] = {c->dim, c->ffn_dim, c->freq_dim, c->num_layers, c->in_dim, c->out_dim, c->text_dim};

@@ -28,23 +28,23 @@
 #include "world.h"
 
 enum { SC_COLOUR, SC_SHAPE, SC_COUNT, SC_MOTION, SC_SHARPNESS, SC_TEMPORAL, SC_BACKGROUND, SC_FRECHET, SC_NDIM };
-static const char* const SC_NAMES[SC_NDIM] = {"colour", "shape", "count", "motion",
+static const char* const SC_NAMES[SC_NDIM] = {"colour",    "shape",    "count",      "motion",
                                               "sharpness", "temporal", "background", "frechet"};
 static const int SC_IS_QUALITY[SC_NDIM] = {0, 0, 0, 0, 1, 1, 1, 1};
 // normalisation constants: raw values at which a dim scores 0 and 1. The quality ones were set from the real
 // tiny and GPU sets (which score ~0.99) and clearly degraded versions of them (see world_tests.h).
 static const double SC_MIN[SC_NDIM] = {0, 0, 0, 0, 0.25, 0.70, 0.30, 0};
 static const double SC_MAX[SC_NDIM] = {1, 1, 1, 1, 0.60, 1.00, 1.00, 0};
-#define SC_FD_MAX 60.0            // a Frechet distance of 60 (in scaled feature units) or more scores 0
+#define SC_FD_MAX 60.0 // a Frechet distance of 60 (in scaled feature units) or more scores 0
 
-#define SC_NCLASS 10              // 6 object colours, 3 backgrounds, other
-#define SC_OTHER 9
-#define SC_NFEAT 16
+#define SC_NCLASS     10 // 6 object colours, 3 backgrounds, other
+#define SC_OTHER      9
+#define SC_NFEAT      16
 #define SC_CLASS_DIST 0.7f
 // shape from fill = area / (extent_x * extent_y): triangle 1/2, circle pi/4, square 1. Rendered real objects measure
 // triangle 0.52-0.65, circle 0.785-0.80, square 1.00-1.02 (at 16 and 32 px), hence the cuts:
 #define SC_FILL_TRIANGLE_MAX 0.70
-#define SC_FILL_SQUARE_MIN 0.90
+#define SC_FILL_SQUARE_MIN   0.90
 // Frechet features of a clip and their scales (each feature is divided by its scale before the Gaussians are fitted;
 // a scale is the size of a change that matters, ~ the real sets' spread where they have one; real clips have no
 // noise at all, so the spread would make any noise infinitely far):
@@ -52,18 +52,18 @@ static const double SC_MAX[SC_NDIM] = {1, 1, 1, 1, 0.60, 1.00, 1.00, 0};
 //   10   edge energy (mean steepest step)             11   sharpness                     12 motion energy (fraction
 //   of pixels that change class per frame)            13   background cleanliness        14 temporal consistency
 //   15   travel of the object-coloured mass over the clip / S
-static const double SC_FEAT_SCALE[SC_NFEAT] = {0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.4, 0.4, 0.4, 0.05,
-                                               0.04, 0.05, 0.02, 0.1, 0.05, 0.08};
+static const double SC_FEAT_SCALE[SC_NFEAT] = {0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.4,  0.4,
+                                               0.4,  0.05, 0.04, 0.05, 0.02, 0.1,  0.05, 0.08};
 
 // what the scorer found in one clip
 typedef struct {
-    double feat[SC_NFEAT];                    // Frechet features (unscaled)
-    double sharpness, temporal, background;   // raw quality values
-    int parsed;                               // 1 if the caption parsed (then the semantic values are set)
-    double colour, shape, count, motion;      // semantic accuracies of this clip, each in [0, 1]
-    int n_found;                              // blobs counted
-    int found_shape[WORLD_MAX_OBJ], found_dir[WORLD_MAX_OBJ];  // -1: object not found
-    double found_fill[WORLD_MAX_OBJ];                          // mean area / (extent_x * extent_y)
+    double feat[SC_NFEAT];                  // Frechet features (unscaled)
+    double sharpness, temporal, background; // raw quality values
+    int parsed;                             // 1 if the caption parsed (then the semantic values are set)
+    double colour, shape, count, motion;    // semantic accuracies of this clip, each in [0, 1]
+    int n_found;                            // blobs counted
+    int found_shape[WORLD_MAX_OBJ], found_dir[WORLD_MAX_OBJ]; // -1: object not found
+    double found_fill[WORLD_MAX_OBJ];                         // mean area / (extent_x * extent_y)
 } ScoreClip;
 
 // Frechet reference: Gaussian statistics of the scaled features of real clips
@@ -73,14 +73,14 @@ typedef struct {
 } ScoreRef;
 
 typedef struct {
-    int n;                      // clips scored
-    int n_semantic;             // clips whose caption parsed; the semantic dims average over these
-    int n_heldout;              // of those, captions with a held-out (colour, shape) pair (0 without a config)
-    double raw[SC_NDIM];        // accuracies, raw quality values, and the Frechet distance itself
-    double norm[SC_NDIM];       // normalised to [0, 1]
-    int has[SC_NDIM];           // 0: not computed (frechet without a reference)
+    int n;                // clips scored
+    int n_semantic;       // clips whose caption parsed; the semantic dims average over these
+    int n_heldout;        // of those, captions with a held-out (colour, shape) pair (0 without a config)
+    double raw[SC_NDIM];  // accuracies, raw quality values, and the Frechet distance itself
+    double norm[SC_NDIM]; // normalised to [0, 1]
+    int has[SC_NDIM];     // 0: not computed (frechet without a reference)
     double quality, semantic, total;
-    double semantic_seen, semantic_heldout;  // mean semantic accuracy over seen / held-out captions (-1 if none)
+    double semantic_seen, semantic_heldout; // mean semantic accuracy over seen / held-out captions (-1 if none)
 } WorldScore;
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -98,30 +98,38 @@ static inline float sc_median(const float* x, size_t n) {
         hist[b < 0 ? 0 : b >= NB ? NB - 1 : b]++;
     }
     size_t half = n / 2, acc = 0;
-    for (int b = 0; b < NB; b++) { acc += (size_t)hist[b]; if (acc > half) return (b + 0.5f) / NB * 2 - 1; }
+    for (int b = 0; b < NB; b++) {
+        acc += (size_t)hist[b];
+        if (acc > half) return (b + 0.5f) / NB * 2 - 1;
+    }
     return 0;
 }
 
-static inline int sc_min_area(int H, int W) {  // 30% of a small circle's area: smaller blobs are specks, not objects
+static inline int sc_min_area(int H, int W) { // 30% of a small circle's area: smaller blobs are specks, not objects
     double S = H < W ? H : W, r = WORLD_SIZE_FRAC[SIZE_SMALL] * S;
     int a = (int)(0.3 * 3.14159265 * r * r);
     return a < 3 ? 3 : a;
 }
 
 // number of 4-connected components of (cls == k) in one frame with at least min_area pixels; stack: H*W ints
-static inline int sc_count_blobs(const unsigned char* cls, int H, int W, int k, int min_area, unsigned char* seen, int* stack) {
+static inline int sc_count_blobs(const unsigned char* cls, int H, int W, int k, int min_area, unsigned char* seen,
+                                 int* stack) {
     int n = 0;
     memset(seen, 0, (size_t)H * W);
     for (int i = 0; i < H * W; i++) {
         if (cls[i] != k || seen[i]) continue;
         int sp = 0, area = 0;
-        stack[sp++] = i; seen[i] = 1;
+        stack[sp++] = i;
+        seen[i] = 1;
         while (sp) {
             int j = stack[--sp], y = j / W, x = j % W;
             area++;
             int nb[4] = {x > 0 ? j - 1 : -1, x < W - 1 ? j + 1 : -1, y > 0 ? j - W : -1, y < H - 1 ? j + W : -1};
             for (int q = 0; q < 4; q++)
-                if (nb[q] >= 0 && cls[nb[q]] == k && !seen[nb[q]]) { seen[nb[q]] = 1; stack[sp++] = nb[q]; }
+                if (nb[q] >= 0 && cls[nb[q]] == k && !seen[nb[q]]) {
+                    seen[nb[q]] = 1;
+                    stack[sp++] = nb[q];
+                }
         }
         if (area >= min_area) n++;
     }
@@ -138,13 +146,15 @@ static inline void sc_window(float* dst, const float* src, int H, int W, int rad
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) {
             float m = -3.4e38f;
-            for (int k = (x - rad < 0 ? 0 : x - rad); k <= (x + rad < W ? x + rad : W - 1); k++) m = sc_max(m, sg * src[y * W + k]);
+            for (int k = (x - rad < 0 ? 0 : x - rad); k <= (x + rad < W ? x + rad : W - 1); k++)
+                m = sc_max(m, sg * src[y * W + k]);
             tmp[y * W + x] = m;
         }
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) {
             float m = -3.4e38f;
-            for (int k = (y - rad < 0 ? 0 : y - rad); k <= (y + rad < H ? y + rad : H - 1); k++) m = sc_max(m, tmp[k * W + x]);
+            for (int k = (y - rad < 0 ? 0 : y - rad); k <= (y + rad < H ? y + rad : H - 1); k++)
+                m = sc_max(m, tmp[k * W + x]);
             dst[y * W + x] = sg * m;
         }
 }
@@ -156,11 +166,11 @@ static inline void score_clip(ScoreClip* out, const float* clip, int T, int H, i
     unsigned char* cls = (unsigned char*)malloc(npix);
     unsigned char* seen = (unsigned char*)malloc(plane);
     int* stack = (int*)malloc(sizeof(int) * plane);
-    float* D = (float*)malloc(sizeof(float) * plane * 7);  // D, M, R, O, hi, lo, tmp: one frame each
+    float* D = (float*)malloc(sizeof(float) * plane * 7); // D, M, R, O, hi, lo, tmp: one frame each
     float *M = D + plane, *R = M + plane, *O = R + plane, *hi = O + plane, *lo = hi + plane, *tmp = lo + plane;
-    float* colmax = (float*)malloc(sizeof(float) * (size_t)W);  // per object and frame: max coverage per column
-    float* rowmax = (float*)malloc(sizeof(float) * (size_t)H);  // and per row
-    const float* ch[3] = {clip, clip + npix, clip + 2 * npix};  // channel planes [T, H, W]
+    float* colmax = (float*)malloc(sizeof(float) * (size_t)W); // per object and frame: max coverage per column
+    float* rowmax = (float*)malloc(sizeof(float) * (size_t)H); // and per row
+    const float* ch[3] = {clip, clip + npix, clip + 2 * npix}; // channel planes [T, H, W]
     double S = H < W ? H : W;
     int min_area = sc_min_area(H, W);
 
@@ -180,14 +190,17 @@ static inline void score_clip(ScoreClip* out, const float* clip, int T, int H, i
             for (int k = 0; k < SC_NCLASS - 1; k++) {
                 const float* q = sc_ref_rgb(k);
                 float d = (p[0] - q[0]) * (p[0] - q[0]) + (p[1] - q[1]) * (p[1] - q[1]) + (p[2] - q[2]) * (p[2] - q[2]);
-                if (d < bd) { bd = d; best = k; }
+                if (d < bd) {
+                    bd = d;
+                    best = k;
+                }
             }
             cls[i] = (unsigned char)best;
             hist[best] += 1.0 / plane;
             for (int c = 0; c < 3; c++) mean[c] += p[c] / plane;
         }
         for (int k = 0; k < SC_NCLASS; k++) out->feat[k] += hist[k] / T;
-        if (t > 0) {  // temporal: half the L1 change of the histogram + mean abs change of the mean colour / 2
+        if (t > 0) { // temporal: half the L1 change of the histogram + mean abs change of the mean colour / 2
             double dh = 0, dm = 0;
             for (int k = 0; k < SC_NCLASS; k++) dh += fabs(hist[k] - hist_prev[k]);
             for (int c = 0; c < 3; c++) dm += fabs(mean[c] - mean_prev[c]) / 3;
@@ -204,7 +217,7 @@ static inline void score_clip(ScoreClip* out, const float* clip, int T, int H, i
     for (int t = 0; t < T; t++) {
         size_t f0 = (size_t)t * plane;
         for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) {  // D = steepest forward difference, over channels
+            for (int x = 0; x < W; x++) { // D = steepest forward difference, over channels
                 size_t i = f0 + (size_t)y * W + x;
                 float d = 0;
                 for (int c = 0; c < 3; c++) {
@@ -217,7 +230,10 @@ static inline void score_clip(ScoreClip* out, const float* clip, int T, int H, i
         // M = 3x3 max of D (steepest step nearby), R = 5x5 range (contrast nearby, max over channels),
         // O = object pixels dilated by 2 px (5x5), all by separable running windows
         sc_window(M, D, H, W, 1, 1, tmp);
-        for (int i = 0; i < H * W; i++) { R[i] = 0; O[i] = cls[f0 + (size_t)i] < N_COLOURS ? 1.0f : 0.0f; }
+        for (int i = 0; i < H * W; i++) {
+            R[i] = 0;
+            O[i] = cls[f0 + (size_t)i] < N_COLOURS ? 1.0f : 0.0f;
+        }
         for (int c = 0; c < 3; c++) {
             sc_window(hi, ch[c] + f0, H, W, 2, 1, tmp);
             sc_window(lo, ch[c] + f0, H, W, 2, -1, tmp);
@@ -225,7 +241,10 @@ static inline void score_clip(ScoreClip* out, const float* clip, int T, int H, i
         }
         sc_window(hi, O, H, W, 2, 1, tmp);
         for (int i = 0; i < H * W; i++) {
-            if (R[i] >= 0.5f) { sum_m += M[i]; sum_r += R[i]; }
+            if (R[i] >= 0.5f) {
+                sum_m += M[i];
+                sum_r += R[i];
+            }
             if (hi[i] == 0) {
                 size_t j = f0 + (size_t)i;
                 double d2 = 0;
@@ -234,30 +253,42 @@ static inline void score_clip(ScoreClip* out, const float* clip, int T, int H, i
                 n_clean++;
             }
         }
-        if (t > 0)  // motion energy on pixel classes (not raw differences, which noise would dominate)
-            for (size_t i = 0; i < plane; i++) motion += (cls[f0 + i] != cls[f0 - plane + i]) / ((double)plane * (T - 1));
+        if (t > 0) // motion energy on pixel classes (not raw differences, which noise would dominate)
+            for (size_t i = 0; i < plane; i++)
+                motion += (cls[f0 + i] != cls[f0 - plane + i]) / ((double)plane * (T - 1));
     }
     out->sharpness = sum_r > 0 ? sum_m / sum_r : 0;
     out->background = n_clean ? clean / n_clean : 0;
 
     // objects: present colours, blob count (majority over frames), and per object its fill and trajectory
     double area[N_COLOURS] = {0};
-    for (size_t i = 0; i < npix; i++) if (cls[i] < N_COLOURS) area[cls[i]] += 1.0 / T;
+    for (size_t i = 0; i < npix; i++)
+        if (cls[i] < N_COLOURS) area[cls[i]] += 1.0 / T;
     int votes[16] = {0};
     for (int t = 0; t < T; t++) {
         int n = 0;
-        for (int k = 0; k < N_COLOURS; k++) if (area[k] > 0) n += sc_count_blobs(cls + (size_t)t * plane, H, W, k, min_area, seen, stack);
+        for (int k = 0; k < N_COLOURS; k++)
+            if (area[k] > 0) n += sc_count_blobs(cls + (size_t)t * plane, H, W, k, min_area, seen, stack);
         votes[n < 15 ? n : 15]++;
     }
-    for (int n = 0; n < 16; n++) if (votes[n] > votes[out->n_found]) out->n_found = n;
+    for (int n = 0; n < 16; n++)
+        if (votes[n] > votes[out->n_found]) out->n_found = n;
 
     // travel of all object-coloured mass (a feature that sees motion without a caption)
     {
         double c0x = 0, c0y = 0, c1x = 0, c1y = 0, m0 = 0, m1 = 0;
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
-                if (cls[(size_t)y * W + x] < N_COLOURS) { c0x += x; c0y += y; m0++; }
-                if (cls[(size_t)(T - 1) * plane + (size_t)y * W + x] < N_COLOURS) { c1x += x; c1y += y; m1++; }
+                if (cls[(size_t)y * W + x] < N_COLOURS) {
+                    c0x += x;
+                    c0y += y;
+                    m0++;
+                }
+                if (cls[(size_t)(T - 1) * plane + (size_t)y * W + x] < N_COLOURS) {
+                    c1x += x;
+                    c1y += y;
+                    m1++;
+                }
             }
         if (m0 > 0 && m1 > 0) out->feat[15] = hypot(c1x / m1 - c0x / m0, c1y / m1 - c0y / m0) / S;
     }
@@ -274,8 +305,10 @@ static inline void score_clip(ScoreClip* out, const float* clip, int T, int H, i
         for (int j = 0; j < scene->n_obj; j++) {
             const WorldObject* o = &scene->obj[j];
             int k = -1;
-            if (area[o->colour] >= min_area) { k = o->colour; n_colour_ok++; }
-            else {  // wrong colour: judge shape and motion on the largest unclaimed coloured blob
+            if (area[o->colour] >= min_area) {
+                k = o->colour;
+                n_colour_ok++;
+            } else { // wrong colour: judge shape and motion on the largest unclaimed coloured blob
                 for (int q = 0; q < N_COLOURS; q++)
                     if (!used[q] && area[q] >= min_area && (k < 0 || area[q] > area[k])) k = q;
                 if (k >= 0) used[k] = 1;
@@ -293,38 +326,59 @@ static inline void score_clip(ScoreClip* out, const float* clip, int T, int H, i
                 int x0 = W, x1 = -1, y0 = H, y1 = -1, cnt = 0;
                 for (int y = 0; y < H; y++)
                     for (int x = 0; x < W; x++)
-                        if (c[y * W + x] == k) { cnt++; x0 = x < x0 ? x : x0; x1 = x > x1 ? x : x1; y0 = y < y0 ? y : y0; y1 = y > y1 ? y : y1; }
+                        if (c[y * W + x] == k) {
+                            cnt++;
+                            x0 = x < x0 ? x : x0;
+                            x1 = x > x1 ? x : x1;
+                            y0 = y < y0 ? y : y0;
+                            y1 = y > y1 ? y : y1;
+                        }
                 if (cnt < (min_area + 1) / 2) continue;
-                x0 = x0 > 0 ? x0 - 1 : 0; y0 = y0 > 0 ? y0 - 1 : 0;
-                x1 = x1 < W - 1 ? x1 + 1 : W - 1; y1 = y1 < H - 1 ? y1 + 1 : H - 1;
+                x0 = x0 > 0 ? x0 - 1 : 0;
+                y0 = y0 > 0 ? y0 - 1 : 0;
+                x1 = x1 < W - 1 ? x1 + 1 : W - 1;
+                y1 = y1 < H - 1 ? y1 + 1 : H - 1;
                 double a_sum = 0, ax = 0, ay = 0, ext_x = 0, ext_y = 0;
                 memset(colmax, 0, sizeof(float) * (size_t)W);
                 memset(rowmax, 0, sizeof(float) * (size_t)H);
                 for (int y = y0; y <= y1; y++)
                     for (int x = x0; x <= x1; x++) {
                         size_t i = (size_t)t * plane + (size_t)y * W + x;
-                        if (c[y * W + x] < N_COLOURS && c[y * W + x] != k) continue;  // another object
+                        if (c[y * W + x] < N_COLOURS && c[y * W + x] != k) continue; // another object
                         float a;
-                        if (dd < 0.25f) a = c[y * W + x] == k ? 1.0f : 0.0f;  // colour ~ background: hard mask
+                        if (dd < 0.25f)
+                            a = c[y * W + x] == k ? 1.0f : 0.0f; // colour ~ background: hard mask
                         else {
-                            a = ((ch[0][i] - bg[0]) * dir[0] + (ch[1][i] - bg[1]) * dir[1] + (ch[2][i] - bg[2]) * dir[2]) / dd;
+                            a = ((ch[0][i] - bg[0]) * dir[0] + (ch[1][i] - bg[1]) * dir[1] +
+                                 (ch[2][i] - bg[2]) * dir[2]) /
+                                dd;
                             a = a < 0 ? 0 : a > 1 ? 1 : a;
                         }
-                        a_sum += a; ax += a * (x + 0.5); ay += a * (y + 0.5);
-                        colmax[x] = sc_max(colmax[x], a); rowmax[y] = sc_max(rowmax[y], a);
+                        a_sum += a;
+                        ax += a * (x + 0.5);
+                        ay += a * (y + 0.5);
+                        colmax[x] = sc_max(colmax[x], a);
+                        rowmax[y] = sc_max(rowmax[y], a);
                     }
                 for (int x = x0; x <= x1; x++) ext_x += colmax[x];
                 for (int y = y0; y <= y1; y++) ext_y += rowmax[y];
                 if (a_sum <= 0 || ext_x <= 0 || ext_y <= 0) continue;
                 fill += a_sum / (ext_x * ext_y);
                 double cx = ax / a_sum, cy = ay / a_sum;
-                st += t; stt += (double)t * t; sx += cx; sy += cy; stx += t * cx; sty += t * cy;
+                st += t;
+                stt += (double)t * t;
+                sx += cx;
+                sy += cy;
+                stx += t * cx;
+                sty += t * cy;
                 nf++;
             }
             if (nf == 0) continue;
             fill /= nf;
             out->found_fill[j] = fill;
-            int best = fill < SC_FILL_TRIANGLE_MAX ? SHAPE_TRIANGLE : fill > SC_FILL_SQUARE_MIN ? SHAPE_SQUARE : SHAPE_CIRCLE;
+            int best = fill < SC_FILL_TRIANGLE_MAX ? SHAPE_TRIANGLE
+                       : fill > SC_FILL_SQUARE_MIN ? SHAPE_SQUARE
+                                                   : SHAPE_CIRCLE;
             out->found_shape[j] = best;
             n_shape_ok += best == o->shape;
             // displacement over the clip = least-squares slope of the centroid * (T - 1)
@@ -344,7 +398,12 @@ static inline void score_clip(ScoreClip* out, const float* clip, int T, int H, i
         out->motion = (double)n_dir_ok / scene->n_obj;
         out->count = out->n_found == scene->n_obj ? 1.0 : 0.0;
     }
-    free(cls); free(seen); free(stack); free(D); free(colmax); free(rowmax);
+    free(cls);
+    free(seen);
+    free(stack);
+    free(D);
+    free(colmax);
+    free(rowmax);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -357,7 +416,8 @@ static inline void sc_jacobi(double* a, int n, double* w, double* v) {
     for (int i = 0; i < n; i++) v[i * n + i] = 1;
     for (int sweep = 0; sweep < 60; sweep++) {
         double off = 0;
-        for (int p = 0; p < n; p++) for (int q = p + 1; q < n; q++) off += a[p * n + q] * a[p * n + q];
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++) off += a[p * n + q] * a[p * n + q];
         if (off < 1e-22) break;
         for (int p = 0; p < n; p++)
             for (int q = p + 1; q < n; q++) {
@@ -366,17 +426,20 @@ static inline void sc_jacobi(double* a, int n, double* w, double* v) {
                 double theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
                 double t = (theta >= 0 ? 1 : -1) / (fabs(theta) + sqrt(theta * theta + 1));
                 double c = 1 / sqrt(t * t + 1), s = t * c;
-                for (int k = 0; k < n; k++) {  // a <- a J (columns p, q)
+                for (int k = 0; k < n; k++) { // a <- a J (columns p, q)
                     double akp = a[k * n + p], akq = a[k * n + q];
-                    a[k * n + p] = c * akp - s * akq; a[k * n + q] = s * akp + c * akq;
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
                 }
-                for (int k = 0; k < n; k++) {  // a <- J^T a (rows p, q)
+                for (int k = 0; k < n; k++) { // a <- J^T a (rows p, q)
                     double apk = a[p * n + k], aqk = a[q * n + k];
-                    a[p * n + k] = c * apk - s * aqk; a[q * n + k] = s * apk + c * aqk;
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
                 }
                 for (int k = 0; k < n; k++) {
                     double vkp = v[k * n + p], vkq = v[k * n + q];
-                    v[k * n + p] = c * vkp - s * vkq; v[k * n + q] = s * vkp + c * vkq;
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
                 }
             }
     }
@@ -390,19 +453,21 @@ static inline double sc_frechet(const double* mu1, const double* c1, const doubl
     for (int i = 0; i < n; i++) d += (mu1[i] - mu2[i]) * (mu1[i] - mu2[i]) + c1[i * n + i] + c2[i * n + i];
     memcpy(a, c1, sizeof(double) * n * n);
     sc_jacobi(a, n, w, v);
-    for (int i = 0; i < n; i++)  // r = S1^1/2 = V diag(sqrt w) V^T
+    for (int i = 0; i < n; i++) // r = S1^1/2 = V diag(sqrt w) V^T
         for (int j = 0; j < n; j++) {
             double s = 0;
             for (int k = 0; k < n; k++) s += v[i * n + k] * sqrt(w[k] > 0 ? w[k] : 0) * v[j * n + k];
             r[i * n + j] = s;
         }
-    for (int i = 0; i < n; i++)  // m = r S2 r
+    for (int i = 0; i < n; i++) // m = r S2 r
         for (int j = 0; j < n; j++) {
             double s = 0;
-            for (int k = 0; k < n; k++) for (int l = 0; l < n; l++) s += r[i * n + k] * c2[k * n + l] * r[l * n + j];
+            for (int k = 0; k < n; k++)
+                for (int l = 0; l < n; l++) s += r[i * n + k] * c2[k * n + l] * r[l * n + j];
             m[i * n + j] = s;
         }
-    for (int i = 0; i < n; i++) for (int j = 0; j < i; j++) m[i * n + j] = m[j * n + i] = 0.5 * (m[i * n + j] + m[j * n + i]);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++) m[i * n + j] = m[j * n + i] = 0.5 * (m[i * n + j] + m[j * n + i]);
     sc_jacobi(m, n, w, v);
     for (int i = 0; i < n; i++) d -= 2 * sqrt(w[i] > 0 ? w[i] : 0);
     free(a);
@@ -413,17 +478,21 @@ static inline double sc_frechet(const double* mu1, const double* c1, const doubl
 static inline void sc_feature_stats(const ScoreClip* cs, int n, double* mu, double* cov) {
     for (int i = 0; i < SC_NFEAT; i++) mu[i] = 0;
     for (int i = 0; i < SC_NFEAT * SC_NFEAT; i++) cov[i] = 0;
-    for (int k = 0; k < n; k++) for (int i = 0; i < SC_NFEAT; i++) mu[i] += cs[k].feat[i] / SC_FEAT_SCALE[i] / n;
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < SC_NFEAT; i++) mu[i] += cs[k].feat[i] / SC_FEAT_SCALE[i] / n;
     for (int k = 0; k < n; k++)
         for (int i = 0; i < SC_NFEAT; i++)
             for (int j = 0; j < SC_NFEAT; j++)
-                cov[i * SC_NFEAT + j] += (cs[k].feat[i] / SC_FEAT_SCALE[i] - mu[i]) * (cs[k].feat[j] / SC_FEAT_SCALE[j] - mu[j])
-                                         / (n > 1 ? n - 1 : 1);
+                cov[i * SC_NFEAT + j] += (cs[k].feat[i] / SC_FEAT_SCALE[i] - mu[i]) *
+                                         (cs[k].feat[j] / SC_FEAT_SCALE[j] - mu[j]) / (n > 1 ? n - 1 : 1);
 }
 
 // validates clips: finite, within [-1.5, 1.5] (values just outside [-1, 1] are clamped in a copy when scored)
 static inline int sc_check(const float* clips, int n, int T, int H, int W, char* err) {
-    if (!clips || n <= 0) { snprintf(err, ST_ERRLEN, "score: no clips to score (n = %d)", n); return 1; }
+    if (!clips || n <= 0) {
+        snprintf(err, ST_ERRLEN, "score: no clips to score (n = %d)", n);
+        return 1;
+    }
     if (T < 2 || H < 8 || W < 8) {
         snprintf(err, ST_ERRLEN, "score: clips are [%d, 3, %d, %d, %d]; need T >= 2, H >= 8, W >= 8", n, T, H, W);
         return 1;
@@ -449,7 +518,10 @@ static inline void sc_copy_clamped(float* dst, const float* src, size_t n) {
 // Fits the Frechet reference to real clips [n, 3, T, H, W]. Returns 0, or 1 with err.
 static inline int score_ref_init(ScoreRef* ref, const float* clips, int n, int T, int H, int W, char* err) {
     if (sc_check(clips, n, T, H, W, err)) return 1;
-    if (n < 2) { snprintf(err, ST_ERRLEN, "score: the Frechet reference needs >= 2 real clips, got %d", n); return 1; }
+    if (n < 2) {
+        snprintf(err, ST_ERRLEN, "score: the Frechet reference needs >= 2 real clips, got %d", n);
+        return 1;
+    }
     size_t numel = (size_t)3 * T * H * W;
     ScoreClip* cs = (ScoreClip*)malloc(sizeof(ScoreClip) * (size_t)n);
     float* buf = (float*)malloc(sizeof(float) * numel);
@@ -457,9 +529,13 @@ static inline int score_ref_init(ScoreRef* ref, const float* clips, int n, int T
         sc_copy_clamped(buf, clips + (size_t)i * numel, numel);
         score_clip(&cs[i], buf, T, H, W, NULL);
     }
-    ref->n = n; ref->T = T; ref->H = H; ref->W = W;
+    ref->n = n;
+    ref->T = T;
+    ref->H = H;
+    ref->W = W;
     sc_feature_stats(cs, n, ref->mu, ref->cov);
-    free(cs); free(buf);
+    free(cs);
+    free(buf);
     return 0;
 }
 
@@ -468,16 +544,20 @@ static inline int score_ref_init(ScoreRef* ref, const float* clips, int n, int T
 // split the semantic score into seen / held-out (NULL: no split). per_clip: n results, or NULL.
 // Captions that do not parse (not from the world's grammar) are left out of the semantic dims with a warning;
 // if none parses, it is an error. Returns 0, or 1 with err.
-static inline int score_clips(WorldScore* s, const float* clips, int n, int T, int H, int W, const char* const* captions,
-                       const ScoreRef* ref, const WorldConfig* cfg, ScoreClip* per_clip, char* err) {
+static inline int score_clips(WorldScore* s, const float* clips, int n, int T, int H, int W,
+                              const char* const* captions, const ScoreRef* ref, const WorldConfig* cfg,
+                              ScoreClip* per_clip, char* err) {
     memset(s, 0, sizeof(*s));
     if (ref && (ref->T != T || ref->H != H || ref->W != W)) {
-        snprintf(err, ST_ERRLEN, "score: clips are %dx%dx%d but the Frechet reference was fitted to %dx%dx%d clips",
-                 T, H, W, ref->T, ref->H, ref->W);
+        snprintf(err, ST_ERRLEN, "score: clips are %dx%dx%d but the Frechet reference was fitted to %dx%dx%d clips", T,
+                 H, W, ref->T, ref->H, ref->W);
         return 1;
     }
     if (sc_check(clips, n, T, H, W, err)) return 1;
-    if (!captions) { snprintf(err, ST_ERRLEN, "score: no captions given for %d clips", n); return 1; }
+    if (!captions) {
+        snprintf(err, ST_ERRLEN, "score: no captions given for %d clips", n);
+        return 1;
+    }
     size_t numel = (size_t)3 * T * H * W;
     ScoreClip* cs = per_clip ? per_clip : (ScoreClip*)malloc(sizeof(ScoreClip) * (size_t)n);
     float* buf = (float*)malloc(sizeof(float) * numel);
@@ -489,7 +569,8 @@ static inline int score_clips(WorldScore* s, const float* clips, int n, int T, i
         WorldScene sc;
         char perr[256];
         int ok = world_parse_caption(captions[i] ? captions[i] : "", &sc, perr) == 0;
-        if (!ok && n_bad++ == 0) snprintf(first_bad, sizeof(first_bad), "\"%.200s\": %s", captions[i] ? captions[i] : "", perr);
+        if (!ok && n_bad++ == 0)
+            snprintf(first_bad, sizeof(first_bad), "\"%.200s\": %s", captions[i] ? captions[i] : "", perr);
         sc_copy_clamped(buf, clips + (size_t)i * numel, numel);
         score_clip(&cs[i], buf, T, H, W, ok ? &sc : NULL);
         s->raw[SC_SHARPNESS] += cs[i].sharpness / n;
@@ -497,22 +578,33 @@ static inline int score_clips(WorldScore* s, const float* clips, int n, int T, i
         s->raw[SC_BACKGROUND] += cs[i].background / n;
         if (!ok) continue;
         s->n_semantic++;
-        s->raw[SC_COLOUR] += cs[i].colour; s->raw[SC_SHAPE] += cs[i].shape;
-        s->raw[SC_COUNT] += cs[i].count; s->raw[SC_MOTION] += cs[i].motion;
+        s->raw[SC_COLOUR] += cs[i].colour;
+        s->raw[SC_SHAPE] += cs[i].shape;
+        s->raw[SC_COUNT] += cs[i].count;
+        s->raw[SC_MOTION] += cs[i].motion;
         double acc = (cs[i].colour + cs[i].shape + cs[i].count + cs[i].motion) / 4;
-        if (cfg && world_is_heldout(cfg, &sc)) { s->n_heldout++; acc_held += acc; }
-        else { n_seen++; acc_seen += acc; }
+        if (cfg && world_is_heldout(cfg, &sc)) {
+            s->n_heldout++;
+            acc_held += acc;
+        } else {
+            n_seen++;
+            acc_seen += acc;
+        }
     }
     free(buf);
     if (s->n_semantic == 0) {
-        snprintf(err, ST_ERRLEN, "score: none of the %d captions is from the world's grammar (first: %.600s); the semantic "
-                 "dims need captions like \"big red circle moving left fast on black\"", n, first_bad);
+        snprintf(err, ST_ERRLEN,
+                 "score: none of the %d captions is from the world's grammar (first: %.600s); the semantic "
+                 "dims need captions like \"big red circle moving left fast on black\"",
+                 n, first_bad);
         if (!per_clip) free(cs);
         return 1;
     }
     if (n_bad)
-        fprintf(stderr, "score: warning: %d of %d captions are not from the world's grammar and are left out of the "
-                "semantic dims (first: %.600s)\n", n_bad, n, first_bad);
+        fprintf(stderr,
+                "score: warning: %d of %d captions are not from the world's grammar and are left out of the "
+                "semantic dims (first: %.600s)\n",
+                n_bad, n, first_bad);
     for (int d = SC_COLOUR; d <= SC_MOTION; d++) s->raw[d] /= s->n_semantic;
     s->semantic_seen = n_seen ? acc_seen / n_seen : -1;
     s->semantic_heldout = s->n_heldout ? acc_held / s->n_heldout : -1;
@@ -522,7 +614,8 @@ static inline int score_clips(WorldScore* s, const float* clips, int n, int T, i
         double mu[SC_NFEAT], cov[SC_NFEAT * SC_NFEAT];
         sc_feature_stats(cs, n, mu, cov);
         s->raw[SC_FRECHET] = sc_frechet(mu, cov, ref->mu, ref->cov, SC_NFEAT);
-    } else s->has[SC_FRECHET] = 0;
+    } else
+        s->has[SC_FRECHET] = 0;
     if (!per_clip) free(cs);
     // normalise and combine (VBench: total = (4 quality + semantic) / 5)
     double q = 0, sem = 0;
@@ -531,7 +624,13 @@ static inline int score_clips(WorldScore* s, const float* clips, int n, int T, i
         if (!s->has[d]) continue;
         double v = d == SC_FRECHET ? 1 - s->raw[d] / SC_FD_MAX : (s->raw[d] - SC_MIN[d]) / (SC_MAX[d] - SC_MIN[d]);
         s->norm[d] = v < 0 ? 0 : v > 1 ? 1 : v;
-        if (SC_IS_QUALITY[d]) { q += s->norm[d]; nq++; } else { sem += s->norm[d]; ns++; }
+        if (SC_IS_QUALITY[d]) {
+            q += s->norm[d];
+            nq++;
+        } else {
+            sem += s->norm[d];
+            ns++;
+        }
     }
     s->quality = q / nq;
     s->semantic = sem / ns;
@@ -541,14 +640,20 @@ static inline int score_clips(WorldScore* s, const float* clips, int n, int T, i
 
 // one line per dimension plus the three aggregates, in percent like VBench
 static inline void score_print(FILE* f, const WorldScore* s, const char* label) {
-    fprintf(f, "%s: %d clips (%d with world captions, %d of them held-out)\n", label, s->n, s->n_semantic, s->n_heldout);
+    fprintf(f, "%s: %d clips (%d with world captions, %d of them held-out)\n", label, s->n, s->n_semantic,
+            s->n_heldout);
     for (int d = 0; d < SC_NDIM; d++) {
-        if (!s->has[d]) { fprintf(f, "  %-10s %-8s     n/a (no real reference given)\n", SC_NAMES[d], SC_IS_QUALITY[d] ? "quality" : "semantic"); continue; }
+        if (!s->has[d]) {
+            fprintf(f, "  %-10s %-8s     n/a (no real reference given)\n", SC_NAMES[d],
+                    SC_IS_QUALITY[d] ? "quality" : "semantic");
+            continue;
+        }
         fprintf(f, "  %-10s %-8s raw %8.4f  norm %6.2f%%\n", SC_NAMES[d], SC_IS_QUALITY[d] ? "quality" : "semantic",
                 s->raw[d], 100 * s->norm[d]);
     }
     fprintf(f, "  quality %.2f%%  semantic %.2f%%  total %.2f%%", 100 * s->quality, 100 * s->semantic, 100 * s->total);
-    if (s->semantic_heldout >= 0) fprintf(f, "  (semantic accuracy: seen %.2f%%, held-out %.2f%%)", 100 * s->semantic_seen,
-                                          100 * s->semantic_heldout);
+    if (s->semantic_heldout >= 0)
+        fprintf(f, "  (semantic accuracy: seen %.2f%%, held-out %.2f%%)", 100 * s->semantic_seen,
+                100 * s->semantic_heldout);
     fprintf(f, "\n");
 }

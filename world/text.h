@@ -21,28 +21,33 @@
 #include <string.h>
 #include <math.h>
 #include <ctype.h>
+#include "../lib/rng.h" // splitmix64
 
-#define TEXT_WORDLEN 32
+#define TEXT_WORDLEN   32
 #define TEXT_MAX_WORDS 512
 
 typedef struct {
-    int text_len, text_dim;              // output [text_len, text_dim]
-    uint64_t seed;                       // which embedding table (all programs of one run must agree)
-    int (*in_vocab)(const char* word);   // NULL: every word is known (no warnings)
-    int quiet;                           // 1: no warnings on stderr (the counts still come back in TextInfo)
+    int text_len, text_dim;            // output [text_len, text_dim]
+    uint64_t seed;                     // which embedding table (all programs of one run must agree)
+    int (*in_vocab)(const char* word); // NULL: every word is known (no warnings)
+    int quiet;                         // 1: no warnings on stderr (the counts still come back in TextInfo)
 } TextEncoder;
 
 typedef struct {
-    int n_words;     // words in the caption
-    int n_used;      // rows filled = min(n_words, text_len)
-    int n_unknown;   // words outside the vocabulary (among all n_words)
+    int n_words;   // words in the caption
+    int n_used;    // rows filled = min(n_words, text_len)
+    int n_unknown; // words outside the vocabulary (among all n_words)
 } TextInfo;
 
 #define TEXT_DEFAULT_SEED 0x7e77ull
 
 static inline TextEncoder text_encoder_make(int text_len, int text_dim, uint64_t seed) {
     TextEncoder te;
-    te.text_len = text_len; te.text_dim = text_dim; te.seed = seed; te.in_vocab = NULL; te.quiet = 0;
+    te.text_len = text_len;
+    te.text_dim = text_dim;
+    te.seed = seed;
+    te.in_vocab = NULL;
+    te.quiet = 0;
     return te;
 }
 
@@ -55,7 +60,10 @@ static inline int text_split_words(const char* text, char (*words)[TEXT_WORDLEN]
         if (!*p) break;
         char tmp[TEXT_WORDLEN];
         int k = 0;
-        while (*p && (isalnum(*p) || *p >= 128)) { if (k < TEXT_WORDLEN - 1) tmp[k++] = (char)tolower(*p); p++; }
+        while (*p && (isalnum(*p) || *p >= 128)) {
+            if (k < TEXT_WORDLEN - 1) tmp[k++] = (char)tolower(*p);
+            p++;
+        }
         tmp[k] = 0;
         if (n < max_words) memcpy(words[n], tmp, (size_t)k + 1);
         n++;
@@ -66,16 +74,16 @@ static inline int text_split_words(const char* text, char (*words)[TEXT_WORDLEN]
 // adds w * e(key) to v[dim]: e(key) ~ N(0, I), fixed by FNV-1a(key) and the seed (splitmix64 + Box-Muller)
 static inline void text_add_embedding(float* v, int dim, const char* key, uint64_t seed, float w) {
     uint64_t h = 0xcbf29ce484222325ull;
-    for (const unsigned char* p = (const unsigned char*)key; *p; p++) { h ^= *p; h *= 0x100000001b3ull; }
-    uint64_t s = h ^ (seed * 0x9E3779B97F4A7C15ull);
+    for (const unsigned char* p = (const unsigned char*)key; *p; p++) {
+        h ^= *p;
+        h *= 0x100000001b3ull;
+    }
+    uint64_t s = h ^ (seed * SPLITMIX64_GAMMA);
     for (int d = 0; d < dim; d++) {
         double u[2];
         for (int j = 0; j < 2; j++) {
-            uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-            z ^= z >> 31;
-            u[j] = ((double)(z >> 11) + 0.5) * (1.0 / 9007199254740992.0);  // (0, 1)
+            uint64_t z = splitmix64(&s);
+            u[j] = ((double)(z >> 11) + 0.5) * (1.0 / 9007199254740992.0); // (0, 1)
         }
         v[d] += w * (float)(sqrt(-2.0 * log(u[0])) * cos(6.283185307179586 * u[1]));
     }
@@ -88,7 +96,7 @@ static inline int text_encode(const TextEncoder* te, const char* caption, float*
         fprintf(stderr, "text: encoder has text_len %d, text_dim %d; both must be >= 1\n", te->text_len, te->text_dim);
         return 1;
     }
-    char words[TEXT_MAX_WORDS][TEXT_WORDLEN];  // 16 KB
+    char words[TEXT_MAX_WORDS][TEXT_WORDLEN]; // 16 KB
     int nw = text_split_words(caption, words, TEXT_MAX_WORDS);
     int stored = nw < TEXT_MAX_WORDS ? nw : TEXT_MAX_WORDS;
     int n_used = stored < te->text_len ? stored : te->text_len;
@@ -119,6 +127,10 @@ static inline int text_encode(const TextEncoder* te, const char* caption, float*
     if (nw > te->text_len && !te->quiet)
         fprintf(stderr, "text: warning: caption has %d words but text_len is %d; the last %d are dropped: \"%.200s\"\n",
                 nw, te->text_len, nw - te->text_len, caption);
-    if (info) { info->n_words = nw; info->n_used = n_used; info->n_unknown = n_unknown; }
+    if (info) {
+        info->n_words = nw;
+        info->n_used = n_used;
+        info->n_unknown = n_unknown;
+    }
     return 0;
 }

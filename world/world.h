@@ -14,8 +14,9 @@
 // Sizes and travel are fractions of S = min(H, W), positions fractions of W and H, so any T >= 2, H, W >= 8 works.
 // Shapes are drawn with signed-distance anti-aliasing (coverage = clamp(0.5 - signed distance in pixels, 0, 1)).
 #pragma once
-#include "../lib/safetensors.h"  // dataset files (included first: it sets _FILE_OFFSET_BITS)
-#include "text.h"                // the text encoder that turns captions into context
+#include "../lib/safetensors.h" // dataset files (included first: it sets _FILE_OFFSET_BITS)
+#include "text.h"               // the text encoder that turns captions into context
+#include "../lib/rng.h"         // splitmix64
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -26,19 +27,24 @@
 // ----------------------------------------------------------------------------------------------------------------
 // deterministic RNG: splitmix64 (never rand(), so a seed means the same data on every machine)
 
-typedef struct { uint64_t s; } WRng;
-static inline uint64_t wrng_next(WRng* r) {
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+typedef struct {
+    uint64_t s;
+} WRng;
+static inline uint64_t wrng_next(WRng* r) { return splitmix64(&r->s); }
+static inline WRng wrng_seed(uint64_t a, uint64_t b, uint64_t c) { // independent stream per (seed, split, index)
+    WRng r;
+    r.s = a;
+    wrng_next(&r);
+    r.s ^= b * 0xD1B54A32D192ED03ull;
+    wrng_next(&r);
+    r.s ^= c * 0xAEF17502108EF2D9ull;
+    wrng_next(&r);
+    return r;
 }
-static inline WRng wrng_seed(uint64_t a, uint64_t b, uint64_t c) {  // independent stream per (seed, split, index)
-    WRng r; r.s = a; wrng_next(&r); r.s ^= b * 0xD1B54A32D192ED03ull; wrng_next(&r); r.s ^= c * 0xAEF17502108EF2D9ull;
-    wrng_next(&r); return r;
-}
-static inline double wrng_uniform(WRng* r) { return (double)(wrng_next(r) >> 11) * (1.0 / 9007199254740992.0); }  // [0,1)
-static inline int wrng_int(WRng* r, int n) { return (int)(wrng_uniform(r) * n); }                                  // [0,n)
+static inline double wrng_uniform(WRng* r) {
+    return (double)(wrng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+} // [0,1)
+static inline int wrng_int(WRng* r, int n) { return (int)(wrng_uniform(r) * n); } // [0,n)
 static inline double wrng_normal(WRng* r) {
     double u1 = wrng_uniform(r), u2 = wrng_uniform(r);
     return sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
@@ -64,26 +70,26 @@ static const char* const WORLD_GLUE[] = {"moving", "standing", "and", "on"};
 #define WORLD_N_GLUE 4
 
 // RGB in [-1, 1]: saturated primaries and secondaries for objects, achromatic backgrounds (disjoint sets)
-static const float WORLD_COLOUR_RGB[N_COLOURS][3] = {
-    {1, -1, -1}, {-1, 1, -1}, {-1, -1, 1}, {1, 1, -1}, {-1, 1, 1}, {1, -1, 1}};
+static const float WORLD_COLOUR_RGB[N_COLOURS][3] = {{1, -1, -1}, {-1, 1, -1}, {-1, -1, 1},
+                                                     {1, 1, -1},  {-1, 1, 1},  {1, -1, 1}};
 static const float WORLD_BG_RGB[N_BGS][3] = {{-1, -1, -1}, {0, 0, 0}, {1, 1, 1}};
-static const float WORLD_SIZE_FRAC[N_SIZES] = {0.15f, 0.23f};    // "radius" (half extent) as a fraction of S
-static const float WORLD_SPEED_FRAC[N_SPEEDS] = {0.20f, 0.40f};  // distance travelled over the clip, fraction of S
-static const float WORLD_MARGIN = 0.03f;                          // objects keep this far (fraction of S) from the edge
+static const float WORLD_SIZE_FRAC[N_SIZES] = {0.15f, 0.23f};   // "radius" (half extent) as a fraction of S
+static const float WORLD_SPEED_FRAC[N_SPEEDS] = {0.20f, 0.40f}; // distance travelled over the clip, fraction of S
+static const float WORLD_MARGIN = 0.03f;                        // objects keep this far (fraction of S) from the edge
 static const int WORLD_DIR_DX[N_DIRS] = {-1, 1, 0, 0, 0};
-static const int WORLD_DIR_DY[N_DIRS] = {0, 0, -1, 1, 0};         // image rows grow downwards: "up" is -y
+static const int WORLD_DIR_DY[N_DIRS] = {0, 0, -1, 1, 0}; // image rows grow downwards: "up" is -y
 
-#define WORLD_MAX_OBJ 2
-#define WORLD_CAPLEN 128   // every caption of the grammar fits (the longest is ~100 chars)
+#define WORLD_MAX_OBJ     2
+#define WORLD_CAPLEN      128 // every caption of the grammar fits (the longest is ~100 chars)
 #define WORLD_MAX_HELDOUT 4
 
 typedef struct {
-    int shape, colour, size, dir, speed;  // enums above; speed is ignored when dir == DIR_STILL
-    float u0, v0;                         // centre at frame 0, as fractions of W and H
+    int shape, colour, size, dir, speed; // enums above; speed is ignored when dir == DIR_STILL
+    float u0, v0;                        // centre at frame 0, as fractions of W and H
 } WorldObject;
 
 typedef struct {
-    int n_obj;                 // 1 or 2
+    int n_obj; // 1 or 2
     WorldObject obj[WORLD_MAX_OBJ];
     int bg;
 } WorldScene;
@@ -91,26 +97,42 @@ typedef struct {
 // A world preset: clip and text shapes plus which attribute values its grammar uses (bit i of a mask = value i).
 typedef struct {
     const char* name;
-    int C, T, H, W;                 // clip [C, T, H, W]
-    int text_len, text_dim;         // text encoder output [text_len, text_dim]
-    int max_obj;                    // captions have 1..max_obj objects
+    int C, T, H, W;         // clip [C, T, H, W]
+    int text_len, text_dim; // text encoder output [text_len, text_dim]
+    int max_obj;            // captions have 1..max_obj objects
     unsigned shapes, colours, sizes, dirs, speeds, bgs;
-    int n_heldout;                  // (colour, shape) pairs kept out of training, used only in evaluation
+    int n_heldout; // (colour, shape) pairs kept out of training, used only in evaluation
     int heldout[WORLD_MAX_HELDOUT][2];
-    int n_train, n_eval;            // default dataset sizes
+    int n_train, n_eval; // default dataset sizes
 } WorldConfig;
 
 // GPU default: 3x9x32x32, one or two objects, the full grammar. 2048 training clips = 226 MB as F32.
 static inline WorldConfig world_config_gpu(void) {
     WorldConfig c;
     memset(&c, 0, sizeof(c));
-    c.name = "gpu"; c.C = 3; c.T = 9; c.H = 32; c.W = 32; c.text_len = 16; c.text_dim = 64; c.max_obj = 2;
-    c.shapes = 0x7; c.colours = 0x3f; c.sizes = 0x3; c.dirs = 0x1f; c.speeds = 0x3; c.bgs = 0x7;
+    c.name = "gpu";
+    c.C = 3;
+    c.T = 9;
+    c.H = 32;
+    c.W = 32;
+    c.text_len = 16;
+    c.text_dim = 64;
+    c.max_obj = 2;
+    c.shapes = 0x7;
+    c.colours = 0x3f;
+    c.sizes = 0x3;
+    c.dirs = 0x1f;
+    c.speeds = 0x3;
+    c.bgs = 0x7;
     c.n_heldout = 3;
-    c.heldout[0][0] = COL_RED;   c.heldout[0][1] = SHAPE_TRIANGLE;
-    c.heldout[1][0] = COL_GREEN; c.heldout[1][1] = SHAPE_CIRCLE;
-    c.heldout[2][0] = COL_BLUE;  c.heldout[2][1] = SHAPE_SQUARE;
-    c.n_train = 2048; c.n_eval = 256;
+    c.heldout[0][0] = COL_RED;
+    c.heldout[0][1] = SHAPE_TRIANGLE;
+    c.heldout[1][0] = COL_GREEN;
+    c.heldout[1][1] = SHAPE_CIRCLE;
+    c.heldout[2][0] = COL_BLUE;
+    c.heldout[2][1] = SHAPE_SQUARE;
+    c.n_train = 2048;
+    c.n_eval = 256;
     return c;
 }
 
@@ -119,19 +141,39 @@ static inline WorldConfig world_config_gpu(void) {
 static inline WorldConfig world_config_tiny(void) {
     WorldConfig c;
     memset(&c, 0, sizeof(c));
-    c.name = "tiny"; c.C = 3; c.T = 4; c.H = 16; c.W = 16; c.text_len = 12; c.text_dim = 32; c.max_obj = 1;
-    c.shapes = 0x7; c.colours = 0xf; c.sizes = 1u << SIZE_BIG; c.dirs = 0x1f; c.speeds = 1u << SPEED_FAST;
+    c.name = "tiny";
+    c.C = 3;
+    c.T = 4;
+    c.H = 16;
+    c.W = 16;
+    c.text_len = 12;
+    c.text_dim = 32;
+    c.max_obj = 1;
+    c.shapes = 0x7;
+    c.colours = 0xf;
+    c.sizes = 1u << SIZE_BIG;
+    c.dirs = 0x1f;
+    c.speeds = 1u << SPEED_FAST;
     c.bgs = (1u << BG_BLACK) | (1u << BG_GRAY);
     c.n_heldout = 2;
-    c.heldout[0][0] = COL_RED;  c.heldout[0][1] = SHAPE_TRIANGLE;
-    c.heldout[1][0] = COL_BLUE; c.heldout[1][1] = SHAPE_CIRCLE;
-    c.n_train = 1024; c.n_eval = 64;
+    c.heldout[0][0] = COL_RED;
+    c.heldout[0][1] = SHAPE_TRIANGLE;
+    c.heldout[1][0] = COL_BLUE;
+    c.heldout[1][1] = SHAPE_CIRCLE;
+    c.n_train = 1024;
+    c.n_eval = 64;
     return c;
 }
 
 static inline int world_config_by_name(WorldConfig* c, const char* name) {
-    if (strcmp(name, "gpu") == 0) { *c = world_config_gpu(); return 0; }
-    if (strcmp(name, "tiny") == 0) { *c = world_config_tiny(); return 0; }
+    if (strcmp(name, "gpu") == 0) {
+        *c = world_config_gpu();
+        return 0;
+    }
+    if (strcmp(name, "tiny") == 0) {
+        *c = world_config_tiny();
+        return 0;
+    }
     return 1;
 }
 
@@ -165,7 +207,8 @@ static inline void world_caption(const WorldScene* s, char* buf, int len) {
 }
 
 static inline int world_word_index(const char* const* table, int n, const char* w) {
-    for (int i = 0; i < n; i++) if (strcmp(table[i], w) == 0) return i;
+    for (int i = 0; i < n; i++)
+        if (strcmp(table[i], w) == 0) return i;
     return -1;
 }
 
@@ -187,8 +230,14 @@ static inline int world_parse_caption(const char* caption, WorldScene* s, char* 
     int nw = text_split_words(caption, words, 64);
     memset(s, 0, sizeof(*s));
     s->bg = -1;
-    if (nw == 0) { snprintf(err, 256, "empty caption"); return 1; }
-    if (nw > 64) { snprintf(err, 256, "caption has %d words, the grammar has at most 15", nw); return 1; }
+    if (nw == 0) {
+        snprintf(err, 256, "empty caption");
+        return 1;
+    }
+    if (nw > 64) {
+        snprintf(err, 256, "caption has %d words, the grammar has at most 15", nw);
+        return 1;
+    }
     WorldObject* o = &s->obj[0];
     o->shape = o->colour = o->size = o->dir = o->speed = -1;
     s->n_obj = 1;
@@ -196,28 +245,48 @@ static inline int world_parse_caption(const char* caption, WorldScene* s, char* 
     for (int i = 0; i < nw; i++) {
         const char* w = words[i];
         if (strcmp(w, "and") == 0) {
-            if (s->n_obj == WORLD_MAX_OBJ) { snprintf(err, 256, "more than %d objects", WORLD_MAX_OBJ); return 1; }
+            if (s->n_obj == WORLD_MAX_OBJ) {
+                snprintf(err, 256, "more than %d objects", WORLD_MAX_OBJ);
+                return 1;
+            }
             o = &s->obj[s->n_obj++];
             o->shape = o->colour = o->size = o->dir = o->speed = -1;
-        } else if ((k = world_word_index(WORLD_SHAPE_WORDS, N_SHAPES, w)) >= 0) o->shape = k;
-        else if ((k = world_word_index(WORLD_COLOUR_WORDS, N_COLOURS, w)) >= 0) o->colour = k;
-        else if ((k = world_word_index(WORLD_BG_WORDS, N_BGS, w)) >= 0) s->bg = k;
-        else if ((k = world_word_index(WORLD_SIZE_WORDS, N_SIZES, w)) >= 0) o->size = k;
-        else if ((k = world_word_index(WORLD_DIR_WORDS, N_DIRS, w)) >= 0) o->dir = k;
-        else if ((k = world_word_index(WORLD_SPEED_WORDS, N_SPEEDS, w)) >= 0) o->speed = k;
+        } else if ((k = world_word_index(WORLD_SHAPE_WORDS, N_SHAPES, w)) >= 0)
+            o->shape = k;
+        else if ((k = world_word_index(WORLD_COLOUR_WORDS, N_COLOURS, w)) >= 0)
+            o->colour = k;
+        else if ((k = world_word_index(WORLD_BG_WORDS, N_BGS, w)) >= 0)
+            s->bg = k;
+        else if ((k = world_word_index(WORLD_SIZE_WORDS, N_SIZES, w)) >= 0)
+            o->size = k;
+        else if ((k = world_word_index(WORLD_DIR_WORDS, N_DIRS, w)) >= 0)
+            o->dir = k;
+        else if ((k = world_word_index(WORLD_SPEED_WORDS, N_SPEEDS, w)) >= 0)
+            o->speed = k;
         else if (world_word_index(WORLD_GLUE, WORLD_N_GLUE, w) < 0) {
-            snprintf(err, 256, "unknown word \"%.40s\"", w); return 1;
+            snprintf(err, 256, "unknown word \"%.40s\"", w);
+            return 1;
         }
     }
     for (int i = 0; i < s->n_obj; i++) {
         o = &s->obj[i];
-        const char* miss = o->shape < 0 ? "shape" : o->colour < 0 ? "colour" : o->size < 0 ? "size"
-                         : o->dir < 0 ? "direction" : (o->dir != DIR_STILL && o->speed < 0) ? "speed" : NULL;
-        if (miss) { snprintf(err, 256, "object %d has no %s", i + 1, miss); return 1; }
+        const char* miss = o->shape < 0                            ? "shape"
+                           : o->colour < 0                         ? "colour"
+                           : o->size < 0                           ? "size"
+                           : o->dir < 0                            ? "direction"
+                           : (o->dir != DIR_STILL && o->speed < 0) ? "speed"
+                                                                   : NULL;
+        if (miss) {
+            snprintf(err, 256, "object %d has no %s", i + 1, miss);
+            return 1;
+        }
         if (o->dir == DIR_STILL) o->speed = SPEED_SLOW;
         o->u0 = o->v0 = -1;
     }
-    if (s->bg < 0) { snprintf(err, 256, "no background colour (black, gray or white)"); return 1; }
+    if (s->bg < 0) {
+        snprintf(err, 256, "no background colour (black, gray or white)");
+        return 1;
+    }
     if (s->n_obj == 2 && s->obj[0].colour == s->obj[1].colour) {
         snprintf(err, 256, "both objects are %s: the world gives every object its own colour",
                  WORLD_COLOUR_WORDS[s->obj[0].colour]);
@@ -229,11 +298,12 @@ static inline int world_parse_caption(const char* caption, WorldScene* s, char* 
 // ----------------------------------------------------------------------------------------------------------------
 // sampling scenes
 
-static inline int world_pick(WRng* r, unsigned mask, int n) {  // uniform over the set bits of mask
+static inline int world_pick(WRng* r, unsigned mask, int n) { // uniform over the set bits of mask
     int cnt = 0, i;
     for (i = 0; i < n; i++) cnt += (mask >> i) & 1;
     int k = wrng_int(r, cnt);
-    for (i = 0; i < n; i++) if (((mask >> i) & 1) && k-- == 0) return i;
+    for (i = 0; i < n; i++)
+        if (((mask >> i) & 1) && k-- == 0) return i;
     return 0;
 }
 
@@ -287,14 +357,14 @@ static inline void world_sample_scene(const WorldConfig* c, WRng* r, int which, 
             o->size = world_pick(r, c->sizes, N_SIZES);
             o->dir = world_pick(r, c->dirs, N_DIRS);
             o->speed = world_pick(r, c->speeds, N_SPEEDS);
-            if (o->dir == DIR_STILL) o->speed = SPEED_SLOW;  // the caption has no speed: keep one canonical value
+            if (o->dir == DIR_STILL) o->speed = SPEED_SLOW; // the caption has no speed: keep one canonical value
         }
         if (s->n_obj == 2 && s->obj[0].colour == s->obj[1].colour) continue;
         int h = world_is_heldout(c, s);
         if ((which == WORLD_TRAIN && h) || (which == WORLD_HELDOUT && !h)) {
             if (attempt < 100000) continue;
-            fprintf(stderr, "world: cannot sample a %s scene in world %s\n", which == WORLD_TRAIN ? "training" : "held-out",
-                    c->name);
+            fprintf(stderr, "world: cannot sample a %s scene in world %s\n",
+                    which == WORLD_TRAIN ? "training" : "held-out", c->name);
             exit(1);
         }
         world_place(r, &s->obj[0]);
@@ -314,12 +384,12 @@ static inline void world_sample_scene(const WorldConfig* c, WRng* r, int which, 
 static inline float world_shape_sd(int shape, float px, float py, float cx, float cy, float r) {
     float dx = px - cx, dy = py - cy;
     if (shape == SHAPE_CIRCLE) return sqrtf(dx * dx + dy * dy) - r;
-    if (shape == SHAPE_SQUARE) {  // side 1.7 r, so its area (2.9 r^2) is close to the circle's (3.1 r^2)
+    if (shape == SHAPE_SQUARE) { // side 1.7 r, so its area (2.9 r^2) is close to the circle's (3.1 r^2)
         float qx = fabsf(dx) - 0.85f * r, qy = fabsf(dy) - 0.85f * r;
         return qx > qy ? qx : qy;
     }
     // triangle pointing up: apex (0, -r), base corners (+-r, r); fills exactly half of its 2r x 2r box
-    const float inv = 0.4472135955f;  // 1/sqrt(5): the side normals are (+-2, -1)/sqrt(5)
+    const float inv = 0.4472135955f; // 1/sqrt(5): the side normals are (+-2, -1)/sqrt(5)
     float base = dy - r, right = (2 * dx - dy - r) * inv, left = (-2 * dx - dy - r) * inv;
     float m = base > right ? base : right;
     return m > left ? m : left;
@@ -327,7 +397,7 @@ static inline float world_shape_sd(int shape, float px, float py, float cx, floa
 
 // Renders scene s into clip [3, T, H, W] (values in [-1, 1]).
 static inline void world_render_clip(float* clip, const WorldScene* s, int T, int H, int W) {
-    size_t plane = (size_t)H * W, frame_stride = (size_t)T * plane;  // channel c, frame t at c*T*H*W + t*H*W
+    size_t plane = (size_t)H * W, frame_stride = (size_t)T * plane; // channel c, frame t at c*T*H*W + t*H*W
     for (int c = 0; c < 3; c++) {
         float v = WORLD_BG_RGB[s->bg][c];
         for (size_t i = 0; i < frame_stride; i++) clip[c * frame_stride + i] = v;
@@ -370,17 +440,21 @@ static inline void world_render_clip(float* clip, const WorldScene* s, int T, in
 
 typedef struct {
     int n, C, T, H, W;
-    int text_len, text_dim;   // 0 when the file has no context
-    float* clips;             // [n, C, T, H, W]
-    float* context;           // [n, text_len, text_dim] or NULL
-    float* heldout;           // [n] or NULL
-    char** captions;          // n strings (every clip has one; "" if the file carried none)
+    int text_len, text_dim; // 0 when the file has no context
+    float* clips;           // [n, C, T, H, W]
+    float* context;         // [n, text_len, text_dim] or NULL
+    float* heldout;         // [n] or NULL
+    char** captions;        // n strings (every clip has one; "" if the file carried none)
     char world[16], split[16];
 } WorldSet;
 
 static inline void world_set_free(WorldSet* s) {
-    if (s->captions) for (int i = 0; i < s->n; i++) free(s->captions[i]);
-    free(s->captions); free(s->clips); free(s->context); free(s->heldout);
+    if (s->captions)
+        for (int i = 0; i < s->n; i++) free(s->captions[i]);
+    free(s->captions);
+    free(s->clips);
+    free(s->context);
+    free(s->heldout);
     memset(s, 0, sizeof(*s));
 }
 
@@ -388,7 +462,7 @@ static inline void world_set_free(WorldSet* s) {
 static inline char* world_join_captions(char* const* caps, int n) {
     size_t len = 1;
     for (int i = 0; i < n; i++) len += strlen(caps[i] ? caps[i] : "") + 1;
-    char* out = (char*)malloc(len), *p = out;
+    char *out = (char*)malloc(len), *p = out;
     for (int i = 0; i < n; i++) {
         const char* c = caps[i] ? caps[i] : "";
         for (; *c; c++) *p++ = (*c == '\n' || *c == '\r') ? ' ' : *c;
@@ -409,10 +483,14 @@ static inline TextEncoder world_text_encoder(const WorldConfig* c) {
 // range: [0, 1] or [0, 255] data must be rescaled first). Values in (1, 1.5] or [-1.5, -1) are clamped in place to
 // [-1, 1], and a warning says how many. Returns 0, or 1 with the reason in err.
 static inline int world_check_clips(float* clips, int n, int C, int T, int H, int W, const char* what, char* err) {
-    if (n <= 0) { snprintf(err, ST_ERRLEN, "%s: no clips (n = %d)", what, n); return 1; }
+    if (n <= 0) {
+        snprintf(err, ST_ERRLEN, "%s: no clips (n = %d)", what, n);
+        return 1;
+    }
     if (C != 3 || T < 2 || H < 8 || W < 8) {
-        snprintf(err, ST_ERRLEN, "%s: clips are [n, %d, %d, %d, %d]; expected [n, 3, T, H, W] with T >= 2, H >= 8, W >= 8",
-                 what, C, T, H, W);
+        snprintf(err, ST_ERRLEN,
+                 "%s: clips are [n, %d, %d, %d, %d]; expected [n, 3, T, H, W] with T >= 2, H >= 8, W >= 8", what, C, T,
+                 H, W);
         return 1;
     }
     size_t numel = (size_t)n * C * T * H * W, clamped = 0;
@@ -420,23 +498,31 @@ static inline int world_check_clips(float* clips, int n, int C, int T, int H, in
     for (size_t i = 0; i < numel; i++) {
         float v = clips[i];
         if (!(v == v) || v > 1e30f || v < -1e30f) {
-            snprintf(err, ST_ERRLEN, "%s: value %zu (clip %zu) is not finite (%g)", what, i, i / ((size_t)C * T * H * W), v);
+            snprintf(err, ST_ERRLEN, "%s: value %zu (clip %zu) is not finite (%g)", what, i,
+                     i / ((size_t)C * T * H * W), v);
             return 1;
         }
         if (v < lo) lo = v;
         if (v > hi) hi = v;
     }
     if (lo < -1.5f || hi > 1.5f) {
-        snprintf(err, ST_ERRLEN, "%s: values span [%g, %g]; clips must be in [-1, 1] (x/127.5 - 1 for 0..255 pixels, "
-                 "2x - 1 for 0..1)", what, lo, hi);
+        snprintf(err, ST_ERRLEN,
+                 "%s: values span [%g, %g]; clips must be in [-1, 1] (x/127.5 - 1 for 0..255 pixels, "
+                 "2x - 1 for 0..1)",
+                 what, lo, hi);
         return 1;
     }
     if (lo >= 0 && hi > 0.5f)
         fprintf(stderr, "%s: warning: values span [%g, %g], all >= 0: is this [0, 1] data? clips must be in [-1, 1]\n",
                 what, lo, hi);
     for (size_t i = 0; i < numel; i++) {
-        if (clips[i] > 1) { clips[i] = 1; clamped++; }
-        else if (clips[i] < -1) { clips[i] = -1; clamped++; }
+        if (clips[i] > 1) {
+            clips[i] = 1;
+            clamped++;
+        } else if (clips[i] < -1) {
+            clips[i] = -1;
+            clamped++;
+        }
     }
     if (clamped)
         fprintf(stderr, "%s: warning: %zu of %zu values were outside [-1, 1] (range [%g, %g]) and were clamped\n", what,
@@ -445,12 +531,17 @@ static inline int world_check_clips(float* clips, int n, int C, int T, int H, in
 }
 
 // Generates n clips of one split. split WORLD_TRAIN: training captions only (no held-out pair). WORLD_HELDOUT
-// (any other value) makes an evaluation set: the first half of the clips use a held-out pair, the rest are training-distribution
-// captions, so one file measures both. Clip i depends only on (seed, split, i).
+// (any other value) makes an evaluation set: the first half of the clips use a held-out pair, the rest are
+// training-distribution captions, so one file measures both. Clip i depends only on (seed, split, i).
 static inline void world_generate(const WorldConfig* c, int split, int n, uint64_t seed, WorldSet* out) {
     memset(out, 0, sizeof(*out));
-    out->n = n; out->C = c->C; out->T = c->T; out->H = c->H; out->W = c->W;
-    out->text_len = c->text_len; out->text_dim = c->text_dim;
+    out->n = n;
+    out->C = c->C;
+    out->T = c->T;
+    out->H = c->H;
+    out->W = c->W;
+    out->text_len = c->text_len;
+    out->text_dim = c->text_dim;
     snprintf(out->world, sizeof(out->world), "%s", c->name);
     snprintf(out->split, sizeof(out->split), "%s", split == WORLD_TRAIN ? "train" : "eval");
     size_t numel = world_clip_numel(c), ctx = (size_t)c->text_len * c->text_dim;
@@ -483,20 +574,36 @@ static inline int world_save(const WorldSet* s, const char* path, uint64_t seed,
     snprintf(seedbuf, sizeof(seedbuf), "%llu", (unsigned long long)seed);
     snprintf(shape, sizeof(shape), "%d,%d,%d,%d", s->C, s->T, s->H, s->W);
     char* caps = world_join_captions(s->captions, s->n);
-    const char* meta[] = {"format", "tmd-world-v1", "world", s->world, "split", s->split, "seed", seedbuf,
-                          "n", nbuf, "clip_shape", shape, "captions", caps};
+    const char* meta[] = {"format", "tmd-world-v1", "world",      s->world, "split",    s->split, "seed", seedbuf,
+                          "n",      nbuf,           "clip_shape", shape,    "captions", caps};
     StOut t[3];
     int nt = 0;
     memset(t, 0, sizeof(t));
-    t[nt].name = "clips"; t[nt].ndim = 5; t[nt].f32 = s->clips;
-    t[nt].shape[0] = s->n; t[nt].shape[1] = s->C; t[nt].shape[2] = s->T; t[nt].shape[3] = s->H; t[nt].shape[4] = s->W;
+    t[nt].name = "clips";
+    t[nt].ndim = 5;
+    t[nt].f32 = s->clips;
+    t[nt].shape[0] = s->n;
+    t[nt].shape[1] = s->C;
+    t[nt].shape[2] = s->T;
+    t[nt].shape[3] = s->H;
+    t[nt].shape[4] = s->W;
     nt++;
     if (s->context) {
-        t[nt].name = "context"; t[nt].ndim = 3; t[nt].f32 = s->context;
-        t[nt].shape[0] = s->n; t[nt].shape[1] = s->text_len; t[nt].shape[2] = s->text_dim;
+        t[nt].name = "context";
+        t[nt].ndim = 3;
+        t[nt].f32 = s->context;
+        t[nt].shape[0] = s->n;
+        t[nt].shape[1] = s->text_len;
+        t[nt].shape[2] = s->text_dim;
         nt++;
     }
-    if (s->heldout) { t[nt].name = "heldout"; t[nt].ndim = 1; t[nt].shape[0] = s->n; t[nt].f32 = s->heldout; nt++; }
+    if (s->heldout) {
+        t[nt].name = "heldout";
+        t[nt].ndim = 1;
+        t[nt].shape[0] = s->n;
+        t[nt].f32 = s->heldout;
+        nt++;
+    }
     int rc = st_write(path, t, nt, meta, 7, err);
     free(caps);
     return rc;
@@ -515,19 +622,31 @@ static inline int world_load(WorldSet* s, const char* path, char* err) {
     const StTensor* th = st_find(&f, "heldout");
     const char* caps = st_meta(&f, "captions");
     int rc = 1;
-    if (!tc) { snprintf(err, ST_ERRLEN, "%s: no tensor named \"clips\"; a world file holds clips [N, 3, T, H, W] "
-                        "(make one with `world gen`, or write clips + captions metadata as in world/README.md)", path);
-        goto done; }
+    if (!tc) {
+        snprintf(err, ST_ERRLEN,
+                 "%s: no tensor named \"clips\"; a world file holds clips [N, 3, T, H, W] "
+                 "(make one with `world gen`, or write clips + captions metadata as in world/README.md)",
+                 path);
+        goto done;
+    }
     if (tc->ndim != 5 || tc->shape[0] < 1 || tc->shape[1] != 3 || tc->shape[2] < 2 || tc->shape[3] < 8 ||
         tc->shape[4] < 8 || tc->numel > ((int64_t)1 << 34)) {
         char sb[256];
-        snprintf(err, ST_ERRLEN, "%s: clips have shape %s; expected [N, 3, T, H, W] with N >= 1, T >= 2, H >= 8, W >= 8",
-                 path, st_shape_str(sb, tc->ndim, tc->shape));
+        snprintf(err, ST_ERRLEN,
+                 "%s: clips have shape %s; expected [N, 3, T, H, W] with N >= 1, T >= 2, H >= 8, W >= 8", path,
+                 st_shape_str(sb, tc->ndim, tc->shape));
         goto done;
     }
-    s->n = (int)tc->shape[0]; s->C = 3; s->T = (int)tc->shape[2]; s->H = (int)tc->shape[3]; s->W = (int)tc->shape[4];
+    s->n = (int)tc->shape[0];
+    s->C = 3;
+    s->T = (int)tc->shape[2];
+    s->H = (int)tc->shape[3];
+    s->W = (int)tc->shape[4];
     s->clips = (float*)malloc(sizeof(float) * (size_t)tc->numel);
-    if (!s->clips) { snprintf(err, ST_ERRLEN, "%s: out of memory for %lld clip values", path, (long long)tc->numel); goto done; }
+    if (!s->clips) {
+        snprintf(err, ST_ERRLEN, "%s: out of memory for %lld clip values", path, (long long)tc->numel);
+        goto done;
+    }
     if (st_read_float(&f, tc, s->clips, err)) goto done;
     if (world_check_clips(s->clips, s->n, s->C, s->T, s->H, s->W, path, err)) goto done;
     if (tx) {
@@ -537,7 +656,8 @@ static inline int world_load(WorldSet* s, const char* path, char* err) {
                      st_shape_str(sb, tx->ndim, tx->shape), s->n);
             goto done;
         }
-        s->text_len = (int)tx->shape[1]; s->text_dim = (int)tx->shape[2];
+        s->text_len = (int)tx->shape[1];
+        s->text_dim = (int)tx->shape[2];
         s->context = (float*)malloc(sizeof(float) * (size_t)tx->numel);
         if (!s->context || st_read_float(&f, tx, s->context, err)) {
             if (!s->context) snprintf(err, ST_ERRLEN, "%s: out of memory for the context", path);
@@ -565,16 +685,20 @@ static inline int world_load(WorldSet* s, const char* path, char* err) {
                 s->captions[k][len] = 0;
             }
             k++;
-            if (!e || (e[1] == 0 && k == s->n)) break;  // a trailing '\n' after the last caption is fine
+            if (!e || (e[1] == 0 && k == s->n)) break; // a trailing '\n' after the last caption is fine
             p = e + 1;
         }
         if (k != s->n) {
-            snprintf(err, ST_ERRLEN, "%s: %d captions in the metadata for %d clips; they must match one to one", path, k, s->n);
+            snprintf(err, ST_ERRLEN, "%s: %d captions in the metadata for %d clips; they must match one to one", path,
+                     k, s->n);
             goto done;
         }
     } else {
         fprintf(stderr, "%s: warning: no \"captions\" metadata; clips get empty captions (scoring needs them)\n", path);
-        for (int i = 0; i < s->n; i++) { s->captions[i] = (char*)malloc(1); s->captions[i][0] = 0; }
+        for (int i = 0; i < s->n; i++) {
+            s->captions[i] = (char*)malloc(1);
+            s->captions[i][0] = 0;
+        }
     }
     {
         const char* w = st_meta(&f, "world");
@@ -592,8 +716,14 @@ done:
 // the preset whose clip shape matches (T, H, W): 0 and *c set, or 1 if none does
 static inline int world_config_for_shape(WorldConfig* c, int T, int H, int W) {
     WorldConfig g = world_config_gpu(), t = world_config_tiny();
-    if (g.T == T && g.H == H && g.W == W) { *c = g; return 0; }
-    if (t.T == T && t.H == H && t.W == W) { *c = t; return 0; }
+    if (g.T == T && g.H == H && g.W == W) {
+        *c = g;
+        return 0;
+    }
+    if (t.T == T && t.H == H && t.W == W) {
+        *c = t;
+        return 0;
+    }
     return 1;
 }
 
