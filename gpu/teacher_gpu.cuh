@@ -126,8 +126,8 @@ static int teacher_gpu_step(TeacherGpu* t, const float* x, const float* ctx, con
 #else
             floatX* copy = m->params_x;
 #endif
-            adamw_update(m->params, copy, m->opt_m, m->opt_v, m->grads, m->n, (float)opt->lr, (float)opt->beta1, (float)opt->beta2,
-                         (float)opt->eps, (float)opt->weight_decay, (float)clip, m->step, s);
+            adamw_update(m->params, copy, m->opt_m, m->opt_v, m->grads, m->n, opt->lr, opt->beta1, opt->beta2, opt->eps,
+                         opt->weight_decay, clip, m->step, s);
         }
     }
     free(tsteps); free(sig); free(dropped); free(lb);
