@@ -62,6 +62,7 @@ static void test_size(size_t n, HostRng* rng) {
 }
 
 static void time_size(size_t n, HostRng* rng) {
+    if (dev_skip(n, "the timing size")) return;
     printf("\n  n %zu (timing only; buffers filled on the device)\n", n);
     float *d_p = dev_alloc<float>(n), *d_m = dev_alloc<float>(n), *d_v = dev_alloc<float>(n), *d_g = dev_alloc<float>(n);
     floatX* d_copy = dev_alloc<floatX>(n);
