@@ -23,12 +23,21 @@ nvcc --version | tail -1
 fail=0
 step() { echo; echo "==== $*"; }
 run() { echo "\$ $*"; "$@"; rc=$?; [ $rc -ne 0 ] && { echo "FAILED (exit $rc): $*"; fail=1; }; return $rc; }
+# runf PATTERN CMD...: runs CMD, prints only its lines matching PATTERN (all of its last 30 lines if it fails)
+runf() {
+    local pat=$1; shift
+    local log; log=$(mktemp)
+    echo "\$ $*"; "$@" > "$log" 2>&1; local rc=$?
+    grep -E "$pat" "$log"
+    if [ $rc -ne 0 ]; then echo "FAILED (exit $rc): $*"; tail -30 "$log"; fail=1; fi
+    rm -f "$log"; return $rc
+}
 
 step "1. builds (warnings are errors)"
 W="NVEXTRA=-Werror all-warnings -Xcompiler -Werror"
-run make -B PRECISION=FP32 GEMM=own ATTN=naive test_gpu "$W" >/dev/null && cp test_gpu /tmp/test_gpu_fp32_own
-run make -B PRECISION=FP32 test_gpu "$W" >/dev/null && cp test_gpu /tmp/test_gpu_fp32
-run make -B cuda "$W" >/dev/null    # bf16: train_tmd, sample_tmd, test_gpu
+runf "error" make -B PRECISION=FP32 GEMM=own ATTN=naive test_gpu "$W" && cp test_gpu /tmp/test_gpu_fp32_own
+runf "error" make -B PRECISION=FP32 test_gpu "$W" && cp test_gpu /tmp/test_gpu_fp32
+runf "error" make -B cuda "$W"    # bf16: train_tmd, sample_tmd, test_gpu
 echo "builds done"
 
 if ! nvidia-smi -L >/dev/null 2>&1; then
@@ -39,21 +48,20 @@ fi
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
 
 step "2. GPU-vs-CPU parity (test_gpu)"
-run /tmp/test_gpu_fp32_own | tail -3
-run /tmp/test_gpu_fp32 | tail -3
-run ./test_gpu | grep -E "FAIL|GPU parity" 
-run ./test_gpu --preset world --frames 2 --height 16 --width 16 | grep -E "FAIL|GPU parity"
+runf "FAIL|GPU parity" /tmp/test_gpu_fp32_own
+runf "FAIL|GPU parity" /tmp/test_gpu_fp32
+runf "FAIL|GPU parity" ./test_gpu
+runf "FAIL|GPU parity" ./test_gpu --preset world --frames 2 --height 16 --width 16
 
 step "3. kernel lab at real sizes (dev/cuda/run_all.sh; includes flash vs naive attention at Wan sizes)"
-run ./dev/cuda/run_all.sh | grep -E "time|FAIL|passed|exit|results"
+runf "time|FAIL|passed|exit|results" ./dev/cuda/run_all.sh
 
 step "4. teacher training on the built-in world, then sampling"
 run ./train_tmd --preset world --steps 300 --batch 8 --lr 3e-4 --log-every 50 --out /tmp/gpu_check_teacher.safetensors
 run ./sample_tmd --weights /tmp/gpu_check_teacher.safetensors --batch 4 --steps 16 --out /tmp/gpu_check_samples.npy
-run ./train_tmd --preset world --steps 20 --batch 8 --log-every 20 --out /tmp/gpu_check_fp.safetensors | grep -E "step|activation plan|total"
 
 step "5. Wan2.1 1.3B forward, 480p x 81 frames (batch 1, latent [16, 21, 60, 104], 32,760 tokens) vs diffusers eager"
-run ./sample_tmd --preset wan2.1-t2v-1.3b --bench 5 --batch 1 --latent-frames 21 --latent-height 60 --latent-width 104 | grep -E "bench|total"
+runf "bench|total" ./sample_tmd --preset wan2.1-t2v-1.3b --bench 5 --batch 1 --latent-frames 21 --latent-height 60 --latent-width 104
 run python3 dev/bench/diffusers_forward.py 5 || echo "(the diffusers comparison needs torch + diffusers; see the message above)"
 
 echo; [ $fail -eq 0 ] && echo "gpu_check: every step ran" || echo "gpu_check: some steps FAILED (see above)"
