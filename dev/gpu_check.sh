@@ -35,9 +35,9 @@ runf() {
 
 step "1. builds (warnings are errors)"
 W="NVEXTRA=-Werror all-warnings -Xcompiler -Werror"
-runf "error" make -B PRECISION=FP32 GEMM=own ATTN=naive test_gpu "$W" && cp test_gpu /tmp/test_gpu_fp32_own
-runf "error" make -B PRECISION=FP32 test_gpu "$W" && cp test_gpu /tmp/test_gpu_fp32
-runf "error" make -B cuda "$W"    # bf16: train_tmd, sample_tmd, test_gpu
+runf ": error|: warning|Error [0-9]" make -B PRECISION=FP32 GEMM=own ATTN=naive test_gpu "$W" && cp test_gpu /tmp/test_gpu_fp32_own
+runf ": error|: warning|Error [0-9]" make -B PRECISION=FP32 test_gpu "$W" && cp test_gpu /tmp/test_gpu_fp32
+runf ": error|: warning|Error [0-9]" make -B cuda "$W"    # bf16: train_tmd, sample_tmd, test_gpu
 echo "builds done"
 
 if ! nvidia-smi -L >/dev/null 2>&1; then
