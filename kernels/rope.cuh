@@ -9,8 +9,8 @@
 //   otherwise        θ = j · 10000^(−2(p − cf − ch) / (2ch))
 // for the token n = (f·Hp + i)·Wp + j of a (Fp, Hp, Wp) patch grid.
 //
-//   rope_table_build   cs [L, c, 2] fp32 = (cos θ, sin θ), computed in double on the device, stored fp32.
-//                      Built once per grid; overwritten.
+//   rope_table_host    cs [L, c, 2] fp32 = (cos θ, sin θ), computed in double on the host, stored fp32.
+//                      Built once per grid (then uploaded); overwritten.
 //   rope_forward       out = x·e^{iθ}:  out[2p] = x[2p]·cos − x[2p+1]·sin ; out[2p+1] = x[2p]·sin + x[2p+1]·cos
 //   rope_backward      inverts the rotation: dinp = R(−θ)·dout (the same kernel with sin negated)
 // x, out, dinp, dout [B·L, H, d] (T = floatX for q, k); token n of the batch uses table row n mod L.
@@ -18,32 +18,28 @@
 // by the same thread.
 // The official code rotates the fp32 RMSNorm output in float64 and rounds to bf16 once; here the input is the
 // floatX RMSNorm output (a second rounding in the bf16 build).
-// Version 1 (the simple one), checked and timed by dev/cuda/rope.cu; not yet run on a GPU (dev/cuda/README.md).
+// Rotation: version 1 (the simple one), checked and timed by dev/cuda/rope.cu; not yet run on a GPU (dev/cuda/README.md).
+// Table: on the host (version 2; version 1 built it on the device with the same double math).
 #pragma once
+#include <math.h>
 #include "common.cuh"
 #include "precision.cuh"
 
-// one thread per (token, pair)
-__global__ void rope_table_kernel(float* cs, int Fp, int Hp, int Wp, int half) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x, total = (size_t)Fp * Hp * Wp * half;
-    if (idx >= total) return;
-    int p = (int)(idx % half);
-    size_t n = idx / half;
-    int j = (int)(n % Wp), i = (int)((n / Wp) % Hp), f = (int)(n / ((size_t)Wp * Hp));
-    int ch = half / 3, cf = half - 2 * ch;
-    double th;
-    if (p < cf) th = f * pow(10000.0, -2.0 * p / (2 * cf));
-    else if (p < cf + ch) th = i * pow(10000.0, -2.0 * (p - cf) / (2 * ch));
-    else th = j * pow(10000.0, -2.0 * (p - cf - ch) / (2 * ch));
-    cs[2 * idx] = (float)cos(th);
-    cs[2 * idx + 1] = (float)sin(th);
-}
-
-// cs [Fp·Hp·Wp, head_dim/2, 2]
-static inline void rope_table_build(float* cs, int Fp, int Hp, int Wp, int head_dim, cudaStream_t stream) {
-    size_t total = (size_t)Fp * Hp * Wp * (head_dim / 2);
-    rope_table_kernel<<<(unsigned)((total + 255) / 256), 256, 0, stream>>>(cs, Fp, Hp, Wp, head_dim / 2);
-    cudaCheck(cudaGetLastError());
+// the table, on the host: cs [Fp·Hp·Wp, head_dim/2, 2] fp32, computed in double (built once per grid, then uploaded).
+// No device code needs pow/sin/cos in double: those calls compile to device functions that need a call stack, which
+// a functional simulator cannot run, and the table is tiny next to the activations.
+static inline void rope_table_host(float* cs, int Fp, int Hp, int Wp, int head_dim) {
+    int half = head_dim / 2, ch = half / 3, cf = half - 2 * ch;
+    for (int f = 0; f < Fp; f++) for (int i = 0; i < Hp; i++) for (int j = 0; j < Wp; j++)
+        for (int p = 0; p < half; p++) {
+            size_t idx = (((size_t)f * Hp + i) * Wp + j) * half + p;
+            double th;
+            if (p < cf) th = f * pow(10000.0, -2.0 * p / (2 * cf));
+            else if (p < cf + ch) th = i * pow(10000.0, -2.0 * (p - cf) / (2 * ch));
+            else th = j * pow(10000.0, -2.0 * (p - cf - ch) / (2 * ch));
+            cs[2 * idx] = (float)cos(th);
+            cs[2 * idx + 1] = (float)sin(th);
+        }
 }
 
 // pair q of the flat [B·L, H, c] pair array sits at elements 2q, 2q+1 of x; its token is q / (H·c)

@@ -6,23 +6,20 @@
 // Shapes: t [B] double (the model timestep, 1000·σ, possibly fractional in training), out [B, freq_dim] fp32.
 // Overwritten: out. No backward: the timestep is an input nobody trains through (the gradient stops at
 // time_embedding's first Linear, whose dW needs only this output).
-// Version 1 (the simple one), checked and timed by dev/cuda/timestep.cu; not yet run on a GPU (dev/cuda/README.md).
+// Host code (version 2; version 1 was a device kernel doing the same double math), checked by dev/cuda/timestep.cu.
 #pragma once
+#include <math.h>
 #include "common.cuh"
 
-// one thread per (sample, frequency)
-__global__ void timestep_sinusoid_kernel(float* out, const double* t, int B, int half) {
-    int idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= B * half) return;
-    int b = idx / half, k = idx % half;
-    double a = t[b] * pow(10000.0, -(double)k / half);
-    out[(size_t)b * 2 * half + k] = (float)cos(a);
-    out[(size_t)b * 2 * half + half + k] = (float)sin(a);
-}
-
-// out [B, freq_dim]; freq_dim must be even
-static inline void timestep_sinusoid_forward(float* out, const double* t, int B, int freq_dim, cudaStream_t stream) {
+// out [B, freq_dim] fp32 (host memory; the model uploads it); t [B] host doubles; freq_dim even. On the host because
+// time stays in double on the host, the table is a few KB, and pow/cos/sin in double would compile to device functions
+// that need a call stack (which a functional simulator cannot run).
+static inline void timestep_sinusoid_host(float* out, const double* t, int B, int freq_dim) {
     int half = freq_dim / 2;
-    timestep_sinusoid_kernel<<<(B * half + 255) / 256, 256, 0, stream>>>(out, t, B, half);
-    cudaCheck(cudaGetLastError());
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < half; k++) {
+            double a = t[b] * pow(10000.0, -(double)k / half);
+            out[(size_t)b * freq_dim + k] = (float)cos(a);
+            out[(size_t)b * freq_dim + half + k] = (float)sin(a);
+        }
 }

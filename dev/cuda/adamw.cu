@@ -23,6 +23,7 @@ static void adamw_twin(std::vector<double>& p, std::vector<double>& m, std::vect
 }
 
 static void test_size(size_t n, HostRng* rng) {
+    if (dev_skip(n, "this size")) return;
     printf("\n  n %zu\n", n);
     const float lr = 1e-3f, b1 = 0.9f, b2 = 0.99f, eps = 1e-8f, wd = 0.01f, scale = 0.5f;
     std::vector<float> p = rand_uniform(n, rng, -1.f, 1.f), m = rand_uniform(n, rng, -1e-2f, 1e-2f), v = rand_uniform(n, rng, 0.f, 1e-4f);
@@ -61,6 +62,7 @@ static void test_size(size_t n, HostRng* rng) {
 }
 
 static void time_size(size_t n, HostRng* rng) {
+    if (dev_skip(n, "the timing size")) return;
     printf("\n  n %zu (timing only; buffers filled on the device)\n", n);
     float *d_p = dev_alloc<float>(n), *d_m = dev_alloc<float>(n), *d_v = dev_alloc<float>(n), *d_g = dev_alloc<float>(n);
     floatX* d_copy = dev_alloc<floatX>(n);
