@@ -71,7 +71,7 @@ endif
 HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h)
 CUDA_HEADERS := $(HEADERS) $(wildcard kernels/*.cuh)
 
-.PHONY: all test cuda world clean
+.PHONY: all test ablate-quick cuda world clean
 all: test_tmd $(CUDA_TARGETS)
 cuda: $(CUDA_TARGETS)
 
@@ -80,6 +80,10 @@ test_tmd: test_tmd.c $(HEADERS)
 
 test: test_tmd
 	./test_tmd
+
+# the paper's claims in miniature, quick mode (a few minutes); `./test_tmd ablate` is the full run
+ablate-quick: test_tmd
+	./test_tmd ablate --quick
 
 train_tmd: train_tmd.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
