@@ -4,7 +4,8 @@
 //   Table 1 shape: teacher (UniPC many steps, Euler 1/2/4), DMD2-v (KD-warmed at M = 1) and TMD at M = 1, 2
 //   Table 6: TM versus TM-MF pretraining, after Stage 1 and after Stage 2 (M = 2)
 //   Fig. 7:  flow-head rollout on versus off (M = 2)
-//   Fig. 9:  t_dmd shift 5 versus none (M = 1), with a diversity measure (per-caption variance across noises)
+//   Fig. 9:  t_dmd shift 5 versus none for the one-step DMD2-v student, with a diversity measure (per-caption variance
+//            across noises)
 //   fusion gated versus concat (M = 2); an N and H sweep (M = 2)
 // Stage 1 checkpoints are shared between rows that differ only in Stage 2 (rollout, t_dmd shift).
 #pragma once
@@ -115,7 +116,6 @@ static int ablate_main(int argc, char** argv) {
     const int N0 = base.N, H0 = base.H;
     AblSpec specs[] = {
         {"t1", "TMD M1", 1, 1, N0, H0, FUSION_GATED, 0, 1, base.gamma_dmd, 0, 1},
-        {"fig9", "TMD M1, t_dmd shift 1 (none)", 1, 1, N0, H0, FUSION_GATED, 0, 1, 1.0, 0, 1},
         {"t1", "TMD M2", 1, 2, N0, H0, FUSION_GATED, 0, 1, base.gamma_dmd, 1, 1},
         {"fig7", "TMD M2, rollout off", 1, 2, N0, H0, FUSION_GATED, 0, 0, base.gamma_dmd, 0, 0},
         {"t6", "TM pretraining, M2", 1, 2, N0, H0, FUSION_GATED, 1, 1, base.gamma_dmd, 1, 0},
@@ -125,6 +125,7 @@ static int ablate_main(int argc, char** argv) {
         {"nh", "TMD M2 N2 H2", 1, 2, 2, 2, FUSION_GATED, 0, 1, base.gamma_dmd, 0, 0},
         {"t1", "DMD2-v M1 (KD)", 0, 1, N0, H0, FUSION_GATED, 0, 1, base.gamma_dmd, 0, 1},
         {"t1", "DMD2-v M2", 0, 2, N0, H0, FUSION_GATED, 0, 1, base.gamma_dmd, 0, 0},
+        {"fig9", "DMD2-v M1 (KD), t_dmd shift 1 (none)", 0, 1, N0, H0, FUSION_GATED, 0, 1, 1.0, 0, 1},
     };
     int nspec = (int)(sizeof(specs) / sizeof(specs[0]));
     double t_start = dr_now();
@@ -138,6 +139,7 @@ static int ablate_main(int argc, char** argv) {
     for (int i = 0; i < nt; i++) for (int s = 0; s < seeds; s++) abl_add(abl_row(rows, &nr, "t1", tr[i].name, tr[i].nfe), &tr[i], tdiv, i == 1);
     // the teacher's diversity, for scale, in the Fig. 9 table too
     for (int s = 0; s < seeds; s++) abl_add(abl_row(rows, &nr, "fig9", tr[1].name, tr[1].nfe), &tr[1], tdiv, 1);
+    for (int i = 0; i < nt; i++) printf("  %s: total %.1f (quality %.1f, semantic %.1f, Fréchet %.2f)\n", tr[i].name, tr[i].total, tr[i].quality, tr[i].semantic, tr[i].frechet);
     printf("  teacher rows and diversity (%.4f) done at %.0f s\n", tdiv, dr_now() - t_start);
     for (int si = 0; si < seeds; si++) {
         uint64_t seed = (uint64_t)(first_seed + si);
@@ -162,6 +164,7 @@ static int ablate_main(int argc, char** argv) {
                         char nm[96]; snprintf(nm, sizeof(nm), "%s after Stage 1", sp->name);
                         distill_eval_tmd(&W, &o, &sc, stu, o.M, nm, &d, NULL);
                         abl_add(abl_row(rows, &nr, "t6", sp->tm_only ? "TM, after Stage 1" : "TM-MF, after Stage 1", d.nfe), &d, 0, 0);
+                        printf("  %s: total %.1f (quality %.1f, semantic %.1f, Fréchet %.2f)\n", nm, d.total, d.quality, d.semantic, d.frechet);
                     }
                 }
                 distill_stage2(&W, &o, o.M, 1, stu);
@@ -184,7 +187,7 @@ static int ablate_main(int argc, char** argv) {
                 }
                 free(b);
             }
-            printf("  %s: total %.1f (quality %.1f, semantic %.1f, Fréchet %.2f)%s\n", sp->name, d.total, d.quality, d.semantic, d.frechet, sp->diversity ? "" : "");
+            printf("  %s: total %.1f (quality %.1f, semantic %.1f, Fréchet %.2f)\n", sp->name, d.total, d.quality, d.semantic, d.frechet);
             if (sp->diversity) printf("  diversity %.4f (teacher %.4f)\n", div, tdiv);
             if (strcmp(sp->table, "t6")) abl_add(abl_row(rows, &nr, sp->table, sp->name, d.nfe), &d, div, sp->diversity);
             if (!strcmp(sp->table, "t1") && sp->M == 2 && sp->tmd) {   // the same run is the TM-MF row of Table 6 and Fig. 7's "on"
@@ -194,7 +197,7 @@ static int ablate_main(int argc, char** argv) {
                 abl_add(abl_row(rows, &nr, "nh", "TMD M2 N2 H1", d.nfe), &d, 0, 0);
             }
             if (!strcmp(sp->table, "t6")) abl_add(abl_row(rows, &nr, "t6", "TM, after Stage 2", d.nfe), &d, 0, 0);
-            if (!strcmp(sp->table, "t1") && sp->M == 1 && sp->tmd) abl_add(abl_row(rows, &nr, "fig9", "TMD M1, t_dmd shift 5", d.nfe), &d, div, 1);
+            if (!strcmp(sp->table, "t1") && sp->M == 1 && !sp->tmd) abl_add(abl_row(rows, &nr, "fig9", "DMD2-v M1 (KD), t_dmd shift 5", d.nfe), &d, div, 1);
         }
         free(s1);
     }
@@ -202,7 +205,7 @@ static int ablate_main(int argc, char** argv) {
     const char* titles[][2] = {{"t1", "Table 1 shape: teacher, DMD2-v (KD-warmed at M = 1) and TMD at M = 1, 2"},
                                {"t6", "Table 6: TM versus TM-MF pretraining (M = 2)"},
                                {"fig7", "Fig. 7: flow-head rollout on versus off (M = 2)"},
-                               {"fig9", "Fig. 9: t_dmd shift 5 versus none (M = 1); diversity = per-caption variance across noises"},
+                               {"fig9", "Fig. 9: t_dmd shift 5 versus none, one-step DMD2-v (KD); diversity = per-caption variance across noises"},
                                {"fusion", "Fusion: gated versus concat (M = 2)"},
                                {"nh", "N and H sweep (M = 2)"}};
     FILE* fo = out ? fopen(out, "w") : NULL;
