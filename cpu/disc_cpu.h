@@ -7,7 +7,12 @@
 // facts): conv 1 kernel (3,4,4) stride (1,2,2), conv 2 kernel (3,4,4) stride 2, convs 3 and 4 kernel 3 stride 2,
 // all with padding 1; GroupNorm groups max(1, C/4) up to 32 channels, else the largest divisor of C that is <= 32.
 // At Wan2.1 1.3B scale (C0 = 1536/4 = 384, widths 512, 512, 1024, 1024, hidden 512) one head has 65.0M parameters
-// (disc_num_params, printed by the tests). Every forward overwrites its outputs; every backward accumulates (+=).
+// (disc_num_params, printed by the tests), three heads 195.1M. The paper's Table 7 says 68M (1.3B) and 172M (14B);
+// 68M is what three heads of FastGen's "multiscale_down_mlp_large" have at C0 = 384 (67.87M by its layer list; its
+// Wan DMD2 configs select that head), but that head is a bank of 1x1 and 3x3x3 convolutions over pooled scales, not
+// the strided Conv3D stack that the paper's Table 3 ("Conv3D") and this project's notes describe, and at 14B it has
+// 708M, not 172M. We build the strided Conv3D stack and record the mismatch. Every forward overwrites its outputs;
+// every backward accumulates (+=).
 #pragma once
 #include "wan_cpu.h"
 #include "../lib/rng.h"
