@@ -3,7 +3,8 @@
 //   ./test_tmd forward ...     the CPU forward of a checkpoint on .npy inputs (debugging real weights)
 //   ./test_tmd presets         print every preset's config and parameter count
 //   ./test_tmd world ...       the built-in world: generate data, contact sheets, scoring
-//   ./test_tmd distill ...     the whole method in the tiny world;  ./test_tmd ablate ...  the paper's claims in miniature
+//   ./test_tmd distill ...     the whole method in the tiny world
+//   ./test_tmd ablate ...      the paper's claims in miniature
 #define WAN_REAL double
 #include "wan.h"                // config, presets, parameter layout, safetensors weights I/O
 #include "cpu/wan_cpu.h"        // the CPU reference DiT: forward and backward

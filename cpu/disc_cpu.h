@@ -43,7 +43,11 @@ static int disc_layers_for(int num_layers, int* layers) {
     if (num_layers == 30) { layers[0] = 15; layers[1] = 22; layers[2] = 29; return 3; }
     if (num_layers == 40) { layers[0] = 19; layers[1] = 29; layers[2] = 39; return 3; }
     int want[3] = {(15 * num_layers) / 30, (22 * num_layers) / 30, num_layers - 1}, n = 0;
-    for (int i = 0; i < 3; i++) { int dup = 0; for (int j = 0; j < n; j++) dup |= layers[j] == want[i]; if (!dup) layers[n++] = want[i]; }
+    for (int i = 0; i < 3; i++) {
+        int dup = 0;
+        for (int j = 0; j < n; j++) dup |= layers[j] == want[i];
+        if (!dup) layers[n++] = want[i];
+    }
     return n;
 }
 
@@ -93,10 +97,15 @@ static void disc_init(const DiscConfig* dc, real* buf, uint64_t seed) {
     DiscParams p; size_t n = disc_carve(dc, &p, buf);
     memset(buf, 0, sizeof(real) * n);
     Rng r = rng_make(seed);
-#define DISC_UNIF_(ptr, n, fan) do { double a_ = 1 / sqrt((double)(fan)); for (size_t i_ = 0; i_ < (size_t)(n); i_++) (ptr)[i_] = a_ * (2 * rng_uniform(&r) - 1); } while (0)
+#define DISC_UNIF_(ptr, n, fan)                                                                                        \
+    do {                                                                                                               \
+        double a_ = 1 / sqrt((double)(fan));                                                                           \
+        for (size_t i_ = 0; i_ < (size_t)(n); i_++) (ptr)[i_] = a_ * (2 * rng_uniform(&r) - 1);                        \
+    } while (0)
     for (int h = 0; h < dc->n_heads; h++) {
         for (int k = 0; k < DISC_CONVS; k++) {
-            int ic = disc_conv_in(dc, k), oc = dc->width[k], kv = DISC_KERNEL[k][0] * DISC_KERNEL[k][1] * DISC_KERNEL[k][2];
+            int ic = disc_conv_in(dc, k), oc = dc->width[k],
+                kv = DISC_KERNEL[k][0] * DISC_KERNEL[k][1] * DISC_KERNEL[k][2];
             DISC_UNIF_(p.conv_w[h][k], (size_t)oc * ic * kv, ic * kv); DISC_UNIF_(p.conv_b[h][k], oc, ic * kv);
             for (int i = 0; i < oc; i++) p.norm_w[h][k][i] = 1;
         }
@@ -113,52 +122,73 @@ static void disc_init(const DiscConfig* dc, real* buf, uint64_t seed) {
 typedef struct { int C, T, H, W; } Shape4;
 static size_t shape_numel(Shape4 s) { return (size_t)s.C * s.T * s.H * s.W; }
 static Shape4 conv_out_shape(Shape4 in, int oc, const int* k, const int* st) {
-    Shape4 o = {oc, (in.T + 2 * DISC_PAD - k[0]) / st[0] + 1, (in.H + 2 * DISC_PAD - k[1]) / st[1] + 1, (in.W + 2 * DISC_PAD - k[2]) / st[2] + 1};
+    Shape4 o = {oc, (in.T + 2 * DISC_PAD - k[0]) / st[0] + 1, (in.H + 2 * DISC_PAD - k[1]) / st[1] + 1,
+                (in.W + 2 * DISC_PAD - k[2]) / st[2] + 1};
     return o;
 }
 
-// out[o, t, i, j] = b[o] + Σ_{c, a, b, e} w[o, c, a, b, e]·inp[c, t·st0 − 1 + a, i·st1 − 1 + b, j·st2 − 1 + e] (zero padding)
-static void conv3ds_forward(real* out, const real* inp, const real* w, const real* b, Shape4 in, Shape4 os, const int* k, const int* st) {
+// out[o, t, i, j] = b[o] + Σ_{c, a, b, e} w[o, c, a, b, e]·inp[c, t·st0 − 1 + a, i·st1 − 1 + b, j·st2 − 1 + e] (zero
+// padding)
+static void conv3ds_forward(real* out, const real* inp, const real* w, const real* b, Shape4 in, Shape4 os,
+                            const int* k, const int* st) {
     int IC = in.C;
-    for (int o = 0; o < os.C; o++) for (int t = 0; t < os.T; t++) for (int i = 0; i < os.H; i++) for (int j = 0; j < os.W; j++) {
-        double s = b[o];
-        for (int c = 0; c < IC; c++) for (int a = 0; a < k[0]; a++) {
-            int ti = t * st[0] - DISC_PAD + a; if (ti < 0 || ti >= in.T) continue;
-            for (int bb = 0; bb < k[1]; bb++) {
-                int hi = i * st[1] - DISC_PAD + bb; if (hi < 0 || hi >= in.H) continue;
-                const real* wr = w + ((((size_t)o * IC + c) * k[0] + a) * k[1] + bb) * k[2];
-                const real* xr = inp + (((size_t)c * in.T + ti) * in.H + hi) * in.W;
-                for (int e = 0; e < k[2]; e++) { int wi = j * st[2] - DISC_PAD + e; if (wi >= 0 && wi < in.W) s += wr[e] * xr[wi]; }
-            }
-        }
-        out[(((size_t)o * os.T + t) * os.H + i) * os.W + j] = s;
-    }
+    for (int o = 0; o < os.C; o++)
+        for (int t = 0; t < os.T; t++)
+            for (int i = 0; i < os.H; i++)
+                for (int j = 0; j < os.W; j++) {
+                    double s = b[o];
+                    for (int c = 0; c < IC; c++)
+                        for (int a = 0; a < k[0]; a++) {
+                            int ti = t * st[0] - DISC_PAD + a;
+                            if (ti < 0 || ti >= in.T) continue;
+                            for (int bb = 0; bb < k[1]; bb++) {
+                                int hi = i * st[1] - DISC_PAD + bb;
+                                if (hi < 0 || hi >= in.H) continue;
+                                const real* wr = w + ((((size_t)o * IC + c) * k[0] + a) * k[1] + bb) * k[2];
+                                const real* xr = inp + (((size_t)c * in.T + ti) * in.H + hi) * in.W;
+                                for (int e = 0; e < k[2]; e++) {
+                                    int wi = j * st[2] - DISC_PAD + e;
+                                    if (wi >= 0 && wi < in.W) s += wr[e] * xr[wi];
+                                }
+                            }
+                        }
+                    out[(((size_t)o * os.T + t) * os.H + i) * os.W + j] = s;
+                }
 }
 // backward of the line above: dinp (+=, may be NULL), dw (+=), db (+=)
-static void conv3ds_backward(real* dinp, real* dw, real* db, const real* dout, const real* inp, const real* w, Shape4 in, Shape4 os,
-                             const int* k, const int* st) {
+static void conv3ds_backward(real* dinp, real* dw, real* db, const real* dout, const real* inp, const real* w,
+                             Shape4 in, Shape4 os, const int* k, const int* st) {
     int IC = in.C;
-    for (int o = 0; o < os.C; o++) for (int t = 0; t < os.T; t++) for (int i = 0; i < os.H; i++) for (int j = 0; j < os.W; j++) {
-        double g = dout[(((size_t)o * os.T + t) * os.H + i) * os.W + j];
-        if (g == 0) continue;
-        db[o] += g;
-        for (int c = 0; c < IC; c++) for (int a = 0; a < k[0]; a++) {
-            int ti = t * st[0] - DISC_PAD + a; if (ti < 0 || ti >= in.T) continue;
-            for (int bb = 0; bb < k[1]; bb++) {
-                int hi = i * st[1] - DISC_PAD + bb; if (hi < 0 || hi >= in.H) continue;
-                size_t wo = ((((size_t)o * IC + c) * k[0] + a) * k[1] + bb) * k[2], xo = (((size_t)c * in.T + ti) * in.H + hi) * in.W;
-                for (int e = 0; e < k[2]; e++) {
-                    int wi = j * st[2] - DISC_PAD + e; if (wi < 0 || wi >= in.W) continue;
-                    dw[wo + e] += g * inp[xo + wi];
-                    if (dinp) dinp[xo + wi] += g * w[wo + e];
+    for (int o = 0; o < os.C; o++)
+        for (int t = 0; t < os.T; t++)
+            for (int i = 0; i < os.H; i++)
+                for (int j = 0; j < os.W; j++) {
+                    double g = dout[(((size_t)o * os.T + t) * os.H + i) * os.W + j];
+                    if (g == 0) continue;
+                    db[o] += g;
+                    for (int c = 0; c < IC; c++)
+                        for (int a = 0; a < k[0]; a++) {
+                            int ti = t * st[0] - DISC_PAD + a;
+                            if (ti < 0 || ti >= in.T) continue;
+                            for (int bb = 0; bb < k[1]; bb++) {
+                                int hi = i * st[1] - DISC_PAD + bb;
+                                if (hi < 0 || hi >= in.H) continue;
+                                size_t wo = ((((size_t)o * IC + c) * k[0] + a) * k[1] + bb) * k[2],
+                                       xo = (((size_t)c * in.T + ti) * in.H + hi) * in.W;
+                                for (int e = 0; e < k[2]; e++) {
+                                    int wi = j * st[2] - DISC_PAD + e;
+                                    if (wi < 0 || wi >= in.W) continue;
+                                    dw[wo + e] += g * inp[xo + wi];
+                                    if (dinp) dinp[xo + wi] += g * w[wo + e];
+                                }
+                            }
+                        }
                 }
-            }
-        }
-    }
 }
 
 // GroupNorm over [C, S] (S = T·H·W) with G groups, eps 1e-5 (PyTorch's default): xhat, mean[G], rstd[G] kept
-static void groupnorm_forward(real* out, real* xhat, real* mean, real* rstd, const real* inp, const real* w, const real* b, int C, size_t S, int G) {
+static void groupnorm_forward(real* out, real* xhat, real* mean, real* rstd, const real* inp, const real* w,
+                              const real* b, int C, size_t S, int G) {
     int cg = C / G; size_t n = (size_t)cg * S;
     for (int g = 0; g < G; g++) {
         const real* x = inp + (size_t)g * n;
@@ -175,7 +205,8 @@ static void groupnorm_forward(real* out, real* xhat, real* mean, real* rstd, con
     }
 }
 // backward of out = xhat·w + b, xhat = (x − mean)·rstd per group: dinp (+=), dw (+=), db (+=)
-static void groupnorm_backward(real* dinp, real* dw, real* db, const real* dout, const real* xhat, const real* rstd, const real* w, int C, size_t S, int G) {
+static void groupnorm_backward(real* dinp, real* dw, real* db, const real* dout, const real* xhat, const real* rstd,
+                               const real* w, int C, size_t S, int G) {
     int cg = C / G; size_t n = (size_t)cg * S;
     for (int g = 0; g < G; g++) {
         double sd = 0, sdx = 0;   // Σ dxhat, Σ dxhat·xhat
@@ -192,8 +223,12 @@ static void groupnorm_backward(real* dinp, real* dw, real* db, const real* dout,
 }
 
 #define LEAKY_SLOPE 0.2
-static void leaky_forward(real* out, const real* inp, size_t n) { for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0 ? inp[i] : LEAKY_SLOPE * inp[i]; }
-static void leaky_backward(real* dinp, const real* dout, const real* inp, size_t n) { for (size_t i = 0; i < n; i++) dinp[i] += inp[i] > 0 ? dout[i] : LEAKY_SLOPE * dout[i]; }
+static void leaky_forward(real* out, const real* inp, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0 ? inp[i] : LEAKY_SLOPE * inp[i];
+}
+static void leaky_backward(real* dinp, const real* dout, const real* inp, size_t n) {
+    for (size_t i = 0; i < n; i++) dinp[i] += inp[i] > 0 ? dout[i] : LEAKY_SLOPE * dout[i];
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // the heads
@@ -215,8 +250,12 @@ static void disc_act_carve_(DiscAct* a, const DiscConfig* dc) {
         a->x0[h] = arena_take(&a->arena, shape_numel(a->shp[0]));
         for (int k = 0; k < DISC_CONVS; k++) {
             size_t n = shape_numel(a->shp[k + 1]); int G = disc_groups(dc->width[k]);
-            a->z[h][k] = arena_take(&a->arena, n); a->xh[h][k] = arena_take(&a->arena, n); a->nrm[h][k] = arena_take(&a->arena, n);
-            a->act[h][k] = arena_take(&a->arena, n); a->mean[h][k] = arena_take(&a->arena, G); a->rstd[h][k] = arena_take(&a->arena, G);
+            a->z[h][k] = arena_take(&a->arena, n);
+            a->xh[h][k] = arena_take(&a->arena, n);
+            a->nrm[h][k] = arena_take(&a->arena, n);
+            a->act[h][k] = arena_take(&a->arena, n);
+            a->mean[h][k] = arena_take(&a->arena, G);
+            a->rstd[h][k] = arena_take(&a->arena, G);
         }
         a->pool[h] = arena_take(&a->arena, dc->width[DISC_CONVS - 1]);
         a->h1[h] = arena_take(&a->arena, dc->hidden); a->a1[h] = arena_take(&a->arena, dc->hidden);
@@ -225,7 +264,8 @@ static void disc_act_carve_(DiscAct* a, const DiscConfig* dc) {
 static void disc_act_init(DiscAct* a, const DiscConfig* dc, const WanGrid* g) {
     memset(a, 0, sizeof(*a));
     a->shp[0] = (Shape4){dc->in_ch, g->T, g->Hl, g->Wl};
-    for (int k = 0; k < DISC_CONVS; k++) a->shp[k + 1] = conv_out_shape(a->shp[k], dc->width[k], DISC_KERNEL[k], DISC_STRIDE[k]);
+    for (int k = 0; k < DISC_CONVS; k++)
+        a->shp[k + 1] = conv_out_shape(a->shp[k], dc->width[k], DISC_KERNEL[k], DISC_STRIDE[k]);
     ARENA_BUILD(&a->arena, disc_act_carve_(a, dc));
 }
 static void disc_act_free(DiscAct* a) { free(a->arena.base); }
@@ -234,17 +274,24 @@ static void disc_act_free(DiscAct* a) { free(a->arena.base); }
 static void disc_forward(DiscAct* a, const DiscParams* p, const DiscConfig* dc, const WanAct* ta) {
     const WanGrid* g = &ta->g; const WanConfig* c = &ta->cfg;
     for (int h = 0; h < dc->n_heads; h++) {
-        unpatchify_forward(a->x0[h], wan_xs(ta, dc->layers[h] + 1), dc->in_ch, g->T, g->Hl, g->Wl, c->patch[0], c->patch[1], c->patch[2]);
+        unpatchify_forward(a->x0[h], wan_xs(ta, dc->layers[h] + 1), dc->in_ch, g->T, g->Hl, g->Wl, c->patch[0],
+                           c->patch[1], c->patch[2]);
         const real* x = a->x0[h];
         for (int k = 0; k < DISC_CONVS; k++) {
             Shape4 o = a->shp[k + 1]; size_t S = (size_t)o.T * o.H * o.W;
-            conv3ds_forward(a->z[h][k], x, p->conv_w[h][k], p->conv_b[h][k], a->shp[k], o, DISC_KERNEL[k], DISC_STRIDE[k]);
-            groupnorm_forward(a->nrm[h][k], a->xh[h][k], a->mean[h][k], a->rstd[h][k], a->z[h][k], p->norm_w[h][k], p->norm_b[h][k], o.C, S, disc_groups(o.C));
+            conv3ds_forward(a->z[h][k], x, p->conv_w[h][k], p->conv_b[h][k], a->shp[k], o, DISC_KERNEL[k],
+                            DISC_STRIDE[k]);
+            groupnorm_forward(a->nrm[h][k], a->xh[h][k], a->mean[h][k], a->rstd[h][k], a->z[h][k], p->norm_w[h][k],
+                              p->norm_b[h][k], o.C, S, disc_groups(o.C));
             leaky_forward(a->act[h][k], a->nrm[h][k], shape_numel(o));
             x = a->act[h][k];
         }
         Shape4 o = a->shp[DISC_CONVS]; size_t S = (size_t)o.T * o.H * o.W;
-        for (int ch = 0; ch < o.C; ch++) { double s = 0; for (size_t i = 0; i < S; i++) s += x[(size_t)ch * S + i]; a->pool[h][ch] = s / S; }
+        for (int ch = 0; ch < o.C; ch++) {
+            double s = 0;
+            for (size_t i = 0; i < S; i++) s += x[(size_t)ch * S + i];
+            a->pool[h][ch] = s / S;
+        }
         linear_forward(a->h1[h], a->pool[h], p->mlp_0_w[h], p->mlp_0_b[h], 1, o.C, dc->hidden);
         leaky_forward(a->a1[h], a->h1[h], dc->hidden);
         double z = p->mlp_2_b[h][0]; for (int i = 0; i < dc->hidden; i++) z += p->mlp_2_w[h][i] * a->a1[h][i];
@@ -254,12 +301,16 @@ static void disc_forward(DiscAct* a, const DiscParams* p, const DiscConfig* dc, 
 
 // dlogit[h] → dp (+=, may be NULL: parameter gradients are then discarded) and the feature gradients
 // dfeat[layers[h] + 1] (+=, may be NULL)
-static void disc_backward(DiscParams* dp, real** dfeat, const double* dlogit, const DiscAct* a, const DiscParams* p, const DiscConfig* dc, const WanAct* ta) {
+static void disc_backward(DiscParams* dp, real** dfeat, const double* dlogit, const DiscAct* a, const DiscParams* p,
+                          const DiscConfig* dc, const WanAct* ta) {
     const WanGrid* g = &ta->g; const WanConfig* c = &ta->cfg;
     size_t big = shape_numel(a->shp[0]);
     for (int k = 1; k <= DISC_CONVS; k++) if (shape_numel(a->shp[k]) > big) big = shape_numel(a->shp[k]);
-    real* gcur = (real*)calloc(big, sizeof(real)); real* gtmp = (real*)calloc(big, sizeof(real)); real* gin = (real*)calloc(big, sizeof(real));
-    real* dh = (real*)calloc(dc->hidden + 1, sizeof(real)); real* dpool = (real*)calloc(dc->width[DISC_CONVS - 1], sizeof(real));
+    real* gcur = (real*)calloc(big, sizeof(real));
+    real* gtmp = (real*)calloc(big, sizeof(real));
+    real* gin = (real*)calloc(big, sizeof(real));
+    real* dh = (real*)calloc(dc->hidden + 1, sizeof(real));
+    real* dpool = (real*)calloc(dc->width[DISC_CONVS - 1], sizeof(real));
     DiscParams sp; real* sbuf = NULL;   // a scratch gradient target when dp is NULL
     if (!dp) { sbuf = (real*)calloc(disc_num_params(dc), sizeof(real)); disc_carve(dc, &sp, sbuf); dp = &sp; }
     for (int h = 0; h < dc->n_heads; h++) {
@@ -273,16 +324,19 @@ static void disc_backward(DiscParams* dp, real** dfeat, const double* dlogit, co
         memset(dpool, 0, sizeof(real) * o.C);
         linear_backward(dpool, dp->mlp_0_w[h], dp->mlp_0_b[h], tmp, a->pool[h], p->mlp_0_w[h], 1, o.C, dc->hidden);
         free(tmp);
-        for (int ch = 0; ch < o.C; ch++) for (size_t i = 0; i < S; i++) gcur[(size_t)ch * S + i] = dpool[ch] / S;   // pool = mean
+        for (int ch = 0; ch < o.C; ch++)
+            for (size_t i = 0; i < S; i++) gcur[(size_t)ch * S + i] = dpool[ch] / S; // pool = mean
         for (int k = DISC_CONVS - 1; k >= 0; k--) {
             Shape4 ok = a->shp[k + 1]; size_t n = shape_numel(ok), Sk = (size_t)ok.T * ok.H * ok.W;
             memset(gtmp, 0, sizeof(real) * n);
             leaky_backward(gtmp, gcur, a->nrm[h][k], n);                              // d nrm
             memset(gcur, 0, sizeof(real) * n);
-            groupnorm_backward(gcur, dp->norm_w[h][k], dp->norm_b[h][k], gtmp, a->xh[h][k], a->rstd[h][k], p->norm_w[h][k], ok.C, Sk, disc_groups(ok.C));  // d z
+            groupnorm_backward(gcur, dp->norm_w[h][k], dp->norm_b[h][k], gtmp, a->xh[h][k], a->rstd[h][k],
+                               p->norm_w[h][k], ok.C, Sk, disc_groups(ok.C)); // d z
             const real* xin = k ? a->act[h][k - 1] : a->x0[h];
             memset(gin, 0, sizeof(real) * shape_numel(a->shp[k]));
-            conv3ds_backward(gin, dp->conv_w[h][k], dp->conv_b[h][k], gcur, xin, p->conv_w[h][k], a->shp[k], ok, DISC_KERNEL[k], DISC_STRIDE[k]);
+            conv3ds_backward(gin, dp->conv_w[h][k], dp->conv_b[h][k], gcur, xin, p->conv_w[h][k], a->shp[k], ok,
+                             DISC_KERNEL[k], DISC_STRIDE[k]);
             memcpy(gcur, gin, sizeof(real) * shape_numel(a->shp[k]));
         }
         real* dfe = dfeat ? dfeat[dc->layers[h] + 1] : NULL;

@@ -56,7 +56,8 @@ static void tmmf_work_init(TmmfWork* w, const StudentConfig* sc, const WanGrid* 
     real** bufs[] = {&w->x1, &w->xt, &w->y, &w->y1, &w->ys, &w->v, &w->vg, &w->u, &w->uhat, &w->yp, &w->dhead};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) *bufs[i] = (real*)calloc(n, sizeof(real));
     w->du = (real*)calloc(3 * n, sizeof(real));   // tmmf_target's scratch
-    w->dm = (real*)calloc(LD, sizeof(real)); w->dc = (real*)calloc((size_t)sc->wan.text_len * sc->wan.dim, sizeof(real));
+    w->dm = (real*)calloc(LD, sizeof(real));
+    w->dc = (real*)calloc((size_t)sc->wan.text_len * sc->wan.dim, sizeof(real));
 }
 static void tmmf_work_free(TmmfWork* w) {
     wan_act_free(&w->bb); wan_act_free(&w->bb_u); head_act_free(&w->h); head_act_free(&w->h_aux);
@@ -77,8 +78,9 @@ typedef void (*AvgVelocityFn)(void* ctx, real* u, const real* y, double s, doubl
 // _mix_condition returns the guided dx_t/dt that _jvp uses as the tangent). With τ = v (plain_tangent, the
 // earlier choice) and v ≠ v_g, the loss's fixed point is the average velocity of no single field
 // (test_tmmf_fixed_point). u_sr = u(y_s, s, r), already evaluated; scratch: 3·n.
-static void tmmf_target(real* uhat, real* tangent, const real* ys, const real* v, const real* u_sr, double s, double r, double cfg,
-                        double delta, int plain_tangent, AvgVelocityFn cond, AvgVelocityFn uncond, void* ctx, real* scratch, size_t n) {
+static void tmmf_target(real* uhat, real* tangent, const real* ys, const real* v, const real* u_sr, double s, double r,
+                        double cfg, double delta, int plain_tangent, AvgVelocityFn cond, AvgVelocityFn uncond,
+                        void* ctx, real* scratch, size_t n) {
     real *up = scratch, *um = scratch + n, *yp = scratch + 2 * n;
     if (uncond && cfg != 1) {
         uncond(ctx, up, ys, s, s);
@@ -92,26 +94,44 @@ static void tmmf_target(real* uhat, real* tangent, const real* ys, const real* v
     if (fwd) { for (size_t k = 0; k < n; k++) yp[k] = ys[k] + delta * tangent[k]; cond(ctx, up, yp, s + delta, r); }
     if (bwd) { for (size_t k = 0; k < n; k++) yp[k] = ys[k] - delta * tangent[k]; cond(ctx, um, yp, s - delta, r); }
     for (size_t k = 0; k < n; k++) {
-        double dd = fwd && bwd ? (up[k] - um[k]) / (2 * delta) : fwd ? (up[k] - u_sr[k]) / delta : bwd ? (u_sr[k] - um[k]) / delta : 0;
+        double dd = fwd && bwd ? (up[k] - um[k]) / (2 * delta)
+                    : fwd      ? (up[k] - u_sr[k]) / delta
+                    : bwd      ? (u_sr[k] - um[k]) / delta
+                               : 0;
         uhat[k] -= (s - r) * dd;
     }
 }
 
 // the student's u_θ(y, s, r; m) = y1 − head_θ(y, s, r; m) (Eq. 14) with a scratch head evaluation, as an AvgVelocityFn
-typedef struct { HeadAct* h; const StudentParams* S; const StudentConfig* sc; const WanGrid* g; const real *m, *ctx_c, *rope, *mu, *ctx_u, *rope_u, *y1; size_t n; } HeadField;
-static void head_field_eval_(HeadField* f, const real* m, const real* c, const real* rope, real* u, const real* y, double s, double r) {
+typedef struct {
+    HeadAct* h;
+    const StudentParams* S;
+    const StudentConfig* sc;
+    const WanGrid* g;
+    const real *m, *ctx_c, *rope, *mu, *ctx_u, *rope_u, *y1;
+    size_t n;
+} HeadField;
+static void head_field_eval_(HeadField* f, const real* m, const real* c, const real* rope, real* u, const real* y,
+                             double s, double r) {
     head_forward(f->h, f->S, f->sc, f->g, m, c, rope, y, s, r);
     for (size_t i = 0; i < f->n; i++) u[i] = f->y1[i] - f->h->out[i];
 }
-static void head_field_cond(void* p, real* u, const real* y, double s, double r) { HeadField* f = (HeadField*)p; head_field_eval_(f, f->m, f->ctx_c, f->rope, u, y, s, r); }
-static void head_field_uncond(void* p, real* u, const real* y, double s, double r) { HeadField* f = (HeadField*)p; head_field_eval_(f, f->mu, f->ctx_u, f->rope_u, u, y, s, r); }
+static void head_field_cond(void* p, real* u, const real* y, double s, double r) {
+    HeadField* f = (HeadField*)p;
+    head_field_eval_(f, f->m, f->ctx_c, f->rope, u, y, s, r);
+}
+static void head_field_uncond(void* p, real* u, const real* y, double s, double r) {
+    HeadField* f = (HeadField*)p;
+    head_field_eval_(f, f->mu, f->ctx_u, f->rope_u, u, y, s, r);
+}
 
 typedef struct { double loss, mse; double s, r, t; int dropped; } TmmfStats;
 
 // one sample of the TM-MF loss  ‖u_θ − û‖² / sg(‖u_θ − û‖² + c),  û = sg(v_g − (s − r)·du/ds)
 // x: clean latent; ctx/Lt: its caption; ctx_u/Lt_u: the unconditional caption (empty for the world: NULL, 0)
-static TmmfStats tmmf_sample(StudentParams* dS, const StudentParams* S, const StudentConfig* sc, const WanGrid* g, TmmfWork* w,
-                             const real* x, const real* ctx, int Lt, const real* ctx_u, int Lt_u, const TmmfConfig* cf, Rng* rng, double scale) {
+static TmmfStats tmmf_sample(StudentParams* dS, const StudentParams* S, const StudentConfig* sc, const WanGrid* g,
+                             TmmfWork* w, const real* x, const real* ctx, int Lt, const real* ctx_u, int Lt_u,
+                             const TmmfConfig* cf, Rng* rng, double scale) {
     TmmfStats st; memset(&st, 0, sizeof(st));
     size_t n = w->numel;
     double tg[65], sg[65];
@@ -138,7 +158,9 @@ static TmmfStats tmmf_sample(StudentParams* dS, const StudentParams* S, const St
     if (!w->have_target) {
         HeadField f = {&w->h_aux, S, sc, g, m, w->bb.text.c, w->bb.rope, NULL, NULL, NULL, w->y1, n};
         if (!dropped && cf->cfg != 1) {   // the unconditional main feature m_∅ for the guidance term (no gradient)
-            f.mu = student_backbone_forward(&w->bb_u, S, sc, w->xt, t, ctx_u, Lt_u); f.ctx_u = w->bb_u.text.c; f.rope_u = w->bb_u.rope;
+            f.mu = student_backbone_forward(&w->bb_u, S, sc, w->xt, t, ctx_u, Lt_u);
+            f.ctx_u = w->bb_u.text.c;
+            f.rope_u = w->bb_u.rope;
         }
         tmmf_target(w->uhat, w->vg, w->ys, w->v, w->u, s, r, cf->cfg, cf->delta, cf->plain_tangent, head_field_cond,
                     f.mu ? head_field_uncond : NULL, &f, w->du, n);
@@ -181,14 +203,18 @@ typedef struct {
     size_t numel;
 } Generator;
 
-static void generator_init(Generator* G, int tmd, const StudentConfig* sc, const WanGrid* g, int N, double gamma_inner) {
+static void generator_init(Generator* G, int tmd, const StudentConfig* sc, const WanGrid* g, int N,
+                           double gamma_inner) {
     memset(G, 0, sizeof(*G));
     G->tmd = tmd; G->sc = *sc; G->rollout_grad = 1;
     wan_act_init(&G->bb, &sc->wan, g);
     if (tmd) rollout_init(&G->ro, sc, g, N, gamma_inner);
     G->numel = (size_t)sc->wan.out_dim * g->T * g->Hl * g->Wl;
-    G->xhat = (real*)calloc(G->numel, sizeof(real)); G->dyhat = (real*)calloc(G->numel, sizeof(real)); G->dv = (real*)calloc(G->numel, sizeof(real));
-    G->dm = (real*)calloc((size_t)g->L * sc->wan.dim, sizeof(real)); G->dc = (real*)calloc((size_t)sc->wan.text_len * sc->wan.dim, sizeof(real));
+    G->xhat = (real*)calloc(G->numel, sizeof(real));
+    G->dyhat = (real*)calloc(G->numel, sizeof(real));
+    G->dv = (real*)calloc(G->numel, sizeof(real));
+    G->dm = (real*)calloc((size_t)g->L * sc->wan.dim, sizeof(real));
+    G->dc = (real*)calloc((size_t)sc->wan.text_len * sc->wan.dim, sizeof(real));
 }
 static void generator_free(Generator* G) {
     wan_act_free(&G->bb); if (G->tmd) rollout_free(&G->ro);
@@ -196,7 +222,8 @@ static void generator_free(Generator* G) {
 }
 
 // x̂ into G->xhat; y1 is the inner noise (tmd), x1 the outer noise (only for xhat_eq15)
-static const real* generator_forward(Generator* G, const WanGrid* g, const real* xt, double t, const real* ctx, int Lt, const real* y1, const real* x1) {
+static const real* generator_forward(Generator* G, const WanGrid* g, const real* xt, double t, const real* ctx, int Lt,
+                                     const real* y1, const real* x1) {
     G->t = t;
     if (G->tmd) {
         const real* m = student_backbone_forward(&G->bb, G->S, &G->sc, xt, t, ctx, Lt);
@@ -216,13 +243,15 @@ static void generator_backward(Generator* G, StudentParams* dS, WanParams* dP, c
     if (G->tmd) {
         memset(G->dm, 0, sizeof(real) * (size_t)g->L * G->sc.wan.dim);
         memset(G->dc, 0, sizeof(real) * (size_t)G->sc.wan.text_len * G->sc.wan.dim);
-        if (G->rollout_grad) rollout_backward(dS, G->dm, G->dc, G->dyhat, &G->ro, G->S, &G->sc, g, G->bb.text.c, G->bb.rope);
+        if (G->rollout_grad)
+            rollout_backward(dS, G->dm, G->dc, G->dyhat, &G->ro, G->S, &G->sc, g, G->bb.text.c, G->bb.rope);
         else {  // no rollout gradient: the last inner step only (ŷ = y_1 − ds·(y1 − head)), earlier steps detached
             double ds = G->ro.s[1] - G->ro.s[0];
             for (size_t i = 0; i < G->numel; i++) G->dv[i] = ds * G->dyhat[i];
             head_backward(dS, G->dm, G->dc, NULL, G->dv, &G->ro.steps[0], G->S, &G->sc, g, G->bb.text.c, G->bb.rope);
         }
-        wan_backward_blocks(&dS->w, NULL, NULL, G->dm, G->sc.wan.num_layers - G->sc.head_blocks, NULL, G->dc, &G->bb, &G->S->w);
+        wan_backward_blocks(&dS->w, NULL, NULL, G->dm, G->sc.wan.num_layers - G->sc.head_blocks, NULL, G->dc, &G->bb,
+                            &G->S->w);
     } else {
         wan_backward(dP, NULL, NULL, G->dyhat, &G->bb, G->P);
     }
@@ -238,8 +267,9 @@ typedef struct {
     double cfg;           // teacher guidance in the VSD gradient (5)
     double gan_weight;    // λ (0.03)
     int update_every;     // the student is updated every k-th iteration (5)
-    int vsd_l1_norm;      // 0: normalise by mean|x̂ − g_teacher| (DMD/FastGen); 1: by the paper's ‖g_fake − g_teacher‖₁ (mean)
-    int gan_own_noise;    // 1: the discriminator draws its own t and ε (the earlier choice); 0: the fake score's (FastGen)
+    int vsd_l1_norm; // 0: normalise by mean|x̂ − g_teacher| (DMD/FastGen); 1: by the paper's ‖g_fake − g_teacher‖₁
+                     // (mean)
+    int gan_own_noise; // 1: the discriminator draws its own t and ε (the earlier choice); 0: the fake score's (FastGen)
 } DmdConfig;
 
 static DmdConfig dmd_defaults(void) { DmdConfig c = {2, 10, 5, 5, 0.03, 5, 0, 0}; return c; }
@@ -281,14 +311,16 @@ static void dmd_work_init(DmdWork* w, const WanConfig* c, const WanGrid* g, cons
 static void dmd_work_free(DmdWork* w) {
     wan_act_free(&w->tc); wan_act_free(&w->tu); wan_act_free(&w->fk); wan_act_free(&w->treal);
     disc_act_free(&w->dfake); disc_act_free(&w->dreal);
-    real* bufs[] = {w->x1, w->y1, w->xt, w->eps, w->xhat_t, w->grad, w->dxhat, w->dxt, w->dv, w->tmp, w->dfeat_buf, w->scratch_grad};
+    real* bufs[] = {w->x1,    w->y1,  w->xt, w->eps, w->xhat_t,    w->grad,
+                    w->dxhat, w->dxt, w->dv, w->tmp, w->dfeat_buf, w->scratch_grad};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
 }
 
 typedef struct { double vsd, gan_g, dsm, gan_d, t_i, t, t_disc; } DmdStats;
 
 // draws the outer state x_{t_i} from real data and runs the generator: x̂ in G->xhat
-static void dmd_generate(Generator* G, DmdWork* w, const WanGrid* g, const real* x, const real* ctx, int Lt, const DmdConfig* cf, Rng* rng, DmdStats* st) {
+static void dmd_generate(Generator* G, DmdWork* w, const WanGrid* g, const real* x, const real* ctx, int Lt,
+                         const DmdConfig* cf, Rng* rng, DmdStats* st) {
     double tg[65]; outer_grid(tg, cf->M, cf->gamma_outer);
     int i = 1 + (int)(rng_uniform(rng) * cf->M); if (i > cf->M) i = cf->M;
     double t = tg[i];
@@ -299,9 +331,10 @@ static void dmd_generate(Generator* G, DmdWork* w, const WanGrid* g, const real*
 }
 
 // student update on one sample: VSD + λ·GAN generator loss; gradients into dS / dP via the generator
-static DmdStats dmd_student_sample(Generator* G, StudentParams* dS, WanParams* dP, DmdWork* w, const WanParams* T, const WanParams* F,
-                                   const DiscParams* Dp, const DiscConfig* dc, const WanGrid* g, const real* x, const real* ctx, int Lt,
-                                   const real* ctx_u, int Lt_u, const DmdConfig* cf, Rng* rng, double scale) {
+static DmdStats dmd_student_sample(Generator* G, StudentParams* dS, WanParams* dP, DmdWork* w, const WanParams* T,
+                                   const WanParams* F, const DiscParams* Dp, const DiscConfig* dc, const WanGrid* g,
+                                   const real* x, const real* ctx, int Lt, const real* ctx_u, int Lt_u,
+                                   const DmdConfig* cf, Rng* rng, double scale) {
     DmdStats st; memset(&st, 0, sizeof(st));
     size_t n = w->numel;
     dmd_generate(G, w, g, x, ctx, Lt, cf, rng, &st);
@@ -329,7 +362,10 @@ static DmdStats dmd_student_sample(Generator* G, StudentParams* dS, WanParams* d
         DiscAct* da = &w->dfake;
         disc_forward(da, Dp, dc, &w->tc);
         double dlogit[DISC_MAX_HEADS], lg = 0;
-        for (int h = 0; h < dc->n_heads; h++) { lg += softplus(-da->logit[h]) / dc->n_heads; dlogit[h] = -sigmoid(-da->logit[h]) / dc->n_heads * cf->gan_weight * scale; }
+        for (int h = 0; h < dc->n_heads; h++) {
+            lg += softplus(-da->logit[h]) / dc->n_heads;
+            dlogit[h] = -sigmoid(-da->logit[h]) / dc->n_heads * cf->gan_weight * scale;
+        }
         st.gan_g = lg;
         memset(w->dfeat_buf, 0, sizeof(real) * (size_t)(w->tc.cfg.num_layers + 1) * w->tc.g.L * w->tc.cfg.dim);
         disc_backward(NULL, w->dfeat, dlogit, da, Dp, dc, &w->tc);
@@ -345,9 +381,9 @@ static DmdStats dmd_student_sample(Generator* G, StudentParams* dS, WanParams* d
 
 // critic update on one sample: the fake score's denoising score matching and the discriminator's GAN loss,
 // both on the detached generator sample. dF / dD may be NULL to skip that critic.
-static DmdStats dmd_critic_sample(Generator* G, WanParams* dF, DiscParams* dD, DmdWork* w, const WanParams* T, const WanParams* F,
-                                  const DiscParams* Dp, const DiscConfig* dc, const WanGrid* g, const real* x, const real* ctx, int Lt,
-                                  const DmdConfig* cf, Rng* rng, double scale) {
+static DmdStats dmd_critic_sample(Generator* G, WanParams* dF, DiscParams* dD, DmdWork* w, const WanParams* T,
+                                  const WanParams* F, const DiscParams* Dp, const DiscConfig* dc, const WanGrid* g,
+                                  const real* x, const real* ctx, int Lt, const DmdConfig* cf, Rng* rng, double scale) {
     DmdStats st; memset(&st, 0, sizeof(st));
     size_t n = w->numel;
     dmd_generate(G, w, g, x, ctx, Lt, cf, rng, &st);
@@ -359,7 +395,11 @@ static DmdStats dmd_critic_sample(Generator* G, WanParams* dF, DiscParams* dD, D
     for (size_t k = 0; k < n; k++) w->xhat_t[k] = (1 - t) * xhat[k] + t * w->eps[k];
     wan_forward(&w->fk, F, w->xhat_t, 1000.0 * t, ctx, Lt);
     double dsm = 0;
-    for (size_t k = 0; k < n; k++) { double e = w->xhat_t[k] - t * w->fk.out[k] - xhat[k]; dsm += e * e; w->dv[k] = -t * 2 * e / n * scale; }
+    for (size_t k = 0; k < n; k++) {
+        double e = w->xhat_t[k] - t * w->fk.out[k] - xhat[k];
+        dsm += e * e;
+        w->dv[k] = -t * 2 * e / n * scale;
+    }
     st.dsm = dsm / n;
     if (dF) wan_backward(dF, NULL, NULL, w->dv, &w->fk, F);
     // discriminator: teacher features on real (x_t, t) and fake (x̂_t, t) at the fake score's t and with its ε for
@@ -394,8 +434,8 @@ static DmdStats dmd_critic_sample(Generator* G, WanParams* dF, DiscParams* dD, D
 
 // KD warm-up (one-step students): regress the one-step output from pure noise onto the teacher's many-step CFG
 // sample from the same noise: loss mean (x̂ − x_teacher)²
-static double kd_sample(Generator* G, StudentParams* dS, WanParams* dP, const WanGrid* g, const real* noise, const real* x_teacher,
-                        const real* ctx, int Lt, double t_max, Rng* rng, double scale) {
+static double kd_sample(Generator* G, StudentParams* dS, WanParams* dP, const WanGrid* g, const real* noise,
+                        const real* x_teacher, const real* ctx, int Lt, double t_max, Rng* rng, double scale) {
     size_t n = G->numel;
     real* y1 = (real*)calloc(n, sizeof(real)); real* d = (real*)calloc(n, sizeof(real));
     randn_fill(y1, n, rng);

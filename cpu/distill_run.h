@@ -24,7 +24,7 @@ typedef struct {
     int kd_pairs, kd_steps, kd_batch; double kd_lr;        // KD warm-up of one-step students (teacher ODE pairs)
     int kd_tmd;           // also KD-warm the one-step TMD student (the paper warms only the DMD2-v baseline)
     int M, N, H, fusion;
-    int per_m;            // 1: a separate student for every M in 1..M (the paper's protocol); 0: one at M, sampled at 1..M
+    int per_m; // 1: a separate student for every M in 1..M (the paper's protocol); 0: one at M, sampled at 1..M
     double gamma_outer;   // t_student shift; 0: the default for each M (10, or 5 for M >= 3)
     double gamma_inner, gamma_dmd, cfg_dmd, cfg_tmmf;
     int baseline;        // also distill the DMD2-v baseline student (same Stage 2 settings; KD-warmed at M = 1)
@@ -56,16 +56,30 @@ static DistillOpts distill_defaults(void) {
     o.disc_hidden = 16;
     return o;
 }
-static double distill_outer_shift(const DistillOpts* o, int M) { return o->gamma_outer > 0 ? o->gamma_outer : outer_shift_default(M); }
+static double distill_outer_shift(const DistillOpts* o, int M) {
+    return o->gamma_outer > 0 ? o->gamma_outer : outer_shift_default(M);
+}
 
 typedef struct { char name[48]; double nfe, quality, semantic, total, ms_per_sample, frechet; } DistillRow;
 #define DISTILL_SHEET_CLIPS 3   // clips per row in the contact sheet
 #define DISTILL_MAX_ROWS 16
 
-static double dr_now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec; }
+static double dr_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
 
-// a training batch from the world's endless stream: clips → double, context rows = text_len (zero rows past the caption)
-typedef struct { WorldConfig wc; WRng rng; int B; float *clipf, *ctxf; double *x, *ctx; size_t numel, nctx; } WorldStream;
+// a training batch from the world's endless stream: clips → double, context rows = text_len (zero rows past the
+// caption)
+typedef struct {
+    WorldConfig wc;
+    WRng rng;
+    int B;
+    float *clipf, *ctxf;
+    double *x, *ctx;
+    size_t numel, nctx;
+} WorldStream;
 static void stream_init(WorldStream* s, const WorldConfig* wc, uint64_t seed, int B) {
     s->wc = *wc; s->rng = wrng_seed(seed, 7, 0); s->B = B;
     s->numel = world_clip_numel(wc); s->nctx = (size_t)wc->text_len * wc->text_dim;
@@ -88,11 +102,13 @@ static void wan_init_train(const WanConfig* c, double* buf, uint64_t seed) {
     for (int i = 0; i < nt; i++) {
         const WanTensor* t = &tl[i]; double* p = buf + t->offset;
         const char* nm = t->name;
-        if (strstr(nm, "modulation")) for (size_t k = 0; k < t->numel; k++) p[k] = rng_normal(&r) / sqrt((double)c->dim);
+        if (strstr(nm, "modulation"))
+            for (size_t k = 0; k < t->numel; k++) p[k] = rng_normal(&r) / sqrt((double)c->dim);
         else if (strstr(nm, "norm")) for (size_t k = 0; k < t->numel; k++) p[k] = strstr(nm, "bias") ? 0 : 1;
         else if (t->ndim == 1) for (size_t k = 0; k < t->numel; k++) p[k] = 0;
         else if (!strncmp(nm, "head.head", 9)) for (size_t k = 0; k < t->numel; k++) p[k] = 0;
-        else if (!strncmp(nm, "text_embedding", 14) || !strncmp(nm, "time_embedding", 14)) for (size_t k = 0; k < t->numel; k++) p[k] = 0.02 * rng_normal(&r);
+        else if (!strncmp(nm, "text_embedding", 14) || !strncmp(nm, "time_embedding", 14))
+            for (size_t k = 0; k < t->numel; k++) p[k] = 0.02 * rng_normal(&r);
         else {
             double fan_out = (double)t->shape[0], fan_in = (double)(t->numel / (size_t)t->shape[0]);
             double a = sqrt(6.0 / (fan_in + fan_out));
@@ -104,8 +120,8 @@ static void wan_init_train(const WanConfig* c, double* buf, uint64_t seed) {
 
 // samples one clip per eval caption with `fn`, scores them, fills a table row. fn(x in/out, i, user)
 typedef void (*SampleFn)(double* x, int i, void* user);
-static void eval_row(DistillRow* row, const char* name, double nfe, SampleFn fn, void* user, const WorldSet* ev, const ScoreRef* ref,
-                     const WorldConfig* wc, uint64_t seed, float* keep) {
+static void eval_row(DistillRow* row, const char* name, double nfe, SampleFn fn, void* user, const WorldSet* ev,
+                     const ScoreRef* ref, const WorldConfig* wc, uint64_t seed, float* keep) {
     size_t numel = world_clip_numel(wc);
     float* clips = (float*)malloc(sizeof(float) * numel * ev->n);
     double* x = (double*)malloc(sizeof(double) * numel);
@@ -114,7 +130,8 @@ static void eval_row(DistillRow* row, const char* name, double nfe, SampleFn fn,
         Rng r = rng_make(seed * 1000003 + i);              // the same initial noise for every row
         for (size_t k = 0; k < numel; k++) x[k] = rng_normal(&r);
         fn(x, i, user);
-        for (size_t k = 0; k < numel; k++) clips[(size_t)i * numel + k] = (float)fmax(-1.0, fmin(1.0, x[k]));   // decoder clamp
+        for (size_t k = 0; k < numel; k++)
+            clips[(size_t)i * numel + k] = (float)fmax(-1.0, fmin(1.0, x[k])); // decoder clamp
     }
     double ms = (dr_now() - t0) * 1e3 / ev->n;
     WorldScore ws; char err[ST_ERRLEN];
@@ -123,7 +140,12 @@ static void eval_row(DistillRow* row, const char* name, double nfe, SampleFn fn,
     row->nfe = nfe; row->ms_per_sample = ms;
     if (score_clips(&ws, clips, ev->n, wc->T, wc->H, wc->W, (const char* const*)ev->captions, ref, wc, NULL, err)) {
         fprintf(stderr, "distill: scoring %s failed: %s\n", name, err); row->total = -1;
-    } else { row->quality = 100 * ws.quality; row->semantic = 100 * ws.semantic; row->total = 100 * ws.total; row->frechet = ws.raw[SC_FRECHET]; }
+    } else {
+        row->quality = 100 * ws.quality;
+        row->semantic = 100 * ws.semantic;
+        row->total = 100 * ws.total;
+        row->frechet = ws.raw[SC_FRECHET];
+    }
     if (keep) memcpy(keep, clips, sizeof(float) * numel * (ev->n < DISTILL_SHEET_CLIPS ? ev->n : DISTILL_SHEET_CLIPS));
     free(clips); free(x);
 }
@@ -151,9 +173,15 @@ static int distill_world_init(DistillWorld* W, const DistillOpts* o) {
     memset(W, 0, sizeof(*W));
     W->wc = world_config_tiny();
     wan_preset(&W->wan, "tiny", err);
-    if (wan_grid(&W->g, &W->wan, W->wc.C, W->wc.T, W->wc.H, W->wc.W, err)) { fprintf(stderr, "distill: %s\n", err); return -1; }
-    W->nw = wan_num_params(&W->wan); W->numel = world_clip_numel(&W->wc); W->nctx = (size_t)W->wc.text_len * W->wc.text_dim;
-    printf("\n[distill] tiny world %dx%dx%dx%d, DiT D %d, %d layers, %d tokens\n", W->wc.C, W->wc.T, W->wc.H, W->wc.W, W->wan.dim, W->wan.num_layers, W->g.L);
+    if (wan_grid(&W->g, &W->wan, W->wc.C, W->wc.T, W->wc.H, W->wc.W, err)) {
+        fprintf(stderr, "distill: %s\n", err);
+        return -1;
+    }
+    W->nw = wan_num_params(&W->wan);
+    W->numel = world_clip_numel(&W->wc);
+    W->nctx = (size_t)W->wc.text_len * W->wc.text_dim;
+    printf("\n[distill] tiny world %dx%dx%dx%d, DiT D %d, %d layers, %d tokens\n", W->wc.C, W->wc.T, W->wc.H, W->wc.W,
+           W->wan.dim, W->wan.num_layers, W->g.L);
     W->teacher = (double*)malloc(sizeof(double) * W->nw);
     wan_init_train(&W->wan, W->teacher, o->world_seed);
     wan_act_init(&W->act, &W->wan, &W->g);
@@ -163,8 +191,14 @@ static int distill_world_init(DistillWorld* W, const DistillOpts* o) {
         if (f) {
             fclose(f);
             WanConfig lc = W->wan; double* lb = NULL;
-            if (wan_load(o->teacher_cache, &lc, 0, 0, &lb, err)) { fprintf(stderr, "distill: cached teacher: %s\n", err); }
-            else { memcpy(W->teacher, lb, sizeof(double) * W->nw); free(lb); teacher_steps = 0; printf("  teacher loaded from %s\n", o->teacher_cache); }
+            if (wan_load(o->teacher_cache, &lc, 0, 0, &lb, err)) {
+                fprintf(stderr, "distill: cached teacher: %s\n", err);
+            } else {
+                memcpy(W->teacher, lb, sizeof(double) * W->nw);
+                free(lb);
+                teacher_steps = 0;
+                printf("  teacher loaded from %s\n", o->teacher_cache);
+            }
         }
     }
     double* gt = (double*)calloc(W->nw, sizeof(double));
@@ -180,11 +214,15 @@ static int distill_world_init(DistillWorld* W, const DistillOpts* o) {
         FlowMatchBatch fb = {ws.B, W->wc.C, W->wc.T, W->wc.H, W->wc.W, ws.x, ctxp, rows_c};
         double loss, gn;
         ot.lr = o->teacher_lr * fmin(1.0, (step + 1) / 50.0);   // linear warm-up
-        if (teacher_train_step(&loss, &gn, &ot, W->teacher, gt, &W->act, &fb, &fo, 1.0, &rng, err) < 0) { fprintf(stderr, "distill: %s\n", err); break; }
+        if (teacher_train_step(&loss, &gn, &ot, W->teacher, gt, &W->act, &fb, &fo, 1.0, &rng, err) < 0) {
+            fprintf(stderr, "distill: %s\n", err);
+            break;
+        }
         acc += loss; na++;
         if ((step + 1) % 100 == 0 || step + 1 == teacher_steps) {
             double el = dr_now() - t0;
-            printf("  teacher step %4d/%d  flow-matching loss %.4f  (%.3f s/step, ETA %.0f s)\n", step + 1, teacher_steps, acc / na, el / (step + 1), el / (step + 1) * (teacher_steps - step - 1));
+            printf("  teacher step %4d/%d  flow-matching loss %.4f  (%.3f s/step, ETA %.0f s)\n", step + 1,
+                   teacher_steps, acc / na, el / (step + 1), el / (step + 1) * (teacher_steps - step - 1));
             acc = 0; na = 0;
         }
     }
@@ -210,12 +248,19 @@ static void distill_world_free(DistillWorld* W) {
 }
 
 // the teacher's reference sampler (UniPC, CFG) on caption row ctx from noise x (overwritten)
-static void distill_teacher_sample(DistillWorld* W, const DistillOpts* o, double* x, const double* ctx, int steps, int solver) {
+static void distill_teacher_sample(DistillWorld* W, const DistillOpts* o, double* x, const double* ctx, int steps,
+                                   int solver) {
     WanVelocity wv; memset(&wv, 0, sizeof(wv));
-    wv.act = &W->act; wv.P = &W->TP; wv.ctx_cond = ctx; wv.rows_cond = W->wc.text_len; wv.ctx_uncond = NULL; wv.rows_uncond = 0;
+    wv.act = &W->act;
+    wv.P = &W->TP;
+    wv.ctx_cond = ctx;
+    wv.rows_cond = W->wc.text_len;
+    wv.ctx_uncond = NULL;
+    wv.rows_uncond = 0;
     SampleOpts so = {steps, o->shift_eval, o->cfg_eval, solver, GRID_UNIPC, 0};
     int nfe; char err[ST_ERRLEN];
-    if (teacher_sample(x, W->numel, wan_velocity, &wv, &so, &nfe, err)) fprintf(stderr, "distill: teacher sampling: %s\n", err);
+    if (teacher_sample(x, W->numel, wan_velocity, &wv, &so, &nfe, err))
+        fprintf(stderr, "distill: teacher sampling: %s\n", err);
 }
 
 // ---- evaluation: every row samples the evaluation captions from the same noise (world_seed)
@@ -227,7 +272,14 @@ static void teacher_row_fn(double* x, int i, void* user) {
     distill_teacher_sample(t->W, t->o, x, t->W->ctxbuf, t->steps, t->solver);
 }
 
-typedef struct { DistillWorld* W; const StudentParams* S; const StudentConfig* sc; int M, N; double go, gi; uint64_t seed; } TmdRowCtx;
+typedef struct {
+    DistillWorld* W;
+    const StudentParams* S;
+    const StudentConfig* sc;
+    int M, N;
+    double go, gi;
+    uint64_t seed;
+} TmdRowCtx;
 static void tmd_row_fn(double* x, int i, void* user) {
     TmdRowCtx* t = (TmdRowCtx*)user; DistillWorld* W = t->W;
     for (size_t k = 0; k < W->nctx; k++) W->ctxbuf[k] = W->ev.context[(size_t)i * W->nctx + k];
@@ -246,29 +298,42 @@ static void dmd_row_fn(double* x, int i, void* user) {
 static int distill_teacher_rows(DistillWorld* W, const DistillOpts* o, DistillRow* r, float* sheet) {
     char err[ST_ERRLEN], nm[48]; int nr = 0;
     size_t per = W->numel * DISTILL_SHEET_CLIPS;
-    WorldScore s; score_clips(&s, W->ev.clips, W->ev.n, W->wc.T, W->wc.H, W->wc.W, (const char* const*)W->ev.captions, &W->ref, &W->wc, NULL, err);
+    WorldScore s;
+    score_clips(&s, W->ev.clips, W->ev.n, W->wc.T, W->wc.H, W->wc.W, (const char* const*)W->ev.captions, &W->ref,
+                &W->wc, NULL, err);
     memset(&r[nr], 0, sizeof(DistillRow)); snprintf(r[nr].name, sizeof(r[nr].name), "real clips");
-    r[nr].quality = 100 * s.quality; r[nr].semantic = 100 * s.semantic; r[nr].total = 100 * s.total; r[nr].frechet = s.raw[SC_FRECHET];
+    r[nr].quality = 100 * s.quality;
+    r[nr].semantic = 100 * s.semantic;
+    r[nr].total = 100 * s.total;
+    r[nr].frechet = s.raw[SC_FRECHET];
     if (sheet) memcpy(sheet, W->ev.clips, sizeof(float) * per);
     nr++;
     TeacherRowCtx tc = {W, o, o->teacher_eval_steps, SOLVER_UNIPC};
     snprintf(nm, sizeof(nm), "teacher UniPC %d steps, CFG %g", o->teacher_eval_steps, o->cfg_eval);
-    eval_row(&r[nr], nm, 2.0 * o->teacher_eval_steps, teacher_row_fn, &tc, &W->ev, &W->ref, &W->wc, o->world_seed, sheet ? sheet + per * nr : NULL); nr++;
+    eval_row(&r[nr], nm, 2.0 * o->teacher_eval_steps, teacher_row_fn, &tc, &W->ev, &W->ref, &W->wc, o->world_seed,
+             sheet ? sheet + per * nr : NULL);
+    nr++;
     int euler_steps[3] = {1, 2, 4};
     for (int k = 0; k < 3; k++) {
         tc.steps = euler_steps[k]; tc.solver = SOLVER_EULER;
-        snprintf(nm, sizeof(nm), "teacher Euler %d step%s, CFG %g", euler_steps[k], euler_steps[k] > 1 ? "s" : "", o->cfg_eval);
-        eval_row(&r[nr], nm, 2.0 * euler_steps[k], teacher_row_fn, &tc, &W->ev, &W->ref, &W->wc, o->world_seed, sheet ? sheet + per * nr : NULL); nr++;
+        snprintf(nm, sizeof(nm), "teacher Euler %d step%s, CFG %g", euler_steps[k], euler_steps[k] > 1 ? "s" : "",
+                 o->cfg_eval);
+        eval_row(&r[nr], nm, 2.0 * euler_steps[k], teacher_row_fn, &tc, &W->ev, &W->ref, &W->wc, o->world_seed,
+                 sheet ? sheet + per * nr : NULL);
+        nr++;
     }
     return nr;
 }
 
-static void distill_eval_tmd(DistillWorld* W, const DistillOpts* o, const StudentConfig* sc, const double* stu, int M, const char* name, DistillRow* row, float* keep) {
+static void distill_eval_tmd(DistillWorld* W, const DistillOpts* o, const StudentConfig* sc, const double* stu, int M,
+                             const char* name, DistillRow* row, float* keep) {
     StudentParams S; student_carve(sc, &S, (double*)stu);
     TmdRowCtx c = {W, &S, sc, M, o->N, distill_outer_shift(o, M), o->gamma_inner, o->world_seed};
-    eval_row(row, name, effective_nfe(M, o->N, o->H, W->wan.num_layers), tmd_row_fn, &c, &W->ev, &W->ref, &W->wc, o->world_seed, keep);
+    eval_row(row, name, effective_nfe(M, o->N, o->H, W->wan.num_layers), tmd_row_fn, &c, &W->ev, &W->ref, &W->wc,
+             o->world_seed, keep);
 }
-static void distill_eval_dmd(DistillWorld* W, const DistillOpts* o, const double* base, int M, const char* name, DistillRow* row, float* keep) {
+static void distill_eval_dmd(DistillWorld* W, const DistillOpts* o, const double* base, int M, const char* name,
+                             DistillRow* row, float* keep) {
     WanParams P; wan_carve(&W->wan, &P, (double*)base);
     DmdRowCtx c = {W, &P, M, distill_outer_shift(o, M)};
     eval_row(row, name, M, dmd_row_fn, &c, &W->ev, &W->ref, &W->wc, o->world_seed, keep);
@@ -284,7 +349,11 @@ static void distill_stage1(DistillWorld* W, const DistillOpts* o, int M, double*
     student_init(&sc, stu, W->teacher, o->seed + 5);
     StudentParams S, dS; student_carve(&sc, &S, stu); student_carve(&sc, &dS, gs);
     TmmfWork tw; tmmf_work_init(&tw, &sc, &W->g);
-    TmmfConfig tc = tmmf_defaults(); tc.M = M; tc.N = o->N; tc.gamma_outer = distill_outer_shift(o, M); tc.gamma_inner = o->gamma_inner;
+    TmmfConfig tc = tmmf_defaults();
+    tc.M = M;
+    tc.N = o->N;
+    tc.gamma_outer = distill_outer_shift(o, M);
+    tc.gamma_inner = o->gamma_inner;
     tc.cfg = o->cfg_tmmf; tc.tm_only = o->tm_only; tc.plain_tangent = o->plain_tangent;
     AdamW om; adamw_init(&om, ns, o->tmmf_lr, 0.9, 0.99, 1e-8, 0.01, err);
     WorldStream ws; stream_init(&ws, &W->wc, o->seed + 3, o->tmmf_batch);
@@ -294,14 +363,18 @@ static void distill_stage1(DistillWorld* W, const DistillOpts* o, int M, double*
         stream_next(&ws);
         memset(gs, 0, sizeof(double) * ns);
         for (int b = 0; b < ws.B; b++) {
-            TmmfStats st = tmmf_sample(&dS, &S, &sc, &W->g, &tw, ws.x + (size_t)b * ws.numel, ws.ctx + (size_t)b * ws.nctx, W->wc.text_len, NULL, 0, &tc, &rng, 1.0 / ws.B);
+            TmmfStats st = tmmf_sample(&dS, &S, &sc, &W->g, &tw, ws.x + (size_t)b * ws.numel,
+                                       ws.ctx + (size_t)b * ws.nctx, W->wc.text_len, NULL, 0, &tc, &rng, 1.0 / ws.B);
             acc += st.loss; mse += st.mse; na++;
         }
-        double gn; if (adamw_step(&om, stu, gs, o->clip_tmmf, &gn)) fprintf(stderr, "  tm-mf step %d skipped (non-finite gradient)\n", step + 1);
+        double gn;
+        if (adamw_step(&om, stu, gs, o->clip_tmmf, &gn))
+            fprintf(stderr, "  tm-mf step %d skipped (non-finite gradient)\n", step + 1);
         if ((step + 1) % 100 == 0 || step + 1 == o->tmmf_steps) {
             double el = dr_now() - t0;
-            printf("  %s M%d step %4d/%d  loss %.4f  mse %.4f  (%.3f s/step, ETA %.0f s)\n", o->tm_only ? "TM" : "TM-MF", M, step + 1, o->tmmf_steps, acc / na, mse / na,
-                   el / (step + 1), el / (step + 1) * (o->tmmf_steps - step - 1));
+            printf("  %s M%d step %4d/%d  loss %.4f  mse %.4f  (%.3f s/step, ETA %.0f s)\n",
+                   o->tm_only ? "TM" : "TM-MF", M, step + 1, o->tmmf_steps, acc / na, mse / na, el / (step + 1),
+                   el / (step + 1) * (o->tmmf_steps - step - 1));
             acc = 0; mse = 0; na = 0;
         }
     }
@@ -333,8 +406,10 @@ static void distill_kd_pairs(DistillWorld* W, const DistillOpts* o) {
         FILE* fp = fopen(o->kd_cache, "rb");
         if (fp) {
             fclose(fp);
-            if (npy_read_shape(o->kd_cache, &f, 5, shape, err)) { fprintf(stderr, "distill: KD cache %s: %s (making the pairs again)\n", o->kd_cache, err); f = NULL; }
-            else printf("  KD pairs loaded from %s\n", o->kd_cache);
+            if (npy_read_shape(o->kd_cache, &f, 5, shape, err)) {
+                fprintf(stderr, "distill: KD cache %s: %s (making the pairs again)\n", o->kd_cache, err);
+                f = NULL;
+            } else printf("  KD pairs loaded from %s\n", o->kd_cache);
         }
     }
     if (!f) {
@@ -346,8 +421,12 @@ static void distill_kd_pairs(DistillWorld* W, const DistillOpts* o) {
             distill_teacher_sample(W, o, x, W->kd_ctx + (size_t)i * W->nctx, o->teacher_eval_steps, SOLVER_UNIPC);
             for (size_t k = 0; k < n; k++) f[(size_t)i * n + k] = (float)x[k];
         }
-        printf("  KD: %d teacher pairs (UniPC %d steps, CFG %g) in %.0f s\n", P, o->teacher_eval_steps, o->cfg_eval, dr_now() - t0);
-        if (o->kd_cache) { if (npy_write(o->kd_cache, f, 5, shape, err)) fprintf(stderr, "distill: %s\n", err); else printf("  KD pairs saved to %s\n", o->kd_cache); }
+        printf("  KD: %d teacher pairs (UniPC %d steps, CFG %g) in %.0f s\n", P, o->teacher_eval_steps, o->cfg_eval,
+               dr_now() - t0);
+        if (o->kd_cache) {
+            if (npy_write(o->kd_cache, f, 5, shape, err)) fprintf(stderr, "distill: %s\n", err);
+            else printf("  KD pairs saved to %s\n", o->kd_cache);
+        }
     }
     // kept as the cache keeps them (F32), so a cached run equals a fresh one
     for (size_t k = 0; k < n * P; k++) W->kd_target[k] = f[k];
@@ -363,7 +442,13 @@ static double distill_kd(DistillWorld* W, const DistillOpts* o, int tmd, double*
     size_t np = tmd ? student_num_params(&sc) : W->nw;
     double* gp = (double*)calloc(np, sizeof(double));
     StudentParams S, dS; WanParams P, dP;
-    if (tmd) { student_carve(&sc, &S, student); student_carve(&sc, &dS, gp); } else { wan_carve(&W->wan, &P, student); wan_carve(&W->wan, &dP, gp); }
+    if (tmd) {
+        student_carve(&sc, &S, student);
+        student_carve(&sc, &dS, gp);
+    } else {
+        wan_carve(&W->wan, &P, student);
+        wan_carve(&W->wan, &dP, gp);
+    }
     Generator G; generator_init(&G, tmd, &sc, &W->g, o->N, o->gamma_inner); G.S = &S; G.P = &P;
     AdamW opt; adamw_init(&opt, np, o->kd_lr, 0.9, 0.99, 1e-8, 0.01, err);
     Rng rng = rng_make(o->seed * 37 + (uint64_t)tmd);
@@ -372,12 +457,20 @@ static double distill_kd(DistillWorld* W, const DistillOpts* o, int tmd, double*
         memset(gp, 0, sizeof(double) * np);
         for (int b = 0; b < o->kd_batch; b++) {
             int i = (int)(((size_t)step * o->kd_batch + b) % (size_t)W->kd_n);
-            acc += kd_sample(&G, tmd ? &dS : NULL, tmd ? NULL : &dP, &W->g, W->kd_noise + (size_t)i * W->numel, W->kd_target + (size_t)i * W->numel,
-                             W->kd_ctx + (size_t)i * W->nctx, W->wc.text_len, T_MAX, &rng, 1.0 / o->kd_batch);
+            acc += kd_sample(&G, tmd ? &dS : NULL, tmd ? NULL : &dP, &W->g, W->kd_noise + (size_t)i * W->numel,
+                             W->kd_target + (size_t)i * W->numel, W->kd_ctx + (size_t)i * W->nctx, W->wc.text_len,
+                             T_MAX, &rng, 1.0 / o->kd_batch);
             na++;
         }
-        double gn; if (adamw_step(&opt, student, gp, o->clip_student, &gn)) fprintf(stderr, "  KD step %d skipped (non-finite gradient)\n", step + 1);
-        if ((step + 1) % 100 == 0 || step + 1 == o->kd_steps) { last = acc / na; printf("  KD %s step %4d/%d  mse %.4f\n", tmd ? "TMD" : "DMD2-v", step + 1, o->kd_steps, last); acc = 0; na = 0; }
+        double gn;
+        if (adamw_step(&opt, student, gp, o->clip_student, &gn))
+            fprintf(stderr, "  KD step %d skipped (non-finite gradient)\n", step + 1);
+        if ((step + 1) % 100 == 0 || step + 1 == o->kd_steps) {
+            last = acc / na;
+            printf("  KD %s step %4d/%d  mse %.4f\n", tmd ? "TMD" : "DMD2-v", step + 1, o->kd_steps, last);
+            acc = 0;
+            na = 0;
+        }
     }
     adamw_free(&opt); generator_free(&G); free(gp);
     return last;
@@ -393,12 +486,14 @@ static void distill_stage2(DistillWorld* W, const DistillOpts* o, int M, int tmd
     const WanGrid* g = &W->g;
     size_t nw = W->nw, n_student = tmd ? student_num_params(sc) : nw;
     WanParams T; wan_carve(&sc->wan, &T, W->teacher);
-    double* fake = (double*)malloc(sizeof(double) * nw); memcpy(fake, W->teacher, sizeof(double) * nw);   // fake score = teacher at init
+    double* fake = (double*)malloc(sizeof(double) * nw);
+    memcpy(fake, W->teacher, sizeof(double) * nw); // fake score = teacher at init
     double* gfake = (double*)calloc(nw, sizeof(double));
     double* gstu = (double*)calloc(n_student, sizeof(double));
     WanParams F, dF; wan_carve(&sc->wan, &F, fake); wan_carve(&sc->wan, &dF, gfake);
     // the Conv3D heads at a small width for the tiny world; feature layers from the per-preset table
-    DiscConfig dc = disc_config(&sc->wan, o->disc_hidden / 2, o->disc_hidden / 2, o->disc_hidden, o->disc_hidden, o->disc_hidden);
+    DiscConfig dc =
+        disc_config(&sc->wan, o->disc_hidden / 2, o->disc_hidden / 2, o->disc_hidden, o->disc_hidden, o->disc_hidden);
     size_t nd = disc_carve(&dc, NULL, NULL);
     double* disc = (double*)calloc(nd, sizeof(double)); double* gdisc = (double*)calloc(nd, sizeof(double));
     disc_init(&dc, disc, o->seed + 99);
@@ -408,7 +503,11 @@ static void distill_stage2(DistillWorld* W, const DistillOpts* o, int M, int tmd
     else { wan_carve(&sc->wan, &P, student_buf); wan_carve(&sc->wan, &dP, gstu); }
     Generator G; generator_init(&G, tmd, sc, g, o->N, o->gamma_inner); G.S = &S; G.P = &P; G.rollout_grad = o->rollout;
     DmdWork w; dmd_work_init(&w, &sc->wan, g, &dc);
-    DmdConfig cf = dmd_defaults(); cf.M = M; cf.gamma_outer = distill_outer_shift(o, M); cf.gamma_dmd = o->gamma_dmd; cf.cfg = o->cfg_dmd;
+    DmdConfig cf = dmd_defaults();
+    cf.M = M;
+    cf.gamma_outer = distill_outer_shift(o, M);
+    cf.gamma_dmd = o->gamma_dmd;
+    cf.cfg = o->cfg_dmd;
     cf.gan_weight = o->gan_weight; cf.gan_own_noise = o->gan_own_noise;
     AdamW os, of, od; char err[ST_ERRLEN];
     adamw_init(&os, n_student, o->student_lr, 0.9, 0.99, 1e-8, 0.01, err);
@@ -421,27 +520,41 @@ static void distill_stage2(DistillWorld* W, const DistillOpts* o, int M, int tmd
     for (int it = 0; it < o->dmd_iters; it++) {
         stream_next(&ws);
         int student_step = it % o->update_every == 0;   // counts optimizer steps (one per iteration here)
-        if (student_step) memset(gstu, 0, sizeof(double) * n_student); else { memset(gfake, 0, sizeof(double) * nw); memset(gdisc, 0, sizeof(double) * nd); }
+        if (student_step) memset(gstu, 0, sizeof(double) * n_student);
+        else {
+            memset(gfake, 0, sizeof(double) * nw);
+            memset(gdisc, 0, sizeof(double) * nd);
+        }
         for (int b = 0; b < ws.B; b++) {
             const double* x = ws.x + (size_t)b * ws.numel; const double* ctx = ws.ctx + (size_t)b * ws.nctx;
             if (student_step) {
-                DmdStats st = dmd_student_sample(&G, tmd ? &dS : NULL, tmd ? NULL : &dP, &w, &T, &F, &D, &dc, g, x, ctx, sc->wan.text_len, NULL, 0, &cf, &rng, 1.0 / ws.B);
+                DmdStats st = dmd_student_sample(&G, tmd ? &dS : NULL, tmd ? NULL : &dP, &w, &T, &F, &D, &dc, g, x, ctx,
+                                                 sc->wan.text_len, NULL, 0, &cf, &rng, 1.0 / ws.B);
                 lg.vsd += st.vsd; lg.gan_g += st.gan_g; nl_s++;
             } else {
-                DmdStats st = dmd_critic_sample(&G, &dF, &dD, &w, &T, &F, &D, &dc, g, x, ctx, sc->wan.text_len, &cf, &rng, 1.0 / ws.B);
+                DmdStats st = dmd_critic_sample(&G, &dF, &dD, &w, &T, &F, &D, &dc, g, x, ctx, sc->wan.text_len, &cf,
+                                                &rng, 1.0 / ws.B);
                 lg.dsm += st.dsm; lg.gan_d += st.gan_d; nl_c++;
             }
         }
         double gn;
-        if (student_step) { if (adamw_step(&os, student_buf, gstu, o->clip_student, &gn)) fprintf(stderr, "  %s: student step skipped (non-finite gradient)\n", label);
-                            else gn_max = fmax(gn_max, gn); }
-        else { if (adamw_step(&of, fake, gfake, o->clip_fake, &gn)) fprintf(stderr, "  %s: fake-score step skipped\n", label);
-               if (adamw_step(&od, disc, gdisc, o->clip_disc, &gn)) fprintf(stderr, "  %s: discriminator step skipped\n", label); }
+        if (student_step) {
+            if (adamw_step(&os, student_buf, gstu, o->clip_student, &gn))
+                fprintf(stderr, "  %s: student step skipped (non-finite gradient)\n", label);
+            else gn_max = fmax(gn_max, gn);
+        } else {
+            if (adamw_step(&of, fake, gfake, o->clip_fake, &gn))
+                fprintf(stderr, "  %s: fake-score step skipped\n", label);
+            if (adamw_step(&od, disc, gdisc, o->clip_disc, &gn))
+                fprintf(stderr, "  %s: discriminator step skipped\n", label);
+        }
         if ((it + 1) % 100 == 0 || it + 1 == o->dmd_iters) {
             double el = dr_now() - t0;
-            printf("  %s M%d iter %4d/%d  vsd %.4f  gan_g %.3f  dsm %.4f  gan_d %.3f  max |g_student| %.2f  (%.2f s/iter, ETA %.0f s)\n", label, M, it + 1, o->dmd_iters,
-                   nl_s ? lg.vsd / nl_s : 0, nl_s ? lg.gan_g / nl_s : 0, nl_c ? lg.dsm / nl_c : 0, nl_c ? lg.gan_d / nl_c : 0, gn_max,
-                   el / (it + 1), el / (it + 1) * (o->dmd_iters - it - 1));
+            printf("  %s M%d iter %4d/%d  vsd %.4f  gan_g %.3f  dsm %.4f  gan_d %.3f  max |g_student| %.2f  (%.2f "
+                   "s/iter, ETA %.0f s)\n",
+                   label, M, it + 1, o->dmd_iters, nl_s ? lg.vsd / nl_s : 0, nl_s ? lg.gan_g / nl_s : 0,
+                   nl_c ? lg.dsm / nl_c : 0, nl_c ? lg.gan_d / nl_c : 0, gn_max, el / (it + 1),
+                   el / (it + 1) * (o->dmd_iters - it - 1));
             memset(&lg, 0, sizeof(lg)); nl_s = nl_c = 0; gn_max = 0;
         }
     }
@@ -458,8 +571,9 @@ static int distill_run(const DistillOpts* o, DistillRow* rows) {
     if (distill_world_init(&W, o)) return 0;
     StudentConfig sc = distill_student_config(&W, o);
     size_t ns = student_num_params(&sc), per = W.numel * DISTILL_SHEET_CLIPS;
-    printf("  student: M 1..%d (%s), N %d, H %d (%s fusion), t_student shift %s\n", o->M, o->per_m ? "one student per M" : "one student",
-           o->N, o->H, o->fusion ? "concat" : "gated", o->gamma_outer > 0 ? "fixed" : "10 (5 for M >= 3)");
+    printf("  student: M 1..%d (%s), N %d, H %d (%s fusion), t_student shift %s\n", o->M,
+           o->per_m ? "one student per M" : "one student", o->N, o->H, o->fusion ? "concat" : "gated",
+           o->gamma_outer > 0 ? "fixed" : "10 (5 for M >= 3)");
     float* sheet = o->sheet ? (float*)calloc(per * DISTILL_MAX_ROWS, sizeof(float)) : NULL;
 #define KEEP (sheet ? sheet + per * nr : NULL)
     int nr = distill_teacher_rows(&W, o, rows, sheet);
@@ -467,7 +581,11 @@ static int distill_run(const DistillOpts* o, DistillRow* rows) {
     char nm[48];
     for (int M = o->per_m ? 1 : o->M; M <= o->M; M++) {
         distill_stage1(&W, o, M, stu);
-        if (M == o->M) { snprintf(nm, sizeof(nm), "TMD M%d N%d H%d after Stage 1", M, o->N, o->H); distill_eval_tmd(&W, o, &sc, stu, M, nm, &rows[nr], KEEP); nr++; }
+        if (M == o->M) {
+            snprintf(nm, sizeof(nm), "TMD M%d N%d H%d after Stage 1", M, o->N, o->H);
+            distill_eval_tmd(&W, o, &sc, stu, M, nm, &rows[nr], KEEP);
+            nr++;
+        }
         if (M == 1 && o->kd_tmd) distill_kd(&W, o, 1, stu);
         distill_stage2(&W, o, M, 1, stu);
         for (int Me = o->per_m ? M : 1; Me <= M; Me++) {
@@ -494,9 +612,12 @@ static int distill_run(const DistillOpts* o, DistillRow* rows) {
         char** caps = (char**)malloc(sizeof(char*) * nr * DISTILL_SHEET_CLIPS);
         for (int i = 0; i < nr * DISTILL_SHEET_CLIPS; i++) {
             caps[i] = (char*)malloc(160);
-            snprintf(caps[i], 160, "%s: %s", rows[i / DISTILL_SHEET_CLIPS].name, W.ev.captions[i % DISTILL_SHEET_CLIPS]);
+            snprintf(caps[i], 160, "%s: %s", rows[i / DISTILL_SHEET_CLIPS].name,
+                     W.ev.captions[i % DISTILL_SHEET_CLIPS]);
         }
-        if (png_write_sheet(o->sheet, sheet, nr * DISTILL_SHEET_CLIPS, W.wc.T, W.wc.H, W.wc.W, (const char* const*)caps, 0, err)) fprintf(stderr, "distill: %s\n", err);
+        if (png_write_sheet(o->sheet, sheet, nr * DISTILL_SHEET_CLIPS, W.wc.T, W.wc.H, W.wc.W, (const char* const*)caps,
+                            0, err))
+            fprintf(stderr, "distill: %s\n", err);
         else printf("  contact sheet: %s\n", o->sheet);
         for (int i = 0; i < nr * DISTILL_SHEET_CLIPS; i++) free(caps[i]);
         free(caps);
@@ -507,10 +628,15 @@ static int distill_run(const DistillOpts* o, DistillRow* rows) {
 }
 
 static void distill_print(const DistillRow* r, int n) {
-    printf("\n  %-34s %8s %8s %9s %8s %8s %10s\n", "sampler", "eff.NFE", "quality", "semantic", "total", "Fréchet", "ms/sample");
+    printf("\n  %-34s %8s %8s %9s %8s %8s %10s\n", "sampler", "eff.NFE", "quality", "semantic", "total", "Fréchet",
+           "ms/sample");
     for (int i = 0; i < n; i++) {
-        if (r[i].nfe > 0) printf("  %-34s %8.2f %8.1f %9.1f %8.1f %8.1f %10.1f\n", r[i].name, r[i].nfe, r[i].quality, r[i].semantic, r[i].total, r[i].frechet, r[i].ms_per_sample);
-        else printf("  %-34s %8s %8.1f %9.1f %8.1f %8.1f %10s\n", r[i].name, "-", r[i].quality, r[i].semantic, r[i].total, r[i].frechet, "-");
+        if (r[i].nfe > 0)
+            printf("  %-34s %8.2f %8.1f %9.1f %8.1f %8.1f %10.1f\n", r[i].name, r[i].nfe, r[i].quality, r[i].semantic,
+                   r[i].total, r[i].frechet, r[i].ms_per_sample);
+        else
+            printf("  %-34s %8s %8.1f %9.1f %8.1f %8.1f %10s\n", r[i].name, "-", r[i].quality, r[i].semantic,
+                   r[i].total, r[i].frechet, "-");
     }
 }
 
@@ -527,7 +653,8 @@ static int distill_parse_flags(DistillOpts* o, int argc, char** argv, int first,
         FLAG_INT("--tmmf-batch", &o->tmmf_batch, "Stage 1 batch size"),
         FLAG_DOUBLE("--tmmf-lr", &o->tmmf_lr, "Stage 1 learning rate"),
         FLAG_BOOL("--tm-only", &o->tm_only, "Stage 1 as plain TM (r = s always) instead of TM-MF"),
-        FLAG_BOOL("--plain-tangent", &o->plain_tangent, "TM-MF derivative along the conditional v instead of the guided v_g"),
+        FLAG_BOOL("--plain-tangent", &o->plain_tangent,
+                  "TM-MF derivative along the conditional v instead of the guided v_g"),
         FLAG_DOUBLE("--cfg-tmmf", &o->cfg_tmmf, "guidance scale of the TM-MF target velocity"),
         FLAG_INT("--dmd-iters", &o->dmd_iters, "Stage 2 iterations (student + critic)"),
         FLAG_INT("--dmd-batch", &o->dmd_batch, "Stage 2 batch size"),
@@ -540,7 +667,8 @@ static int distill_parse_flags(DistillOpts* o, int argc, char** argv, int first,
         FLAG_DOUBLE("--clip-tmmf", &o->clip_tmmf, "Stage 1 max gradient norm (0: none)"),
         FLAG_INT("--update-every", &o->update_every, "the student is updated every k-th iteration"),
         FLAG_DOUBLE("--gan-weight", &o->gan_weight, "GAN loss weight lambda"),
-        FLAG_BOOL("--gan-own-noise", &o->gan_own_noise, "the discriminator draws its own t and noise (default: the fake score's)"),
+        FLAG_BOOL("--gan-own-noise", &o->gan_own_noise,
+                  "the discriminator draws its own t and noise (default: the fake score's)"),
         FLAG_BOOL("--rollout", &o->rollout, "backpropagate through all N inner steps"),
         FLAG_DOUBLE("--cfg-dmd", &o->cfg_dmd, "teacher guidance in the VSD gradient"),
         FLAG_DOUBLE("--shift-student", &o->gamma_outer, "t_student shift of the outer grid (0: 10, or 5 for M >= 3)"),
@@ -551,7 +679,8 @@ static int distill_parse_flags(DistillOpts* o, int argc, char** argv, int first,
         FLAG_INT("--kd-batch", &o->kd_batch, "KD batch size"),
         FLAG_DOUBLE("--kd-lr", &o->kd_lr, "KD learning rate"),
         FLAG_BOOL("--kd-tmd", &o->kd_tmd, "also KD-warm the one-step TMD student"),
-        FLAG_STR("--kd-cache", &o->kd_cache, "load the KD pairs' teacher samples from this .npy if it exists, else make and save them"),
+        FLAG_STR("--kd-cache", &o->kd_cache,
+                 "load the KD pairs' teacher samples from this .npy if it exists, else make and save them"),
         FLAG_INT("--M", &o->M, "outer steps of the students"),
         FLAG_BOOL("--per-m", &o->per_m, "one student per M in 1..M (0: one student at M, sampled at 1..M)"),
         FLAG_INT("--N", &o->N, "inner (flow head) steps"),
@@ -559,21 +688,26 @@ static int distill_parse_flags(DistillOpts* o, int argc, char** argv, int first,
         FLAG_INT("--fusion", &o->fusion, "0: gated fusion, 1: concat fusion"),
         FLAG_BOOL("--baseline", &o->baseline, "also distill the DMD2-v baseline"),
         FLAG_INT("--eval-n", &o->eval_n, "clips scored per table row"),
-        FLAG_INT("--teacher-eval-steps", &o->teacher_eval_steps, "steps of the teacher's reference sampler (UniPC; also the KD pairs)"),
+        FLAG_INT("--teacher-eval-steps", &o->teacher_eval_steps,
+                 "steps of the teacher's reference sampler (UniPC; also the KD pairs)"),
         FLAG_DOUBLE("--cfg-eval", &o->cfg_eval, "teacher guidance when sampling"),
         FLAG_DOUBLE("--shift-eval", &o->shift_eval, "teacher sampler shift"),
         FLAG_STR("--sheet", &o->sheet, "write a PNG contact sheet of every row's first clips"),
-        FLAG_STR("--teacher-cache", &o->teacher_cache, "load the teacher from this file if it exists, else train and save it there"),
+        FLAG_STR("--teacher-cache", &o->teacher_cache,
+                 "load the teacher from this file if it exists, else train and save it there"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, first, synopsis);
     if (rc) return rc == 1 ? 1 : 2;
     o->seed = (uint64_t)seed; o->world_seed = (uint64_t)world_seed;
     if (o->M < 1 || o->M > 64 || o->N < 1 || o->N > 64 || o->H < 1 || o->H > 3) {
-        fprintf(stderr, "error: need 1 <= M, N <= 64 and 1 <= H <= 3 (the tiny DiT has 4 blocks); found M %d, N %d, H %d\n", o->M, o->N, o->H);
+        fprintf(stderr,
+                "error: need 1 <= M, N <= 64 and 1 <= H <= 3 (the tiny DiT has 4 blocks); found M %d, N %d, H %d\n",
+                o->M, o->N, o->H);
         return 2;
     }
     if (o->kd_pairs < 1 || o->kd_batch < 1 || o->eval_n < 1 || o->eval_n > 64) {
-        fprintf(stderr, "error: need --kd-pairs, --kd-batch >= 1 and 1 <= --eval-n <= 64; found %d, %d, %d\n", o->kd_pairs, o->kd_batch, o->eval_n);
+        fprintf(stderr, "error: need --kd-pairs, --kd-batch >= 1 and 1 <= --eval-n <= 64; found %d, %d, %d\n",
+                o->kd_pairs, o->kd_batch, o->eval_n);
         return 2;
     }
     return 0;
