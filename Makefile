@@ -99,7 +99,7 @@ endif
 HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h)
 CUDA_HEADERS := $(HEADERS) $(wildcard kernels/*.cuh gpu/*.cuh)
 
-.PHONY: all test test-gpu test-distill asan fuzz cuda world clean
+.PHONY: all test test-gpu test-distill asan fuzz ablate-quick cuda world clean
 all: test_tmd $(CUDA_TARGETS)
 cuda: $(CUDA_TARGETS)
 
@@ -144,6 +144,10 @@ asan: test_tmd_asan
 FUZZ_SECONDS ?= 60
 fuzz:
 	$(MAKE) -C dev/fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+# the paper's claims in miniature, quick mode (a few minutes); `./test_tmd ablate` is the full run
+ablate-quick: test_tmd
+	./test_tmd ablate --quick
 
 train_tmd: train_tmd.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))

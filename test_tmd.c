@@ -4,6 +4,8 @@
 //   ./test_tmd forward ...     the CPU forward of a checkpoint on .npy inputs (debugging real weights)
 //   ./test_tmd presets         print every preset's config and parameter count
 //   ./test_tmd world ...       the built-in world: generate data, contact sheets, scoring
+//   ./test_tmd distill ...     the whole method in the tiny world
+//   ./test_tmd ablate ...      the paper's claims in miniature
 //   ./test_tmd encode ...      prompts to umT5 embeddings (the DiT context), no Python
 //   ./test_tmd vae ...         the Wan2.1 VAE: decode latents to video, encode video to latents
 #define WAN_REAL double
@@ -19,6 +21,7 @@
 #include "world/world_cli.h"   // ./test_tmd world gen | sheet | score | render | encode
 #include "cpu/distill_run.h"   // the whole method on the CPU in the tiny world: teacher, TM-MF, DMD2-v, table
 #include "cpu/distill_smoke_tests.h" // a few steps of every distillation stage
+#include "cpu/ablate.h"               // the paper's claims in miniature: ./test_tmd ablate
 #include "lib/flags.h"               // flag tables: parser and usage from one place
 #include "lib/alloc.h"               // xmalloc, xcalloc: checked allocations
 #include "lib/timer.h"               // now_s
@@ -896,48 +899,9 @@ done:
 
 static int cmd_distill(int argc, char** argv) {
     DistillOpts o = distill_defaults();
-    int seed = (int)o.seed;
-    const int BIG = 100000000; // step and iteration counts: any a CPU can run
-    Flag flags[] = {
-        FLAG_INT_R("--seed", &seed, 0, INT_MAX, "seed of every random draw"),
-        FLAG_INT_R("--teacher-steps", &o.teacher_steps, 0, BIG, "teacher flow-matching steps"),
-        FLAG_INT_R("--teacher-batch", &o.teacher_batch, 1, 4096, "teacher batch size"),
-        FLAG_DOUBLE_R("--teacher-lr", &o.teacher_lr, 0, 1, "teacher learning rate (AdamW)"),
-        FLAG_INT_R("--tmmf-steps", &o.tmmf_steps, 0, BIG, "Stage 1 steps"),
-        FLAG_INT_R("--tmmf-batch", &o.tmmf_batch, 1, 4096, "Stage 1 batch size"),
-        FLAG_DOUBLE_R("--tmmf-lr", &o.tmmf_lr, 0, 1, "Stage 1 learning rate"),
-        FLAG_BOOL("--tm-only", &o.tm_only, "Stage 1 as plain TM (r = s always) instead of TM-MF"),
-        FLAG_DOUBLE_R("--cfg-tmmf", &o.cfg_tmmf, 0, 100, "guidance scale of the TM-MF target velocity"),
-        FLAG_INT_R("--dmd-iters", &o.dmd_iters, 0, BIG, "Stage 2 iterations (student + critic)"),
-        FLAG_INT_R("--dmd-batch", &o.dmd_batch, 1, 4096, "Stage 2 batch size"),
-        FLAG_DOUBLE_R("--student-lr", &o.student_lr, 0, 1, "Stage 2 student learning rate"),
-        FLAG_DOUBLE_R("--fake-lr", &o.fake_lr, 0, 1, "fake score learning rate"),
-        FLAG_DOUBLE_R("--disc-lr", &o.disc_lr, 0, 1, "discriminator learning rate"),
-        FLAG_INT_R("--update-every", &o.update_every, 1, BIG, "the student is updated every k-th iteration"),
-        FLAG_DOUBLE_R("--gan-weight", &o.gan_weight, 0, 1000, "GAN loss weight lambda"),
-        FLAG_BOOL("--rollout", &o.rollout, "backpropagate through all N inner steps"),
-        FLAG_DOUBLE_R("--cfg-dmd", &o.cfg_dmd, 0, 100, "teacher guidance in the VSD gradient"),
-        FLAG_DOUBLE_R("--shift-student", &o.gamma_outer, 0.01, 100, "t_student shift of the outer grid"),
-        FLAG_DOUBLE_R("--shift-inner", &o.gamma_inner, 0.01, 100, "shift of the inner grid"),
-        FLAG_DOUBLE_R("--shift-dmd", &o.gamma_dmd, 0.01, 100, "t_dmd shift"),
-        FLAG_INT_R("--M", &o.M, 1, 64, "outer steps of the students"),
-        FLAG_INT_R("--N", &o.N, 1, 64, "inner (flow head) steps"),
-        FLAG_INT_R("--H", &o.H, 1, 3, "flow head blocks (the tiny DiT has 4 blocks)"),
-        FLAG_INT_R("--fusion", &o.fusion, 0, 1, "0: gated fusion, 1: concat fusion"),
-        FLAG_BOOL("--baseline", &o.baseline, "also distill the DMD2-v baseline"),
-        FLAG_INT_R("--eval-n", &o.eval_n, 1, 4096, "clips scored per table row"),
-        FLAG_INT_R("--teacher-eval-steps", &o.teacher_eval_steps, 1, 1000,
-                   "steps of the teacher's reference sampler (UniPC)"),
-        FLAG_DOUBLE_R("--cfg-eval", &o.cfg_eval, 0, 100, "teacher guidance when sampling"),
-        FLAG_DOUBLE_R("--shift-eval", &o.shift_eval, 0.01, 100, "teacher sampler shift"),
-        FLAG_STR("--sheet", &o.sheet, "write a PNG contact sheet of every row's first clips (needs --eval-n >= 3)"),
-        FLAG_STR("--teacher-cache", &o.teacher_cache,
-                 "load the teacher from this file if it exists, else train and save it there"),
-        FLAG_END};
-    int rc = flags_parse(flags, argc, argv, 2,
-                         "usage: ./test_tmd distill [flags]   (the whole method on the CPU, tiny world)");
+    int rc = distill_parse_flags(&o, argc, argv, 2,
+                                 "usage: ./test_tmd distill [flags]   (the whole method on the CPU, tiny world)");
     if (rc) return rc == 1 ? 0 : 2;
-    o.seed = (uint64_t)seed;
     if (o.sheet && o.eval_n < DISTILL_SHEET_CLIPS) {
         fprintf(stderr,
                 "error: --sheet draws the first %d evaluation clips of every row, but --eval-n is %d; raise --eval-n "
@@ -1488,6 +1452,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[1], "presets")) return cmd_presets();
     if (!strcmp(argv[1], "world")) return world_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "distill")) return cmd_distill(argc, argv);
+    if (!strcmp(argv[1], "ablate")) return ablate_main(argc, argv);
     if (!strcmp(argv[1], "encode")) return umt5_cli_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "vae")) return vae_main(argc - 2, argv + 2);
     printf(
@@ -1498,6 +1463,7 @@ int main(int argc, char** argv) {
         "       ./test_tmd world ...      the built-in world: gen, sheet, score, render, encode (./test_tmd world "
         "--help)\n"
         "       ./test_tmd distill ...    the whole method on the CPU in the tiny world (./test_tmd distill --help)\n"
+        "       ./test_tmd ablate ...     the paper's claims in miniature (./test_tmd ablate --help)\n"
         "       ./test_tmd encode ...     prompts to umT5 embeddings, no Python (./test_tmd encode --help)\n"
         "       ./test_tmd vae ...        the Wan2.1 VAE: decode, encode, info (./test_tmd vae --help)\n");
     return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;

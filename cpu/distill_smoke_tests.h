@@ -34,13 +34,7 @@ static void ds_stage2_(int tmd, const StudentConfig* sc, const WanGrid* g, doubl
     double* gstu = (double*)xcalloc(n_student, sizeof(double), "student gradients");
     wan_carve(&sc->wan, &F, fake);
     wan_carve(&sc->wan, &dF, gfake);
-    DiscConfig dc;
-    memset(&dc, 0, sizeof(dc));
-    dc.dim = sc->wan.dim;
-    dc.hidden = 8;
-    dc.k = 3;
-    dc.n_heads = 1;
-    dc.layers[0] = sc->wan.num_layers - 1;
+    DiscConfig dc = disc_config(&sc->wan, 4, 4, 8, 8, 8); // narrow heads on the preset's feature layers
     size_t nd = disc_carve(&dc, NULL, NULL);
     double* disc = (double*)xcalloc(nd, sizeof(double), "discriminator");
     double* gdisc = (double*)xcalloc(nd, sizeof(double), "discriminator gradients");
