@@ -68,7 +68,7 @@ ifeq ($(PRECISION),FP32)
   NVDEFS += -DENABLE_FP32
 endif
 
-HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h)
+HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h gpu/*.h)
 CUDA_HEADERS := $(HEADERS) $(wildcard kernels/*.cuh)
 
 .PHONY: all test cuda world clean

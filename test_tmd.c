@@ -16,6 +16,7 @@
 #include "world/world_cli.h"    // ./test_tmd world gen | sheet | score | render | encode
 #include "cpu/distill_run.h"    // the whole method on the CPU in the tiny world: teacher, TM-MF, DMD2-v, table
 #include "lib/flags.h"          // flag tables: parser and usage from one place
+#include "gpu/host_tests.h"     // the GPU programs' plain-C pieces: VBench suite logic, memory plan
 #include <time.h>
 
 static const char* TMPDIR_ = "/tmp";
@@ -622,6 +623,7 @@ int main(int argc, char** argv) {
     test_peer_diffusers();
     test_teacher();
     test_tmd();
+    test_gpu_host(test_tmpdir);
     test_distill();
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", test_tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", test_tmpdir);
