@@ -1,8 +1,12 @@
 # Makefile for the TMD reference implementation.
-#   make test        build and run the CPU reference tests (needs only a C compiler)
+#   make test        build and run the CPU reference tests (needs only a C compiler), then the GPU-vs-CPU parity
+#                    (test_gpu) when nvcc is found: it runs on a GPU and prints one "skipped" line without one
 #   make             the tests' binary, plus the CUDA programs when nvcc is found
-#   make train_tmd   the GPU trainer (nvcc, cuBLAS)      make sample_tmd   the GPU sampler
-#   NVEXTRA="..."    extra nvcc flags (CI: -Werror all-warnings -Xcompiler -Werror); PRECISION=FP32 the fp32 build
+#   make train_tmd   the GPU trainer (nvcc, cuBLAS)      make sample_tmd   the GPU sampler      make test_gpu   the parity test
+#   PRECISION=FP32   the all-fp32 build (default BF16)   GPU_ARCH="sm_90 sm_80"   the GPUs to build for (default both)
+#   GEMM=own         the in-repo tiled GEMM instead of cuBLASLt (no cuBLAS needed)   ATTN=naive   the naive attention
+#   CUDART=shared    link the CUDA runtime dynamically (what a functional simulator such as GPGPU-Sim intercepts)
+#   NVEXTRA="..."    extra nvcc flags (CI: -Werror all-warnings -Xcompiler -Werror)
 #   make world       generate the built-in world's datasets and a contact sheet into data/
 # Every dependency is detected by compiling against it, and reported on one line.
 
@@ -14,8 +18,14 @@ NVCC    ?= nvcc
 NVFLAGS ?= -O3 --use_fast_math
 NVEXTRA ?=
 NVDEFS  :=
-NVFLAGS_ALL = $(NVFLAGS) -std=c++17 -Xcompiler -Wall,-Wno-unused-function $(NVDEFS) $(NVEXTRA)
 PRECISION ?= BF16
+GPU_ARCH  ?= sm_90 sm_80
+GEMM      ?= cublas
+ATTN      ?= flash
+CUDART    ?= static
+# each arch gets its machine code and its PTX (the PTX is what a simulator runs, and what a newer GPU JIT-compiles)
+NVARCH := $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(subst sm_,,$(a)),code=[$(a),compute_$(subst sm_,,$(a))])
+NVFLAGS_ALL = $(NVFLAGS) -std=c++17 $(NVARCH) -cudart $(CUDART) -Xcompiler -Wall,-Wno-unused-function $(NVDEFS) $(NVEXTRA)
 
 # ---- dependency probes: try to compile, say what was found --------------------------------------------------
 PROBE_DIR := $(shell mktemp -d 2>/dev/null || echo /tmp)
@@ -30,7 +40,7 @@ endif
 NVCC_PATH := $(shell command -v $(NVCC) 2>/dev/null)
 
 # the CUDA probes cost seconds each, so they run only when a CUDA target is asked for
-CUDA_GOALS := $(filter all train_tmd sample_tmd cuda,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(CUDA_GOALS),)
   ifeq ($(NVCC_PATH),)
     $(info [deps] nvcc: not found (the CUDA programs train_tmd and sample_tmd are skipped; `make test` needs only a C compiler))
@@ -57,9 +67,21 @@ $(shell rm -rf $(PROBE_DIR) 2>/dev/null)
 ifeq ($(NVCC_PATH),)
   CUDA_TARGETS :=
 else
-  CUDA_TARGETS := train_tmd sample_tmd
+  CUDA_TARGETS := train_tmd sample_tmd test_gpu
 endif
-CUDA_LIBS := -lcublas -lcublasLt
+ifeq ($(GEMM),own)
+  NVDEFS += -DGEMM_OWN
+  CUDA_LIBS :=
+else ifeq ($(GEMM),cublas)
+  CUDA_LIBS := -lcublas -lcublasLt
+else
+  $(error GEMM=$(GEMM): expected cublas (the default) or own)
+endif
+ifeq ($(ATTN),naive)
+  NVDEFS += -DATTN_NAIVE
+else ifneq ($(ATTN),flash)
+  $(error ATTN=$(ATTN): expected flash (the default) or naive)
+endif
 ifeq ($(NCCL),yes)
   NVDEFS += -DUSE_NCCL
   CUDA_LIBS += -lnccl
@@ -69,9 +91,9 @@ ifeq ($(PRECISION),FP32)
 endif
 
 HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h gpu/*.h)
-CUDA_HEADERS := $(HEADERS) $(wildcard kernels/*.cuh)
+CUDA_HEADERS := $(HEADERS) $(wildcard kernels/*.cuh gpu/*.cuh)
 
-.PHONY: all test cuda world clean
+.PHONY: all test test-gpu cuda world clean
 all: test_tmd $(CUDA_TARGETS)
 cuda: $(CUDA_TARGETS)
 
@@ -80,6 +102,18 @@ test_tmd: test_tmd.c $(HEADERS)
 
 test: test_tmd
 	./test_tmd
+	@$(MAKE) --no-print-directory test-gpu
+
+# GPU-vs-CPU parity: skipped (one line) without nvcc, without cuBLAS (unless GEMM=own) or, inside test_gpu, without a GPU
+test-gpu:
+ifeq ($(NVCC_PATH),)
+	@echo "GPU parity (test_gpu): skipped (no nvcc: the CUDA toolkit is not installed)"
+else ifeq ($(if $(filter own,$(GEMM)),yes,$(CUBLAS)),yes)
+	@$(MAKE) --no-print-directory test_gpu
+	./test_gpu
+else
+	@echo "GPU parity (test_gpu): skipped (cuBLAS not found; GEMM=own builds it without cuBLAS)"
+endif
 
 train_tmd: train_tmd.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
@@ -89,8 +123,13 @@ sample_tmd: sample_tmd.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
 	$(NVCC) $(NVFLAGS_ALL) $< -o $@ $(CUDA_LIBS)
 
+# the CPU reference inside it runs single-threaded (its OpenMP pragmas are ignored: the parity sizes are tiny)
+test_gpu: test_gpu.cu $(CUDA_HEADERS)
+	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
+	$(NVCC) $(NVFLAGS_ALL) -Xcompiler -Wno-unknown-pragmas $< -o $@ $(CUDA_LIBS)
+
 world: test_tmd
 	./test_tmd world gen
 
 clean:
-	rm -f test_tmd train_tmd sample_tmd
+	rm -f test_tmd train_tmd sample_tmd test_gpu

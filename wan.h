@@ -6,13 +6,16 @@
 //     "model.diffusion_model." prefix, single files and sharded *.safetensors.index.json), config inference
 //     from tensor shapes, and writing with the config in __metadata__
 // The element type of the buffer is `real`: float by default (GPU programs), double for the CPU reference
-// (test_tmd.c defines WAN_REAL double before including this file). The architecture itself is specified in
+// (test_tmd.c defines WAN_REAL double before including this file). The layout is offsets (WanTensor.offset), so any
+// element type can be carved over it: WAN_DEFINE_PARAMS makes a typed twin of WanParams and wan_carve_view fills it
+// (the GPU's fp32 master weights, fp32 gradients and AdamW moments are WanParams; its bf16 copy is a twin). The architecture itself is specified in
 // ../shared/notes/wan_architecture.md; the CPU reference that runs it is cpu/wan_cpu.h.
 #pragma once
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
+#include <stddef.h>
 #include "lib/safetensors.h"
 
 #ifndef WAN_REAL
@@ -102,60 +105,67 @@ static void wan_config_print(const WanConfig* c, FILE* f) {
 // ----------------------------------------------------------------------------------------------------------
 // parameter layout
 
-typedef struct {
-    real* self_attn_q_weight;       // [D, D]
-    real* self_attn_q_bias;         // [D]
-    real* self_attn_k_weight;       // [D, D]
-    real* self_attn_k_bias;         // [D]
-    real* self_attn_v_weight;       // [D, D]
-    real* self_attn_v_bias;         // [D]
-    real* self_attn_o_weight;       // [D, D]
-    real* self_attn_o_bias;         // [D]
-    real* self_attn_norm_q_weight;  // [D] RMSNorm across all heads
-    real* self_attn_norm_k_weight;  // [D]
-    real* norm3_weight;             // [D] affine LayerNorm before cross-attention (diffusers calls it norm2)
-    real* norm3_bias;               // [D]
-    real* cross_attn_q_weight;      // [D, D]
-    real* cross_attn_q_bias;        // [D]
-    real* cross_attn_k_weight;      // [D, D]
-    real* cross_attn_k_bias;        // [D]
-    real* cross_attn_v_weight;      // [D, D]
-    real* cross_attn_v_bias;        // [D]
-    real* cross_attn_o_weight;      // [D, D]
-    real* cross_attn_o_bias;        // [D]
-    real* cross_attn_norm_q_weight; // [D]
-    real* cross_attn_norm_k_weight; // [D]
-    real* ffn_0_weight;             // [F, D]
-    real* ffn_0_bias;               // [F]
-    real* ffn_2_weight;             // [D, F]
-    real* ffn_2_bias;               // [D]
-    real* modulation;               // [1, 6, D] shift, scale, gate (self-attn); shift, scale, gate (FFN)
-} WanBlock;
-
-typedef struct {
-    real* patch_embedding_weight;   // [D, in_dim, pt, ph, pw]
-    real* patch_embedding_bias;     // [D]
-    real* text_embedding_0_weight;  // [D, text_dim]
-    real* text_embedding_0_bias;    // [D]
-    real* text_embedding_2_weight;  // [D, D]
-    real* text_embedding_2_bias;    // [D]
-    real* time_embedding_0_weight;  // [D, freq_dim]
-    real* time_embedding_0_bias;    // [D]
-    real* time_embedding_2_weight;  // [D, D]
-    real* time_embedding_2_bias;    // [D]
-    real* time_projection_1_weight; // [6D, D]
-    real* time_projection_1_bias;   // [6D]
-    WanBlock blocks[WAN_MAX_LAYERS];
-    real* head_head_weight;         // [out_dim * pt*ph*pw, D]
-    real* head_head_bias;           // [out_dim * pt*ph*pw]
-    real* head_modulation;          // [1, 2, D] shift, scale
-} WanParams;
+// The parameter struct for pointer type T* (Params holds num_layers Blocks), fields in checkpoint order. WanParams
+// (T = real) views the master weights, gradients and moments; GPU code defines a twin over its floatX copy. Every twin has
+// the same memory layout (only pointers), so one carving by byte offsets fills any of them (wan_carve_view).
+#define WAN_DEFINE_PARAMS(Params, Block, T) \
+typedef struct {                                                                                              \
+    T* self_attn_q_weight;       /* [D, D] */                                                                 \
+    T* self_attn_q_bias;         /* [D] */                                                                    \
+    T* self_attn_k_weight;       /* [D, D] */                                                                 \
+    T* self_attn_k_bias;         /* [D] */                                                                    \
+    T* self_attn_v_weight;       /* [D, D] */                                                                 \
+    T* self_attn_v_bias;         /* [D] */                                                                    \
+    T* self_attn_o_weight;       /* [D, D] */                                                                 \
+    T* self_attn_o_bias;         /* [D] */                                                                    \
+    T* self_attn_norm_q_weight;  /* [D] RMSNorm across all heads */                                           \
+    T* self_attn_norm_k_weight;  /* [D] */                                                                    \
+    T* norm3_weight;             /* [D] affine LayerNorm before cross-attention (diffusers calls it norm2) */ \
+    T* norm3_bias;               /* [D] */                                                                    \
+    T* cross_attn_q_weight;      /* [D, D] */                                                                 \
+    T* cross_attn_q_bias;        /* [D] */                                                                    \
+    T* cross_attn_k_weight;      /* [D, D] */                                                                 \
+    T* cross_attn_k_bias;        /* [D] */                                                                    \
+    T* cross_attn_v_weight;      /* [D, D] */                                                                 \
+    T* cross_attn_v_bias;        /* [D] */                                                                    \
+    T* cross_attn_o_weight;      /* [D, D] */                                                                 \
+    T* cross_attn_o_bias;        /* [D] */                                                                    \
+    T* cross_attn_norm_q_weight; /* [D] */                                                                    \
+    T* cross_attn_norm_k_weight; /* [D] */                                                                    \
+    T* ffn_0_weight;             /* [F, D] */                                                                 \
+    T* ffn_0_bias;               /* [F] */                                                                    \
+    T* ffn_2_weight;             /* [D, F] */                                                                 \
+    T* ffn_2_bias;               /* [D] */                                                                    \
+    T* modulation;               /* [1, 6, D] shift, scale, gate (self-attn); shift, scale, gate (FFN) */     \
+} Block;                                                                                                      \
+typedef struct {                                                                                              \
+    T* patch_embedding_weight;   /* [D, in_dim, pt, ph, pw] */                                                \
+    T* patch_embedding_bias;     /* [D] */                                                                    \
+    T* text_embedding_0_weight;  /* [D, text_dim] */                                                          \
+    T* text_embedding_0_bias;    /* [D] */                                                                    \
+    T* text_embedding_2_weight;  /* [D, D] */                                                                 \
+    T* text_embedding_2_bias;    /* [D] */                                                                    \
+    T* time_embedding_0_weight;  /* [D, freq_dim] */                                                          \
+    T* time_embedding_0_bias;    /* [D] */                                                                    \
+    T* time_embedding_2_weight;  /* [D, D] */                                                                 \
+    T* time_embedding_2_bias;    /* [D] */                                                                    \
+    T* time_projection_1_weight; /* [6D, D] */                                                                \
+    T* time_projection_1_bias;   /* [6D] */                                                                   \
+    Block blocks[WAN_MAX_LAYERS];                                                                             \
+    T* head_head_weight;         /* [out_dim * pt*ph*pw, D] */                                                \
+    T* head_head_bias;           /* [out_dim * pt*ph*pw] */                                                   \
+    T* head_modulation;          /* [1, 2, D] shift, scale */                                                 \
+} Params;
+WAN_DEFINE_PARAMS(WanParams, WanBlock, real)
 
 typedef struct { char name[96]; int ndim; int64_t shape[5]; size_t offset, numel; } WanTensor;
 
 typedef struct { WanTensor* t; int n; size_t total; WanParams* p; real* base; } WanLayoutBuilder_;
+// a typed twin (WAN_DEFINE_PARAMS) being carved over a buffer of esz-byte elements (wan_carve_view)
+typedef struct { char* view; char* base; size_t esz; } WanViewBuilder_;
 
-static void wan_add_(WanLayoutBuilder_* b, real** slot, const char* name, int ndim, int64_t s0, int64_t s1, int64_t s2, int64_t s3, int64_t s4) {
+// records one tensor (name, shape, offset) and returns its element count
+static size_t wan_record_(WanLayoutBuilder_* b, const char* name, int ndim, int64_t s0, int64_t s1, int64_t s2, int64_t s3, int64_t s4) {
     int64_t s[5] = {s0, s1, s2, s3, s4};
     size_t numel = 1;
     for (int i = 0; i < ndim; i++) numel *= (size_t)s[i];
@@ -165,7 +175,21 @@ static void wan_add_(WanLayoutBuilder_* b, real** slot, const char* name, int nd
         t->ndim = ndim; t->offset = b->total; t->numel = numel;
         for (int i = 0; i < 5; i++) t->shape[i] = i < ndim ? s[i] : 1;
     }
+    return numel;
+}
+
+// the next tensor, its pointer written to *slot (layouts built on this one, e.g. the TMD student's extras)
+static void wan_add_(WanLayoutBuilder_* b, real** slot, const char* name, int ndim, int64_t s0, int64_t s1, int64_t s2, int64_t s3, int64_t s4) {
+    size_t numel = wan_record_(b, name, ndim, s0, s1, s2, s3, s4);
     if (slot && b->base) *slot = b->base + b->total;
+    b->n++; b->total += numel;
+}
+
+// the next Wan tensor; off = the byte offset of its pointer inside WanParams, the same in every typed twin
+static void wan_add_field_(WanLayoutBuilder_* b, const WanViewBuilder_* v, size_t off, const char* name, int ndim, int64_t s0, int64_t s1, int64_t s2, int64_t s3, int64_t s4) {
+    size_t numel = wan_record_(b, name, ndim, s0, s1, s2, s3, s4);
+    if (b->p && b->base) { real* q = b->base + b->total; memcpy((char*)b->p + off, &q, sizeof(q)); }
+    if (v->view && v->base) { void* q = v->base + b->total * v->esz; memcpy(v->view + off, &q, sizeof(q)); }
     b->n++; b->total += numel;
 }
 
@@ -173,26 +197,27 @@ static void wan_add_(WanLayoutBuilder_* b, real** slot, const char* name, int nd
 // patch_embedding, text_embedding, time_embedding, time_projection, blocks (self_attn, norm3, cross_attn,
 // ffn, modulation), head (head, modulation). Fills `tensors` (may be NULL), carves `base` into `p` (may be
 // NULL), returns the number of tensors and writes the total element count to *total.
-static int wan_layout(const WanConfig* c, WanTensor* tensors, WanParams* p, real* base, size_t* total) {
+static int wan_layout_(const WanConfig* c, WanTensor* tensors, WanParams* p, real* base, void* view, void* view_base, size_t view_esz, size_t* total) {
     WanLayoutBuilder_ b = {tensors, 0, 0, p, base};
+    WanViewBuilder_ v = {(char*)view, (char*)view_base, view_esz};
     int64_t D = c->dim, F = c->ffn_dim, P = wan_patch_numel(c);
-    wan_add_(&b, p ? &p->patch_embedding_weight : NULL, "patch_embedding.weight", 5, D, c->in_dim, c->patch[0], c->patch[1], c->patch[2]);
-    wan_add_(&b, p ? &p->patch_embedding_bias : NULL, "patch_embedding.bias", 1, D, 0, 0, 0, 0);
-    wan_add_(&b, p ? &p->text_embedding_0_weight : NULL, "text_embedding.0.weight", 2, D, c->text_dim, 0, 0, 0);
-    wan_add_(&b, p ? &p->text_embedding_0_bias : NULL, "text_embedding.0.bias", 1, D, 0, 0, 0, 0);
-    wan_add_(&b, p ? &p->text_embedding_2_weight : NULL, "text_embedding.2.weight", 2, D, D, 0, 0, 0);
-    wan_add_(&b, p ? &p->text_embedding_2_bias : NULL, "text_embedding.2.bias", 1, D, 0, 0, 0, 0);
-    wan_add_(&b, p ? &p->time_embedding_0_weight : NULL, "time_embedding.0.weight", 2, D, c->freq_dim, 0, 0, 0);
-    wan_add_(&b, p ? &p->time_embedding_0_bias : NULL, "time_embedding.0.bias", 1, D, 0, 0, 0, 0);
-    wan_add_(&b, p ? &p->time_embedding_2_weight : NULL, "time_embedding.2.weight", 2, D, D, 0, 0, 0);
-    wan_add_(&b, p ? &p->time_embedding_2_bias : NULL, "time_embedding.2.bias", 1, D, 0, 0, 0, 0);
-    wan_add_(&b, p ? &p->time_projection_1_weight : NULL, "time_projection.1.weight", 2, 6 * D, D, 0, 0, 0);
-    wan_add_(&b, p ? &p->time_projection_1_bias : NULL, "time_projection.1.bias", 1, 6 * D, 0, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, patch_embedding_weight), "patch_embedding.weight", 5, D, c->in_dim, c->patch[0], c->patch[1], c->patch[2]);
+    wan_add_field_(&b, &v, offsetof(WanParams, patch_embedding_bias), "patch_embedding.bias", 1, D, 0, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, text_embedding_0_weight), "text_embedding.0.weight", 2, D, c->text_dim, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, text_embedding_0_bias), "text_embedding.0.bias", 1, D, 0, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, text_embedding_2_weight), "text_embedding.2.weight", 2, D, D, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, text_embedding_2_bias), "text_embedding.2.bias", 1, D, 0, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, time_embedding_0_weight), "time_embedding.0.weight", 2, D, c->freq_dim, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, time_embedding_0_bias), "time_embedding.0.bias", 1, D, 0, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, time_embedding_2_weight), "time_embedding.2.weight", 2, D, D, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, time_embedding_2_bias), "time_embedding.2.bias", 1, D, 0, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, time_projection_1_weight), "time_projection.1.weight", 2, 6 * D, D, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, time_projection_1_bias), "time_projection.1.bias", 1, 6 * D, 0, 0, 0, 0);
     for (int l = 0; l < c->num_layers; l++) {
-        WanBlock* k = p ? &p->blocks[l] : NULL;
+        size_t k = offsetof(WanParams, blocks) + (size_t)l * sizeof(WanBlock);
         char nm[96];
 #define WAN_BLOCK_TENSOR(field, suffix, nd, s0, s1, s2) \
-        snprintf(nm, sizeof(nm), "blocks.%d." suffix, l); wan_add_(&b, k ? &k->field : NULL, nm, nd, s0, s1, s2, 0, 0);
+        snprintf(nm, sizeof(nm), "blocks.%d." suffix, l); wan_add_field_(&b, &v, k + offsetof(WanBlock, field), nm, nd, s0, s1, s2, 0, 0);
         WAN_BLOCK_TENSOR(self_attn_q_weight, "self_attn.q.weight", 2, D, D, 0)
         WAN_BLOCK_TENSOR(self_attn_q_bias, "self_attn.q.bias", 1, D, 0, 0)
         WAN_BLOCK_TENSOR(self_attn_k_weight, "self_attn.k.weight", 2, D, D, 0)
@@ -222,11 +247,15 @@ static int wan_layout(const WanConfig* c, WanTensor* tensors, WanParams* p, real
         WAN_BLOCK_TENSOR(modulation, "modulation", 3, 1, 6, D)
 #undef WAN_BLOCK_TENSOR
     }
-    wan_add_(&b, p ? &p->head_head_weight : NULL, "head.head.weight", 2, c->out_dim * P, D, 0, 0, 0);
-    wan_add_(&b, p ? &p->head_head_bias : NULL, "head.head.bias", 1, c->out_dim * P, 0, 0, 0, 0);
-    wan_add_(&b, p ? &p->head_modulation : NULL, "head.modulation", 3, 1, 2, D, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, head_head_weight), "head.head.weight", 2, c->out_dim * P, D, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, head_head_bias), "head.head.bias", 1, c->out_dim * P, 0, 0, 0, 0);
+    wan_add_field_(&b, &v, offsetof(WanParams, head_modulation), "head.modulation", 3, 1, 2, D, 0, 0);
     if (total) *total = b.total;
     return b.n;
+}
+
+static int wan_layout(const WanConfig* c, WanTensor* tensors, WanParams* p, real* base, size_t* total) {
+    return wan_layout_(c, tensors, p, base, NULL, NULL, 0, total);
 }
 
 static size_t wan_num_params(const WanConfig* c) { size_t n; wan_layout(c, NULL, NULL, NULL, &n); return n; }
@@ -235,6 +264,14 @@ static size_t wan_num_params(const WanConfig* c) { size_t n; wan_layout(c, NULL,
 static void wan_carve(const WanConfig* c, WanParams* p, real* base) {
     memset(p, 0, sizeof(*p));
     wan_layout(c, NULL, p, base, NULL);
+}
+
+// the same carving for a typed twin: view is a WAN_DEFINE_PARAMS struct of view_bytes (= sizeof(WanParams)), base a
+// buffer of wan_num_params(c) elements of elem_bytes each (e.g. the GPU's bf16 weight copy, or fp32 over a double build)
+static void wan_carve_view(const WanConfig* c, void* view, size_t view_bytes, void* base, size_t elem_bytes) {
+    if (view_bytes != sizeof(WanParams)) { fprintf(stderr, "wan_carve_view: the view is %zu bytes, WanParams %zu; define it with WAN_DEFINE_PARAMS\n", view_bytes, sizeof(WanParams)); exit(1); }
+    memset(view, 0, view_bytes);
+    wan_layout_(c, NULL, NULL, NULL, view, base, elem_bytes, NULL);
 }
 
 static void wan_print_count(const WanConfig* c, FILE* f) {

@@ -10,7 +10,7 @@
 // for the token n = (f·Hp + i)·Wp + j of a (Fp, Hp, Wp) patch grid.
 //
 //   rope_table_build   cs [L, c, 2] fp32 = (cos θ, sin θ), computed in double on the device, stored fp32.
-//                      Built once per grid; overwritten.
+//                      Built once per grid; overwritten. rope_table_host: the same on the host (what the model uses).
 //   rope_forward       out = x·e^{iθ}:  out[2p] = x[2p]·cos − x[2p+1]·sin ; out[2p+1] = x[2p]·sin + x[2p+1]·cos
 //   rope_backward      inverts the rotation: dinp = R(−θ)·dout (the same kernel with sin negated)
 // x, out, dinp, dout [B·L, H, d] (T = floatX for q, k); token n of the batch uses table row n mod L.
@@ -20,6 +20,7 @@
 // floatX RMSNorm output (a second rounding in the bf16 build).
 // Version 1 (the simple one), checked and timed by dev/cuda/rope.cu; not yet run on a GPU (dev/cuda/README.md).
 #pragma once
+#include <math.h>
 #include "common.cuh"
 #include "precision.cuh"
 
@@ -44,6 +45,23 @@ static inline void rope_table_build(float* cs, int Fp, int Hp, int Wp, int head_
     size_t total = (size_t)Fp * Hp * Wp * (head_dim / 2);
     rope_table_kernel<<<(unsigned)((total + 255) / 256), 256, 0, stream>>>(cs, Fp, Hp, Wp, head_dim / 2);
     cudaCheck(cudaGetLastError());
+}
+
+// the same table on the host, in double, stored fp32: what the model uses (built once per grid and uploaded), so no
+// device code needs pow/sin/cos in double (device functions that need a stack, which a functional simulator cannot run).
+// rope_table_build above stays for the kernel lab, which checks both against cpu/layers.h.
+static inline void rope_table_host(float* cs, int Fp, int Hp, int Wp, int head_dim) {
+    int half = head_dim / 2, ch = half / 3, cf = half - 2 * ch;
+    for (int f = 0; f < Fp; f++) for (int i = 0; i < Hp; i++) for (int j = 0; j < Wp; j++)
+        for (int p = 0; p < half; p++) {
+            size_t idx = (((size_t)f * Hp + i) * Wp + j) * half + p;
+            double th;
+            if (p < cf) th = f * pow(10000.0, -2.0 * p / (2 * cf));
+            else if (p < cf + ch) th = i * pow(10000.0, -2.0 * (p - cf) / (2 * ch));
+            else th = j * pow(10000.0, -2.0 * (p - cf - ch) / (2 * ch));
+            cs[2 * idx] = (float)cos(th);
+            cs[2 * idx + 1] = (float)sin(th);
+        }
 }
 
 // pair q of the flat [B·L, H, c] pair array sits at elements 2q, 2q+1 of x; its token is q / (H·c)

@@ -8,6 +8,7 @@
 // time_embedding's first Linear, whose dW needs only this output).
 // Version 1 (the simple one), checked and timed by dev/cuda/timestep.cu; not yet run on a GPU (dev/cuda/README.md).
 #pragma once
+#include <math.h>
 #include "common.cuh"
 
 // one thread per (sample, frequency)
@@ -18,6 +19,18 @@ __global__ void timestep_sinusoid_kernel(float* out, const double* t, int B, int
     double a = t[b] * pow(10000.0, -(double)k / half);
     out[(size_t)b * 2 * half + k] = (float)cos(a);
     out[(size_t)b * 2 * half + half + k] = (float)sin(a);
+}
+
+// the same on the host, in double, stored fp32: what the model uses (time stays in double on the host; no device code
+// needs pow in double, which a functional simulator cannot run). out [B, freq_dim]; t [B] host doubles.
+static inline void timestep_sinusoid_host(float* out, const double* t, int B, int freq_dim) {
+    int half = freq_dim / 2;
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < half; k++) {
+            double a = t[b] * pow(10000.0, -(double)k / half);
+            out[(size_t)b * freq_dim + k] = (float)cos(a);
+            out[(size_t)b * freq_dim + half + k] = (float)sin(a);
+        }
 }
 
 // out [B, freq_dim]; freq_dim must be even

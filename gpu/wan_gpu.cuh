@@ -1,0 +1,753 @@
+// gpu/wan_gpu.cuh: the Wan2.1 DiT on the GPU, forward and backward, B samples at a time. It mirrors cpu/wan_cpu.h
+// name for name (wan_gpu_time_* ↔ wan_time_*, ...), and the CPU reference is its oracle (test_gpu.cu):
+//   wan_gpu_time_*        host sinusoid (double) → time_embedding (Linear, SiLU, Linear) = e → SiLU → time_projection = e0
+//   wan_gpu_text_*        context [B, text_len, text_dim] (zero-padded) → Linear, GELU-tanh, Linear = c [B·text_len, D]
+//   wan_gpu_patch_embed_* latent [B, C, T, Hl, Wl] → tokens [B·L, D] (fp32: the first residual stream)
+//   wan_gpu_block_*       one DiT block on the residual stream
+//   wan_gpu_head_*        LN, modulation by e, Linear, unpatchify
+//   wan_gpu_forward_blocks / wan_gpu_backward_blocks: embeddings + the first n blocks (the TMD backbone when
+//   n = L − H) with injected feature gradients; wan_gpu_forward / wan_gpu_backward: the whole model.
+//
+// Memory (llm.c's way): a WanGpuModel holds the fp32 master weights, the floatX copy the GEMMs read, the fp32 gradients
+// and the AdamW moments, each ONE allocation carved by the layout of wan.h (WanParamsF / WanParamsX are WanParams'
+// typed twins). A WanGpuAct holds every activation and the backward's scratch as ONE allocation planned from
+// (config, batch, latent shape, training); wan_gpu_act_print_plan prints the bytes of each buffer. An allocation that
+// does not fit exits naming the buffer, the bytes asked, the bytes free and what to change.
+//
+// Precision (kernels/precision.cuh): floatX (bf16, or fp32 with -DENABLE_FP32) for the block GEMMs' inputs, weights
+// copies and outputs and the attention operands; fp32 for the residual stream, norms' statistics and weights,
+// modulation, the time embedding, the patch embedding and the head (the official code keeps e, e0 and the head in
+// fp32), gradients of the residual stream and of every parameter, and the text-context gradient.
+// Attention: the flash kernels (bf16 build, head dim 64 or 128) unless built with -DATTN_NAIVE; the naive kernels
+// (which keep the probabilities [B, H, L, Lk]) otherwise. GEMMs: cuBLASLt, or the in-repo tiled kernel with
+// -DGEMM_OWN (kernels/gemm_tiled.cuh). Deterministic: no float atomics anywhere.
+//
+// Conventions: forwards OVERWRITE their outputs. Backwards ACCUMULATE (+=) into parameter gradients (dW, NULL for a
+// frozen model: no parameter gradient is computed) and into input gradients (NULL when not wanted), except the
+// residual-stream gradient of a block, which is updated IN PLACE (d x_out in, d x_in out: the identity path of the
+// residual means the CPU's dx_in += dx_out + ... is the same buffer here). Everything runs on a->stream, in order.
+#pragma once
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../wan.h"                    // config, parameter layout (WAN_DEFINE_PARAMS, wan_carve_view)
+#include "../kernels/common.cuh"       // cudaCheck, cuda_malloc_named
+#include "../kernels/precision.cuh"    // floatX
+#include "../kernels/reduce.cuh"       // deterministic column sums
+#include "../kernels/layernorm.cuh"    // LN + AdaLN modulation, affine LN
+#include "../kernels/rmsnorm.cuh"      // q/k RMSNorm
+#include "../kernels/rope.cuh"         // 3D RoPE (table built on the host)
+#include "../kernels/gelu.cuh"         // SiLU (time embedding)
+#include "../kernels/residual.cuh"     // gated residual adds
+#include "../kernels/timestep.cuh"     // time sinusoid (host)
+#include "../kernels/patchify.cuh"     // latent <-> tokens
+#include "../kernels/attention.cuh"    // flash and naive attention
+#ifdef GEMM_OWN
+#include "../kernels/gemm_tiled.cuh"   // Linear layers: the in-repo tiled GEMM
+#define WAN_GPU_GEMM_NAME "in-repo tiled GEMM"
+#else
+#include "../kernels/gemm.cuh"         // Linear layers: cuBLASLt
+#define WAN_GPU_GEMM_NAME "cuBLASLt"
+#endif
+
+WAN_DEFINE_PARAMS(WanParamsF, WanBlockF, float)    // fp32 views: master weights, gradients, AdamW moments
+WAN_DEFINE_PARAMS(WanParamsX, WanBlockX, floatX)   // floatX views: the copy the block GEMMs read
+
+// ---------------------------------------------------------------------------------------------------------
+// weights and the model
+
+// views of one set of Wan weights: P over the fp32 master weights, X over their floatX copy (X == P's memory in the
+// fp32 build). A TMD student carves these over the front of its own buffer (Wan parameters first, extras after).
+typedef struct { WanConfig cfg; WanParamsF P; WanParamsX X; } WanGpuWeights;
+
+// carves params [n] fp32 and params_x [n] floatX (device memory, wan_num_params(c) elements) into w
+static void wan_gpu_weights_view(WanGpuWeights* w, const WanConfig* c, float* params, floatX* params_x) {
+    w->cfg = *c;
+    wan_carve_view(c, &w->P, sizeof(w->P), params, sizeof(float));
+    wan_carve_view(c, &w->X, sizeof(w->X), params_x, sizeof(floatX));
+}
+
+typedef struct {
+    const char* name;     // "teacher", "fake score", ...: names its buffers in the memory plan and OOM errors
+    WanGpuWeights w;
+    size_t n;             // parameters
+    float* params;        // [n] fp32 master weights
+    floatX* params_x;     // [n] floatX copy (== params in the fp32 build)
+    float* grads;         // [n] fp32, NULL when frozen
+    float* opt_m;         // [n] AdamW first moment, NULL when frozen (opt_m and opt_v: one allocation)
+    float* opt_v;         // [n] AdamW second moment
+    WanParamsF dP;        // view of grads
+    long step;            // AdamW steps taken
+} WanGpuModel;
+
+static const char* WAN_GPU_OOM_HINT = "lower --batch, or use a smaller latent (fewer frames or a lower resolution); "
+                                      "activation recompute is not implemented";
+
+__global__ void wan_gpu_cast_kernel_f2x(floatX* out, const float* in, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = from_float<floatX>(in[i]);
+}
+static void wan_gpu_cast_to_x(floatX* out, const float* in, size_t n, cudaStream_t s) {
+    if (n == 0) return;
+    wan_gpu_cast_kernel_f2x<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(out, in, n);
+    cudaCheck(cudaGetLastError());
+}
+
+// rewrites the floatX copy from the master weights (after loading or an optimizer step; AdamW does it itself)
+static void wan_gpu_model_refresh_copy(WanGpuModel* m, cudaStream_t s) {
+#ifndef ENABLE_FP32
+    wan_gpu_cast_to_x(m->params_x, m->params, m->n, s);
+#else
+    (void)m; (void)s;
+#endif
+}
+
+// allocates the model on the device and uploads host_params [n] fp32 (layout order; NULL: zeros). trainable: also
+// gradients and AdamW moments. Prints one line per buffer.
+static void wan_gpu_model_init(WanGpuModel* m, const WanConfig* c, const float* host_params, int trainable, const char* name) {
+    memset(m, 0, sizeof(*m));
+    m->name = name;
+    m->n = wan_num_params(c);
+    char what[128];
+    size_t bytes = m->n * sizeof(float);
+    snprintf(what, sizeof(what), "%s master weights (fp32)", name);
+    m->params = (float*)cuda_malloc_named(bytes, what, "use a smaller model (--preset)");
+    if (host_params) cudaCheck(cudaMemcpy(m->params, host_params, bytes, cudaMemcpyHostToDevice));
+    else cudaCheck(cudaMemset(m->params, 0, bytes));
+#ifdef ENABLE_FP32
+    m->params_x = m->params;
+#else
+    snprintf(what, sizeof(what), "%s weight copy (%s)", name, FLOATX_NAME);
+    m->params_x = (floatX*)cuda_malloc_named(m->n * sizeof(floatX), what, "use a smaller model (--preset)");
+#endif
+    wan_gpu_weights_view(&m->w, c, m->params, m->params_x);
+    wan_gpu_model_refresh_copy(m, 0);
+    printf("[memory] %-12s weights %8.1f MiB fp32", name, bytes / 1048576.0);
+#ifndef ENABLE_FP32
+    printf(" + %.1f MiB %s copy", m->n * sizeof(floatX) / 1048576.0, FLOATX_NAME);
+#endif
+    if (trainable) {
+        snprintf(what, sizeof(what), "%s gradients (fp32)", name);
+        m->grads = (float*)cuda_malloc_named(bytes, what, "use a smaller model, or freeze it");
+        cudaCheck(cudaMemset(m->grads, 0, bytes));
+        wan_carve_view(c, &m->dP, sizeof(m->dP), m->grads, sizeof(float));
+        snprintf(what, sizeof(what), "%s AdamW moments (2 x fp32)", name);
+        m->opt_m = (float*)cuda_malloc_named(2 * bytes, what, "use a smaller model, or freeze it");
+        m->opt_v = m->opt_m + m->n;
+        cudaCheck(cudaMemset(m->opt_m, 0, 2 * bytes));
+        printf(" + %.1f MiB gradients + %.1f MiB AdamW", bytes / 1048576.0, 2 * bytes / 1048576.0);
+    }
+    printf("\n");
+}
+
+static void wan_gpu_model_free(WanGpuModel* m) {
+    cudaCheck(cudaFree(m->params));
+#ifndef ENABLE_FP32
+    cudaCheck(cudaFree(m->params_x));
+#endif
+    if (m->grads) cudaCheck(cudaFree(m->grads));
+    if (m->opt_m) cudaCheck(cudaFree(m->opt_m));
+    memset(m, 0, sizeof(*m));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// glue kernels (one line of math each; checked through the whole-model parity in test_gpu.cu)
+
+// mod[b, i] = param[i] + e[b·E + i mod E], i < M: a block's modulation (M = E = 6D) or the head's (M = 2D, E = D)
+__global__ void wan_gpu_mod_forward_kernel(float* mod, const float* param, const float* e, int B, int M, int E) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= B * M) return;
+    int b = idx / M, i = idx % M;
+    mod[idx] = param[i] + e[(size_t)b * E + i % E];
+}
+// inverts it: dparam[i] += Σ_b dmod[b, i] (dparam may be NULL)
+__global__ void wan_gpu_mod_backward_param_kernel(float* dparam, const float* dmod, int B, int M) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= M) return;
+    float s = 0.f;
+    for (int b = 0; b < B; b++) s += dmod[(size_t)b * M + i];
+    dparam[i] += s;
+}
+// de[b, j] += Σ_{i ≡ j mod E} dmod[b, i]
+__global__ void wan_gpu_mod_backward_e_kernel(float* de, const float* dmod, int B, int M, int E) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= B * E) return;
+    int b = idx / E, j = idx % E;
+    float s = 0.f;
+    for (int i = j; i < M; i += E) s += dmod[(size_t)b * M + i];
+    de[idx] += s;
+}
+// dst[i] += src[i]
+template <typename T>
+__global__ void wan_gpu_add_kernel(float* dst, const T* src, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] += to_float(src[i]);
+}
+template <typename T>
+static void wan_gpu_add(float* dst, const T* src, size_t n, cudaStream_t s) {
+    if (n == 0) return;
+    wan_gpu_add_kernel<T><<<(unsigned)((n + 255) / 256), 256, 0, s>>>(dst, src, n);
+    cudaCheck(cudaGetLastError());
+}
+static void wan_gpu_mod_forward(float* mod, const float* param, const float* e, int B, int M, int E, cudaStream_t s) {
+    wan_gpu_mod_forward_kernel<<<(B * M + 255) / 256, 256, 0, s>>>(mod, param, e, B, M, E);
+    cudaCheck(cudaGetLastError());
+}
+static void wan_gpu_mod_backward(float* dparam, float* de, const float* dmod, int B, int M, int E, cudaStream_t s) {
+    if (dparam) { wan_gpu_mod_backward_param_kernel<<<(M + 255) / 256, 256, 0, s>>>(dparam, dmod, B, M); cudaCheck(cudaGetLastError()); }
+    if (de) { wan_gpu_mod_backward_e_kernel<<<(B * E + 255) / 256, 256, 0, s>>>(de, dmod, B, M, E); cudaCheck(cudaGetLastError()); }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// the activation plan: one allocation carved twice (a sizing pass, then the real one), every buffer named
+
+#define WAN_GPU_PLAN_MAX 96
+typedef struct { const char* name; size_t bytes; int count; } WanGpuPlanEntry;
+typedef struct { char* base; size_t used; WanGpuPlanEntry e[WAN_GPU_PLAN_MAX]; int ne; } WanGpuArena;
+
+// n elements of T, 256-byte aligned (cuBLASLt and the flash kernels' 16-byte loads want aligned rows)
+template <typename T>
+static T* wan_gpu_take(WanGpuArena* a, size_t n, const char* name) {
+    size_t bytes = (n * sizeof(T) + 255) & ~(size_t)255;
+    T* p = a->base ? (T*)(a->base + a->used) : NULL;
+    a->used += bytes;
+    if (!a->base) {
+        int i = 0;
+        while (i < a->ne && strcmp(a->e[i].name, name)) i++;
+        if (i == a->ne && a->ne < WAN_GPU_PLAN_MAX) { a->e[i].name = name; a->e[i].bytes = 0; a->e[i].count = 0; a->ne++; }
+        if (i < WAN_GPU_PLAN_MAX) { a->e[i].bytes += bytes; a->e[i].count++; }
+    }
+    return p;
+}
+
+typedef struct {
+    float* sin;   // [B, freq_dim] [cos | sin] of the model timestep (computed on the host in double)
+    float* h1;    // [B, D] time_embedding.0 output (pre-SiLU)
+    float* a1;    // [B, D] SiLU(h1)
+    float* e;     // [B, D] time_embedding.2 output: the head's conditioning
+    float* se;    // [B, D] SiLU(e)
+    float* e0;    // [B, 6D] time_projection output: the blocks' modulation
+} WanGpuTimeAct;
+
+typedef struct {
+    float* ctx;     // [B, text_len, text_dim] fp32 input, zero-padded (kept: the first Linear's dW reads it)
+    floatX* ctx_x;  // [B, text_len, text_dim] floatX copy (the GEMM input)
+    floatX* h1;     // [B·text_len, D] pre-GELU
+    floatX* a1;     // [B·text_len, D]
+    floatX* c;      // [B·text_len, D] the context every cross-attention reads
+} WanGpuTextAct;
+
+typedef struct {
+    const float* x_in;            // [N, D] the caller's residual buffer (kept for the backward), N = B·L
+    float* mod;                   // [B, 6D] modulation + e0: shift, scale, gate; shift, scale, gate
+    float *ln1_mean, *ln1_rstd;   // [N]
+    floatX* h1;                   // [N, D] LN(x)·(1 + scale) + shift
+    floatX *q_pre, *k_pre, *v;    // [N, D] projections (q_pre, k_pre kept for the RMSNorm backward)
+    float *q_rstd, *k_rstd;       // [N]
+    floatX *q, *k;                // [N, D] RMSNorm then RoPE (in place): the attention operands
+    float* att;                   // [B, H, L, L] probabilities (naive attention only)
+    float* lse;                   // [B, H, L] row logsumexp (the flash backward reads it)
+    floatX* ao;                   // [N, D] attention output
+    floatX* sa;                   // [N, D] self_attn.o output
+    float* x1;                    // [N, D] x + sa·gate
+    float *ln3_mean, *ln3_rstd;   // [N]
+    floatX* y3;                   // [N, D] norm3(x1)
+    floatX* cq_pre;               // [N, D]
+    float* cq_rstd;               // [N]
+    floatX* cq;                   // [N, D]
+    floatX* ck_pre;               // [B·Lc, D]
+    float* ck_rstd;               // [B·Lc]
+    floatX *ck, *cv;              // [B·Lc, D]
+    float* catt;                  // [B, H, L, Lc] (naive only)
+    float* clse;                  // [B, H, L]
+    floatX* cao;                  // [N, D] cross-attention output
+    floatX* ca;                   // [N, D] cross_attn.o output
+    float* x2;                    // [N, D] x1 + ca
+    float *ln2_mean, *ln2_rstd;   // [N]
+    floatX* h2;                   // [N, D]
+    floatX* f1;                   // [N, F] ffn.0 pre-GELU
+    floatX* f1a;                  // [N, F] GELU(f1)
+    floatX* f2;                   // [N, D] ffn.2 output
+} WanGpuBlockAct;
+
+typedef struct {
+    float* mod;                   // [B, 2D] head.modulation + e: shift, scale
+    float *mean, *rstd;           // [N]
+    float* hm;                    // [N, D] LN(x)·(1 + scale) + shift
+    float* y;                     // [N, out_dim·pt·ph·pw]
+} WanGpuHeadAct;
+
+// the backward's scratch, shared by every layer (the layers run one after another on one stream)
+typedef struct {
+    float* g;                     // [N, D] gradient of the residual stream (updated in place block by block)
+    float* dc;                    // [B·Lc, D] gradient of the text context c, summed over the blocks
+    float* de0;                   // [B, 6D]
+    float* de;                    // [B, D]
+    float* dmod;                  // [B, 6D] one block's (or the head's [B, 2D]) modulation gradient
+    floatX *t1, *t2, *t3;         // [N, D]
+    floatX* tF;                   // [N, F]
+    floatX *dk, *dv;              // [N, D] self-attention key/value gradients
+    floatX *dck, *dcv, *dtext;    // [B·Lc, D]
+    floatX* dctx_x;               // [B·Lc, text_dim]
+    float* dS;                    // [B, H, L, max(L, Lc)] (naive only)
+    float* delta;                 // [B, H, L] (flash only)
+    float *tg1, *tg2;             // [B, D] time-embedding gradients
+    float* dhm;                   // [N, D] head
+    float* dy;                    // [N, out_dim·P] head
+    float* dpatch;                // [N, in_dim·P] patch embedding (only for the latent's gradient)
+    float* red;                   // reductions' partial sums (the largest any layer needs)
+} WanGpuScratch;
+
+typedef struct {
+    WanConfig cfg;
+    int B, training, flash;       // batch; keeps every block's activations for a backward; flash attention
+    PatchGrid g;                  // the input grid (C = in_dim); token count g.L
+    PatchGrid g_out;              // the same grid with C = out_dim
+    float* rope;                  // [L, head_dim/2, 2] (host-built table)
+    float* patches;               // [N, in_dim·P] fp32
+    float* xs;                    // [num_layers + 1, N, D] residual stream: xs[0] patch embedding, xs[l+1] after block l
+    float* out;                   // [B, out_dim, T, Hl, Wl] the velocity
+    WanGpuTimeAct time;
+    WanGpuTextAct text;
+    WanGpuBlockAct blocks[WAN_MAX_LAYERS];   // training: one set per block; forward only: all share blocks[0]'s memory
+    WanGpuHeadAct head;
+    WanGpuScratch s;              // NULL pointers when !training
+    WanGpuArena arena;
+    char* base;                   // the one allocation
+    cudaStream_t stream;
+} WanGpuAct;
+
+static float* wan_gpu_xs(const WanGpuAct* a, int l) { return a->xs + (size_t)l * a->B * a->g.L * a->cfg.dim; }
+
+static size_t wan_gpu_max_(size_t a, size_t b) { return a > b ? a : b; }
+
+static void wan_gpu_block_carve_(WanGpuBlockAct* k, WanGpuArena* ar, const WanGpuAct* a) {
+    const WanConfig* c = &a->cfg;
+    size_t B = a->B, L = a->g.L, D = c->dim, F = c->ffn_dim, H = c->num_heads, Lc = c->text_len, N = B * L, ND = N * D, NcD = B * Lc * D;
+    k->mod = wan_gpu_take<float>(ar, B * 6 * D, "block.mod");
+    k->ln1_mean = wan_gpu_take<float>(ar, N, "block.ln_stats"); k->ln1_rstd = wan_gpu_take<float>(ar, N, "block.ln_stats");
+    k->h1 = wan_gpu_take<floatX>(ar, ND, "block.h1");
+    k->q_pre = wan_gpu_take<floatX>(ar, ND, "block.qkv"); k->k_pre = wan_gpu_take<floatX>(ar, ND, "block.qkv"); k->v = wan_gpu_take<floatX>(ar, ND, "block.qkv");
+    k->q_rstd = wan_gpu_take<float>(ar, N, "block.rms_stats"); k->k_rstd = wan_gpu_take<float>(ar, N, "block.rms_stats");
+    k->q = wan_gpu_take<floatX>(ar, ND, "block.q_k_roped"); k->k = wan_gpu_take<floatX>(ar, ND, "block.q_k_roped");
+    k->lse = wan_gpu_take<float>(ar, B * H * L, "block.attn_lse");
+    if (!a->flash) k->att = wan_gpu_take<float>(ar, B * H * L * L, "block.attn_probs (naive)");
+    k->ao = wan_gpu_take<floatX>(ar, ND, "block.attn_out"); k->sa = wan_gpu_take<floatX>(ar, ND, "block.o_proj");
+    k->x1 = wan_gpu_take<float>(ar, ND, "block.x1_x2");
+    k->ln3_mean = wan_gpu_take<float>(ar, N, "block.ln_stats"); k->ln3_rstd = wan_gpu_take<float>(ar, N, "block.ln_stats");
+    k->y3 = wan_gpu_take<floatX>(ar, ND, "block.y3");
+    k->cq_pre = wan_gpu_take<floatX>(ar, ND, "block.cross_q"); k->cq_rstd = wan_gpu_take<float>(ar, N, "block.rms_stats");
+    k->cq = wan_gpu_take<floatX>(ar, ND, "block.cross_q");
+    k->ck_pre = wan_gpu_take<floatX>(ar, NcD, "block.cross_kv"); k->ck_rstd = wan_gpu_take<float>(ar, B * Lc, "block.rms_stats");
+    k->ck = wan_gpu_take<floatX>(ar, NcD, "block.cross_kv"); k->cv = wan_gpu_take<floatX>(ar, NcD, "block.cross_kv");
+    k->clse = wan_gpu_take<float>(ar, B * H * L, "block.attn_lse");
+    if (!a->flash) k->catt = wan_gpu_take<float>(ar, B * H * L * Lc, "block.cross_probs (naive)");
+    k->cao = wan_gpu_take<floatX>(ar, ND, "block.attn_out"); k->ca = wan_gpu_take<floatX>(ar, ND, "block.o_proj");
+    k->x2 = wan_gpu_take<float>(ar, ND, "block.x1_x2");
+    k->ln2_mean = wan_gpu_take<float>(ar, N, "block.ln_stats"); k->ln2_rstd = wan_gpu_take<float>(ar, N, "block.ln_stats");
+    k->h2 = wan_gpu_take<floatX>(ar, ND, "block.h2");
+    k->f1 = wan_gpu_take<floatX>(ar, N * F, "block.ffn_hidden"); k->f1a = wan_gpu_take<floatX>(ar, N * F, "block.ffn_hidden");
+    k->f2 = wan_gpu_take<floatX>(ar, ND, "block.ffn_out");
+}
+
+static void wan_gpu_act_carve_(WanGpuAct* a) {
+    const WanConfig* c = &a->cfg;
+    WanGpuArena* ar = &a->arena;
+    size_t B = a->B, L = a->g.L, D = c->dim, F = c->ffn_dim, H = c->num_heads, Lc = c->text_len, N = B * L, ND = N * D;
+    size_t Pin = (size_t)c->in_dim * wan_patch_numel(c), Pout = (size_t)c->out_dim * wan_patch_numel(c);
+    a->rope = wan_gpu_take<float>(ar, L * wan_head_dim(c), "rope_table");
+    a->patches = wan_gpu_take<float>(ar, N * Pin, "patches");
+    a->xs = wan_gpu_take<float>(ar, (size_t)(c->num_layers + 1) * ND, "residual_stream xs");
+    a->out = wan_gpu_take<float>(ar, B * Pout * L, "velocity out");
+    WanGpuTimeAct* t = &a->time;
+    t->sin = wan_gpu_take<float>(ar, B * c->freq_dim, "time"); t->h1 = wan_gpu_take<float>(ar, B * D, "time");
+    t->a1 = wan_gpu_take<float>(ar, B * D, "time"); t->e = wan_gpu_take<float>(ar, B * D, "time");
+    t->se = wan_gpu_take<float>(ar, B * D, "time"); t->e0 = wan_gpu_take<float>(ar, B * 6 * D, "time");
+    WanGpuTextAct* x = &a->text;
+    x->ctx = wan_gpu_take<float>(ar, B * Lc * c->text_dim, "text.ctx");
+    x->ctx_x = wan_gpu_take<floatX>(ar, B * Lc * c->text_dim, "text.ctx");
+    x->h1 = wan_gpu_take<floatX>(ar, B * Lc * D, "text.hidden"); x->a1 = wan_gpu_take<floatX>(ar, B * Lc * D, "text.hidden");
+    x->c = wan_gpu_take<floatX>(ar, B * Lc * D, "text.c");
+    int nsets = a->training ? c->num_layers : 1;
+    for (int l = 0; l < nsets; l++) wan_gpu_block_carve_(&a->blocks[l], ar, a);
+    for (int l = nsets; l < c->num_layers; l++) a->blocks[l] = a->blocks[0];   // forward only: one set, reused by every block
+    WanGpuHeadAct* h = &a->head;
+    h->mod = wan_gpu_take<float>(ar, B * 2 * D, "head"); h->mean = wan_gpu_take<float>(ar, N, "head"); h->rstd = wan_gpu_take<float>(ar, N, "head");
+    h->hm = wan_gpu_take<float>(ar, ND, "head"); h->y = wan_gpu_take<float>(ar, N * Pout, "head");
+    if (!a->training) return;
+    WanGpuScratch* s = &a->s;
+    size_t NcD = B * Lc * D, scores = B * H * L * wan_gpu_max_(L, Lc);
+    s->g = wan_gpu_take<float>(ar, ND, "bwd.residual_grad"); s->dc = wan_gpu_take<float>(ar, NcD, "bwd.context_grad");
+    s->de0 = wan_gpu_take<float>(ar, B * 6 * D, "bwd.small"); s->de = wan_gpu_take<float>(ar, B * D, "bwd.small");
+    s->dmod = wan_gpu_take<float>(ar, B * 6 * D, "bwd.small");
+    s->t1 = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->t2 = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->t3 = wan_gpu_take<floatX>(ar, ND, "bwd.temps");
+    s->tF = wan_gpu_take<floatX>(ar, N * F, "bwd.ffn_temp");
+    s->dk = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->dv = wan_gpu_take<floatX>(ar, ND, "bwd.temps");
+    s->dck = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps"); s->dcv = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps");
+    s->dtext = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps");
+    s->dctx_x = wan_gpu_take<floatX>(ar, B * Lc * c->text_dim, "bwd.text_temps");
+    if (a->flash) s->delta = wan_gpu_take<float>(ar, B * H * L, "bwd.attn_delta");
+    else s->dS = wan_gpu_take<float>(ar, scores, "bwd.attn_dS (naive)");
+    s->tg1 = wan_gpu_take<float>(ar, B * D, "bwd.small"); s->tg2 = wan_gpu_take<float>(ar, B * D, "bwd.small");
+    s->dhm = wan_gpu_take<float>(ar, ND, "bwd.head"); s->dy = wan_gpu_take<float>(ar, N * Pout, "bwd.head");
+    s->dpatch = wan_gpu_take<float>(ar, N * Pin, "bwd.patch");
+    // the largest partial-sum buffer of any reduction: LN (2 columns sets per chunk), RMSNorm, gates, Linear biases
+    size_t red = layernorm_backward_scratch_floats((int)B, (int)L, (int)D);
+    red = wan_gpu_max_(red, rmsnorm_backward_scratch_floats((int)N, (int)D));
+    red = wan_gpu_max_(red, rmsnorm_backward_scratch_floats((int)(B * Lc), (int)D));
+    red = wan_gpu_max_(red, residual_backward_scratch_floats((int)B, (int)L, (int)D));
+    red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)N, (int)wan_gpu_max_(wan_gpu_max_(F, D), Pout)));
+    red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)(B * Lc), (int)D));
+    red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)B, (int)(6 * D)));
+    s->red = wan_gpu_take<float>(ar, red, "bwd.reductions");
+}
+
+// the attention path this build and config take
+static int wan_gpu_use_flash(const WanConfig* c) {
+#if defined(ENABLE_FP32) || defined(ATTN_NAIVE)
+    (void)c; return 0;
+#else
+    int d = wan_head_dim(c); return d == 64 || d == 128;
+#endif
+}
+
+// Plans and allocates the activations for B latents [C, T, Hl, Wl]. training: keep every block's activations and the
+// backward's scratch; otherwise a forward-only plan (one block's activations, reused). Returns -1 with a message if
+// the latent does not fit the config. Exits naming the buffer if the device memory does not suffice.
+static int wan_gpu_act_init(WanGpuAct* a, const WanConfig* c, int B, int C, int T, int Hl, int Wl, int training, char* err) {
+    memset(a, 0, sizeof(*a));
+    if (B < 1 || C != c->in_dim || T <= 0 || Hl <= 0 || Wl <= 0 || T % c->patch[0] || Hl % c->patch[1] || Wl % c->patch[2]) {
+        snprintf(err, ST_ERRLEN, "latent batch [%d, %d, %d, %d, %d] does not fit config '%s': expected B >= 1, %d channels and T, H, W "
+                 "divisible by the patch (%d, %d, %d)", B, C, T, Hl, Wl, c->name, c->in_dim, c->patch[0], c->patch[1], c->patch[2]);
+        return -1;
+    }
+    a->cfg = *c; a->B = B; a->training = training; a->flash = wan_gpu_use_flash(c);
+    a->g = patch_grid(B, C, T, Hl, Wl, c->patch[0], c->patch[1], c->patch[2]);
+    a->g_out = patch_grid(B, c->out_dim, T, Hl, Wl, c->patch[0], c->patch[1], c->patch[2]);
+    wan_gpu_act_carve_(a);                               // sizing pass
+    char what[160];
+    snprintf(what, sizeof(what), "activations (%s, batch %d, %d tokens, %s attention)", training ? "training" : "forward only",
+             B, a->g.L, a->flash ? "flash" : "naive");
+    a->base = (char*)cuda_malloc_named(a->arena.used, what, WAN_GPU_OOM_HINT);
+    size_t total = a->arena.used;
+    a->arena.base = a->base; a->arena.used = 0;
+    wan_gpu_act_carve_(a);                               // carving pass
+    if (a->arena.used != total) { fprintf(stderr, "wan_gpu_act_init: the two planning passes disagree (%zu vs %zu bytes)\n", total, a->arena.used); exit(1); }
+    float* rope = (float*)malloc(sizeof(float) * a->g.L * wan_head_dim(c));
+    rope_table_host(rope, a->g.Fp, a->g.Hp, a->g.Wp, wan_head_dim(c));
+    cudaCheck(cudaMemcpy(a->rope, rope, sizeof(float) * a->g.L * wan_head_dim(c), cudaMemcpyHostToDevice));
+    free(rope);
+    return 0;
+}
+
+static void wan_gpu_act_free(WanGpuAct* a) { cudaCheck(cudaFree(a->base)); memset(a, 0, sizeof(*a)); }
+
+// the memory plan: bytes per buffer (summed over the blocks) and the total
+static void wan_gpu_act_print_plan(const WanGpuAct* a, FILE* f) {
+    fprintf(f, "activation plan (%s, batch %d, %d tokens per sample, %s attention, %s, GEMM: %s):\n",
+            a->training ? "training" : "forward only", a->B, a->g.L, a->flash ? "flash" : "naive", FLOATX_NAME, WAN_GPU_GEMM_NAME);
+    for (int i = 0; i < a->arena.ne; i++)
+        fprintf(f, "  %-28s %4d buffers %12.2f MiB\n", a->arena.e[i].name, a->arena.e[i].count, a->arena.e[i].bytes / 1048576.0);
+    fprintf(f, "  %-28s %17s %12.2f MiB\n", "total", "", a->arena.used / 1048576.0);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// time embedding (fp32)
+
+// t: [B] model timesteps (1000·σ) on the host, in double
+static void wan_gpu_time_forward(WanGpuTimeAct* a, const WanGpuWeights* W, const double* t, int B, cudaStream_t s) {
+    const WanConfig* c = &W->cfg; int D = c->dim;
+    float* sin = (float*)malloc(sizeof(float) * B * c->freq_dim);
+    timestep_sinusoid_host(sin, t, B, c->freq_dim);
+    cudaCheck(cudaMemcpyAsync(a->sin, sin, sizeof(float) * B * c->freq_dim, cudaMemcpyHostToDevice, s));
+    cudaCheck(cudaStreamSynchronize(s));   // the host buffer is freed next
+    free(sin);
+    const WanParamsF* P = &W->P;
+    matmul_forward<float>(a->h1, NULL, a->sin, P->time_embedding_0_weight, P->time_embedding_0_bias, B, c->freq_dim, D, 0, s);
+    silu_forward<float>(a->a1, a->h1, (size_t)B * D, s);
+    matmul_forward<float>(a->e, NULL, a->a1, P->time_embedding_2_weight, P->time_embedding_2_bias, B, D, D, 0, s);
+    silu_forward<float>(a->se, a->e, (size_t)B * D, s);
+    matmul_forward<float>(a->e0, NULL, a->se, P->time_projection_1_weight, P->time_projection_1_bias, B, D, 6 * D, 0, s);
+}
+
+// de [B, D]: gradient w.r.t. e from the head (may be NULL); de0 [B, 6D] from the blocks (may be NULL). dW += only.
+static void wan_gpu_time_backward(WanParamsF* dW, const WanGpuTimeAct* a, const WanGpuWeights* W, const float* de, const float* de0,
+                                  int B, WanGpuScratch* sc, cudaStream_t s) {
+    if (!dW) return;   // nothing upstream of the timestep is trainable
+    const WanConfig* c = &W->cfg; int D = c->dim; size_t BD = (size_t)B * D;
+    const WanParamsF* P = &W->P;
+    float *g_e = sc->tg1, *g_tmp = sc->tg2;
+    if (de) cudaCheck(cudaMemcpyAsync(g_e, de, sizeof(float) * BD, cudaMemcpyDeviceToDevice, s));
+    else cudaCheck(cudaMemsetAsync(g_e, 0, sizeof(float) * BD, s));
+    if (de0) {
+        matmul_backward<float>(g_tmp, dW->time_projection_1_weight, dW->time_projection_1_bias, sc->red, de0, a->se,
+                               P->time_projection_1_weight, NULL, B, D, 6 * D, 0, s);       // g_tmp = d se
+        silu_backward<float>(g_tmp, g_tmp, a->e, BD, s);                                     // g_tmp = d e (this path)
+        wan_gpu_add<float>(g_e, g_tmp, BD, s);
+    }
+    matmul_backward<float>(g_tmp, dW->time_embedding_2_weight, dW->time_embedding_2_bias, sc->red, g_e, a->a1, P->time_embedding_2_weight,
+                           NULL, B, D, D, 0, s);                                             // g_tmp = d a1
+    silu_backward<float>(g_tmp, g_tmp, a->h1, BD, s);                                        // g_tmp = d h1
+    matmul_backward<float>(NULL, dW->time_embedding_0_weight, dW->time_embedding_0_bias, sc->red, g_tmp, a->sin,
+                           P->time_embedding_0_weight, NULL, B, c->freq_dim, D, 0, s);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// text embedding
+
+// ctx: [B, text_len, text_dim] fp32 on the device, rows past each caption zero (the empty caption: all zeros)
+static void wan_gpu_text_forward(WanGpuTextAct* a, const WanGpuWeights* W, const float* ctx, int B, cudaStream_t s) {
+    const WanConfig* c = &W->cfg; int D = c->dim, Nc = B * c->text_len;
+    size_t n = (size_t)Nc * c->text_dim;
+    if (ctx != a->ctx) cudaCheck(cudaMemcpyAsync(a->ctx, ctx, sizeof(float) * n, cudaMemcpyDeviceToDevice, s));
+    wan_gpu_cast_to_x(a->ctx_x, a->ctx, n, s);
+    matmul_forward<floatX>(a->a1, a->h1, a->ctx_x, W->X.text_embedding_0_weight, W->X.text_embedding_0_bias, Nc, c->text_dim, D, 1, s);
+    matmul_forward<floatX>(a->c, NULL, a->a1, W->X.text_embedding_2_weight, W->X.text_embedding_2_bias, Nc, D, D, 0, s);
+}
+
+// dc [B·text_len, D] fp32; dctx (+=) [B, text_len, text_dim] fp32 (may be NULL; every row, padding included)
+static void wan_gpu_text_backward(WanParamsF* dW, float* dctx, const WanGpuTextAct* a, const WanGpuWeights* W, const float* dc, int B,
+                                  WanGpuScratch* sc, cudaStream_t s) {
+    if (!dW && !dctx) return;
+    const WanConfig* c = &W->cfg; int D = c->dim, Nc = B * c->text_len;
+    floatX *g = sc->dtext, *g_h1 = sc->dck;
+    wan_gpu_cast_to_x(g, dc, (size_t)Nc * D, s);
+    matmul_backward<floatX>(g_h1, dW ? dW->text_embedding_2_weight : NULL, dW ? dW->text_embedding_2_bias : NULL, sc->red, g, a->a1,
+                            W->X.text_embedding_2_weight, a->h1, Nc, D, D, 0, s);        // g_h1 = d h1 (through GELU)
+    matmul_backward<floatX>(dctx ? sc->dctx_x : NULL, dW ? dW->text_embedding_0_weight : NULL, dW ? dW->text_embedding_0_bias : NULL,
+                            sc->red, g_h1, a->ctx_x, W->X.text_embedding_0_weight, NULL, Nc, c->text_dim, D, 0, s);
+    if (dctx) wan_gpu_add<floatX>(dctx, sc->dctx_x, (size_t)Nc * c->text_dim, s);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// patch embedding (fp32): tokens [N, D] = patchify(x) · W_peᵀ + b_pe
+
+static void wan_gpu_patch_embed_forward(float* tokens, float* patches, const WanGpuWeights* W, const PatchGrid* g, const float* x, cudaStream_t s) {
+    int K = g->P;
+    patchify_forward<float>(patches, x, *g, s);
+    matmul_forward<float>(tokens, NULL, patches, W->P.patch_embedding_weight, W->P.patch_embedding_bias, g->B * g->L, K, W->cfg.dim, 0, s);
+}
+
+// dx (+=) [B, C, T, Hl, Wl] may be NULL
+static void wan_gpu_patch_embed_backward(WanParamsF* dW, float* dx, const float* dtokens, const float* patches, const WanGpuWeights* W,
+                                         const PatchGrid* g, WanGpuScratch* sc, cudaStream_t s) {
+    if (!dW && !dx) return;
+    int K = g->P;
+    matmul_backward<float>(dx ? sc->dpatch : NULL, dW ? dW->patch_embedding_weight : NULL, dW ? dW->patch_embedding_bias : NULL, sc->red,
+                           dtokens, patches, W->P.patch_embedding_weight, NULL, g->B * g->L, K, W->cfg.dim, 0, s);
+    if (dx) patchify_backward<float>(dx, sc->dpatch, *g, s);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// one DiT block (wan_architecture.md §2.4; cpu/wan_cpu.h wan_block_forward):
+//   mod = modulation + e0                                     [B, 6D]: shift, scale, gate; shift, scale, gate
+//   x1  = x  + SelfAttn(LN(x)·(1 + mod1) + mod0) · mod2       q, k RMSNorm over D, 3D RoPE on q, k
+//   x2  = x1 + CrossAttn(LN_affine(x1; norm3), c)             no modulation, no gate, all text_len keys
+//   out = x2 + FFN(LN(x2)·(1 + mod4) + mod3) · mod5           Linear, GELU-tanh, Linear
+
+static void wan_gpu_attention_forward_(floatX* out, float* lse, float* att, const floatX* q, const floatX* k, const floatX* v,
+                                       int flash, int B, int Nq, int Nk, int H, int d, cudaStream_t s) {
+#if !defined(ENABLE_FP32) && !defined(ATTN_NAIVE)
+    if (flash) { attention_forward_flash(out, lse, q, k, v, B, Nq, Nk, H, d, s); return; }
+#else
+    (void)flash;
+#endif
+    attention_forward_naive<floatX>(out, lse, att, q, k, v, B, Nq, Nk, H, d, s);
+}
+
+static void wan_gpu_attention_backward_(floatX* dq, floatX* dk, floatX* dv, WanGpuScratch* sc, const floatX* dout, const floatX* out,
+                                        const float* lse, const float* att, const floatX* q, const floatX* k, const floatX* v,
+                                        int flash, int B, int Nq, int Nk, int H, int d, cudaStream_t s) {
+#if !defined(ENABLE_FP32) && !defined(ATTN_NAIVE)
+    if (flash) { attention_backward_flash(dq, dk, dv, sc->delta, dout, out, lse, q, k, v, B, Nq, Nk, H, d, s); return; }
+#else
+    (void)flash; (void)out; (void)lse;
+#endif
+    attention_backward_naive<floatX>(dq, dk, dv, sc->dS, dout, att, q, k, v, B, Nq, Nk, H, d, s);
+}
+
+// x_out [N, D] fp32 may not alias x_in. l: the block's index in W. e0: [B, 6D] fp32; ctx: [B·text_len, D] floatX;
+// rope: the grid's table; flash: the attention path (WanGpuAct.flash); g: the token grid.
+static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuWeights* W, int l, const float* x_in, const float* e0,
+                                  const floatX* ctx, const float* rope, int flash, const PatchGrid* g, cudaStream_t s) {
+    const WanConfig* c = &W->cfg;
+    int B = g->B, L = g->L, D = c->dim, F = c->ffn_dim, H = c->num_heads, d = wan_head_dim(c), Lc = c->text_len, N = B * L, Nc = B * Lc;
+    float eps = (float)c->eps;
+    const WanBlockF* Bf = &W->P.blocks[l];
+    const WanBlockX* Bx = &W->X.blocks[l];
+    size_t ND = (size_t)N * D;
+    a->x_in = x_in;
+    wan_gpu_mod_forward(a->mod, Bf->modulation, e0, B, 6 * D, 6 * D, s);
+    const float *shift1 = a->mod, *scale1 = a->mod + D, *gate1 = a->mod + 2 * D, *shift2 = a->mod + 3 * D, *scale2 = a->mod + 4 * D, *gate2 = a->mod + 5 * D;
+    // self-attention
+    layernorm_modulate_forward<floatX>(a->h1, a->ln1_mean, a->ln1_rstd, x_in, shift1, scale1, 6 * D, B, L, D, eps, s);
+    matmul_forward<floatX>(a->q_pre, NULL, a->h1, Bx->self_attn_q_weight, Bx->self_attn_q_bias, N, D, D, 0, s);
+    matmul_forward<floatX>(a->k_pre, NULL, a->h1, Bx->self_attn_k_weight, Bx->self_attn_k_bias, N, D, D, 0, s);
+    matmul_forward<floatX>(a->v, NULL, a->h1, Bx->self_attn_v_weight, Bx->self_attn_v_bias, N, D, D, 0, s);
+    rmsnorm_forward(a->q, a->q_rstd, a->q_pre, Bf->self_attn_norm_q_weight, N, D, eps, s);
+    rmsnorm_forward(a->k, a->k_rstd, a->k_pre, Bf->self_attn_norm_k_weight, N, D, eps, s);
+    rope_forward<floatX>(a->q, a->q, rope, N, L, H, d, s);
+    rope_forward<floatX>(a->k, a->k, rope, N, L, H, d, s);
+    wan_gpu_attention_forward_(a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
+    matmul_forward<floatX>(a->sa, NULL, a->ao, Bx->self_attn_o_weight, Bx->self_attn_o_bias, N, D, D, 0, s);
+    cudaCheck(cudaMemcpyAsync(a->x1, x_in, sizeof(float) * ND, cudaMemcpyDeviceToDevice, s));
+    residual_forward<floatX>(a->x1, a->sa, gate1, 6 * D, B, L, D, s);
+    // cross-attention
+    layernorm_affine_forward<floatX>(a->y3, a->ln3_mean, a->ln3_rstd, a->x1, Bf->norm3_weight, Bf->norm3_bias, N, D, eps, s);
+    matmul_forward<floatX>(a->cq_pre, NULL, a->y3, Bx->cross_attn_q_weight, Bx->cross_attn_q_bias, N, D, D, 0, s);
+    rmsnorm_forward(a->cq, a->cq_rstd, a->cq_pre, Bf->cross_attn_norm_q_weight, N, D, eps, s);
+    matmul_forward<floatX>(a->ck_pre, NULL, ctx, Bx->cross_attn_k_weight, Bx->cross_attn_k_bias, Nc, D, D, 0, s);
+    rmsnorm_forward(a->ck, a->ck_rstd, a->ck_pre, Bf->cross_attn_norm_k_weight, Nc, D, eps, s);
+    matmul_forward<floatX>(a->cv, NULL, ctx, Bx->cross_attn_v_weight, Bx->cross_attn_v_bias, Nc, D, D, 0, s);
+    wan_gpu_attention_forward_(a->cao, a->clse, a->catt, a->cq, a->ck, a->cv, flash, B, L, Lc, H, d, s);
+    matmul_forward<floatX>(a->ca, NULL, a->cao, Bx->cross_attn_o_weight, Bx->cross_attn_o_bias, N, D, D, 0, s);
+    cudaCheck(cudaMemcpyAsync(a->x2, a->x1, sizeof(float) * ND, cudaMemcpyDeviceToDevice, s));
+    residual_forward<floatX>(a->x2, a->ca, NULL, 0, B, L, D, s);
+    // FFN
+    layernorm_modulate_forward<floatX>(a->h2, a->ln2_mean, a->ln2_rstd, a->x2, shift2, scale2, 6 * D, B, L, D, eps, s);
+    matmul_forward<floatX>(a->f1a, a->f1, a->h2, Bx->ffn_0_weight, Bx->ffn_0_bias, N, D, F, 1, s);
+    matmul_forward<floatX>(a->f2, NULL, a->f1a, Bx->ffn_2_weight, Bx->ffn_2_bias, N, F, D, 0, s);
+    cudaCheck(cudaMemcpyAsync(x_out, a->x2, sizeof(float) * ND, cudaMemcpyDeviceToDevice, s));
+    residual_forward<floatX>(x_out, a->f2, gate2, 6 * D, B, L, D, s);
+}
+
+// dx [N, D] fp32: d x_out on entry, d x_in on return (in place). dW: the block's gradients (NULL: frozen).
+// de0 (+=) [B, 6D] may be NULL; dctx (+=) [B·text_len, D] fp32 may be NULL.
+static void wan_gpu_block_backward(WanBlockF* dW, float* dx, float* de0, float* dctx, const WanGpuBlockAct* a, const WanGpuWeights* W,
+                                   int l, const floatX* ctx, const float* rope, int flash, const PatchGrid* g, WanGpuScratch* sc,
+                                   cudaStream_t s) {
+    const WanConfig* c = &W->cfg;
+    int B = g->B, L = g->L, D = c->dim, F = c->ffn_dim, H = c->num_heads, d = wan_head_dim(c), Lc = c->text_len, N = B * L, Nc = B * Lc;
+    const WanBlockF* Bf = &W->P.blocks[l];
+    const WanBlockX* Bx = &W->X.blocks[l];
+#define DW(field) (dW ? dW->field : (float*)NULL)
+    float* dmod = sc->dmod;
+    cudaCheck(cudaMemsetAsync(dmod, 0, sizeof(float) * 6 * D * B, s));
+    const float *scale1 = a->mod + D, *gate1 = a->mod + 2 * D, *scale2 = a->mod + 4 * D, *gate2 = a->mod + 5 * D;
+    floatX *t1 = sc->t1, *t2 = sc->t2, *t3 = sc->t3;
+    // FFN: out = x2 + f2·gate2
+    residual_backward<floatX>(t1, dmod + 5 * D, sc->red, dx, a->f2, gate2, 6 * D, B, L, D, s);                   // t1 = d f2
+    matmul_backward<floatX>(sc->tF, DW(ffn_2_weight), DW(ffn_2_bias), sc->red, t1, a->f1a, Bx->ffn_2_weight, a->f1, N, F, D, 0, s);  // tF = d f1
+    matmul_backward<floatX>(t2, DW(ffn_0_weight), DW(ffn_0_bias), sc->red, sc->tF, a->h2, Bx->ffn_0_weight, NULL, N, D, F, 0, s);   // t2 = d h2
+    layernorm_modulate_backward<floatX>(dx, dmod + 3 * D, dmod + 4 * D, sc->red, t2, a->x2, a->ln2_mean, a->ln2_rstd, scale2, 6 * D, B, L, D, s);
+    // cross-attention: x2 = x1 + ca  →  d ca = dx
+    wan_gpu_cast_to_x(t1, dx, (size_t)N * D, s);                                                                  // t1 = d ca
+    matmul_backward<floatX>(t2, DW(cross_attn_o_weight), DW(cross_attn_o_bias), sc->red, t1, a->cao, Bx->cross_attn_o_weight, NULL, N, D, D, 0, s);  // t2 = d cao
+    wan_gpu_attention_backward_(t3, sc->dck, sc->dcv, sc, t2, a->cao, a->clse, a->catt, a->cq, a->ck, a->cv, flash, B, L, Lc, H, d, s);
+    rmsnorm_backward(t3, DW(cross_attn_norm_q_weight), sc->red, t3, a->cq_pre, Bf->cross_attn_norm_q_weight, a->cq_rstd, N, D, s);    // t3 = d cq_pre
+    rmsnorm_backward(sc->dck, DW(cross_attn_norm_k_weight), sc->red, sc->dck, a->ck_pre, Bf->cross_attn_norm_k_weight, a->ck_rstd, Nc, D, s);
+    floatX* dtext = dctx ? sc->dtext : NULL;
+    matmul_backward<floatX>(dtext, DW(cross_attn_k_weight), DW(cross_attn_k_bias), sc->red, sc->dck, ctx, Bx->cross_attn_k_weight, NULL, Nc, D, D, 0, s);
+    matmul_backward<floatX>(dtext, DW(cross_attn_v_weight), DW(cross_attn_v_bias), sc->red, sc->dcv, ctx, Bx->cross_attn_v_weight, NULL, Nc, D, D, 1, s);
+    if (dctx) wan_gpu_add<floatX>(dctx, dtext, (size_t)Nc * D, s);
+    matmul_backward<floatX>(t1, DW(cross_attn_q_weight), DW(cross_attn_q_bias), sc->red, t3, a->y3, Bx->cross_attn_q_weight, NULL, N, D, D, 0, s);  // t1 = d y3
+    layernorm_affine_backward<floatX>(dx, DW(norm3_weight), DW(norm3_bias), sc->red, t1, a->x1, a->ln3_mean, a->ln3_rstd, Bf->norm3_weight, N, D, s);  // dx = d x1
+    // self-attention: x1 = x_in + sa·gate1
+    residual_backward<floatX>(t1, dmod + 2 * D, sc->red, dx, a->sa, gate1, 6 * D, B, L, D, s);                    // t1 = d sa
+    matmul_backward<floatX>(t2, DW(self_attn_o_weight), DW(self_attn_o_bias), sc->red, t1, a->ao, Bx->self_attn_o_weight, NULL, N, D, D, 0, s);  // t2 = d ao
+    wan_gpu_attention_backward_(t3, sc->dk, sc->dv, sc, t2, a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
+    rope_backward<floatX>(t3, t3, rope, N, L, H, d, s);
+    rope_backward<floatX>(sc->dk, sc->dk, rope, N, L, H, d, s);
+    rmsnorm_backward(t3, DW(self_attn_norm_q_weight), sc->red, t3, a->q_pre, Bf->self_attn_norm_q_weight, a->q_rstd, N, D, s);     // t3 = d q_pre
+    rmsnorm_backward(sc->dk, DW(self_attn_norm_k_weight), sc->red, sc->dk, a->k_pre, Bf->self_attn_norm_k_weight, a->k_rstd, N, D, s);
+    matmul_backward<floatX>(t1, DW(self_attn_q_weight), DW(self_attn_q_bias), sc->red, t3, a->h1, Bx->self_attn_q_weight, NULL, N, D, D, 0, s);  // t1 = d h1
+    matmul_backward<floatX>(t1, DW(self_attn_k_weight), DW(self_attn_k_bias), sc->red, sc->dk, a->h1, Bx->self_attn_k_weight, NULL, N, D, D, 1, s);
+    matmul_backward<floatX>(t1, DW(self_attn_v_weight), DW(self_attn_v_bias), sc->red, sc->dv, a->h1, Bx->self_attn_v_weight, NULL, N, D, D, 1, s);
+    layernorm_modulate_backward<floatX>(dx, dmod, dmod + D, sc->red, t1, a->x_in, a->ln1_mean, a->ln1_rstd, scale1, 6 * D, B, L, D, s);  // dx = d x_in
+    // mod = modulation + e0
+    wan_gpu_mod_backward(DW(modulation), de0, dmod, B, 6 * D, 6 * D, s);
+#undef DW
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// head (fp32): y = Linear(LN(x)·(1 + scale) + shift), (shift, scale) = head.modulation + e; then unpatchify
+
+// out: [B, out_dim, T, Hl, Wl]; x [N, D]; e [B, D]; g_out: the output grid (C = out_dim)
+static void wan_gpu_head_forward(float* out, WanGpuHeadAct* a, const WanGpuWeights* W, const PatchGrid* g_out, const float* x, const float* e,
+                                 cudaStream_t s) {
+    const WanConfig* c = &W->cfg; int B = g_out->B, L = g_out->L, D = c->dim, Po = g_out->P;
+    wan_gpu_mod_forward(a->mod, W->P.head_modulation, e, B, 2 * D, D, s);
+    layernorm_modulate_forward<float>(a->hm, a->mean, a->rstd, x, a->mod, a->mod + D, 2 * D, B, L, D, (float)c->eps, s);
+    matmul_forward<float>(a->y, NULL, a->hm, W->P.head_head_weight, W->P.head_head_bias, B * L, D, Po, 0, s);
+    unpatchify_forward<float>(out, a->y, *g_out, s);
+}
+
+// dout [B, out_dim, T, Hl, Wl]; dx (+=) [N, D]; de (+=) [B, D] may be NULL
+static void wan_gpu_head_backward(WanParamsF* dW, float* dx, float* de, const float* dout, const WanGpuHeadAct* a, const WanGpuWeights* W,
+                                  const PatchGrid* g_out, const float* x, WanGpuScratch* sc, cudaStream_t s) {
+    const WanConfig* c = &W->cfg; int B = g_out->B, L = g_out->L, D = c->dim, Po = g_out->P;
+    unpatchify_backward<float>(sc->dy, dout, *g_out, s);
+    matmul_backward<float>(sc->dhm, dW ? dW->head_head_weight : NULL, dW ? dW->head_head_bias : NULL, sc->red, sc->dy, a->hm,
+                           W->P.head_head_weight, NULL, B * L, D, Po, 0, s);
+    cudaCheck(cudaMemsetAsync(sc->dmod, 0, sizeof(float) * 2 * D * B, s));
+    layernorm_modulate_backward<float>(dx, sc->dmod, sc->dmod + D, sc->red, sc->dhm, x, a->mean, a->rstd, a->mod + D, 2 * D, B, L, D, s);
+    wan_gpu_mod_backward(dW ? dW->head_modulation : NULL, de, sc->dmod, B, 2 * D, D, s);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// the whole model and its partial forms
+
+// embeddings and the first n blocks: afterwards wan_gpu_xs(a, n) holds the residual stream after block n−1 (the TMD
+// backbone's feature when n = L − H). x [B, C, T, Hl, Wl] fp32 (device); t [B] model timesteps (host, double);
+// ctx [B, text_len, text_dim] fp32 (device, zero-padded).
+static void wan_gpu_forward_blocks(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx, int n) {
+    cudaStream_t s = a->stream;
+    wan_gpu_time_forward(&a->time, W, t, a->B, s);
+    wan_gpu_text_forward(&a->text, W, ctx, a->B, s);
+    wan_gpu_patch_embed_forward(wan_gpu_xs(a, 0), a->patches, W, &a->g, x, s);
+    for (int l = 0; l < n; l++)
+        wan_gpu_block_forward(wan_gpu_xs(a, l + 1), &a->blocks[l], W, l, wan_gpu_xs(a, l), a->time.e0, a->text.c, a->rope, a->flash, &a->g, s);
+}
+
+// WanModel.forward for B samples → a->out [B, out_dim, T, Hl, Wl]
+static void wan_gpu_forward(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx) {
+    wan_gpu_forward_blocks(a, W, x, t, ctx, a->cfg.num_layers);
+    wan_gpu_head_forward(a->out, &a->head, W, &a->g_out, wan_gpu_xs(a, a->cfg.num_layers), a->time.e, a->stream);
+}
+
+static void wan_gpu_require_training_(const WanGpuAct* a, const char* fn) {
+    if (!a->training) { fprintf(stderr, "%s: the activations were planned forward-only; call wan_gpu_act_init with training = 1\n", fn); exit(1); }
+}
+
+// backward of wan_gpu_forward_blocks(..., n): dtop [N, D] = d xs[n] (may be NULL); dfeat[l] (l = 0..n; the array and
+// its entries may be NULL) adds a gradient [N, D] at the residual level xs[l] (features someone else read, e.g. the
+// discriminator); dc_extra [B·text_len, D] fp32 is the text context's gradient from other readers (the flow head).
+// Accumulates into dW (NULL: frozen), dx [B, C, T, Hl, Wl] (may be NULL), dctx [B, text_len, text_dim] (may be NULL).
+static void wan_gpu_backward_blocks(WanParamsF* dW, float* dx, float* dctx, const float* dtop, int n, float* const* dfeat, const float* dc_extra,
+                                    WanGpuAct* a, const WanGpuWeights* W) {
+    wan_gpu_require_training_(a, "wan_gpu_backward_blocks");
+    cudaStream_t s = a->stream;
+    const WanConfig* c = &a->cfg; int B = a->B, D = c->dim;
+    size_t ND = (size_t)B * a->g.L * D, NcD = (size_t)B * c->text_len * D;
+    WanGpuScratch* sc = &a->s;
+    if (dtop == sc->g) {}   // wan_gpu_backward: the head wrote it there
+    else if (dtop) cudaCheck(cudaMemcpyAsync(sc->g, dtop, sizeof(float) * ND, cudaMemcpyDeviceToDevice, s));
+    else cudaCheck(cudaMemsetAsync(sc->g, 0, sizeof(float) * ND, s));
+    if (dc_extra) cudaCheck(cudaMemcpyAsync(sc->dc, dc_extra, sizeof(float) * NcD, cudaMemcpyDeviceToDevice, s));
+    else cudaCheck(cudaMemsetAsync(sc->dc, 0, sizeof(float) * NcD, s));
+    cudaCheck(cudaMemsetAsync(sc->de0, 0, sizeof(float) * 6 * D * B, s));
+    int need_dc = dW != NULL || dctx != NULL;
+    for (int l = n - 1; l >= 0; l--) {
+        if (dfeat && dfeat[l + 1]) wan_gpu_add<float>(sc->g, dfeat[l + 1], ND, s);
+        wan_gpu_block_backward(dW ? &dW->blocks[l] : NULL, sc->g, sc->de0, need_dc ? sc->dc : NULL, &a->blocks[l], W, l, a->text.c, a->rope,
+                               a->flash, &a->g, sc, s);
+    }
+    if (dfeat && dfeat[0]) wan_gpu_add<float>(sc->g, dfeat[0], ND, s);
+    wan_gpu_patch_embed_backward(dW, dx, sc->g, a->patches, W, &a->g, sc, s);
+    wan_gpu_time_backward(dW, &a->time, W, NULL, sc->de0, B, sc, s);
+    wan_gpu_text_backward(dW, dctx, &a->text, W, sc->dc, B, sc, s);
+}
+
+// dout [B, out_dim, T, Hl, Wl] → dW (+=, NULL: frozen), dx (+=, may be NULL), dctx (+=, [B, text_len, text_dim], may be NULL)
+static void wan_gpu_backward(WanParamsF* dW, float* dx, float* dctx, const float* dout, WanGpuAct* a, const WanGpuWeights* W) {
+    wan_gpu_require_training_(a, "wan_gpu_backward");
+    cudaStream_t s = a->stream;
+    const WanConfig* c = &a->cfg; int B = a->B, D = c->dim;
+    size_t ND = (size_t)B * a->g.L * D;
+    WanGpuScratch* sc = &a->s;
+    cudaCheck(cudaMemsetAsync(sc->g, 0, sizeof(float) * ND, s));
+    cudaCheck(cudaMemsetAsync(sc->de, 0, sizeof(float) * D * B, s));
+    wan_gpu_head_backward(dW, sc->g, sc->de, dout, &a->head, W, &a->g_out, wan_gpu_xs(a, c->num_layers), sc, s);
+    wan_gpu_time_backward(dW, &a->time, W, sc->de, NULL, B, sc, s);   // the head's path through e; the blocks' path through e0 below
+    wan_gpu_backward_blocks(dW, dx, dctx, sc->g, c->num_layers, NULL, NULL, a, W);   // dtop is already in place
+}

@@ -1,0 +1,276 @@
+// test_gpu.cu: the GPU model against the CPU reference (its oracle) at a tiny size. `make test` runs it when nvcc is
+// found; on a machine without a usable GPU it prints one line saying the checks were skipped and exits 0.
+//   ./test_gpu                  forward output, every parameter gradient, the latent and context gradients, the
+//                               partial backward (backbone with injected feature and context gradients), one AdamW step
+//   ./test_gpu --help           flags (a preset instead of the built-in tiny parity config, the batch, the seed)
+// The CPU reference runs in double, one sample at a time; the GPU runs the whole batch at once. Every comparison prints
+// max abs error, max |reference| and their ratio, the relative error of the tensor as a whole, against a tolerance:
+//   fp32 build (PRECISION=FP32): 1e-5 (the issue's bar; fp32 math in a different order than the double reference,
+//     ~1e-7 per operation, through a few hundred operations in series, with --use_fast_math's approximate
+//     exp/tanh/rsqrt at ~2 ulp).
+//   bf16 build: 5e-2. Every floatX tensor is rounded to 8 significant bits (relative error up to 2^-9 ≈ 2e-3 each);
+//     a block's path has ~10 such roundings in series (LN out, q/k/v, RMSNorm out, RoPE, attention out, o-proj, FFN
+//     hidden, ...), two blocks and the text embedding about 25: as independent errors they add to ~√25·2e-3 ≈ 1e-2
+//     of the tensor's scale, and gradients (products of two rounded operands: activations and output gradients)
+//     about twice that. 5e-2 leaves a factor ~2.5 over that estimate and is still 20x below what a wrong formula
+//     gives (a sign or a missing term is O(1)). The AdamW step is fp32 in both builds (1e-5).
+#define WAN_REAL double
+#include "wan.h"                  // config, presets, parameter layout
+#include "lib/flags.h"            // flag table: parser and usage
+#include "lib/rng.h"              // splitmix64 for the random parameters and inputs
+#include "lib/testing.h"          // EXPECT, expect_close_scaled
+#include "cpu/wan_cpu.h"          // the CPU reference: the oracle
+#include "cpu/teacher_cpu.h"      // adamw_step: the optimizer's oracle
+#include "gpu/wan_gpu.cuh"        // the model under test
+#include "kernels/adamw.cuh"      // the GPU AdamW
+
+#ifdef ENABLE_FP32
+#define PARITY_TOL 1e-5
+#else
+#define PARITY_TOL 5e-2
+#endif
+
+// the built-in parity config: every dimension distinct, two blocks, head dim 16, 32 tokens per sample, small enough for
+// a functional simulator (a few hundred thousand threads per forward+backward)
+static const WanConfig PARITY_CONFIG = {"parity", 64, 96, 32, 4, 2, 3, 3, {1, 2, 2}, 6, 24, 1e-6};
+
+// parameters of a sensible scale (test_tmd.c's recipe), no trivial 0 or 1
+static void random_params(const WanConfig* c, double* buf, uint64_t seed) {
+    Rng r = rng_make(seed);
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(c, tl, NULL, NULL, NULL);
+    for (int i = 0; i < nt; i++) {
+        const WanTensor* t = &tl[i];
+        double* p = buf + t->offset, mean = 0, std;
+        if (strstr(t->name, "modulation")) std = 0.3;
+        else if (strstr(t->name, "norm") && !strstr(t->name, "bias")) { mean = 1; std = 0.1; }
+        else if (t->ndim == 1) std = 0.1;
+        else std = 1.0 / sqrt((double)(t->numel / (size_t)t->shape[0]));
+        for (size_t k = 0; k < t->numel; k++) p[k] = mean + std * rng_normal(&r);
+    }
+    free(tl);
+}
+
+static double* dalloc(size_t n) { double* p = (double*)calloc(n ? n : 1, sizeof(double)); if (!p) { fprintf(stderr, "out of memory\n"); exit(1); } return p; }
+static float* falloc(size_t n) { float* p = (float*)calloc(n ? n : 1, sizeof(float)); if (!p) { fprintf(stderr, "out of memory\n"); exit(1); } return p; }
+static float* to_device(const double* h, size_t n) {
+    float* f = falloc(n);
+    for (size_t i = 0; i < n; i++) f[i] = (float)h[i];
+    float* d; cudaCheck(cudaMalloc(&d, sizeof(float) * (n ? n : 1)));
+    cudaCheck(cudaMemcpy(d, f, sizeof(float) * n, cudaMemcpyHostToDevice));
+    free(f);
+    return d;
+}
+static double* from_device(const float* d, size_t n) {
+    float* f = falloc(n); double* h = dalloc(n);
+    cudaCheck(cudaDeviceSynchronize());
+    cudaCheck(cudaMemcpy(f, d, sizeof(float) * n, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) h[i] = f[i];
+    free(f);
+    return h;
+}
+static float* device_zeros(size_t n) { float* d; cudaCheck(cudaMalloc(&d, sizeof(float) * (n ? n : 1))); cudaCheck(cudaMemset(d, 0, sizeof(float) * (n ? n : 1))); return d; }
+
+// every parameter tensor of two gradient buffers, one line each
+static void compare_params(const WanConfig* c, const char* what, const double* gpu, const double* cpu, double tol) {
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(c, tl, NULL, NULL, NULL);
+    for (int i = 0; i < nt; i++) {
+        char name[160]; snprintf(name, sizeof(name), "%s %s", what, tl[i].name);
+        expect_close_scaled(name, gpu + tl[i].offset, cpu + tl[i].offset, (long)tl[i].numel, tol);
+    }
+    free(tl);
+}
+
+// the GPU's context gradient [B, text_len, text_dim] against the CPU's per-sample [Lt_b, text_dim] (caption rows only:
+// the CPU reference does not differentiate the constant padding)
+static void compare_ctx_grad(const char* name, const double* gpu, double* const* cpu, const int* Lt, int B, const WanConfig* c, double tol) {
+    size_t rows = 0;
+    for (int b = 0; b < B; b++) rows += Lt[b];
+    double* g = dalloc(rows * c->text_dim); double* r = dalloc(rows * c->text_dim);
+    size_t o = 0;
+    for (int b = 0; b < B; b++) {
+        memcpy(g + o, gpu + (size_t)b * c->text_len * c->text_dim, sizeof(double) * Lt[b] * c->text_dim);
+        memcpy(r + o, cpu[b], sizeof(double) * Lt[b] * c->text_dim);
+        o += (size_t)Lt[b] * c->text_dim;
+    }
+    expect_close_scaled(name, g, r, (long)(rows * c->text_dim), tol);
+    free(g); free(r);
+}
+
+int main(int argc, char** argv) {
+    const char* preset = NULL;
+    int B = 2, seed = 1234, T = 2, H = 8, W = 8;
+    Flag flags[] = {
+        FLAG_STR("--preset", &preset, "a wan.h preset instead of the built-in parity config (tiny: the CPU tests' model)"),
+        FLAG_INT("--batch", &B, "samples per batch (the GPU runs them at once; the CPU one by one)"),
+        FLAG_INT("--frames", &T, "latent frames"),
+        FLAG_INT("--height", &H, "latent height"),
+        FLAG_INT("--width", &W, "latent width"),
+        FLAG_INT("--seed", &seed, "random parameters and inputs"),
+        FLAG_END};
+    int rc = flags_parse(flags, argc, argv, 1, "usage: ./test_gpu [flags]   (GPU vs CPU parity; skipped without a GPU)");
+    if (rc) return rc == 1 ? 0 : 2;
+
+    int ndev = 0;
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess || ndev == 0) {
+        printf("GPU parity (test_gpu): skipped (no GPU: %s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        return 0;
+    }
+    cudaDeviceProp prop; cudaCheck(cudaGetDeviceProperties(&prop, 0));
+    if (prop.major < 8) {
+        printf("GPU parity (test_gpu): skipped (%s is compute capability %d.%d; the programs are built for sm_80 and newer)\n",
+               prop.name, prop.major, prop.minor);
+        return 0;
+    }
+    char err[ST_ERRLEN];
+    WanConfig c = PARITY_CONFIG;
+    if (preset && wan_preset(&c, preset, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    if (wan_config_check(&c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    if (B < 1) { fprintf(stderr, "error: --batch must be >= 1, found %d\n", B); return 2; }
+    printf("GPU parity: %s vs the CPU reference (double), config '%s', batch %d, latent [%d, %d, %d, %d], %s, GEMM: %s, "
+           "attention: %s, tolerance %.0e\n", prop.name, c.name, B, c.in_dim, T, H, W, FLOATX_NAME, WAN_GPU_GEMM_NAME,
+           wan_gpu_use_flash(&c) ? "flash" : "naive", PARITY_TOL);
+    gemm_init();
+
+    // ---- the CPU reference: params, inputs, forward and backward per sample
+    size_t np = wan_num_params(&c);
+    double* params = dalloc(np);
+    random_params(&c, params, (uint64_t)seed);
+    WanParams P, dP; double* grads = dalloc(np);
+    wan_carve(&c, &P, params); wan_carve(&c, &dP, grads);
+    WanGrid g;
+    if (wan_grid(&g, &c, c.in_dim, T, H, W, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    size_t nx = (size_t)c.in_dim * T * H * W, no = (size_t)c.out_dim * T * H * W, nctx = (size_t)c.text_len * c.text_dim;
+    Rng r = rng_make((uint64_t)seed + 1);
+    double* x = dalloc(B * nx); double* dout = dalloc(B * no); double* ctx = dalloc(B * nctx);   // ctx: padded [B, text_len, text_dim]
+    double* tsteps = dalloc(B); int* Lt = (int*)calloc(B, sizeof(int));
+    for (size_t i = 0; i < B * nx; i++) x[i] = rng_normal(&r);
+    for (size_t i = 0; i < B * no; i++) dout[i] = rng_normal(&r);
+    for (int b = 0; b < B; b++) {
+        tsteps[b] = 1000.0 * rng_uniform(&r);                  // fractional, as in training
+        Lt[b] = b % 3 == 1 ? 0 : 1 + (b * 5 + 3) % c.text_len;  // sample 1 has the empty caption
+        for (size_t i = 0; i < (size_t)Lt[b] * c.text_dim; i++) ctx[b * nctx + i] = rng_normal(&r);
+    }
+    double* out_cpu = dalloc(B * no); double* dx_cpu = dalloc(B * nx);
+    double** dctx_cpu = (double**)calloc(B, sizeof(double*));
+    WanAct act; wan_act_init(&act, &c, &g);
+    for (int b = 0; b < B; b++) {
+        dctx_cpu[b] = dalloc(nctx);
+        wan_forward(&act, &P, x + b * nx, tsteps[b], ctx + b * nctx, Lt[b]);
+        memcpy(out_cpu + b * no, act.out, sizeof(double) * no);
+        wan_backward(&dP, dx_cpu + b * nx, dctx_cpu[b], dout + b * no, &act, &P);
+    }
+
+    // ---- the GPU: the same params and inputs, the whole batch at once
+    float* hp = falloc(np);
+    for (size_t i = 0; i < np; i++) hp[i] = (float)params[i];
+    WanGpuModel m; wan_gpu_model_init(&m, &c, hp, 1, "parity");
+    free(hp);
+    WanGpuAct a;
+    if (wan_gpu_act_init(&a, &c, B, c.in_dim, T, H, W, 1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    wan_gpu_act_print_plan(&a, stdout);
+    float* d_x = to_device(x, B * nx); float* d_dout = to_device(dout, B * no); float* d_ctx = to_device(ctx, B * nctx);
+    float* d_dx = device_zeros(B * nx); float* d_dctx = device_zeros(B * nctx);
+
+    printf("\n[forward] velocity of %d samples\n", B);
+    wan_gpu_forward(&a, &m.w, d_x, tsteps, d_ctx);
+    double* out_gpu = from_device(a.out, B * no);
+    expect_close_scaled("forward: velocity [B, C, T, H, W]", out_gpu, out_cpu, (long)(B * no), PARITY_TOL);
+
+    printf("\n[backward] every parameter gradient (summed over the batch), the latent's and the context's\n");
+    wan_gpu_backward(&m.dP, d_dx, d_dctx, d_dout, &a, &m.w);
+    double* grads_gpu = from_device(m.grads, np);
+    compare_params(&c, "d", grads_gpu, grads, PARITY_TOL);
+    double* dx_gpu = from_device(d_dx, B * nx);
+    expect_close_scaled("d latent [B, C, T, H, W]", dx_gpu, dx_cpu, (long)(B * nx), PARITY_TOL);
+    double* dctx_gpu = from_device(d_dctx, B * nctx);
+    compare_ctx_grad("d context (caption rows)", dctx_gpu, dctx_cpu, Lt, B, &c, PARITY_TOL);
+
+    // ---- the partial forms: backbone = embeddings + the first L − 1 blocks, with a gradient at its top, one injected at
+    // the residual level after block 0, and a text-context gradient from another reader (the TMD student's flow head)
+    printf("\n[partial] backbone (first %d blocks): top gradient, feature gradient at xs[1], context gradient from outside\n", c.num_layers - 1);
+    int nb = c.num_layers - 1, L = g.L, D = c.dim;
+    size_t LD = (size_t)L * D, LcD = (size_t)c.text_len * D;
+    double* dtop = dalloc(B * LD); double* dfeat1 = dalloc(B * LD); double* dcx = dalloc(B * LcD);
+    for (size_t i = 0; i < B * LD; i++) { dtop[i] = rng_normal(&r); dfeat1[i] = rng_normal(&r); }
+    for (size_t i = 0; i < B * LcD; i++) dcx[i] = rng_normal(&r);
+    memset(grads, 0, sizeof(double) * np); memset(dx_cpu, 0, sizeof(double) * B * nx);
+    double* feat_cpu = dalloc(B * LD);
+    for (int b = 0; b < B; b++) {
+        memset(dctx_cpu[b], 0, sizeof(double) * nctx);
+        wan_forward_blocks(&act, &P, x + b * nx, tsteps[b], ctx + b * nctx, Lt[b], nb);
+        memcpy(feat_cpu + b * LD, wan_xs(&act, nb), sizeof(double) * LD);
+        real* dfeat[WAN_MAX_LAYERS + 1] = {0};
+        dfeat[1] = dfeat1 + b * LD;
+        wan_backward_blocks(&dP, dx_cpu + b * nx, dctx_cpu[b], dtop + b * LD, nb, dfeat, dcx + b * LcD, &act, &P);
+    }
+    cudaCheck(cudaMemset(m.grads, 0, sizeof(float) * np));
+    cudaCheck(cudaMemset(d_dx, 0, sizeof(float) * B * nx)); cudaCheck(cudaMemset(d_dctx, 0, sizeof(float) * B * nctx));
+    wan_gpu_forward_blocks(&a, &m.w, d_x, tsteps, d_ctx, nb);
+    double* feat_gpu = from_device(wan_gpu_xs(&a, nb), B * LD);
+    expect_close_scaled("backbone feature xs[L-1]", feat_gpu, feat_cpu, (long)(B * LD), PARITY_TOL);
+    float* d_dtop = to_device(dtop, B * LD); float* d_dfeat1 = to_device(dfeat1, B * LD); float* d_dcx = to_device(dcx, B * LcD);
+    float* dfeat_d[WAN_MAX_LAYERS + 1] = {0};
+    dfeat_d[1] = d_dfeat1;
+    wan_gpu_backward_blocks(&m.dP, d_dx, d_dctx, d_dtop, nb, dfeat_d, d_dcx, &a, &m.w);
+    double* grads_gpu2 = from_device(m.grads, np);
+    compare_params(&c, "partial d", grads_gpu2, grads, PARITY_TOL);
+    double* dx_gpu2 = from_device(d_dx, B * nx);
+    expect_close_scaled("partial d latent", dx_gpu2, dx_cpu, (long)(B * nx), PARITY_TOL);
+    double* dctx_gpu2 = from_device(d_dctx, B * nctx);
+    compare_ctx_grad("partial d context (caption rows)", dctx_gpu2, dctx_cpu, Lt, B, &c, PARITY_TOL);
+
+    // ---- one AdamW step (fp32 on the device, double on the host) from the same gradients: the CPU's, rounded to fp32.
+    // Clipping is active (max norm below the gradient's norm), and weight decay is on.
+    printf("\n[AdamW] one step from the same gradients, clipped to half the gradient norm, weight decay 0.1\n");
+    float* hg = falloc(np);
+    for (size_t i = 0; i < np; i++) { hg[i] = (float)grads[i]; grads[i] = hg[i]; }
+    cudaCheck(cudaMemcpy(m.grads, hg, sizeof(float) * np, cudaMemcpyHostToDevice));
+    free(hg);
+    double lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
+    AdamW opt;
+    if (adamw_init(&opt, np, lr, b1, b2, eps, wd, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+    double norm_cpu = grad_global_norm(grads, np), max_norm = 0.5 * norm_cpu, gn;
+    double* p_before = dalloc(np);
+    for (size_t i = 0; i < np; i++) params[i] = (float)params[i];   // the GPU's master weights are these fp32 values
+    memcpy(p_before, params, sizeof(double) * np);
+    EXPECT(adamw_step(&opt, params, grads, max_norm, &gn) == 0, "the CPU AdamW step was skipped");
+    double *d_norm, *d_scratch, norm2_gpu;
+    cudaCheck(cudaMalloc(&d_norm, sizeof(double))); cudaCheck(cudaMalloc(&d_scratch, sizeof(double) * ADAMW_NORM_BLOCKS));
+    adamw_grad_norm_squared(d_norm, d_scratch, m.grads, np, 0);
+    cudaCheck(cudaMemcpy(&norm2_gpu, d_norm, sizeof(double), cudaMemcpyDeviceToHost));
+    double norm_gpu = sqrt(norm2_gpu);
+    printf("  gradient norm: GPU %.9e  CPU %.9e  rel %.3e\n", norm_gpu, norm_cpu, fabs(norm_gpu - norm_cpu) / norm_cpu);
+    EXPECT(fabs(norm_gpu - norm_cpu) <= 1e-10 * norm_cpu, "gradient norm differs: GPU %.12e CPU %.12e", norm_gpu, norm_cpu);
+    double clip = fmin(1.0, max_norm / (norm_gpu + 1e-6));
+#ifdef ENABLE_FP32
+    floatX* copy = NULL;   // the fp32 build has no separate copy
+#else
+    floatX* copy = m.params_x;
+#endif
+    adamw_update(m.params, copy, m.opt_m, m.opt_v, m.grads, np, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd, (float)clip, 1, 0);
+    double* p_gpu = from_device(m.params, np); double* m_gpu = from_device(m.opt_m, np); double* v_gpu = from_device(m.opt_v, np);
+    // the update itself (p_after − p_before) is what AdamW computes; compare it at its own scale, and the moments
+    double* up_gpu = dalloc(np); double* up_cpu = dalloc(np);
+    for (size_t i = 0; i < np; i++) { up_gpu[i] = p_gpu[i] - p_before[i]; up_cpu[i] = params[i] - p_before[i]; }
+    expect_close_scaled("AdamW update p' - p (fp32 master weights)", up_gpu, up_cpu, (long)np, 1e-4);
+    expect_close_scaled("AdamW parameters p'", p_gpu, params, (long)np, 1e-6);
+    expect_close_scaled("AdamW first moment m", m_gpu, opt.m, (long)np, 1e-5);
+    expect_close_scaled("AdamW second moment v", v_gpu, opt.v, (long)np, 1e-5);
+#ifndef ENABLE_FP32
+    {   // the bf16 copy must be the rounded new master weights
+        size_t bad = 0; floatX* cx = (floatX*)malloc(sizeof(floatX) * np);
+        cudaCheck(cudaMemcpy(cx, m.params_x, sizeof(floatX) * np, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < np; i++) if (to_float(cx[i]) != to_float(from_float<floatX>((float)p_gpu[i]))) bad++;
+        free(cx);
+        printf("  bf16 copy = round(master): %zu of %zu differ\n", bad, np);
+        EXPECT(bad == 0, "the bf16 weight copy is not the rounded master weights (%zu differ)", bad);
+    }
+#endif
+
+    printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
+    gemm_free();
+    return tests_failed ? 1 : 0;
+}
