@@ -539,45 +539,8 @@ static int cmd_forward(int argc, char** argv) {
 
 static int cmd_distill(int argc, char** argv) {
     DistillOpts o = distill_defaults();
-    int seed = (int)o.seed;
-    Flag flags[] = {
-        FLAG_INT("--seed", &seed, "seed of every random draw"),
-        FLAG_INT("--teacher-steps", &o.teacher_steps, "teacher flow-matching steps"),
-        FLAG_INT("--teacher-batch", &o.teacher_batch, "teacher batch size"),
-        FLAG_DOUBLE("--teacher-lr", &o.teacher_lr, "teacher learning rate (AdamW)"),
-        FLAG_INT("--tmmf-steps", &o.tmmf_steps, "Stage 1 steps"),
-        FLAG_INT("--tmmf-batch", &o.tmmf_batch, "Stage 1 batch size"),
-        FLAG_DOUBLE("--tmmf-lr", &o.tmmf_lr, "Stage 1 learning rate"),
-        FLAG_BOOL("--tm-only", &o.tm_only, "Stage 1 as plain TM (r = s always) instead of TM-MF"),
-        FLAG_DOUBLE("--cfg-tmmf", &o.cfg_tmmf, "guidance scale of the TM-MF target velocity"),
-        FLAG_INT("--dmd-iters", &o.dmd_iters, "Stage 2 iterations (student + critic)"),
-        FLAG_INT("--dmd-batch", &o.dmd_batch, "Stage 2 batch size"),
-        FLAG_DOUBLE("--student-lr", &o.student_lr, "Stage 2 student learning rate"),
-        FLAG_DOUBLE("--fake-lr", &o.fake_lr, "fake score learning rate"),
-        FLAG_DOUBLE("--disc-lr", &o.disc_lr, "discriminator learning rate"),
-        FLAG_INT("--update-every", &o.update_every, "the student is updated every k-th iteration"),
-        FLAG_DOUBLE("--gan-weight", &o.gan_weight, "GAN loss weight lambda"),
-        FLAG_BOOL("--rollout", &o.rollout, "backpropagate through all N inner steps"),
-        FLAG_DOUBLE("--cfg-dmd", &o.cfg_dmd, "teacher guidance in the VSD gradient"),
-        FLAG_DOUBLE("--shift-student", &o.gamma_outer, "t_student shift of the outer grid"),
-        FLAG_DOUBLE("--shift-inner", &o.gamma_inner, "shift of the inner grid"),
-        FLAG_DOUBLE("--shift-dmd", &o.gamma_dmd, "t_dmd shift"),
-        FLAG_INT("--M", &o.M, "outer steps of the students"),
-        FLAG_INT("--N", &o.N, "inner (flow head) steps"),
-        FLAG_INT("--H", &o.H, "flow head blocks"),
-        FLAG_INT("--fusion", &o.fusion, "0: gated fusion, 1: concat fusion"),
-        FLAG_BOOL("--baseline", &o.baseline, "also distill the DMD2-v baseline"),
-        FLAG_INT("--eval-n", &o.eval_n, "clips scored per table row"),
-        FLAG_INT("--teacher-eval-steps", &o.teacher_eval_steps, "steps of the teacher's reference sampler (UniPC)"),
-        FLAG_DOUBLE("--cfg-eval", &o.cfg_eval, "teacher guidance when sampling"),
-        FLAG_DOUBLE("--shift-eval", &o.shift_eval, "teacher sampler shift"),
-        FLAG_STR("--sheet", &o.sheet, "write a PNG contact sheet of every row's first clips"),
-        FLAG_STR("--teacher-cache", &o.teacher_cache, "load the teacher from this file if it exists, else train and save it there"),
-        FLAG_END};
-    int rc = flags_parse(flags, argc, argv, 2, "usage: ./test_tmd distill [flags]   (the whole method on the CPU, tiny world)");
+    int rc = distill_parse_flags(&o, argc, argv, 2, "usage: ./test_tmd distill [flags]   (the whole method on the CPU, tiny world)");
     if (rc) return rc == 1 ? 0 : 2;
-    o.seed = (uint64_t)seed;
-    if (o.M < 1 || o.M > 64 || o.N < 1 || o.N > 64 || o.H < 1 || o.H > 3) { fprintf(stderr, "error: need 1 <= M, N <= 64 and 1 <= H <= 3 (the tiny DiT has 4 blocks)\n"); return 2; }
     DistillRow rows[DISTILL_MAX_ROWS];
     int n = distill_run(&o, rows);
     distill_print(rows, n);

@@ -9,11 +9,14 @@
 // (1/batch for a mean over the batch).
 #pragma once
 #include "tmd_cpu.h"
+#include "disc_cpu.h"   // the Conv3D discriminator heads on frozen-teacher features
 
 static double softplus(double x) { return x > 30 ? x : log1p(exp(x)); }
 static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
 static void randn_fill(real* p, size_t n, Rng* r) { for (size_t i = 0; i < n; i++) p[i] = rng_normal(r); }
 static double uniform_in(Rng* r, double lo, double hi) { return lo + (hi - lo) * rng_uniform(r); }
+// a training time: shift_γ(U(0.001, 0.999)), clamped to [0.001, 0.999] after the shift (tmd_method.md)
+static double shifted_time(Rng* r, double gamma) { return clamp_time(time_shift(uniform_in(r, T_MIN, T_MAX), gamma)); }
 
 // ---------------------------------------------------------------------------------------------------------
 // Stage 1: TM-MF
@@ -30,14 +33,15 @@ typedef struct {
     double delta;       // finite-difference step of the JVP (5e-3)
     double c_norm;      // adaptive normalisation constant c = c_norm·d (1 for 1.3B, 1e-5 for 14B)
     int tm_only;        // 1: TM pretraining (r = s always; the Table 6 ablation)
+    int plain_tangent;  // 1: take du/ds along the conditional v instead of the guided v_g (ablation of fix 1)
 } TmmfConfig;
 
-static TmmfConfig tmmf_defaults(void) { TmmfConfig c = {2, 10, 2, 10, 3, 0.75, 3, 0.1, 5e-3, 1.0, 0}; return c; }
+static TmmfConfig tmmf_defaults(void) { TmmfConfig c = {2, 10, 2, 10, 3, 0.75, 3, 0.1, 5e-3, 1.0, 0, 0}; return c; }
 
 typedef struct {
     WanAct bb, bb_u;        // backbone activations: conditional (with gradients) and unconditional (guidance)
     HeadAct h, h_aux;       // the trained head evaluation and a scratch one (JVP, guidance: no gradients)
-    real *x1, *xt, *y, *y1, *ys, *v, *u, *uhat, *yp, *du, *dhead, *dm, *dc;
+    real *x1, *xt, *y, *y1, *ys, *v, *vg, *u, *uhat, *yp, *du, *dhead, *dm, *dc;
     size_t numel;
     // frozen target (for tests): when have_target, uhat and norm are reused instead of recomputed
     int have_target, keep_target; double norm;
@@ -49,22 +53,58 @@ static void tmmf_work_init(TmmfWork* w, const StudentConfig* sc, const WanGrid* 
     head_act_init(&w->h, sc, g); head_act_init(&w->h_aux, sc, g);
     size_t n = w->numel = (size_t)sc->wan.out_dim * g->T * g->Hl * g->Wl;
     size_t LD = (size_t)g->L * sc->wan.dim;
-    real** bufs[] = {&w->x1, &w->xt, &w->y, &w->y1, &w->ys, &w->v, &w->u, &w->uhat, &w->yp, &w->du, &w->dhead};
+    real** bufs[] = {&w->x1, &w->xt, &w->y, &w->y1, &w->ys, &w->v, &w->vg, &w->u, &w->uhat, &w->yp, &w->dhead};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) *bufs[i] = (real*)calloc(n, sizeof(real));
+    w->du = (real*)calloc(3 * n, sizeof(real));   // tmmf_target's scratch
     w->dm = (real*)calloc(LD, sizeof(real)); w->dc = (real*)calloc((size_t)sc->wan.text_len * sc->wan.dim, sizeof(real));
 }
 static void tmmf_work_free(TmmfWork* w) {
     wan_act_free(&w->bb); wan_act_free(&w->bb_u); head_act_free(&w->h); head_act_free(&w->h_aux);
-    real* bufs[] = {w->x1, w->xt, w->y, w->y1, w->ys, w->v, w->u, w->uhat, w->yp, w->du, w->dhead, w->dm, w->dc};
+    real* bufs[] = {w->x1, w->xt, w->y, w->y1, w->ys, w->v, w->vg, w->u, w->uhat, w->yp, w->du, w->dhead, w->dm, w->dc};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
 }
 
-// u_θ(y, s, r; m) = y1 − head_θ(y, s, r; m) (Eq. 14) into u, with a scratch head evaluation
-static void avg_velocity(real* u, HeadAct* h, const StudentParams* S, const StudentConfig* sc, const WanGrid* g, const real* m,
-                         const real* ctx_c, const real* rope, const real* y, double s, double r, const real* y1, size_t n) {
-    head_forward(h, S, sc, g, m, ctx_c, rope, y, s, r);
-    for (size_t i = 0; i < n; i++) u[i] = y1[i] - h->out[i];
+// an average-velocity field u(y, s, r) [n] evaluated by the caller: the student's head with a fixed main feature
+// (tmmf_sample), or a closed form (the tests)
+typedef void (*AvgVelocityFn)(void* ctx, real* u, const real* y, double s, double r);
+
+// The TM-MF target (App. A.2; MeanFlow's identity u = v − (s − r)·du/ds), all under stop-gradient:
+//   v_g   = w·v + (1 − w)·u_∅(y_s, s, s)             guidance, standard form (uncond NULL: v_g = v)
+//   du/ds ≈ [u(y_s + δ·τ, s + δ, r) − u(y_s − δ·τ, s − δ, r)] / (2δ)   one-sided where s + δ > 0.999 or s − δ < r
+//   û     = v_g − (s − r)·du/ds                      (û = v_g when r = s)
+// The tangent τ is the GUIDED velocity v_g: the head learns the average velocity of the guided field, and the
+// total derivative must follow that field's trajectories (MeanFlow's official code; FastGen's mean_flow.py, whose
+// _mix_condition returns the guided dx_t/dt that _jvp uses as the tangent). With τ = v (plain_tangent, the
+// earlier choice) and v ≠ v_g, the loss's fixed point is the average velocity of no single field
+// (test_tmmf_fixed_point). u_sr = u(y_s, s, r), already evaluated; scratch: 3·n.
+static void tmmf_target(real* uhat, real* tangent, const real* ys, const real* v, const real* u_sr, double s, double r, double cfg,
+                        double delta, int plain_tangent, AvgVelocityFn cond, AvgVelocityFn uncond, void* ctx, real* scratch, size_t n) {
+    real *up = scratch, *um = scratch + n, *yp = scratch + 2 * n;
+    if (uncond && cfg != 1) {
+        uncond(ctx, up, ys, s, s);
+        for (size_t k = 0; k < n; k++) uhat[k] = cfg * v[k] + (1 - cfg) * up[k];
+    } else {
+        memcpy(uhat, v, sizeof(real) * n);
+    }
+    memcpy(tangent, plain_tangent ? v : uhat, sizeof(real) * n);
+    if (r >= s) return;
+    int fwd = s + delta <= T_MAX, bwd = s - delta >= r;
+    if (fwd) { for (size_t k = 0; k < n; k++) yp[k] = ys[k] + delta * tangent[k]; cond(ctx, up, yp, s + delta, r); }
+    if (bwd) { for (size_t k = 0; k < n; k++) yp[k] = ys[k] - delta * tangent[k]; cond(ctx, um, yp, s - delta, r); }
+    for (size_t k = 0; k < n; k++) {
+        double dd = fwd && bwd ? (up[k] - um[k]) / (2 * delta) : fwd ? (up[k] - u_sr[k]) / delta : bwd ? (u_sr[k] - um[k]) / delta : 0;
+        uhat[k] -= (s - r) * dd;
+    }
 }
+
+// the student's u_θ(y, s, r; m) = y1 − head_θ(y, s, r; m) (Eq. 14) with a scratch head evaluation, as an AvgVelocityFn
+typedef struct { HeadAct* h; const StudentParams* S; const StudentConfig* sc; const WanGrid* g; const real *m, *ctx_c, *rope, *mu, *ctx_u, *rope_u, *y1; size_t n; } HeadField;
+static void head_field_eval_(HeadField* f, const real* m, const real* c, const real* rope, real* u, const real* y, double s, double r) {
+    head_forward(f->h, f->S, f->sc, f->g, m, c, rope, y, s, r);
+    for (size_t i = 0; i < f->n; i++) u[i] = f->y1[i] - f->h->out[i];
+}
+static void head_field_cond(void* p, real* u, const real* y, double s, double r) { HeadField* f = (HeadField*)p; head_field_eval_(f, f->m, f->ctx_c, f->rope, u, y, s, r); }
+static void head_field_uncond(void* p, real* u, const real* y, double s, double r) { HeadField* f = (HeadField*)p; head_field_eval_(f, f->mu, f->ctx_u, f->rope_u, u, y, s, r); }
 
 typedef struct { double loss, mse; double s, r, t; int dropped; } TmmfStats;
 
@@ -87,7 +127,7 @@ static TmmfStats tmmf_sample(StudentParams* dS, const StudentParams* S, const St
     // inner flow target y = x1 − x, its noise y1, and (s, r) on the discrete grid (App. A.2)
     for (size_t k = 0; k < n; k++) w->y[k] = w->x1[k] - x[k];
     randn_fill(w->y1, n, rng);
-    double s = time_shift(uniform_in(rng, 0.001, 0.999), cf->gamma_s);
+    double s = shifted_time(rng, cf->gamma_s);
     int kk = 0; for (int j = 0; j <= cf->N; j++) if (sg[j] <= s) kk = j;
     double r = sg[kk];
     if (cf->tm_only || rng_uniform(rng) < cf->p_tm) r = s;
@@ -96,29 +136,12 @@ static TmmfStats tmmf_sample(StudentParams* dS, const StudentParams* S, const St
     head_forward(&w->h, S, sc, g, m, w->bb.text.c, w->bb.rope, w->ys, s, r);
     for (size_t k = 0; k < n; k++) w->u[k] = w->y1[k] - w->h.out[k];
     if (!w->have_target) {
-        // guided velocity v_g = w·v + (1 − w)·u_θ(y_s, s, s; m_∅) (standard CFG form, no mixing; sg)
-        if (!dropped && cf->cfg != 1) {
-            const real* mu = student_backbone_forward(&w->bb_u, S, sc, w->xt, t, ctx_u, Lt_u);
-            avg_velocity(w->du, &w->h_aux, S, sc, g, mu, w->bb_u.text.c, w->bb_u.rope, w->ys, s, s, w->y1, n);
-            for (size_t k = 0; k < n; k++) w->uhat[k] = cf->cfg * w->v[k] + (1 - cf->cfg) * w->du[k];
-        } else {
-            memcpy(w->uhat, w->v, sizeof(real) * n);
+        HeadField f = {&w->h_aux, S, sc, g, m, w->bb.text.c, w->bb.rope, NULL, NULL, NULL, w->y1, n};
+        if (!dropped && cf->cfg != 1) {   // the unconditional main feature m_∅ for the guidance term (no gradient)
+            f.mu = student_backbone_forward(&w->bb_u, S, sc, w->xt, t, ctx_u, Lt_u); f.ctx_u = w->bb_u.text.c; f.rope_u = w->bb_u.rope;
         }
-        // total derivative du/ds along (y_s + δ·v, s + δ) by central difference, one-sided at the boundaries; the
-        // tangent is the conditional velocity v (App. A.2); same m, y1 and r for every evaluation; no gradient
-        if (r < s) {
-            double dl = cf->delta;
-            int fwd = s + dl <= 0.999, bwd = s - dl >= r;
-            real* up = w->du; real* um = w->dhead;  // scratch
-            if (fwd) { for (size_t k = 0; k < n; k++) w->yp[k] = w->ys[k] + dl * w->v[k];
-                       avg_velocity(up, &w->h_aux, S, sc, g, m, w->bb.text.c, w->bb.rope, w->yp, s + dl, r, w->y1, n); }
-            if (bwd) { for (size_t k = 0; k < n; k++) w->yp[k] = w->ys[k] - dl * w->v[k];
-                       avg_velocity(um, &w->h_aux, S, sc, g, m, w->bb.text.c, w->bb.rope, w->yp, s - dl, r, w->y1, n); }
-            for (size_t k = 0; k < n; k++) {
-                double dd = fwd && bwd ? (up[k] - um[k]) / (2 * dl) : fwd ? (up[k] - w->u[k]) / dl : bwd ? (w->u[k] - um[k]) / dl : 0;
-                w->uhat[k] -= (s - r) * dd;
-            }
-        }
+        tmmf_target(w->uhat, w->vg, w->ys, w->v, w->u, s, r, cf->cfg, cf->delta, cf->plain_tangent, head_field_cond,
+                    f.mu ? head_field_uncond : NULL, &f, w->du, n);
     }
     // adaptive loss normalisation
     double err2 = 0; for (size_t k = 0; k < n; k++) { double e = w->u[k] - w->uhat[k]; err2 += e * e; }
@@ -206,79 +229,6 @@ static void generator_backward(Generator* G, StudentParams* dS, WanParams* dP, c
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// discriminator: one Conv3D head per teacher feature layer (App. A.3), on the unpatchified [D, F', H', W'] grid
-//   h = SiLU(Conv3d_k3(feature) + b1) [L, C1];  logit = mean_n (h·w2 + b2)
-
-#define DISC_MAX_HEADS 8
-
-typedef struct { int n_heads; int layers[DISC_MAX_HEADS]; int dim, hidden, k; } DiscConfig;
-typedef struct { real *w1[DISC_MAX_HEADS], *b1[DISC_MAX_HEADS], *w2[DISC_MAX_HEADS], *b2[DISC_MAX_HEADS]; } DiscParams;
-
-static size_t disc_carve(const DiscConfig* dc, DiscParams* p, real* base) {
-    size_t off = 0, k3 = (size_t)dc->k * dc->k * dc->k;
-    for (int h = 0; h < dc->n_heads; h++) {
-        if (p) { p->w1[h] = base + off; } off += (size_t)dc->hidden * dc->dim * k3;
-        if (p) { p->b1[h] = base + off; } off += dc->hidden;
-        if (p) { p->w2[h] = base + off; } off += dc->hidden;
-        if (p) { p->b2[h] = base + off; } off += 1;
-    }
-    return off;
-}
-
-static void disc_init(const DiscConfig* dc, real* buf, uint64_t seed) {
-    DiscParams p; size_t n = disc_carve(dc, &p, buf);
-    memset(buf, 0, sizeof(real) * n);
-    Rng r = rng_make(seed); size_t k3 = (size_t)dc->k * dc->k * dc->k;
-    for (int h = 0; h < dc->n_heads; h++) {
-        for (size_t i = 0; i < (size_t)dc->hidden * dc->dim * k3; i++) p.w1[h][i] = rng_normal(&r) / sqrt((double)dc->dim * k3);
-        for (int i = 0; i < dc->hidden; i++) p.w2[h][i] = rng_normal(&r) / sqrt((double)dc->hidden);
-    }
-}
-
-typedef struct { real *h1[DISC_MAX_HEADS], *a1[DISC_MAX_HEADS]; double logit[DISC_MAX_HEADS]; Arena arena; } DiscAct;
-
-static void disc_act_carve_(DiscAct* a, const DiscConfig* dc, int L) {
-    for (int h = 0; h < dc->n_heads; h++) { a->h1[h] = arena_take(&a->arena, (size_t)L * dc->hidden); a->a1[h] = arena_take(&a->arena, (size_t)L * dc->hidden); }
-}
-static void disc_act_init(DiscAct* a, const DiscConfig* dc, int L) { memset(a, 0, sizeof(*a)); ARENA_BUILD(&a->arena, disc_act_carve_(a, dc, L)); }
-static void disc_act_free(DiscAct* a) { free(a->arena.base); }
-
-// logits of every head on the teacher activations `ta` (features at residual levels layers[h] + 1)
-static void disc_forward(DiscAct* a, const DiscParams* p, const DiscConfig* dc, const WanAct* ta) {
-    const WanGrid* g = &ta->g; int L = g->L;
-    for (int h = 0; h < dc->n_heads; h++) {
-        const real* feat = wan_xs(ta, dc->layers[h] + 1);
-        conv3d_forward(a->h1[h], feat, p->w1[h], p->b1[h], g->Fp, g->Hp, g->Wp, dc->dim, dc->hidden, dc->k);
-        silu_forward(a->a1[h], a->h1[h], (size_t)L * dc->hidden);
-        double s = 0;
-        for (int nn = 0; nn < L; nn++) { double z = p->b2[h][0]; for (int i = 0; i < dc->hidden; i++) z += a->a1[h][(size_t)nn * dc->hidden + i] * p->w2[h][i]; s += z; }
-        a->logit[h] = s / L;
-    }
-}
-
-// dlogit[h] → dp (+=, may be NULL) and the feature gradients dfeat[layers[h] + 1] (+=, may be NULL)
-static void disc_backward(DiscParams* dp, real** dfeat, const double* dlogit, const DiscAct* a, const DiscParams* p, const DiscConfig* dc, const WanAct* ta) {
-    const WanGrid* g = &ta->g; int L = g->L;
-    real* da1 = (real*)malloc(sizeof(real) * (size_t)L * dc->hidden); real* dh1 = (real*)malloc(sizeof(real) * (size_t)L * dc->hidden);
-    size_t k3 = (size_t)dc->k * dc->k * dc->k;
-    real* scratch_w = dp ? NULL : (real*)calloc((size_t)dc->hidden * dc->dim * k3 + dc->hidden, sizeof(real));
-    for (int h = 0; h < dc->n_heads; h++) {
-        double gz = dlogit[h] / L;   // logit = mean_n z_n
-        memset(dh1, 0, sizeof(real) * (size_t)L * dc->hidden);
-        for (int nn = 0; nn < L; nn++) for (int i = 0; i < dc->hidden; i++) {
-            da1[(size_t)nn * dc->hidden + i] = gz * p->w2[h][i];
-            if (dp) dp->w2[h][i] += gz * a->a1[h][(size_t)nn * dc->hidden + i];
-        }
-        if (dp) dp->b2[h][0] += dlogit[h];
-        silu_backward(dh1, da1, a->h1[h], (size_t)L * dc->hidden);
-        real* dfe = dfeat ? dfeat[dc->layers[h] + 1] : NULL;
-        conv3d_backward(dfe, dp ? dp->w1[h] : scratch_w, dp ? dp->b1[h] : scratch_w + (size_t)dc->hidden * dc->dim * k3,
-                        dh1, wan_xs(ta, dc->layers[h] + 1), p->w1[h], g->Fp, g->Hp, g->Wp, dc->dim, dc->hidden, dc->k);
-    }
-    free(da1); free(dh1); free(scratch_w);
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // Stage 2: DMD2-v
 
 typedef struct {
@@ -289,9 +239,22 @@ typedef struct {
     double gan_weight;    // λ (0.03)
     int update_every;     // the student is updated every k-th iteration (5)
     int vsd_l1_norm;      // 0: normalise by mean|x̂ − g_teacher| (DMD/FastGen); 1: by the paper's ‖g_fake − g_teacher‖₁ (mean)
+    int gan_own_noise;    // 1: the discriminator draws its own t and ε (the earlier choice); 0: the fake score's (FastGen)
 } DmdConfig;
 
-static DmdConfig dmd_defaults(void) { DmdConfig c = {2, 10, 5, 5, 0.03, 5, 0}; return c; }
+static DmdConfig dmd_defaults(void) { DmdConfig c = {2, 10, 5, 5, 0.03, 5, 0, 0}; return c; }
+
+// the VSD gradient on x̂ (Eq. 11; DMD's normalised form): grad = (g_fake − g_teacher) / (mean|x̂ − g_teacher| + 1e-6),
+// the epsilon FastGen's variational_score_distillation_loss adds (l1: the paper's mean|g_fake − g_teacher| instead).
+// Returns the normaliser.
+#define VSD_EPS 1e-6
+static double vsd_gradient(real* grad, const real* xhat, const real* g_teacher, const real* g_fake, size_t n, int l1) {
+    double norm = 0;
+    for (size_t k = 0; k < n; k++) norm += l1 ? fabs(g_fake[k] - g_teacher[k]) : fabs(xhat[k] - g_teacher[k]);
+    norm = norm / n + VSD_EPS;
+    for (size_t k = 0; k < n; k++) grad[k] = (g_fake[k] - g_teacher[k]) / norm;
+    return norm;
+}
 
 typedef struct {
     WanAct tc, tu, fk, treal;   // teacher (cond, with features), teacher (uncond), fake score, teacher on real data
@@ -305,7 +268,7 @@ typedef struct {
 static void dmd_work_init(DmdWork* w, const WanConfig* c, const WanGrid* g, const DiscConfig* dc) {
     memset(w, 0, sizeof(*w));
     wan_act_init(&w->tc, c, g); wan_act_init(&w->tu, c, g); wan_act_init(&w->fk, c, g); wan_act_init(&w->treal, c, g);
-    disc_act_init(&w->dfake, dc, g->L); disc_act_init(&w->dreal, dc, g->L);
+    disc_act_init(&w->dfake, dc, g); disc_act_init(&w->dreal, dc, g);
     size_t n = w->numel = (size_t)c->out_dim * g->T * g->Hl * g->Wl;
     real** bufs[] = {&w->x1, &w->y1, &w->xt, &w->eps, &w->xhat_t, &w->grad, &w->dxhat, &w->dxt, &w->dv, &w->tmp};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) *bufs[i] = (real*)calloc(n, sizeof(real));
@@ -322,7 +285,7 @@ static void dmd_work_free(DmdWork* w) {
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
 }
 
-typedef struct { double vsd, gan_g, dsm, gan_d, t_i, t; } DmdStats;
+typedef struct { double vsd, gan_g, dsm, gan_d, t_i, t, t_disc; } DmdStats;
 
 // draws the outer state x_{t_i} from real data and runs the generator: x̂ in G->xhat
 static void dmd_generate(Generator* G, DmdWork* w, const WanGrid* g, const real* x, const real* ctx, int Lt, const DmdConfig* cf, Rng* rng, DmdStats* st) {
@@ -343,7 +306,7 @@ static DmdStats dmd_student_sample(Generator* G, StudentParams* dS, WanParams* d
     size_t n = w->numel;
     dmd_generate(G, w, g, x, ctx, Lt, cf, rng, &st);
     const real* xhat = G->xhat;
-    double t = time_shift(uniform_in(rng, 0.001, 0.999), cf->gamma_dmd);   // t_dmd
+    double t = shifted_time(rng, cf->gamma_dmd);   // t_dmd
     st.t = t;
     randn_fill(w->eps, n, rng);
     for (size_t k = 0; k < n; k++) w->xhat_t[k] = (1 - t) * xhat[k] + t * w->eps[k];
@@ -351,18 +314,15 @@ static DmdStats dmd_student_sample(Generator* G, StudentParams* dS, WanParams* d
     wan_forward(&w->tc, T, w->xhat_t, 1000.0 * t, ctx, Lt);
     wan_forward(&w->tu, T, w->xhat_t, 1000.0 * t, ctx_u, Lt_u);
     wan_forward(&w->fk, F, w->xhat_t, 1000.0 * t, ctx, Lt);
-    double norm = 0;
     for (size_t k = 0; k < n; k++) {
         double vt = w->tu.out[k] + cf->cfg * (w->tc.out[k] - w->tu.out[k]);
-        double g_teacher = w->xhat_t[k] - t * vt, g_fake = w->xhat_t[k] - t * w->fk.out[k];
-        w->grad[k] = g_fake - g_teacher;
-        w->tmp[k] = g_teacher;
-        norm += cf->vsd_l1_norm ? fabs(g_fake - g_teacher) : fabs(xhat[k] - g_teacher);
+        w->tmp[k] = w->xhat_t[k] - t * vt;            // g_teacher
+        w->dv[k] = w->xhat_t[k] - t * w->fk.out[k];   // g_fake
     }
-    norm = norm / n + 1e-12;
+    vsd_gradient(w->grad, xhat, w->tmp, w->dv, n, cf->vsd_l1_norm);
     // surrogate 0.5·mean((x̂ − sg(x̂ − grad))²): d/dx̂ = grad / numel
     double vsd = 0;
-    for (size_t k = 0; k < n; k++) { w->grad[k] /= norm; vsd += 0.5 * w->grad[k] * w->grad[k]; w->dxhat[k] = scale * w->grad[k] / n; }
+    for (size_t k = 0; k < n; k++) { vsd += 0.5 * w->grad[k] * w->grad[k]; w->dxhat[k] = scale * w->grad[k] / n; }
     st.vsd = vsd / n;
     // GAN generator loss mean_h softplus(−D_h): gradient through the frozen teacher's features into x̂_t, then x̂
     if (cf->gan_weight > 0 && dc->n_heads > 0) {
@@ -393,7 +353,7 @@ static DmdStats dmd_critic_sample(Generator* G, WanParams* dF, DiscParams* dD, D
     dmd_generate(G, w, g, x, ctx, Lt, cf, rng, &st);
     const real* xhat = G->xhat;   // detached: nothing flows back into the generator here
     // fake score: ‖g_fake(x̂_t, t) − x̂‖², t = shift_5(U), g_fake = x̂_t − t·v_fake
-    double t = time_shift(uniform_in(rng, 0.001, 0.999), cf->gamma_dmd);
+    double t = shifted_time(rng, cf->gamma_dmd);
     st.t = t;
     randn_fill(w->eps, n, rng);
     for (size_t k = 0; k < n; k++) w->xhat_t[k] = (1 - t) * xhat[k] + t * w->eps[k];
@@ -402,14 +362,19 @@ static DmdStats dmd_critic_sample(Generator* G, WanParams* dF, DiscParams* dD, D
     for (size_t k = 0; k < n; k++) { double e = w->xhat_t[k] - t * w->fk.out[k] - xhat[k]; dsm += e * e; w->dv[k] = -t * 2 * e / n * scale; }
     st.dsm = dsm / n;
     if (dF) wan_backward(dF, NULL, NULL, w->dv, &w->fk, F);
-    // discriminator: teacher features on real (x_t, t) and fake (x̂_t, t) at the same t
+    // discriminator: teacher features on real (x_t, t) and fake (x̂_t, t) at the fake score's t and with its ε for
+    // both (FastGen's Wan setting gan_use_same_t_noise), unless gan_own_noise asks for fresh draws
     if (dD && dc->n_heads > 0) {
-        double td = time_shift(uniform_in(rng, 0.001, 0.999), cf->gamma_dmd);
+        double td = t;
         int top = 0; for (int h = 0; h < dc->n_heads; h++) if (dc->layers[h] + 1 > top) top = dc->layers[h] + 1;
-        randn_fill(w->eps, n, rng);
-        for (size_t k = 0; k < n; k++) { w->xhat_t[k] = (1 - td) * xhat[k] + td * w->eps[k]; }
-        randn_fill(w->eps, n, rng);
-        for (size_t k = 0; k < n; k++) { w->xt[k] = (1 - td) * x[k] + td * w->eps[k]; }
+        if (cf->gan_own_noise) {
+            td = shifted_time(rng, cf->gamma_dmd);
+            randn_fill(w->eps, n, rng);
+            for (size_t k = 0; k < n; k++) w->xhat_t[k] = (1 - td) * xhat[k] + td * w->eps[k];
+            randn_fill(w->eps, n, rng);
+        }
+        st.t_disc = td;
+        for (size_t k = 0; k < n; k++) w->xt[k] = (1 - td) * x[k] + td * w->eps[k];
         wan_forward_blocks(&w->tc, T, w->xhat_t, 1000.0 * td, ctx, Lt, top);
         wan_forward_blocks(&w->treal, T, w->xt, 1000.0 * td, ctx, Lt, top);
         disc_forward(&w->dfake, Dp, dc, &w->tc);
@@ -432,7 +397,7 @@ static DmdStats dmd_critic_sample(Generator* G, WanParams* dF, DiscParams* dD, D
 static double kd_sample(Generator* G, StudentParams* dS, WanParams* dP, const WanGrid* g, const real* noise, const real* x_teacher,
                         const real* ctx, int Lt, double t_max, Rng* rng, double scale) {
     size_t n = G->numel;
-    real* y1 = (real*)malloc(sizeof(real) * n); real* d = (real*)malloc(sizeof(real) * n);
+    real* y1 = (real*)calloc(n, sizeof(real)); real* d = (real*)calloc(n, sizeof(real));
     randn_fill(y1, n, rng);
     generator_forward(G, g, noise, t_max, ctx, Lt, y1, noise);
     double loss = 0;

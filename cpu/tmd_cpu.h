@@ -14,10 +14,22 @@
 // shift_γ(u) = γ·u / ((γ − 1)·u + 1)   (Wan's timestep shift; paper Section 3.2)
 static double time_shift(double u, double gamma) { return gamma * u / ((gamma - 1) * u + 1); }
 
-// outer grid t[0..M]: t_0 = 0 < ... < t_M = 0.999, t_i = shift_γ(i/M) (tmd_method.md; t_M = s_N = 0.999, paper fn. 2)
+// every sampled or gridded time lives in [T_MIN, T_MAX] = [0.001, 0.999], clamped AFTER the shift (Table 7's
+// min/max t; FastGen's noise schedule clamps after shifting): shift_5(0.999) = 0.9998 would otherwise leave it
+#define T_MIN 0.001
+#define T_MAX 0.999
+static double clamp_time(double t) { return fmin(fmax(t, T_MIN), T_MAX); }
+
+// outer grid t[0..M]: t_0 = 0 < ... < t_M = 0.999, t_i = min(shift_γ(0.999·i/M), 0.999): FastGen shifts
+// linspace(0.999, 0, M + 1) (its Wan configs list [0.999, 0.908, 0] for M = 2 with γ = 10 and
+// [0.999, 0.937, 0.833, 0.624, 0] for M = 4 with γ = 5); t_M = s_N = 0.999 (paper fn. 2)
 static void outer_grid(double* t, int M, double gamma) {
-    for (int i = 0; i <= M; i++) t[i] = fmin(time_shift((double)i / M, gamma), 0.999);
+    t[0] = 0;
+    for (int i = 1; i <= M; i++) t[i] = fmin(time_shift(T_MAX * i / M, gamma), T_MAX);
 }
+
+// the default t_student shift: 10 for one and two steps, 5 for three or more (App. B.6)
+static double outer_shift_default(int M) { return M >= 3 ? 5 : 10; }
 
 // effective NFE (Eq. 16): M·(1 + (N − 1)·H / L)
 static double effective_nfe(int M, int N, int H, int L) { return M * (1.0 + (double)(N - 1) * H / L); }
@@ -117,9 +129,19 @@ static void student_init(const StudentConfig* sc, real* buf, const real* teacher
 //           h = m + sigmoid(a)·q            (the gated interpolation between m and m + q)
 //   concat: h = W_c·[m, p] + b_c
 //   head_θ = Head(Blocks_{L−H..L−1}(h; e0_h, c); e_h)
-// Choice (the paper leaves the block open): the fusion reuses the global shift/scale but keeps its own
-// zero-initialised gate, so that q = 0 and the student equals the teacher exactly at initialisation; the same
-// e_h conditions the fusion, the head blocks and the output head.
+// Choices (the paper leaves the block open; recorded by the audit against the paper's App. A.1):
+//  - time: the head is conditioned on e(s) + e_Δ(s − r), the teacher's own time embedding of s plus a second
+//    time MLP of s − r whose output layer starts at zero; the sum drives the global time projection (so the
+//    head blocks' AdaLN), the fusion's shift/scale and the output head. At init the head therefore sees time s
+//    exactly as the teacher's last H blocks would, and r has no effect.
+//  - fusion: the paper's AdaLN block is a Wan FFN sub-block, p + g·FFN(LN(p)·(1 + scale) + shift), and the fusion
+//    interpolates between m and it with sigmoid(a). Taken literally, (1 − σ)·m + σ·(p + g·FFN) would add σ·p (the
+//    patch features of the noisy inner state) to the head's input at init and the student would NOT equal the
+//    teacher. We drop the block's inner residual p: h = m + σ(a)·g·FFN(...), with its own gate g zero-initialised,
+//    so h = m at init. The inner state y_s reaches the head only through the learned FFN path.
+// Consequence (test_student_init): at init head_θ(y_s, s, r; m(x_t, t)) equals the teacher run with its first
+// L − H blocks at time t and its last H blocks and output head at time s, for any y_s and r; it equals the
+// teacher's v(x_t, t) only at s = t.
 
 typedef struct {
     real *sin_s, *h1_s, *a1_s, *e_s;   // time embedding of s (shared time_embedding weights)

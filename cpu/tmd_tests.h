@@ -5,7 +5,9 @@
 // teacher, and the VSD gradient's fixed point.
 #pragma once
 #include "distill_cpu.h"
+#include "distill_run.h"   // the KD warm-up's teacher pairs and the run's defaults
 #include "../lib/testing.h"
+#include <unistd.h>
 
 // a small random teacher: tiny preset, `layers` blocks, latent [3, 2, 8, 8] with 4x4 patches (8 tokens)
 static void tmdt_setup(StudentConfig* sc, WanGrid* g, int layers, int H, int fusion) {
@@ -88,7 +90,7 @@ static void test_inner_step_and_nfe(void) {
     rollout_free(&ro);
     double t[3]; outer_grid(t, 2, 10);
     printf("  outer grid M=2, shift 10: %.4f %.4f %.4f\n", t[0], t[1], t[2]);
-    EXPECT(fabs(t[1] - 10.0 / 11.0) < 1e-12 && t[2] == 0.999 && t[0] == 0, "outer grid");
+    EXPECT(fabs(t[1] - time_shift(0.4995, 10)) < 1e-12 && t[2] == 0.999 && t[0] == 0, "outer grid");
     double e1 = effective_nfe(2, 2, 5, 30), e2 = effective_nfe(1, 4, 5, 40), e3 = effective_nfe(1, 2, 5, 30);
     printf("  effective NFE: M2 N2 H5 L30 = %.3f, M1 N4 H5 L40 = %.3f, M1 N2 H5 L30 = %.3f\n", e1, e2, e3);
     EXPECT(fabs(e1 - 7.0 / 3.0) < 1e-12 && fabs(e2 - 1.375) < 1e-12 && fabs(e3 - 7.0 / 6.0) < 1e-12, "effective NFE");
@@ -271,6 +273,8 @@ static double gan_gen_loss(void* p) {
     return l;
 }
 
+static void check_critic_noise(Generator* G, DmdWork* w, WanParams* T, WanParams* F, DiscParams* D, DiscConfig* dc, const WanGrid* g,
+                               const double* x, const double* ctx);
 static void test_dmd_grads(void) {
     StudentConfig sc; WanGrid g; tmdt_setup(&sc, &g, 3, 1, FUSION_GATED);
     printf("\n[tmd gradcheck] DMD2-v: denoising score matching (fake score), discriminator loss (Conv3D heads), GAN generator loss through the frozen teacher\n");
@@ -282,7 +286,7 @@ static void test_dmd_grads(void) {
     student_init(&sc, sb, tb, 52); tmdt_perturb_extras(&sc, sb, 53, 0.2);
     WanParams T, F, dF; wan_carve(&sc.wan, &T, tb); wan_carve(&sc.wan, &F, fb); wan_carve(&sc.wan, &dF, gfb);
     StudentParams S; student_carve(&sc, &S, sb);
-    DiscConfig dc = {2, {0, 2}, sc.wan.dim, 6, 3};
+    DiscConfig dc = disc_config(&sc.wan, 4, 4, 8, 8, 6); dc.n_heads = 2; dc.layers[0] = 0; dc.layers[1] = 2;
     size_t nd = disc_carve(&dc, NULL, NULL);
     double* db = (double*)calloc(nd, sizeof(double)); double* gdb = (double*)calloc(nd, sizeof(double));
     disc_init(&dc, db, 54);
@@ -297,22 +301,31 @@ static void test_dmd_grads(void) {
     dmd_critic_sample(&G, &dF, &dD, &w, &T, &F, &D, &dc, &g, k.x, k.ctx, 3, &k.cf, &r1, 1);
     WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
     int nt = wan_layout(&sc.wan, tl, NULL, NULL, NULL);
-    k.which = 0;
+    // the DSM loss is O(1) next to gradient entries as small as 1e-5 (norm3): at h = 1e-5 the roundoff 1e-16/h
+    // reaches 1e-5 relative on them (measured: it grows 10x at h = 1e-6 and drops 20x at h = 1e-4, so it is
+    // roundoff, not truncation); h = 1e-4 keeps the truncation error (h^2 times the third derivative) near 1e-11
+    k.which = 0; gc_h = 1e-4;
     for (int i = 0; i < nt; i++) {
         if (!strstr(tl[i].name, "blocks.1.") && !strstr(tl[i].name, "head.") && !strstr(tl[i].name, "time_projection") && !strstr(tl[i].name, "patch_embedding")) continue;
         char nm[160]; snprintf(nm, sizeof(nm), "dsm %s", tl[i].name);
         gradcheck(nm, fb + tl[i].offset, (long)tl[i].numel, gfb + tl[i].offset, critic_loss, &k, 5);
     }
-    k.which = 1;
-    for (int h = 0; h < dc.n_heads; h++) {
+    k.which = 1; gc_h = GC_H;
+    for (int h = 0; h < dc.n_heads; h++) {   // every tensor of both heads: four (conv, GroupNorm) pairs and the MLP
         char nm[96];
-        snprintf(nm, sizeof(nm), "disc head %d conv3d weight", h); gradcheck(nm, D.w1[h], (long)dc.hidden * dc.dim * 27, dD.w1[h], critic_loss, &k, 12);
-        snprintf(nm, sizeof(nm), "disc head %d conv3d bias", h); gradcheck(nm, D.b1[h], dc.hidden, dD.b1[h], critic_loss, &k, 6);
-        snprintf(nm, sizeof(nm), "disc head %d out weight, bias", h); gradcheck(nm, D.w2[h], dc.hidden + 1, dD.w2[h], critic_loss, &k, 7);
+        for (int c = 0; c < DISC_CONVS; c++) {
+            long nw_ = (long)dc.width[c] * disc_conv_in(&dc, c) * DISC_KERNEL[c][0] * DISC_KERNEL[c][1] * DISC_KERNEL[c][2];
+            snprintf(nm, sizeof(nm), "disc head %d conv %d weight", h, c); gradcheck(nm, D.conv_w[h][c], nw_, dD.conv_w[h][c], critic_loss, &k, 8);
+            snprintf(nm, sizeof(nm), "disc head %d conv %d bias", h, c); gradcheck(nm, D.conv_b[h][c], dc.width[c], dD.conv_b[h][c], critic_loss, &k, 4);
+            snprintf(nm, sizeof(nm), "disc head %d groupnorm %d weight, bias", h, c);
+            gradcheck(nm, D.norm_w[h][c], 2L * dc.width[c], dD.norm_w[h][c], critic_loss, &k, 8);
+        }
+        snprintf(nm, sizeof(nm), "disc head %d mlp", h);
+        gradcheck(nm, D.mlp_0_w[h], (long)dc.hidden * dc.width[3] + 2 * dc.hidden + 1, dD.mlp_0_w[h], critic_loss, &k, 12);
     }
     // GAN generator loss: d/dz through the frozen teacher (features at blocks 0 and 2)
     WanAct ta; wan_act_init(&ta, &sc.wan, &g);
-    DiscAct da; disc_act_init(&da, &dc, g.L);
+    DiscAct da; disc_act_init(&da, &dc, &g);
     GanCase gk = {&ta, &T, &D, &dc, &da, (double*)malloc(sizeof(double) * n), k.ctx, 3};
     for (size_t i = 0; i < n; i++) gk.z[i] = rng_normal(&r);
     gan_gen_loss(&gk);
@@ -323,6 +336,7 @@ static void test_dmd_grads(void) {
     WanParams scratch; wan_carve(&sc.wan, &scratch, w.scratch_grad);
     wan_backward_blocks(&scratch, dz, NULL, NULL, 3, w.dfeat, NULL, &ta, &T);
     gradcheck("GAN generator loss d(x̂_t) through the teacher", gk.z, (long)n, dz, gan_gen_loss, &gk, 24);
+    check_critic_noise(&G, &w, &T, &F, &D, &dc, &g, k.x, k.ctx);
     // VSD: when the fake score equals the teacher (and guidance is 1), the gradient on x̂ vanishes
     DmdConfig c1 = dmd_defaults(); c1.cfg = 1; c1.gan_weight = 0;
     double* gsb = (double*)calloc(ns, sizeof(double)); StudentParams dS; student_carve(&sc, &dS, gsb);
@@ -378,8 +392,258 @@ static void test_kd_grads(void) {
     }
 }
 
+
+// ---- the student at initialisation with s ≠ t (fix 9): head_θ(y_s, s, r; m(x_t, t)) equals a "mixed-time teacher"
+// whose first L − H blocks run at t and whose last H blocks and output head run at s, for any y_s and r (gated
+// fusion: exactly). So the student equals the teacher only at s = t; in a rollout from s_N = 0.999 at an outer time
+// t < 0.999 the untrained head is the teacher re-timed to s, which is what Stage 1 starts from.
+static void test_student_init_s_ne_t(void) {
+    printf("\n[tmd] the student at initialisation with s != t: the teacher with its last H blocks re-timed to s\n");
+    StudentConfig sc; WanGrid g; tmdt_setup(&sc, &g, 3, 2, FUSION_GATED);
+    size_t nw = wan_num_params(&sc.wan), ns = student_num_params(&sc), n = (size_t)3 * 2 * 8 * 8, LD = (size_t)g.L * sc.wan.dim;
+    double* tb = (double*)calloc(nw, sizeof(double)); double* sb = (double*)calloc(ns, sizeof(double));
+    tmdt_random_teacher(&sc.wan, tb, 3); student_init(&sc, sb, tb, 4);
+    WanParams T; wan_carve(&sc.wan, &T, tb);
+    StudentParams S; student_carve(&sc, &S, sb);
+    Rng r = rng_make(6);
+    double* x = (double*)malloc(sizeof(double) * n); double* y = (double*)malloc(sizeof(double) * n); double* y2 = (double*)malloc(sizeof(double) * n);
+    double ctx[4 * 32]; for (int i = 0; i < 4 * 32; i++) ctx[i] = rng_normal(&r);
+    for (size_t i = 0; i < n; i++) { x[i] = rng_normal(&r); y[i] = rng_normal(&r); y2[i] = rng_normal(&r); }
+    double t = 0.62, s = 0.93, r1 = 0.41, r2 = 0.0;
+    int D = sc.wan.dim, H = sc.head_blocks, Lb = sc.wan.num_layers - H;
+    // the mixed-time teacher, built from the teacher's own layers: blocks 0..Lb−1 at t, then e(s) for the rest
+    WanAct ta; wan_act_init(&ta, &sc.wan, &g);
+    wan_forward_blocks(&ta, &T, x, 1000 * t, ctx, 4, Lb);
+    HeadAct mix; head_act_init(&mix, &sc, &g);
+    time_mlp_forward(mix.e_s, mix.sin_s, mix.h1_s, mix.a1_s, T.time_embedding_0_weight, T.time_embedding_0_bias, T.time_embedding_2_weight,
+                     T.time_embedding_2_bias, 1000 * s, sc.wan.freq_dim, D);
+    silu_forward(mix.se_h, mix.e_s, D);
+    linear_forward(mix.e0_h, mix.se_h, T.time_projection_1_weight, T.time_projection_1_bias, 1, D, 6 * D);
+    memcpy(mix.xs, wan_xs(&ta, Lb), sizeof(double) * LD);
+    for (int k = 0; k < H; k++) wan_block_forward(mix.xs + (size_t)(k + 1) * LD, &mix.blocks[k], &T.blocks[Lb + k], &sc.wan, mix.xs + (size_t)k * LD,
+                                                  mix.e0_h, ta.text.c, ta.rope, g.L);
+    wan_head_forward(mix.out, &mix.head, &T, &sc.wan, &g, mix.xs + (size_t)H * LD, mix.e_s);
+    // the student's head at (y, s, r1) and (y2, s, r2), and the teacher at t
+    WanAct bb; wan_act_init(&bb, &sc.wan, &g);
+    const double* m = student_backbone_forward(&bb, &S, &sc, x, t, ctx, 4);
+    HeadAct h; head_act_init(&h, &sc, &g);
+    double* out1 = (double*)malloc(sizeof(double) * n);
+    head_forward(&h, &S, &sc, &g, m, bb.text.c, bb.rope, y, s, r1); memcpy(out1, h.out, sizeof(double) * n);
+    head_forward(&h, &S, &sc, &g, m, bb.text.c, bb.rope, y2, s, r2);
+    WanAct tt; wan_act_init(&tt, &sc.wan, &g); wan_forward(&tt, &T, x, 1000 * t, ctx, 4);
+    double dmix = 0, dyr = 0, dteach = 0, vmax = 0;
+    for (size_t i = 0; i < n; i++) {
+        dmix = fmax(dmix, fabs(out1[i] - mix.out[i])); dyr = fmax(dyr, fabs(out1[i] - h.out[i]));
+        dteach = fmax(dteach, fabs(out1[i] - tt.out[i])); vmax = fmax(vmax, fabs(tt.out[i]));
+    }
+    printf("  t %.2f, s %.2f: head vs mixed-time teacher max diff %.2e; (y, r=%.2f) vs (y', r=%.2f) %.2e; vs teacher v(x_t, t) %.3f (max |v| %.3f)\n",
+           t, s, dmix, r1, r2, dyr, dteach, vmax);
+    EXPECT(dmix == 0, "the gated student at init differs from the mixed-time teacher by %.3e", dmix);
+    EXPECT(dyr == 0, "at init the head depends on y_s or r (%.3e): the fusion's gate or e_Δ is not zero", dyr);
+    EXPECT(dteach > 1e-3 * vmax, "at s != t the head should differ from the teacher at t (%.3e): the test cannot see the time", dteach);
+    head_act_free(&h); head_act_free(&mix); wan_act_free(&bb); wan_act_free(&ta); wan_act_free(&tt);
+    free(tb); free(sb); free(x); free(y); free(y2); free(out1);
+}
+
+// ---- times (fix 5): clamped after the shift; the outer grid as FastGen's Wan configs list it
+static void test_time_grids(void) {
+    printf("\n[tmd] sampled times are clamped to [0.001, 0.999] after the shift; outer grids match FastGen's Wan t_lists\n");
+    Rng r = rng_make(8);
+    double lo = 1, hi = 0; int at_top = 0;
+    for (int i = 0; i < 20000; i++) { double t = shifted_time(&r, 5); lo = fmin(lo, t); hi = fmax(hi, t); at_top += t == T_MAX; }
+    printf("  shift_5(U(0.001, 0.999)) over 20000 draws: min %.5f max %.5f, %d clamped to 0.999 (unclamped shift_5(0.999) = %.5f)\n",
+           lo, hi, at_top, time_shift(0.999, 5));
+    EXPECT(lo >= T_MIN && hi <= T_MAX, "a sampled time left [0.001, 0.999]: min %.6f max %.6f", lo, hi);
+    EXPECT(at_top > 0, "no draw reached the clamp: the test cannot tell clamped from unclamped");
+    // FastGen's configs list t_list values cut to three decimals: WanT2V 1.3B 2-step [0.999, 0.908, 0] (γ 10),
+    // 4-step [0.999, 0.937, 0.833, 0.624, 0] (γ 5), 14B 2-step [0.999, 0.833, 0] (γ 5)
+    struct { int M; double gamma; double list[5]; } cases[] = {{2, 10, {0, 0.908, 0.999}}, {4, 5, {0, 0.624, 0.833, 0.937, 0.999}}, {2, 5, {0, 0.833, 0.999}}};
+    for (int c = 0; c < 3; c++) {
+        double t[65]; outer_grid(t, cases[c].M, cases[c].gamma);
+        double worst = 0;
+        for (int i = 0; i <= cases[c].M; i++) { double d = t[i] - cases[c].list[i]; if (d < 0 || d >= 1e-3) worst = fmax(worst, fabs(d) + 1); else worst = fmax(worst, d); }
+        printf("  M %d, shift %g: t =", cases[c].M, cases[c].gamma);
+        for (int i = cases[c].M; i >= 0; i--) printf(" %.5f", t[i]);
+        printf("  (FastGen, cut to 3 decimals: ");
+        for (int i = cases[c].M; i >= 0; i--) printf("%s%.3f", i == cases[c].M ? "" : " ", cases[c].list[i]);
+        printf(")\n");
+        EXPECT(worst < 1e-3, "outer grid M %d, shift %g does not cut to FastGen's list", cases[c].M, cases[c].gamma);
+    }
+    EXPECT(outer_shift_default(1) == 10 && outer_shift_default(2) == 10 && outer_shift_default(3) == 5 && outer_shift_default(4) == 5,
+           "default t_student shift: 10 for M <= 2, 5 for M >= 3 (App. B.6)");
+}
+
+// ---- the TM-MF target's fixed point (fix 1), in closed form. Inner data y ~ N(μ, σ²I), noise y1 ~ N(0, I),
+// y_s = (1 − s)·y + s·y1: the marginal velocity is linear, v(y, s) = a(s)·(y − (1 − s)μ) − μ with
+// a = (s − (1 − s)σ²)/V(s), V(s) = (1 − s)²σ² + s², and its flow map is Φ_{s→r}(y) = (1 − r)μ + sqrt(V(r)/V(s))·(y − (1 − s)μ),
+// so the average velocity u(y, s, r) = (y − Φ_{s→r}(y))/(s − r) is exact. With conditional mean μ_c and unconditional
+// mean μ_u, the guided field w·v_c + (1 − w)·v_u is the field of mean μ_g = w·μ_c + (1 − w)·μ_u (linear in μ).
+// Its exact average velocity must be a fixed point of the implemented target (up to the O(δ²) of the central
+// difference), fed the conditional velocity v_c (the expectation of y1 − y given y_s: the target is linear in v).
+typedef struct { int n; double sigma; const double *mu_g, *mu_u; } GaussField;
+static double gauss_V(double sigma, double s) { return (1 - s) * (1 - s) * sigma * sigma + s * s; }
+static void gauss_velocity(double* v, const double* y, const double* mu, double sigma, double s, int n) {
+    double a = (s - (1 - s) * sigma * sigma) / gauss_V(sigma, s);
+    for (int i = 0; i < n; i++) v[i] = a * (y[i] - (1 - s) * mu[i]) - mu[i];
+}
+static void gauss_avg_velocity(double* u, const double* y, const double* mu, double sigma, double s, double r, int n) {
+    if (r == s) { gauss_velocity(u, y, mu, sigma, s, n); return; }
+    double k = sqrt(gauss_V(sigma, r) / gauss_V(sigma, s));
+    for (int i = 0; i < n; i++) u[i] = (y[i] - ((1 - r) * mu[i] + k * (y[i] - (1 - s) * mu[i]))) / (s - r);
+}
+static void gauss_cond(void* p, double* u, const double* y, double s, double r) { GaussField* f = (GaussField*)p; gauss_avg_velocity(u, y, f->mu_g, f->sigma, s, r, f->n); }
+static void gauss_uncond(void* p, double* u, const double* y, double s, double r) { GaussField* f = (GaussField*)p; gauss_avg_velocity(u, y, f->mu_u, f->sigma, s, r, f->n); }
+
+static void test_tmmf_fixed_point(void) {
+    printf("\n[tmd] TM-MF target (closed-form Gaussian): the guided field's exact average velocity is its fixed point\n");
+    enum { n = 8 };
+    double mu_c[n], mu_u[n], mu_g[n], ys[n], vc[n], u[n], uhat[n], tan_[n], scratch[3 * n], chk[n];
+    double w = 3, sigma = 0.5, s = 0.7, r = 0.3;
+    Rng rr = rng_make(12);
+    for (int i = 0; i < n; i++) { mu_c[i] = rng_normal(&rr); mu_u[i] = 0.3 * rng_normal(&rr); mu_g[i] = w * mu_c[i] + (1 - w) * mu_u[i]; ys[i] = rng_normal(&rr); }
+    GaussField f = {n, sigma, mu_g, mu_u};
+    // the closed form itself: u(y, s, s − h) → v(y, s) as h → 0
+    gauss_avg_velocity(u, ys, mu_g, sigma, s, s - 1e-7, n); gauss_velocity(chk, ys, mu_g, sigma, s, n);
+    double cf_err = 0; for (int i = 0; i < n; i++) cf_err = fmax(cf_err, fabs(u[i] - chk[i]));
+    printf("  closed form: |u(y, s, s - 1e-7) - v(y, s)| max %.2e\n", cf_err);
+    EXPECT(cf_err < 1e-5, "the closed-form flow map does not integrate its velocity (%.3e)", cf_err);
+    gauss_velocity(vc, ys, mu_c, sigma, s, n);
+    gauss_avg_velocity(u, ys, mu_g, sigma, s, r, n);
+    double umax = 0; for (int i = 0; i < n; i++) umax = fmax(umax, fabs(u[i]));
+    double err[2][2];   // [plain][delta, delta/2]
+    for (int plain = 0; plain < 2; plain++) for (int hh = 0; hh < 2; hh++) {
+        double delta = hh ? 2.5e-3 : 5e-3;
+        tmmf_target(uhat, tan_, ys, vc, u, s, r, w, delta, plain, gauss_cond, gauss_uncond, &f, scratch, n);
+        double e = 0; for (int i = 0; i < n; i++) e = fmax(e, fabs(uhat[i] - u[i]));
+        err[plain][hh] = e / umax;
+    }
+    printf("  |û - u_exact| / max|u|: guided tangent %.2e (δ = 5e-3), %.2e (δ/2, ratio %.2f: central difference O(δ²));"
+           " plain tangent v: %.2e (%.0fx larger)\n", err[0][0], err[0][1], err[0][0] / err[0][1], err[1][0], err[1][0] / err[0][0]);
+    EXPECT(err[0][0] < 1e-4, "the guided field's average velocity is not a fixed point of the target: %.3e", err[0][0]);
+    EXPECT(err[0][0] / err[0][1] > 3 && err[0][0] / err[0][1] < 5, "the fixed-point residual does not shrink as δ² (ratio %.2f)", err[0][0] / err[0][1]);
+    EXPECT(err[1][0] > 1e-2, "the plain tangent should miss the fixed point (%.3e): the test cannot tell them apart", err[1][0]);
+}
+
+// ---- the VSD normaliser's epsilon (fix 7): FastGen adds 1e-6 to mean|x̂ − g_teacher|
+static void test_vsd_eps(void) {
+    printf("\n[tmd] VSD normaliser: (g_fake - g_teacher) / (mean|x̂ - g_teacher| + 1e-6)\n");
+    enum { n = 16 };
+    double xhat[n], gt[n], gf[n], grad[n];
+    for (int i = 0; i < n; i++) { gt[i] = 0; xhat[i] = 1e-9; gf[i] = 2e-9; }   // a student at the teacher's x0
+    double norm = vsd_gradient(grad, xhat, gt, gf, n, 0);
+    double want = 2e-9 / (1e-9 + 1e-6), worst = 0;
+    for (int i = 0; i < n; i++) worst = fmax(worst, fabs(grad[i] - want) / want);
+    printf("  |x̂ - g_teacher| = 1e-9, |g_fake - g_teacher| = 2e-9: normaliser %.4e, gradient %.4e (with eps 1e-12 it would be %.4f)\n",
+           norm, grad[0], 2e-9 / (1e-9 + 1e-12));
+    EXPECT(worst < 1e-9 && fabs(norm - (1e-9 + 1e-6)) < 1e-9 * norm, "VSD gradient %.6e, want %.6e", grad[0], want);
+}
+
+// ---- the discriminator (fixes 6, 8): feature layers per preset (Table 7) and the Wan-scale head's size
+static void test_disc_config(void) {
+    printf("\n[tmd] discriminator: feature layers per preset (Table 7) and the Conv3D head's parameter count\n");
+    char err[ST_ERRLEN];
+    WanConfig c13, c14; wan_preset(&c13, "wan2.1-t2v-1.3b", err); wan_preset(&c14, "wan2.1-t2v-14b", err);
+    int l13[3], l14[3], lt[3];
+    int n13 = disc_layers_for(c13.num_layers, l13), n14 = disc_layers_for(c14.num_layers, l14), nt = disc_layers_for(4, lt);
+    printf("  layers: 1.3B (%d blocks) %d %d %d; 14B (%d blocks) %d %d %d; tiny (4 blocks)", c13.num_layers, l13[0], l13[1], l13[2], c14.num_layers, l14[0], l14[1], l14[2]);
+    for (int i = 0; i < nt; i++) printf(" %d", lt[i]);
+    printf("\n");
+    EXPECT(n13 == 3 && l13[0] == 15 && l13[1] == 22 && l13[2] == 29, "1.3B feature layers: Table 7 lists (15, 22, 29)");
+    EXPECT(n14 == 3 && l14[0] == 19 && l14[1] == 29 && l14[2] == 39, "14B feature layers: Table 7 lists (19, 29, 39)");
+    EXPECT(nt == 2 && lt[0] == 2 && lt[1] == 3, "tiny (4 blocks): the scaled rule gives (2, 3)");
+    // FastGen's conv3d head widths (512, 512, 1024, 1024; MLP 512) on 1.3B features unpatchified to 1536/4 channels
+    DiscConfig d13 = disc_config(&c13, 512, 512, 1024, 1024, 512), d14 = disc_config(&c14, 512, 512, 1024, 1024, 512);
+    size_t per = 0;   // the same count, layer by layer, independently of disc_carve
+    for (int k = 0; k < DISC_CONVS; k++) {
+        size_t ic = k ? (size_t)d13.width[k - 1] : (size_t)d13.in_ch, oc = d13.width[k];
+        per += oc * ic * DISC_KERNEL[k][0] * DISC_KERNEL[k][1] * DISC_KERNEL[k][2] + 3 * oc;
+    }
+    per += (size_t)d13.hidden * d13.width[3] + 2 * d13.hidden + 1;
+    size_t n13p = disc_num_params(&d13), n14p = disc_num_params(&d14);
+    printf("  Wan2.1 1.3B: features [%d, T, H, W], %d heads, %.2fM parameters (%.2fM per head); 14B: [%d, T, H, W], %.2fM\n",
+           d13.in_ch, d13.n_heads, n13p / 1e6, n13p / 1e6 / d13.n_heads, d14.in_ch, n14p / 1e6);
+    printf("  (the paper's Table 7 says 68M and 172M; FastGen's estimate for this head is ~65M per head; see cpu/disc_cpu.h)\n");
+    EXPECT(d13.in_ch == 384 && n13p == 3 * per, "1.3B discriminator: %zu parameters, the layer-by-layer count says 3 x %zu", n13p, per);
+}
+
+// ---- critic step noise (fix 2): the discriminator sees the fake score's t and ε, for real and fake alike
+static void check_critic_noise(Generator* G, DmdWork* w, WanParams* T, WanParams* F, DiscParams* D, DiscConfig* dc, const WanGrid* g,
+                               const double* x, const double* ctx) {
+    for (int own = 0; own < 2; own++) {
+        DmdConfig cf = dmd_defaults(); cf.gan_own_noise = own;
+        size_t nd = disc_carve(dc, NULL, NULL); double* sbuf = (double*)calloc(nd, sizeof(double)); DiscParams scratch; disc_carve(dc, &scratch, sbuf);
+        Rng r = rng_make(91);
+        DmdStats st = dmd_critic_sample(G, NULL, &scratch, w, T, F, D, dc, g, x, ctx, 3, &cf, &r, 1);
+        double de = 0, dw = 0, td = st.t_disc;
+        for (size_t k = 0; k < w->numel; k++) {
+            double ef = (w->xhat_t[k] - (1 - td) * G->xhat[k]) / td, er = (w->xt[k] - (1 - td) * x[k]) / td;
+            de = fmax(de, fabs(ef - er)); dw = fmax(dw, fabs(ef - w->eps[k]));
+        }
+        printf("  %s: fake-score t %.4f, discriminator t %.4f; |ε_fake - ε_real| max %.2e\n", own ? "own draws (earlier choice)" : "same t and ε (default)",
+               st.t, td, de);
+        if (!own) EXPECT(td == st.t && de < 1e-9 && dw < 1e-9, "discriminator noise differs from the fake score's: t %.6f vs %.6f, ε diff %.3e", td, st.t, de);
+        else EXPECT(td != st.t && de > 0.1, "gan_own_noise drew the same t and ε: the check cannot fail");
+        free(sbuf);
+    }
+}
+
+
+// ---- KD warm-up (fix 4) and gradient clipping (fix 3). The teacher ODE pairs are the teacher's own many-step CFG
+// samples from seeded noise and captions; a run from the cached pairs equals one that makes them; KD lowers the
+// one-step baseline's distance to them. Clipping per network follows FastGen: student 10, nothing else.
+static void test_kd_warmup(void) {
+    printf("\n[tmd] KD warm-up from cached teacher ODE pairs; per-network gradient clipping\n");
+    DistillOpts o = distill_defaults();
+    printf("  max gradient norm: student %g, fake score %g, discriminator %g, Stage 1 %g (0: none)\n", o.clip_student, o.clip_fake, o.clip_disc, o.clip_tmmf);
+    EXPECT(o.clip_student == 10 && o.clip_fake == 0 && o.clip_disc == 0 && o.clip_tmmf == 0, "clipping defaults differ from FastGen's (student 10, others none)");
+    char path[512]; const char* td = getenv("TMPDIR");
+    snprintf(path, sizeof(path), "%s/tmd_kd_%d.npy", td && *td ? td : "/tmp", (int)getpid());
+    o.teacher_steps = 40; o.eval_n = 2; o.kd_pairs = 3; o.teacher_eval_steps = 4; o.kd_steps = 30; o.kd_batch = 3; o.kd_cache = path;
+    DistillWorld W;
+    if (distill_world_init(&W, &o)) { EXPECT(0, "distill_world_init failed"); return; }
+    size_t n = W.numel;
+    distill_kd_pairs(&W, &o);   // makes and saves
+    double* made = (double*)malloc(sizeof(double) * n * o.kd_pairs); memcpy(made, W.kd_target, sizeof(double) * n * o.kd_pairs);
+    W.kd_n = 0; distill_kd_pairs(&W, &o);   // loads
+    double dcache = 0, dteach = 0, dnoise = 0;
+    for (size_t k = 0; k < n * o.kd_pairs; k++) dcache = fmax(dcache, fabs(made[k] - W.kd_target[k]));
+    double* x = (double*)malloc(sizeof(double) * n);
+    for (int i = 0; i < o.kd_pairs; i++) {   // the pair is the teacher's sample from that pair's noise and caption
+        memcpy(x, W.kd_noise + (size_t)i * n, sizeof(double) * n);
+        distill_teacher_sample(&W, &o, x, W.kd_ctx + (size_t)i * W.nctx, o.teacher_eval_steps, SOLVER_UNIPC);
+        for (size_t k = 0; k < n; k++) { dteach = fmax(dteach, fabs((float)x[k] - W.kd_target[(size_t)i * n + k])); dnoise = fmax(dnoise, fabs(x[k] - W.kd_noise[(size_t)i * n + k])); }
+    }
+    printf("  %d pairs: cached vs made max diff %.1e; pair vs a fresh teacher sample %.1e (the sample moved %.2f from its noise)\n", o.kd_pairs, dcache, dteach, dnoise);
+    EXPECT(dcache == 0 && dteach == 0 && dnoise > 0.1, "KD pairs: cache %.3e, teacher %.3e, noise %.3e", dcache, dteach, dnoise);
+    // KD on the plain one-step student lowers its distance to the pairs
+    StudentConfig sc = distill_student_config(&W, &o);
+    double* base = (double*)malloc(sizeof(double) * W.nw); memcpy(base, W.teacher, sizeof(double) * W.nw);
+    WanParams P; wan_carve(&W.wan, &P, base);
+    Generator G; generator_init(&G, 0, &sc, &W.g, o.N, o.gamma_inner); G.P = &P;
+    double before = 0, after = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) distill_kd(&W, &o, 0, base);
+        double e2 = 0;
+        for (int i = 0; i < o.kd_pairs; i++) {
+            generator_forward(&G, &W.g, W.kd_noise + (size_t)i * n, T_MAX, W.kd_ctx + (size_t)i * W.nctx, W.wc.text_len, NULL, NULL);
+            for (size_t k = 0; k < n; k++) { double e = G.xhat[k] - W.kd_target[(size_t)i * n + k]; e2 += e * e; }
+        }
+        *(pass ? &after : &before) = e2 / (n * o.kd_pairs);
+    }
+    printf("  one-step DMD2-v student vs the pairs: mse %.4f before KD, %.4f after %d steps\n", before, after, o.kd_steps);
+    EXPECT(after < 0.8 * before, "KD did not move the one-step student towards the teacher pairs: %.4f -> %.4f", before, after);
+    generator_free(&G); free(base); free(made); free(x);
+    distill_world_free(&W); remove(path);
+}
+
 static void test_tmd(void) {
     test_student_init();
+    test_student_init_s_ne_t();
+    test_time_grids();
+    test_tmmf_fixed_point();
+    test_vsd_eps();
+    test_disc_config();
+    test_kd_warmup();
     test_inner_step_and_nfe();
     test_head_grads();
     test_rollout_grads();
