@@ -1,0 +1,135 @@
+// gpu/tmd_gpu_tests.cuh: the TMD student and its training steps on the GPU against the CPU reference (double), at a
+// tiny size, with the CPU's own random draws replayed on the host (tmmf_draw_sample) and uploaded, so both sides
+// see the same noise, times and dropout. Included by test_gpu.cu (needs WAN_REAL double and lib/testing.h).
+//   Stage 1: one TM-MF step on B samples: every sample's loss, every student gradient (Wan tensors and the
+//   flow-head extras), (a) guided samples with r < s (the central-difference JVP along v_g) and (b) dropped samples
+//   with a mix of r = s and r < s.
+// Tolerances: the fp32 build checks at PARITY_TOL (test_gpu.cu). The bf16 build runs the same steps with r = s only:
+// the finite-difference JVP divides a difference of two bf16-rounded evaluations (relative error ~2^-9 each) by
+// 2δ = 1e-2, an error of order 0.2·(s − r) in du/ds that no tolerance can separate from a wrong formula; the JVP is
+// checked in the fp32 build.
+#pragma once
+#include "distill_gpu.cuh"
+
+// a student config whose every dimension differs (D 64, F 96, fusion FFN 48, 3 blocks of which H = 1 form the head)
+static const WanConfig TMD_PARITY_CONFIG = {"tmd-parity", 64, 96, 32, 4, 3, 3, 3, {1, 2, 2}, 6, 24, 1e-6};
+
+static void tmd_random_params_(const WanConfig* c, double* buf, uint64_t seed) {   // test_tmd.c's recipe
+    Rng r = rng_make(seed);
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(c, tl, NULL, NULL, NULL);
+    for (int i = 0; i < nt; i++) {
+        double* p = buf + tl[i].offset, mean = 0, sd;
+        if (strstr(tl[i].name, "modulation")) sd = 0.3;
+        else if (strstr(tl[i].name, "norm") && !strstr(tl[i].name, "bias")) { mean = 1; sd = 0.1; }
+        else if (tl[i].ndim == 1) sd = 0.1;
+        else sd = 1.0 / sqrt((double)(tl[i].numel / (size_t)tl[i].shape[0]));
+        for (size_t k = 0; k < tl[i].numel; k++) p[k] = mean + sd * rng_normal(&r);
+    }
+    free(tl);
+}
+
+static float* tmd_upload_(const double* h, size_t n) {
+    float* f = (float*)malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) f[i] = (float)h[i];
+    float* d; cudaCheck(cudaMalloc(&d, sizeof(float) * (n ? n : 1)));
+    cudaCheck(cudaMemcpy(d, f, sizeof(float) * n, cudaMemcpyHostToDevice));
+    free(f); return d;
+}
+static double* tmd_download_(const float* d, size_t n) {
+    float* f = (float*)malloc(sizeof(float) * (n ? n : 1)); double* h = (double*)malloc(sizeof(double) * (n ? n : 1));
+    cudaCheck(cudaMemcpy(f, d, sizeof(float) * n, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) h[i] = f[i];
+    free(f); return h;
+}
+
+// every tensor of the student's gradient (Wan layout, then the extras) at its own scale
+static void tmd_compare_student_(const StudentConfig* sc, const char* what, const double* gpu, const double* cpu, double tol) {
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(&sc->wan, tl, NULL, NULL, NULL);
+    size_t nw = wan_num_params(&sc->wan);
+    char name[320];
+    double worst = 0; const char* worst_name = "";
+    for (int i = 0; i < nt; i++) {
+        double maxd = 0, maxr = 0;
+        for (size_t k = 0; k < tl[i].numel; k++) { maxd = fmax(maxd, fabs(gpu[tl[i].offset + k] - cpu[tl[i].offset + k])); maxr = fmax(maxr, fabs(cpu[tl[i].offset + k])); }
+        double rel = maxr > 0 ? maxd / maxr : maxd;
+        if (rel > worst) { worst = rel; worst_name = tl[i].name; }
+        if (rel > tol || !isfinite(rel)) { snprintf(name, sizeof(name), "%.100s %.96s", what, tl[i].name); expect_close_scaled(name, gpu + tl[i].offset, cpu + tl[i].offset, (long)tl[i].numel, tol); }
+        else tests_passed++;
+    }
+    printf("  %-44s %d Wan tensors, worst rel %.3e (%s)  (tol %.0e)\n", what, nt, worst, worst_name, tol);
+    WanTensor xl[16]; int nx = student_extra_layout(sc, xl, NULL, NULL, NULL);
+    for (int i = 0; i < nx; i++) {
+        snprintf(name, sizeof(name), "%.100s %.96s", what, xl[i].name);
+        expect_close_scaled(name, gpu + nw + xl[i].offset, cpu + nw + xl[i].offset, (long)xl[i].numel, tol);
+    }
+    free(tl);
+}
+
+// one TM-MF step on B samples, GPU vs CPU; p_drop and p_tm choose the branches
+static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_tm, double tol, const char* label) {
+    char err[ST_ERRLEN];
+    StudentConfig sc; sc.wan = TMD_PARITY_CONFIG; sc.head_blocks = 1; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = 48;
+    const WanConfig* c = &sc.wan;
+    int T = 2, Hl = 4, Wl = 8;
+    WanGrid g; if (wan_grid(&g, c, c->in_dim, T, Hl, Wl, err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    size_t nw = wan_num_params(c), ns = student_num_params(&sc), numel = (size_t)c->out_dim * T * Hl * Wl, nctx = (size_t)c->text_len * c->text_dim;
+    // the student: a random teacher, student_init, then every extra perturbed so no path is zero
+    double* teacher = (double*)calloc(nw, sizeof(double)); tmd_random_params_(c, teacher, seed);
+    double* Sb = (double*)calloc(ns, sizeof(double)); student_init(&sc, Sb, teacher, seed + 1);
+    Rng pr = rng_make(seed + 2);
+    for (size_t i = nw; i < ns; i++) Sb[i] += 0.05 * rng_normal(&pr);
+    StudentParams S; student_carve(&sc, &S, Sb); S.x.fuse_gate[0] = 0.3;
+    // inputs: clean latents and captions of different lengths (zero-padded for the GPU)
+    double* x = (double*)malloc(sizeof(double) * B * numel); for (size_t i = 0; i < B * numel; i++) x[i] = rng_normal(&pr);
+    double* ctx = (double*)calloc(B * nctx, sizeof(double)); int Lt[TMD_MAX_BATCH];
+    for (int b = 0; b < B; b++) { Lt[b] = c->text_len - (b % 3); for (size_t i = 0; i < (size_t)Lt[b] * c->text_dim; i++) ctx[b * nctx + i] = rng_normal(&pr); }
+    TmmfConfig cf = tmmf_defaults(); cf.p_drop = p_drop; cf.p_tm = p_tm; cf.N = 3;
+    // CPU: one sample at a time, each with its own stream; the same draws replayed for the GPU
+    double* dS = (double*)calloc(ns, sizeof(double)); StudentParams dSp; student_carve(&sc, &dSp, dS);
+    TmmfWork cw; tmmf_work_init(&cw, &sc, &g);
+    TmmfDraw d; memset(&d, 0, sizeof(d)); d.B = B;
+    float* x1h = (float*)malloc(sizeof(float) * B * numel); float* y1h = (float*)malloc(sizeof(float) * B * numel);
+    double loss_cpu[TMD_MAX_BATCH];
+    int replay_ok = 1, n_jvp = 0, n_drop = 0;
+    for (int b = 0; b < B; b++) {
+        Rng r1 = rng_make(seed * 100 + b), r2 = r1;
+        tmmf_draw_sample(&d, b, &cf, &r2, x1h + b * numel, y1h + b * numel, numel);
+        TmmfStats st = tmmf_sample(&dSp, &S, &sc, &g, &cw, x + b * numel, ctx + b * nctx, Lt[b], NULL, 0, &cf, &r1, 1.0 / B);
+        loss_cpu[b] = st.loss;
+        replay_ok &= r1.counter == r2.counter && st.s == d.s[b] && st.r == d.r[b] && st.t == d.t[b] && st.dropped == d.dropped[b];
+        n_jvp += d.r[b] < d.s[b]; n_drop += d.dropped[b];
+    }
+    EXPECT(replay_ok, "the host replay of the CPU's draws (t, x1, dropout, y1, s, r) went out of step");
+    // GPU
+    float* Sf = (float*)malloc(sizeof(float) * ns); for (size_t i = 0; i < ns; i++) Sf[i] = (float)Sb[i];
+    TmdGpuStudent G; tmd_gpu_student_init(&G, &sc, Sf);
+    TmmfGpuWork gw; tmmf_gpu_work_init(&gw, &sc, B, T, Hl, Wl);
+    float* x_d = tmd_upload_(x, B * numel); float* ctx_d = tmd_upload_(ctx, B * nctx);
+    float *x1_d, *y1_d; cudaCheck(cudaMalloc(&x1_d, sizeof(float) * B * numel)); cudaCheck(cudaMalloc(&y1_d, sizeof(float) * B * numel));
+    cudaCheck(cudaMemcpy(x1_d, x1h, sizeof(float) * B * numel, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(y1_d, y1h, sizeof(float) * B * numel, cudaMemcpyHostToDevice));
+    TmmfGpuStats gs = tmmf_gpu_step(&G, &gw, &d, x_d, x1_d, y1_d, ctx_d, NULL, &cf, 1.0 / B, 1);
+    cudaCheck(cudaDeviceSynchronize());
+    printf("  TM-MF %s: %d samples, %d with r < s (JVP), %d dropped; s, r =", label, B, n_jvp, n_drop);
+    for (int b = 0; b < B; b++) printf(" (%.3f, %.3f)", d.s[b], d.r[b]);
+    printf("\n");
+    expect_close_scaled("TM-MF loss per sample", gs.loss, loss_cpu, B, tol);
+    double* gg = tmd_download_(G.grads, ns);
+    tmd_compare_student_(&sc, "TM-MF d", gg, dS, tol);
+    free(gg);
+    cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1_d)); cudaCheck(cudaFree(y1_d));
+    tmmf_gpu_work_free(&gw); tmd_gpu_student_free(&G); tmmf_work_free(&cw);
+    free(Sf); free(x1h); free(y1h); free(dS); free(ctx); free(x); free(Sb); free(teacher);
+}
+
+static void test_tmd_gpu(int B, uint64_t seed, double tol) {
+    printf("\nTMD on the GPU vs the CPU reference: one TM-MF step (student %s)\n", "gated fusion, H = 1");
+#ifdef ENABLE_FP32
+    test_tmmf_gpu_parity(B, seed, 0.0, 0.0, tol, "(a) guided, r < s");
+    test_tmmf_gpu_parity(B, seed + 7, 1.0, 0.5, tol, "(b) dropped");
+#else
+    test_tmmf_gpu_parity(B, seed, 0.0, 1.0, tol, "(a) guided, r = s (bf16: no JVP, see the header)");
+    test_tmmf_gpu_parity(B, seed + 7, 1.0, 1.0, tol, "(b) dropped, r = s");
+#endif
+}
