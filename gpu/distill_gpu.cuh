@@ -170,3 +170,205 @@ static TmmfGpuStats tmmf_gpu_step(TmdGpuStudent* S, TmmfGpuWork* w, const TmmfDr
     wan_gpu_backward_blocks(&S->dP, NULL, NULL, w->dm, Lb, NULL, w->dc, &w->bb, &S->w);
     return st;
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Stage 2: DMD2-v with the flow-head rollout (App. A.3; cpu/distill_cpu.h dmd_student_sample, dmd_critic_sample).
+// Not yet on the GPU: the Conv3D discriminator heads and so both GAN losses (the CPU reference has them); a config
+// with gan_weight > 0 is refused with that message. The frozen teacher's backward with injected feature gradients
+// that the generator's GAN loss needs exists (wan_gpu_backward_blocks).
+
+// per-sample scalars of one Stage 2 step: the outer time t_i of the student and t_dmd
+typedef struct { int B; double t_i[TMD_MAX_BATCH], t[TMD_MAX_BATCH]; } DmdDraw;
+
+// sample b's draws in cpu/distill_cpu.h's order (dmd_generate, then t_dmd and ε); noise NULL: skipped
+static void dmd_draw_sample(DmdDraw* d, int b, const DmdConfig* cf, Rng* rng, float* x1, float* y1, float* eps, size_t numel) {
+    double tg[65]; outer_grid(tg, cf->M, cf->gamma_outer);
+    int i = 1 + (int)(rng_uniform(rng) * cf->M); if (i > cf->M) i = cf->M;
+    d->t_i[b] = tg[i];
+    if (x1) for (size_t k = 0; k < numel; k++) x1[k] = (float)rng_normal(rng);
+    if (y1) for (size_t k = 0; k < numel; k++) y1[k] = (float)rng_normal(rng);
+    d->t[b] = shifted_time(rng, cf->gamma_dmd);
+    if (eps) for (size_t k = 0; k < numel; k++) eps[k] = (float)rng_normal(rng);
+}
+
+// the generator x̂ = g_θ(x_{t_i}, t_i) with gradients: TMD (backbone, rollout, x̂ = x_t − t·ŷ, or x1 − ŷ with
+// xhat_eq15) or the plain Wan student of the DMD2-v baseline (x̂ = x_t − t·v)
+typedef struct {
+    int tmd, xhat_eq15, B;
+    size_t numel, n;
+    TmdGpuStudent* S;            // tmd
+    WanGpuModel* P;              // baseline
+    WanGpuAct bb;                // backbone (tmd) or the whole model (baseline), planned for training
+    TmdGpuRollout ro;
+    float *xt, *xhat, *dyhat, *dm, *dc;
+    double t[TMD_MAX_BATCH];
+} GenGpu;
+
+static void gen_gpu_init(GenGpu* G, int tmd, const StudentConfig* sc, int B, int T, int Hl, int Wl, int N, double gamma_inner) {
+    memset(G, 0, sizeof(*G)); char err[ST_ERRLEN];
+    G->tmd = tmd; G->B = B;
+    if (wan_gpu_act_init(&G->bb, &sc->wan, B, sc->wan.in_dim, T, Hl, Wl, 1, err)) { fprintf(stderr, "generator: %s\n", err); exit(1); }
+    if (tmd) rollout_gpu_init(&G->ro, sc, &G->bb, N, gamma_inner);
+    G->numel = (size_t)sc->wan.out_dim * T * Hl * Wl; G->n = B * G->numel;
+    G->xt = tmd_dalloc_(G->n, "generator latents"); G->xhat = tmd_dalloc_(G->n, "generator latents"); G->dyhat = tmd_dalloc_(G->n, "generator latents");
+    G->dm = tmd_dalloc_((size_t)B * G->bb.g.L * sc->wan.dim, "generator feature gradient");
+    G->dc = tmd_dalloc_((size_t)B * sc->wan.text_len * sc->wan.dim, "generator context gradient");
+}
+static void gen_gpu_free(GenGpu* G) {
+    wan_gpu_act_free(&G->bb); if (G->tmd) rollout_gpu_free(&G->ro);
+    float* f[] = {G->xt, G->xhat, G->dyhat, G->dm, G->dc};
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) cudaCheck(cudaFree(f[i]));
+}
+
+// x_t = (1 − t_i)·x + t_i·x1 from real data (no backward simulation), then x̂ into G->xhat
+static void gen_gpu_forward(GenGpu* G, const DmdDraw* d, const float* x, const float* x1, const float* y1, const float* ctx) {
+    cudaStream_t st = G->bb.stream; int B = G->B;
+    Coef3 k = coef3_all(B, 0, 0, 0); double tv[TMD_MAX_BATCH];
+    for (int b = 0; b < B; b++) { G->t[b] = d->t_i[b]; tv[b] = 1000.0 * d->t_i[b]; k.a[b] = (float)(1 - d->t_i[b]); k.b[b] = (float)d->t_i[b]; }
+    combine3(G->xt, k, x, x1, NULL, B, G->numel, st);
+    const float* out;
+    if (G->tmd) {
+        int Lb = G->S->sc.wan.num_layers - G->S->sc.head_blocks;
+        wan_gpu_forward_blocks(&G->bb, &G->S->w, G->xt, tv, ctx, Lb);
+        out = rollout_gpu_forward(&G->ro, G->S, &G->bb, wan_gpu_xs(&G->bb, Lb), y1);
+    } else {
+        wan_gpu_forward(&G->bb, &G->P->w, G->xt, tv, ctx);
+        out = G->bb.out;
+    }
+    for (int b = 0; b < B; b++) {
+        int eq15 = G->tmd && G->xhat_eq15;
+        k.a[b] = eq15 ? 0.f : 1.f; k.b[b] = -(eq15 ? 1.f : (float)G->t[b]); k.c[b] = eq15 ? 1.f : 0.f;
+    }
+    combine3(G->xhat, k, G->xt, out, x1, B, G->numel, st);   // x̂ = x_t − t·ŷ  (or x1 − ŷ)
+}
+
+// dxhat = d x̂ → the student's gradients (through every inner step, then the backbone) or the baseline's
+static void gen_gpu_backward(GenGpu* G, const float* dxhat) {
+    cudaStream_t st = G->bb.stream; int B = G->B;
+    Coef3 k = coef3_all(B, 0, 0, 0);
+    for (int b = 0; b < B; b++) k.a[b] = G->tmd && G->xhat_eq15 ? -1.f : (float)-G->t[b];   // d x̂ / d ŷ (or d v)
+    combine3(G->dyhat, k, dxhat, dxhat, NULL, B, G->numel, st);
+    if (G->tmd) {
+        const StudentConfig* sc = &G->S->sc; int Lb = sc->wan.num_layers - sc->head_blocks;
+        cudaCheck(cudaMemsetAsync(G->dm, 0, sizeof(float) * B * G->bb.g.L * sc->wan.dim, st));
+        cudaCheck(cudaMemsetAsync(G->dc, 0, sizeof(float) * B * sc->wan.text_len * sc->wan.dim, st));
+        rollout_gpu_backward(G->S, G->dm, G->dc, G->dyhat, &G->ro, &G->bb);
+        wan_gpu_backward_blocks(&G->S->dP, NULL, NULL, G->dm, Lb, NULL, G->dc, &G->bb, &G->S->w);
+    } else {
+        wan_gpu_backward(&G->P->dP, NULL, NULL, G->dyhat, &G->bb, &G->P->w);
+    }
+}
+
+typedef struct {
+    int B; size_t numel, n, nctx;
+    WanGpuAct tc, tu, fk;          // teacher cond, teacher uncond (forward only), fake score (training: its DSM backward)
+    float *xhat_t, *gt, *gf, *e, *dxhat, *ctx_u;
+    double *sums, *red;            // device [B], [B·TMD_RED_BLOCKS]
+} DmdGpuWork;
+
+static void dmd_gpu_work_init(DmdGpuWork* w, const WanConfig* c, int B, int T, int Hl, int Wl) {
+    memset(w, 0, sizeof(*w)); char err[ST_ERRLEN];
+    if (wan_gpu_act_init(&w->tc, c, B, c->in_dim, T, Hl, Wl, 0, err) || wan_gpu_act_init(&w->tu, c, B, c->in_dim, T, Hl, Wl, 0, err) ||
+        wan_gpu_act_init(&w->fk, c, B, c->in_dim, T, Hl, Wl, 1, err)) { fprintf(stderr, "DMD2-v: %s\n", err); exit(1); }
+    w->B = B; w->numel = (size_t)c->out_dim * T * Hl * Wl; w->n = B * w->numel; w->nctx = (size_t)c->text_len * c->text_dim;
+    float** f[] = {&w->xhat_t, &w->gt, &w->gf, &w->e, &w->dxhat};
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) *f[i] = tmd_dalloc_(w->n, "DMD2-v latents");
+    w->ctx_u = tmd_dalloc_(B * w->nctx, "DMD2-v contexts");
+    w->sums = (double*)cuda_malloc_named(sizeof(double) * B, "DMD2-v losses", WAN_GPU_OOM_HINT);
+    w->red = (double*)cuda_malloc_named(sizeof(double) * B * TMD_RED_BLOCKS, "DMD2-v reductions", WAN_GPU_OOM_HINT);
+}
+static void dmd_gpu_work_free(DmdGpuWork* w) {
+    wan_gpu_act_free(&w->tc); wan_gpu_act_free(&w->tu); wan_gpu_act_free(&w->fk);
+    float* f[] = {w->xhat_t, w->gt, w->gf, w->e, w->dxhat, w->ctx_u};
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) cudaCheck(cudaFree(f[i]));
+    cudaCheck(cudaFree(w->sums)); cudaCheck(cudaFree(w->red));
+}
+
+typedef struct { double vsd[TMD_MAX_BATCH], dsm[TMD_MAX_BATCH]; int finite; } DmdGpuStats;
+
+static void dmd_gpu_require_no_gan_(const DmdConfig* cf) {
+    if (cf->gan_weight > 0) {
+        fprintf(stderr, "DMD2-v on the GPU: gan_weight %g, but the Conv3D discriminator heads are not on the GPU yet; "
+                        "run with --gan-weight 0 (VSD and the fake score only), or use the CPU reference (./test_tmd distill)\n", cf->gan_weight);
+        exit(1);
+    }
+}
+
+// x̂_t = (1 − t)·x̂ + t·ε at the step's t_dmd
+static void dmd_gpu_noise_(DmdGpuWork* w, const DmdDraw* d, const float* xhat, const float* eps, double* tv) {
+    Coef3 k = coef3_all(w->B, 0, 0, 0);
+    for (int b = 0; b < w->B; b++) { k.a[b] = (float)(1 - d->t[b]); k.b[b] = (float)d->t[b]; tv[b] = 1000.0 * d->t[b]; }
+    combine3(w->xhat_t, k, xhat, eps, NULL, w->B, w->numel, w->fk.stream);
+}
+
+static void dmd_gpu_fill_uncond_(DmdGpuWork* w, const float* ctx_u) {
+    for (int b = 0; b < w->B; b++) {
+        if (ctx_u) cudaCheck(cudaMemcpyAsync(w->ctx_u + b * w->nctx, ctx_u, sizeof(float) * w->nctx, cudaMemcpyDeviceToDevice, w->fk.stream));
+        else cudaCheck(cudaMemsetAsync(w->ctx_u + b * w->nctx, 0, sizeof(float) * w->nctx, w->fk.stream));
+    }
+}
+
+// student update on B samples: the VSD gradient (Eq. 11) through the generator. T: the frozen teacher, F: the fake
+// score (read only here). ctx_u: the negative prompt of one sample (NULL: zeros).
+static DmdGpuStats dmd_gpu_student_step(GenGpu* G, DmdGpuWork* w, const WanGpuWeights* T, const WanGpuWeights* F, const DmdDraw* d,
+                                        const float* x, const float* x1, const float* y1, const float* eps, const float* ctx,
+                                        const float* ctx_u, const DmdConfig* cf, double scale) {
+    dmd_gpu_require_no_gan_(cf);
+    DmdGpuStats st; memset(&st, 0, sizeof(st));
+    int B = w->B; cudaStream_t s_ = w->fk.stream; size_t ne = w->numel;
+    double tv[TMD_MAX_BATCH], norm[TMD_MAX_BATCH], sq[TMD_MAX_BATCH];
+    gen_gpu_forward(G, d, x, x1, y1, ctx);
+    dmd_gpu_noise_(w, d, G->xhat, eps, tv);
+    dmd_gpu_fill_uncond_(w, ctx_u);
+    // teacher x0 with CFG (negative prompt), the fake score's x0 (conditional): g = x̂_t − t·v (Eq. 17)
+    wan_gpu_forward(&w->tc, T, w->xhat_t, tv, ctx);
+    wan_gpu_forward(&w->tu, T, w->xhat_t, tv, w->ctx_u);
+    wan_gpu_forward(&w->fk, F, w->xhat_t, tv, ctx);
+    Coef3 k = coef3_all(B, 0, 0, 0);
+    for (int b = 0; b < B; b++) { double t = d->t[b]; k.a[b] = 1; k.b[b] = (float)(-t * (1 - cf->cfg)); k.c[b] = (float)(-t * cf->cfg); }
+    combine3(w->gt, k, w->xhat_t, w->tu.out, w->tc.out, B, ne, s_);           // g_teacher = x̂_t − t·(v_∅ + w·(v_c − v_∅))
+    for (int b = 0; b < B; b++) { k.a[b] = 1; k.b[b] = (float)-d->t[b]; k.c[b] = 0; }
+    combine3(w->gf, k, w->xhat_t, w->fk.out, NULL, B, ne, s_);                // g_fake
+    // normaliser mean|x̂ − g_teacher| + 1e-6 (or the paper's mean|g_fake − g_teacher|), VSD_EPS as the CPU
+    sum_abs_diff(w->sums, w->red, cf->vsd_l1_norm ? w->gf : G->xhat, w->gt, B, ne, s_);
+    cudaCheck(cudaMemcpyAsync(norm, w->sums, sizeof(double) * B, cudaMemcpyDeviceToHost, s_));
+    sum_sq_diff(w->sums, w->red, w->gf, w->gt, B, ne, s_);
+    cudaCheck(cudaMemcpyAsync(sq, w->sums, sizeof(double) * B, cudaMemcpyDeviceToHost, s_));
+    cudaCheck(cudaStreamSynchronize(s_));
+    st.finite = 1;
+    for (int b = 0; b < B; b++) {
+        norm[b] = norm[b] / ne + VSD_EPS;
+        st.vsd[b] = 0.5 * sq[b] / (norm[b] * norm[b]) / ne;                  // 0.5·mean(grad²), grad = (g_fake − g_teacher)/norm
+        if (!isfinite(st.vsd[b])) st.finite = 0;
+        k.a[b] = (float)(scale / (ne * norm[b])); k.b[b] = -k.a[b]; k.c[b] = 0;
+    }
+    if (!st.finite) return st;
+    combine3(w->dxhat, k, w->gf, w->gt, NULL, B, ne, s_);                     // d/dx̂ of 0.5·mean((x̂ − sg(x̂ − grad))²) = grad/numel
+    gen_gpu_backward(G, w->dxhat);
+    return st;
+}
+
+// critic update on B samples: the fake score's denoising score matching ‖x̂_t − t·v_fake − x̂‖² on the detached x̂
+// into Fm's gradients (cpu/distill_cpu.h dmd_critic_sample with dD = NULL)
+static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm, const DmdDraw* d, const float* x, const float* x1,
+                                       const float* y1, const float* eps, const float* ctx, const DmdConfig* cf, double scale) {
+    dmd_gpu_require_no_gan_(cf);
+    DmdGpuStats st; memset(&st, 0, sizeof(st));
+    int B = w->B; cudaStream_t s_ = w->fk.stream; size_t ne = w->numel;
+    double tv[TMD_MAX_BATCH], sq[TMD_MAX_BATCH];
+    gen_gpu_forward(G, d, x, x1, y1, ctx);   // detached: no backward into the generator
+    dmd_gpu_noise_(w, d, G->xhat, eps, tv);
+    wan_gpu_forward(&w->fk, &Fm->w, w->xhat_t, tv, ctx);
+    Coef3 k = coef3_all(B, 0, 0, 0);
+    for (int b = 0; b < B; b++) { k.a[b] = 1; k.b[b] = (float)-d->t[b]; k.c[b] = -1; }
+    combine3(w->e, k, w->xhat_t, w->fk.out, G->xhat, B, ne, s_);             // e = g_fake − x̂
+    sum_sq_diff(w->sums, w->red, w->e, NULL, B, ne, s_);
+    cudaCheck(cudaMemcpyAsync(sq, w->sums, sizeof(double) * B, cudaMemcpyDeviceToHost, s_));
+    cudaCheck(cudaStreamSynchronize(s_));
+    st.finite = 1;
+    for (int b = 0; b < B; b++) { st.dsm[b] = sq[b] / ne; if (!isfinite(st.dsm[b])) st.finite = 0; k.a[b] = (float)(-d->t[b] * 2 * scale / ne); k.b[b] = 0; k.c[b] = 0; }
+    if (!st.finite) return st;
+    combine3(w->dxhat, k, w->e, w->e, NULL, B, ne, s_);                       // d v_fake = −t·2e/numel·scale
+    wan_gpu_backward(&Fm->dP, NULL, NULL, w->dxhat, &w->fk, &Fm->w);
+    return st;
+}

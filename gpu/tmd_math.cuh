@@ -8,7 +8,7 @@
 //     outer step  x ← x − (t_i − t_{i−1})·ŷ  (Eq. 4);  x̂ = x_t − t·ŷ  (Eq. 17 for the student)
 //     guidance    v_g = w·v + (1 − w)·u_∅ ;  the teacher's CFG  v = v_∅ + w·(v_c − v_∅)
 //     JVP target  û = v_g − (s − r)·(u₊ − u₋)/(2δ)  (one-sided: (u₊ − u)/δ or (u − u₋)/δ)
-//   sum_sq_diff        out[b] = Σ_i (a − b)²     (TM-MF's ‖u − û‖², the fake score's DSM)   double, deterministic
+//   sum_sq_diff        out[b] = Σ_i (a − b)²     (TM-MF's ‖u − û‖², the fake score's DSM; b NULL: Σ a²)
 //   sum_abs_diff       out[b] = Σ_i |a − b|      (the VSD normaliser mean|x̂ − g_teacher|)  double, deterministic
 //
 // Coefficients are per sample, passed by value (Coef3: up to TMD_MAX_BATCH samples), computed on the host in
@@ -51,10 +51,10 @@ static inline void combine3(float* out, const Coef3& k, const float* a, const fl
 template <int ABS>
 __global__ void diff_partials_kernel(double* partials, const float* a, const float* b, size_t n) {
     __shared__ double red[32];
-    const float* x = a + (size_t)blockIdx.y * n; const float* y = b + (size_t)blockIdx.y * n;
+    const float* x = a + (size_t)blockIdx.y * n; const float* y = b ? b + (size_t)blockIdx.y * n : NULL;
     double s = 0.0;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        double d = (double)x[i] - (double)y[i];
+        double d = (double)x[i] - (y ? (double)y[i] : 0.0);
         s += ABS ? fabs(d) : d * d;
     }
     s = block_sum(s, red);
