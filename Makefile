@@ -25,7 +25,7 @@ ATTN      ?= flash
 CUDART    ?= static
 # each arch gets its machine code and its PTX (the PTX is what a simulator runs, and what a newer GPU JIT-compiles)
 NVARCH := $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(subst sm_,,$(a)),code=[$(a),compute_$(subst sm_,,$(a))])
-NVFLAGS_ALL = $(NVFLAGS) -std=c++17 $(NVARCH) -cudart $(CUDART) -Xcompiler -Wall,-Wno-unused-function $(NVDEFS) $(NVEXTRA)
+NVFLAGS_ALL = $(NVFLAGS) -std=c++17 $(NVARCH) -cudart $(CUDART) -Xcompiler -Wall,-Wno-unused-function,-Wno-unknown-pragmas $(NVDEFS) $(NVEXTRA)
 
 # ---- dependency probes: try to compile, say what was found --------------------------------------------------
 PROBE_DIR := $(shell mktemp -d 2>/dev/null || echo /tmp)
@@ -90,6 +90,7 @@ ifeq ($(PRECISION),FP32)
   NVDEFS += -DENABLE_FP32
 endif
 
+# the CUDA programs include cpu/ headers (the solvers, the oracle) single-threaded: their OpenMP pragmas are ignored
 HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h gpu/*.h)
 CUDA_HEADERS := $(HEADERS) $(wildcard kernels/*.cuh gpu/*.cuh)
 
@@ -123,10 +124,9 @@ sample_tmd: sample_tmd.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
 	$(NVCC) $(NVFLAGS_ALL) $< -o $@ $(CUDA_LIBS)
 
-# the CPU reference inside it runs single-threaded (its OpenMP pragmas are ignored: the parity sizes are tiny)
 test_gpu: test_gpu.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
-	$(NVCC) $(NVFLAGS_ALL) -Xcompiler -Wno-unknown-pragmas $< -o $@ $(CUDA_LIBS)
+	$(NVCC) $(NVFLAGS_ALL) $< -o $@ $(CUDA_LIBS)
 
 world: test_tmd
 	./test_tmd world gen
