@@ -3,7 +3,9 @@
 #pragma once
 #include "../lib/vbench_tests.h"
 #include "distill_plan.h"
+#include "train_state.h"
 #include "../cpu/tmd_cpu.h"   // student_extra_layout: the student's parameters beyond the Wan layout
+#include "../cpu/disc_cpu.h"  // disc_config, disc_num_params: the discriminator heads' size
 
 // the plan for a preset at a latent grid, with the student's extras counted by the CPU reference's own layout
 static PlanInput plan_input_for(const char* preset, int T, int Hl, int Wl, int N, int H, size_t disc_params, int disc_heads, int disc_top) {
@@ -35,8 +37,11 @@ static void test_distill_plan(void) {
         printf("  %-6s block: plan %.0f elements, CPU reference %zu (L = %d)\n", presets[k], b.acts + b.stats, ar.cap, plan_tokens(&in));
     }
     // Wan2.1 1.3B at 480p x 81 frames (latent 21 x 60 x 104: 32,760 tokens), TMD-N4H5, Stage 2, bf16, recompute
-    size_t disc_1b3 = 68000000;   // the paper's discriminator size for 1.3B (App. A.3), until the CPU heads are merged
-    PlanInput in = plan_input_for("wan2.1-t2v-1.3b", 21, 60, 104, 4, 5, disc_1b3, 3, 30);
+    // the discriminator: cpu/disc_cpu.h's Conv3D heads at Wan scale (widths 512, 512, 1024, 1024, hidden 512), counted by its own layout
+    WanConfig c13; wan_preset(&c13, "wan2.1-t2v-1.3b", err);
+    DiscConfig dc13 = disc_config(&c13, 512, 512, 1024, 1024, 512);
+    size_t disc_1b3 = disc_num_params(&dc13);
+    PlanInput in = plan_input_for("wan2.1-t2v-1.3b", 21, 60, 104, 4, 5, disc_1b3, dc13.n_heads, dc13.layers[dc13.n_heads - 1] + 1);
     EXPECT(plan_tokens(&in) == 32760, "1.3B at 480p x 81 frames: %d tokens, want 32760", plan_tokens(&in));
     MemPlan p2, p1; distill_plan(&p2, &in, 2); distill_plan(&p1, &in, 1);
     plan_print(&p2, "Wan2.1 1.3B, Stage 2 (DMD2-v, TMD-N4H5), batch 1, 32,760 tokens, bf16, recompute", stdout);
@@ -62,7 +67,9 @@ static void test_distill_plan(void) {
     PlanInput na = in; na.naive_attention = 1; MemPlan s; distill_plan(&s, &na, 2);
     EXPECT(plan_check(&s, gib80, reserve, err, sizeof(err)) != 0, "1.3B with the naive attention should refuse (%.1f GiB)", s.total / PLAN_GIB);
     // the 14B does not fit one GPU: the refusal names the student's weights
-    PlanInput big = plan_input_for("wan2.1-t2v-14b", 21, 60, 104, 4, 5, 172000000, 3, 40);
+    WanConfig c14; wan_preset(&c14, "wan2.1-t2v-14b", err);
+    DiscConfig dc14 = disc_config(&c14, 512, 512, 1024, 1024, 512);
+    PlanInput big = plan_input_for("wan2.1-t2v-14b", 21, 60, 104, 4, 5, disc_num_params(&dc14), dc14.n_heads, dc14.layers[dc14.n_heads - 1] + 1);
     MemPlan b14; distill_plan(&b14, &big, 2);
     EXPECT(plan_check(&b14, gib80, reserve, err, sizeof(err)) != 0 && strstr(err, "student"), "14B should refuse naming the student: %s", err);
     printf("  14B -> %s\n", err);
@@ -73,7 +80,68 @@ static void test_distill_plan(void) {
     printf("  world preset (fp32, naive attention): Stage 2 %.3f GiB\n", pw.total / PLAN_GIB);
 }
 
+
+// a toy training run with train_tmd's discipline (weights, AdamW moments, host stream in the checkpoint): noisy
+// AdamW on a quadratic, `steps` steps, resuming from `ckpt` after `stop_at` steps when stop_at > 0
+static void ts_toy_run(float* w, int steps, int stop_at, const char* ckpt, char* err, int* rc) {
+    enum { n = 37 };
+    float m[n], v[n]; memset(m, 0, sizeof(m)); memset(v, 0, sizeof(v));
+    Rng r = rng_make(99); uint64_t step = 0;
+    for (int i = 0; i < n; i++) w[i] = (float)(0.1 * i);
+    TsBuffer bufs[3] = {{"toy.params", w, n}, {"toy.adam_m", m, n}, {"toy.adam_v", v, n}};
+    *rc = 0;
+    for (;;) {
+        if (stop_at > 0 && step == (uint64_t)stop_at) {   // checkpoint, forget everything, reload
+            TsMeta meta; memset(&meta, 0, sizeof(meta));
+            ts_meta_u64(&meta, "step", step); ts_meta_u64(&meta, "rng_seed", r.seed); ts_meta_u64(&meta, "rng_counter", r.counter);
+            ts_meta_set(&meta, "stage", "toy");
+            if ((*rc = ts_save(ckpt, bufs, 3, &meta, err))) return;
+            memset(w, 0, sizeof(float) * n); memset(m, 0, sizeof(m)); memset(v, 0, sizeof(v)); r = rng_make(0); step = 0;
+            TsMeta have, want; memset(&want, 0, sizeof(want)); ts_meta_set(&want, "stage", "toy");
+            if ((*rc = ts_load(ckpt, bufs, 3, &have, err)) || (*rc = ts_check_settings(&have, &want, ckpt, err))) return;
+            if ((*rc = ts_meta_get_u64(&have, "step", &step, ckpt, err)) || (*rc = ts_meta_get_u64(&have, "rng_seed", &r.seed, ckpt, err)) ||
+                (*rc = ts_meta_get_u64(&have, "rng_counter", &r.counter, ckpt, err))) return;
+            stop_at = 0;
+        }
+        if (step == (uint64_t)steps) return;
+        step++;
+        for (int i = 0; i < n; i++) {
+            float g = w[i] - 1.0f + (float)(0.3 * rng_normal(&r));
+            m[i] = 0.9f * m[i] + 0.1f * g; v[i] = 0.99f * v[i] + 0.01f * g * g;
+            w[i] -= 0.05f * (m[i] / (1.0f - powf(0.9f, (float)step))) / (sqrtf(v[i] / (1.0f - powf(0.99f, (float)step))) + 1e-8f);
+        }
+    }
+}
+
+static void test_train_state(const char* tmpdir) {
+    printf("\n[checkpoint] train_tmd's training state: round trip, resume = uninterrupted, refusals\n");
+    char path[1024], err[ST_ERRLEN]; snprintf(path, sizeof(path), "%s/state.safetensors", tmpdir);
+    float a[40], b[40]; int rc;
+    ts_toy_run(a, 20, 0, path, err, &rc);
+    ts_toy_run(b, 20, 7, path, err, &rc);
+    EXPECT(rc == 0, "resume: %s", err);
+    EXPECT(!memcmp(a, b, sizeof(float) * 37), "20 steps with a checkpoint and reload at step 7 differ from 20 uninterrupted steps");
+    printf("  toy AdamW run, 20 steps: checkpoint + reload at step 7 equals the uninterrupted run bit for bit: %s\n", memcmp(a, b, sizeof(float) * 37) ? "NO" : "yes");
+    // a run without the host stream in the checkpoint would differ (the test can fail)
+    float c[40]; ts_toy_run(c, 7, 0, path, err, &rc);
+    TsBuffer one[1] = {{"toy.params", b, 37}}; TsMeta meta;
+    EXPECT(ts_load(path, one, 1, &meta, err) == 0 && !memcmp(b, c, sizeof(float) * 37), "the checkpoint at step 7 holds the weights of step 7");
+    TsBuffer wrong[1] = {{"toy.params", b, 36}};
+    EXPECT(ts_load(path, wrong, 1, &meta, err) != 0 && strstr(err, "toy.params") && strstr(err, "37"), "size mismatch: %s", err);
+    printf("  wrong size -> %s\n", err);
+    TsBuffer missing[1] = {{"student.params", b, 37}};
+    EXPECT(ts_load(path, missing, 1, &meta, err) != 0 && strstr(err, "student.params"), "missing buffer: %s", err);
+    TsMeta want; memset(&want, 0, sizeof(want)); ts_meta_set(&want, "stage", "stage2");
+    ts_load(path, one, 1, &meta, err);
+    EXPECT(ts_check_settings(&meta, &want, path, err) != 0 && strstr(err, "stage"), "settings mismatch: %s", err);
+    printf("  other settings -> %s\n", err);
+    FILE* f = fopen(path, "r+b"); if (f) { fseek(f, 0, SEEK_END); long sz = ftell(f); fclose(f); if (truncate(path, sz - 8) != 0) sz = 0; }
+    EXPECT(ts_load(path, one, 1, &meta, err) != 0, "a truncated checkpoint must be refused");
+    printf("  truncated file -> %s\n", err);
+}
+
 static void test_gpu_host(const char* tmpdir) {
     test_vbench(tmpdir);
     test_distill_plan();
+    test_train_state(tmpdir);
 }
