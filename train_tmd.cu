@@ -16,6 +16,7 @@
 #include "gpu/teacher_gpu.cuh"      // flow-matching step, AdamW, Wan's initialisation
 #include "gpu/distill_gpu.cuh"      // TMD: the student, TM-MF and DMD2-v steps (and gpu/tmd_gpu.cuh)
 #include "gpu/train_state.h"        // checkpoints: every buffer and stream of a run, atomic, resumable bit for bit
+#include "gpu/nccl_dp.cuh"          // data parallelism over NCCL (mpirun -np K ./train_tmd ...)
 
 static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 
@@ -28,12 +29,14 @@ typedef struct {
     double lr, wd, clip_student;
 } TmdRun;
 
+// g holds the gradient summed over the data-parallel ranks; gscale = 1/ranks makes it their mean (1 on one GPU)
 static void tmd_adamw_(float* p, floatX* copy, float* m, float* v, float* g, size_t n, double lr, double wd, double clip, long step,
-                       double* scratch, double* gnorm, cudaStream_t s) {
+                       double gscale, double* scratch, double* gnorm, cudaStream_t s) {
     adamw_grad_norm_squared(scratch, scratch + 1, g, n, s);
     double n2; cudaCheck(cudaMemcpy(&n2, scratch, sizeof(double), cudaMemcpyDeviceToHost));
-    *gnorm = sqrt(n2);
+    *gnorm = sqrt(n2) * gscale;
     double k = clip > 0 ? fmin(1.0, clip / (*gnorm + 1e-6)) : 1.0;   // per-network clipping (FastGen: the student at 10)
+    k *= gscale;
 #ifdef ENABLE_FP32
     copy = NULL;
 #endif
@@ -50,6 +53,9 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
     size_t nw = wan_num_params(c), ns = student_num_params(&sc), numel = world_clip_numel(&wc), nctx = (size_t)wc.text_len * wc.text_dim;
     int B = o->batch;
+    DataParallel dp; dp_init(&dp);   // one rank without mpirun
+    double gscale = 1.0 / dp.world;
+    if (dp.world > 1 && o->resume) { fprintf(stderr, "error: --resume of a %d-rank run is not implemented (the checkpoint holds rank 0's streams only)\n", dp.world); return 2; }
     // the student starts as the teacher (student_init); Stage 2 starts from Stage 1's checkpoint (--student)
     float* hs = (float*)malloc(sizeof(float) * ns); float* hm = (float*)calloc(ns, sizeof(float)); float* hv = (float*)calloc(ns, sizeof(float));
     float* hf = (float*)malloc(sizeof(float) * nw); float* hfm = (float*)calloc(nw, sizeof(float)); float* hfv = (float*)calloc(nw, sizeof(float));
@@ -61,9 +67,11 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     TsBuffer bufs[6] = {{"student.params", hs, ns}, {"student.adam_m", hm, ns}, {"student.adam_v", hv, ns},
                         {"fake_score.params", hf, nw}, {"fake_score.adam_m", hfm, nw}, {"fake_score.adam_v", hfv, nw}};
     int nbufs = stage2 ? 6 : 3;
-    uint64_t step = 0, s_steps = 0, f_steps = 0, rng_seed = (uint64_t)o->seed * 31 + (stage2 ? 2 : 1), rng_counter = 0;
-    uint64_t philox_seed = (uint64_t)o->seed * 1000003 + (stage2 ? 2 : 1), philox_offset = 0, data = 0;
-    WRng stream = wrng_seed((uint64_t)o->seed, stage2 ? 2 : 1, 0);
+    // every stream is seeded by (seed, stage, rank); rank 0's are a single-GPU run's
+    uint64_t rank_salt = (uint64_t)dp.rank * 0x9E3779B97F4A7C15ull;
+    uint64_t step = 0, s_steps = 0, f_steps = 0, rng_seed = (uint64_t)o->seed * 31 + (stage2 ? 2 : 1) + rank_salt, rng_counter = 0;
+    uint64_t philox_seed = (uint64_t)o->seed * 1000003 + (stage2 ? 2 : 1) + rank_salt, philox_offset = 0, data = 0;
+    WRng stream = wrng_seed((uint64_t)o->seed, stage2 ? 2 : 1, (uint64_t)dp.rank);
     if (stage2 && !o->resume) {   // the Stage 1 student
         if (!o->student) { fprintf(stderr, "error: --stage stage2 needs --student FILE (the checkpoint ./train_tmd --stage stage1 wrote)\n"); return 2; }
         TsMeta m1; TsBuffer b1[1] = {{"student.params", hs, ns}};
@@ -125,7 +133,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             if (!st.finite) { skipped++; fprintf(stderr, "Stage 1 step %llu skipped: non-finite loss\n", (unsigned long long)step + 1); }
             else {
                 S.step++;
-                tmd_adamw_(S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, scratch, &gn, s0);
+                dp_allreduce_sum(&dp, S.grads, ns, s0);
+                tmd_adamw_(S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, gscale, scratch, &gn, s0);
                 for (int b = 0; b < B; b++) { acc_a += st.loss[b] / B; acc_b += st.mse[b] / B; }
                 na++; nb++;
             }
@@ -139,19 +148,21 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                 cudaCheck(cudaMemsetAsync(S.grads, 0, sizeof(float) * ns, s0));
                 DmdGpuStats st = dmd_gpu_student_step(&G, &dw, &T.w, &F.w, &d, x_d, x1, y1, eps, ctx_d, NULL, &dcf, 1.0 / B);
                 if (!st.finite) skipped++;
-                else { S.step++; tmd_adamw_(S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, scratch, &gn, s0);
+                else { S.step++; dp_allreduce_sum(&dp, S.grads, ns, s0);
+                       tmd_adamw_(S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, gscale, scratch, &gn, s0);
                        for (int b = 0; b < B; b++) acc_a += st.vsd[b] / B; na++; }
             } else {
                 // critic: the fake score's denoising score matching on the detached x̂ (DMD2)
                 cudaCheck(cudaMemsetAsync(F.grads, 0, sizeof(float) * nw, s0));
                 DmdGpuStats st = dmd_gpu_critic_step(&G, &dw, &F, &d, x_d, x1, y1, eps, ctx_d, &dcf, 1.0 / B);
                 if (!st.finite) skipped++;
-                else { F.step++; double gf; tmd_adamw_(F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr, o->wd, 0, F.step, scratch, &gf, s0);
+                else { F.step++; double gf; dp_allreduce_sum(&dp, F.grads, nw, s0);
+                       tmd_adamw_(F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr, o->wd, 0, F.step, gscale, scratch, &gf, s0);
                        for (int b = 0; b < B; b++) acc_b += st.dsm[b] / B; nb++; }
             }
         }
         step++;
-        if (step % (uint64_t)o->log_every == 0 || step == (uint64_t)o->steps) {
+        if (dp.rank == 0 && (step % (uint64_t)o->log_every == 0 || step == (uint64_t)o->steps)) {
             cudaCheck(cudaDeviceSynchronize());
             double el = now_s() - t0, per = el / (double)o->log_every;
             printf("%s step %6llu/%d  %s %.4f  %s %.4f  grad norm %.3f  %.1f ms/step  ETA %.0f s  skipped %ld\n", stage2 ? "DMD2-v" : "TM-MF",
@@ -159,7 +170,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                    gn, 1e3 * per, per * (double)(o->steps - (int)step), skipped);
             acc_a = acc_b = 0; na = nb = 0; t0 = now_s();
         }
-        if ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps) {
+        if (dp.rank == 0 && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps)) {
             cudaCheck(cudaMemcpy(hs, S.params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
             cudaCheck(cudaMemcpy(hm, S.opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hv, S.opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
             if (stage2) {
@@ -175,7 +186,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         }
     }
     if (!stage2) tmmf_gpu_work_free(&tw); else { gen_gpu_free(&G); dmd_gpu_work_free(&dw); wan_gpu_model_free(&F); }
-    tmd_gpu_student_free(&S); wan_gpu_model_free(&T); gemm_free();
+    tmd_gpu_student_free(&S); wan_gpu_model_free(&T); gemm_free(); dp_free(&dp);
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1)); cudaCheck(cudaFree(y1)); cudaCheck(cudaFree(eps)); cudaCheck(cudaFree(scratch));
     free(clips); free(ctx); free(hs); free(hm); free(hv); free(hf); free(hfm); free(hfv);
     printf("%s: done, %llu steps, %ld skipped\n", o->stage, (unsigned long long)step, skipped);
