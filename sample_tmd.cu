@@ -134,8 +134,15 @@ static int sample_students(const char* mode, const WanConfig* c, real* params, c
         if (ts_load(student, b, 1, &meta, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
         tmd_gpu_student_init(&S, &sc, hs); free(hs); s.S = &S;
     } else {
-        if (!params) { fprintf(stderr, "error: --mode dmd2v needs --weights (the DMD2-v student, a Wan checkpoint)\n"); return 2; }
-        wan_gpu_model_init(&P, c, params, 0, "DMD2-v student"); s.P = &P;
+        size_t nw = wan_num_params(c);
+        float* hp = NULL;
+        if (student) {   // a ./train_tmd --stage baseline checkpoint (the config comes from --weights or --preset)
+            hp = (float*)malloc(sizeof(float) * nw);
+            TsBuffer b[1] = {{"student.params", hp, nw}}; TsMeta meta;
+            if (ts_load(student, b, 1, &meta, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        } else if (!params) { fprintf(stderr, "error: --mode dmd2v needs --student (a train_tmd --stage baseline checkpoint) or --weights (a Wan checkpoint)\n"); return 2; }
+        wan_gpu_model_init(&P, c, hp ? hp : params, 0, "DMD2-v student"); s.P = &P;
+        free(hp);
     }
     if (wan_gpu_act_init(&s.a, c, s.B, s.wc.C, s.wc.T, s.wc.H, s.wc.W, 0, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
     if (s.tmd) rollout_gpu_init(&s.ro, &sc, &s.a, N, 10.0);
@@ -197,7 +204,7 @@ int main(int argc, char** argv) {
         FLAG_INT("--latent-frames", &lat_t, "--bench latent T (0: the built-in world's); 1.3B at 480p x 81 frames: 21"),
         FLAG_INT("--latent-height", &lat_h, "--bench latent H (480p: 60)"),
         FLAG_INT("--latent-width", &lat_w, "--bench latent W (832 px: 104)"),
-        FLAG_STR("--student", &student, "tmd: the student checkpoint (./train_tmd --stage stage1 or stage2)"),
+        FLAG_STR("--student", &student, "tmd: the student checkpoint (./train_tmd --stage stage1 or stage2); dmd2v: a --stage baseline checkpoint"),
         FLAG_INT("--M", &M, "tmd, dmd2v: outer steps"),
         FLAG_INT("--N", &N, "tmd: inner (flow-head) steps"),
         FLAG_INT("--head-blocks", &H, "tmd: H, the flow head's DiT blocks (as trained)"),

@@ -5,6 +5,8 @@
 //   stage1    TMD Stage 1, TM-MF (paper Algorithm 2, first loop) } the TMD student on the GPU: gpu/tmd_gpu.cuh and
 //   stage2    TMD Stage 2, DMD2-v with flow-head rollout         } gpu/distill_gpu.cuh; train_tmd_distill below
 //             (Stage 2 without the GAN terms so far: the Conv3D discriminator heads are CPU-only)
+//   baseline  the DMD2-v baseline: the same Stage 2 loop with a plain Wan student started from the teacher (its KD
+//             warm-up for one-step students is not on the GPU yet)
 // The model comes from --preset (random init, official init_weights) or --weights (a checkpoint: official Wan2.1 or
 // diffusers names); the trained teacher is written with wan.h's writer (F32, config in __metadata__).
 #include <time.h>
@@ -45,13 +47,14 @@ static void tmd_adamw_(float* p, floatX* copy, float* m, float* v, float* g, siz
 
 static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher) {
     char err[ST_ERRLEN];
-    int stage2 = !strcmp(o->stage, "stage2");
+    int baseline = !strcmp(o->stage, "baseline"), stage2 = baseline || !strcmp(o->stage, "stage2");
+    int stage_id = baseline ? 3 : stage2 ? 2 : 1;
     WorldConfig wc;
     if (teacher_gpu_world_for(&wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
     StudentConfig sc; sc.wan = *c; sc.head_blocks = o->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
     if (o->H < 1 || o->H >= c->num_layers) { fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1); return 2; }
     if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
-    size_t nw = wan_num_params(c), ns = student_num_params(&sc), numel = world_clip_numel(&wc), nctx = (size_t)wc.text_len * wc.text_dim;
+    size_t nw = wan_num_params(c), ns = baseline ? nw : student_num_params(&sc), numel = world_clip_numel(&wc), nctx = (size_t)wc.text_len * wc.text_dim;
     int B = o->batch;
     DataParallel dp; dp_init(&dp);   // one rank without mpirun
     double gscale = 1.0 / dp.world;
@@ -59,7 +62,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     // the student starts as the teacher (student_init); Stage 2 starts from Stage 1's checkpoint (--student)
     float* hs = (float*)malloc(sizeof(float) * ns); float* hm = (float*)calloc(ns, sizeof(float)); float* hv = (float*)calloc(ns, sizeof(float));
     float* hf = (float*)malloc(sizeof(float) * nw); float* hfm = (float*)calloc(nw, sizeof(float)); float* hfv = (float*)calloc(nw, sizeof(float));
-    student_init(&sc, hs, teacher, (uint64_t)o->seed);
+    if (baseline) memcpy(hs, teacher, sizeof(float) * nw);   // the baseline's student starts as the teacher
+    else student_init(&sc, hs, teacher, (uint64_t)o->seed);
     memcpy(hf, teacher, sizeof(float) * nw);   // the fake score starts as the teacher
     TsMeta want; memset(&want, 0, sizeof(want));
     ts_meta_set(&want, "stage", o->stage); ts_meta_set(&want, "config", c->name);
@@ -69,10 +73,10 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     int nbufs = stage2 ? 6 : 3;
     // every stream is seeded by (seed, stage, rank); rank 0's are a single-GPU run's
     uint64_t rank_salt = (uint64_t)dp.rank * 0x9E3779B97F4A7C15ull;
-    uint64_t step = 0, s_steps = 0, f_steps = 0, rng_seed = (uint64_t)o->seed * 31 + (stage2 ? 2 : 1) + rank_salt, rng_counter = 0;
-    uint64_t philox_seed = (uint64_t)o->seed * 1000003 + (stage2 ? 2 : 1) + rank_salt, philox_offset = 0, data = 0;
-    WRng stream = wrng_seed((uint64_t)o->seed, stage2 ? 2 : 1, (uint64_t)dp.rank);
-    if (stage2 && !o->resume) {   // the Stage 1 student
+    uint64_t step = 0, s_steps = 0, f_steps = 0, rng_seed = (uint64_t)o->seed * 31 + stage_id + rank_salt, rng_counter = 0;
+    uint64_t philox_seed = (uint64_t)o->seed * 1000003 + stage_id + rank_salt, philox_offset = 0, data = 0;
+    WRng stream = wrng_seed((uint64_t)o->seed, stage_id, (uint64_t)dp.rank);
+    if (stage2 && !baseline && !o->resume) {   // the Stage 1 student
         if (!o->student) { fprintf(stderr, "error: --stage stage2 needs --student FILE (the checkpoint ./train_tmd --stage stage1 wrote)\n"); return 2; }
         TsMeta m1; TsBuffer b1[1] = {{"student.params", hs, ns}};
         if (ts_load(o->student, b1, 1, &m1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
@@ -91,9 +95,13 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         printf("resumed %s at step %llu\n", o->resume, (unsigned long long)step);
     }
     gemm_init();
-    TmdGpuStudent S; tmd_gpu_student_init(&S, &sc, hs);
-    cudaCheck(cudaMemcpy(S.opt_m, hm, sizeof(float) * ns, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(S.opt_v, hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
-    S.step = (long)s_steps;
+    // the trained student: the TMD student, or the baseline's plain Wan model; V views whichever it is
+    TmdGpuStudent S; WanGpuModel Pm; memset(&S, 0, sizeof(S)); memset(&Pm, 0, sizeof(Pm));
+    struct { float *params, *grads, *opt_m, *opt_v; floatX* params_x; long* step; } V;
+    if (baseline) { wan_gpu_model_init(&Pm, c, hs, 1, "DMD2-v student"); V.params = Pm.params; V.params_x = Pm.params_x; V.grads = Pm.grads; V.opt_m = Pm.opt_m; V.opt_v = Pm.opt_v; V.step = &Pm.step; }
+    else { tmd_gpu_student_init(&S, &sc, hs); V.params = S.params; V.params_x = S.params_x; V.grads = S.grads; V.opt_m = S.opt_m; V.opt_v = S.opt_v; V.step = &S.step; }
+    cudaCheck(cudaMemcpy(V.opt_m, hm, sizeof(float) * ns, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(V.opt_v, hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
+    *V.step = (long)s_steps;
     WanGpuModel T, F; memset(&F, 0, sizeof(F));
     wan_gpu_model_init(&T, c, teacher, 0, "teacher");
     if (stage2) {
@@ -111,8 +119,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     DmdConfig dcf = dmd_defaults(); dcf.M = o->M; dcf.gan_weight = 0; dcf.update_every = o->update_every;
     TmmfGpuWork tw; GenGpu G; DmdGpuWork dw;
     if (!stage2) tmmf_gpu_work_init(&tw, &sc, B, wc.T, wc.H, wc.W);
-    else { gen_gpu_init(&G, 1, &sc, B, wc.T, wc.H, wc.W, o->N, tcf.gamma_inner); G.S = &S; dmd_gpu_work_init(&dw, c, B, wc.T, wc.H, wc.W); }
-    printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g%s\n", stage2 ? "Stage 2 DMD2-v (no GAN)" : "Stage 1 TM-MF",
+    else { gen_gpu_init(&G, !baseline, &sc, B, wc.T, wc.H, wc.W, o->N, tcf.gamma_inner); G.S = &S; G.P = &Pm; dmd_gpu_work_init(&dw, c, B, wc.T, wc.H, wc.W); }
+    printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g%s\n", baseline ? "DMD2-v baseline (no GAN, no KD)" : stage2 ? "Stage 2 DMD2-v (no GAN)" : "Stage 1 TM-MF",
            o->steps, B, o->M, o->N, o->H, effective_nfe(o->M, o->N, o->H, c->num_layers), o->lr, o->wd, stage2 ? ", student every update_every-th iteration" : "");
     cudaStream_t s0 = 0;
     double t0 = now_s(), acc_a = 0, acc_b = 0, gn = 0; int na = 0, nb = 0; long skipped = 0;
@@ -145,11 +153,11 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             for (int b = 0; b < B; b++) dmd_draw_sample(&d, b, &dcf, &rng, NULL, NULL, NULL, 0);
             if (step % (uint64_t)o->update_every == 0) {
                 // student: VSD gradient (g_fake − g_teacher)/mean|x̂ − g_teacher| through every inner step (Eq. 11)
-                cudaCheck(cudaMemsetAsync(S.grads, 0, sizeof(float) * ns, s0));
+                cudaCheck(cudaMemsetAsync(V.grads, 0, sizeof(float) * ns, s0));
                 DmdGpuStats st = dmd_gpu_student_step(&G, &dw, &T.w, &F.w, &d, x_d, x1, y1, eps, ctx_d, NULL, &dcf, 1.0 / B);
                 if (!st.finite) skipped++;
-                else { S.step++; dp_allreduce_sum(&dp, S.grads, ns, s0);
-                       tmd_adamw_(S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, gscale, scratch, &gn, s0);
+                else { ++*V.step; dp_allreduce_sum(&dp, V.grads, ns, s0);
+                       tmd_adamw_(V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip_student, *V.step, gscale, scratch, &gn, s0);
                        for (int b = 0; b < B; b++) acc_a += st.vsd[b] / B; na++; }
             } else {
                 // critic: the fake score's denoising score matching on the detached x̂ (DMD2)
@@ -171,14 +179,14 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             acc_a = acc_b = 0; na = nb = 0; t0 = now_s();
         }
         if (dp.rank == 0 && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps)) {
-            cudaCheck(cudaMemcpy(hs, S.params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
-            cudaCheck(cudaMemcpy(hm, S.opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hv, S.opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(hs, V.params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(hm, V.opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hv, V.opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
             if (stage2) {
                 cudaCheck(cudaMemcpy(hf, F.params, sizeof(float) * nw, cudaMemcpyDeviceToHost));
                 cudaCheck(cudaMemcpy(hfm, F.opt_m, sizeof(float) * nw, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hfv, F.opt_v, sizeof(float) * nw, cudaMemcpyDeviceToHost));
             }
             TsMeta meta = want;
-            ts_meta_u64(&meta, "step", step); ts_meta_u64(&meta, "student_steps", (uint64_t)S.step); ts_meta_u64(&meta, "fake_steps", (uint64_t)F.step);
+            ts_meta_u64(&meta, "step", step); ts_meta_u64(&meta, "student_steps", (uint64_t)*V.step); ts_meta_u64(&meta, "fake_steps", (uint64_t)F.step);
             ts_meta_u64(&meta, "rng_seed", rng.seed); ts_meta_u64(&meta, "rng_counter", rng.counter);
             ts_meta_u64(&meta, "philox_seed", philox_seed); ts_meta_u64(&meta, "philox_offset", philox_offset); ts_meta_u64(&meta, "data_stream", stream.s);
             if (ts_save(o->out, bufs, nbufs, &meta, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
@@ -186,7 +194,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         }
     }
     if (!stage2) tmmf_gpu_work_free(&tw); else { gen_gpu_free(&G); dmd_gpu_work_free(&dw); wan_gpu_model_free(&F); }
-    tmd_gpu_student_free(&S); wan_gpu_model_free(&T); gemm_free(); dp_free(&dp);
+    if (baseline) wan_gpu_model_free(&Pm); else tmd_gpu_student_free(&S);
+    wan_gpu_model_free(&T); gemm_free(); dp_free(&dp);
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1)); cudaCheck(cudaFree(y1)); cudaCheck(cudaFree(eps)); cudaCheck(cudaFree(scratch));
     free(clips); free(ctx); free(hs); free(hm); free(hv); free(hf); free(hfm); free(hfv);
     printf("%s: done, %llu steps, %ld skipped\n", o->stage, (unsigned long long)step, skipped);
@@ -203,7 +212,7 @@ int main(int argc, char** argv) {
     TmdRun tr; memset(&tr, 0, sizeof(tr));
     tr.M = 2; tr.N = 2; tr.H = 2; tr.update_every = 5; tr.clip_student = 10.0;
     Flag flags[] = {
-        FLAG_STR("--stage", &stage, "teacher (flow matching on the built-in world); stage1, stage2: the TMD stages"),
+        FLAG_STR("--stage", &stage, "teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; baseline: DMD2-v"),
         FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
         FLAG_STR("--weights", &weights, "initialise from a Wan2.1 checkpoint (.safetensors, index.json or directory)"),
         FLAG_INT("--heads", &heads, "attention heads when the checkpoint does not say (0: infer)"),
@@ -229,8 +238,8 @@ int main(int argc, char** argv) {
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./train_tmd [flags]");
     if (rc) return rc == 1 ? 0 : 2;
-    if (strcmp(stage, "teacher") && strcmp(stage, "stage1") && strcmp(stage, "stage2")) {
-        fprintf(stderr, "error: --stage '%s': expected teacher, stage1 or stage2\n", stage); return 2;
+    if (strcmp(stage, "teacher") && strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "baseline")) {
+        fprintf(stderr, "error: --stage '%s': expected teacher, stage1, stage2 or baseline\n", stage); return 2;
     }
     if (steps < 0 || batch < 1 || log_every < 1 || save_every < 0 || warmup < 0) {
         fprintf(stderr, "error: need --steps >= 0, --batch >= 1, --log-every >= 1, --save-every >= 0, --warmup >= 0\n"); return 2;
@@ -245,7 +254,7 @@ int main(int argc, char** argv) {
     if (strcmp(stage, "teacher")) {
         // the TMD stages: the student (gpu/tmd_gpu.cuh) built from this teacher, Stage 1 TM-MF and Stage 2 DMD2-v
         if (!weights) { fprintf(stderr, "error: --stage %s needs the teacher: --weights teacher.safetensors (./train_tmd --stage teacher writes it)\n", stage); free(params); return 2; }
-        tr.stage = stage; tr.out = strcmp(out, "teacher.safetensors") ? out : (!strcmp(stage, "stage1") ? "stage1.safetensors" : "stage2.safetensors");
+        tr.stage = stage; tr.out = strcmp(out, "teacher.safetensors") ? out : (!strcmp(stage, "stage1") ? "stage1.safetensors" : !strcmp(stage, "stage2") ? "stage2.safetensors" : "baseline.safetensors");
         tr.steps = steps; tr.batch = batch; tr.seed = seed; tr.log_every = log_every; tr.save_every = save_every; tr.lr = lr; tr.wd = wd;
         if (tr.M < 1 || tr.N < 1 || tr.update_every < 1) { fprintf(stderr, "error: need --M >= 1, --N >= 1, --update-every >= 1\n"); free(params); return 2; }
         rc = train_tmd_distill(&tr, &c, params);

@@ -144,7 +144,7 @@ static void tmd_compare_wan_(const WanConfig* c, const char* what, const double*
 
 // one Stage 2 student step (VSD through the N-step rollout) and one critic step (the fake score's DSM), GPU vs CPU,
 // without the GAN terms (their Conv3D heads are CPU-only so far)
-static void test_dmd_gpu_parity(int B, uint64_t seed, double tol) {
+static void test_dmd_gpu_parity(int B, uint64_t seed, double tol, int tmd) {
     char err[ST_ERRLEN];
     StudentConfig sc; sc.wan = TMD_PARITY_CONFIG; sc.head_blocks = 1; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = 48;
     const WanConfig* c = &sc.wan;
@@ -164,7 +164,11 @@ static void test_dmd_gpu_parity(int B, uint64_t seed, double tol) {
     DmdConfig cf = dmd_defaults(); cf.gan_weight = 0;
     DiscConfig dc = disc_config(c, 4, 4, 4, 4, 4); dc.n_heads = 0;
     // CPU
-    Generator Gc; generator_init(&Gc, 1, &sc, &g, N, 10.0); Gc.S = &S;
+    // the baseline's plain Wan student: the teacher with drifted weights
+    double* base = (double*)calloc(nw, sizeof(double)); for (size_t i = 0; i < nw; i++) base[i] = teacher[i] * (1 + 0.05 * rng_normal(&pr));
+    WanParams Bp; wan_carve(c, &Bp, base);
+    Generator Gc; generator_init(&Gc, tmd, &sc, &g, N, 10.0); Gc.S = &S; Gc.P = &Bp;
+    double* dB = (double*)calloc(nw, sizeof(double)); WanParams dBp; wan_carve(c, &dBp, dB);
     DmdWork cw; dmd_work_init(&cw, c, &g, &dc);
     double* dS = (double*)calloc(ns, sizeof(double)); StudentParams dSp; student_carve(&sc, &dSp, dS);
     double* dF = (double*)calloc(nw, sizeof(double)); WanParams dFp; wan_carve(c, &dFp, dF);
@@ -175,7 +179,7 @@ static void test_dmd_gpu_parity(int B, uint64_t seed, double tol) {
     for (int b = 0; b < B; b++) {
         Rng r1 = rng_make(seed * 10 + b), r2 = r1;
         dmd_draw_sample(&ds, b, &cf, &r2, x1h + b * numel, y1h + b * numel, eh + b * numel, numel);
-        DmdStats st = dmd_student_sample(&Gc, &dSp, NULL, &cw, &Tp, &Fp, NULL, &dc, &g, x + b * numel, ctx + b * nctx, Lt[b], NULL, 0, &cf, &r1, 1.0 / B);
+        DmdStats st = dmd_student_sample(&Gc, &dSp, &dBp, &cw, &Tp, &Fp, NULL, &dc, &g, x + b * numel, ctx + b * nctx, Lt[b], NULL, 0, &cf, &r1, 1.0 / B);
         vsd_cpu[b] = st.vsd; replay_ok &= r1.counter == r2.counter && st.t == ds.t[b] && st.t_i == ds.t_i[b];
         Rng q1 = rng_make(seed * 10 + 50 + b), q2 = q1; size_t o = (size_t)(B + b) * numel;
         dmd_draw_sample(&dcr, b, &cf, &q2, x1h + o, y1h + o, eh + o, numel);
@@ -189,7 +193,9 @@ static void test_dmd_gpu_parity(int B, uint64_t seed, double tol) {
     for (size_t i = 0; i < nw; i++) { Tf[i] = (float)teacher[i]; Ff[i] = (float)fake[i]; }
     TmdGpuStudent Sg; tmd_gpu_student_init(&Sg, &sc, Sf);
     WanGpuModel Tm, Fm; wan_gpu_model_init(&Tm, c, Tf, 0, "teacher"); wan_gpu_model_init(&Fm, c, Ff, 1, "fake score");
-    GenGpu G; gen_gpu_init(&G, 1, &sc, B, T, Hl, Wl, N, 10.0); G.S = &Sg;
+    float* Bf = (float*)malloc(sizeof(float) * nw); for (size_t i = 0; i < nw; i++) Bf[i] = (float)base[i];
+    WanGpuModel Bm; wan_gpu_model_init(&Bm, c, Bf, 1, "DMD2-v student");
+    GenGpu G; gen_gpu_init(&G, tmd, &sc, B, T, Hl, Wl, N, 10.0); G.S = &Sg; G.P = &Bm;
     DmdGpuWork w; dmd_gpu_work_init(&w, c, B, T, Hl, Wl);
     float* x_d = tmd_upload_(x, B * numel); float* ctx_d = tmd_upload_(ctx, B * nctx);
     float *nz; cudaCheck(cudaMalloc(&nz, sizeof(float) * 6 * B * numel));
@@ -201,20 +207,21 @@ static void test_dmd_gpu_parity(int B, uint64_t seed, double tol) {
     size_t o = (size_t)B * numel;
     DmdGpuStats gc = dmd_gpu_critic_step(&G, &w, &Fm, &dcr, x_d, x1_d + o, y1_d + o, e_d + o, ctx_d, &cf, 1.0 / B);
     cudaCheck(cudaDeviceSynchronize());
-    printf("  DMD2-v: %d samples, rollout N = %d; student t_i, t_dmd =", B, N);
+    printf("  DMD2-v, %s: %d samples%s; student t_i, t_dmd =", tmd ? "TMD student" : "baseline (plain Wan student)", B, tmd ? ", rollout N = 2" : "");
     for (int b = 0; b < B; b++) printf(" (%.3f, %.3f)", ds.t_i[b], ds.t[b]);
     printf("\n");
     expect_close_scaled("DMD2-v VSD loss per sample", gs.vsd, vsd_cpu, B, tol);
-    double* gsd = tmd_download_(Sg.grads, ns);
-    tmd_compare_student_(&sc, "DMD2-v student d", gsd, dS, tol);
+    double* gsd = tmd ? tmd_download_(Sg.grads, ns) : tmd_download_(Bm.grads, nw);
+    if (tmd) tmd_compare_student_(&sc, "DMD2-v student d", gsd, dS, tol);
+    else tmd_compare_wan_(c, "DMD2-v baseline student d", gsd, dB, tol);
     expect_close_scaled("fake score DSM loss per sample", gc.dsm, dsm_cpu, B, tol);
     double* gfd = tmd_download_(Fm.grads, nw);
     tmd_compare_wan_(c, "fake score d", gfd, dF, tol);
     free(gsd); free(gfd);
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(nz));
-    dmd_gpu_work_free(&w); gen_gpu_free(&G); wan_gpu_model_free(&Tm); wan_gpu_model_free(&Fm); tmd_gpu_student_free(&Sg);
+    dmd_gpu_work_free(&w); gen_gpu_free(&G); wan_gpu_model_free(&Bm); wan_gpu_model_free(&Tm); wan_gpu_model_free(&Fm); tmd_gpu_student_free(&Sg);
     dmd_work_free(&cw); generator_free(&Gc);
-    free(Sf); free(Tf); free(Ff); free(x1h); free(y1h); free(eh); free(dS); free(dF); free(ctx); free(x); free(Sb); free(fake); free(teacher);
+    free(Bf); free(base); free(dB); free(Sf); free(Tf); free(Ff); free(x1h); free(y1h); free(eh); free(dS); free(dF); free(ctx); free(x); free(Sb); free(fake); free(teacher);
 }
 
 static void test_tmd_gpu(int B, uint64_t seed, double tol) {
@@ -226,5 +233,6 @@ static void test_tmd_gpu(int B, uint64_t seed, double tol) {
     test_tmmf_gpu_parity(B, seed, 0.0, 1.0, tol, "(a) guided, r = s (bf16: no JVP, see the header)");
     test_tmmf_gpu_parity(B, seed + 7, 1.0, 1.0, tol, "(b) dropped, r = s");
 #endif
-    test_dmd_gpu_parity(B, seed, tol);
+    test_dmd_gpu_parity(B, seed, tol, 1);
+    test_dmd_gpu_parity(B, seed + 3, tol, 0);
 }
