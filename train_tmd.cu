@@ -19,6 +19,7 @@
 #include "gpu/distill_gpu.cuh"      // TMD: the student, TM-MF and DMD2-v steps (and gpu/tmd_gpu.cuh)
 #include "gpu/train_state.h"        // checkpoints: every buffer and stream of a run, atomic, resumable bit for bit
 #include "gpu/nccl_dp.cuh"          // data parallelism over NCCL (mpirun -np K ./train_tmd ...)
+#include "gpu/distill_plan.h"       // the memory plan of a step, printed and checked before allocating
 
 static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 
@@ -93,6 +94,22 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         }
         stream.s = data;
         printf("resumed %s at step %llu\n", o->resume, (unsigned long long)step);
+    }
+    // the memory plan of the step before anything is allocated (no activation recompute: gpu/wan_gpu.cuh keeps every
+    // block's activations), refused with the numbers when the device cannot hold it
+    {
+        PlanInput pin; memset(&pin, 0, sizeof(pin));
+        pin.wan = *c; pin.T = wc.T; pin.Hl = wc.H; pin.Wl = wc.W; pin.batch = B; pin.N = o->N; pin.H = o->H;
+        pin.student_extra = baseline ? 0 : ns - nw; pin.recompute = 0;
+        pin.naive_attention = !wan_gpu_use_flash(c);
+#ifdef ENABLE_FP32
+        pin.fp32 = 1;
+#endif
+        MemPlan plan; distill_plan(&plan, &pin, stage2 ? 2 : 1);
+        char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s (upper estimate: no GAN heads yet)", o->stage, c->name, B, FLOATX_NAME);
+        if (dp.rank == 0) plan_print(&plan, title, stdout);
+        size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        if (plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
     }
     gemm_init();
     // the trained student: the TMD student, or the baseline's plain Wan model; V views whichever it is

@@ -134,7 +134,7 @@ static int plan_check(const MemPlan* p, double free_bytes, double reserve_bytes,
     if (p->total + reserve_bytes <= free_bytes) return 0;
     int big = 0; for (int i = 1; i < p->n; i++) if (p->item[i].bytes > p->item[big].bytes) big = i;
     snprintf(err, errlen, "the step needs %.2f GiB (+%.2f GiB reserved) but the GPU has %.2f GiB free; the largest item is %s (%.2f GiB). "
-             "Lower --batch, keep recompute on, use the flash attention, or a smaller preset (sharding over GPUs is not implemented)",
+             "Lower --batch, use the flash attention, or a smaller preset (activation recompute and sharding over GPUs are not implemented yet)",
              p->total / PLAN_GIB, reserve_bytes / PLAN_GIB, free_bytes / PLAN_GIB, p->item[big].name, p->item[big].bytes / PLAN_GIB);
     return 1;
 }
