@@ -101,19 +101,27 @@ cuda: $(CUDA_TARGETS)
 test_tmd: test_tmd.c $(HEADERS)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
-test: test_tmd
-	./test_tmd
-	@$(MAKE) --no-print-directory test-gpu
-
-# GPU-vs-CPU parity: skipped (one line) without nvcc, without cuBLAS (unless GEMM=own) or, inside test_gpu, without a GPU
-test-gpu:
+# GPU-vs-CPU parity (test_gpu) in `make test`: built when nvcc (and cuBLAS, unless GEMM=own) is found; it runs the checks
+# on a GPU and prints one "skipped" line without one. Without nvcc or cuBLAS, make prints that line itself.
 ifeq ($(NVCC_PATH),)
-	@echo "GPU parity (test_gpu): skipped (no nvcc: the CUDA toolkit is not installed)"
-else ifeq ($(if $(filter own,$(GEMM)),yes,$(CUBLAS)),yes)
-	@$(MAKE) --no-print-directory test_gpu
+  GPU_TEST_SKIP := no nvcc: the CUDA toolkit is not installed
+else ifneq ($(if $(filter own,$(GEMM)),yes,$(CUBLAS)),yes)
+  GPU_TEST_SKIP := cuBLAS not found; GEMM=own builds it without cuBLAS
+endif
+
+test: test_tmd $(if $(GPU_TEST_SKIP),,test_gpu)
+	./test_tmd
+ifeq ($(GPU_TEST_SKIP),)
 	./test_gpu
 else
-	@echo "GPU parity (test_gpu): skipped (cuBLAS not found; GEMM=own builds it without cuBLAS)"
+	@echo "GPU parity (test_gpu): skipped ($(GPU_TEST_SKIP))"
+endif
+
+test-gpu: $(if $(GPU_TEST_SKIP),,test_gpu)
+ifeq ($(GPU_TEST_SKIP),)
+	./test_gpu
+else
+	@echo "GPU parity (test_gpu): skipped ($(GPU_TEST_SKIP))"
 endif
 
 train_tmd: train_tmd.cu $(CUDA_HEADERS)

@@ -321,9 +321,13 @@ static float* wan_gpu_xs(const WanGpuAct* a, int l) { return a->xs + (size_t)l *
 
 static size_t wan_gpu_max_(size_t a, size_t b) { return a > b ? a : b; }
 
-static void wan_gpu_block_carve_(WanGpuBlockAct* k, WanGpuArena* ar, const WanGpuAct* a) {
-    const WanConfig* c = &a->cfg;
-    size_t B = a->B, L = a->g.L, D = c->dim, F = c->ffn_dim, H = c->num_heads, Lc = c->text_len, N = B * L, ND = N * D, NcD = B * Lc * D;
+// Carving helpers, public so that other models built from these pieces (the TMD student's flow head, run N times with
+// every step's activations kept) plan their own buffers the same way: call them in a sizing pass (ar->base NULL) and a
+// carving pass over one allocation of ar->used bytes, exactly as wan_gpu_act_init does.
+
+// one block's activations for B samples of L tokens; flash: the attention path (WanGpuAct.flash)
+static void wan_gpu_block_act_carve(WanGpuBlockAct* k, WanGpuArena* ar, const WanConfig* c, int B_, int L_, int flash) {
+    size_t B = B_, L = L_, D = c->dim, F = c->ffn_dim, H = c->num_heads, Lc = c->text_len, N = B * L, ND = N * D, NcD = B * Lc * D;
     k->mod = wan_gpu_take<float>(ar, B * 6 * D, "block.mod");
     k->ln1_mean = wan_gpu_take<float>(ar, N, "block.ln_stats"); k->ln1_rstd = wan_gpu_take<float>(ar, N, "block.ln_stats");
     k->h1 = wan_gpu_take<floatX>(ar, ND, "block.h1");
@@ -331,7 +335,7 @@ static void wan_gpu_block_carve_(WanGpuBlockAct* k, WanGpuArena* ar, const WanGp
     k->q_rstd = wan_gpu_take<float>(ar, N, "block.rms_stats"); k->k_rstd = wan_gpu_take<float>(ar, N, "block.rms_stats");
     k->q = wan_gpu_take<floatX>(ar, ND, "block.q_k_roped"); k->k = wan_gpu_take<floatX>(ar, ND, "block.q_k_roped");
     k->lse = wan_gpu_take<float>(ar, B * H * L, "block.attn_lse");
-    if (!a->flash) k->att = wan_gpu_take<float>(ar, B * H * L * L, "block.attn_probs (naive)");
+    if (!flash) k->att = wan_gpu_take<float>(ar, B * H * L * L, "block.attn_probs (naive)");
     k->ao = wan_gpu_take<floatX>(ar, ND, "block.attn_out"); k->sa = wan_gpu_take<floatX>(ar, ND, "block.o_proj");
     k->x1 = wan_gpu_take<float>(ar, ND, "block.x1_x2");
     k->ln3_mean = wan_gpu_take<float>(ar, N, "block.ln_stats"); k->ln3_rstd = wan_gpu_take<float>(ar, N, "block.ln_stats");
@@ -341,7 +345,7 @@ static void wan_gpu_block_carve_(WanGpuBlockAct* k, WanGpuArena* ar, const WanGp
     k->ck_pre = wan_gpu_take<floatX>(ar, NcD, "block.cross_kv"); k->ck_rstd = wan_gpu_take<float>(ar, B * Lc, "block.rms_stats");
     k->ck = wan_gpu_take<floatX>(ar, NcD, "block.cross_kv"); k->cv = wan_gpu_take<floatX>(ar, NcD, "block.cross_kv");
     k->clse = wan_gpu_take<float>(ar, B * H * L, "block.attn_lse");
-    if (!a->flash) k->catt = wan_gpu_take<float>(ar, B * H * L * Lc, "block.cross_probs (naive)");
+    if (!flash) k->catt = wan_gpu_take<float>(ar, B * H * L * Lc, "block.cross_probs (naive)");
     k->cao = wan_gpu_take<floatX>(ar, ND, "block.attn_out"); k->ca = wan_gpu_take<floatX>(ar, ND, "block.o_proj");
     k->x2 = wan_gpu_take<float>(ar, ND, "block.x1_x2");
     k->ln2_mean = wan_gpu_take<float>(ar, N, "block.ln_stats"); k->ln2_rstd = wan_gpu_take<float>(ar, N, "block.ln_stats");
@@ -350,10 +354,47 @@ static void wan_gpu_block_carve_(WanGpuBlockAct* k, WanGpuArena* ar, const WanGp
     k->f2 = wan_gpu_take<floatX>(ar, ND, "block.ffn_out");
 }
 
+// the head's activations for B samples of L tokens
+static void wan_gpu_head_act_carve(WanGpuHeadAct* h, WanGpuArena* ar, const WanConfig* c, int B_, int L_) {
+    size_t B = B_, N = B * L_, D = c->dim, ND = N * D, Pout = (size_t)c->out_dim * wan_patch_numel(c);
+    h->mod = wan_gpu_take<float>(ar, B * 2 * D, "head"); h->mean = wan_gpu_take<float>(ar, N, "head"); h->rstd = wan_gpu_take<float>(ar, N, "head");
+    h->hm = wan_gpu_take<float>(ar, ND, "head"); h->y = wan_gpu_take<float>(ar, N * Pout, "head");
+}
+
+// the backward's scratch for B samples of L tokens (shared by every layer that runs on the same stream)
+static void wan_gpu_scratch_carve(WanGpuScratch* s, WanGpuArena* ar, const WanConfig* c, int B_, int L_, int flash) {
+    size_t B = B_, L = L_, D = c->dim, F = c->ffn_dim, H = c->num_heads, Lc = c->text_len, N = B * L, ND = N * D;
+    size_t Pin = (size_t)c->in_dim * wan_patch_numel(c), Pout = (size_t)c->out_dim * wan_patch_numel(c);
+    size_t NcD = B * Lc * D, scores = B * H * L * wan_gpu_max_(L, Lc);
+    s->g = wan_gpu_take<float>(ar, ND, "bwd.residual_grad"); s->dc = wan_gpu_take<float>(ar, NcD, "bwd.context_grad");
+    s->de0 = wan_gpu_take<float>(ar, B * 6 * D, "bwd.small"); s->de = wan_gpu_take<float>(ar, B * D, "bwd.small");
+    s->dmod = wan_gpu_take<float>(ar, B * 6 * D, "bwd.small");
+    s->t1 = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->t2 = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->t3 = wan_gpu_take<floatX>(ar, ND, "bwd.temps");
+    s->tF = wan_gpu_take<floatX>(ar, N * F, "bwd.ffn_temp");
+    s->dk = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->dv = wan_gpu_take<floatX>(ar, ND, "bwd.temps");
+    s->dck = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps"); s->dcv = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps");
+    s->dtext = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps");
+    s->dctx_x = wan_gpu_take<floatX>(ar, B * Lc * c->text_dim, "bwd.text_temps");
+    if (flash) s->delta = wan_gpu_take<float>(ar, B * H * L, "bwd.attn_delta");
+    else s->dS = wan_gpu_take<float>(ar, scores, "bwd.attn_dS (naive)");
+    s->tg1 = wan_gpu_take<float>(ar, B * D, "bwd.small"); s->tg2 = wan_gpu_take<float>(ar, B * D, "bwd.small");
+    s->dhm = wan_gpu_take<float>(ar, ND, "bwd.head"); s->dy = wan_gpu_take<float>(ar, N * Pout, "bwd.head");
+    s->dpatch = wan_gpu_take<float>(ar, N * Pin, "bwd.patch");
+    // the largest partial-sum buffer of any reduction: LN (2 columns sets per chunk), RMSNorm, gates, Linear biases
+    size_t red = layernorm_backward_scratch_floats((int)B, (int)L, (int)D);
+    red = wan_gpu_max_(red, rmsnorm_backward_scratch_floats((int)N, (int)D));
+    red = wan_gpu_max_(red, rmsnorm_backward_scratch_floats((int)(B * Lc), (int)D));
+    red = wan_gpu_max_(red, residual_backward_scratch_floats((int)B, (int)L, (int)D));
+    red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)N, (int)wan_gpu_max_(wan_gpu_max_(F, D), Pout)));
+    red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)(B * Lc), (int)D));
+    red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)B, (int)(6 * D)));
+    s->red = wan_gpu_take<float>(ar, red, "bwd.reductions");
+}
+
 static void wan_gpu_act_carve_(WanGpuAct* a) {
     const WanConfig* c = &a->cfg;
     WanGpuArena* ar = &a->arena;
-    size_t B = a->B, L = a->g.L, D = c->dim, F = c->ffn_dim, H = c->num_heads, Lc = c->text_len, N = B * L, ND = N * D;
+    size_t B = a->B, L = a->g.L, D = c->dim, Lc = c->text_len, N = B * L, ND = N * D;
     size_t Pin = (size_t)c->in_dim * wan_patch_numel(c), Pout = (size_t)c->out_dim * wan_patch_numel(c);
     a->rope = wan_gpu_take<float>(ar, L * wan_head_dim(c), "rope_table");
     a->patches = wan_gpu_take<float>(ar, N * Pin, "patches");
@@ -369,37 +410,10 @@ static void wan_gpu_act_carve_(WanGpuAct* a) {
     x->h1 = wan_gpu_take<floatX>(ar, B * Lc * D, "text.hidden"); x->a1 = wan_gpu_take<floatX>(ar, B * Lc * D, "text.hidden");
     x->c = wan_gpu_take<floatX>(ar, B * Lc * D, "text.c");
     int nsets = a->training ? c->num_layers : 1;
-    for (int l = 0; l < nsets; l++) wan_gpu_block_carve_(&a->blocks[l], ar, a);
+    for (int l = 0; l < nsets; l++) wan_gpu_block_act_carve(&a->blocks[l], ar, c, a->B, a->g.L, a->flash);
     for (int l = nsets; l < c->num_layers; l++) a->blocks[l] = a->blocks[0];   // forward only: one set, reused by every block
-    WanGpuHeadAct* h = &a->head;
-    h->mod = wan_gpu_take<float>(ar, B * 2 * D, "head"); h->mean = wan_gpu_take<float>(ar, N, "head"); h->rstd = wan_gpu_take<float>(ar, N, "head");
-    h->hm = wan_gpu_take<float>(ar, ND, "head"); h->y = wan_gpu_take<float>(ar, N * Pout, "head");
-    if (!a->training) return;
-    WanGpuScratch* s = &a->s;
-    size_t NcD = B * Lc * D, scores = B * H * L * wan_gpu_max_(L, Lc);
-    s->g = wan_gpu_take<float>(ar, ND, "bwd.residual_grad"); s->dc = wan_gpu_take<float>(ar, NcD, "bwd.context_grad");
-    s->de0 = wan_gpu_take<float>(ar, B * 6 * D, "bwd.small"); s->de = wan_gpu_take<float>(ar, B * D, "bwd.small");
-    s->dmod = wan_gpu_take<float>(ar, B * 6 * D, "bwd.small");
-    s->t1 = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->t2 = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->t3 = wan_gpu_take<floatX>(ar, ND, "bwd.temps");
-    s->tF = wan_gpu_take<floatX>(ar, N * F, "bwd.ffn_temp");
-    s->dk = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->dv = wan_gpu_take<floatX>(ar, ND, "bwd.temps");
-    s->dck = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps"); s->dcv = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps");
-    s->dtext = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps");
-    s->dctx_x = wan_gpu_take<floatX>(ar, B * Lc * c->text_dim, "bwd.text_temps");
-    if (a->flash) s->delta = wan_gpu_take<float>(ar, B * H * L, "bwd.attn_delta");
-    else s->dS = wan_gpu_take<float>(ar, scores, "bwd.attn_dS (naive)");
-    s->tg1 = wan_gpu_take<float>(ar, B * D, "bwd.small"); s->tg2 = wan_gpu_take<float>(ar, B * D, "bwd.small");
-    s->dhm = wan_gpu_take<float>(ar, ND, "bwd.head"); s->dy = wan_gpu_take<float>(ar, N * Pout, "bwd.head");
-    s->dpatch = wan_gpu_take<float>(ar, N * Pin, "bwd.patch");
-    // the largest partial-sum buffer of any reduction: LN (2 columns sets per chunk), RMSNorm, gates, Linear biases
-    size_t red = layernorm_backward_scratch_floats((int)B, (int)L, (int)D);
-    red = wan_gpu_max_(red, rmsnorm_backward_scratch_floats((int)N, (int)D));
-    red = wan_gpu_max_(red, rmsnorm_backward_scratch_floats((int)(B * Lc), (int)D));
-    red = wan_gpu_max_(red, residual_backward_scratch_floats((int)B, (int)L, (int)D));
-    red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)N, (int)wan_gpu_max_(wan_gpu_max_(F, D), Pout)));
-    red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)(B * Lc), (int)D));
-    red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)B, (int)(6 * D)));
-    s->red = wan_gpu_take<float>(ar, red, "bwd.reductions");
+    wan_gpu_head_act_carve(&a->head, ar, c, a->B, a->g.L);
+    if (a->training) wan_gpu_scratch_carve(&a->s, ar, c, a->B, a->g.L, a->flash);
 }
 
 // the attention path this build and config take

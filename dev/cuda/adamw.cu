@@ -23,6 +23,7 @@ static void adamw_twin(std::vector<double>& p, std::vector<double>& m, std::vect
 }
 
 static void test_size(size_t n, HostRng* rng) {
+    if (dev_skip(n, "this size")) return;
     printf("\n  n %zu\n", n);
     const float lr = 1e-3f, b1 = 0.9f, b2 = 0.99f, eps = 1e-8f, wd = 0.01f, scale = 0.5f;
     std::vector<float> p = rand_uniform(n, rng, -1.f, 1.f), m = rand_uniform(n, rng, -1e-2f, 1e-2f), v = rand_uniform(n, rng, 0.f, 1e-4f);

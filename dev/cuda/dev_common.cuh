@@ -157,10 +157,28 @@ static inline bool check_true(const char* what, bool ok) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// small-size mode (DEV_SMALL=1 in the environment): only the sizes whose largest tensor has at most DEV_SMALL_MAX
+// elements run, and nothing is timed. For a functional simulator (GPGPU-Sim runs ~2 million thread-instructions a
+// second), a debugger or a quick smoke test; the checks themselves are the same.
+
+#ifndef DEV_SMALL_MAX
+#define DEV_SMALL_MAX 100000
+#endif
+static int g_dev_small = 0;
+
+// true (and one line saying so) when small-size mode skips a case whose largest tensor has `elems` elements
+static inline bool dev_skip(size_t elems, const char* what) {
+    if (!g_dev_small || elems <= DEV_SMALL_MAX) return false;
+    printf("  (small-size mode: %s skipped, %zu elements > %d)\n", what, elems, DEV_SMALL_MAX);
+    return true;
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // timing
 
 // median over DEV_REPS runs of fn(), each between two events, after 3 warm-up runs
 template <typename F> static float bench_ms(F fn) {
+    if (g_dev_small) return -1.f;   // small-size mode: no timing
     cudaEvent_t a, b;
     cudaCheck(cudaEventCreate(&a)); cudaCheck(cudaEventCreate(&b));
     for (int i = 0; i < 3; i++) fn();
@@ -179,11 +197,13 @@ template <typename F> static float bench_ms(F fn) {
 }
 
 static inline void report_bw(const char* what, double bytes, float ms) {
+    if (ms < 0) { printf("    time %-29s skipped (small-size mode)\n", what); return; }
     double gbs = bytes / (ms * 1e-3) / 1e9;
     printf("    time %-29s %9.4f ms  %8.1f GB/s  %5.1f%% of %.0f GB/s HBM  (%.1f MB moved)\n", what, ms, gbs, 100.0 * gbs / HBM_GBPS,
            HBM_GBPS, bytes / 1e6);
 }
 static inline void report_flops(const char* what, double flops, float ms) {
+    if (ms < 0) { printf("    time %-29s skipped (small-size mode)\n", what); return; }
     double tf = flops / (ms * 1e-3) / 1e12;
     printf("    time %-29s %9.4f ms  %8.1f TFLOP/s  %5.1f%% of %.0f TFLOP/s\n", what, ms, tf, 100.0 * tf / PEAK_TFLOPS, PEAK_TFLOPS);
 }
@@ -193,6 +213,9 @@ static inline void report_flops(const char* what, double flops, float ms) {
 
 static inline uint64_t dev_init(int argc, char** argv, const char* what) {
     require_gpu(argv[0]);
+    const char* small = getenv("DEV_SMALL");
+    g_dev_small = small && small[0] && strcmp(small, "0") != 0;
+    if (g_dev_small) printf("small-size mode (DEV_SMALL): sizes up to %d elements, no timing\n", DEV_SMALL_MAX);
     uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : ((uint64_t)time(NULL) * 1000003ull) ^ (uint64_t)getpid();
     printf("%s  [floatX = %s]  seed %llu (repeat with: %s %llu)\n", what, FLOATX_NAME, (unsigned long long)seed, argv[0],
            (unsigned long long)seed);

@@ -15,6 +15,7 @@
 typedef struct { int B, C, T, Hl, Wl, pt, ph, pw, time; } Size;
 
 static void test_size(Size s, HostRng* rng) {
+    if (dev_skip((size_t)s.B * s.C * s.T * s.Hl * s.Wl, "this size")) return;
     PatchGrid g = patch_grid(s.B, s.C, s.T, s.Hl, s.Wl, s.pt, s.ph, s.pw);
     const size_t nx = (size_t)s.B * s.C * s.T * s.Hl * s.Wl, nlat = nx / s.B, np = (size_t)s.B * g.L * g.P, npat = np / s.B;
     printf("\n  latent [%d, %d, %d, %d, %d]  patch (%d, %d, %d)  grid %d x %d x %d  L %d  P %d\n", s.B, s.C, s.T, s.Hl, s.Wl, s.pt,

@@ -12,6 +12,7 @@
 typedef struct { int Fp, Hp, Wp, B, H, d, time; } Size;
 
 static void test_size(Size s, HostRng* rng) {
+    if (dev_skip((size_t)s.Fp * s.Hp * s.Wp * s.B * s.H * s.d, "this size")) return;
     const int L = s.Fp * s.Hp * s.Wp, B = s.B, H = s.H, d = s.d, N = B * L;
     const size_t ND = (size_t)N * H * d, T = (size_t)L * d;   // T: table floats, L·(d/2)·2
     printf("\n  grid %d x %d x %d (L %d)  B %d  H %d  d %d\n", s.Fp, s.Hp, s.Wp, L, B, H, d);
