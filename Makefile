@@ -94,7 +94,7 @@ endif
 HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h gpu/*.h)
 CUDA_HEADERS := $(HEADERS) $(wildcard kernels/*.cuh gpu/*.cuh)
 
-.PHONY: all test test-gpu cuda world clean
+.PHONY: all test test-gpu ablate-quick cuda world clean
 all: test_tmd $(CUDA_TARGETS)
 cuda: $(CUDA_TARGETS)
 
@@ -123,6 +123,10 @@ ifeq ($(GPU_TEST_SKIP),)
 else
 	@echo "GPU parity (test_gpu): skipped ($(GPU_TEST_SKIP))"
 endif
+
+# the paper's claims in miniature, quick mode (a few minutes); `./test_tmd ablate` is the full run
+ablate-quick: test_tmd
+	./test_tmd ablate --quick
 
 train_tmd: train_tmd.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))

@@ -3,6 +3,7 @@
 //   ./test_tmd forward ...     the CPU forward of a checkpoint on .npy inputs (debugging real weights)
 //   ./test_tmd presets         print every preset's config and parameter count
 //   ./test_tmd world ...       the built-in world: generate data, contact sheets, scoring
+//   ./test_tmd distill ...     the whole method in the tiny world;  ./test_tmd ablate ...  the paper's claims in miniature
 #define WAN_REAL double
 #include "wan.h"                // config, presets, parameter layout, safetensors weights I/O
 #include "cpu/wan_cpu.h"        // the CPU reference DiT: forward and backward
@@ -15,6 +16,7 @@
 #include "world/world_tests.h"  // the built-in world's tests (and world.h, text.h, score.h, png.h)
 #include "world/world_cli.h"    // ./test_tmd world gen | sheet | score | render | encode
 #include "cpu/distill_run.h"    // the whole method on the CPU in the tiny world: teacher, TM-MF, DMD2-v, table
+#include "cpu/ablate.h"         // the paper's claims in miniature: ./test_tmd ablate
 #include "lib/flags.h"          // flag tables: parser and usage from one place
 #include "gpu/host_tests.h"     // the GPU programs' plain-C pieces: VBench suite logic, memory plan
 #include <time.h>
@@ -561,12 +563,14 @@ int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "presets")) return cmd_presets();
     if (argc > 1 && !strcmp(argv[1], "world")) return world_main(argc - 2, argv + 2);
     if (argc > 1 && !strcmp(argv[1], "distill")) return cmd_distill(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "ablate")) return ablate_main(argc, argv);
     if (argc > 1) {
         printf("usage: ./test_tmd                run all tests\n"
                "       ./test_tmd forward ...    CPU forward of a checkpoint (./test_tmd forward --help)\n"
                "       ./test_tmd presets        print the presets and their parameter counts\n"
                "       ./test_tmd world ...      the built-in world: gen, sheet, score, render, encode (./test_tmd world --help)\n"
-               "       ./test_tmd distill ...    the whole method on the CPU in the tiny world (./test_tmd distill --help)\n");
+               "       ./test_tmd distill ...    the whole method on the CPU in the tiny world (./test_tmd distill --help)\n"
+               "       ./test_tmd ablate ...     the paper's claims in miniature (./test_tmd ablate --help)\n");
         return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
     }
     const char* td = getenv("TMPDIR"); if (td && *td) TMPDIR_ = td;
