@@ -150,12 +150,8 @@ static void head_gpu_carve_(TmdGpuHeadAct* a, const StudentConfig* sc, const Wan
         a->cat = wan_gpu_take<float>(ar, N * 2 * D, "head.fusion"); a->dcat = wan_gpu_take<float>(ar, N * 2 * D, "head.bwd");
     }
     a->xs = wan_gpu_take<float>(ar, (H + 1) * N * D, "head.residual_stream");
-    WanGpuAct shell = *bb;   // the block carver reads the config, batch, grid and attention path from a WanGpuAct
-    shell.training = 1;
-    for (size_t k = 0; k < H; k++) wan_gpu_block_carve_(&a->blocks[k], ar, &shell);
-    WanGpuHeadAct* h = &a->head;
-    h->mod = wan_gpu_take<float>(ar, B * 2 * D, "head.out"); h->mean = wan_gpu_take<float>(ar, N, "head.out"); h->rstd = wan_gpu_take<float>(ar, N, "head.out");
-    h->hm = wan_gpu_take<float>(ar, N * D, "head.out"); h->y = wan_gpu_take<float>(ar, N * Pout, "head.out");
+    for (size_t k = 0; k < H; k++) wan_gpu_block_act_carve(&a->blocks[k], ar, c, a->B, a->L, bb->flash);   // gpu/wan_gpu.cuh's own plan
+    wan_gpu_head_act_carve(&a->head, ar, c, a->B, a->L);
     a->out = wan_gpu_take<float>(ar, N * Pout, "head.out");
     a->g = wan_gpu_take<float>(ar, N * D, "head.bwd"); a->dp = wan_gpu_take<float>(ar, N * D, "head.bwd");
     size_t red = layernorm_backward_scratch_floats((int)B, a->L, (int)D);
