@@ -2,8 +2,8 @@
 // tiny size, with the CPU's own random draws replayed on the host (tmmf_draw_sample) and uploaded, so both sides
 // see the same noise, times and dropout. Included by test_gpu.cu (needs WAN_REAL double and lib/testing.h).
 //   Stage 1: one TM-MF step on B samples: every sample's loss, every student gradient (Wan tensors and the
-//   flow-head extras), (a) guided samples with r < s (the central-difference JVP along v_g) and (b) dropped samples
-//   with a mix of r = s and r < s.
+//   flow-head extras), (a) guided samples with r < s (the central-difference JVP along v_g) and (b) samples dropped
+//   to the unconditional caption (a random negative prompt here) with a mix of r = s and r < s.
 //   Stage 2: one DMD2-v student step (VSD through the N = 2 rollout into every student gradient) and one critic step
 //   (the fake score's DSM gradients), without the GAN terms (the Conv3D heads are not on the GPU yet).
 // Tolerances: the fp32 build checks at PARITY_TOL (test_gpu.cu). The bf16 build runs the same steps with r = s only:
@@ -87,6 +87,10 @@ static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_t
     double* x = (double*)malloc(sizeof(double) * B * numel); for (size_t i = 0; i < B * numel; i++) x[i] = rng_normal(&pr);
     double* ctx = (double*)calloc(B * nctx, sizeof(double)); int Lt[TMD_MAX_BATCH];
     for (int b = 0; b < B; b++) { Lt[b] = c->text_len - (b % 3); for (size_t i = 0; i < (size_t)Lt[b] * c->text_dim; i++) ctx[b * nctx + i] = rng_normal(&pr); }
+    // the unconditional caption: a random one of text_len − 1 rows when samples are dropped (a negative prompt, so the
+    // dropped samples' cross-attention gradients are not identically zero, as they are with the world's empty caption)
+    int Lt_u = p_drop > 0 ? c->text_len - 1 : 0;
+    double* ctx_u = (double*)calloc(nctx, sizeof(double)); for (size_t i = 0; i < (size_t)Lt_u * c->text_dim; i++) ctx_u[i] = rng_normal(&pr);
     TmmfConfig cf = tmmf_defaults(); cf.p_drop = p_drop; cf.p_tm = p_tm; cf.N = 3;
     // CPU: one sample at a time, each with its own stream; the same draws replayed for the GPU
     double* dS = (double*)calloc(ns, sizeof(double)); StudentParams dSp; student_carve(&sc, &dSp, dS);
@@ -98,7 +102,7 @@ static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_t
     for (int b = 0; b < B; b++) {
         Rng r1 = rng_make(seed * 100 + b), r2 = r1;
         tmmf_draw_sample(&d, b, &cf, &r2, x1h + b * numel, y1h + b * numel, numel);
-        TmmfStats st = tmmf_sample(&dSp, &S, &sc, &g, &cw, x + b * numel, ctx + b * nctx, Lt[b], NULL, 0, &cf, &r1, 1.0 / B);
+        TmmfStats st = tmmf_sample(&dSp, &S, &sc, &g, &cw, x + b * numel, ctx + b * nctx, Lt[b], Lt_u ? ctx_u : NULL, Lt_u, &cf, &r1, 1.0 / B);
         loss_cpu[b] = st.loss;
         replay_ok &= r1.counter == r2.counter && st.s == d.s[b] && st.r == d.r[b] && st.t == d.t[b] && st.dropped == d.dropped[b];
         n_jvp += d.r[b] < d.s[b]; n_drop += d.dropped[b];
@@ -108,10 +112,10 @@ static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_t
     float* Sf = (float*)malloc(sizeof(float) * ns); for (size_t i = 0; i < ns; i++) Sf[i] = (float)Sb[i];
     TmdGpuStudent G; tmd_gpu_student_init(&G, &sc, Sf);
     TmmfGpuWork gw; tmmf_gpu_work_init(&gw, &sc, B, T, Hl, Wl);
-    float* x_d = tmd_upload_(x, B * numel); float* ctx_d = tmd_upload_(ctx, B * nctx);
+    float* x_d = tmd_upload_(x, B * numel); float* ctx_d = tmd_upload_(ctx, B * nctx); float* ctxu_d = Lt_u ? tmd_upload_(ctx_u, nctx) : NULL;
     float *x1_d, *y1_d; cudaCheck(cudaMalloc(&x1_d, sizeof(float) * B * numel)); cudaCheck(cudaMalloc(&y1_d, sizeof(float) * B * numel));
     cudaCheck(cudaMemcpy(x1_d, x1h, sizeof(float) * B * numel, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(y1_d, y1h, sizeof(float) * B * numel, cudaMemcpyHostToDevice));
-    TmmfGpuStats gs = tmmf_gpu_step(&G, &gw, &d, x_d, x1_d, y1_d, ctx_d, NULL, &cf, 1.0 / B, 1);
+    TmmfGpuStats gs = tmmf_gpu_step(&G, &gw, &d, x_d, x1_d, y1_d, ctx_d, ctxu_d, &cf, 1.0 / B, 1);
     cudaCheck(cudaDeviceSynchronize());
     printf("  TM-MF %s: %d samples, %d with r < s (JVP), %d dropped; s, r =", label, B, n_jvp, n_drop);
     for (int b = 0; b < B; b++) printf(" (%.3f, %.3f)", d.s[b], d.r[b]);
@@ -121,6 +125,8 @@ static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_t
     tmd_compare_student_(&sc, "TM-MF d", gg, dS, tol);
     free(gg);
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1_d)); cudaCheck(cudaFree(y1_d));
+    if (ctxu_d) cudaCheck(cudaFree(ctxu_d));
+    free(ctx_u);
     tmmf_gpu_work_free(&gw); tmd_gpu_student_free(&G); tmmf_work_free(&cw);
     free(Sf); free(x1h); free(y1h); free(dS); free(ctx); free(x); free(Sb); free(teacher);
 }
@@ -228,7 +234,7 @@ static void test_tmd_gpu(int B, uint64_t seed, double tol) {
     printf("\nTMD on the GPU vs the CPU reference: one TM-MF step, one DMD2-v student and critic step (gated fusion, H = 1)\n");
 #ifdef ENABLE_FP32
     test_tmmf_gpu_parity(B, seed, 0.0, 0.0, tol, "(a) guided, r < s");
-    test_tmmf_gpu_parity(B, seed + 7, 1.0, 0.5, tol, "(b) dropped");
+    test_tmmf_gpu_parity(B, seed + 7, 1.0, 0.5, tol, "(b) dropped to a negative prompt");
 #else
     test_tmmf_gpu_parity(B, seed, 0.0, 1.0, tol, "(a) guided, r = s (bf16: no JVP, see the header)");
     test_tmmf_gpu_parity(B, seed + 7, 1.0, 1.0, tol, "(b) dropped, r = s");
