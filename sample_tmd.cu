@@ -1,8 +1,11 @@
 // sample_tmd.cu: sampling on the GPU. Modes (--mode):
 //   teacher   the teacher: Euler or the official UniPC bh2 (--solver), timestep shift, classifier-free guidance with the
 //             negative prompt (or the empty caption); the solvers are cpu/teacher_cpu.h's, driving the GPU model
-//   tmd       the TMD student (M outer × N inner steps)   } on top of gpu/wan_gpu.cuh (not in this build yet)
-//   dmd2v     the DMD2-v baseline                         }
+//   tmd       the TMD student (M outer × N inner steps, Algorithm 1) from a train_tmd stage checkpoint (--student)
+//   dmd2v     a plain Wan student with the DMD2-v multi-step sampler (--weights); both print the effective NFE (Eq. 16)
+//             and the DiT time per sample; --prompts FILE makes a VBench-style suite (lib/vbench.h): files
+//             {prompt}-{i}.npy (latents; mp4 once the VAE decoder lands), 5 per prompt (25 for temporal_flickering
+//             prompts with --info), a manifest with every seed, resumable
 // Prompts are encoded by the built-in world's text encoder (the model must fit a built-in world; real umT5 contexts
 // are a later issue). Output: the latents as .npy [batch, C, T, H, W] fp32 (the world's clips are in [-1, 1]).
 #include "wan.h"                    // config, presets, parameter layout, safetensors weights I/O
@@ -12,6 +15,9 @@
 #include "kernels/common.cuh"       // cudaCheck, require_gpu, named allocations
 #include "gpu/wan_gpu.cuh"          // the DiT on the GPU
 #include "gpu/teacher_gpu.cuh"      // wan_gpu_velocity over cpu/teacher_cpu.h's solvers
+#include "gpu/tmd_gpu.cuh"          // the TMD student and its sampler, the DMD2-v sampler
+#include "gpu/train_state.h"        // reading the student from a train_tmd checkpoint
+#include "lib/vbench.h"             // the VBench suite: names, seeds, manifest, resume
 
 // --bench: the median wall time of one forward pass of the whole model on a batch (forward-only activation plan,
 // the build's GEMM and attention), after two warm-up passes. Weights: the checkpoint, or official init_weights with the
@@ -67,6 +73,107 @@ static int bench_forward(const WanConfig* c, real* params, int B, int T, int H, 
     return 0;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// the distilled students: TMD (Algorithm 1) and DMD2-v (App. A.3), one prompt or a VBench suite
+
+typedef struct {
+    int tmd, M, N, B;
+    double gamma_outer;
+    TmdGpuStudent* S; WanGpuModel* P;
+    WanGpuAct a; TmdGpuRollout ro;
+    WorldConfig wc; TextEncoder te;
+    float *x, *y1, *ctx; float* hctx; float* hx;
+    size_t n, nctx;
+    double ms_total; int samples;
+} StudentSampler;
+
+// B samples of `prompt` from the Philox stream `seed` into s->hx (host); times the DiT part
+static void student_sample(StudentSampler* s, const char* prompt, uint64_t seed) {
+    memset(s->hctx, 0, sizeof(float) * s->nctx * s->B);
+    text_encode(&s->te, prompt, s->hctx, NULL);
+    for (int b = 1; b < s->B; b++) memcpy(s->hctx + b * s->nctx, s->hctx, sizeof(float) * s->nctx);
+    cudaCheck(cudaMemcpy(s->ctx, s->hctx, sizeof(float) * s->nctx * s->B, cudaMemcpyHostToDevice));
+    uint64_t offset = 0;
+    normal_fill(s->x, s->n, seed, offset, 0.f, 1.f, 0); offset += s->n;
+    cudaEvent_t e0, e1; cudaCheck(cudaEventCreate(&e0)); cudaCheck(cudaEventCreate(&e1));
+    cudaCheck(cudaEventRecord(e0));
+    if (s->tmd) tmd_gpu_sample(s->x, s->S, &s->a, &s->ro, s->y1, s->ctx, s->M, s->gamma_outer, seed, &offset);
+    else dmd_gpu_sample(s->x, &s->P->w, &s->a, s->ctx, s->M, s->gamma_outer);
+    cudaCheck(cudaEventRecord(e1)); cudaCheck(cudaEventSynchronize(e1));
+    float ms; cudaCheck(cudaEventElapsedTime(&ms, e0, e1));
+    s->ms_total += ms; s->samples += s->B;
+    cudaCheck(cudaEventDestroy(e0)); cudaCheck(cudaEventDestroy(e1));
+    cudaCheck(cudaMemcpy(s->hx, s->x, sizeof(float) * s->n, cudaMemcpyDeviceToHost));
+}
+
+// VbGenerateFn: one video of the suite, batch 1, noise from the job's seed, prompt from the (extended) line
+static int student_vbench_video(void* ctx, const VbSuite* suite, const VbJob* job, const char* path, char* err) {
+    StudentSampler* s = (StudentSampler*)ctx;
+    student_sample(s, suite->gen_prompt[job->line], job->seed);
+    int64_t shape[4] = {s->wc.C, s->wc.T, s->wc.H, s->wc.W};
+    return npy_write(path, s->hx, 4, shape, err);
+}
+
+static int sample_students(const char* mode, const WanConfig* c, real* params, const char* student, const char* prompt, int batch, int M, int N,
+                           int H, int seed, const char* out, const char* prompts, const char* extended, const char* info) {
+    char err[ST_ERRLEN];
+    StudentSampler s; memset(&s, 0, sizeof(s));
+    s.tmd = !strcmp(mode, "tmd"); s.M = M; s.N = N; s.B = prompts ? 1 : batch;
+    s.gamma_outer = M >= 3 ? 5.0 : 10.0;   // App. B.6: γ = 10, 5 for M >= 3 (tmd_method.md)
+    if (teacher_gpu_world_for(&s.wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    if (M < 1 || M > 64 || N < 1 || N > 64) { fprintf(stderr, "error: need 1 <= --M, --N <= 64\n"); return 2; }
+    gemm_init();
+    StudentConfig sc; sc.wan = *c; sc.head_blocks = H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
+    TmdGpuStudent S; WanGpuModel P;
+    if (s.tmd) {
+        if (!student) { fprintf(stderr, "error: --mode tmd needs --student FILE (a checkpoint of ./train_tmd --stage stage1 or stage2)\n"); return 2; }
+        if (H < 1 || H >= c->num_layers) { fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", H, c->num_layers - 1); return 2; }
+        size_t ns = student_num_params(&sc);
+        float* hs = (float*)malloc(sizeof(float) * ns);
+        TsBuffer b[1] = {{"student.params", hs, ns}}; TsMeta meta;
+        if (ts_load(student, b, 1, &meta, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        tmd_gpu_student_init(&S, &sc, hs); free(hs); s.S = &S;
+    } else {
+        size_t nw = wan_num_params(c);
+        float* hp = NULL;
+        if (student) {   // a ./train_tmd --stage baseline checkpoint (the config comes from --weights or --preset)
+            hp = (float*)malloc(sizeof(float) * nw);
+            TsBuffer b[1] = {{"student.params", hp, nw}}; TsMeta meta;
+            if (ts_load(student, b, 1, &meta, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        } else if (!params) { fprintf(stderr, "error: --mode dmd2v needs --student (a train_tmd --stage baseline checkpoint) or --weights (a Wan checkpoint)\n"); return 2; }
+        wan_gpu_model_init(&P, c, hp ? hp : params, 0, "DMD2-v student"); s.P = &P;
+        free(hp);
+    }
+    if (wan_gpu_act_init(&s.a, c, s.B, s.wc.C, s.wc.T, s.wc.H, s.wc.W, 0, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    if (s.tmd) rollout_gpu_init(&s.ro, &sc, &s.a, N, 10.0);
+    s.te = world_text_encoder(&s.wc);
+    s.nctx = (size_t)c->text_len * c->text_dim; s.n = world_clip_numel(&s.wc) * s.B;
+    cudaCheck(cudaMalloc(&s.x, sizeof(float) * s.n)); cudaCheck(cudaMalloc(&s.y1, sizeof(float) * s.n)); cudaCheck(cudaMalloc(&s.ctx, sizeof(float) * s.nctx * s.B));
+    s.hctx = (float*)malloc(sizeof(float) * s.nctx * s.B); s.hx = (float*)malloc(sizeof(float) * s.n);
+    double nfe = s.tmd ? effective_nfe(M, N, H, c->num_layers) : (double)M;
+    int rc = 0;
+    if (prompts) {
+        VbSuite suite; VbReport rep;
+        if (vb_suite_load(&suite, prompts, extended, info, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        char gen[256]; snprintf(gen, sizeof(gen), "sample_tmd --mode %s M=%d N=%d H=%d config=%s student=%s", mode, M, N, H, c->name, s.tmd ? student : "--weights");
+        rc = vb_run(&suite, out, ".npy", (uint64_t)seed, gen, student_vbench_video, &s, 0, &rep, err);
+        printf("VBench suite in %s: %d videos planned, %d already there, %d made now (%d duplicate prompt lines)\n", out, rep.planned, rep.already, rep.made, rep.duplicates);
+        if (rc) fprintf(stderr, "error: %s\n", err);
+        vb_suite_free(&suite);
+    } else {
+        student_sample(&s, prompt, (uint64_t)seed);
+        int64_t shape[5] = {s.B, s.wc.C, s.wc.T, s.wc.H, s.wc.W};
+        if (npy_write(out, s.hx, 5, shape, err)) { fprintf(stderr, "error: %s\n", err); rc = 1; }
+        else printf("wrote %s [%d, %d, %d, %d, %d]\n", out, s.B, s.wc.C, s.wc.T, s.wc.H, s.wc.W);
+    }
+    if (s.samples) printf("%s M %d%s: effective NFE %.3f; DiT time %.2f ms per sample on this device (batch %d)\n", mode, M,
+                          s.tmd ? "" : " (DMD2-v)", nfe, s.ms_total / s.samples, s.B);
+    if (s.tmd) { rollout_gpu_free(&s.ro); tmd_gpu_student_free(&S); } else wan_gpu_model_free(&P);
+    wan_gpu_act_free(&s.a); gemm_free();
+    cudaCheck(cudaFree(s.x)); cudaCheck(cudaFree(s.y1)); cudaCheck(cudaFree(s.ctx)); free(s.hctx); free(s.hx);
+    return rc;
+}
+
 int main(int argc, char** argv) {
     const char* preset = NULL;
     const char* weights = NULL;
@@ -77,6 +184,8 @@ int main(int argc, char** argv) {
     const char* out = "samples.npy";
     int heads = 0, batch = 4, steps = 16, seed = 1, bench = 0, lat_t = 0, lat_h = 0, lat_w = 0;
     double shift = 3.0, cfg = 2.0;
+    const char* student = NULL; const char* prompts = NULL; const char* extended = NULL; const char* info = NULL;
+    int M = 2, N = 2, H = 2;
     Flag flags[] = {
         FLAG_STR("--mode", &mode, "teacher; tmd, dmd2v: the distilled students"),
         FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
@@ -95,6 +204,13 @@ int main(int argc, char** argv) {
         FLAG_INT("--latent-frames", &lat_t, "--bench latent T (0: the built-in world's); 1.3B at 480p x 81 frames: 21"),
         FLAG_INT("--latent-height", &lat_h, "--bench latent H (480p: 60)"),
         FLAG_INT("--latent-width", &lat_w, "--bench latent W (832 px: 104)"),
+        FLAG_STR("--student", &student, "tmd: the student checkpoint (./train_tmd --stage stage1 or stage2); dmd2v: a --stage baseline checkpoint"),
+        FLAG_INT("--M", &M, "tmd, dmd2v: outer steps"),
+        FLAG_INT("--N", &N, "tmd: inner (flow-head) steps"),
+        FLAG_INT("--head-blocks", &H, "tmd: H, the flow head's DiT blocks (as trained)"),
+        FLAG_STR("--prompts", &prompts, "tmd, dmd2v: a prompt file (one a line): a VBench-style suite into the directory --out"),
+        FLAG_STR("--extended", &extended, "with --prompts: generate from these prompts (line for line), name files by the originals"),
+        FLAG_STR("--info", &info, "with --prompts: VBench_full_info.json (25 videos for temporal_flickering prompts)"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./sample_tmd [flags]");
     if (rc) return rc == 1 ? 0 : 2;
@@ -109,9 +225,8 @@ int main(int argc, char** argv) {
     wan_config_print(&c, stdout);
     wan_print_count(&c, stdout);
     if (strcmp(mode, "teacher")) {
-        // the students' samplers (issue 12) plug in here: TMD (M outer × N inner steps) and DMD2-v
-        fprintf(stderr, "sample_tmd: --mode %s (the distilled students) is not in this build; --mode teacher samples the teacher\n", mode);
-        free(params); return 1;
+        rc = sample_students(mode, &c, params, student, prompt, batch, M, N, H, seed, out, prompts, extended, info);
+        free(params); return rc;
     }
     if (bench > 0) return bench_forward(&c, params, batch, lat_t, lat_h, lat_w, bench, (uint64_t)seed);
     if (!params) { fprintf(stderr, "error: sampling needs --weights (a trained teacher, e.g. from ./train_tmd)\n"); return 2; }

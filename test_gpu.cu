@@ -23,6 +23,7 @@
 #include "cpu/teacher_cpu.h"      // adamw_step: the optimizer's oracle
 #include "gpu/wan_gpu.cuh"        // the model under test
 #include "kernels/adamw.cuh"      // the GPU AdamW
+#include "gpu/tmd_gpu_tests.cuh"  // TMD: the student and its training steps vs the CPU reference
 
 #ifdef ENABLE_FP32
 #define PARITY_TOL 1e-5
@@ -280,6 +281,7 @@ int main(int argc, char** argv) {
     }
 #endif
 
+    test_tmd_gpu(B, (uint64_t)seed, PARITY_TOL);
     printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
     gemm_free();
     return tests_failed ? 1 : 0;

@@ -22,6 +22,7 @@
 #include "cpu/distill_run.h"   // the whole method on the CPU in the tiny world: teacher, TM-MF, DMD2-v, table
 #include "cpu/distill_smoke_tests.h" // a few steps of every distillation stage
 #include "cpu/ablate.h"               // the paper's claims in miniature: ./test_tmd ablate
+#include "gpu/host_tests.h"           // the GPU programs' plain-C pieces: VBench suite logic, memory plan, checkpoints
 #include "lib/flags.h"               // flag tables: parser and usage from one place
 #include "lib/alloc.h"               // xmalloc, xcalloc: checked allocations
 #include "lib/timer.h"               // now_s
@@ -1360,6 +1361,9 @@ static void test_umt5_group(void) {
 static void test_vae_group(void) {
     test_vae(test_tmpdir);
 }
+static void test_gpu_host_group(void) {
+    test_gpu_host(test_tmpdir);
+}
 static void test_grad_group(void) {
     test_layer_grads();
     test_gradcheck_catches_bugs();
@@ -1385,6 +1389,7 @@ static const TestGroup TEST_GROUPS[] = {
     {"vae", test_vae_group, "the Wan2.1 VAE vs diffusers' AutoencoderKLWan, cache memory, bad inputs", FAST},
     {"teacher", test_teacher, "AdamW, flow matching, Euler and UniPC with CFG, a tiny teacher run", FAST},
     {"tmd", test_tmd, "TMD: student, inner flow, TM-MF, DMD2-v gradients", FAST},
+    {"gpuhost", test_gpu_host_group, "the GPU programs' plain-C parts: VBench suite, memory plan, checkpoints", FAST},
     {"smoke", test_distill_smoke, "a few steps of every distillation stage: finite losses, parameters move", FAST},
     {"distill", test_distill, "the tiny distillation and the paper's claim in miniature (make test-distill)", SLOW},
 };

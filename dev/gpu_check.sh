@@ -6,7 +6,8 @@
 #      dim 16, so naive attention), and bf16 on the world preset at a small latent (head dim 64: the flash kernels)
 #   3. the kernel lab at its real sizes (dev/cuda/run_all.sh: every kernel vs its CPU twin, timings, and the flash
 #      attention vs the naive one at Wan sizes: 32,760-token self-attention, 512-key cross-attention, head dim 128)
-#   4. a short teacher training run on the built-in world (train_tmd), then sampling it (sample_tmd)
+#   4. a short teacher training run on the built-in world (train_tmd), then sampling it (sample_tmd); then TMD's
+#      Stage 1 (and a resumed Stage 1 compared byte for byte), Stage 2 without the GAN, and TMD sampling at M = 1, 2
 #   5. the 1.3B forward at 480p x 81 frames (batch 1, 32,760 tokens) against diffusers' WanTransformer3DModel (eager,
 #      PyTorch SDPA) in the same run
 # Targets to report against (ratios within this run; absolute figures only as measured here): 1.3B forward <= 0.45 s on
@@ -59,6 +60,17 @@ runf "time|FAIL|passed|exit|results" ./dev/cuda/run_all.sh
 step "4. teacher training on the built-in world, then sampling"
 run ./train_tmd --preset world --steps 300 --batch 8 --lr 3e-4 --log-every 50 --out /tmp/gpu_check_teacher.safetensors
 run ./sample_tmd --weights /tmp/gpu_check_teacher.safetensors --batch 4 --steps 16 --out /tmp/gpu_check_samples.npy
+
+step "4b. TMD on the built-in world: Stage 1, a resumed Stage 1 equal to the uninterrupted one, Stage 2 and the DMD2-v baseline (no GAN yet), sampling"
+T=/tmp/gpu_check_teacher.safetensors
+run ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --out /tmp/gpu_check_s1.safetensors
+run ./train_tmd --stage stage1 --weights $T --steps 20 --batch 4 --log-every 10 --out /tmp/gpu_check_s1_half.safetensors >/dev/null
+run ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --resume /tmp/gpu_check_s1_half.safetensors --out /tmp/gpu_check_s1_resumed.safetensors >/dev/null
+run cmp /tmp/gpu_check_s1.safetensors /tmp/gpu_check_s1_resumed.safetensors && echo "resume: 20 + 20 steps = 40 steps, bit for bit"
+run ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetensors --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_s2.safetensors
+run ./train_tmd --stage baseline --weights $T --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_base.safetensors
+run ./sample_tmd --mode dmd2v --weights $T --student /tmp/gpu_check_base.safetensors --M 2 --batch 4 --out /tmp/gpu_check_dmd_M2.npy | grep -E "NFE|wrote"
+for M in 1 2; do run ./sample_tmd --mode tmd --weights $T --student /tmp/gpu_check_s2.safetensors --M $M --N 2 --batch 4 --out /tmp/gpu_check_tmd_M$M.npy | grep -E "NFE|wrote"; done
 
 step "5. Wan2.1 1.3B forward, 480p x 81 frames (batch 1, latent [16, 21, 60, 104], 32,760 tokens) vs diffusers eager"
 runf "bench|total" ./sample_tmd --preset wan2.1-t2v-1.3b --bench 5 --batch 1 --latent-frames 21 --latent-height 60 --latent-width 104

@@ -1,0 +1,147 @@
+// gpu/host_tests.h: the GPU programs' plain-C pieces, tested on the CPU: the VBench suite logic (lib/vbench.h,
+// tests in lib/vbench_tests.h) and the memory plan of a distillation step (gpu/distill_plan.h) against the presets.
+#pragma once
+#include "../lib/vbench_tests.h"
+#include "distill_plan.h"
+#include "train_state.h"
+#include "../cpu/tmd_cpu.h"   // student_extra_layout: the student's parameters beyond the Wan layout
+#include "../cpu/disc_cpu.h"  // disc_config, disc_num_params: the discriminator heads' size
+
+// the plan for a preset at a latent grid, with the student's extras counted by the CPU reference's own layout
+static PlanInput plan_input_for(const char* preset, int T, int Hl, int Wl, int N, int H, size_t disc_params, int disc_heads, int disc_top) {
+    PlanInput in; memset(&in, 0, sizeof(in)); char err[ST_ERRLEN];
+    wan_preset(&in.wan, preset, err);
+    in.T = T; in.Hl = Hl; in.Wl = Wl; in.batch = 1; in.N = N; in.H = H; in.recompute = 1;
+    StudentConfig sc; sc.wan = in.wan; sc.head_blocks = H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = in.wan.ffn_dim;
+    student_extra_layout(&sc, NULL, NULL, NULL, &in.student_extra);
+    in.disc_params = disc_params; in.disc_heads = disc_heads; in.disc_top = disc_top; in.disc_width1 = 512;
+    return in;
+}
+
+static double plan_item(const MemPlan* p, const char* name) { for (int i = 0; i < p->n; i++) if (!strcmp(p->item[i].name, name)) return p->item[i].bytes; return -1; }
+
+static void test_distill_plan(void) {
+    printf("\n[plan] memory plan of a distillation step (arithmetic only; what fits is decided on the device)\n");
+    char err[ST_ERRLEN];
+    // the plan's block equals the CPU reference's block activations buffer for buffer (naive attention keeps the
+    // probabilities, as the CPU does), at the tiny preset and at the world preset
+    const char* presets[2] = {"tiny", "world"};
+    int grids[2][3] = {{4, 16, 16}, {9, 32, 32}};
+    for (int k = 0; k < 2; k++) {
+        PlanInput in = plan_input_for(presets[k], grids[k][0], grids[k][1], grids[k][2], 2, 1, 0, 0, 0);
+        in.naive_attention = 1;
+        WanBlockAct a; Arena ar = {NULL, 0, 0};
+        wan_block_carve(&a, &ar, &in.wan, plan_tokens(&in));
+        PlanBlock b = plan_block_elems(&in);
+        EXPECT(b.acts + b.stats == (double)ar.cap, "%s: the plan counts %.0f elements in a block, the CPU reference carves %zu", presets[k], b.acts + b.stats, ar.cap);
+        printf("  %-6s block: plan %.0f elements, CPU reference %zu (L = %d)\n", presets[k], b.acts + b.stats, ar.cap, plan_tokens(&in));
+    }
+    // Wan2.1 1.3B at 480p x 81 frames (latent 21 x 60 x 104: 32,760 tokens), TMD-N4H5, Stage 2, bf16, recompute
+    // the discriminator: cpu/disc_cpu.h's Conv3D heads at Wan scale (widths 512, 512, 1024, 1024, hidden 512), counted by its own layout
+    WanConfig c13; wan_preset(&c13, "wan2.1-t2v-1.3b", err);
+    DiscConfig dc13 = disc_config(&c13, 512, 512, 1024, 1024, 512);
+    size_t disc_1b3 = disc_num_params(&dc13);
+    PlanInput in = plan_input_for("wan2.1-t2v-1.3b", 21, 60, 104, 4, 5, disc_1b3, dc13.n_heads, dc13.layers[dc13.n_heads - 1] + 1);
+    EXPECT(plan_tokens(&in) == 32760, "1.3B at 480p x 81 frames: %d tokens, want 32760", plan_tokens(&in));
+    MemPlan p2, p1; distill_plan(&p2, &in, 2); distill_plan(&p1, &in, 1);
+    plan_print(&p2, "Wan2.1 1.3B, Stage 2 (DMD2-v, TMD-N4H5), batch 1, 32,760 tokens, bf16, recompute", stdout);
+    double sum = 0; for (int i = 0; i < p2.n; i++) sum += p2.item[i].bytes;
+    EXPECT(sum == p2.total, "plan total %.0f is not the sum of its items %.0f", p2.total, sum);
+    double Pw = (double)wan_num_params(&in.wan);
+    EXPECT(plan_item(&p2, "fake score (trainable)") == 18.0 * Pw && plan_item(&p2, "teacher (frozen)") == 2.0 * Pw &&
+           plan_item(&p2, "student (trainable)") == 18.0 * (Pw + (double)in.student_extra),
+           "weights: 18 B per trainable and 2 B per frozen parameter (1.3B has %.0f parameters, the student %zu more)", Pw, in.student_extra);
+    double gib80 = 80.0 * PLAN_GIB, reserve = 2.0 * PLAN_GIB;
+    EXPECT(plan_check(&p2, gib80, reserve, err, sizeof(err)) == 0, "the 1.3B Stage 2 step must fit one 80 GB GPU: %s", err);
+    EXPECT(p1.total < p2.total, "Stage 1 (%.1f GiB) should need less than Stage 2 (%.1f GiB)", p1.total / PLAN_GIB, p2.total / PLAN_GIB);
+    printf("  1.3B: Stage 1 %.2f GiB, Stage 2 %.2f GiB of 80 GiB (2 GiB reserved)\n", p1.total / PLAN_GIB, p2.total / PLAN_GIB);
+    // doubling the batch doubles every activation item and leaves the weights alone
+    PlanInput in2 = in; in2.batch = 2; MemPlan q; distill_plan(&q, &in2, 2);
+    EXPECT(plan_item(&q, "saved activations") == 2 * plan_item(&p2, "saved activations") && plan_item(&q, "student (trainable)") == plan_item(&p2, "student (trainable)"),
+           "batch 2: activations x2, weights x1");
+    // without recompute the 1.3B step does not fit, and the refusal names the activations
+    PlanInput nr = in; nr.recompute = 0; MemPlan r; distill_plan(&r, &nr, 2);
+    EXPECT(plan_check(&r, gib80, reserve, err, sizeof(err)) != 0 && strstr(err, "saved activations"), "1.3B without recompute should refuse naming the activations: %s", err);
+    printf("  1.3B without recompute -> %s\n", err);
+    // the naive attention at 32,760 tokens does not fit either (its scores alone are heads x L^2 x 4 B = 48 GiB)
+    PlanInput na = in; na.naive_attention = 1; MemPlan s; distill_plan(&s, &na, 2);
+    EXPECT(plan_check(&s, gib80, reserve, err, sizeof(err)) != 0, "1.3B with the naive attention should refuse (%.1f GiB)", s.total / PLAN_GIB);
+    // the 14B does not fit one GPU: the refusal names the student's weights
+    WanConfig c14; wan_preset(&c14, "wan2.1-t2v-14b", err);
+    DiscConfig dc14 = disc_config(&c14, 512, 512, 1024, 1024, 512);
+    PlanInput big = plan_input_for("wan2.1-t2v-14b", 21, 60, 104, 4, 5, disc_num_params(&dc14), dc14.n_heads, dc14.layers[dc14.n_heads - 1] + 1);
+    MemPlan b14; distill_plan(&b14, &big, 2);
+    EXPECT(plan_check(&b14, gib80, reserve, err, sizeof(err)) != 0 && strstr(err, "student"), "14B should refuse naming the student: %s", err);
+    printf("  14B -> %s\n", err);
+    // the built-in world on one GPU fits easily, even with the naive attention in fp32
+    PlanInput w = plan_input_for("world", 9, 32, 32, 4, 2, 1000000, 3, 12);
+    w.naive_attention = 1; w.fp32 = 1; MemPlan pw; distill_plan(&pw, &w, 2);
+    EXPECT(plan_check(&pw, 16.0 * PLAN_GIB, reserve, err, sizeof(err)) == 0, "the world preset should fit 16 GiB: %s", err);
+    printf("  world preset (fp32, naive attention): Stage 2 %.3f GiB\n", pw.total / PLAN_GIB);
+}
+
+
+// a toy training run with train_tmd's discipline (weights, AdamW moments, host stream in the checkpoint): noisy
+// AdamW on a quadratic, `steps` steps, resuming from `ckpt` after `stop_at` steps when stop_at > 0
+static void ts_toy_run(float* w, int steps, int stop_at, const char* ckpt, char* err, int* rc) {
+    enum { n = 37 };
+    float m[n], v[n]; memset(m, 0, sizeof(m)); memset(v, 0, sizeof(v));
+    Rng r = rng_make(99); uint64_t step = 0;
+    for (int i = 0; i < n; i++) w[i] = (float)(0.1 * i);
+    TsBuffer bufs[3] = {{"toy.params", w, n}, {"toy.adam_m", m, n}, {"toy.adam_v", v, n}};
+    *rc = 0;
+    for (;;) {
+        if (stop_at > 0 && step == (uint64_t)stop_at) {   // checkpoint, forget everything, reload
+            TsMeta meta; memset(&meta, 0, sizeof(meta));
+            ts_meta_u64(&meta, "step", step); ts_meta_u64(&meta, "rng_seed", r.seed); ts_meta_u64(&meta, "rng_counter", r.counter);
+            ts_meta_set(&meta, "stage", "toy");
+            if ((*rc = ts_save(ckpt, bufs, 3, &meta, err))) return;
+            memset(w, 0, sizeof(float) * n); memset(m, 0, sizeof(m)); memset(v, 0, sizeof(v)); r = rng_make(0); step = 0;
+            TsMeta have, want; memset(&want, 0, sizeof(want)); ts_meta_set(&want, "stage", "toy");
+            if ((*rc = ts_load(ckpt, bufs, 3, &have, err)) || (*rc = ts_check_settings(&have, &want, ckpt, err))) return;
+            if ((*rc = ts_meta_get_u64(&have, "step", &step, ckpt, err)) || (*rc = ts_meta_get_u64(&have, "rng_seed", &r.seed, ckpt, err)) ||
+                (*rc = ts_meta_get_u64(&have, "rng_counter", &r.counter, ckpt, err))) return;
+            stop_at = 0;
+        }
+        if (step == (uint64_t)steps) return;
+        step++;
+        for (int i = 0; i < n; i++) {
+            float g = w[i] - 1.0f + (float)(0.3 * rng_normal(&r));
+            m[i] = 0.9f * m[i] + 0.1f * g; v[i] = 0.99f * v[i] + 0.01f * g * g;
+            w[i] -= 0.05f * (m[i] / (1.0f - powf(0.9f, (float)step))) / (sqrtf(v[i] / (1.0f - powf(0.99f, (float)step))) + 1e-8f);
+        }
+    }
+}
+
+static void test_train_state(const char* tmpdir) {
+    printf("\n[checkpoint] train_tmd's training state: round trip, resume = uninterrupted, refusals\n");
+    char path[1024], err[ST_ERRLEN]; snprintf(path, sizeof(path), "%s/state.safetensors", tmpdir);
+    float a[40], b[40]; int rc;
+    ts_toy_run(a, 20, 0, path, err, &rc);
+    ts_toy_run(b, 20, 7, path, err, &rc);
+    EXPECT(rc == 0, "resume: %s", err);
+    EXPECT(!memcmp(a, b, sizeof(float) * 37), "20 steps with a checkpoint and reload at step 7 differ from 20 uninterrupted steps");
+    printf("  toy AdamW run, 20 steps: checkpoint + reload at step 7 equals the uninterrupted run bit for bit: %s\n", memcmp(a, b, sizeof(float) * 37) ? "NO" : "yes");
+    // a run without the host stream in the checkpoint would differ (the test can fail)
+    float c[40]; ts_toy_run(c, 7, 0, path, err, &rc);
+    TsBuffer one[1] = {{"toy.params", b, 37}}; TsMeta meta;
+    EXPECT(ts_load(path, one, 1, &meta, err) == 0 && !memcmp(b, c, sizeof(float) * 37), "the checkpoint at step 7 holds the weights of step 7");
+    TsBuffer wrong[1] = {{"toy.params", b, 36}};
+    EXPECT(ts_load(path, wrong, 1, &meta, err) != 0 && strstr(err, "toy.params") && strstr(err, "37"), "size mismatch: %s", err);
+    printf("  wrong size -> %s\n", err);
+    TsBuffer missing[1] = {{"student.params", b, 37}};
+    EXPECT(ts_load(path, missing, 1, &meta, err) != 0 && strstr(err, "student.params"), "missing buffer: %s", err);
+    TsMeta want; memset(&want, 0, sizeof(want)); ts_meta_set(&want, "stage", "stage2");
+    ts_load(path, one, 1, &meta, err);
+    EXPECT(ts_check_settings(&meta, &want, path, err) != 0 && strstr(err, "stage"), "settings mismatch: %s", err);
+    printf("  other settings -> %s\n", err);
+    FILE* f = fopen(path, "r+b"); if (f) { fseek(f, 0, SEEK_END); long sz = ftell(f); fclose(f); if (truncate(path, sz - 8) != 0) sz = 0; }
+    EXPECT(ts_load(path, one, 1, &meta, err) != 0, "a truncated checkpoint must be refused");
+    printf("  truncated file -> %s\n", err);
+}
+
+static void test_gpu_host(const char* tmpdir) {
+    test_vbench(tmpdir);
+    test_distill_plan();
+    test_train_state(tmpdir);
+}

@@ -1,0 +1,244 @@
+// gpu/tmd_gpu_tests.cuh: the TMD student and its training steps on the GPU against the CPU reference (double), at a
+// tiny size, with the CPU's own random draws replayed on the host (tmmf_draw_sample) and uploaded, so both sides
+// see the same noise, times and dropout. Included by test_gpu.cu (needs WAN_REAL double and lib/testing.h).
+//   Stage 1: one TM-MF step on B samples: every sample's loss, every student gradient (Wan tensors and the
+//   flow-head extras), (a) guided samples with r < s (the central-difference JVP along v_g) and (b) samples dropped
+//   to the unconditional caption (a random negative prompt here) with a mix of r = s and r < s.
+//   Stage 2: one DMD2-v student step (VSD through the N = 2 rollout into every student gradient) and one critic step
+//   (the fake score's DSM gradients), without the GAN terms (the Conv3D heads are not on the GPU yet).
+// Tolerances: the fp32 build checks at PARITY_TOL (test_gpu.cu). The bf16 build runs the same steps with r = s only:
+// the finite-difference JVP divides a difference of two bf16-rounded evaluations (relative error ~2^-9 each) by
+// 2δ = 1e-2, an error of order 0.2·(s − r) in du/ds that no tolerance can separate from a wrong formula; the JVP is
+// checked in the fp32 build.
+#pragma once
+#include "distill_gpu.cuh"
+
+// a student config whose every dimension differs (D 64, F 96, fusion FFN 48, 3 blocks of which H = 1 form the head)
+static const WanConfig TMD_PARITY_CONFIG = {"tmd-parity", 64, 96, 32, 4, 3, 3, 3, {1, 2, 2}, 6, 24, 1e-6};
+
+static void tmd_random_params_(const WanConfig* c, double* buf, uint64_t seed) {   // test_tmd.c's recipe
+    Rng r = rng_make(seed);
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(c, tl, NULL, NULL, NULL);
+    for (int i = 0; i < nt; i++) {
+        double* p = buf + tl[i].offset, mean = 0, sd;
+        if (strstr(tl[i].name, "modulation")) sd = 0.3;
+        else if (strstr(tl[i].name, "norm") && !strstr(tl[i].name, "bias")) { mean = 1; sd = 0.1; }
+        else if (tl[i].ndim == 1) sd = 0.1;
+        else sd = 1.0 / sqrt((double)(tl[i].numel / (size_t)tl[i].shape[0]));
+        for (size_t k = 0; k < tl[i].numel; k++) p[k] = mean + sd * rng_normal(&r);
+    }
+    free(tl);
+}
+
+static float* tmd_upload_(const double* h, size_t n) {
+    float* f = (float*)malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) f[i] = (float)h[i];
+    float* d; cudaCheck(cudaMalloc(&d, sizeof(float) * (n ? n : 1)));
+    cudaCheck(cudaMemcpy(d, f, sizeof(float) * n, cudaMemcpyHostToDevice));
+    free(f); return d;
+}
+static double* tmd_download_(const float* d, size_t n) {
+    float* f = (float*)malloc(sizeof(float) * (n ? n : 1)); double* h = (double*)malloc(sizeof(double) * (n ? n : 1));
+    cudaCheck(cudaMemcpy(f, d, sizeof(float) * n, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) h[i] = f[i];
+    free(f); return h;
+}
+
+// every tensor of the student's gradient (Wan layout, then the extras) at its own scale
+static void tmd_compare_student_(const StudentConfig* sc, const char* what, const double* gpu, const double* cpu, double tol) {
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(&sc->wan, tl, NULL, NULL, NULL);
+    size_t nw = wan_num_params(&sc->wan);
+    char name[320];
+    double worst = 0; const char* worst_name = "";
+    for (int i = 0; i < nt; i++) {
+        double maxd = 0, maxr = 0;
+        for (size_t k = 0; k < tl[i].numel; k++) { maxd = fmax(maxd, fabs(gpu[tl[i].offset + k] - cpu[tl[i].offset + k])); maxr = fmax(maxr, fabs(cpu[tl[i].offset + k])); }
+        double rel = maxr > 0 ? maxd / maxr : maxd;
+        if (rel > worst) { worst = rel; worst_name = tl[i].name; }
+        if (rel > tol || !isfinite(rel)) { snprintf(name, sizeof(name), "%.100s %.96s", what, tl[i].name); expect_close_scaled(name, gpu + tl[i].offset, cpu + tl[i].offset, (long)tl[i].numel, tol); }
+        else tests_passed++;
+    }
+    printf("  %-44s %d Wan tensors, worst rel %.3e (%s)  (tol %.0e)\n", what, nt, worst, worst_name, tol);
+    WanTensor xl[16]; int nx = student_extra_layout(sc, xl, NULL, NULL, NULL);
+    for (int i = 0; i < nx; i++) {
+        snprintf(name, sizeof(name), "%.100s %.96s", what, xl[i].name);
+        expect_close_scaled(name, gpu + nw + xl[i].offset, cpu + nw + xl[i].offset, (long)xl[i].numel, tol);
+    }
+    free(tl);
+}
+
+// one TM-MF step on B samples, GPU vs CPU; p_drop and p_tm choose the branches
+static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_tm, double tol, const char* label) {
+    char err[ST_ERRLEN];
+    StudentConfig sc; sc.wan = TMD_PARITY_CONFIG; sc.head_blocks = 1; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = 48;
+    const WanConfig* c = &sc.wan;
+    int T = 2, Hl = 4, Wl = 8;
+    WanGrid g; if (wan_grid(&g, c, c->in_dim, T, Hl, Wl, err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    size_t nw = wan_num_params(c), ns = student_num_params(&sc), numel = (size_t)c->out_dim * T * Hl * Wl, nctx = (size_t)c->text_len * c->text_dim;
+    // the student: a random teacher, student_init, then every extra perturbed so no path is zero
+    double* teacher = (double*)calloc(nw, sizeof(double)); tmd_random_params_(c, teacher, seed);
+    double* Sb = (double*)calloc(ns, sizeof(double)); student_init(&sc, Sb, teacher, seed + 1);
+    Rng pr = rng_make(seed + 2);
+    for (size_t i = nw; i < ns; i++) Sb[i] += 0.05 * rng_normal(&pr);
+    StudentParams S; student_carve(&sc, &S, Sb); S.x.fuse_gate[0] = 0.3;
+    // inputs: clean latents and captions of different lengths (zero-padded for the GPU)
+    double* x = (double*)malloc(sizeof(double) * B * numel); for (size_t i = 0; i < B * numel; i++) x[i] = rng_normal(&pr);
+    double* ctx = (double*)calloc(B * nctx, sizeof(double)); int Lt[TMD_MAX_BATCH];
+    for (int b = 0; b < B; b++) { Lt[b] = c->text_len - (b % 3); for (size_t i = 0; i < (size_t)Lt[b] * c->text_dim; i++) ctx[b * nctx + i] = rng_normal(&pr); }
+    // the unconditional caption: a random one of text_len − 1 rows when samples are dropped (a negative prompt, so the
+    // dropped samples' cross-attention gradients are not identically zero, as they are with the world's empty caption)
+    int Lt_u = p_drop > 0 ? c->text_len - 1 : 0;
+    double* ctx_u = (double*)calloc(nctx, sizeof(double)); for (size_t i = 0; i < (size_t)Lt_u * c->text_dim; i++) ctx_u[i] = rng_normal(&pr);
+    TmmfConfig cf = tmmf_defaults(); cf.p_drop = p_drop; cf.p_tm = p_tm; cf.N = 3;
+    // CPU: one sample at a time, each with its own stream; the same draws replayed for the GPU
+    double* dS = (double*)calloc(ns, sizeof(double)); StudentParams dSp; student_carve(&sc, &dSp, dS);
+    TmmfWork cw; tmmf_work_init(&cw, &sc, &g);
+    TmmfDraw d; memset(&d, 0, sizeof(d)); d.B = B;
+    float* x1h = (float*)malloc(sizeof(float) * B * numel); float* y1h = (float*)malloc(sizeof(float) * B * numel);
+    double loss_cpu[TMD_MAX_BATCH];
+    int replay_ok = 1, n_jvp = 0, n_drop = 0;
+    for (int b = 0; b < B; b++) {
+        Rng r1 = rng_make(seed * 100 + b), r2 = r1;
+        tmmf_draw_sample(&d, b, &cf, &r2, x1h + b * numel, y1h + b * numel, numel);
+        TmmfStats st = tmmf_sample(&dSp, &S, &sc, &g, &cw, x + b * numel, ctx + b * nctx, Lt[b], Lt_u ? ctx_u : NULL, Lt_u, &cf, &r1, 1.0 / B);
+        loss_cpu[b] = st.loss;
+        replay_ok &= r1.counter == r2.counter && st.s == d.s[b] && st.r == d.r[b] && st.t == d.t[b] && st.dropped == d.dropped[b];
+        n_jvp += d.r[b] < d.s[b]; n_drop += d.dropped[b];
+    }
+    EXPECT(replay_ok, "the host replay of the CPU's draws (t, x1, dropout, y1, s, r) went out of step");
+    // GPU
+    float* Sf = (float*)malloc(sizeof(float) * ns); for (size_t i = 0; i < ns; i++) Sf[i] = (float)Sb[i];
+    TmdGpuStudent G; tmd_gpu_student_init(&G, &sc, Sf);
+    TmmfGpuWork gw; tmmf_gpu_work_init(&gw, &sc, B, T, Hl, Wl);
+    float* x_d = tmd_upload_(x, B * numel); float* ctx_d = tmd_upload_(ctx, B * nctx); float* ctxu_d = Lt_u ? tmd_upload_(ctx_u, nctx) : NULL;
+    float *x1_d, *y1_d; cudaCheck(cudaMalloc(&x1_d, sizeof(float) * B * numel)); cudaCheck(cudaMalloc(&y1_d, sizeof(float) * B * numel));
+    cudaCheck(cudaMemcpy(x1_d, x1h, sizeof(float) * B * numel, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(y1_d, y1h, sizeof(float) * B * numel, cudaMemcpyHostToDevice));
+    TmmfGpuStats gs = tmmf_gpu_step(&G, &gw, &d, x_d, x1_d, y1_d, ctx_d, ctxu_d, &cf, 1.0 / B, 1);
+    cudaCheck(cudaDeviceSynchronize());
+    printf("  TM-MF %s: %d samples, %d with r < s (JVP), %d dropped; s, r =", label, B, n_jvp, n_drop);
+    for (int b = 0; b < B; b++) printf(" (%.3f, %.3f)", d.s[b], d.r[b]);
+    printf("\n");
+    expect_close_scaled("TM-MF loss per sample", gs.loss, loss_cpu, B, tol);
+    double* gg = tmd_download_(G.grads, ns);
+    tmd_compare_student_(&sc, "TM-MF d", gg, dS, tol);
+    free(gg);
+    cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1_d)); cudaCheck(cudaFree(y1_d));
+    if (ctxu_d) cudaCheck(cudaFree(ctxu_d));
+    free(ctx_u);
+    tmmf_gpu_work_free(&gw); tmd_gpu_student_free(&G); tmmf_work_free(&cw);
+    free(Sf); free(x1h); free(y1h); free(dS); free(ctx); free(x); free(Sb); free(teacher);
+}
+
+// every tensor of a Wan-layout gradient at its own scale (one line for the passing ones)
+static void tmd_compare_wan_(const WanConfig* c, const char* what, const double* gpu, const double* cpu, double tol) {
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(c, tl, NULL, NULL, NULL);
+    double worst = 0; const char* worst_name = ""; char name[320];
+    for (int i = 0; i < nt; i++) {
+        double maxd = 0, maxr = 0;
+        for (size_t k = 0; k < tl[i].numel; k++) { maxd = fmax(maxd, fabs(gpu[tl[i].offset + k] - cpu[tl[i].offset + k])); maxr = fmax(maxr, fabs(cpu[tl[i].offset + k])); }
+        double rel = maxr > 0 ? maxd / maxr : maxd;
+        if (rel > worst || !isfinite(rel)) { worst = rel; worst_name = tl[i].name; }
+        if (rel > tol || !isfinite(rel)) { snprintf(name, sizeof(name), "%.100s %.96s", what, tl[i].name); expect_close_scaled(name, gpu + tl[i].offset, cpu + tl[i].offset, (long)tl[i].numel, tol); }
+        else tests_passed++;
+    }
+    printf("  %-44s %d Wan tensors, worst rel %.3e (%s)  (tol %.0e)\n", what, nt, worst, worst_name, tol);
+    free(tl);
+}
+
+// one Stage 2 student step (VSD through the N-step rollout) and one critic step (the fake score's DSM), GPU vs CPU,
+// without the GAN terms (their Conv3D heads are CPU-only so far)
+static void test_dmd_gpu_parity(int B, uint64_t seed, double tol, int tmd) {
+    char err[ST_ERRLEN];
+    StudentConfig sc; sc.wan = TMD_PARITY_CONFIG; sc.head_blocks = 1; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = 48;
+    const WanConfig* c = &sc.wan;
+    int T = 2, Hl = 4, Wl = 8, N = 2;
+    WanGrid g; if (wan_grid(&g, c, c->in_dim, T, Hl, Wl, err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    size_t nw = wan_num_params(c), ns = student_num_params(&sc), numel = (size_t)c->out_dim * T * Hl * Wl, nctx = (size_t)c->text_len * c->text_dim;
+    double* teacher = (double*)calloc(nw, sizeof(double)); tmd_random_params_(c, teacher, seed);
+    double* fake = (double*)calloc(nw, sizeof(double)); Rng pr = rng_make(seed + 3);
+    for (size_t i = 0; i < nw; i++) fake[i] = teacher[i] * (1 + 0.1 * rng_normal(&pr));   // the fake score has drifted from the teacher
+    double* Sb = (double*)calloc(ns, sizeof(double)); student_init(&sc, Sb, teacher, seed + 1);
+    for (size_t i = nw; i < ns; i++) Sb[i] += 0.05 * rng_normal(&pr);
+    StudentParams S; student_carve(&sc, &S, Sb); S.x.fuse_gate[0] = 0.3;
+    WanParams Tp, Fp; wan_carve(c, &Tp, teacher); wan_carve(c, &Fp, fake);
+    double* x = (double*)malloc(sizeof(double) * B * numel); for (size_t i = 0; i < B * numel; i++) x[i] = rng_normal(&pr);
+    double* ctx = (double*)calloc(B * nctx, sizeof(double)); int Lt[TMD_MAX_BATCH];
+    for (int b = 0; b < B; b++) { Lt[b] = c->text_len - (b % 3); for (size_t i = 0; i < (size_t)Lt[b] * c->text_dim; i++) ctx[b * nctx + i] = rng_normal(&pr); }
+    DmdConfig cf = dmd_defaults(); cf.gan_weight = 0;
+    DiscConfig dc = disc_config(c, 4, 4, 4, 4, 4); dc.n_heads = 0;
+    // CPU
+    // the baseline's plain Wan student: the teacher with drifted weights
+    double* base = (double*)calloc(nw, sizeof(double)); for (size_t i = 0; i < nw; i++) base[i] = teacher[i] * (1 + 0.05 * rng_normal(&pr));
+    WanParams Bp; wan_carve(c, &Bp, base);
+    Generator Gc; generator_init(&Gc, tmd, &sc, &g, N, 10.0); Gc.S = &S; Gc.P = &Bp;
+    double* dB = (double*)calloc(nw, sizeof(double)); WanParams dBp; wan_carve(c, &dBp, dB);
+    DmdWork cw; dmd_work_init(&cw, c, &g, &dc);
+    double* dS = (double*)calloc(ns, sizeof(double)); StudentParams dSp; student_carve(&sc, &dSp, dS);
+    double* dF = (double*)calloc(nw, sizeof(double)); WanParams dFp; wan_carve(c, &dFp, dF);
+    float* x1h = (float*)malloc(sizeof(float) * 2 * B * numel); float* y1h = (float*)malloc(sizeof(float) * 2 * B * numel);
+    float* eh = (float*)malloc(sizeof(float) * 2 * B * numel);
+    DmdDraw ds, dcr; memset(&ds, 0, sizeof(ds)); memset(&dcr, 0, sizeof(dcr)); ds.B = dcr.B = B;
+    double vsd_cpu[TMD_MAX_BATCH], dsm_cpu[TMD_MAX_BATCH]; int replay_ok = 1;
+    for (int b = 0; b < B; b++) {
+        Rng r1 = rng_make(seed * 10 + b), r2 = r1;
+        dmd_draw_sample(&ds, b, &cf, &r2, x1h + b * numel, y1h + b * numel, eh + b * numel, numel);
+        DmdStats st = dmd_student_sample(&Gc, &dSp, &dBp, &cw, &Tp, &Fp, NULL, &dc, &g, x + b * numel, ctx + b * nctx, Lt[b], NULL, 0, &cf, &r1, 1.0 / B);
+        vsd_cpu[b] = st.vsd; replay_ok &= r1.counter == r2.counter && st.t == ds.t[b] && st.t_i == ds.t_i[b];
+        Rng q1 = rng_make(seed * 10 + 50 + b), q2 = q1; size_t o = (size_t)(B + b) * numel;
+        dmd_draw_sample(&dcr, b, &cf, &q2, x1h + o, y1h + o, eh + o, numel);
+        st = dmd_critic_sample(&Gc, &dFp, NULL, &cw, &Tp, &Fp, NULL, &dc, &g, x + b * numel, ctx + b * nctx, Lt[b], &cf, &q1, 1.0 / B);
+        dsm_cpu[b] = st.dsm; replay_ok &= q1.counter == q2.counter && st.t == dcr.t[b] && st.t_i == dcr.t_i[b];
+    }
+    EXPECT(replay_ok, "the host replay of the CPU's Stage 2 draws (t_i, x1, y1, t, eps) went out of step");
+    // GPU
+    float* Sf = (float*)malloc(sizeof(float) * ns); for (size_t i = 0; i < ns; i++) Sf[i] = (float)Sb[i];
+    float* Tf = (float*)malloc(sizeof(float) * nw); float* Ff = (float*)malloc(sizeof(float) * nw);
+    for (size_t i = 0; i < nw; i++) { Tf[i] = (float)teacher[i]; Ff[i] = (float)fake[i]; }
+    TmdGpuStudent Sg; tmd_gpu_student_init(&Sg, &sc, Sf);
+    WanGpuModel Tm, Fm; wan_gpu_model_init(&Tm, c, Tf, 0, "teacher"); wan_gpu_model_init(&Fm, c, Ff, 1, "fake score");
+    float* Bf = (float*)malloc(sizeof(float) * nw); for (size_t i = 0; i < nw; i++) Bf[i] = (float)base[i];
+    WanGpuModel Bm; wan_gpu_model_init(&Bm, c, Bf, 1, "DMD2-v student");
+    GenGpu G; gen_gpu_init(&G, tmd, &sc, B, T, Hl, Wl, N, 10.0); G.S = &Sg; G.P = &Bm;
+    DmdGpuWork w; dmd_gpu_work_init(&w, c, B, T, Hl, Wl);
+    float* x_d = tmd_upload_(x, B * numel); float* ctx_d = tmd_upload_(ctx, B * nctx);
+    float *nz; cudaCheck(cudaMalloc(&nz, sizeof(float) * 6 * B * numel));
+    float *x1_d = nz, *y1_d = nz + 2 * B * numel, *e_d = nz + 4 * B * numel;
+    cudaCheck(cudaMemcpy(x1_d, x1h, sizeof(float) * 2 * B * numel, cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(y1_d, y1h, sizeof(float) * 2 * B * numel, cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(e_d, eh, sizeof(float) * 2 * B * numel, cudaMemcpyHostToDevice));
+    DmdGpuStats gs = dmd_gpu_student_step(&G, &w, &Tm.w, &Fm.w, &ds, x_d, x1_d, y1_d, e_d, ctx_d, NULL, &cf, 1.0 / B);
+    size_t o = (size_t)B * numel;
+    DmdGpuStats gc = dmd_gpu_critic_step(&G, &w, &Fm, &dcr, x_d, x1_d + o, y1_d + o, e_d + o, ctx_d, &cf, 1.0 / B);
+    cudaCheck(cudaDeviceSynchronize());
+    printf("  DMD2-v, %s: %d samples%s; student t_i, t_dmd =", tmd ? "TMD student" : "baseline (plain Wan student)", B, tmd ? ", rollout N = 2" : "");
+    for (int b = 0; b < B; b++) printf(" (%.3f, %.3f)", ds.t_i[b], ds.t[b]);
+    printf("\n");
+    expect_close_scaled("DMD2-v VSD loss per sample", gs.vsd, vsd_cpu, B, tol);
+    double* gsd = tmd ? tmd_download_(Sg.grads, ns) : tmd_download_(Bm.grads, nw);
+    if (tmd) tmd_compare_student_(&sc, "DMD2-v student d", gsd, dS, tol);
+    else tmd_compare_wan_(c, "DMD2-v baseline student d", gsd, dB, tol);
+    expect_close_scaled("fake score DSM loss per sample", gc.dsm, dsm_cpu, B, tol);
+    double* gfd = tmd_download_(Fm.grads, nw);
+    tmd_compare_wan_(c, "fake score d", gfd, dF, tol);
+    free(gsd); free(gfd);
+    cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(nz));
+    dmd_gpu_work_free(&w); gen_gpu_free(&G); wan_gpu_model_free(&Bm); wan_gpu_model_free(&Tm); wan_gpu_model_free(&Fm); tmd_gpu_student_free(&Sg);
+    dmd_work_free(&cw); generator_free(&Gc);
+    free(Bf); free(base); free(dB); free(Sf); free(Tf); free(Ff); free(x1h); free(y1h); free(eh); free(dS); free(dF); free(ctx); free(x); free(Sb); free(fake); free(teacher);
+}
+
+static void test_tmd_gpu(int B, uint64_t seed, double tol) {
+    printf("\nTMD on the GPU vs the CPU reference: one TM-MF step, one DMD2-v student and critic step (gated fusion, H = 1)\n");
+#ifdef ENABLE_FP32
+    test_tmmf_gpu_parity(B, seed, 0.0, 0.0, tol, "(a) guided, r < s");
+    test_tmmf_gpu_parity(B, seed + 7, 1.0, 0.5, tol, "(b) dropped to a negative prompt");
+#else
+    test_tmmf_gpu_parity(B, seed, 0.0, 1.0, tol, "(a) guided, r = s (bf16: no JVP, see the header)");
+    test_tmmf_gpu_parity(B, seed + 7, 1.0, 1.0, tol, "(b) dropped, r = s");
+#endif
+    test_dmd_gpu_parity(B, seed, tol, 1);
+    test_dmd_gpu_parity(B, seed + 3, tol, 0);
+}

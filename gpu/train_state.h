@@ -1,0 +1,72 @@
+// gpu/train_state.h: a training checkpoint as one safetensors file, plain C (tested on the CPU; train_tmd copies its
+// device buffers to the host and back). Every buffer that decides the next step is in it: master weights and AdamW
+// moments of every trainable network, and as metadata the step, the AdamW step counts, the host random stream
+// (seed, counter), the Philox noise stream (seed, offset), the data stream's state and the settings the run was
+// started with. Written atomically (path.tmp, fsync, rename: lib/safetensors.h), so a crash leaves the previous
+// checkpoint whole; a resumed run is the uninterrupted one, bit for bit, because nothing else carries state.
+// A resume refuses a file whose buffers are missing or of another size, or whose settings differ, naming which.
+#pragma once
+#include "../lib/safetensors.h"
+
+typedef struct { const char* name; float* data; size_t n; } TsBuffer;   // one flat fp32 buffer (host)
+#define TS_MAX_META 32
+typedef struct { int n; char key[TS_MAX_META][48]; char val[TS_MAX_META][256]; } TsMeta;
+
+static void ts_meta_set(TsMeta* m, const char* key, const char* val) {
+    for (int i = 0; i < m->n; i++) if (!strcmp(m->key[i], key)) { snprintf(m->val[i], sizeof(m->val[i]), "%s", val); return; }
+    if (m->n >= TS_MAX_META) { fprintf(stderr, "ts_meta_set: more than %d metadata keys\n", TS_MAX_META); exit(1); }
+    snprintf(m->key[m->n], sizeof(m->key[0]), "%s", key); snprintf(m->val[m->n], sizeof(m->val[0]), "%s", val); m->n++;
+}
+static void ts_meta_u64(TsMeta* m, const char* key, uint64_t v) { char b[32]; snprintf(b, sizeof(b), "%llu", (unsigned long long)v); ts_meta_set(m, key, b); }
+static const char* ts_meta_get(const TsMeta* m, const char* key) { for (int i = 0; i < m->n; i++) if (!strcmp(m->key[i], key)) return m->val[i]; return NULL; }
+// parses an unsigned metadata value; 1 with a message when missing or not a number
+static int ts_meta_get_u64(const TsMeta* m, const char* key, uint64_t* v, const char* path, char* err) {
+    const char* s = ts_meta_get(m, key); char* end = NULL;
+    if (!s) { st_errf(err, "%s: checkpoint has no '%s' entry; was it written by train_tmd?", path, key); return 1; }
+    errno = 0; unsigned long long x = strtoull(s, &end, 10);
+    if (errno || !end || *end || end == s) { st_errf(err, "%s: checkpoint entry '%s' is '%s', expected an unsigned integer", path, key, s); return 1; }
+    *v = (uint64_t)x; return 0;
+}
+
+static int ts_save(const char* path, const TsBuffer* bufs, int nb, const TsMeta* meta, char* err) {
+    StOut* o = (StOut*)calloc(nb ? nb : 1, sizeof(StOut));
+    const char** kv = (const char**)calloc(2 * (meta->n + 1), sizeof(char*));
+    for (int i = 0; i < nb; i++) { o[i].name = bufs[i].name; o[i].ndim = 1; o[i].shape[0] = (int64_t)bufs[i].n; o[i].f32 = bufs[i].data; }
+    for (int i = 0; i < meta->n; i++) { kv[2 * i] = meta->key[i]; kv[2 * i + 1] = meta->val[i]; }
+    int rc = st_write(path, o, nb, kv, meta->n, err);
+    free(o); free(kv);
+    return rc;
+}
+
+// reads every buffer (each must exist with exactly n elements) and the metadata into *meta
+static int ts_load(const char* path, TsBuffer* bufs, int nb, TsMeta* meta, char* err) {
+    StFile f;
+    if (st_open(&f, path, err)) return 1;
+    int rc = 0;
+    memset(meta, 0, sizeof(*meta));
+    for (int k = 0; k < f.n_meta && k < TS_MAX_META; k++) ts_meta_set(meta, f.meta_keys[k], f.meta_vals[k]);
+    for (int i = 0; i < nb && !rc; i++) {
+        const StTensor* t = st_find(&f, bufs[i].name);
+        if (!t) { st_errf(err, "%s: checkpoint has no buffer '%s'; it was written by another stage or version (resume the same --stage)", path, bufs[i].name); rc = 1; break; }
+        if (t->numel != (int64_t)bufs[i].n) {
+            st_errf(err, "%s: buffer '%s' has %lld elements, this run needs %zu; the checkpoint is of another model or config (--preset, --head-blocks, --fusion)",
+                    path, bufs[i].name, (long long)t->numel, bufs[i].n); rc = 1; break;
+        }
+        rc = st_read_float(&f, t, bufs[i].data, err);
+    }
+    st_close(&f);
+    return rc;
+}
+
+// the settings a resumed run must share with the checkpoint: every key of `want` must be there with the same value
+static int ts_check_settings(const TsMeta* have, const TsMeta* want, const char* path, char* err) {
+    for (int i = 0; i < want->n; i++) {
+        const char* v = ts_meta_get(have, want->key[i]);
+        if (!v || strcmp(v, want->val[i])) {
+            st_errf(err, "%s: this run has %s = %s but the checkpoint was written with %s; resume with the same settings, or start a new run",
+                    path, want->key[i], want->val[i], v ? v : "(missing)");
+            return 1;
+        }
+    }
+    return 0;
+}
