@@ -119,7 +119,7 @@ static int sample_students(const char* mode, const WanConfig* c, real* params, c
     char err[ST_ERRLEN];
     StudentSampler s; memset(&s, 0, sizeof(s));
     s.tmd = !strcmp(mode, "tmd"); s.M = M; s.N = N; s.B = prompts ? 1 : batch;
-    s.gamma_outer = M >= 3 ? 5.0 : 10.0;   // App. B.6: γ = 10, 5 for M >= 3 (tmd_method.md)
+    s.gamma_outer = M >= 3 ? 5.0 : 10.0;   // App. B.6: γ = 10, 5 for M >= 3 (FastGen's outer grid)
     if (teacher_gpu_world_for(&s.wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
     if (M < 1 || M > 64 || N < 1 || N > 64) { fprintf(stderr, "error: need 1 <= --M, --N <= 64\n"); return 2; }
     gemm_init();

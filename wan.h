@@ -8,8 +8,9 @@
 // The element type of the buffer is `real`: float by default (GPU programs), double for the CPU reference
 // (test_tmd.c defines WAN_REAL double before including this file). The layout is offsets (WanTensor.offset), so any
 // element type can be carved over it: WAN_DEFINE_PARAMS makes a typed twin of WanParams and wan_carve_view fills it
-// (the GPU's fp32 master weights, fp32 gradients and AdamW moments are WanParams; its bf16 copy is a twin). The architecture itself is specified in
-// ../shared/notes/wan_architecture.md; the CPU reference that runs it is cpu/wan_cpu.h.
+// (the GPU's fp32 master weights, fp32 gradients and AdamW moments are WanParams; its bf16 copy is a twin).
+// The architecture is the official Wan2.1 code's (wan/modules/model.py) and diffusers' WanTransformer3DModel; the CPU
+// reference that runs it is cpu/wan_cpu.h.
 #pragma once
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +50,7 @@ typedef struct {
 
 typedef struct { const char* name; const char* what; WanConfig c; } WanPreset;
 
-// Wan presets: Wan2.1 configs (wan_architecture.md §1). world: the built-in procedural world on one GPU
+// Wan presets: Wan2.1 configs (the official wan/configs). world: the built-in procedural world on one GPU
 // (head dim 64 so the fused attention kernel covers it). tiny: CPU tests and the distillation in `make test`
 // (4x4 patches: 64 tokens per 3x4x16x16 clip keep the double-precision CPU reference fast enough for CI).
 static const WanPreset WAN_PRESETS[] = {
@@ -299,7 +300,7 @@ static void wan_print_count(const WanConfig* c, FILE* f) {
 }
 
 // ----------------------------------------------------------------------------------------------------------
-// name translation: diffusers WanTransformer3DModel -> official Wan2.1 (wan_architecture.md §3.3)
+// name translation: diffusers WanTransformer3DModel -> official Wan2.1 (diffusers' convert_wan_to_diffusers key map)
 
 // Plain prefix rewrites in order; `blocks.N.` is split off first so each rule sees the in-block name.
 static const char* WAN_DIFFUSERS_TOP[][2] = {

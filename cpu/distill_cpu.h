@@ -4,7 +4,8 @@
 //     baseline), the VSD gradient against the CFG teacher, the fake score's denoising score matching, Conv3D
 //     discriminator heads on frozen-teacher features and both GAN losses
 //   KD warm-up for one-step students
-// Formulas follow ../shared/notes/tmd_method.md; the choices the paper leaves open are marked "Choice".
+// Formulas follow the TMD paper (Sec. 3, App. A) in one sign convention, with the facts the paper leaves open taken
+// from NVlabs/FastGen (mean_flow.py, dmd2.py); the remaining choices are marked "Choice".
 // Each *_sample function returns its loss terms and ACCUMULATES parameter gradients scaled by `scale`
 // (1/batch for a mean over the batch).
 #pragma once
@@ -15,7 +16,7 @@ static double softplus(double x) { return x > 30 ? x : log1p(exp(x)); }
 static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
 static void randn_fill(real* p, size_t n, Rng* r) { for (size_t i = 0; i < n; i++) p[i] = rng_normal(r); }
 static double uniform_in(Rng* r, double lo, double hi) { return lo + (hi - lo) * rng_uniform(r); }
-// a training time: shift_γ(U(0.001, 0.999)), clamped to [0.001, 0.999] after the shift (tmd_method.md)
+// a training time: shift_γ(U(0.001, 0.999)), clamped to [0.001, 0.999] after the shift (Table 7; FastGen)
 static double shifted_time(Rng* r, double gamma) { return clamp_time(time_shift(uniform_in(r, T_MIN, T_MAX), gamma)); }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // cpu/tmd_cpu.h: the TMD student on the CPU reference (paper Section 3, App. A.1), its inner flow and samplers.
 //   the decoupled student: backbone = embeddings + first L − H blocks (main feature m); flow head = fusion of the
 //     inner state y_s with m, the last H blocks and the output head, conditioned on e(s) + e_Δ(s − r)
-//   the inner flow (tmd_method.md "Inner flow and sampling"): u = y1 − head, y_r = y_s − (s − r)·u
+//   the inner flow (paper Eq. 13-14 and Alg. 1, with MeanFlow's sign): u = y1 − head, y_r = y_s − (s − r)·u
 //   samplers: TMD (Algorithm 1), DMD2-v multi-step, effective NFE (Eq. 16)
 // Every forward overwrites its outputs; every backward accumulates (+=) into gradients (see cpu/layers.h).
 #pragma once

@@ -4,7 +4,7 @@
 //   the decoupled student: backbone = embeddings + the first L − H blocks (gpu/wan_gpu.cuh, the main feature m);
 //     flow head = gated (or concat) fusion of the inner state y_s with m, the last H blocks and the output head,
 //     conditioned on e(s) + e_Δ(s − r)
-//   the inner flow (tmd_method.md): u = y1 − head, y_r = y_s − (s − r)·u, backpropagated through every inner step
+//   the inner flow (paper Eq. 13-14, MeanFlow's sign): u = y1 − head, y_r = y_s − (s − r)·u, backpropagated through every inner step
 //   samplers: TMD (Algorithm 1) and DMD2-v multi-step; effective NFE (Eq. 16) from cpu/tmd_cpu.h
 // The time grids, the student's extra parameter layout and its initialisation are the CPU reference's own
 // (cpu/tmd_cpu.h: one definition); the student's weights are one buffer [Wan parameters | extras], fp32 master,

@@ -4,7 +4,7 @@
 //
 //   combine3           out[b] = ca[b]·a[b] + cb[b]·b[b] + cc[b]·c[b]   (c may be NULL)
 //     x_t = (1 − t)·x + t·x1,  y_s = (1 − s)·y + s·y1,  v = y1 − y,  u = y1 − head          (App. A.2, Eq. 14)
-//     inner step  y_r = y_s − (s − r)·(y1 − head)  = y_s − (s − r)·y1 + (s − r)·head        (tmd_method.md)
+//     inner step  y_r = y_s − (s − r)·(y1 − head)  = y_s − (s − r)·y1 + (s − r)·head        (paper Eq. 13-14)
 //     outer step  x ← x − (t_i − t_{i−1})·ŷ  (Eq. 4);  x̂ = x_t − t·ŷ  (Eq. 17 for the student)
 //     guidance    v_g = w·v + (1 − w)·u_∅ ;  the teacher's CFG  v = v_∅ + w·(v_c − v_∅)
 //     JVP target  û = v_g − (s − r)·(u₊ − u₋)/(2δ)  (one-sided: (u₊ − u)/δ or (u − u₋)/δ)
@@ -12,7 +12,7 @@
 //   sum_abs_diff       out[b] = Σ_i |a − b|      (the VSD normaliser mean|x̂ − g_teacher|)  double, deterministic
 //
 // Coefficients are per sample, passed by value (Coef3: up to TMD_MAX_BATCH samples), computed on the host in
-// double (time in double, tmd_method.md) and rounded to fp32 once. Latents are fp32 [B, n].
+// double (time in double: paper Table 7, "time t in FP64") and rounded to fp32 once. Latents are fp32 [B, n].
 // Overwritten: out. Deterministic: fixed grids, per-block partials summed in a fixed order (kernels/reduce.cuh).
 #pragma once
 #include "../kernels/common.cuh"

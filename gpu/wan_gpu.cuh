@@ -553,7 +553,7 @@ static void wan_gpu_patch_embed_backward(WanParamsF* dW, float* dx, const float*
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// one DiT block (wan_architecture.md §2.4; cpu/wan_cpu.h wan_block_forward):
+// one DiT block (official wan/modules/model.py WanAttentionBlock; cpu/wan_cpu.h wan_block_forward):
 //   mod = modulation + e0                                     [B, 6D]: shift, scale, gate; shift, scale, gate
 //   x1  = x  + SelfAttn(LN(x)·(1 + mod1) + mod0) · mod2       q, k RMSNorm over D, 3D RoPE on q, k
 //   x2  = x1 + CrossAttn(LN_affine(x1; norm3), c)             no modulation, no gate, all text_len keys

@@ -5,7 +5,7 @@
 //
 // The teacher's loss is mean_b loss[b] with target = x1 − x, so its gradient is dscale = 2/(B·n), w = NULL.
 // A per-sample weight covers TM-MF's adaptive normalisation ‖u − û‖² / sg(‖u − û‖² + c): w[b] = 1/(n·loss[b] + c),
-// dscale = 2/B. Keep the loss on the host side to check it is finite before any backward (tmd_method.md traps).
+// dscale = 2/B. Keep the loss on the host side to check it is finite before any backward (a non-finite step is skipped, not applied).
 // Shapes: pred, target, dpred [B, n] fp32 (the unpatchified velocity); loss [B] double; w [B] fp32.
 // Overwritten: loss, scratch (forward); dpred (backward: the first gradient of the backward pass).
 // Deterministic: FM_LOSS_BLOCKS blocks per sample, each owns a fixed strided set of elements; one block per

@@ -1,4 +1,4 @@
-// kernels/layernorm.cuh: LayerNorm over the model dim C, in fp32, in the two forms Wan uses (wan_architecture.md §2.4):
+// kernels/layernorm.cuh: LayerNorm over the model dim C, in fp32, in the two forms Wan uses (official wan/modules/model.py):
 //
 //   layernorm_modulate_*   norm1 / norm2 / head norm: no affine, fused with the AdaLN modulation
 //                            out = LN(x)·(1 + scale[b]) + shift[b]          (x fp32, out Tout = floatX or float)

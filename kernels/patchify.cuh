@@ -1,5 +1,5 @@
 // kernels/patchify.cuh: latent <-> token layouts around the patch embedding and the head
-// (wan_architecture.md §2.1, §2.6; cpu/layers.h patchify_*, unpatchify_*)
+// (official model.py patch_embedding / unpatchify; cpu/layers.h patchify_*, unpatchify_*)
 //
 // A latent x [B, C, T, Hl, Wl] fp32 is cut into (pt, ph, pw) patches on the grid (Fp, Hp, Wp) = (T/pt, Hl/ph, Wl/pw);
 // token n = (f·Hp + i)·Wp + j, L = Fp·Hp·Wp tokens per sample, P = C·pt·ph·pw values per token.

@@ -1,6 +1,6 @@
 // kernels/precision.cuh: the activation element type `floatX` and the conversions every kernel uses.
 //
-// Precision map (wan_architecture.md §2.7):
+// Precision map (what the official code keeps in fp32 under autocast):
 //   floatX (bf16 by default): GEMM inputs, weights copies and outputs; attention operands; the gradients that
 //                             flow into a GEMM backward.
 //   float always:             the residual stream and its gradient, LayerNorm/RMSNorm statistics, AdaLN

@@ -1,4 +1,4 @@
-// kernels/residual.cuh: the residual adds of a Wan block (wan_architecture.md §2.4, cpu/layers.h gated_add_*)
+// kernels/residual.cuh: the residual adds of a Wan block (official model.py WanAttentionBlock, cpu/layers.h gated_add_*)
 //
 //   x = x + SelfAttn(h)·gate_msa        gate from mod [B, 6, C], chunk 2
 //   x = x + CrossAttn(...)              no gate (pass gate = NULL)

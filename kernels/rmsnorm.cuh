@@ -1,4 +1,4 @@
-// kernels/rmsnorm.cuh: RMSNorm across all heads (norm_q, norm_k of self- and cross-attention; wan_architecture.md §2.4)
+// kernels/rmsnorm.cuh: RMSNorm across all heads (norm_q, norm_k of self- and cross-attention; official model.py WanRMSNorm)
 //
 //   out = x·rstd·w ,  rstd = 1/sqrt(mean_c(x²) + eps) over the whole model dim C = H·d (not per head)
 //

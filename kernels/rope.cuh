@@ -1,5 +1,5 @@
 // kernels/rope.cuh: 3D rotary position embedding, interleaved pairs, per-axis frequency tables
-// (wan_architecture.md §2.4, cpu/layers.h rope_table / rope_apply).
+// (official model.py rope_params / rope_apply, cpu/layers.h rope_table / rope_apply).
 //
 // Head dim d has c = d/2 complex pairs (x[2p], x[2p+1]). The pairs are split over the three grid axes:
 // frame cf = c − 2·(c/3), height ch = c/3, width ch (22, 21, 21 for d = 128), and each axis uses its own

@@ -68,7 +68,7 @@ EPS = CFG["eps"]
 
 
 # ----------------------------------------------------------------------------------------------------------
-# name mapping diffusers -> official (wan_architecture.md §3.3), written as explicit rules, checked below
+# name mapping diffusers -> official (diffusers' convert_wan_to_diffusers key map), written as explicit rules, checked below
 # ----------------------------------------------------------------------------------------------------------
 _TOP = {
     "patch_embedding.": "patch_embedding.",
@@ -106,7 +106,7 @@ def diffusers_to_official(name):
 
 
 def official_expected():
-    """Official WanModel state_dict order and shapes, written from wan_architecture.md §3.2 and the official
+    """Official WanModel state_dict order and shapes, written from the official WanModel's module registration order and the official
     module structure (a module's own Parameters precede its children's in state_dict)."""
     Fd, Tdim, fq = CFG["ffn_dim"], CFG["text_dim"], CFG["freq_dim"]
     out = 16 * 1 * 2 * 2
@@ -214,7 +214,7 @@ def fp64_patches(model, keep_float=True, sinusoid=True, rope=True):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# independent fp64 reference of the official WanModel math (from wan_architecture.md §2, §8), official names
+# independent fp64 reference of the official WanModel math (from the official wan/modules/model.py), official names
 # ----------------------------------------------------------------------------------------------------------
 def ref_forward(P, x, t, ctx_pad):
     H, d = CFG["num_attention_heads"], CFG["attention_head_dim"]
