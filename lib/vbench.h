@@ -19,6 +19,7 @@
 //   - OUT/manifest.tsv is written (atomically) before the first video: the whole plan with every seed, and the
 //     generator's settings; a resume whose plan differs in any line refuses instead of mixing two suites.
 #pragma once
+#include "rng.h"           // splitmix64_mix
 #include "safetensors.h"   // ST_ERRLEN, st_errf, the JSON reader, st_read_small_file, atomic writes
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -107,14 +108,9 @@ static int vb_file_stem(char* out, const char* prompt) {
 }
 
 static uint64_t vb_fnv1a64(const char* s) { uint64_t h = 0xcbf29ce484222325ull; for (; *s; s++) { h ^= (unsigned char)*s; h *= 0x100000001b3ull; } return h; }
-static uint64_t vb_splitmix64(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull; x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
 // the seed of video `index` of `prompt` (see the header: a function of the text, distinct within a prompt)
 static uint64_t vb_seed(uint64_t base_seed, const char* prompt, int index) {
-    return ((vb_fnv1a64(prompt) ^ vb_splitmix64(base_seed)) & ((1ull << 62) - 1)) + (uint64_t)index;
+    return ((vb_fnv1a64(prompt) ^ splitmix64_mix(base_seed + SPLITMIX64_GAMMA)) & ((1ull << 62) - 1)) + (uint64_t)index;
 }
 
 // a string as one single-quoted shell word ('it'\''s'); returns -1 when out (cap bytes) is too small
