@@ -19,6 +19,7 @@
 #include "lib/flags.h"            // flag table: parser and usage
 #include "lib/rng.h"              // splitmix64 for the random parameters and inputs
 #include "lib/testing.h"          // EXPECT, expect_close_scaled
+#include "lib/random_params.h"    // random_params: the tests' one recipe for parameters
 #include "cpu/wan_cpu.h"          // the CPU reference: the oracle
 #include "cpu/teacher_cpu.h"      // adamw_step: the optimizer's oracle
 #include "gpu/wan_gpu.cuh"        // the model under test
@@ -35,22 +36,6 @@
 // a functional simulator (a few hundred thousand threads per forward+backward)
 static const WanConfig PARITY_CONFIG = {"parity", 64, 96, 32, 4, 2, 3, 3, {1, 2, 2}, 6, 24, 1e-6};
 
-// parameters of a sensible scale (test_tmd.c's recipe), no trivial 0 or 1
-static void random_params(const WanConfig* c, double* buf, uint64_t seed) {
-    Rng r = rng_make(seed);
-    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
-    int nt = wan_layout(c, tl, NULL, NULL, NULL);
-    for (int i = 0; i < nt; i++) {
-        const WanTensor* t = &tl[i];
-        double* p = buf + t->offset, mean = 0, std;
-        if (strstr(t->name, "modulation")) std = 0.3;
-        else if (strstr(t->name, "norm") && !strstr(t->name, "bias")) { mean = 1; std = 0.1; }
-        else if (t->ndim == 1) std = 0.1;
-        else std = 1.0 / sqrt((double)(t->numel / (size_t)t->shape[0]));
-        for (size_t k = 0; k < t->numel; k++) p[k] = mean + std * rng_normal(&r);
-    }
-    free(tl);
-}
 
 static double* dalloc(size_t n) { double* p = (double*)calloc(n ? n : 1, sizeof(double)); if (!p) { fprintf(stderr, "out of memory\n"); exit(1); } return p; }
 static float* falloc(size_t n) { float* p = (float*)calloc(n ? n : 1, sizeof(float)); if (!p) { fprintf(stderr, "out of memory\n"); exit(1); } return p; }

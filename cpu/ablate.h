@@ -147,7 +147,7 @@ static int ablate_main(int argc, char** argv) {
         {"fig9", "DMD2-v M1 (KD), t_dmd shift 1 (none)", 0, 1, N0, H0, FUSION_GATED, 0, 1, 1.0, 0, 1},
     };
     int nspec = (int)(sizeof(specs) / sizeof(specs[0]));
-    double t_start = dr_now();
+    double t_start = now_s();
     DistillWorld W;
     if (distill_world_init(&W, &base)) return 1;
     AblRow rows[64]; int nr = 0;
@@ -162,7 +162,7 @@ static int ablate_main(int argc, char** argv) {
     for (int i = 0; i < nt; i++)
         printf("  %s: total %.1f (quality %.1f, semantic %.1f, Fréchet %.2f)\n", tr[i].name, tr[i].total, tr[i].quality,
                tr[i].semantic, tr[i].frechet);
-    printf("  teacher rows and diversity (%.4f) done at %.0f s\n", tdiv, dr_now() - t_start);
+    printf("  teacher rows and diversity (%.4f) done at %.0f s\n", tdiv, now_s() - t_start);
     for (int si = 0; si < seeds; si++) {
         uint64_t seed = (uint64_t)(first_seed + si);
         double* s1 = NULL; size_t s1_n = 0; char s1_key[64] = "";
@@ -179,7 +179,7 @@ static int ablate_main(int argc, char** argv) {
             o.tm_only = sp->tm_only;
             o.rollout = sp->rollout; o.gamma_dmd = sp->gamma_dmd;
             printf("\n[ablate] seed %llu: %s (%.0f s so far)\n", (unsigned long long)seed, sp->name,
-                   dr_now() - t_start);
+                   now_s() - t_start);
             DistillRow d; double div = 0;
             if (sp->tmd) {
                 StudentConfig sc = distill_student_config(&W, &o);
@@ -245,7 +245,7 @@ static int ablate_main(int argc, char** argv) {
         }
         free(s1);
     }
-    double elapsed = dr_now() - t_start;
+    double elapsed = now_s() - t_start;
     const char* titles[][2] = {
         {"t1", "Table 1 shape: teacher, DMD2-v (KD-warmed at M = 1) and TMD at M = 1, 2"},
         {"t6", "Table 6: TM versus TM-MF pretraining (M = 2)"},

@@ -11,6 +11,7 @@
 #include "../world/png.h"
 #include "../lib/npy.h"
 #include "../lib/flags.h"
+#include "../lib/timer.h"
 #include <time.h>
 
 typedef struct {
@@ -64,11 +65,6 @@ typedef struct { char name[48]; double nfe, quality, semantic, total, ms_per_sam
 #define DISTILL_SHEET_CLIPS 3   // clips per row in the contact sheet
 #define DISTILL_MAX_ROWS 16
 
-static double dr_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 // a training batch from the world's endless stream: clips → double, context rows = text_len (zero rows past the
 // caption)
@@ -125,7 +121,7 @@ static void eval_row(DistillRow* row, const char* name, double nfe, SampleFn fn,
     size_t numel = world_clip_numel(wc);
     float* clips = (float*)malloc(sizeof(float) * numel * ev->n);
     double* x = (double*)malloc(sizeof(double) * numel);
-    double t0 = dr_now();
+    double t0 = now_s();
     for (int i = 0; i < ev->n; i++) {
         Rng r = rng_make(seed * 1000003 + i);              // the same initial noise for every row
         for (size_t k = 0; k < numel; k++) x[k] = rng_normal(&r);
@@ -133,7 +129,7 @@ static void eval_row(DistillRow* row, const char* name, double nfe, SampleFn fn,
         for (size_t k = 0; k < numel; k++)
             clips[(size_t)i * numel + k] = (float)fmax(-1.0, fmin(1.0, x[k])); // decoder clamp
     }
-    double ms = (dr_now() - t0) * 1e3 / ev->n;
+    double ms = (now_s() - t0) * 1e3 / ev->n;
     WorldScore ws; char err[ST_ERRLEN];
     memset(row, 0, sizeof(*row));
     snprintf(row->name, sizeof(row->name), "%s", name);
@@ -207,7 +203,7 @@ static int distill_world_init(DistillWorld* W, const DistillOpts* o) {
     FlowMatchOpts fo = {0.1, 1.0, 0};
     Rng rng = rng_make(o->world_seed * 17);
     const double* ctxp[64]; int rows_c[64];
-    double t0 = dr_now(), acc = 0; int na = 0;
+    double t0 = now_s(), acc = 0; int na = 0;
     for (int step = 0; step < teacher_steps; step++) {
         stream_next(&ws);
         for (int b = 0; b < ws.B; b++) { ctxp[b] = ws.ctx + (size_t)b * ws.nctx; rows_c[b] = W->wc.text_len; }
@@ -220,7 +216,7 @@ static int distill_world_init(DistillWorld* W, const DistillOpts* o) {
         }
         acc += loss; na++;
         if ((step + 1) % 100 == 0 || step + 1 == teacher_steps) {
-            double el = dr_now() - t0;
+            double el = now_s() - t0;
             printf("  teacher step %4d/%d  flow-matching loss %.4f  (%.3f s/step, ETA %.0f s)\n", step + 1,
                    teacher_steps, acc / na, el / (step + 1), el / (step + 1) * (teacher_steps - step - 1));
             acc = 0; na = 0;
@@ -358,7 +354,7 @@ static void distill_stage1(DistillWorld* W, const DistillOpts* o, int M, double*
     AdamW om; adamw_init(&om, ns, o->tmmf_lr, 0.9, 0.99, 1e-8, 0.01, err);
     WorldStream ws; stream_init(&ws, &W->wc, o->seed + 3, o->tmmf_batch);
     Rng rng = rng_make(o->seed * 17 + 1);
-    double t0 = dr_now(), acc = 0, mse = 0; int na = 0;
+    double t0 = now_s(), acc = 0, mse = 0; int na = 0;
     for (int step = 0; step < o->tmmf_steps; step++) {
         stream_next(&ws);
         memset(gs, 0, sizeof(double) * ns);
@@ -371,7 +367,7 @@ static void distill_stage1(DistillWorld* W, const DistillOpts* o, int M, double*
         if (adamw_step(&om, stu, gs, o->clip_tmmf, &gn))
             fprintf(stderr, "  tm-mf step %d skipped (non-finite gradient)\n", step + 1);
         if ((step + 1) % 100 == 0 || step + 1 == o->tmmf_steps) {
-            double el = dr_now() - t0;
+            double el = now_s() - t0;
             printf("  %s M%d step %4d/%d  loss %.4f  mse %.4f  (%.3f s/step, ETA %.0f s)\n",
                    o->tm_only ? "TM" : "TM-MF", M, step + 1, o->tmmf_steps, acc / na, mse / na, el / (step + 1),
                    el / (step + 1) * (o->tmmf_steps - step - 1));
@@ -414,7 +410,7 @@ static void distill_kd_pairs(DistillWorld* W, const DistillOpts* o) {
     }
     if (!f) {
         f = (float*)malloc(sizeof(float) * n * P);
-        double t0 = dr_now();
+        double t0 = now_s();
         for (int i = 0; i < P; i++) {
             double* x = W->kd_target + (size_t)i * n;
             memcpy(x, W->kd_noise + (size_t)i * n, sizeof(double) * n);
@@ -422,7 +418,7 @@ static void distill_kd_pairs(DistillWorld* W, const DistillOpts* o) {
             for (size_t k = 0; k < n; k++) f[(size_t)i * n + k] = (float)x[k];
         }
         printf("  KD: %d teacher pairs (UniPC %d steps, CFG %g) in %.0f s\n", P, o->teacher_eval_steps, o->cfg_eval,
-               dr_now() - t0);
+               now_s() - t0);
         if (o->kd_cache) {
             if (npy_write(o->kd_cache, f, 5, shape, err)) fprintf(stderr, "distill: %s\n", err);
             else printf("  KD pairs saved to %s\n", o->kd_cache);
@@ -516,7 +512,7 @@ static void distill_stage2(DistillWorld* W, const DistillOpts* o, int M, int tmd
     WorldStream ws; stream_init(&ws, &W->wc, o->seed + 4, o->dmd_batch);
     Rng rng = rng_make(o->seed * 31 + (uint64_t)tmd);
     DmdLog lg = {0, 0, 0, 0}; int nl_s = 0, nl_c = 0; double gn_max = 0;
-    double t0 = dr_now();
+    double t0 = now_s();
     for (int it = 0; it < o->dmd_iters; it++) {
         stream_next(&ws);
         int student_step = it % o->update_every == 0;   // counts optimizer steps (one per iteration here)
@@ -549,7 +545,7 @@ static void distill_stage2(DistillWorld* W, const DistillOpts* o, int M, int tmd
                 fprintf(stderr, "  %s: discriminator step skipped\n", label);
         }
         if ((it + 1) % 100 == 0 || it + 1 == o->dmd_iters) {
-            double el = dr_now() - t0;
+            double el = now_s() - t0;
             printf("  %s M%d iter %4d/%d  vsd %.4f  gan_g %.3f  dsm %.4f  gan_d %.3f  max |g_student| %.2f  (%.2f "
                    "s/iter, ETA %.0f s)\n",
                    label, M, it + 1, o->dmd_iters, nl_s ? lg.vsd / nl_s : 0, nl_s ? lg.gan_g / nl_s : 0,

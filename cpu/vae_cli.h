@@ -78,10 +78,10 @@ static int vae_main(int argc, char** argv) {
     if (!strcmp(sub, "decode") && (!latent || !outp)) { fprintf(stderr, "error: decode needs --latent and --out\n"); return 2; }
     if (!strcmp(sub, "encode") && (!video || !outp)) { fprintf(stderr, "error: encode needs --video and --out\n"); return 2; }
     Vae v;
-    double t0 = vae_now_();
+    double t0 = now_s();
     if (vae_load(&v, weights, NULL, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
     vae_config_print(&v.c, stdout);
-    printf("%zu parameters loaded in %.1f s\n", vae_num_params(&v.c), vae_now_() - t0);
+    printf("%zu parameters loaded in %.1f s\n", vae_num_params(&v.c), now_s() - t0);
     if (!strcmp(sub, "info")) { vae_free(&v); return 0; }
     int s = vae_spatial_factor(&v.c);
     if (!strcmp(sub, "decode")) {
@@ -91,11 +91,11 @@ static int vae_main(int argc, char** argv) {
         size_t nv = (size_t)3 * To * h * s * w * s;
         float* out = (float*)malloc(sizeof(float) * nv);
         printf("decode: latent [%d, %d, %d, %d]%s -> video [3, %d, %d, %d]\n", v.c.z_dim, T, h, w, normalized ? " (normalized)" : "", To, h * s, w * s);
-        double t1 = vae_now_(), f1 = vae_flops;
+        double t1 = now_s(), f1 = vae_flops;
         rc = vae_decode_f(&v, out, zf, T, h, w, normalized, stdout, err);
         free(zf);
         if (rc) { fprintf(stderr, "error: %s\n", err); free(out); vae_free(&v); return 1; }
-        double dt = vae_now_() - t1;
+        double dt = now_s() - t1;
         printf("decoded %d frames in %.1f s (%.2f s per frame, %.2f GFLOP/s); memory peak: activations + caches %.1f MB, process %.1f MB\n",
                To, dt, dt / To, (vae_flops - f1) / dt * 1e-9, vae_mem_peak / 1048576.0, vae_rss_peak_mb());
         int64_t os[4] = {3, To, h * s, w * s};
@@ -130,12 +130,12 @@ static int vae_main(int argc, char** argv) {
         size_t nz = (size_t)v.c.z_dim * Tl * h * w;
         double* z = (double*)malloc(sizeof(double) * (nz ? nz : 1));
         printf("encode: video [3, %d, %d, %d] -> latent [%d, %d, %d, %d]%s\n", T, H, W, v.c.z_dim, Tl, h, w, normalized ? " (normalized)" : "");
-        double t1 = vae_now_();
+        double t1 = now_s();
         rc = vae_encode(&v, z, x, T, H, W, stdout, err);
         if (!rc && normalized) rc = vae_normalize(z, v.c.z_dim, nz / v.c.z_dim, 1, err);
         free(x);
         if (rc) { fprintf(stderr, "error: %s\n", err); free(z); vae_free(&v); return 1; }
-        printf("encoded %d frames in %.1f s; memory peak: activations + caches %.1f MB, process %.1f MB\n", T, vae_now_() - t1,
+        printf("encoded %d frames in %.1f s; memory peak: activations + caches %.1f MB, process %.1f MB\n", T, now_s() - t1,
                vae_mem_peak / 1048576.0, vae_rss_peak_mb());
         float* zf = (float*)malloc(sizeof(float) * nz);
         for (size_t i = 0; i < nz; i++) zf[i] = (float)z[i];

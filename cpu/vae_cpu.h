@@ -31,6 +31,7 @@
 //
 // Arrays are channel-first without a batch axis: video [3, T, H, W] in [-1, 1], latent [z_dim, T', H/s, W/s].
 #pragma once
+#include "../lib/timer.h"  // now_s
 #include <math.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -831,7 +832,6 @@ static int vae_encoder_chunk(const Vae* v, VaeCoderCache* kc, VaeBufs* B, VaeT* 
     return 0;
 }
 
-static double vae_now_(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec; }
 static double vae_cpu_s_(void) { return (double)clock() / CLOCKS_PER_SEC; }   // process CPU time (all threads)
 
 // Decodes a raw latent z [z_dim, T, h, w] (what diffusers' decode takes) into video [3, vae_decoded_frames(T), s*h,
@@ -846,7 +846,7 @@ static int vae_decode(const Vae* v, double* video, const double* z, int T, int h
     double* zc = vae_alloc_((size_t)c->z_dim * h * w);
     int rc = 0, f0 = 0;
     for (int t = 0; t < T && !rc; t++) {
-        double t0 = vae_now_(), c0 = vae_cpu_s_(), fl0 = vae_flops;
+        double t0 = now_s(), c0 = vae_cpu_s_(), fl0 = vae_flops;
         for (int ch = 0; ch < c->z_dim; ch++) memcpy(zc + (size_t)ch * h * w, z + ((size_t)ch * T + t) * h * w, sizeof(double) * h * w);
         VaeT zt = {zc, c->z_dim, 1, h, w}, x;
         if ((rc = vae_decoder_chunk(v, &kc, &B, &x, &zt, err))) break;
@@ -855,7 +855,7 @@ static int vae_decode(const Vae* v, double* video, const double* z, int T, int h
                 const double* src = vae_at(&x, ch, j); double* dst = video + ((size_t)ch * To + f0 + j) * H * W;
                 for (size_t i = 0; i < (size_t)H * W; i++) dst[i] = fmin(1.0, fmax(-1.0, src[i]));   // clamp to [-1, 1]
             }
-        if (progress) { double dt = vae_now_() - t0; fprintf(progress, "  decode chunk %d/%d: latent frame %d -> frames %d..%d, %.2f s (%.2f s CPU), %.2f GFLOP/s\n", t + 1, T, t, f0, f0 + x.T - 1, dt, vae_cpu_s_() - c0, (vae_flops - fl0) / dt * 1e-9); }
+        if (progress) { double dt = now_s() - t0; fprintf(progress, "  decode chunk %d/%d: latent frame %d -> frames %d..%d, %.2f s (%.2f s CPU), %.2f GFLOP/s\n", t + 1, T, t, f0, f0 + x.T - 1, dt, vae_cpu_s_() - c0, (vae_flops - fl0) / dt * 1e-9); }
         f0 += x.T;
     }
     if (!rc && f0 != To) { snprintf(err, ST_ERRLEN, "decode: produced %d frames, expected %d (internal error)", f0, To); rc = -1; }
@@ -883,7 +883,7 @@ static int vae_encode(const Vae* v, double* z, const double* video, int T, int H
     VaeCoderCache kc; memset(&kc, 0, sizeof(kc));
     int rc = 0, f0 = 0, l0 = 0, nchunks = 1 + (T - 1) / VAE_CHUNK;
     for (int i = 0; i < nchunks && !rc; i++) {
-        double t0 = vae_now_(), c0 = vae_cpu_s_(), fl0 = vae_flops;
+        double t0 = now_s(), c0 = vae_cpu_s_(), fl0 = vae_flops;
         int n = i == 0 ? 1 : VAE_CHUNK;
         VaeT x = {B.p[0], 3, n, H, W};
         for (int ch = 0; ch < 3; ch++) memcpy(vae_at(&x, ch, 0), video + ((size_t)ch * T + f0) * H * W, sizeof(double) * n * H * W);
@@ -891,7 +891,7 @@ static int vae_encode(const Vae* v, double* z, const double* video, int T, int H
         if (x.H != h || x.W != w || l0 + x.T > Tl) { snprintf(err, ST_ERRLEN, "encode: chunk %d gave [%d, %d, %d] (internal error)", i, x.T, x.H, x.W); rc = -1; break; }
         for (int ch = 0; ch < c->z_dim; ch++)   // the posterior mean: the first z_dim of the 2 z_dim channels
             for (int j = 0; j < x.T; j++) memcpy(z + ((size_t)ch * Tl + l0 + j) * h * w, vae_at(&x, ch, j), sizeof(double) * h * w);
-        if (progress) { double dt = vae_now_() - t0; fprintf(progress, "  encode chunk %d/%d: frames %d..%d -> latent frame(s) %d..%d, %.2f s (%.2f s CPU), %.2f GFLOP/s\n", i + 1, nchunks, f0, f0 + n - 1, l0, l0 + x.T - 1, dt, vae_cpu_s_() - c0, (vae_flops - fl0) / dt * 1e-9); }
+        if (progress) { double dt = now_s() - t0; fprintf(progress, "  encode chunk %d/%d: frames %d..%d -> latent frame(s) %d..%d, %.2f s (%.2f s CPU), %.2f GFLOP/s\n", i + 1, nchunks, f0, f0 + n - 1, l0, l0 + x.T - 1, dt, vae_cpu_s_() - c0, (vae_flops - fl0) / dt * 1e-9); }
         f0 += n; l0 += x.T;
     }
     if (!rc && l0 != Tl) { snprintf(err, ST_ERRLEN, "encode: produced %d latent frames, expected %d (internal error)", l0, Tl); rc = -1; }

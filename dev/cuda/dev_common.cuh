@@ -16,6 +16,7 @@
 #include <vector>
 #include <algorithm>
 #include "../../kernels/common.cuh"
+#include "../../lib/rng.h"  // splitmix64: the host draws
 #include "../../kernels/precision.cuh"
 
 typedef double real;   // the CPU reference's element type: the twins run in double
@@ -43,10 +44,7 @@ typedef double real;   // the CPU reference's element type: the twins run in dou
 
 typedef struct { uint64_t s; } HostRng;
 static inline uint64_t host_rng_next(HostRng* r) {
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return splitmix64(&r->s);
 }
 static inline double host_rng_uniform(HostRng* r) { return (double)(host_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
 static inline double host_rng_normal(HostRng* r) {
