@@ -135,8 +135,20 @@ static void test_train_state(const char* tmpdir) {
     ts_load(path, one, 1, &meta, err);
     EXPECT(ts_check_settings(&meta, &want, path, err) != 0 && strstr(err, "stage"), "settings mismatch: %s", err);
     printf("  other settings -> %s\n", err);
+    // the pipeline's decision per stage (./train_tmd with no --stage): start, resume, skip
+    uint64_t done = 0; char missing_path[1100]; snprintf(missing_path, sizeof(missing_path), "%s/no-such-stage.safetensors", tmpdir);
+    EXPECT(ts_stage_action(missing_path, 20, &done, err) == TS_FRESH, "a stage without a checkpoint starts fresh");
+    EXPECT(ts_stage_action(path, 20, &done, err) == TS_RESUME && done == 7, "a checkpoint at step 7 of 20 resumes (got step %llu)", (unsigned long long)done);
+    EXPECT(ts_stage_action(path, 7, &done, err) == TS_DONE && ts_stage_action(path, 5, &done, err) == TS_DONE, "a checkpoint at step 7 completes a run of 7 (or fewer) steps");
+    printf("  pipeline: no checkpoint -> start; step 7 of 20 -> resume; step 7 of 7 -> skip\n");
+    TsMeta nostep; memset(&nostep, 0, sizeof(nostep)); ts_meta_set(&nostep, "stage", "toy");
+    char nostep_path[1100]; snprintf(nostep_path, sizeof(nostep_path), "%s/nostep.safetensors", tmpdir);
+    EXPECT(ts_save(nostep_path, one, 1, &nostep, err) == 0, "write: %s", err);
+    EXPECT(ts_stage_action(nostep_path, 20, &done, err) == TS_BAD && strstr(err, "step"), "a checkpoint without a step must be refused: %s", err);
+    printf("  no step in the checkpoint -> %s\n", err);
     FILE* f = fopen(path, "r+b"); if (f) { fseek(f, 0, SEEK_END); long sz = ftell(f); fclose(f); if (truncate(path, sz - 8) != 0) sz = 0; }
     EXPECT(ts_load(path, one, 1, &meta, err) != 0, "a truncated checkpoint must be refused");
+    EXPECT(ts_stage_action(path, 20, &done, err) == TS_BAD, "the pipeline must refuse a truncated checkpoint, not restart over it");
     printf("  truncated file -> %s\n", err);
 }
 
