@@ -1,4 +1,6 @@
-// train_tmd.cu: training on the GPU. Stages (--stage):
+// train_tmd.cu: training on the GPU. With no arguments, the whole distillation of the built-in world on one GPU
+// (train_tmd_pipeline: teacher, Stage 1, Stage 2, the DMD2-v baseline, then the Table-1-style evaluation of
+// gpu/eval_gpu.cuh), each stage checkpointed in --run-dir and skipped or resumed on a rerun. One stage (--stage):
 //   teacher   the teacher's flow matching on the built-in world (this file + gpu/teacher_gpu.cuh; the CPU oracle is
 //             cpu/teacher_cpu.h): σ = shift_γ(u), condition dropout 0.1 to the empty caption, x_σ = (1 − σ)·x + σ·x1,
 //             loss = mean (v − (x1 − x))², AdamW (β = 0.9, 0.99, weight decay 0.01, linear warm-up, clip 1.0)
@@ -6,7 +8,7 @@
 //   stage2    TMD Stage 2, DMD2-v with flow-head rollout         } gpu/distill_gpu.cuh; train_tmd_distill below
 //             (Stage 2 without the GAN terms so far: the Conv3D discriminator heads are CPU-only)
 //   baseline  the DMD2-v baseline: the same Stage 2 loop with a plain Wan student started from the teacher (its KD
-//             warm-up for one-step students is not on the GPU yet)
+//             warm-up for one-step students is not on the GPU yet: the table's M = 1 row says "no KD yet")
 // The model comes from --preset (random init, official init_weights) or --weights (a checkpoint: official Wan2.1 or
 // diffusers names); the trained teacher is written with wan.h's writer (F32, config in __metadata__).
 #include <time.h>
@@ -344,7 +346,7 @@ static int pipeline_evaluate(const Pipeline* p, const WanConfig* c, float* teach
     float* hb = load_student(path, nw); if (!hb) return 2;
     WanGpuModel P; wan_gpu_model_init(&P, c, hb, 0, "DMD2-v student"); free(hb);
     for (int M = 1; M <= p->baseline.M; M++) {
-        snprintf(nm, sizeof(nm), "DMD2-v M%d (no KD yet)", M);
+        snprintf(nm, sizeof(nm), M == 1 ? "DMD2-v M%d (no KD yet)" : "DMD2-v M%d", M);   // the paper KD-warms M = 1 only
         eval_gpu_student_row(&e, &rows[nr], nr, nm, NULL, NULL, &P, M, (double)M); nr++;
     }
     wan_gpu_model_free(&P);
@@ -407,9 +409,9 @@ int main(int argc, char** argv) {
         FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
         FLAG_STR("--weights", &weights, "the teacher (stage1/stage2/baseline, the pipeline: no teacher stage) or the teacher's start (--stage teacher): a Wan2.1 checkpoint (.safetensors, index.json or directory)"),
         FLAG_INT("--heads", &heads, "attention heads when the checkpoint does not say (0: infer)"),
-        FLAG_INT("--steps", &steps, "single stage: optimizer steps (default 1000)"),
+        FLAG_INT("--steps", &steps, "single stage: optimizer steps (-1: 1000)"),
         FLAG_INT("--batch", &batch, "teacher (and a single stage): clips per step"),
-        FLAG_DOUBLE("--lr", &lr, "single stage: AdamW learning rate (teacher: after the warm-up; default 3e-4; stage2/baseline: also the fake score's)"),
+        FLAG_DOUBLE("--lr", &lr, "single stage: AdamW learning rate (-1: 3e-4; teacher: after the warm-up; stage2/baseline: also the fake score's)"),
         FLAG_INT("--warmup", &warmup, "teacher: steps of linear learning-rate warm-up"),
         FLAG_DOUBLE("--wd", &wd, "AdamW decoupled weight decay"),
         FLAG_DOUBLE("--max-grad-norm", &max_grad_norm, "teacher: global gradient-norm clipping (<= 0: off)"),
@@ -417,7 +419,7 @@ int main(int argc, char** argv) {
         FLAG_DOUBLE("--shift", &shift, "teacher: training timestep shift: sigma = shift_gamma(u), u ~ U(0, 1)"),
         FLAG_INT("--seed", &seed, "initialisation, data stream, timesteps and noise (pipeline: also the evaluation set and its noise)"),
         FLAG_INT("--log-every", &log_every, "print the mean loss every N steps"),
-        FLAG_INT("--save-every", &save_every, "also write the checkpoint every N steps (default: single stage 0, only at the end; pipeline 100)"),
+        FLAG_INT("--save-every", &save_every, "also write the checkpoint every N steps (-1: single stage 0, only at the end; pipeline Stage 1/2/baseline 100)"),
         FLAG_STR("--out", &out, "single stage: where its checkpoint is written (default teacher.safetensors, stage1.safetensors, ...)"),
         FLAG_STR("--student", &tr.student, "--stage stage2: the Stage 1 checkpoint the student starts from"),
         FLAG_STR("--resume", &tr.resume, "--stage stage1/stage2/baseline: continue the run of this checkpoint (same settings; bit-identical to no interruption). The pipeline resumes by itself"),
@@ -425,7 +427,7 @@ int main(int argc, char** argv) {
         FLAG_INT("--N", &tr.N, "TMD: inner (flow-head) steps"),
         FLAG_INT("--head-blocks", &tr.H, "TMD: H, the DiT blocks of the flow head"),
         FLAG_INT("--update-every", &tr.update_every, "stage2/baseline: the student is updated every k-th iteration, the fake score otherwise"),
-        FLAG_DOUBLE("--clip-student", &tr.clip_student, "the student's gradient-norm clipping (FastGen: 10 in Stage 2; <= 0 off; default: single stage 10, pipeline Stage 1 off and Stage 2 10 as the CPU reference)"),
+        FLAG_DOUBLE("--clip-student", &tr.clip_student, "the student's gradient-norm clipping (FastGen: 10 in Stage 2; 0: off; -1: single stage 10, pipeline Stage 1 off and Stage 2 10 as the CPU reference)"),
         FLAG_INT("--teacher-steps", &teacher_steps, "pipeline: teacher flow-matching steps"),
         FLAG_INT("--tmmf-steps", &tmmf_steps, "pipeline: Stage 1 (TM-MF) steps"),
         FLAG_INT("--tmmf-batch", &tmmf_batch, "pipeline: Stage 1 batch"),
@@ -438,7 +440,7 @@ int main(int argc, char** argv) {
         FLAG_INT("--teacher-eval-steps", &pl.eval_steps, "pipeline: steps of the teacher's reference row (UniPC)"),
         FLAG_DOUBLE("--cfg-eval", &pl.cfg_eval, "pipeline: the teacher's guidance when sampling"),
         FLAG_DOUBLE("--shift-eval", &pl.shift_eval, "pipeline: the teacher sampler's shift"),
-        FLAG_STR("--sheet", &pl.sheet, "pipeline: the contact sheet PNG (default RUN_DIR/table.png)"),
+        FLAG_STR("--sheet", &pl.sheet, "pipeline: the contact sheet PNG (none: RUN_DIR/table.png)"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./train_tmd [flags]   (no flags: the whole distillation of the built-in world)");
     if (rc) return rc == 1 ? 0 : 2;
@@ -449,6 +451,10 @@ int main(int argc, char** argv) {
         tmmf_batch < 1 || dmd_batch < 1 || tr.M < 1 || tr.N < 1 || tr.update_every < 1) {
         fprintf(stderr, "error: need --steps, --teacher-steps, --tmmf-steps, --dmd-iters, --save-every, --warmup >= 0 and --batch, --tmmf-batch, "
                         "--dmd-batch, --log-every, --M, --N, --update-every >= 1\n"); return 2;
+    }
+    if (!stage && 6 + 2 * tr.M > DISTILL_MAX_ROWS) {
+        fprintf(stderr, "error: --M %d: the pipeline's table has %d rows for M = %d and holds %d; use --M <= %d\n", tr.M, 6 + 2 * tr.M, tr.M,
+                DISTILL_MAX_ROWS, (DISTILL_MAX_ROWS - 6) / 2); return 2;
     }
     if (!stage && (steps >= 0 || out || tr.student || tr.resume)) {
         fprintf(stderr, "error: --steps, --out, --student and --resume are for one --stage; the pipeline takes --teacher-steps, --tmmf-steps, "
