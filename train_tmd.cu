@@ -452,6 +452,10 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: need --steps, --teacher-steps, --tmmf-steps, --dmd-iters, --save-every, --warmup >= 0 and --batch, --tmmf-batch, "
                         "--dmd-batch, --log-every, --M, --N, --update-every >= 1\n"); return 2;
     }
+    if (!stage && (teacher_steps < 1 || tmmf_steps < 1 || dmd_iters < 1)) {
+        fprintf(stderr, "error: the pipeline needs --teacher-steps, --tmmf-steps, --dmd-iters >= 1 (found %d, %d, %d): every stage writes the "
+                        "checkpoint the next one reads; give a trained teacher with --weights instead\n", teacher_steps, tmmf_steps, dmd_iters); return 2;
+    }
     if (!stage && 6 + 2 * tr.M > DISTILL_MAX_ROWS) {
         fprintf(stderr, "error: --M %d: the pipeline's table has %d rows for M = %d and holds %d; use --M <= %d\n", tr.M, 6 + 2 * tr.M, tr.M,
                 DISTILL_MAX_ROWS, (DISTILL_MAX_ROWS - 6) / 2); return 2;
