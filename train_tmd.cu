@@ -1,4 +1,6 @@
-// train_tmd.cu: training on the GPU. Stages (--stage):
+// train_tmd.cu: training on the GPU. With no arguments, the whole distillation of the built-in world on one GPU
+// (train_tmd_pipeline: teacher, Stage 1, Stage 2, the DMD2-v baseline, then the Table-1-style evaluation of
+// gpu/eval_gpu.cuh), each stage checkpointed in --run-dir and skipped or resumed on a rerun. One stage (--stage):
 //   teacher   the teacher's flow matching on the built-in world (this file + gpu/teacher_gpu.cuh; the CPU oracle is
 //             cpu/teacher_cpu.h): σ = shift_γ(u), condition dropout 0.1 to the empty caption, x_σ = (1 − σ)·x + σ·x1,
 //             loss = mean (v − (x1 − x))², AdamW (β = 0.9, 0.99, weight decay 0.01, linear warm-up, clip 1.0)
@@ -6,7 +8,7 @@
 //   stage2    TMD Stage 2, DMD2-v with flow-head rollout         } gpu/distill_gpu.cuh; train_tmd_distill below
 //             (Stage 2 without the GAN terms so far: the Conv3D discriminator heads are CPU-only)
 //   baseline  the DMD2-v baseline: the same Stage 2 loop with a plain Wan student started from the teacher (its KD
-//             warm-up for one-step students is not on the GPU yet)
+//             warm-up for one-step students is not on the GPU yet: the table's M = 1 row says "no KD yet")
 // The model comes from --preset (random init, official init_weights) or --weights (a checkpoint: official Wan2.1 or
 // diffusers names); the trained teacher is written with wan.h's writer (F32, config in __metadata__).
 #include <time.h>
@@ -20,6 +22,8 @@
 #include "gpu/train_state.h"        // checkpoints: every buffer and stream of a run, atomic, resumable bit for bit
 #include "gpu/nccl_dp.cuh"          // data parallelism over NCCL (mpirun -np K ./train_tmd ...)
 #include "gpu/distill_plan.h"       // the memory plan of a step, printed and checked before allocating
+#include "gpu/eval_gpu.cuh"         // the pipeline's table: every row sampled on the GPU, scored by the toy VBench
+#include <sys/stat.h>               // mkdir: the run directory
 
 static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 
@@ -29,7 +33,7 @@ static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t
 typedef struct {
     const char* stage; const char* student; const char* resume; const char* out;
     int steps, batch, seed, log_every, save_every, M, N, H, update_every;
-    double lr, wd, clip_student;
+    double lr, lr_fake, wd, clip_student;   // the student's and the fake score's learning rates
 } TmdRun;
 
 // g holds the gradient summed over the data-parallel ranks; gscale = 1/ranks makes it their mean (1 on one GPU)
@@ -182,7 +186,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                 DmdGpuStats st = dmd_gpu_critic_step(&G, &dw, &F, &d, x_d, x1, y1, eps, ctx_d, &dcf, 1.0 / B);
                 if (!st.finite) skipped++;
                 else { F.step++; double gf; dp_allreduce_sum(&dp, F.grads, nw, s0);
-                       tmd_adamw_(F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr, o->wd, 0, F.step, gscale, scratch, &gf, s0);
+                       tmd_adamw_(F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr_fake, o->wd, 0, F.step, gscale, scratch, &gf, s0);
                        for (int b = 0; b < B; b++) acc_b += st.dsm[b] / B; nb++; }
             }
         }
@@ -219,47 +223,272 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     return 0;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// the teacher: flow matching on the built-in world. params [wan_num_params(c)] host: the start (NULL: official
+// init_weights from seed), overwritten with the trained teacher, which is also written to `out`
+typedef struct { int steps, batch, seed, log_every, save_every, warmup; double lr, wd, max_grad_norm, p_drop, shift; const char* out; } TeacherRun;
+
+static int train_teacher(const TeacherRun* o, const WanConfig* c, real* params) {
+    char err[ST_ERRLEN];
+    WorldConfig wc;
+    if (teacher_gpu_world_for(&wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    int batch = o->batch, steps = o->steps;
+    size_t np = wan_num_params(c);
+    gemm_init();
+    WanGpuModel m; wan_gpu_model_init(&m, c, params, 1, "teacher");
+    TeacherGpu t;
+    if (teacher_gpu_init(&t, &m, batch, wc.C, wc.T, wc.H, wc.W, (uint64_t)o->seed * 17, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+    wan_gpu_act_print_plan(&t.a, stdout);
+    printf("teacher: %d steps, batch %d clips [%d, %d, %d, %d] of world '%s', lr %g (warm-up %d), wd %g, clip %g, p_drop %g, shift %g\n",
+           steps, batch, wc.C, wc.T, wc.H, wc.W, wc.name, o->lr, o->warmup, o->wd, o->max_grad_norm, o->p_drop, o->shift);
+    size_t numel = world_clip_numel(&wc), nctx = (size_t)wc.text_len * wc.text_dim;
+    float* clips = (float*)malloc(sizeof(float) * numel * batch);
+    float* ctx = (float*)malloc(sizeof(float) * nctx * batch);
+    WRng stream = wrng_seed((uint64_t)o->seed, 0, 0);
+    FlowMatchOpts fo = {o->p_drop, o->shift, 0};
+    TeacherGpuOpt opt = {o->lr, 0.9, 0.99, 1e-8, o->wd, o->max_grad_norm};
+    double t0 = now_s(), acc = 0; int na = 0;
+    for (int step = 0; step < steps; step++) {
+        world_sample_batch(&wc, &stream, WORLD_TRAIN, batch, clips, ctx, NULL, NULL);
+        opt.lr = o->lr * fmin(1.0, (step + 1) / (double)(o->warmup > 0 ? o->warmup : 1));   // linear warm-up
+        double loss, gn = 0;
+        int r = teacher_gpu_step(&t, clips, ctx, &fo, &opt, &loss, &gn, err);
+        if (r < 0) { fprintf(stderr, "error: %s\n", err); return 1; }
+        if (r == 0) { acc += loss; na++; }
+        if ((step + 1) % o->log_every == 0 || step + 1 == steps) {
+            double el = now_s() - t0;
+            printf("teacher step %5d/%d  flow-matching loss %.5f  grad norm %.3f  lr %.2e  skipped %ld  %.1f ms/step  ETA %.0f s\n", step + 1, steps,
+                   na ? acc / na : NAN, gn, opt.lr, t.skipped, 1e3 * el / (step + 1), el / (step + 1) * (steps - step - 1));
+            acc = 0; na = 0;
+        }
+        if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || step + 1 == steps) {
+            cudaCheck(cudaMemcpy(params, m.params, sizeof(float) * np, cudaMemcpyDeviceToHost));
+            char stepstr[32]; snprintf(stepstr, sizeof(stepstr), "%ld", m.step);
+            const char* meta[] = {"note", "teacher trained by ./train_tmd on the built-in world", "step", stepstr};
+            if (wan_save(o->out, c, params, meta, 2, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+            printf("wrote %s (step %ld)\n", o->out, m.step);
+        }
+    }
+    teacher_gpu_free(&t);
+    wan_gpu_model_free(&m);
+    gemm_free();
+    free(clips); free(ctx);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// the whole distillation with no arguments: teacher, Stage 1, Stage 2, the DMD2-v baseline, the table. Each stage's
+// checkpoint is in the run directory; a finished one is skipped, one that stopped part-way resumes from its last save.
+typedef struct {
+    const char* run_dir; const char* sheet;
+    TeacherRun teacher; int have_teacher;      // have_teacher: --weights gave it, no teacher stage
+    TmdRun stage1, stage2, baseline;           // stage, steps and settings; out/student/resume filled in here
+    int eval_n, eval_steps; double cfg_eval, shift_eval; int seed;
+} Pipeline;
+
+static void run_path(char* dst, size_t n, const Pipeline* p, const char* file) { snprintf(dst, n, "%s/%s", p->run_dir, file); }
+
+// one distillation stage of the pipeline: skipped when its checkpoint is complete, resumed when it is part-way
+static int pipeline_stage(const TmdRun* base, const Pipeline* p, const WanConfig* c, float* teacher, const char* student) {
+    char path[1024], err[ST_ERRLEN]; uint64_t done = 0;
+    snprintf(path, sizeof(path), "%s/%s.safetensors", p->run_dir, base->stage);
+    int act = ts_stage_action(path, (uint64_t)base->steps, &done, err);
+    if (act == TS_BAD) { fprintf(stderr, "error: %s (delete it to restart the stage)\n", err); return 2; }
+    if (act == TS_DONE) { printf("\n== %s: %s is complete (step %llu), skipped\n", base->stage, path, (unsigned long long)done); return 0; }
+    int have = act == TS_RESUME;
+    TmdRun r = *base; r.out = path; r.student = student; r.resume = have ? path : NULL;
+    printf("\n== %s: %d steps -> %s%s\n", r.stage, r.steps, path, have ? " (resuming)" : "");
+    return train_tmd_distill(&r, c, teacher);
+}
+
+// the students' parameters from a stage checkpoint into a fresh host buffer (NULL with a message)
+static float* load_student(const char* path, size_t n) {
+    char err[ST_ERRLEN]; TsMeta meta;
+    float* h = (float*)malloc(sizeof(float) * n);
+    TsBuffer b[1] = {{"student.params", h, n}};
+    if (ts_load(path, b, 1, &meta, err)) { fprintf(stderr, "error: %s\n", err); free(h); return NULL; }
+    return h;
+}
+
+// step 5: every row from the same noise, scored by the toy VBench; the table as cpu/distill_run.h prints it
+static int pipeline_evaluate(const Pipeline* p, const WanConfig* c, float* teacher) {
+    char err[ST_ERRLEN], path[1024], nm[48];
+    WorldConfig wc;
+    if (teacher_gpu_world_for(&wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    const TmdRun* t2 = &p->stage2;
+    StudentConfig sc; sc.wan = *c; sc.head_blocks = t2->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
+    size_t ns = student_num_params(&sc), nw = wan_num_params(c);
+    gemm_init();
+    EvalGpu e;
+    if (eval_gpu_init(&e, c, &wc, p->eval_n, (uint64_t)p->seed, p->sheet != NULL, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    printf("\n== evaluation: %d captions of world '%s', every row from the same noise\n", e.n, wc.name);
+    DistillRow rows[DISTILL_MAX_ROWS]; int nr = 0;
+    eval_gpu_real_row(&e, &rows[nr++]);
+    WanGpuModel T; wan_gpu_model_init(&T, c, teacher, 0, "teacher");
+    eval_gpu_teacher_row(&e, &rows[nr], nr, &T, p->eval_steps, SOLVER_UNIPC, p->shift_eval, p->cfg_eval); nr++;
+    for (int k = 1; k <= 4; k *= 2) { eval_gpu_teacher_row(&e, &rows[nr], nr, &T, k, SOLVER_EULER, p->shift_eval, p->cfg_eval); nr++; }
+    wan_gpu_model_free(&T);
+    // TMD: after Stage 1 at M, then the Stage 2 student at every M' = 1..M (one student trained at M)
+    const char* tmd_ckpt[2] = {"stage1.safetensors", "stage2.safetensors"};
+    for (int k = 0; k < 2; k++) {
+        run_path(path, sizeof(path), p, tmd_ckpt[k]);
+        float* h = load_student(path, ns); if (!h) return 2;
+        TmdGpuStudent S; tmd_gpu_student_init(&S, &sc, h); free(h);
+        TmdGpuRollout ro; rollout_gpu_init(&ro, &sc, &e.a, t2->N, tmmf_defaults().gamma_inner);
+        for (int M = k ? 1 : t2->M; M <= t2->M; M++) {
+            snprintf(nm, sizeof(nm), k ? "TMD M%d N%d H%d" : "TMD M%d N%d H%d after Stage 1", M, t2->N, t2->H);
+            eval_gpu_student_row(&e, &rows[nr], nr, nm, &S, &ro, NULL, M, effective_nfe(M, t2->N, t2->H, c->num_layers)); nr++;
+        }
+        rollout_gpu_free(&ro); tmd_gpu_student_free(&S);
+    }
+    // the DMD2-v baseline at every M' = 1..M (one student trained at M; no KD warm-up on the GPU yet)
+    run_path(path, sizeof(path), p, "baseline.safetensors");
+    float* hb = load_student(path, nw); if (!hb) return 2;
+    WanGpuModel P; wan_gpu_model_init(&P, c, hb, 0, "DMD2-v student"); free(hb);
+    for (int M = 1; M <= p->baseline.M; M++) {
+        snprintf(nm, sizeof(nm), M == 1 ? "DMD2-v M%d (no KD yet)" : "DMD2-v M%d", M);   // the paper KD-warms M = 1 only
+        eval_gpu_student_row(&e, &rows[nr], nr, nm, NULL, NULL, &P, M, (double)M); nr++;
+    }
+    wan_gpu_model_free(&P);
+    distill_print(rows, nr);
+    printf("  (ms/sample: the device time of a batch of %d over %d; the teacher rows include the host solver's copies)\n", e.n, e.n);
+    if (p->sheet) {
+        if (eval_gpu_sheet(&e, rows, nr, p->sheet, err)) fprintf(stderr, "error: %s\n", err);
+        else printf("  contact sheet: %s\n", p->sheet);
+    }
+    eval_gpu_free(&e); gemm_free();
+    return 0;
+}
+
+static int train_tmd_pipeline(Pipeline* p, const WanConfig* c, real* teacher) {
+    char path[1024], err[ST_ERRLEN];
+    double t0 = now_s();
+    if (mkdir(p->run_dir, 0777) && errno != EEXIST) { fprintf(stderr, "error: cannot create the run directory %s: %s\n", p->run_dir, strerror(errno)); return 1; }
+    run_path(path, sizeof(path), p, "teacher.safetensors");
+    if (!p->have_teacher) {                                                         // 1. the teacher
+        FILE* f = fopen(path, "rb");
+        if (f) {
+            fclose(f);
+            WanConfig lc = *c; real* lb = NULL;
+            if (wan_load(path, &lc, 0, 0, &lb, err)) { fprintf(stderr, "error: %s (delete it to retrain the teacher)\n", err); return 2; }
+            memcpy(teacher, lb, sizeof(real) * wan_num_params(c)); free(lb);
+            printf("\n== teacher: %s exists, skipped\n", path);
+        } else {
+            TeacherRun t = p->teacher; t.out = path;
+            printf("\n== teacher: %d steps -> %s\n", t.steps, path);
+            int rc = train_teacher(&t, c, teacher); if (rc) return rc;
+        }
+    }
+    int rc = pipeline_stage(&p->stage1, p, c, teacher, NULL);                      // 2. Stage 1, TM-MF
+    run_path(path, sizeof(path), p, "stage1.safetensors");
+    if (!rc) rc = pipeline_stage(&p->stage2, p, c, teacher, path);                  // 3. Stage 2, DMD2-v for TMD
+    if (!rc) rc = pipeline_stage(&p->baseline, p, c, teacher, NULL);               // 4. the DMD2-v baseline
+    if (!rc) rc = pipeline_evaluate(p, c, teacher);                                 // 5. the table
+    if (!rc) printf("\npipeline done in %.0f s (run directory %s)\n", now_s() - t0, p->run_dir);
+    return rc;
+}
+
 int main(int argc, char** argv) {
     const char* preset = NULL;
     const char* weights = NULL;
-    const char* stage = "teacher";
-    const char* out = "teacher.safetensors";
-    int heads = 0, steps = 1000, batch = 8, seed = 1, log_every = 10, save_every = 0, warmup = 50;
-    double lr = 3e-4, wd = 0.01, max_grad_norm = 1.0, p_drop = 0.1, shift = 1.0;
+    const char* stage = NULL;
+    const char* out = NULL;
+    int heads = 0, steps = -1, batch = 8, seed = 1, log_every = 10, save_every = -1, warmup = 50;
+    double lr = -1, wd = 0.01, max_grad_norm = 1.0, p_drop = 0.1, shift = 1.0;
     TmdRun tr; memset(&tr, 0, sizeof(tr));
-    tr.M = 2; tr.N = 2; tr.H = 2; tr.update_every = 5; tr.clip_student = 10.0;
+    tr.M = 2; tr.N = 2; tr.H = 2; tr.update_every = 5; tr.clip_student = -1;
+    // the pipeline's defaults for the world preset (the method: cpu/distill_run.h distill_defaults; the step counts are
+    // sized for the README's goal of < 30 minutes on one H100 for the whole run, UNMEASURED so far)
+    Pipeline pl; memset(&pl, 0, sizeof(pl));
+    pl.run_dir = "run"; pl.sheet = NULL; pl.eval_n = 16; pl.eval_steps = 16; pl.cfg_eval = 2; pl.shift_eval = 3;
+    int teacher_steps = 3000, tmmf_steps = 1000, dmd_iters = 1500, tmmf_batch = 8, dmd_batch = 4;
+    double tmmf_lr = 3e-4, student_lr = 1e-4, fake_lr = 1e-4;
     Flag flags[] = {
-        FLAG_STR("--stage", &stage, "teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; baseline: DMD2-v"),
+        FLAG_STR("--stage", &stage, "run one stage only: teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; baseline: DMD2-v. Without it: the whole pipeline"),
+        FLAG_STR("--run-dir", &pl.run_dir, "pipeline: the directory of every stage's checkpoint (a rerun continues where the last one stopped)"),
         FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
-        FLAG_STR("--weights", &weights, "initialise from a Wan2.1 checkpoint (.safetensors, index.json or directory)"),
+        FLAG_STR("--weights", &weights, "the teacher (stage1/stage2/baseline, the pipeline: no teacher stage) or the teacher's start (--stage teacher): a Wan2.1 checkpoint (.safetensors, index.json or directory)"),
         FLAG_INT("--heads", &heads, "attention heads when the checkpoint does not say (0: infer)"),
-        FLAG_INT("--steps", &steps, "optimizer steps"),
-        FLAG_INT("--batch", &batch, "clips per step"),
-        FLAG_DOUBLE("--lr", &lr, "AdamW learning rate (after the warm-up)"),
-        FLAG_INT("--warmup", &warmup, "steps of linear learning-rate warm-up"),
+        FLAG_INT("--steps", &steps, "single stage: optimizer steps (-1: 1000)"),
+        FLAG_INT("--batch", &batch, "teacher (and a single stage): clips per step"),
+        FLAG_DOUBLE("--lr", &lr, "single stage: AdamW learning rate (-1: 3e-4; teacher: after the warm-up; stage2/baseline: also the fake score's)"),
+        FLAG_INT("--warmup", &warmup, "teacher: steps of linear learning-rate warm-up"),
         FLAG_DOUBLE("--wd", &wd, "AdamW decoupled weight decay"),
-        FLAG_DOUBLE("--max-grad-norm", &max_grad_norm, "global gradient-norm clipping (<= 0: off)"),
-        FLAG_DOUBLE("--p-drop", &p_drop, "condition dropout to the empty caption (classifier-free guidance)"),
-        FLAG_DOUBLE("--shift", &shift, "training timestep shift: sigma = shift_gamma(u), u ~ U(0, 1)"),
-        FLAG_INT("--seed", &seed, "initialisation, data stream, timesteps and noise"),
+        FLAG_DOUBLE("--max-grad-norm", &max_grad_norm, "teacher: global gradient-norm clipping (<= 0: off)"),
+        FLAG_DOUBLE("--p-drop", &p_drop, "teacher: condition dropout to the empty caption (classifier-free guidance)"),
+        FLAG_DOUBLE("--shift", &shift, "teacher: training timestep shift: sigma = shift_gamma(u), u ~ U(0, 1)"),
+        FLAG_INT("--seed", &seed, "initialisation, data stream, timesteps and noise (pipeline: also the evaluation set and its noise)"),
         FLAG_INT("--log-every", &log_every, "print the mean loss every N steps"),
-        FLAG_INT("--save-every", &save_every, "also write the checkpoint every N steps (0: only at the end)"),
-        FLAG_STR("--out", &out, "where the trained teacher (or the stage's checkpoint) is written (.safetensors)"),
-        FLAG_STR("--student", &tr.student, "stage2: the Stage 1 checkpoint the student starts from"),
-        FLAG_STR("--resume", &tr.resume, "stage1/stage2: continue the run of this checkpoint (same settings; bit-identical to no interruption)"),
-        FLAG_INT("--M", &tr.M, "stage1/stage2: outer steps the student is trained for"),
-        FLAG_INT("--N", &tr.N, "stage1/stage2: inner (flow-head) steps"),
-        FLAG_INT("--head-blocks", &tr.H, "stage1/stage2: H, the DiT blocks of the flow head"),
-        FLAG_INT("--update-every", &tr.update_every, "stage2: the student is updated every k-th iteration, the fake score otherwise"),
-        FLAG_DOUBLE("--clip-student", &tr.clip_student, "stage1/stage2: the student's gradient-norm clipping (FastGen: 10; <= 0 off)"),
+        FLAG_INT("--save-every", &save_every, "also write the checkpoint every N steps (-1: single stage 0, only at the end; pipeline Stage 1/2/baseline 100)"),
+        FLAG_STR("--out", &out, "single stage: where its checkpoint is written (default teacher.safetensors, stage1.safetensors, ...)"),
+        FLAG_STR("--student", &tr.student, "--stage stage2: the Stage 1 checkpoint the student starts from"),
+        FLAG_STR("--resume", &tr.resume, "--stage stage1/stage2/baseline: continue the run of this checkpoint (same settings; bit-identical to no interruption). The pipeline resumes by itself"),
+        FLAG_INT("--M", &tr.M, "TMD and DMD2-v: outer steps the students are trained for (the table samples M' = 1..M)"),
+        FLAG_INT("--N", &tr.N, "TMD: inner (flow-head) steps"),
+        FLAG_INT("--head-blocks", &tr.H, "TMD: H, the DiT blocks of the flow head"),
+        FLAG_INT("--update-every", &tr.update_every, "stage2/baseline: the student is updated every k-th iteration, the fake score otherwise"),
+        FLAG_DOUBLE("--clip-student", &tr.clip_student, "the student's gradient-norm clipping (FastGen: 10 in Stage 2; 0: off; -1: single stage 10, pipeline Stage 1 off and Stage 2 10 as the CPU reference)"),
+        FLAG_INT("--teacher-steps", &teacher_steps, "pipeline: teacher flow-matching steps"),
+        FLAG_INT("--tmmf-steps", &tmmf_steps, "pipeline: Stage 1 (TM-MF) steps"),
+        FLAG_INT("--tmmf-batch", &tmmf_batch, "pipeline: Stage 1 batch"),
+        FLAG_DOUBLE("--tmmf-lr", &tmmf_lr, "pipeline: Stage 1 learning rate"),
+        FLAG_INT("--dmd-iters", &dmd_iters, "pipeline: Stage 2 and baseline iterations (student + fake score)"),
+        FLAG_INT("--dmd-batch", &dmd_batch, "pipeline: Stage 2 and baseline batch"),
+        FLAG_DOUBLE("--student-lr", &student_lr, "pipeline: Stage 2 and baseline student learning rate"),
+        FLAG_DOUBLE("--fake-lr", &fake_lr, "pipeline: the fake score's learning rate"),
+        FLAG_INT("--eval-n", &pl.eval_n, "pipeline: captions sampled and scored per table row (3 .. 64)"),
+        FLAG_INT("--teacher-eval-steps", &pl.eval_steps, "pipeline: steps of the teacher's reference row (UniPC)"),
+        FLAG_DOUBLE("--cfg-eval", &pl.cfg_eval, "pipeline: the teacher's guidance when sampling"),
+        FLAG_DOUBLE("--shift-eval", &pl.shift_eval, "pipeline: the teacher sampler's shift"),
+        FLAG_STR("--sheet", &pl.sheet, "pipeline: the contact sheet PNG (none: RUN_DIR/table.png)"),
         FLAG_END};
-    int rc = flags_parse(flags, argc, argv, 1, "usage: ./train_tmd [flags]");
+    int rc = flags_parse(flags, argc, argv, 1, "usage: ./train_tmd [flags]   (no flags: the whole distillation of the built-in world)");
     if (rc) return rc == 1 ? 0 : 2;
-    if (strcmp(stage, "teacher") && strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "baseline")) {
-        fprintf(stderr, "error: --stage '%s': expected teacher, stage1, stage2 or baseline\n", stage); return 2;
+    if (stage && strcmp(stage, "teacher") && strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "baseline")) {
+        fprintf(stderr, "error: --stage '%s': expected teacher, stage1, stage2 or baseline (or no --stage: the whole pipeline)\n", stage); return 2;
     }
-    if (steps < 0 || batch < 1 || log_every < 1 || save_every < 0 || warmup < 0) {
-        fprintf(stderr, "error: need --steps >= 0, --batch >= 1, --log-every >= 1, --save-every >= 0, --warmup >= 0\n"); return 2;
+    if (steps < -1 || batch < 1 || log_every < 1 || save_every < -1 || warmup < 0 || teacher_steps < 0 || tmmf_steps < 0 || dmd_iters < 0 ||
+        tmmf_batch < 1 || dmd_batch < 1 || tr.M < 1 || tr.N < 1 || tr.update_every < 1) {
+        fprintf(stderr, "error: need --steps, --teacher-steps, --tmmf-steps, --dmd-iters, --save-every, --warmup >= 0 and --batch, --tmmf-batch, "
+                        "--dmd-batch, --log-every, --M, --N, --update-every >= 1\n"); return 2;
+    }
+    if (!stage && (teacher_steps < 1 || tmmf_steps < 1 || dmd_iters < 1)) {
+        fprintf(stderr, "error: the pipeline needs --teacher-steps, --tmmf-steps, --dmd-iters >= 1 (found %d, %d, %d): every stage writes the "
+                        "checkpoint the next one reads; give a trained teacher with --weights instead\n", teacher_steps, tmmf_steps, dmd_iters); return 2;
+    }
+    if (!stage && 6 + 2 * tr.M > DISTILL_MAX_ROWS) {
+        fprintf(stderr, "error: --M %d: the pipeline's table has %d rows for M = %d and holds %d; use --M <= %d\n", tr.M, 6 + 2 * tr.M, tr.M,
+                DISTILL_MAX_ROWS, (DISTILL_MAX_ROWS - 6) / 2); return 2;
+    }
+    if (!stage && (steps >= 0 || out || tr.student || tr.resume)) {
+        fprintf(stderr, "error: --steps, --out, --student and --resume are for one --stage; the pipeline takes --teacher-steps, --tmmf-steps, "
+                        "--dmd-iters and resumes from --run-dir by itself\n"); return 2;
+    }
+    if (lr < 0) lr = 3e-4;
+    if (steps < 0) steps = 1000;
+    TeacherRun tch = {steps, batch, seed, log_every, save_every < 0 ? 0 : save_every, warmup, lr, wd, max_grad_norm, p_drop, shift, out ? out : "teacher.safetensors"};
+    char sheet[1024];
+    if (!stage) {   // the pipeline's plan, printed before anything needs the GPU
+        snprintf(sheet, sizeof(sheet), "%s/table.png", pl.run_dir);
+        if (!pl.sheet) pl.sheet = sheet;
+        pl.seed = seed; pl.have_teacher = weights != NULL;
+        pl.teacher = tch; pl.teacher.steps = teacher_steps; pl.teacher.save_every = 0;
+        TmdRun d = tr; d.seed = seed; d.log_every = log_every; d.save_every = save_every < 0 ? 100 : save_every; d.wd = wd;
+        pl.stage1 = d; pl.stage1.stage = "stage1"; pl.stage1.steps = tmmf_steps; pl.stage1.batch = tmmf_batch; pl.stage1.lr = pl.stage1.lr_fake = tmmf_lr;
+        pl.stage1.clip_student = tr.clip_student < 0 ? 0 : tr.clip_student;   // cpu/distill_run.h: Stage 1 unclipped
+        pl.stage2 = d; pl.stage2.stage = "stage2"; pl.stage2.steps = dmd_iters; pl.stage2.batch = dmd_batch; pl.stage2.lr = student_lr; pl.stage2.lr_fake = fake_lr;
+        pl.stage2.clip_student = tr.clip_student < 0 ? 10 : tr.clip_student;  // FastGen: the student at 10
+        pl.baseline = pl.stage2; pl.baseline.stage = "baseline";
+        printf("train_tmd: the whole distillation of the built-in world, checkpoints in %s/ (a rerun continues where this one stops)\n", pl.run_dir);
+        if (weights) printf("  1. teacher      from --weights %s (no teacher stage)\n", weights);
+        else printf("  1. teacher      flow matching, %d steps, batch %d, lr %g (skipped when %s/teacher.safetensors exists)\n", teacher_steps, batch, lr, pl.run_dir);
+        printf("  2. Stage 1      TM-MF, %d steps, batch %d, lr %g, M %d N %d H %d\n", tmmf_steps, tmmf_batch, tmmf_lr, tr.M, tr.N, tr.H);
+        printf("  3. Stage 2      DMD2-v with the flow-head rollout, %d iterations (student every %d-th), batch %d, lr %g / fake %g (no GAN terms yet)\n",
+               dmd_iters, tr.update_every, dmd_batch, student_lr, fake_lr);
+        printf("  4. baseline     DMD2-v on a plain Wan student at M %d, the same settings (no KD warm-up yet)\n", tr.M);
+        printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n", pl.eval_n, pl.sheet);
+        int world = dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);
+        if (world > 1) { fprintf(stderr, "error: the pipeline runs on one GPU; run the stages under mpirun one at a time with --stage\n"); return 2; }
     }
     require_gpu("train_tmd");   // before reading a checkpoint that may be tens of GB
     char err[ST_ERRLEN];
@@ -268,63 +497,22 @@ int main(int argc, char** argv) {
     if (rc) { fprintf(stderr, "error: %s\n", err); return rc; }
     wan_config_print(&c, stdout);
     wan_print_count(&c, stdout);
-    if (strcmp(stage, "teacher")) {
-        // the TMD stages: the student (gpu/tmd_gpu.cuh) built from this teacher, Stage 1 TM-MF and Stage 2 DMD2-v
-        if (!weights) { fprintf(stderr, "error: --stage %s needs the teacher: --weights teacher.safetensors (./train_tmd --stage teacher writes it)\n", stage); free(params); return 2; }
-        tr.stage = stage; tr.out = strcmp(out, "teacher.safetensors") ? out : (!strcmp(stage, "stage1") ? "stage1.safetensors" : !strcmp(stage, "stage2") ? "stage2.safetensors" : "baseline.safetensors");
-        tr.steps = steps; tr.batch = batch; tr.seed = seed; tr.log_every = log_every; tr.save_every = save_every; tr.lr = lr; tr.wd = wd;
-        if (tr.M < 1 || tr.N < 1 || tr.update_every < 1) { fprintf(stderr, "error: need --M >= 1, --N >= 1, --update-every >= 1\n"); free(params); return 2; }
-        rc = train_tmd_distill(&tr, &c, params);
-        free(params); return rc;
-    }
-
-    // ---- the teacher: flow matching on the built-in world
-    WorldConfig wc;
-    if (teacher_gpu_world_for(&wc, &c, err)) { fprintf(stderr, "error: %s\n", err); free(params); return 2; }
-    size_t np = wan_num_params(&c);
-    if (!params) {
-        params = (real*)malloc(sizeof(real) * np);
+    if (!params && (!stage || !strcmp(stage, "teacher"))) {
+        params = (real*)malloc(sizeof(real) * wan_num_params(&c));
         wan_gpu_init_train(&c, params, (uint64_t)seed);
         printf("initialised %s from scratch (official init_weights), seed %d\n", c.name, seed);
     }
-    gemm_init();
-    WanGpuModel m; wan_gpu_model_init(&m, &c, params, 1, "teacher");
-    TeacherGpu t;
-    if (teacher_gpu_init(&t, &m, batch, wc.C, wc.T, wc.H, wc.W, (uint64_t)seed * 17, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
-    wan_gpu_act_print_plan(&t.a, stdout);
-    printf("teacher: %d steps, batch %d clips [%d, %d, %d, %d] of world '%s', lr %g (warm-up %d), wd %g, clip %g, p_drop %g, shift %g\n",
-           steps, batch, wc.C, wc.T, wc.H, wc.W, wc.name, lr, warmup, wd, max_grad_norm, p_drop, shift);
-    size_t numel = world_clip_numel(&wc), nctx = (size_t)wc.text_len * wc.text_dim;
-    float* clips = (float*)malloc(sizeof(float) * numel * batch);
-    float* ctx = (float*)malloc(sizeof(float) * nctx * batch);
-    WRng stream = wrng_seed((uint64_t)seed, 0, 0);
-    FlowMatchOpts fo = {p_drop, shift, 0};
-    TeacherGpuOpt opt = {lr, 0.9, 0.99, 1e-8, wd, max_grad_norm};
-    double t0 = now_s(), acc = 0; int na = 0;
-    for (int step = 0; step < steps; step++) {
-        world_sample_batch(&wc, &stream, WORLD_TRAIN, batch, clips, ctx, NULL, NULL);
-        opt.lr = lr * fmin(1.0, (step + 1) / (double)(warmup > 0 ? warmup : 1));   // linear warm-up
-        double loss, gn = 0;
-        int r = teacher_gpu_step(&t, clips, ctx, &fo, &opt, &loss, &gn, err);
-        if (r < 0) { fprintf(stderr, "error: %s\n", err); return 1; }
-        if (r == 0) { acc += loss; na++; }
-        if ((step + 1) % log_every == 0 || step + 1 == steps) {
-            double el = now_s() - t0;
-            printf("step %5d/%d  flow-matching loss %.5f  grad norm %.3f  lr %.2e  skipped %ld  (%.1f s elapsed)\n", step + 1, steps,
-                   na ? acc / na : NAN, gn, opt.lr, t.skipped, el);
-            acc = 0; na = 0;
-        }
-        if ((save_every > 0 && (step + 1) % save_every == 0) || step + 1 == steps) {
-            cudaCheck(cudaMemcpy(params, m.params, sizeof(float) * np, cudaMemcpyDeviceToHost));
-            char stepstr[32]; snprintf(stepstr, sizeof(stepstr), "%ld", m.step);
-            const char* meta[] = {"note", "teacher trained by ./train_tmd --stage teacher on the built-in world", "step", stepstr};
-            if (wan_save(out, &c, params, meta, 2, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
-            printf("wrote %s (step %ld)\n", out, m.step);
-        }
+    if (!stage) rc = train_tmd_pipeline(&pl, &c, params);
+    else if (!strcmp(stage, "teacher")) rc = train_teacher(&tch, &c, params);
+    else {
+        // one TMD stage: the student (gpu/tmd_gpu.cuh) built from this teacher, Stage 1 TM-MF or Stage 2 DMD2-v
+        if (!weights) { fprintf(stderr, "error: --stage %s needs the teacher: --weights teacher.safetensors (./train_tmd --stage teacher writes it)\n", stage); free(params); return 2; }
+        tr.stage = stage; tr.out = out ? out : (!strcmp(stage, "stage1") ? "stage1.safetensors" : !strcmp(stage, "stage2") ? "stage2.safetensors" : "baseline.safetensors");
+        tr.steps = steps; tr.batch = batch; tr.seed = seed; tr.log_every = log_every; tr.save_every = save_every < 0 ? 0 : save_every;
+        tr.lr = tr.lr_fake = lr; tr.wd = wd;
+        if (tr.clip_student < 0) tr.clip_student = 10.0;
+        rc = train_tmd_distill(&tr, &c, params);
     }
-    teacher_gpu_free(&t);
-    wan_gpu_model_free(&m);
-    gemm_free();
-    free(clips); free(ctx); free(params);
-    return 0;
+    free(params);
+    return rc;
 }

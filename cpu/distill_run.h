@@ -5,6 +5,7 @@
 #pragma once
 #include "teacher_cpu.h"
 #include "distill_cpu.h"
+#include "distill_table.h"   // DistillRow, distill_print: the table the GPU pipeline prints too
 #include "../world/world.h"
 #include "../world/text.h"
 #include "../world/score.h"
@@ -60,10 +61,6 @@ static DistillOpts distill_defaults(void) {
 static double distill_outer_shift(const DistillOpts* o, int M) {
     return o->gamma_outer > 0 ? o->gamma_outer : outer_shift_default(M);
 }
-
-typedef struct { char name[48]; double nfe, quality, semantic, total, ms_per_sample, frechet; } DistillRow;
-#define DISTILL_SHEET_CLIPS 3   // clips per row in the contact sheet
-#define DISTILL_MAX_ROWS 16
 
 
 // a training batch from the world's endless stream: clips → double, context rows = text_len (zero rows past the
@@ -621,19 +618,6 @@ static int distill_run(const DistillOpts* o, DistillRow* rows) {
     free(sheet); free(stu);
     distill_world_free(&W);
     return nr;
-}
-
-static void distill_print(const DistillRow* r, int n) {
-    printf("\n  %-34s %8s %8s %9s %8s %8s %10s\n", "sampler", "eff.NFE", "quality", "semantic", "total", "Fréchet",
-           "ms/sample");
-    for (int i = 0; i < n; i++) {
-        if (r[i].nfe > 0)
-            printf("  %-34s %8.2f %8.1f %9.1f %8.1f %8.1f %10.1f\n", r[i].name, r[i].nfe, r[i].quality, r[i].semantic,
-                   r[i].total, r[i].frechet, r[i].ms_per_sample);
-        else
-            printf("  %-34s %8s %8.1f %9.1f %8.1f %8.1f %10s\n", r[i].name, "-", r[i].quality, r[i].semantic,
-                   r[i].total, r[i].frechet, "-");
-    }
 }
 
 // the flags of `./test_tmd distill` (and of the ablation harness), from one table: 0 ok, 1 help printed, 2 bad flags

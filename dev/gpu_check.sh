@@ -7,7 +7,10 @@
 #   3. the kernel lab at its real sizes (dev/cuda/run_all.sh: every kernel vs its CPU twin, timings, and the flash
 #      attention vs the naive one at Wan sizes: 32,760-token self-attention, 512-key cross-attention, head dim 128)
 #   4. a short teacher training run on the built-in world (train_tmd), then sampling it (sample_tmd); then TMD's
-#      Stage 1 (and a resumed Stage 1 compared byte for byte), Stage 2 without the GAN, and TMD sampling at M = 1, 2
+#      Stage 1 (and a resumed Stage 1 compared byte for byte), Stage 2 without the GAN, and TMD sampling at M = 1, 2;
+#      then ./train_tmd's whole pipeline shortened by flags (from step 4's teacher), its table and contact sheet, and a
+#      rerun that must skip every stage. FULL=1 dev/gpu_check.sh also runs the no-argument default run (timed: the
+#      README's goal is < 30 minutes on one H100) and records its table
 #   5. the 1.3B forward at 480p x 81 frames (batch 1, 32,760 tokens) against diffusers' WanTransformer3DModel (eager,
 #      PyTorch SDPA) in the same run
 # Targets to report against (ratios within this run; absolute figures only as measured here): 1.3B forward <= 0.45 s on
@@ -58,7 +61,7 @@ step "3. kernel lab at real sizes (dev/cuda/run_all.sh; includes flash vs naive 
 runf "time|FAIL|passed|exit|results" ./dev/cuda/run_all.sh
 
 step "4. teacher training on the built-in world, then sampling"
-run ./train_tmd --preset world --steps 300 --batch 8 --lr 3e-4 --log-every 50 --out /tmp/gpu_check_teacher.safetensors
+run ./train_tmd --stage teacher --preset world --steps 300 --batch 8 --lr 3e-4 --log-every 50 --out /tmp/gpu_check_teacher.safetensors
 run ./sample_tmd --weights /tmp/gpu_check_teacher.safetensors --batch 4 --steps 16 --out /tmp/gpu_check_samples.npy
 
 step "4b. TMD on the built-in world: Stage 1, a resumed Stage 1 equal to the uninterrupted one, Stage 2 and the DMD2-v baseline (no GAN yet), sampling"
@@ -71,6 +74,16 @@ run ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetens
 run ./train_tmd --stage baseline --weights $T --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_base.safetensors
 run ./sample_tmd --mode dmd2v --weights $T --student /tmp/gpu_check_base.safetensors --M 2 --batch 4 --out /tmp/gpu_check_dmd_M2.npy | grep -E "NFE|wrote"
 for M in 1 2; do run ./sample_tmd --mode tmd --weights $T --student /tmp/gpu_check_s2.safetensors --M $M --N 2 --batch 4 --out /tmp/gpu_check_tmd_M$M.npy | grep -E "NFE|wrote"; done
+
+step "4c. ./train_tmd with no --stage: the pipeline, shortened (teacher from step 4), its table; a rerun skips every stage"
+R=/tmp/gpu_check_run; rm -rf $R; mkdir -p $R; cp $T $R/teacher.safetensors
+run ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --save-every 20 --eval-n 8 --log-every 10
+run ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --save-every 20 --eval-n 8 --log-every 10 > /tmp/gpu_check_rerun.txt
+n=$(grep -c "^== .*skipped" /tmp/gpu_check_rerun.txt); echo "rerun: $n of 4 stages skipped (want 4)"; [ "$n" = 4 ] || { echo "FAILED: the rerun did not skip every stage"; fail=1; }
+if [ "${FULL:-0}" = 1 ]; then
+  step "4d. the default run: ./train_tmd with no other arguments than its run directory (timed)"
+  rm -rf /tmp/gpu_check_full; t0=$(date +%s); run ./train_tmd --run-dir /tmp/gpu_check_full; echo "default run: $(( $(date +%s) - t0 )) s wall (goal: < 1800 s on one H100)"
+fi
 
 step "5. Wan2.1 1.3B forward, 480p x 81 frames (batch 1, latent [16, 21, 60, 104], 32,760 tokens) vs diffusers eager"
 runf "bench|total" ./sample_tmd --preset wan2.1-t2v-1.3b --bench 5 --batch 1 --latent-frames 21 --latent-height 60 --latent-width 104

@@ -1,4 +1,4 @@
-// gpu/host_tests.h: the GPU programs' plain-C pieces, tested on the CPU: the VBench suite logic (lib/vbench.h,
+// gpu/host_tests.h: the GPU programs' plain-C pieces, tested on the CPU: the distillation table, the VBench suite logic (lib/vbench.h,
 // tests in lib/vbench_tests.h) and the memory plan of a distillation step (gpu/distill_plan.h) against the presets.
 #pragma once
 #include "../lib/vbench_tests.h"
@@ -6,6 +6,7 @@
 #include "train_state.h"
 #include "../cpu/tmd_cpu.h"   // student_extra_layout: the student's parameters beyond the Wan layout
 #include "../cpu/disc_cpu.h"  // disc_config, disc_num_params: the discriminator heads' size
+#include "../cpu/distill_table.h"   // the table ./train_tmd and ./test_tmd distill print
 
 // the plan for a preset at a latent grid, with the student's extras counted by the CPU reference's own layout
 static PlanInput plan_input_for(const char* preset, int T, int Hl, int Wl, int N, int H, size_t disc_params, int disc_heads, int disc_top) {
@@ -135,12 +136,55 @@ static void test_train_state(const char* tmpdir) {
     ts_load(path, one, 1, &meta, err);
     EXPECT(ts_check_settings(&meta, &want, path, err) != 0 && strstr(err, "stage"), "settings mismatch: %s", err);
     printf("  other settings -> %s\n", err);
+    // the pipeline's decision per stage (./train_tmd with no --stage): start, resume, skip
+    uint64_t done = 0; char missing_path[1100]; snprintf(missing_path, sizeof(missing_path), "%s/no-such-stage.safetensors", tmpdir);
+    EXPECT(ts_stage_action(missing_path, 20, &done, err) == TS_FRESH, "a stage without a checkpoint starts fresh");
+    EXPECT(ts_stage_action(path, 20, &done, err) == TS_RESUME && done == 7, "a checkpoint at step 7 of 20 resumes (got step %llu)", (unsigned long long)done);
+    EXPECT(ts_stage_action(path, 7, &done, err) == TS_DONE && ts_stage_action(path, 5, &done, err) == TS_DONE, "a checkpoint at step 7 completes a run of 7 (or fewer) steps");
+    printf("  pipeline: no checkpoint -> start; step 7 of 20 -> resume; step 7 of 7 -> skip\n");
+    TsMeta nostep; memset(&nostep, 0, sizeof(nostep)); ts_meta_set(&nostep, "stage", "toy");
+    char nostep_path[1100]; snprintf(nostep_path, sizeof(nostep_path), "%s/nostep.safetensors", tmpdir);
+    EXPECT(ts_save(nostep_path, one, 1, &nostep, err) == 0, "write: %s", err);
+    EXPECT(ts_stage_action(nostep_path, 20, &done, err) == TS_BAD && strstr(err, "step"), "a checkpoint without a step must be refused: %s", err);
+    printf("  no step in the checkpoint -> %s\n", err);
     FILE* f = fopen(path, "r+b"); if (f) { fseek(f, 0, SEEK_END); long sz = ftell(f); fclose(f); if (truncate(path, sz - 8) != 0) sz = 0; }
     EXPECT(ts_load(path, one, 1, &meta, err) != 0, "a truncated checkpoint must be refused");
+    EXPECT(ts_stage_action(path, 20, &done, err) == TS_BAD, "the pipeline must refuse a truncated checkpoint, not restart over it");
     printf("  truncated file -> %s\n", err);
 }
 
+// the table ./train_tmd prints (the CPU reference's printer): the world preset's TMD rows carry Eq. 16's effective
+// NFE, M·(1 + (N − 1)·H/L) = 7/6 at M 1 and 7/3 at M 2 for N 2, H 2 of L 12 blocks; rows without a sampler show "-"
+static void test_distill_table(const char* tmpdir) {
+    printf("\n[table] the distillation table's rows (./train_tmd's pipeline, ./test_tmd distill)\n");
+    WanConfig w; char err[ST_ERRLEN]; wan_preset(&w, "world", err);
+    EXPECT(w.num_layers == 12, "the world preset has %d blocks; the expected NFE below assume 12", w.num_layers);
+    EXPECT(fabs(effective_nfe(1, 2, 2, w.num_layers) - 7.0 / 6) < 1e-12 && fabs(effective_nfe(2, 2, 2, w.num_layers) - 7.0 / 3) < 1e-12,
+           "effective NFE %.6f, %.6f; want 7/6, 7/3", effective_nfe(1, 2, 2, w.num_layers), effective_nfe(2, 2, 2, w.num_layers));
+    DistillRow r[3]; memset(r, 0, sizeof(r));
+    snprintf(r[0].name, sizeof(r[0].name), "real clips"); r[0].total = 81.25;
+    snprintf(r[1].name, sizeof(r[1].name), "TMD M2 N2 H2"); r[1].nfe = effective_nfe(2, 2, 2, w.num_layers); r[1].total = 70.04; r[1].ms_per_sample = 12.34;
+    snprintf(r[2].name, sizeof(r[2].name), "DMD2-v M1 (no KD yet)"); r[2].nfe = 1; r[2].total = 60;
+    char path[1100]; snprintf(path, sizeof(path), "%s/table.txt", tmpdir);
+    FILE* f = fopen(path, "w+");
+    EXPECT(f != NULL, "cannot write %s", path);
+    if (!f) return;
+    distill_fprint(f, r, 3);
+    rewind(f);
+    char line[8][256]; int nl = 0;
+    while (nl < 8 && fgets(line[nl], sizeof(line[nl]), f)) nl++;
+    fclose(f);
+    EXPECT(nl == 5, "a blank line, the header and one line per row: want 5 lines, found %d", nl);
+    if (nl < 5) return;
+    EXPECT(strstr(line[1], "eff.NFE") && strstr(line[1], "ms/sample"), "header: %s", line[1]);
+    EXPECT(strstr(line[2], "real clips") && strstr(line[2], " - ") && strstr(line[2], "81.2"), "the real clips: no NFE, no time: %s", line[2]);
+    EXPECT(strstr(line[3], "TMD M2 N2 H2") && strstr(line[3], "2.33") && strstr(line[3], "70.0") && strstr(line[3], "12.3"), "TMD row: %s", line[3]);
+    EXPECT(strstr(line[4], "DMD2-v M1 (no KD yet)") && strstr(line[4], "1.00"), "DMD2-v row: %s", line[4]);
+    printf("  %s", line[3]);
+}
+
 static void test_gpu_host(const char* tmpdir) {
+    test_distill_table(tmpdir);
     test_vbench(tmpdir);
     test_distill_plan();
     test_train_state(tmpdir);

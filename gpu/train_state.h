@@ -70,3 +70,28 @@ static int ts_check_settings(const TsMeta* have, const TsMeta* want, const char*
     }
     return 0;
 }
+
+// whether a stage's checkpoint is there and how far it got: 0 when `path` does not exist, 1 with *step from its
+// metadata, -1 with a message when it exists but is not a readable train_tmd checkpoint
+static int ts_peek_step(const char* path, uint64_t* step, char* err) {
+    FILE* f = fopen(path, "rb");
+    if (!f) return 0;
+    fclose(f);
+    StFile sf;
+    if (st_open(&sf, path, err)) return -1;
+    TsMeta meta; memset(&meta, 0, sizeof(meta));
+    for (int k = 0; k < sf.n_meta && k < TS_MAX_META; k++) ts_meta_set(&meta, sf.meta_keys[k], sf.meta_vals[k]);
+    st_close(&sf);
+    return ts_meta_get_u64(&meta, "step", step, path, err) ? -1 : 1;
+}
+
+// what a pipeline does with a stage whose checkpoint is `path` and whose run is `steps` long: start it, resume it
+// from the checkpoint, or skip it (done); TS_BAD with a message when the file is there but unreadable
+enum { TS_BAD = -1, TS_FRESH = 0, TS_RESUME = 1, TS_DONE = 2 };
+static int ts_stage_action(const char* path, uint64_t steps, uint64_t* done, char* err) {
+    *done = 0;
+    int have = ts_peek_step(path, done, err);
+    if (have < 0) return TS_BAD;
+    if (!have) return TS_FRESH;
+    return *done >= steps ? TS_DONE : TS_RESUME;
+}
