@@ -217,20 +217,16 @@ int main(int argc, char** argv) {
     if (strcmp(mode, "teacher") && strcmp(mode, "tmd") && strcmp(mode, "dmd2v")) { fprintf(stderr, "error: --mode '%s': expected teacher, tmd or dmd2v\n", mode); return 2; }
     if (strcmp(solver, "unipc") && strcmp(solver, "euler")) { fprintf(stderr, "error: --solver '%s': expected unipc or euler\n", solver); return 2; }
     if (batch < 1 || steps < 1) { fprintf(stderr, "error: need --batch >= 1 and --steps >= 1\n"); return 2; }
-    require_gpu("sample_tmd");   // before reading a checkpoint that may be tens of GB
-    char err[ST_ERRLEN];
     WanConfig c; real* params;
-    rc = wan_model_from_flags(&c, &params, preset, weights, heads, "world", err);
-    if (rc) { fprintf(stderr, "error: %s\n", err); return rc; }
-    wan_config_print(&c, stdout);
-    wan_print_count(&c, stdout);
+    rc = wan_gpu_program_model("sample_tmd", &c, &params, preset, weights, heads);
+    if (rc) return rc;
     if (strcmp(mode, "teacher")) {
         rc = sample_students(mode, &c, params, student, prompt, batch, M, N, H, seed, out, prompts, extended, info);
         free(params); return rc;
     }
     if (bench > 0) return bench_forward(&c, params, batch, lat_t, lat_h, lat_w, bench, (uint64_t)seed);
     if (!params) { fprintf(stderr, "error: sampling needs --weights (a trained teacher, e.g. from ./train_tmd)\n"); return 2; }
-    WorldConfig wc;
+    WorldConfig wc; char err[ST_ERRLEN];
     if (teacher_gpu_world_for(&wc, &c, err)) { fprintf(stderr, "error: %s\n", err); free(params); return 2; }
 
     gemm_init();

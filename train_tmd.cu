@@ -490,13 +490,9 @@ int main(int argc, char** argv) {
         int world = dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);
         if (world > 1) { fprintf(stderr, "error: the pipeline runs on one GPU; run the stages under mpirun one at a time with --stage\n"); return 2; }
     }
-    require_gpu("train_tmd");   // before reading a checkpoint that may be tens of GB
-    char err[ST_ERRLEN];
     WanConfig c; real* params;
-    rc = wan_model_from_flags(&c, &params, preset, weights, heads, "world", err);
-    if (rc) { fprintf(stderr, "error: %s\n", err); return rc; }
-    wan_config_print(&c, stdout);
-    wan_print_count(&c, stdout);
+    rc = wan_gpu_program_model("train_tmd", &c, &params, preset, weights, heads);
+    if (rc) return rc;
     if (!params && (!stage || !strcmp(stage, "teacher"))) {
         params = (real*)malloc(sizeof(real) * wan_num_params(&c));
         wan_gpu_init_train(&c, params, (uint64_t)seed);

@@ -765,3 +765,16 @@ static void wan_gpu_backward(WanParamsF* dW, float* dx, float* dctx, const float
     wan_gpu_time_backward(dW, &a->time, W, sc->de, NULL, B, sc, s);   // the head's path through e; the blocks' path through e0 below
     wan_gpu_backward_blocks(dW, dx, dctx, sc->g, c->num_layers, NULL, NULL, a, W);   // dtop is already in place
 }
+
+// the start every GPU program shares: a GPU must exist before a checkpoint that may be tens of GB is read; then the
+// model from --preset / --weights (wan.h), its config and parameter count printed. params is NULL for a bare preset.
+static int wan_gpu_program_model(const char* program, WanConfig* c, real** params, const char* preset,
+                                 const char* weights, int heads) {
+    require_gpu(program);
+    char err[ST_ERRLEN];
+    int rc = wan_model_from_flags(c, params, preset, weights, heads, "world", err);
+    if (rc) { fprintf(stderr, "error: %s\n", err); return rc; }
+    wan_config_print(c, stdout);
+    wan_print_count(c, stdout);
+    return 0;
+}
