@@ -11,6 +11,7 @@
 #pragma once
 #include "tmd_gpu.cuh"                  // the student, head, rollout
 #include "../cpu/distill_cpu.h"         // TmmfConfig, DmdConfig and defaults, shifted_time, T_MIN/T_MAX
+#include "disc_gpu.cuh"                 // the Conv3D discriminator heads
 
 // per-sample scalars of one TM-MF step
 typedef struct { int B; double t[TMD_MAX_BATCH], s[TMD_MAX_BATCH], r[TMD_MAX_BATCH]; int dropped[TMD_MAX_BATCH]; } TmmfDraw;
@@ -173,9 +174,10 @@ static TmmfGpuStats tmmf_gpu_step(TmdGpuStudent* S, TmmfGpuWork* w, const TmmfDr
 
 // ---------------------------------------------------------------------------------------------------------
 // Stage 2: DMD2-v with the flow-head rollout (App. A.3; cpu/distill_cpu.h dmd_student_sample, dmd_critic_sample).
-// Not yet on the GPU: the Conv3D discriminator heads and so both GAN losses (the CPU reference has them); a config
-// with gan_weight > 0 is refused with that message. The frozen teacher's backward with injected feature gradients
-// that the generator's GAN loss needs exists (wan_gpu_backward_blocks).
+// The GAN terms (gan_weight > 0) need the discriminator attached to the work (dmd_gpu_work_attach_disc): the generator's
+// loss mean_h softplus(−D_h) reaches x̂ through the frozen teacher's backward with injected feature gradients; the
+// discriminator's loss mean_h softplus(−D_h(real)) + softplus(D_h(fake)) is taken at the fake score's t and ε (FastGen's
+// gan_use_same_t_noise; gan_own_noise is CPU-only and refused here).
 
 // per-sample scalars of one Stage 2 step: the outer time t_i of the student and t_dmd
 typedef struct { int B; double t_i[TMD_MAX_BATCH], t[TMD_MAX_BATCH]; } DmdDraw;
@@ -264,6 +266,13 @@ typedef struct {
     WanGpuAct tc, tu, fk;          // teacher cond, teacher uncond (forward only), fake score (training: its DSM backward)
     float *xhat_t, *gt, *gf, *e, *dxhat, *ctx_u;
     double *sums, *red;            // device [B], [B·TMD_RED_BLOCKS]
+    // the GAN terms (dmd_gpu_work_attach_disc; D NULL: none)
+    DiscGpuModel* D; const WanGpuWeights* T;   // the discriminator; the frozen teacher the critic step reads
+    int top;                       // teacher blocks the features need (last feature layer + 1)
+    WanGpuAct treal;               // the teacher on real data (forward only)
+    DiscGpuAct dfake, dreal;
+    float *xr, *dxt, *dfeat_buf;   // real x_t [B, ...], d x̂_t through the teacher, feature gradients [heads, B·L, D]
+    float* dfeat[WAN_MAX_LAYERS + 1];
 } DmdGpuWork;
 
 static void dmd_gpu_work_init(DmdGpuWork* w, const WanConfig* c, int B, int T, int Hl, int Wl) {
@@ -277,19 +286,54 @@ static void dmd_gpu_work_init(DmdGpuWork* w, const WanConfig* c, int B, int T, i
     w->sums = (double*)cuda_malloc_named(sizeof(double) * B, "DMD2-v losses", WAN_GPU_OOM_HINT);
     w->red = (double*)cuda_malloc_named(sizeof(double) * B * TMD_RED_BLOCKS, "DMD2-v reductions", WAN_GPU_OOM_HINT);
 }
+// attaches the discriminator D (its n_heads 0: nothing to attach) and the frozen teacher T: re-plans the conditional
+// teacher's activations for a backward (the generator's GAN loss) and adds the teacher on real data, the heads'
+// activations and the feature gradients
+static void dmd_gpu_work_attach_disc(DmdGpuWork* w, DiscGpuModel* D, const WanGpuWeights* T) {
+    const DiscConfig* dc = &D->dc;
+    if (dc->n_heads <= 0) return;
+    WanConfig c = w->tc.cfg; PatchGrid g = w->tc.g; char err[ST_ERRLEN];
+    wan_gpu_act_free(&w->tc);
+    if (wan_gpu_act_init(&w->tc, &c, w->B, c.in_dim, g.T, g.Hl, g.Wl, 1, err) || wan_gpu_act_init(&w->treal, &c, w->B, c.in_dim, g.T, g.Hl, g.Wl, 0, err)) {
+        fprintf(stderr, "DMD2-v discriminator: %s\n", err); exit(1);
+    }
+    w->D = D; w->T = T; w->top = 0;
+    for (int h = 0; h < dc->n_heads; h++) {
+        if (dc->layers[h] < 0 || dc->layers[h] >= c.num_layers) {
+            fprintf(stderr, "DMD2-v discriminator: feature layer %d of a %d-block teacher; use layers 0..%d\n", dc->layers[h], c.num_layers, c.num_layers - 1);
+            exit(1);
+        }
+        if (dc->layers[h] + 1 > w->top) w->top = dc->layers[h] + 1;
+    }
+    disc_gpu_act_init(&w->dfake, dc, &w->tc); disc_gpu_act_init(&w->dreal, dc, &w->treal);
+    size_t LD = (size_t)w->B * g.L * c.dim;
+    w->xr = tmd_dalloc_(w->n, "DMD2-v real x_t"); w->dxt = tmd_dalloc_(w->n, "DMD2-v GAN latent gradient");
+    w->dfeat_buf = tmd_dalloc_(dc->n_heads * LD, "GAN feature gradients");
+    for (int l = 0; l <= c.num_layers; l++) w->dfeat[l] = NULL;
+    for (int h = 0; h < dc->n_heads; h++) w->dfeat[dc->layers[h] + 1] = w->dfeat_buf + h * LD;   // layers are distinct (disc_layers_for)
+}
 static void dmd_gpu_work_free(DmdGpuWork* w) {
+    if (w->D) {
+        wan_gpu_act_free(&w->treal); disc_gpu_act_free(&w->dfake); disc_gpu_act_free(&w->dreal);
+        cudaCheck(cudaFree(w->xr)); cudaCheck(cudaFree(w->dxt)); cudaCheck(cudaFree(w->dfeat_buf));
+    }
     wan_gpu_act_free(&w->tc); wan_gpu_act_free(&w->tu); wan_gpu_act_free(&w->fk);
     float* f[] = {w->xhat_t, w->gt, w->gf, w->e, w->dxhat, w->ctx_u};
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) cudaCheck(cudaFree(f[i]));
     cudaCheck(cudaFree(w->sums)); cudaCheck(cudaFree(w->red));
 }
 
-typedef struct { double vsd[TMD_MAX_BATCH], dsm[TMD_MAX_BATCH]; int finite; } DmdGpuStats;
+typedef struct { double vsd[TMD_MAX_BATCH], dsm[TMD_MAX_BATCH], gan_g[TMD_MAX_BATCH], gan_d[TMD_MAX_BATCH]; int finite; } DmdGpuStats;
 
-static void dmd_gpu_require_no_gan_(const DmdConfig* cf) {
-    if (cf->gan_weight > 0) {
-        fprintf(stderr, "DMD2-v on the GPU: gan_weight %g, but the Conv3D discriminator heads are not on the GPU yet; "
-                        "run with --gan-weight 0 (VSD and the fake score only), or use the CPU reference (./test_tmd distill)\n", cf->gan_weight);
+static void dmd_gpu_require_disc_(const DmdGpuWork* w, const DmdConfig* cf) {
+    if (cf->gan_weight > 0 && !w->D) {
+        fprintf(stderr, "DMD2-v on the GPU: gan_weight %g but no discriminator attached; call dmd_gpu_work_attach_disc, "
+                        "or run with --gan-weight 0 (VSD and the fake score only)\n", cf->gan_weight);
+        exit(1);
+    }
+    if (cf->gan_weight > 0 && cf->gan_own_noise) {
+        fprintf(stderr, "DMD2-v on the GPU: gan_own_noise 1 (the discriminator's own t and noise) is only in the CPU reference; "
+                        "use gan_own_noise 0 (the fake score's t and noise, FastGen's setting)\n");
         exit(1);
     }
 }
@@ -313,7 +357,7 @@ static void dmd_gpu_fill_uncond_(DmdGpuWork* w, const float* ctx_u) {
 static DmdGpuStats dmd_gpu_student_step(GenGpu* G, DmdGpuWork* w, const WanGpuWeights* T, const WanGpuWeights* F, const DmdDraw* d,
                                         const float* x, const float* x1, const float* y1, const float* eps, const float* ctx,
                                         const float* ctx_u, const DmdConfig* cf, double scale) {
-    dmd_gpu_require_no_gan_(cf);
+    dmd_gpu_require_disc_(w, cf);
     DmdGpuStats st; memset(&st, 0, sizeof(st));
     int B = w->B; cudaStream_t s_ = w->fk.stream; size_t ne = w->numel;
     double tv[TMD_MAX_BATCH], norm[TMD_MAX_BATCH], sq[TMD_MAX_BATCH];
@@ -344,15 +388,37 @@ static DmdGpuStats dmd_gpu_student_step(GenGpu* G, DmdGpuWork* w, const WanGpuWe
     }
     if (!st.finite) return st;
     combine3(w->dxhat, k, w->gf, w->gt, NULL, B, ne, s_);                     // d/dx̂ of 0.5·mean((x̂ − sg(x̂ − grad))²) = grad/numel
+    // GAN generator loss mean_h softplus(−D_h): gradient through the frozen teacher's features into x̂_t, then x̂
+    if (cf->gan_weight > 0 && w->D) {
+        const DiscConfig* dc = &w->D->dc; int nh = dc->n_heads;
+        disc_gpu_forward(&w->dfake, &w->D->P, dc, &w->tc);
+        double dlogit[TMD_MAX_BATCH * DISC_MAX_HEADS];
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < nh; h++) {
+                double l = w->dfake.logit[b * nh + h];
+                st.gan_g[b] += softplus(-l) / nh;
+                dlogit[b * nh + h] = -sigmoid(-l) / nh * cf->gan_weight * scale;
+            }
+            if (!isfinite(st.gan_g[b])) st.finite = 0;
+        }
+        if (!st.finite) return st;
+        cudaCheck(cudaMemsetAsync(w->dfeat_buf, 0, sizeof(float) * nh * B * w->tc.g.L * w->tc.cfg.dim, s_));
+        disc_gpu_backward(NULL, w->dfeat, dlogit, &w->dfake, &w->D->P, dc, &w->tc);
+        cudaCheck(cudaMemsetAsync(w->dxt, 0, sizeof(float) * w->n, s_));
+        wan_gpu_backward_blocks(NULL, w->dxt, NULL, NULL, w->top, w->dfeat, NULL, &w->tc, T);
+        for (int b = 0; b < B; b++) { k.a[b] = 1; k.b[b] = (float)(1 - d->t[b]); k.c[b] = 0; }
+        combine3(w->dxhat, k, w->dxhat, w->dxt, NULL, B, ne, s_);             // d x̂ += (1 − t)·d x̂_t
+    }
     gen_gpu_backward(G, w->dxhat);
     return st;
 }
 
 // critic update on B samples: the fake score's denoising score matching ‖x̂_t − t·v_fake − x̂‖² on the detached x̂
-// into Fm's gradients (cpu/distill_cpu.h dmd_critic_sample with dD = NULL)
+// into Fm's gradients and, with gan_weight > 0, the discriminator's loss into w->D's gradients (cpu/distill_cpu.h
+// dmd_critic_sample)
 static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm, const DmdDraw* d, const float* x, const float* x1,
                                        const float* y1, const float* eps, const float* ctx, const DmdConfig* cf, double scale) {
-    dmd_gpu_require_no_gan_(cf);
+    dmd_gpu_require_disc_(w, cf);
     DmdGpuStats st; memset(&st, 0, sizeof(st));
     int B = w->B; cudaStream_t s_ = w->fk.stream; size_t ne = w->numel;
     double tv[TMD_MAX_BATCH], sq[TMD_MAX_BATCH];
@@ -370,5 +436,27 @@ static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm
     if (!st.finite) return st;
     combine3(w->dxhat, k, w->e, w->e, NULL, B, ne, s_);                       // d v_fake = −t·2e/numel·scale
     wan_gpu_backward(&Fm->dP, NULL, NULL, w->dxhat, &w->fk, &Fm->w);
+    // discriminator: teacher features on real x_t = (1 − t)·x + t·ε and on fake x̂_t, the same t and ε as the fake score
+    if (cf->gan_weight > 0 && w->D) {
+        const DiscConfig* dc = &w->D->dc; int nh = dc->n_heads;
+        for (int b = 0; b < B; b++) { k.a[b] = (float)(1 - d->t[b]); k.b[b] = (float)d->t[b]; k.c[b] = 0; }
+        combine3(w->xr, k, x, eps, NULL, B, ne, s_);
+        wan_gpu_forward_blocks(&w->tc, w->T, w->xhat_t, tv, ctx, w->top);
+        wan_gpu_forward_blocks(&w->treal, w->T, w->xr, tv, ctx, w->top);
+        disc_gpu_forward(&w->dfake, &w->D->P, dc, &w->tc);
+        disc_gpu_forward(&w->dreal, &w->D->P, dc, &w->treal);
+        double dlf[TMD_MAX_BATCH * DISC_MAX_HEADS], dlr[TMD_MAX_BATCH * DISC_MAX_HEADS];
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < nh; h++) {
+                double lr = w->dreal.logit[b * nh + h], lf = w->dfake.logit[b * nh + h];
+                st.gan_d[b] += (softplus(-lr) + softplus(lf)) / nh;
+                dlr[b * nh + h] = -sigmoid(-lr) / nh * scale; dlf[b * nh + h] = sigmoid(lf) / nh * scale;
+            }
+            if (!isfinite(st.gan_d[b])) st.finite = 0;
+        }
+        if (!st.finite) return st;
+        disc_gpu_backward(&w->D->dP, NULL, dlr, &w->dreal, &w->D->P, dc, &w->treal);
+        disc_gpu_backward(&w->D->dP, NULL, dlf, &w->dfake, &w->D->P, dc, &w->tc);
+    }
     return st;
 }

@@ -79,13 +79,14 @@ static double plan_graph_bytes(const PlanInput* in, double blocks) {
     double L = plan_tokens(in), D = in->wan.dim;
     return blocks * (in->recompute ? L * D * plan_act_bytes(in) : plan_block_bytes(in));
 }
-// the discriminator heads' activations: conv 1 (kernel (3,4,4), stride (1,2,2), padding 1) output, its GroupNorm and
-// LeakyReLU, for real and fake features; the later convs are at least 8x smaller and are counted as a quarter more
+// the discriminator heads' activations (gpu/disc_gpu.cuh DiscGpuAct, fp32), for real and fake features: the
+// unpatchified feature (L·D values) and conv 1's (kernel (3,4,4), stride (1,2,2), padding 1) output, GroupNorm xhat,
+// GroupNorm output and LeakyReLU output; the later convs are at least 8x smaller and are counted as a quarter more
 static double plan_disc_act_bytes(const PlanInput* in) {
     const WanConfig* c = &in->wan;
     double Fp = in->T / c->patch[0], Hp = in->Hl / c->patch[1], Wp = in->Wl / c->patch[2];
     double out1 = in->disc_width1 * Fp * ((int)(Hp + 2 - 4) / 2 + 1) * ((int)(Wp + 2 - 4) / 2 + 1);
-    return in->disc_heads * 2 * 3 * out1 * 1.25 * 4.0;
+    return in->disc_heads * 2 * (4 * out1 * 1.25 + Fp * Hp * Wp * c->dim) * 4.0;
 }
 
 // Stage 1 plan (stage 1) or Stage 2 plan (stage 2) of one micro-step
@@ -116,7 +117,7 @@ static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
              in->recompute ? "one block rebuilt in the backward + its gradient scratch" : "gradient scratch of one block");
     if (stage == 2) {
         plan_add(p, "GAN feature gradients", B * in->disc_heads * L * D * 4.0, "fp32 gradient at every feature layer");
-        plan_add(p, "discriminator activations", B * plan_disc_act_bytes(in), "conv outputs, GroupNorm, LeakyReLU; real and fake");
+        plan_add(p, "discriminator activations", B * plan_disc_act_bytes(in), "unpatchified features, conv outputs, GroupNorm, LeakyReLU; real and fake");
     }
     plan_add(p, "latents and noise", B * latent * 4.0 * (stage == 1 ? 12 : 16), "x, x1, y1, x_t, eps, x_hat and their gradients (fp32)");
     plan_add(p, "text context", B * (double)in->wan.text_len * (c->text_dim + 2 * D) * 4.0, "umT5 rows, the embedded context and its gradient");
