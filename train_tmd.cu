@@ -6,7 +6,8 @@
 //             loss = mean (v − (x1 − x))², AdamW (β = 0.9, 0.99, weight decay 0.01, linear warm-up, clip 1.0)
 //   stage1    TMD Stage 1, TM-MF (paper Algorithm 2, first loop) } the TMD student on the GPU: gpu/tmd_gpu.cuh and
 //   stage2    TMD Stage 2, DMD2-v with flow-head rollout         } gpu/distill_gpu.cuh; train_tmd_distill below
-//             (Stage 2 without the GAN terms so far: the Conv3D discriminator heads are CPU-only)
+//             (with --gan-weight > 0, Stage 2 and the baseline also train the Conv3D discriminator heads of
+//             gpu/disc_gpu.cuh on the frozen teacher's features: the GAN terms of cpu/distill_run.h distill_stage2)
 //   baseline  the DMD2-v baseline: the same Stage 2 loop with a plain Wan student started from the teacher (its KD
 //             warm-up for one-step students is not on the GPU yet: the table's M = 1 row says "no KD yet")
 // The model comes from --preset (random init, official init_weights) or --weights (a checkpoint: official Wan2.1 or
@@ -34,6 +35,7 @@ typedef struct {
     const char* stage; const char* student; const char* resume; const char* out;
     int steps, batch, seed, log_every, save_every, M, N, H, update_every;
     double lr, lr_fake, wd, clip_student;   // the student's and the fake score's learning rates
+    double gan_weight, disc_lr; int disc_width;   // Stage 2's GAN terms (gan_weight 0: no discriminator at all)
 } TmdRun;
 
 // g holds the gradient summed over the data-parallel ranks; gscale = 1/ranks makes it their mean (1 on one GPU)
@@ -61,6 +63,12 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
     size_t nw = wan_num_params(c), ns = baseline ? nw : student_num_params(&sc), numel = world_clip_numel(&wc), nctx = (size_t)wc.text_len * wc.text_dim;
     int B = o->batch;
+    // the discriminator heads (Stage 2 with gan_weight > 0): cpu/distill_run.h distill_stage2's Conv3D heads on the
+    // preset's feature layers (disc_layers_for), widths W/2, W/2, W, W and MLP hidden W, PyTorch's default init
+    int gan = stage2 && o->gan_weight > 0;
+    DiscConfig dcfg; memset(&dcfg, 0, sizeof(dcfg));
+    if (gan) dcfg = disc_config(c, o->disc_width / 2, o->disc_width / 2, o->disc_width, o->disc_width, o->disc_width);
+    size_t nd = gan ? disc_num_params(&dcfg) : 0;
     DataParallel dp; dp_init(&dp);   // one rank without mpirun
     double gscale = 1.0 / dp.world;
     if (dp.world > 1 && o->resume) { fprintf(stderr, "error: --resume of a %d-rank run is not implemented (the checkpoint holds rank 0's streams only)\n", dp.world); return 2; }
@@ -70,15 +78,25 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (baseline) memcpy(hs, teacher, sizeof(float) * nw);   // the baseline's student starts as the teacher
     else student_init(&sc, hs, teacher, (uint64_t)o->seed);
     memcpy(hf, teacher, sizeof(float) * nw);   // the fake score starts as the teacher
+    float *hd = NULL, *hdm = NULL, *hdv = NULL;
+    if (gan) {
+        hd = (float*)malloc(sizeof(float) * nd); hdm = (float*)calloc(nd, sizeof(float)); hdv = (float*)calloc(nd, sizeof(float));
+        disc_init(&dcfg, hd, (uint64_t)o->seed + 99);   // cpu/distill_run.h's seed
+    }
     TsMeta want; memset(&want, 0, sizeof(want));
     ts_meta_set(&want, "stage", o->stage); ts_meta_set(&want, "config", c->name);
     ts_meta_u64(&want, "M", o->M); ts_meta_u64(&want, "N", o->N); ts_meta_u64(&want, "head_blocks", o->H); ts_meta_u64(&want, "batch", B);
-    TsBuffer bufs[6] = {{"student.params", hs, ns}, {"student.adam_m", hm, ns}, {"student.adam_v", hv, ns},
-                        {"fake_score.params", hf, nw}, {"fake_score.adam_m", hfm, nw}, {"fake_score.adam_v", hfv, nw}};
-    int nbufs = stage2 ? 6 : 3;
+    if (stage2) {
+        char gw[32]; snprintf(gw, sizeof(gw), "%.17g", o->gan_weight); ts_meta_set(&want, "gan_weight", gw);
+        ts_meta_u64(&want, "disc_width", gan ? (uint64_t)o->disc_width : 0);
+    }
+    TsBuffer bufs[9] = {{"student.params", hs, ns}, {"student.adam_m", hm, ns}, {"student.adam_v", hv, ns},
+                        {"fake_score.params", hf, nw}, {"fake_score.adam_m", hfm, nw}, {"fake_score.adam_v", hfv, nw},
+                        {"disc.params", hd, nd}, {"disc.adam_m", hdm, nd}, {"disc.adam_v", hdv, nd}};
+    int nbufs = gan ? 9 : stage2 ? 6 : 3;
     // every stream is seeded by (seed, stage, rank); rank 0's are a single-GPU run's
     uint64_t rank_salt = (uint64_t)dp.rank * 0x9E3779B97F4A7C15ull;
-    uint64_t step = 0, s_steps = 0, f_steps = 0, rng_seed = (uint64_t)o->seed * 31 + stage_id + rank_salt, rng_counter = 0;
+    uint64_t step = 0, s_steps = 0, f_steps = 0, d_steps = 0, rng_seed = (uint64_t)o->seed * 31 + stage_id + rank_salt, rng_counter = 0;
     uint64_t philox_seed = (uint64_t)o->seed * 1000003 + stage_id + rank_salt, philox_offset = 0, data = 0;
     WRng stream = wrng_seed((uint64_t)o->seed, stage_id, (uint64_t)dp.rank);
     if (stage2 && !baseline && !o->resume) {   // the Stage 1 student
@@ -93,7 +111,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             ts_meta_get_u64(&have, "step", &step, o->resume, err) || ts_meta_get_u64(&have, "student_steps", &s_steps, o->resume, err) ||
             ts_meta_get_u64(&have, "fake_steps", &f_steps, o->resume, err) || ts_meta_get_u64(&have, "rng_seed", &rng_seed, o->resume, err) ||
             ts_meta_get_u64(&have, "rng_counter", &rng_counter, o->resume, err) || ts_meta_get_u64(&have, "philox_seed", &philox_seed, o->resume, err) ||
-            ts_meta_get_u64(&have, "philox_offset", &philox_offset, o->resume, err) || ts_meta_get_u64(&have, "data_stream", &data, o->resume, err)) {
+            ts_meta_get_u64(&have, "philox_offset", &philox_offset, o->resume, err) || ts_meta_get_u64(&have, "data_stream", &data, o->resume, err) ||
+            (gan && ts_meta_get_u64(&have, "disc_steps", &d_steps, o->resume, err))) {
             fprintf(stderr, "error: %s\n", err); return 2;
         }
         stream.s = data;
@@ -105,12 +124,16 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         PlanInput pin; memset(&pin, 0, sizeof(pin));
         pin.wan = *c; pin.T = wc.T; pin.Hl = wc.H; pin.Wl = wc.W; pin.batch = B; pin.N = o->N; pin.H = o->H;
         pin.student_extra = baseline ? 0 : ns - nw; pin.recompute = 0;
+        if (gan) {   // the heads, their activations and the frozen teacher up to the last feature layer
+            pin.disc_params = nd; pin.disc_heads = dcfg.n_heads; pin.disc_width1 = dcfg.width[0];
+            for (int h = 0; h < dcfg.n_heads; h++) if (dcfg.layers[h] + 1 > pin.disc_top) pin.disc_top = dcfg.layers[h] + 1;
+        }
         pin.naive_attention = !wan_gpu_use_flash(c);
 #ifdef ENABLE_FP32
         pin.fp32 = 1;
 #endif
         MemPlan plan; distill_plan(&plan, &pin, stage2 ? 2 : 1);
-        char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s (upper estimate: no GAN heads yet)", o->stage, c->name, B, FLOATX_NAME);
+        char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s (upper estimate)", o->stage, c->name, B, FLOATX_NAME);
         if (dp.rank == 0) plan_print(&plan, title, stdout);
         size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
         if (plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
@@ -130,6 +153,14 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         cudaCheck(cudaMemcpy(F.opt_m, hfm, sizeof(float) * nw, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(F.opt_v, hfv, sizeof(float) * nw, cudaMemcpyHostToDevice));
         F.step = (long)f_steps;
     }
+    // the discriminator, its AdamW moments, and its attachment to the Stage 2 work below (with the frozen teacher)
+    DiscGpuModel D; memset(&D, 0, sizeof(D)); float *dm = NULL, *dv = NULL; long d_step = (long)d_steps;
+    if (gan) {
+        disc_gpu_model_init(&D, &dcfg, hd);
+        dm = (float*)cuda_malloc_named(sizeof(float) * nd, "discriminator AdamW m", WAN_GPU_OOM_HINT);
+        dv = (float*)cuda_malloc_named(sizeof(float) * nd, "discriminator AdamW v", WAN_GPU_OOM_HINT);
+        cudaCheck(cudaMemcpy(dm, hdm, sizeof(float) * nd, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(dv, hdv, sizeof(float) * nd, cudaMemcpyHostToDevice));
+    }
     Rng rng = {rng_seed, rng_counter};
     float* clips = (float*)malloc(sizeof(float) * numel * B); float* ctx = (float*)malloc(sizeof(float) * nctx * B);
     float *x_d, *ctx_d, *x1, *y1, *eps; double* scratch;
@@ -137,14 +168,17 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     cudaCheck(cudaMalloc(&x1, sizeof(float) * numel * B)); cudaCheck(cudaMalloc(&y1, sizeof(float) * numel * B)); cudaCheck(cudaMalloc(&eps, sizeof(float) * numel * B));
     cudaCheck(cudaMalloc(&scratch, sizeof(double) * (ADAMW_NORM_BLOCKS + 1)));
     TmmfConfig tcf = tmmf_defaults(); tcf.M = o->M; tcf.N = o->N;
-    DmdConfig dcf = dmd_defaults(); dcf.M = o->M; dcf.gan_weight = 0; dcf.update_every = o->update_every;
+    DmdConfig dcf = dmd_defaults(); dcf.M = o->M; dcf.gan_weight = gan ? o->gan_weight : 0; dcf.update_every = o->update_every;
     TmmfGpuWork tw; GenGpu G; DmdGpuWork dw;
     if (!stage2) tmmf_gpu_work_init(&tw, &sc, B, wc.T, wc.H, wc.W);
-    else { gen_gpu_init(&G, !baseline, &sc, B, wc.T, wc.H, wc.W, o->N, tcf.gamma_inner); G.S = &S; G.P = &Pm; dmd_gpu_work_init(&dw, c, B, wc.T, wc.H, wc.W); }
-    printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g%s\n", baseline ? "DMD2-v baseline (no GAN, no KD)" : stage2 ? "Stage 2 DMD2-v (no GAN)" : "Stage 1 TM-MF",
+    else { gen_gpu_init(&G, !baseline, &sc, B, wc.T, wc.H, wc.W, o->N, tcf.gamma_inner); G.S = &S; G.P = &Pm; dmd_gpu_work_init(&dw, c, B, wc.T, wc.H, wc.W);
+           if (gan) dmd_gpu_work_attach_disc(&dw, &D, &T.w); }
+    printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g%s\n", baseline ? "DMD2-v baseline (no KD)" : stage2 ? "Stage 2 DMD2-v" : "Stage 1 TM-MF",
            o->steps, B, o->M, o->N, o->H, effective_nfe(o->M, o->N, o->H, c->num_layers), o->lr, o->wd, stage2 ? ", student every update_every-th iteration" : "");
+    if (stage2 && gan) printf("GAN terms: weight %g, discriminator width %d, lr %g (AdamW 0.9, 0.99, wd 0.01, no clipping)\n", o->gan_weight, o->disc_width, o->disc_lr);
+    else if (stage2) printf("GAN terms: off (--gan-weight 0)\n");
     cudaStream_t s0 = 0;
-    double t0 = now_s(), acc_a = 0, acc_b = 0, gn = 0; int na = 0, nb = 0; long skipped = 0;
+    double t0 = now_s(), acc_a = 0, acc_b = 0, acc_g = 0, acc_d = 0, gn = 0; int na = 0, nb = 0; long skipped = 0;
     while (step < (uint64_t)o->steps) {
         world_sample_batch(&wc, &stream, WORLD_TRAIN, B, clips, ctx, NULL, NULL);           // x, c ~ p_data
         cudaCheck(cudaMemcpy(x_d, clips, sizeof(float) * numel * B, cudaMemcpyHostToDevice));
@@ -179,25 +213,31 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                 if (!st.finite) skipped++;
                 else { ++*V.step; dp_allreduce_sum(&dp, V.grads, ns, s0);
                        tmd_adamw_(V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip_student, *V.step, gscale, scratch, &gn, s0);
-                       for (int b = 0; b < B; b++) acc_a += st.vsd[b] / B; na++; }
+                       for (int b = 0; b < B; b++) { acc_a += st.vsd[b] / B; acc_g += st.gan_g[b] / B; } na++; }
             } else {
-                // critic: the fake score's denoising score matching on the detached x̂ (DMD2)
+                // critic: the fake score's denoising score matching on the detached x̂ (DMD2) and, with the GAN
+                // terms, the discriminator's loss on teacher features of real and fake x_t (one step each)
                 cudaCheck(cudaMemsetAsync(F.grads, 0, sizeof(float) * nw, s0));
+                if (gan) cudaCheck(cudaMemsetAsync(D.grads, 0, sizeof(float) * nd, s0));
                 DmdGpuStats st = dmd_gpu_critic_step(&G, &dw, &F, &d, x_d, x1, y1, eps, ctx_d, &dcf, 1.0 / B);
                 if (!st.finite) skipped++;
                 else { F.step++; double gf; dp_allreduce_sum(&dp, F.grads, nw, s0);
                        tmd_adamw_(F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr_fake, o->wd, 0, F.step, gscale, scratch, &gf, s0);
-                       for (int b = 0; b < B; b++) acc_b += st.dsm[b] / B; nb++; }
+                       if (gan) { d_step++; double gd; dp_allreduce_sum(&dp, D.grads, nd, s0);   // FastGen clips only the student
+                                  tmd_adamw_(D.params, NULL, dm, dv, D.grads, nd, o->disc_lr, 0.01, 0, d_step, gscale, scratch, &gd, s0); }
+                       for (int b = 0; b < B; b++) { acc_b += st.dsm[b] / B; acc_d += st.gan_d[b] / B; } nb++; }
             }
         }
         step++;
         if (dp.rank == 0 && (step % (uint64_t)o->log_every == 0 || step == (uint64_t)o->steps)) {
             cudaCheck(cudaDeviceSynchronize());
             double el = now_s() - t0, per = el / (double)o->log_every;
-            printf("%s step %6llu/%d  %s %.4f  %s %.4f  grad norm %.3f  %.1f ms/step  ETA %.0f s  skipped %ld\n", stage2 ? "DMD2-v" : "TM-MF",
+            char ganlog[64] = "";
+            if (gan) snprintf(ganlog, sizeof(ganlog), "  gan_g %.3f  gan_d %.3f", na ? acc_g / na : NAN, nb ? acc_d / nb : NAN);
+            printf("%s step %6llu/%d  %s %.4f  %s %.4f%s  grad norm %.3f  %.1f ms/step  ETA %.0f s  skipped %ld\n", stage2 ? "DMD2-v" : "TM-MF",
                    (unsigned long long)step, o->steps, stage2 ? "vsd" : "loss", na ? acc_a / na : NAN, stage2 ? "dsm" : "mse", nb ? acc_b / nb : NAN,
-                   gn, 1e3 * per, per * (double)(o->steps - (int)step), skipped);
-            acc_a = acc_b = 0; na = nb = 0; t0 = now_s();
+                   ganlog, gn, 1e3 * per, per * (double)(o->steps - (int)step), skipped);
+            acc_a = acc_b = acc_g = acc_d = 0; na = nb = 0; t0 = now_s();
         }
         if (dp.rank == 0 && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps)) {
             cudaCheck(cudaMemcpy(hs, V.params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
@@ -206,19 +246,25 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                 cudaCheck(cudaMemcpy(hf, F.params, sizeof(float) * nw, cudaMemcpyDeviceToHost));
                 cudaCheck(cudaMemcpy(hfm, F.opt_m, sizeof(float) * nw, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hfv, F.opt_v, sizeof(float) * nw, cudaMemcpyDeviceToHost));
             }
+            if (gan) {
+                cudaCheck(cudaMemcpy(hd, D.params, sizeof(float) * nd, cudaMemcpyDeviceToHost));
+                cudaCheck(cudaMemcpy(hdm, dm, sizeof(float) * nd, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hdv, dv, sizeof(float) * nd, cudaMemcpyDeviceToHost));
+            }
             TsMeta meta = want;
             ts_meta_u64(&meta, "step", step); ts_meta_u64(&meta, "student_steps", (uint64_t)*V.step); ts_meta_u64(&meta, "fake_steps", (uint64_t)F.step);
             ts_meta_u64(&meta, "rng_seed", rng.seed); ts_meta_u64(&meta, "rng_counter", rng.counter);
             ts_meta_u64(&meta, "philox_seed", philox_seed); ts_meta_u64(&meta, "philox_offset", philox_offset); ts_meta_u64(&meta, "data_stream", stream.s);
+            if (gan) ts_meta_u64(&meta, "disc_steps", (uint64_t)d_step);
             if (ts_save(o->out, bufs, nbufs, &meta, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
             printf("wrote %s (step %llu)\n", o->out, (unsigned long long)step);
         }
     }
     if (!stage2) tmmf_gpu_work_free(&tw); else { gen_gpu_free(&G); dmd_gpu_work_free(&dw); wan_gpu_model_free(&F); }
+    if (gan) { disc_gpu_model_free(&D); cudaCheck(cudaFree(dm)); cudaCheck(cudaFree(dv)); }
     if (baseline) wan_gpu_model_free(&Pm); else tmd_gpu_student_free(&S);
     wan_gpu_model_free(&T); gemm_free(); dp_free(&dp);
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1)); cudaCheck(cudaFree(y1)); cudaCheck(cudaFree(eps)); cudaCheck(cudaFree(scratch));
-    free(clips); free(ctx); free(hs); free(hm); free(hv); free(hf); free(hfm); free(hfv);
+    free(clips); free(ctx); free(hs); free(hm); free(hv); free(hf); free(hfm); free(hfv); free(hd); free(hdm); free(hdv);
     printf("%s: done, %llu steps, %ld skipped\n", o->stage, (unsigned long long)step, skipped);
     return 0;
 }
@@ -397,6 +443,7 @@ int main(int argc, char** argv) {
     double lr = -1, wd = 0.01, max_grad_norm = 1.0, p_drop = 0.1, shift = 1.0;
     TmdRun tr; memset(&tr, 0, sizeof(tr));
     tr.M = 2; tr.N = 2; tr.H = 2; tr.update_every = 5; tr.clip_student = -1;
+    tr.gan_weight = 0.03; tr.disc_lr = 1e-4; tr.disc_width = 64;   // paper's λ; cpu/distill_run.h's lr; width 64 for the world's 96 input channels (tiny: 16 for 4, Wan 1.3B: 512 for 384)
     // the pipeline's defaults for the world preset (the method: cpu/distill_run.h distill_defaults; the step counts are
     // sized for the README's goal of < 30 minutes on one H100 for the whole run, UNMEASURED so far)
     Pipeline pl; memset(&pl, 0, sizeof(pl));
@@ -428,6 +475,9 @@ int main(int argc, char** argv) {
         FLAG_INT("--head-blocks", &tr.H, "TMD: H, the DiT blocks of the flow head"),
         FLAG_INT("--update-every", &tr.update_every, "stage2/baseline: the student is updated every k-th iteration, the fake score otherwise"),
         FLAG_DOUBLE("--clip-student", &tr.clip_student, "the student's gradient-norm clipping (FastGen: 10 in Stage 2; 0: off; -1: single stage 10, pipeline Stage 1 off and Stage 2 10 as the CPU reference)"),
+        FLAG_DOUBLE_R("--gan-weight", &tr.gan_weight, 0, 1000, "stage2/baseline: the GAN loss weight lambda (paper: 0.03; 0: no discriminator at all, nothing allocated)"),
+        FLAG_DOUBLE_R("--disc-lr", &tr.disc_lr, 0, 1, "stage2/baseline: the discriminator's AdamW learning rate (betas 0.9, 0.99, wd 0.01, no clipping)"),
+        FLAG_INT_R("--disc-width", &tr.disc_width, 2, 4096, "stage2/baseline: discriminator width W, even: convolutions W/2, W/2, W, W, MLP hidden W (the CPU tiny run: 16)"),
         FLAG_INT("--teacher-steps", &teacher_steps, "pipeline: teacher flow-matching steps"),
         FLAG_INT("--tmmf-steps", &tmmf_steps, "pipeline: Stage 1 (TM-MF) steps"),
         FLAG_INT("--tmmf-batch", &tmmf_batch, "pipeline: Stage 1 batch"),
@@ -452,6 +502,7 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: need --steps, --teacher-steps, --tmmf-steps, --dmd-iters, --save-every, --warmup >= 0 and --batch, --tmmf-batch, "
                         "--dmd-batch, --log-every, --M, --N, --update-every >= 1\n"); return 2;
     }
+    if (tr.disc_width % 2) { fprintf(stderr, "error: --disc-width %d: expected an even width (the first two convolutions have W/2 channels)\n", tr.disc_width); return 2; }
     if (!stage && (teacher_steps < 1 || tmmf_steps < 1 || dmd_iters < 1)) {
         fprintf(stderr, "error: the pipeline needs --teacher-steps, --tmmf-steps, --dmd-iters >= 1 (found %d, %d, %d): every stage writes the "
                         "checkpoint the next one reads; give a trained teacher with --weights instead\n", teacher_steps, tmmf_steps, dmd_iters); return 2;
@@ -479,12 +530,14 @@ int main(int argc, char** argv) {
         pl.stage2 = d; pl.stage2.stage = "stage2"; pl.stage2.steps = dmd_iters; pl.stage2.batch = dmd_batch; pl.stage2.lr = student_lr; pl.stage2.lr_fake = fake_lr;
         pl.stage2.clip_student = tr.clip_student < 0 ? 10 : tr.clip_student;  // FastGen: the student at 10
         pl.baseline = pl.stage2; pl.baseline.stage = "baseline";
+        char gan_plan[160] = "no GAN terms (--gan-weight 0)";
+        if (tr.gan_weight > 0) snprintf(gan_plan, sizeof(gan_plan), "GAN weight %g (discriminator width %d, lr %g)", tr.gan_weight, tr.disc_width, tr.disc_lr);
         printf("train_tmd: the whole distillation of the built-in world, checkpoints in %s/ (a rerun continues where this one stops)\n", pl.run_dir);
         if (weights) printf("  1. teacher      from --weights %s (no teacher stage)\n", weights);
         else printf("  1. teacher      flow matching, %d steps, batch %d, lr %g (skipped when %s/teacher.safetensors exists)\n", teacher_steps, batch, lr, pl.run_dir);
         printf("  2. Stage 1      TM-MF, %d steps, batch %d, lr %g, M %d N %d H %d\n", tmmf_steps, tmmf_batch, tmmf_lr, tr.M, tr.N, tr.H);
-        printf("  3. Stage 2      DMD2-v with the flow-head rollout, %d iterations (student every %d-th), batch %d, lr %g / fake %g (no GAN terms yet)\n",
-               dmd_iters, tr.update_every, dmd_batch, student_lr, fake_lr);
+        printf("  3. Stage 2      DMD2-v with the flow-head rollout, %d iterations (student every %d-th), batch %d, lr %g / fake %g, %s\n",
+               dmd_iters, tr.update_every, dmd_batch, student_lr, fake_lr, gan_plan);
         printf("  4. baseline     DMD2-v on a plain Wan student at M %d, the same settings (no KD warm-up yet)\n", tr.M);
         printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n", pl.eval_n, pl.sheet);
         int world = dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);

@@ -64,13 +64,16 @@ step "4. teacher training on the built-in world, then sampling"
 run ./train_tmd --stage teacher --preset world --steps 300 --batch 8 --lr 3e-4 --log-every 50 --out /tmp/gpu_check_teacher.safetensors
 run ./sample_tmd --weights /tmp/gpu_check_teacher.safetensors --batch 4 --steps 16 --out /tmp/gpu_check_samples.npy
 
-step "4b. TMD on the built-in world: Stage 1, a resumed Stage 1 equal to the uninterrupted one, Stage 2 and the DMD2-v baseline (no GAN yet), sampling"
+step "4b. TMD on the built-in world: Stage 1, a resumed Stage 1 equal to the uninterrupted one, Stage 2 (GAN terms at their defaults) and a resumed Stage 2 equal to the uninterrupted one, the DMD2-v baseline, sampling"
 T=/tmp/gpu_check_teacher.safetensors
 run ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --out /tmp/gpu_check_s1.safetensors
 run ./train_tmd --stage stage1 --weights $T --steps 20 --batch 4 --log-every 10 --out /tmp/gpu_check_s1_half.safetensors >/dev/null
 run ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --resume /tmp/gpu_check_s1_half.safetensors --out /tmp/gpu_check_s1_resumed.safetensors >/dev/null
 run cmp /tmp/gpu_check_s1.safetensors /tmp/gpu_check_s1_resumed.safetensors && echo "resume: 20 + 20 steps = 40 steps, bit for bit"
 run ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetensors --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_s2.safetensors
+run ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetensors --steps 25 --batch 4 --log-every 10 --out /tmp/gpu_check_s2_half.safetensors >/dev/null
+run ./train_tmd --stage stage2 --weights $T --steps 50 --batch 4 --log-every 10 --resume /tmp/gpu_check_s2_half.safetensors --out /tmp/gpu_check_s2_resumed.safetensors >/dev/null
+run cmp /tmp/gpu_check_s2.safetensors /tmp/gpu_check_s2_resumed.safetensors && echo "Stage 2 resume (student, fake score, discriminator): 25 + 25 steps = 50 steps, bit for bit"
 run ./train_tmd --stage baseline --weights $T --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_base.safetensors
 run ./sample_tmd --mode dmd2v --weights $T --student /tmp/gpu_check_base.safetensors --M 2 --batch 4 --out /tmp/gpu_check_dmd_M2.npy | grep -E "NFE|wrote"
 for M in 1 2; do run ./sample_tmd --mode tmd --weights $T --student /tmp/gpu_check_s2.safetensors --M $M --N 2 --batch 4 --out /tmp/gpu_check_tmd_M$M.npy | grep -E "NFE|wrote"; done
