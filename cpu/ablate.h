@@ -211,7 +211,7 @@ static int ablate_main(int argc, char** argv) {
                 if (sp->diversity) {
                     StudentParams S; student_carve(&sc, &S, stu);
                     TmdRowCtx c = {
-                        &W, &S, &sc, o.M, o.N, distill_outer_shift(&o, o.M), o.gamma_inner, o.world_seed + 100};
+                        &W, &S, &sc, o.M, o.N, distill_outer_shift(&o, o.M), o.gamma_inner, o.world_seed + 100, o.outer_sde};
                     div = ablate_diversity(&W, tmd_row_fn, &c, o.world_seed + 100);
                 }
                 free(stu);

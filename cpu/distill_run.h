@@ -20,6 +20,8 @@ typedef struct {
     uint64_t world_seed;  // the teacher (init, data, its draws), the evaluation set, its reference and its noise
     int teacher_steps, teacher_batch; double teacher_lr;
     int tmmf_steps, tmmf_batch; double tmmf_lr; int tm_only; int plain_tangent;
+    int outer_sde;        // probe: fresh noise between the TMD sampler's outer steps (the paper's are deterministic)
+    double head_lr_scale; // the flow head's new parameters (s − r embedding, fusion) learn at lr × this, Stage 1 and 2
     int dmd_iters, dmd_batch; double student_lr, fake_lr, disc_lr; int update_every; double gan_weight; int rollout;
     int gan_own_noise;
     double clip_student, clip_fake, clip_disc, clip_tmmf;  // max gradient norm per network; 0: no clipping
@@ -47,7 +49,7 @@ static DistillOpts distill_defaults(void) {
     memset(&o, 0, sizeof(o));
     o.seed = 1; o.world_seed = 1;
     o.teacher_steps = 1500; o.teacher_batch = 4; o.teacher_lr = 3e-3;
-    o.tmmf_steps = 400; o.tmmf_batch = 4; o.tmmf_lr = 3e-4;
+    o.tmmf_steps = 400; o.tmmf_batch = 4; o.tmmf_lr = 3e-4; o.head_lr_scale = 1;
     o.dmd_iters = 500; o.dmd_batch = 2; o.student_lr = 1e-4; o.fake_lr = 1e-4; o.disc_lr = 1e-4; o.update_every = 5;
     o.gan_weight = 0.03; o.rollout = 1;
     o.clip_student = 10; o.clip_fake = 0; o.clip_disc = 0; o.clip_tmmf = 0;
@@ -272,12 +274,13 @@ typedef struct {
     int M, N;
     double go, gi;
     uint64_t seed;
+    int outer_sde;
 } TmdRowCtx;
 static void tmd_row_fn(double* x, int i, void* user) {
     TmdRowCtx* t = (TmdRowCtx*)user; DistillWorld* W = t->W;
     for (size_t k = 0; k < W->nctx; k++) W->ctxbuf[k] = W->ev.context[(size_t)i * W->nctx + k];
     Rng r = rng_make(t->seed * 7919 + i);
-    tmd_sample(x, t->S, t->sc, &W->g, W->ctxbuf, W->ev.text_len, t->M, t->N, t->go, t->gi, &r);
+    tmd_sample(x, t->S, t->sc, &W->g, W->ctxbuf, W->ev.text_len, t->M, t->N, t->go, t->gi, t->outer_sde, &r);
 }
 
 typedef struct { DistillWorld* W; const WanParams* P; int M; double go; } DmdRowCtx;
@@ -321,7 +324,7 @@ static int distill_teacher_rows(DistillWorld* W, const DistillOpts* o, DistillRo
 static void distill_eval_tmd(DistillWorld* W, const DistillOpts* o, const StudentConfig* sc, const double* stu, int M,
                              const char* name, DistillRow* row, float* keep) {
     StudentParams S; student_carve(sc, &S, (double*)stu);
-    TmdRowCtx c = {W, &S, sc, M, o->N, distill_outer_shift(o, M), o->gamma_inner, o->world_seed};
+    TmdRowCtx c = {W, &S, sc, M, o->N, distill_outer_shift(o, M), o->gamma_inner, o->world_seed, o->outer_sde};
     eval_row(row, name, effective_nfe(M, o->N, o->H, W->wan.num_layers), tmd_row_fn, &c, &W->ev, &W->ref, &W->wc,
              o->world_seed, keep);
 }
@@ -349,6 +352,7 @@ static void distill_stage1(DistillWorld* W, const DistillOpts* o, int M, double*
     tc.gamma_inner = o->gamma_inner;
     tc.cfg = o->cfg_tmmf; tc.tm_only = o->tm_only; tc.plain_tangent = o->plain_tangent;
     AdamW om; adamw_init(&om, ns, o->tmmf_lr, 0.9, 0.99, 1e-8, 0.01, err);
+    om.scaled_from = W->nw; om.lr_scale = o->head_lr_scale;
     WorldStream ws; stream_init(&ws, &W->wc, o->seed + 3, o->tmmf_batch);
     Rng rng = rng_make(o->seed * 17 + 1);
     double t0 = now_s(), acc = 0, mse = 0; int na = 0;
@@ -370,6 +374,12 @@ static void distill_stage1(DistillWorld* W, const DistillOpts* o, int M, double*
                    el / (step + 1) * (o->tmmf_steps - step - 1));
             acc = 0; mse = 0; na = 0;
         }
+    }
+    if (sc.fusion == FUSION_GATED) {   // how far Stage 1 opened the fusion (both gates start closed-ish: g = 0)
+        double ga = 0; int D = sc.wan.dim;
+        for (int i = 0; i < D; i++) ga += fabs(S.x.fuse_modulation[2 * D + i]) / D;
+        printf("  flow-head fusion after Stage 1: mean |own gate| %.4f, global gate sigmoid(a) %.4f\n", ga,
+               1 / (1 + exp(-S.x.fuse_gate[0])));
     }
     stream_free(&ws); adamw_free(&om); tmmf_work_free(&tw); free(gs);
 }
@@ -504,6 +514,7 @@ static void distill_stage2(DistillWorld* W, const DistillOpts* o, int M, int tmd
     cf.gan_weight = o->gan_weight; cf.gan_own_noise = o->gan_own_noise;
     AdamW os, of, od; char err[ST_ERRLEN];
     adamw_init(&os, n_student, o->student_lr, 0.9, 0.99, 1e-8, 0.01, err);
+    if (tmd) { os.scaled_from = nw; os.lr_scale = o->head_lr_scale; }
     adamw_init(&of, nw, o->fake_lr, 0.9, 0.99, 1e-8, 0.01, err);
     adamw_init(&od, nd, o->disc_lr, 0.9, 0.99, 1e-8, 0.01, err);
     WorldStream ws; stream_init(&ws, &W->wc, o->seed + 4, o->dmd_batch);
@@ -633,6 +644,8 @@ static int distill_parse_flags(DistillOpts* o, int argc, char** argv, int first,
         FLAG_INT_R("--tmmf-steps", &o->tmmf_steps, 0, BIG, "Stage 1 steps"),
         FLAG_INT_R("--tmmf-batch", &o->tmmf_batch, 1, 4096, "Stage 1 batch size"),
         FLAG_DOUBLE_R("--tmmf-lr", &o->tmmf_lr, 0, 1, "Stage 1 learning rate"),
+        FLAG_SWITCH("--outer-sde", &o->outer_sde, "probe: TMD sampler re-noises with fresh noise between outer steps (paper: deterministic)"),
+        FLAG_DOUBLE_R("--head-lr-scale", &o->head_lr_scale, 0, 1000, "learning-rate factor of the flow head's new parameters (s - r embedding, fusion)"),
         FLAG_BOOL("--tm-only", &o->tm_only, "Stage 1 as plain TM (r = s always) instead of TM-MF"),
         FLAG_BOOL("--plain-tangent", &o->plain_tangent,
                   "TM-MF derivative along the conditional v instead of the guided v_g"),

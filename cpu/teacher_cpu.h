@@ -44,6 +44,8 @@ typedef struct {
     long step;    // steps taken (skipped steps do not count)
     long skipped; // steps refused because a gradient was NaN/Inf
     double lr, beta1, beta2, eps, weight_decay;
+    size_t scaled_from; // elements [scaled_from, n) take lr·lr_scale (e.g. the student's flow-head extras); n: none
+    double lr_scale;
 } AdamW;
 
 static int adamw_init(AdamW* o, size_t n, double lr, double beta1, double beta2, double eps, double weight_decay,
@@ -71,6 +73,8 @@ static int adamw_init(AdamW* o, size_t n, double lr, double beta1, double beta2,
     o->beta2 = beta2;
     o->eps = eps;
     o->weight_decay = weight_decay;
+    o->scaled_from = n;
+    o->lr_scale = 1;
     return 0;
 }
 static void adamw_free(AdamW* o) {
@@ -100,14 +104,14 @@ static int adamw_step(AdamW* o, real* params, const real* grads, double max_grad
     double clip = max_grad_norm > 0 ? fmin(1.0, max_grad_norm / (norm + 1e-6)) : 1.0;
     o->step++;
     double bc1 = 1 - pow(o->beta1, (double)o->step), bc2 = 1 - pow(o->beta2, (double)o->step);
-    double decay = 1 - o->lr * o->weight_decay;
     for (size_t i = 0; i < o->n; i++) {
+        double lr = i < o->scaled_from ? o->lr : o->lr * o->lr_scale;
         double g = clip * grads[i];
         double m = o->beta1 * o->m[i] + (1 - o->beta1) * g;
         double v = o->beta2 * o->v[i] + (1 - o->beta2) * g * g;
         o->m[i] = (real)m;
         o->v[i] = (real)v;
-        params[i] = (real)(params[i] * decay - o->lr * (m / bc1) / (sqrt(v / bc2) + o->eps));
+        params[i] = (real)(params[i] * (1 - lr * o->weight_decay) - lr * (m / bc1) / (sqrt(v / bc2) + o->eps));
     }
     return 0;
 }

@@ -356,9 +356,11 @@ static const real* student_backbone_forward(WanAct* bb, const StudentParams* S, 
     return wan_xs(bb, Lb);
 }
 
-// TMD (Algorithm 1): for i = M..1: m = backbone(x, t_i); x ← x − (t_i − t_{i−1})·INNERFLOW(m), fresh y1 every step
+// TMD (Algorithm 1): for i = M..1: m = backbone(x, t_i); x ← x − (t_i − t_{i−1})·INNERFLOW(m), fresh y1 every step.
+// outer_sde = 1 is a probe, not the paper's sampler (App. A.3: "the outer transitions are also deterministic"): between
+// outer steps x ← (1 − t_{i−1})·x̂ + t_{i−1}·ε with x̂ = x − t_i·ŷ and a fresh ε, the input Stage 2 trains on.
 static void tmd_sample(real* x, const StudentParams* S, const StudentConfig* sc, const WanGrid* g, const real* ctx, int Lt,
-                       int M, int N, double gamma_outer, double gamma_inner, Rng* rng) {
+                       int M, int N, double gamma_outer, double gamma_inner, int outer_sde, Rng* rng) {
     double t[65]; outer_grid(t, M, gamma_outer);
     WanAct bb; wan_act_init(&bb, &sc->wan, g);
     Rollout ro; rollout_init(&ro, sc, g, N, gamma_inner);
@@ -367,7 +369,11 @@ static void tmd_sample(real* x, const StudentParams* S, const StudentConfig* sc,
         const real* m = student_backbone_forward(&bb, S, sc, x, t[i], ctx, Lt);
         for (size_t k = 0; k < ro.numel; k++) y1[k] = rng_normal(rng);
         const real* yhat = rollout_forward(&ro, S, sc, g, m, bb.text.c, bb.rope, y1);
-        for (size_t k = 0; k < ro.numel; k++) x[k] -= (t[i] - t[i - 1]) * yhat[k];      // Eq. 4
+        if (outer_sde && i > 1) {
+            for (size_t k = 0; k < ro.numel; k++) x[k] = (1 - t[i - 1]) * (x[k] - t[i] * yhat[k]) + t[i - 1] * rng_normal(rng);
+        } else {
+            for (size_t k = 0; k < ro.numel; k++) x[k] -= (t[i] - t[i - 1]) * yhat[k];  // Eq. 4
+        }
     }
     free(y1); rollout_free(&ro); wan_act_free(&bb);
 }
