@@ -8,7 +8,9 @@
 //     every cache);
 //   - a second decode of the same latent gives the same bits (the caches restart from zeros; no float atomics);
 //   - the feature caches allocated after the first chunk are all there is (memory does not grow with frames);
-//   - vae_a: the normalized latent (z - latents_mean) / latents_std decodes to what vae_decode_f gives.
+//   - vae_a: the normalized latent (z - latents_mean) / latents_std decodes to what vae_decode_f gives;
+//   - at full size only (not --vae-small), vae_c on a random latent of 36 x 32, so the middle block's attention takes
+//     its keys in two tiles (dev/cuda/vae.cu checks that path under the simulator).
 // Tolerance VAE_GPU_TOL = 1e-4 of max|reference|: the GPU computes in fp32 in another summation order than the double
 // reference, through ~40 layers in series (each conv sums up to 27*Cin products, the RMS norms divide by a channel
 // sum); diffusers' own fp32 run is 7.6e-6 away from its fp64 run on vae_a (dev/peer/vectors/vae_manifest.txt), and the
@@ -17,12 +19,14 @@
 #pragma once
 #include "vae_gpu.cuh"
 #include "../lib/npy.h"
+#include "../lib/rng.h"
 
 #define VAE_GPU_TOL 1e-4
 #define VAE_GPU_PEER_DIR "dev/peer/vectors"
 
-// one peer config: its weights, its latent's first Tl frames cropped to h x w (0: the peer's)
-static void test_vae_gpu_case(const char* tag, int Tl, int h, int w) {
+// one peer config: its weights, its latent's first Tl frames cropped to h x w (0: the peer's); seed != 0: a random
+// N(0, 1) latent of [z_dim, Tl, h, w] instead (any size)
+static void test_vae_gpu_case(const char* tag, int Tl, int h, int w, uint64_t seed) {
     char path[512], name[160], err[ST_ERRLEN];
     snprintf(path, sizeof(path), "%s/vae_%s_diffusers.safetensors", VAE_GPU_PEER_DIR, tag);
     Vae v;
@@ -31,9 +35,11 @@ static void test_vae_gpu_case(const char* tag, int Tl, int h, int w) {
     float* lat = NULL; int nd = 0; int64_t sh[ST_MAXDIM];
     if (npy_read(path, &lat, &nd, sh, err) || vae_check_latent_shape(&v.c, nd, sh, path, err)) { EXPECT(0, "%s", err); free(lat); vae_free(&v); return; }
     int T0 = (int)sh[1], h0 = (int)sh[2], w0 = (int)sh[3], z = v.c.z_dim, s = vae_spatial_factor(&v.c);
-    if (Tl <= 0 || Tl > T0) Tl = T0;
-    if (h <= 0 || h > h0) h = h0;
-    if (w <= 0 || w > w0) w = w0;
+    if (!seed) {
+        if (Tl <= 0 || Tl > T0) Tl = T0;
+        if (h <= 0 || h > h0) h = h0;
+        if (w <= 0 || w > w0) w = w0;
+    }
     int To = vae_decoded_frames(&v.c, Tl), H = h * s, W = w * s;
     size_t nz = (size_t)z * Tl * h * w, nv = (size_t)3 * To * H * W;
     float* zf = (float*)malloc(sizeof(float) * nz); double* zd = (double*)malloc(sizeof(double) * nz);
@@ -42,11 +48,13 @@ static void test_vae_gpu_case(const char* tag, int Tl, int h, int w) {
             for (int y = 0; y < h; y++)
                 for (int x = 0; x < w; x++) {
                     size_t i = (((size_t)c * Tl + t) * h + y) * w + x;
-                    zf[i] = lat[(((size_t)c * T0 + t) * h0 + y) * w0 + x]; zd[i] = zf[i];
+                    zf[i] = seed ? 0.f : lat[(((size_t)c * T0 + t) * h0 + y) * w0 + x]; zd[i] = zf[i];
                 }
     free(lat);
+    if (seed) { Rng r = rng_make(seed); for (size_t i = 0; i < nz; i++) { zf[i] = (float)rng_normal(&r); zd[i] = zf[i]; } }
     printf("  vae_%s: ", tag); vae_config_print(&v.c, stdout);
-    printf("  latent [%d, %d, %d, %d] -> video [3, %d, %d, %d]\n", z, Tl, h, w, To, H, W);
+    printf("  %slatent [%d, %d, %d, %d] -> video [3, %d, %d, %d]%s\n", seed ? "random " : "", z, Tl, h, w, To, H, W,
+           h * w > VAE_ATTN_TILE ? " (the middle attention over more than one key tile)" : "");
     double* ref = (double*)malloc(sizeof(double) * nv);
     if (vae_decode(&v, ref, zd, Tl, h, w, NULL, err)) { EXPECT(0, "%s", err); free(ref); free(zf); free(zd); vae_free(&v); return; }
 
@@ -102,6 +110,9 @@ static void test_vae_gpu_case(const char* tag, int Tl, int h, int w) {
 // small: the simulator's sizes (fewer frames and pixels, every cache still used with 0, 1 and 2 frames)
 static void test_vae_gpu(int small) {
     printf("\n[vae] the GPU VAE decoder (fp32) vs the CPU reference (double), tolerance %.0e of max|ref|\n", VAE_GPU_TOL);
-    if (small) { test_vae_gpu_case("a", 3, 2, 2); test_vae_gpu_case("c", 3, 2, 2); }
-    else { test_vae_gpu_case("a", 0, 0, 0); test_vae_gpu_case("c", 0, 0, 0); }
+    if (small) { test_vae_gpu_case("a", 3, 2, 2, 0); test_vae_gpu_case("c", 3, 2, 2, 0); }
+    else {
+        test_vae_gpu_case("a", 0, 0, 0, 0); test_vae_gpu_case("c", 0, 0, 0, 0);
+        test_vae_gpu_case("c", 3, 36, 32, 7);   // 1152 pixels per latent frame: 2 key tiles (kernels/vae.cuh)
+    }
 }
