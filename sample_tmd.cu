@@ -4,8 +4,10 @@
 //   tmd       the TMD student (M outer × N inner steps, Algorithm 1) from a train_tmd stage checkpoint (--student)
 //   dmd2v     a plain Wan student with the DMD2-v multi-step sampler (--weights); both print the effective NFE (Eq. 16)
 //             and the DiT time per sample; --prompts FILE makes a VBench-style suite (lib/vbench.h): files
-//             {prompt}-{i}.npy (latents; mp4 once the VAE decoder lands), 5 per prompt (25 for temporal_flickering
+//             {prompt}-{i}.npy (latents; {prompt}-{i}.mp4 with --vae), 5 per prompt (25 for temporal_flickering
 //             prompts with --info), a manifest with every seed, resumable
+// --vae FILE: every sample is also decoded by the Wan2.1 VAE on the GPU and written as NAME.mp4 (NAME-b.mp4 in a batch)
+// through ffmpeg; --decode LATENT.npy --vae FILE decodes existing latents without sampling.
 // Prompts are encoded by the built-in world's text encoder (the model must fit a built-in world; real umT5 contexts
 // are a later issue). Output: the latents as .npy [batch, C, T, H, W] fp32 (the world's clips are in [-1, 1]).
 #include "wan.h"                    // config, presets, parameter layout, safetensors weights I/O
@@ -18,6 +20,7 @@
 #include "gpu/tmd_gpu.cuh"          // the TMD student and its sampler, the DMD2-v sampler
 #include "gpu/train_state.h"        // reading the student from a train_tmd checkpoint
 #include "lib/vbench.h"             // the VBench suite: names, seeds, manifest, resume
+#include "gpu/video_out.cuh"        // --vae: latents -> the GPU VAE decoder -> mp4
 
 // --bench: the median wall time of one forward pass of the whole model on a batch (forward-only activation plan,
 // the build's GEMM and attention), after two warm-up passes. Weights: the checkpoint, or official init_weights with the
@@ -73,6 +76,38 @@ static int bench_forward(const WanConfig* c, real* params, int B, int T, int H, 
     return 0;
 }
 
+// --vae: the B latents x [B, C, T, h, w] (host, the shape vo was made for) -> NAME.mp4 or NAME-b.mp4 beside out
+static int videos_from_latents(VideoOut* vo, const float* x, int B, const char* out) {
+    char err[ST_ERRLEN];
+    size_t per = (size_t)vo->v.c.z_dim * vo->T * vo->g.h * vo->g.w;
+    for (int b = 0; b < B; b++) {
+        char mp4[4096]; video_out_name(mp4, sizeof(mp4), out, b, B);
+        if (video_out_write(vo, x + b * per, mp4, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+    }
+    return 0;
+}
+
+// --decode: latents already on disk (sample_tmd's [B, C, T, h, w] or one [C, T, h, w]) -> mp4 beside --out
+static int decode_latents(const VideoOutOpts* vopt, const char* path, const char* out) {
+    char err[ST_ERRLEN];
+    if (!vopt->vae) { fprintf(stderr, "error: --decode needs --vae FILE (the Wan2.1 VAE: diffusers' vae/diffusion_pytorch_model.safetensors)\n"); return 2; }
+    if (!mp4_have_ffmpeg()) { fprintf(stderr, "error: --decode writes mp4 and needs ffmpeg on the PATH (install ffmpeg; ./test_tmd vae decode writes .npy without it)\n"); return 2; }
+    float* z = NULL; int nd = 0; int64_t sh[ST_MAXDIM];
+    if (npy_read(path, &z, &nd, sh, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+    if (nd != 4 && nd != 5) {
+        char got[256]; st_shape_str(got, nd, sh);
+        fprintf(stderr, "error: %s: shape %s; expected latents [B, C, T, h, w] (what sample_tmd writes) or one latent [C, T, h, w]\n", path, got);
+        free(z); return 1;
+    }
+    const int64_t* d = sh + (nd == 5);
+    require_gpu("sample_tmd");
+    VideoOut vo;
+    if (video_out_init(&vo, vopt, (int)d[0], (int)d[1], (int)d[2], (int)d[3], err)) { fprintf(stderr, "error: %s\n", err); free(z); return 2; }
+    int rc = videos_from_latents(&vo, z, nd == 5 ? (int)sh[0] : 1, out);
+    video_out_free(&vo); free(z);
+    return rc;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // the distilled students: TMD (Algorithm 1) and DMD2-v (App. A.3), one prompt or a VBench suite
 
@@ -85,6 +120,7 @@ typedef struct {
     float *x, *y1, *ctx; float* hctx; float* hx;
     size_t n, nctx;
     double ms_total; int samples;
+    VideoOut* vo;   // --vae with ffmpeg: the suite's files are mp4 (NULL: latents)
 } StudentSampler;
 
 // B samples of `prompt` from the Philox stream `seed` into s->hx (host); times the DiT part
@@ -110,12 +146,14 @@ static void student_sample(StudentSampler* s, const char* prompt, uint64_t seed)
 static int student_vbench_video(void* ctx, const VbSuite* suite, const VbJob* job, const char* path, char* err) {
     StudentSampler* s = (StudentSampler*)ctx;
     student_sample(s, suite->gen_prompt[job->line], job->seed);
+    if (s->vo) return video_out_write(s->vo, s->hx, path, err);
     int64_t shape[4] = {s->wc.C, s->wc.T, s->wc.H, s->wc.W};
     return npy_write(path, s->hx, 4, shape, err);
 }
 
 static int sample_students(const char* mode, const WanConfig* c, real* params, const char* student, const char* prompt, int batch, int M, int N,
-                           int H, int seed, const char* out, const char* prompts, const char* extended, const char* info) {
+                           int H, int seed, const char* out, const char* prompts, const char* extended, const char* info,
+                           const VideoOutOpts* vopt) {
     char err[ST_ERRLEN];
     StudentSampler s; memset(&s, 0, sizeof(s));
     s.tmd = !strcmp(mode, "tmd"); s.M = M; s.N = N; s.B = prompts ? 1 : batch;
@@ -152,11 +190,16 @@ static int sample_students(const char* mode, const WanConfig* c, real* params, c
     s.hctx = (float*)malloc(sizeof(float) * s.nctx * s.B); s.hx = (float*)malloc(sizeof(float) * s.n);
     double nfe = s.tmd ? effective_nfe(M, N, H, c->num_layers) : (double)M;
     int rc = 0;
+    VideoOut vo;
+    if (vopt->vae) {   // checked before sampling; with --prompts the suite's files become mp4 (with ffmpeg; .npy without)
+        if (video_out_init(&vo, vopt, s.wc.C, s.wc.T, s.wc.H, s.wc.W, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        if (prompts && vo.ffmpeg) s.vo = &vo;
+    }
     if (prompts) {
         VbSuite suite; VbReport rep;
         if (vb_suite_load(&suite, prompts, extended, info, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
         char gen[256]; snprintf(gen, sizeof(gen), "sample_tmd --mode %s M=%d N=%d H=%d config=%s student=%s", mode, M, N, H, c->name, s.tmd ? student : "--weights");
-        rc = vb_run(&suite, out, ".npy", (uint64_t)seed, gen, student_vbench_video, &s, 0, &rep, err);
+        rc = vb_run(&suite, out, s.vo ? ".mp4" : ".npy", (uint64_t)seed, gen, student_vbench_video, &s, 0, &rep, err);
         printf("VBench suite in %s: %d videos planned, %d already there, %d made now (%d duplicate prompt lines)\n", out, rep.planned, rep.already, rep.made, rep.duplicates);
         if (rc) fprintf(stderr, "error: %s\n", err);
         vb_suite_free(&suite);
@@ -165,7 +208,9 @@ static int sample_students(const char* mode, const WanConfig* c, real* params, c
         int64_t shape[5] = {s.B, s.wc.C, s.wc.T, s.wc.H, s.wc.W};
         if (npy_write(out, s.hx, 5, shape, err)) { fprintf(stderr, "error: %s\n", err); rc = 1; }
         else printf("wrote %s [%d, %d, %d, %d, %d]\n", out, s.B, s.wc.C, s.wc.T, s.wc.H, s.wc.W);
+        if (!rc && vopt->vae) rc = videos_from_latents(&vo, s.hx, s.B, out);
     }
+    if (vopt->vae) video_out_free(&vo);
     if (s.samples) printf("%s M %d%s: effective NFE %.3f; DiT time %.2f ms per sample on this device (batch %d)\n", mode, M,
                           s.tmd ? "" : " (DMD2-v)", nfe, s.ms_total / s.samples, s.B);
     if (s.tmd) { rollout_gpu_free(&s.ro); tmd_gpu_student_free(&S); } else wan_gpu_model_free(&P);
@@ -186,6 +231,8 @@ int main(int argc, char** argv) {
     double shift = 3.0, cfg = 2.0;
     const char* student = NULL; const char* prompts = NULL; const char* extended = NULL; const char* info = NULL;
     int M = 2, N = 2, H = 2;
+    const char* decode = NULL;
+    VideoOutOpts vopt = {NULL, 0, 16};
     Flag flags[] = {
         FLAG_STR("--mode", &mode, "teacher; tmd, dmd2v: the distilled students"),
         FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
@@ -211,17 +258,23 @@ int main(int argc, char** argv) {
         FLAG_STR("--prompts", &prompts, "tmd, dmd2v: a prompt file (one a line): a VBench-style suite into the directory --out"),
         FLAG_STR("--extended", &extended, "with --prompts: generate from these prompts (line for line), name files by the originals"),
         FLAG_STR("--info", &info, "with --prompts: VBench_full_info.json (25 videos for temporal_flickering prompts)"),
+        FLAG_STR("--vae", &vopt.vae, "the Wan2.1 VAE (.safetensors): decode every sample on the GPU to NAME.mp4 (NAME-b.mp4 in a batch; "
+                 "{prompt}-{i}.mp4 with --prompts) through ffmpeg"),
+        FLAG_SWITCH("--vae-raw", &vopt.raw, "the latents are the VAE's own (diffusers' decode input), not the DiT's normalized ones"),
+        FLAG_INT_R("--fps", &vopt.fps, 1, 240, "frames per second of the mp4 (Wan2.1 makes 16)"),
+        FLAG_STR("--decode", &decode, "instead of sampling: decode these latents (.npy [B, C, T, h, w] or [C, T, h, w]) with --vae to mp4 beside --out"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./sample_tmd [flags]");
     if (rc) return rc == 1 ? 0 : 2;
     if (strcmp(mode, "teacher") && strcmp(mode, "tmd") && strcmp(mode, "dmd2v")) { fprintf(stderr, "error: --mode '%s': expected teacher, tmd or dmd2v\n", mode); return 2; }
     if (strcmp(solver, "unipc") && strcmp(solver, "euler")) { fprintf(stderr, "error: --solver '%s': expected unipc or euler\n", solver); return 2; }
     if (batch < 1 || steps < 1) { fprintf(stderr, "error: need --batch >= 1 and --steps >= 1\n"); return 2; }
+    if (decode) return decode_latents(&vopt, decode, out);
     WanConfig c; real* params;
     rc = wan_gpu_program_model("sample_tmd", &c, &params, preset, weights, heads);
     if (rc) return rc;
     if (strcmp(mode, "teacher")) {
-        rc = sample_students(mode, &c, params, student, prompt, batch, M, N, H, seed, out, prompts, extended, info);
+        rc = sample_students(mode, &c, params, student, prompt, batch, M, N, H, seed, out, prompts, extended, info, &vopt);
         free(params); return rc;
     }
     if (bench > 0) return bench_forward(&c, params, batch, lat_t, lat_h, lat_w, bench, (uint64_t)seed);
@@ -230,6 +283,8 @@ int main(int argc, char** argv) {
     if (teacher_gpu_world_for(&wc, &c, err)) { fprintf(stderr, "error: %s\n", err); free(params); return 2; }
 
     gemm_init();
+    VideoOut vo;   // --vae: checked before sampling
+    if (vopt.vae && video_out_init(&vo, &vopt, wc.C, wc.T, wc.H, wc.W, err)) { fprintf(stderr, "error: %s\n", err); free(params); return 2; }
     WanGpuModel m; wan_gpu_model_init(&m, &c, params, 0, "teacher");
     free(params);
     WanGpuAct a;
@@ -260,6 +315,7 @@ int main(int argc, char** argv) {
     int64_t shape[5] = {batch, wc.C, wc.T, wc.H, wc.W};
     if (npy_write(out, x, 5, shape, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
     printf("wrote %s [%d, %d, %d, %d, %d] (%d model evaluations)\n", out, batch, wc.C, wc.T, wc.H, wc.W, nfe);
+    if (vopt.vae) { rc = videos_from_latents(&vo, x, batch, out); video_out_free(&vo); if (rc) return rc; }
     wan_gpu_act_free(&a); wan_gpu_model_free(&m); gemm_free();
     cudaCheck(cudaFree(d_cond)); cudaCheck(cudaFree(d_uncond)); cudaCheck(cudaFree(d_x));
     free(hc); free(hu); free(x); free(stage);

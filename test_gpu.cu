@@ -25,6 +25,7 @@
 #include "gpu/wan_gpu.cuh"        // the model under test
 #include "kernels/adamw.cuh"      // the GPU AdamW
 #include "gpu/tmd_gpu_tests.cuh"  // TMD: the student and its training steps vs the CPU reference
+#include "gpu/vae_gpu_tests.cuh"  // the VAE decoder vs the CPU reference
 
 #ifdef ENABLE_FP32
 #define PARITY_TOL 1e-5
@@ -86,7 +87,7 @@ static void compare_ctx_grad(const char* name, const double* gpu, double* const*
 
 int main(int argc, char** argv) {
     const char* preset = NULL;
-    int B = 2, seed = 1234, T = 2, H = 8, W = 8;
+    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0;
     Flag flags[] = {
         FLAG_STR("--preset", &preset, "a wan.h preset instead of the built-in parity config (tiny: the CPU tests' model)"),
         FLAG_INT("--batch", &B, "samples per batch (the GPU runs them at once; the CPU one by one)"),
@@ -94,6 +95,8 @@ int main(int argc, char** argv) {
         FLAG_INT("--height", &H, "latent height"),
         FLAG_INT("--width", &W, "latent width"),
         FLAG_INT("--seed", &seed, "random parameters and inputs"),
+        FLAG_SWITCH("--vae-only", &vae_only, "only the VAE decoder's checks (e.g. under a simulator)"),
+        FLAG_SWITCH("--vae-small", &vae_small, "the VAE decoder's checks at the simulator's sizes (3 latent frames of 2x2)"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./test_gpu [flags]   (GPU vs CPU parity; skipped without a GPU)");
     if (rc) return rc == 1 ? 0 : 2;
@@ -109,6 +112,12 @@ int main(int argc, char** argv) {
         printf("GPU parity (test_gpu): skipped (%s is compute capability %d.%d; the programs are built for sm_80 and newer)\n",
                prop.name, prop.major, prop.minor);
         return 0;
+    }
+    if (vae_only) {
+        printf("GPU parity: %s, the VAE decoder only\n", prop.name);
+        test_vae_gpu(vae_small);
+        printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
+        return tests_failed ? 1 : 0;
     }
     char err[ST_ERRLEN];
     WanConfig c = PARITY_CONFIG;
@@ -267,6 +276,7 @@ int main(int argc, char** argv) {
 #endif
 
     test_tmd_gpu(B, (uint64_t)seed, PARITY_TOL);
+    test_vae_gpu(vae_small);
     printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
     gemm_free();
     return tests_failed ? 1 : 0;

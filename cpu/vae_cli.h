@@ -9,7 +9,7 @@
 #include "vae_cpu.h"
 #include "../lib/flags.h"
 #include "../lib/npy.h"
-#include "../world/png.h"    // png_write_mp4, png_have_ffmpeg
+#include "../lib/mp4.h"      // mp4_write_video, mp4_read_rgb24: video files through ffmpeg
 
 // peak resident memory of this process (VmHWM), in MB; -1 where /proc is not there
 static double vae_rss_peak_mb(void) {
@@ -21,32 +21,21 @@ static double vae_rss_peak_mb(void) {
     return kb / 1024;
 }
 
-// an mp4 (through ffprobe/ffmpeg on the PATH) into [3, T, H, W] in [-1, 1]
+// an mp4 (through ffprobe/ffmpeg on the PATH, lib/mp4.h) into [3, T, H, W] in [-1, 1]
 static int vae_read_mp4(const char* path, double** video, int* T, int* H, int* W, char* err) {
-    if (strchr(path, '\'')) { snprintf(err, ST_ERRLEN, "%s: the path must not contain a quote", path); return -1; }
-    if (!png_have_ffmpeg()) { snprintf(err, ST_ERRLEN, "%s: reading mp4 needs ffmpeg and ffprobe on the PATH; or convert the video to a float32 .npy [3, T, H, W] in [-1, 1]", path); return -1; }
-    char cmd[1400];
-    snprintf(cmd, sizeof(cmd), "ffprobe -v error -select_streams v:0 -show_entries stream=width,height -of csv=p=0:s=x '%s'", path);
-    FILE* p = popen(cmd, "r");
-    int w = 0, h = 0;
-    if (!p || fscanf(p, "%dx%d", &w, &h) != 2 || w <= 0 || h <= 0) { if (p) pclose(p); snprintf(err, ST_ERRLEN, "%s: ffprobe could not read the frame size", path); return -1; }
-    pclose(p);
-    snprintf(cmd, sizeof(cmd), "ffmpeg -v error -i '%s' -f rawvideo -pix_fmt rgb24 -", path);
-    p = popen(cmd, "r");
-    if (!p) { snprintf(err, ST_ERRLEN, "%s: cannot start ffmpeg", path); return -1; }
-    size_t fsz = (size_t)3 * w * h, cap = 16, n = 0;
-    unsigned char* raw = (unsigned char*)malloc(cap * fsz);
-    while (raw && fread(raw + n * fsz, 1, fsz, p) == fsz) {
-        if (++n == cap) { cap *= 2; unsigned char* r2 = (unsigned char*)realloc(raw, cap * fsz); if (!r2) { free(raw); raw = NULL; } else raw = r2; }
+    unsigned char* raw = NULL; int n = 0, h = 0, w = 0;
+    int rc = mp4_read_rgb24(path, &raw, &n, &h, &w, err);
+    if (rc) {
+        if (rc == 2) snprintf(err, ST_ERRLEN, "%s: reading mp4 needs ffmpeg and ffprobe on the PATH; or convert the video to a float32 .npy [3, T, H, W] in [-1, 1]", path);
+        return -1;
     }
-    pclose(p);
-    if (!raw || n == 0) { free(raw); snprintf(err, ST_ERRLEN, "%s: ffmpeg decoded no frames", path); return -1; }
+    size_t fsz = (size_t)3 * w * h;
     double* v = (double*)malloc(sizeof(double) * 3 * n * w * h);
-    for (size_t t = 0; t < n; t++)
+    for (size_t t = 0; t < (size_t)n; t++)
         for (size_t i = 0; i < (size_t)w * h; i++)
             for (int c = 0; c < 3; c++) v[((size_t)c * n + t) * w * h + i] = raw[t * fsz + 3 * i + c] / 127.5 - 1.0;
     free(raw);
-    *video = v; *T = (int)n; *H = h; *W = w;
+    *video = v; *T = n; *H = h; *W = w;
     return 0;
 }
 
@@ -102,8 +91,8 @@ static int vae_main(int argc, char** argv) {
         if (npy_write(outp, out, 4, os, err)) { fprintf(stderr, "error: %s\n", err); free(out); vae_free(&v); return 1; }
         printf("wrote %s\n", outp);
         if (mp4) {
-            char perr[PNG_ERRLEN];
-            int m = png_write_mp4(mp4, out, 1, To, h * s, w * s, NULL, fps, perr);
+            char perr[MP4_ERRLEN];
+            int m = mp4_write_video(mp4, out, To, h * s, w * s, fps, 0, perr);
             if (m) fprintf(stderr, "%s: %s\n", m == 2 ? "warning" : "error", perr);
             else printf("wrote %s\n", mp4);
             if (m == 1) rc = 1;

@@ -142,7 +142,7 @@ typedef struct {
     VaeCoder dec;
 } VaeParams;
 
-typedef struct { char name[96], dname[96]; int ndim; int64_t shape[5]; size_t offset, numel; } VaeTensor;
+typedef struct { char name[128], dname[128]; int ndim; int64_t shape[5]; size_t offset, numel; } VaeTensor;   // names as long as vae_add_res_'s buffers
 
 typedef struct { VaeTensor* t; int n; size_t total; double* base; } VaeLayout_;
 

@@ -7,6 +7,7 @@
 #include "../lib/npy.h"
 #include "../lib/rng.h"
 #include "../lib/testing.h"
+#include "vae_cli.h"   // vae_read_mp4 (and lib/mp4.h)
 
 #define VAE_PEER_DIR "dev/peer/vectors"
 
@@ -307,6 +308,71 @@ static void test_vae_bad_inputs(const char* tmpdir) {
     free(o); free(tl); vae_free(&v);
 }
 
+// lib/mp4.h round trip through ffmpeg (skipped with one line without it): a tiny clip written lossless (H.264 RGB at
+// -qp 0) must decode to exactly the bytes written (tolerance 0: lossless is lossless), and read by vae_read_mp4 (the
+// encoder's input path) to exactly pixel / 127.5 - 1; the default (lossy yuv420p) file of a smooth clip must have its
+// frames and size, at PSNR >= 30 dB: yuv420p halves the chroma resolution and H.264 at ffmpeg's default quality keeps
+// smooth content near 40 dB, while a wrong channel order, frame order or flip gives ~10 dB.
+static void test_vae_mp4(const char* tmpdir) {
+    printf("\n[vae] mp4 writer (lib/mp4.h) read back through ffmpeg\n");
+    if (!mp4_have_ffmpeg()) { printf("  mp4 round trip: skipped (ffmpeg not found on the PATH)\n"); return; }
+    enum { T = 5, H = 16, W = 24 };
+    size_t plane = (size_t)H * W, n = (size_t)3 * T * plane;
+    float* clip = (float*)malloc(sizeof(float) * n); float* smooth = (float*)malloc(sizeof(float) * n);
+    Rng r = rng_make(17);
+    for (int c = 0; c < 3; c++)
+        for (int t = 0; t < T; t++)
+            for (size_t i = 0; i < plane; i++) {
+                size_t k = ((size_t)c * T + t) * plane + i;
+                clip[k] = (float)(2.2 * rng_uniform(&r) - 1.1);   // every level, and some beyond the clamp
+                double y = (double)(i / W) / H, x = (double)(i % W) / W;
+                smooth[k] = (float)(0.6 * sin(1.0 + 1.2 * x + 0.8 * y + 0.3 * t + 0.5 * c));
+            }
+    char path[512], err[ST_ERRLEN];
+    snprintf(path, sizeof(path), "%.400s/vae_mp4_lossless.mp4", tmpdir);
+    unsigned char* back = NULL; int bt = 0, bh = 0, bw = 0;
+    int rc = mp4_write_video(path, clip, T, H, W, 16, 1, err);
+    if (rc) EXPECT(0, "lossless mp4: %s", err);
+    else if (mp4_read_rgb24(path, &back, &bt, &bh, &bw, err)) EXPECT(0, "lossless mp4: %s", err);
+    else {
+        size_t diff = 0;
+        if (bt == T && bh == H && bw == W)
+            for (int t = 0; t < T; t++)
+                for (size_t i = 0; i < plane; i++)
+                    for (int c = 0; c < 3; c++) diff += back[((size_t)t * plane + i) * 3 + c] != mp4_pixel(clip[((size_t)c * T + t) * plane + i]);
+        printf("  lossless (libx264rgb -qp 0): %d frames of %dx%d read back, %zu of %zu bytes differ\n", bt, bw, bh, diff, n);
+        EXPECT(bt == T && bh == H && bw == W && diff == 0, "lossless mp4: %d frames of %dx%d (wrote %d of %dx%d), %zu bytes differ", bt, bw, bh, T, W, H, diff);
+        double* v = NULL; int vt = 0, vh = 0, vw = 0;
+        if (vae_read_mp4(path, &v, &vt, &vh, &vw, err)) EXPECT(0, "vae_read_mp4: %s", err);
+        else {
+            size_t bad = 0;
+            for (int c = 0; c < 3 && vt == T; c++)
+                for (int t = 0; t < T; t++)
+                    for (size_t i = 0; i < plane; i++) bad += v[((size_t)c * T + t) * plane + i] != mp4_pixel(clip[((size_t)c * T + t) * plane + i]) / 127.5 - 1.0;
+            printf("  vae_read_mp4 (the encoder's input): [3, %d, %d, %d], %zu values differ from pixel / 127.5 - 1\n", vt, vh, vw, bad);
+            EXPECT(vt == T && vh == H && vw == W && bad == 0, "vae_read_mp4 gave [3, %d, %d, %d] with %zu wrong values", vt, vh, vw, bad);
+            free(v);
+        }
+    }
+    free(back); back = NULL; remove(path);
+    snprintf(path, sizeof(path), "%.400s/vae_mp4_default.mp4", tmpdir);
+    rc = mp4_write_video(path, smooth, T, H, W, 16, 0, err);
+    if (rc) EXPECT(0, "default mp4: %s", err);
+    else if (mp4_read_rgb24(path, &back, &bt, &bh, &bw, err)) EXPECT(0, "default mp4: %s", err);
+    else {
+        double se = 0;
+        if (bt == T && bh == H && bw == W)
+            for (int t = 0; t < T; t++)
+                for (size_t i = 0; i < plane; i++)
+                    for (int c = 0; c < 3; c++) { double d = (double)back[((size_t)t * plane + i) * 3 + c] - mp4_pixel(smooth[((size_t)c * T + t) * plane + i]); se += d * d; }
+        double psnr = se > 0 ? 10 * log10(255.0 * 255.0 / (se / n)) : INFINITY;
+        printf("  default (yuv420p): %d frames of %dx%d read back, PSNR %.1f dB (>= 30)\n", bt, bw, bh, psnr);
+        EXPECT(bt == T && bh == H && bw == W && psnr >= 30, "default mp4: %d frames of %dx%d, PSNR %.1f dB", bt, bw, bh, psnr);
+    }
+    free(back); remove(path);
+    free(clip); free(smooth);
+}
+
 static void test_vae(const char* tmpdir) {
     test_vae_layout();
     printf("\n[vae] peer: CPU encode/decode vs diffusers AutoencoderKLWan (%s/vae_*)\n", VAE_PEER_DIR);
@@ -316,4 +382,5 @@ static void test_vae(const char* tmpdir) {
     test_vae_memory();
     test_vae_real_shapes();
     test_vae_bad_inputs(tmpdir);
+    test_vae_mp4(tmpdir);
 }

@@ -3,7 +3,8 @@
 # one results file dev/results/gpu-check-<date>-<host>.txt with the device, the commit and every figure.
 #   1. both precisions build (sm_90 + sm_80), and the GEMM=own ATTN=naive fp32 build
 #   2. GPU-vs-CPU parity (test_gpu): fp32 with the in-repo GEMM, fp32 with cuBLASLt, bf16 (the parity config has head
-#      dim 16, so naive attention), and bf16 on the world preset at a small latent (head dim 64: the flash kernels)
+#      dim 16, so naive attention), and bf16 on the world preset at a small latent (head dim 64: the flash kernels);
+#      2b. the VAE decoder (fp32) against the CPU reference, and sample_tmd --decode writing an mp4 (needs ffmpeg)
 #   3. the kernel lab at its real sizes (dev/cuda/run_all.sh: every kernel vs its CPU twin, timings, and the flash
 #      attention vs the naive one at Wan sizes: 32,760-token self-attention, 512-key cross-attention, head dim 128)
 #   4. a short teacher training run on the built-in world (train_tmd), then sampling it (sample_tmd); then TMD's
@@ -56,6 +57,11 @@ runf "FAIL|GPU parity" /tmp/test_gpu_fp32_own
 runf "FAIL|GPU parity" /tmp/test_gpu_fp32
 runf "FAIL|GPU parity" ./test_gpu
 runf "FAIL|GPU parity" ./test_gpu --preset world --frames 2 --height 16 --width 16
+
+step "2b. the VAE decoder on the GPU: parity at the peer sizes (vae_a 4 -> 13 frames of 40x24, vae_c), then sample_tmd --decode to mp4"
+runf "vae_|caches|second decode|FAIL|GPU parity" /tmp/test_gpu_fp32_own --vae-only
+run ./sample_tmd --decode dev/peer/vectors/vae_a_latent.npy --vae dev/peer/vectors/vae_a_diffusers.safetensors --vae-raw --out /tmp/gpu_check_vae.npy
+run ffprobe -v error -count_frames -show_entries stream=nb_read_frames,width,height -of csv=p=0 /tmp/gpu_check_vae.mp4 && echo "(want 40,24,13)"
 
 step "3. kernel lab at real sizes (dev/cuda/run_all.sh; includes flash vs naive attention at Wan sizes)"
 runf "time|FAIL|passed|exit|results" ./dev/cuda/run_all.sh

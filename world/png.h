@@ -8,11 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
-#include <signal.h>
-#if !defined(__cplusplus) && !defined(_POSIX_C_SOURCE)
-FILE* popen(const char* command, const char* mode); // POSIX, hidden by a strict -std=c11 when stdio.h came first
-int pclose(FILE* stream);
-#endif
+#include "../lib/mp4.h" // mp4_pipe_open, mp4_pixel: the one writer of video files
 
 #define PNG_ERRLEN 1024
 
@@ -316,11 +312,7 @@ static inline int png_wrap(const char* text, int cols, int* starts, int* lens, i
 // one clip's pixel in 8-bit RGB: [-1, 1] -> [0, 255], clamped
 static inline void png_pixel(const float* clip, int T, int H, int W, int t, int y, int x, unsigned char* rgb) {
     size_t plane = (size_t)H * W;
-    for (int c = 0; c < 3; c++) {
-        float v = clip[(size_t)(c * T + t) * plane + (size_t)y * W + x];
-        v = (v + 1) * 127.5f;
-        rgb[c] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v + 0.5f);
-    }
+    for (int c = 0; c < 3; c++) rgb[c] = mp4_pixel(clip[(size_t)(c * T + t) * plane + (size_t)y * W + x]);
 }
 
 #define PNG_MAX_LINES 8
@@ -383,15 +375,7 @@ static inline int png_write_sheet(const char* path, const float* clips, int n, i
 // ----------------------------------------------------------------------------------------------------------------
 // mp4 through ffmpeg (a pipe of raw RGB frames), when ffmpeg is on the PATH
 
-static inline int png_have_ffmpeg(void) {
-    FILE* p = popen("ffmpeg -version 2>/dev/null", "r");
-    if (!p) return 0;
-    char line[256] = {0};
-    int ok = fgets(line, sizeof(line), p) != NULL && strstr(line, "ffmpeg version") != NULL;
-    while (fgets(line, sizeof(line), p)) {
-    }
-    return pclose(p) == 0 && ok;
-}
+static inline int png_have_ffmpeg(void) { return mp4_have_ffmpeg(); }
 
 // Writes n clips as one .mp4 (fps frames per second): a grid of up to 4 clips per row, each scaled to ~128 px with
 // its caption under it; video frame t shows frame t of every clip. Returns 0; 2 when ffmpeg is not on the PATH
@@ -401,16 +385,6 @@ static inline int png_write_mp4(const char* path, const float* clips, int n, int
     if (n <= 0) {
         snprintf(err, PNG_ERRLEN, "%s: no clips to write", path);
         return 1;
-    }
-    if (strchr(path, '\'')) {
-        snprintf(err, PNG_ERRLEN, "%s: the mp4 path must not contain a quote", path);
-        return 1;
-    }
-    if (!png_have_ffmpeg()) {
-        snprintf(err, PNG_ERRLEN,
-                 "ffmpeg not found on the PATH: %s not written (install ffmpeg for mp4; the PNG sheet needs nothing)",
-                 path);
-        return 2;
     }
     int scale = (128 + H - 1) / H, fw = W * scale, fh = H * scale, gap = 6, cols = n < 4 ? n : 4;
     int tcols = fw / PNG_CHAR_W, starts[PNG_MAX_LINES], lens[PNG_MAX_LINES], lines = 1;
@@ -422,19 +396,9 @@ static inline int png_write_mp4(const char* path, const float* clips, int n, int
     int w = cols * fw + (cols + 1) * gap, h = rows * cell_h + (rows + 1) * gap;
     w += w & 1;
     h += h & 1; // yuv420p needs even sizes
-    char cmd[1400];
-    snprintf(cmd, sizeof(cmd),
-             "ffmpeg -y -loglevel error -f rawvideo -pix_fmt rgb24 -s %dx%d -r %d -i - "
-             "-pix_fmt yuv420p '%s'",
-             w, h, fps, path);
-#ifdef SIGPIPE
-    void (*old_pipe)(int) = signal(SIGPIPE, SIG_IGN); // if ffmpeg dies, fwrite fails instead of killing us
-#endif
-    FILE* p = popen(cmd, "w");
-    if (!p) {
-        snprintf(err, PNG_ERRLEN, "%s: cannot start ffmpeg", path);
-        return 1;
-    }
+    int absent;
+    FILE* p = mp4_pipe_open(path, w, h, fps, 0, &absent, err);
+    if (!p) return absent ? 2 : 1;
     unsigned char* img = (unsigned char*)malloc((size_t)w * h * 3);
     size_t numel = (size_t)3 * T * H * W;
     int ok = 1;
@@ -454,13 +418,5 @@ static inline int png_write_mp4(const char* path, const float* clips, int n, int
         ok = fwrite(img, 1, (size_t)w * h * 3, p) == (size_t)w * h * 3;
     }
     free(img);
-    int rc = pclose(p);
-#ifdef SIGPIPE
-    signal(SIGPIPE, old_pipe);
-#endif
-    if (!ok || rc != 0) {
-        snprintf(err, PNG_ERRLEN, "%s: ffmpeg failed (exit status %d)", path, rc);
-        return 1;
-    }
-    return 0;
+    return mp4_pipe_close(p, path, ok, err);
 }
