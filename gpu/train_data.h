@@ -137,3 +137,30 @@ static int flag_given(int argc, char** argv, const char* name) {
     for (int i = 1; i < argc; i++) if (!strcmp(argv[i], name)) return 1;
     return 0;
 }
+
+// one default of Table 7: the flag it stands for and where it goes (exactly one of i, d)
+typedef struct { const char* flag; int* i; double* d; double value; } Table7Set;
+
+// sets every default whose flag the command line does not give, and prints one line saying what it set and kept
+static void table7_apply(const Table7* t, const Table7Set* set, int n, int argc, char** argv, FILE* out) {
+    fprintf(out, "Table 7 defaults for %s (paper App. A.5; a flag given on the command line wins):\n ", t->name);
+    for (int k = 0; k < n; k++) {
+        int given = flag_given(argc, argv, set[k].flag);
+        if (!given) { if (set[k].i) *set[k].i = (int)set[k].value; else *set[k].d = set[k].value; }
+        if (set[k].i) fprintf(out, " %s %d%s", set[k].flag, *set[k].i, given ? " (given)" : "");
+        else fprintf(out, " %s %g%s", set[k].flag, *set[k].d, given ? " (given)" : "");
+    }
+    fprintf(out, "\n  (Table 7's global batch is %d; this trainer has no gradient accumulation: ranks x batch is the global batch)\n", t->global_batch);
+}
+
+// the model's config before its weights are read (so the defaults and the plan can be printed first): the preset,
+// or the config inferred from the checkpoint's header as wan_load does
+static int train_data_peek_config(WanConfig* c, const char* preset, const char* weights, int heads, char* err) {
+    memset(c, 0, sizeof(*c));
+    if (preset) return wan_preset(c, preset, err) ? 2 : 0;
+    WanCheckpoint_ k;
+    if (wan_ckpt_open_(&k, weights, err)) return 1;
+    int rc = wan_infer_config_(&k, c, heads, 0, weights, err);
+    wan_ckpt_close_(&k);
+    return rc ? 1 : 0;
+}
