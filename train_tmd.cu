@@ -527,6 +527,10 @@ int main(int argc, char** argv) {
         char err[ST_ERRLEN]; WanConfig pc; Table7 t7;
         if (!weights || (stage && !strcmp(stage, "teacher"))) { fprintf(stderr, "error: --data trains the students of a given teacher: add --weights TEACHER (and no --stage teacher)\n"); return 2; }
         if ((rc = train_data_peek_config(&pc, preset, weights, heads, err))) { fprintf(stderr, "error: %s\n", err); return rc; }
+        TrainData probe;   // the file against the model now, before the weights are read
+        if (train_data_open(&probe, tr.data, &pc, 0, 1, 0, 1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        printf("data: %s, %lld samples, latents [%d, %d, %d, %d]\n", tr.data, (long long)probe.ld.n, probe.ld.C, probe.T, probe.H, probe.W);
+        train_data_free(&probe);
         if (table7_for(&pc, &t7)) {
             int M = flag_given(argc, argv, "--M") ? tr.M : t7.M, s1 = stage && !strcmp(stage, "stage1");
             Table7Set set[] = {{"--M", &tr.M, NULL, (double)t7.M}, {"--N", &tr.N, NULL, (double)t7.N}, {"--head-blocks", &tr.H, NULL, (double)t7.H},
