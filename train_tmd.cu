@@ -534,13 +534,17 @@ int main(int argc, char** argv) {
         if (table7_for(&pc, &t7)) {
             int M = flag_given(argc, argv, "--M") ? tr.M : t7.M, s1 = stage && !strcmp(stage, "stage1");
             Table7Set set[] = {{"--M", &tr.M, NULL, (double)t7.M}, {"--N", &tr.N, NULL, (double)t7.N}, {"--head-blocks", &tr.H, NULL, (double)t7.H},
+                               {"--disc-lr", NULL, &tr.disc_lr, t7.disc_lr}, {"--disc-width", &tr.disc_width, NULL, (double)table7_disc_width(&pc, t7.disc_params, NULL)},
+                               // the pipeline's stages
                                {"--tmmf-steps", &tmmf_steps, NULL, (double)t7.stage1_steps}, {"--tmmf-lr", NULL, &tmmf_lr, t7.stage1_lr}, {"--tmmf-batch", &tmmf_batch, NULL, 1},
                                {"--dmd-iters", &dmd_iters, NULL, (double)(M == 1 ? t7.stage2_steps_m1 : t7.stage2_steps_m2)}, {"--dmd-batch", &dmd_batch, NULL, 1},
-                               {"--student-lr", NULL, &student_lr, t7.student_lr}, {"--fake-lr", NULL, &fake_lr, t7.fake_lr}, {"--disc-lr", NULL, &tr.disc_lr, t7.disc_lr},
-                               {"--disc-width", &tr.disc_width, NULL, (double)table7_disc_width(&pc, t7.disc_params, NULL)}, {"--batch", &batch, NULL, 1},
+                               {"--student-lr", NULL, &student_lr, t7.student_lr}, {"--fake-lr", NULL, &fake_lr, t7.fake_lr},
+                               // one --stage (its --lr is also the fake score's)
                                {"--steps", &steps, NULL, (double)(s1 ? t7.stage1_steps : M == 1 ? t7.stage2_steps_m1 : t7.stage2_steps_m2)},
-                               {"--lr", NULL, &lr, s1 ? t7.stage1_lr : t7.student_lr}};
-            table7_apply(&t7, set, (int)(sizeof(set) / sizeof(set[0])), argc, argv, stdout);
+                               {"--lr", NULL, &lr, s1 ? t7.stage1_lr : t7.student_lr}, {"--batch", &batch, NULL, 1}};
+            int n = 12;
+            if (stage) { for (int k = 0; k < 3; k++) set[5 + k] = set[12 + k]; n = 8; }
+            table7_apply(&t7, set, n, argc, argv, stdout);
         }
     }
     if (lr < 0) lr = 3e-4;
