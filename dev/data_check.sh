@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAIN=${TRAIN:-./train_tmd}; RUN=${RUN:-}; W=${WORK:-/tmp/tmd_data_check}
 rm -rf "$W"; mkdir -p "$W"
+[ -x ./test_tmd ] || make test_tmd >/dev/null
 cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L dev/tiny_latent_data.c -o "$W/tiny_latent_data" -lm
 "$W/tiny_latent_data" "$W/in"
 ./test_tmd pack --latents "$W/in/lat" --contexts "$W/in/ctx" --negative "$W/in/neg.npy" --captions "$W/in/captions.txt" --out "$W/data.safetensors"
