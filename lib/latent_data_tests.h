@@ -306,6 +306,21 @@ static void test_latent_data(const char* tmpdir) {
         }
         char* argv[] = {(char*)"train_tmd", (char*)"--tmmf-lr", (char*)"1e-4", (char*)"--data", (char*)"f", NULL};
         EXPECT(flag_given(5, argv, "--tmmf-lr") && flag_given(5, argv, "--data") && !flag_given(5, argv, "--tmmf-steps"), "flag_given");
+        table7_for(&c13, &t);
+        int steps = 1000; double lr = 1e-4;   // as parsed: --tmmf-lr given (1e-4), --tmmf-steps left at its default
+        Table7Set set[2] = {{"--tmmf-steps", &steps, NULL, (double)t.stage1_steps}, {"--tmmf-lr", NULL, &lr, t.stage1_lr}};
+        FILE* devnull = fopen("/dev/null", "w");
+        table7_apply(&t, set, 2, 5, argv, devnull ? devnull : stdout);
+        if (devnull) fclose(devnull);
+        EXPECT(steps == t.stage1_steps && lr == 1e-4, "Table 7 should fill --tmmf-steps (%d) and keep the given --tmmf-lr (%g)", steps, lr);
+        // the config of a checkpoint before its weights are read: inferred from the header as wan_load infers it
+        char ck[800]; ldt_path_(ck, sizeof(ck), dir, "tiny_teacher.safetensors");
+        real* w = (real*)calloc(wan_num_params(&ct), sizeof(real));
+        WanConfig peek;
+        EXPECT(wan_save(ck, &ct, w, NULL, 0, err) == 0 && train_data_peek_config(&peek, NULL, ck, 0, err) == 0 && peek.dim == ct.dim &&
+               peek.num_layers == ct.num_layers && peek.in_dim == ct.in_dim && peek.text_len == ct.text_len && peek.num_heads == ct.num_heads,
+               "train_data_peek_config of a tiny checkpoint: %s", err);
+        free(w);
     }
     free(xs); free(cs);
 }
