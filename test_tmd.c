@@ -31,6 +31,7 @@
 #include "cpu/umt5_cli.h"             // ./test_tmd encode: prompts -> umT5 context .npy
 #include "cpu/vae_tests.h"            // the Wan2.1 VAE (cpu/vae_cpu.h): peer check vs diffusers, memory, bad inputs
 #include "cpu/vae_cli.h"              // ./test_tmd vae decode | encode | info
+#include "lib/latent_data_tests.h"     // latent datasets: ./test_tmd pack, the reader, train_tmd's data source, Table 7
 #include <limits.h>
 #include <unistd.h> // fork, pipe, chdir: the bad-input tests
 #include <sys/wait.h>
@@ -1370,6 +1371,8 @@ static void test_grad_group(void) {
     test_model_grads();
 }
 
+static void test_data_group(void) { test_latent_data(test_tmpdir); }
+
 enum { FAST, SLOW };
 typedef struct {
     const char* name;
@@ -1390,6 +1393,7 @@ static const TestGroup TEST_GROUPS[] = {
     {"teacher", test_teacher, "AdamW, flow matching, Euler and UniPC with CFG, a tiny teacher run", FAST},
     {"tmd", test_tmd, "TMD: student, inner flow, TM-MF, DMD2-v gradients", FAST},
     {"gpuhost", test_gpu_host_group, "the GPU programs' plain-C parts: VBench suite, memory plan, checkpoints", FAST},
+    {"data", test_data_group, "latent datasets for --data: ./test_tmd pack, the reader's checks, the data order, Table 7", FAST},
     {"smoke", test_distill_smoke, "a few steps of every distillation stage: finite losses, parameters move", FAST},
     {"distill", test_distill, "the tiny distillation and the paper's claim in miniature (make test-distill)", SLOW},
 };
@@ -1460,6 +1464,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[1], "ablate")) return ablate_main(argc, argv);
     if (!strcmp(argv[1], "encode")) return umt5_cli_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "vae")) return vae_main(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "pack")) return pack_main(argc - 1, argv + 1);
     printf(
         "usage: ./test_tmd                run every fast test group (what `make test` does)\n"
         "       ./test_tmd test G...      run the named test groups (./test_tmd test --list)\n"
@@ -1470,6 +1475,7 @@ int main(int argc, char** argv) {
         "       ./test_tmd distill ...    the whole method on the CPU in the tiny world (./test_tmd distill --help)\n"
         "       ./test_tmd ablate ...     the paper's claims in miniature (./test_tmd ablate --help)\n"
         "       ./test_tmd encode ...     prompts to umT5 embeddings, no Python (./test_tmd encode --help)\n"
-        "       ./test_tmd vae ...        the Wan2.1 VAE: decode, encode, info (./test_tmd vae --help)\n");
+        "       ./test_tmd vae ...        the Wan2.1 VAE: decode, encode, info (./test_tmd vae --help)\n"
+        "       ./test_tmd pack ...       latents + text embeddings (.npy) into a dataset for ./train_tmd --data (./test_tmd pack --help)\n");
     return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
 }

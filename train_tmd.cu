@@ -24,6 +24,7 @@
 #include "gpu/nccl_dp.cuh"          // data parallelism over NCCL (mpirun -np K ./train_tmd ...)
 #include "gpu/distill_plan.h"       // the memory plan of a step, printed and checked before allocating
 #include "gpu/eval_gpu.cuh"         // the pipeline's table: every row sampled on the GPU, scored by the toy VBench
+#include "gpu/train_data.h"         // (x, c) ~ p_data: the built-in world or a latent dataset (--data); Table 7's defaults
 #include <sys/stat.h>               // mkdir: the run directory
 
 static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
@@ -36,6 +37,7 @@ typedef struct {
     int steps, batch, seed, log_every, save_every, M, N, H, update_every;
     double lr, lr_fake, wd, clip_student;   // the student's and the fake score's learning rates
     double gan_weight, disc_lr; int disc_width;   // Stage 2's GAN terms (gan_weight 0: no discriminator at all)
+    const char* data;                             // a latent dataset (lib/latent_data.h); NULL: the built-in world
 } TmdRun;
 
 // g holds the gradient summed over the data-parallel ranks; gscale = 1/ranks makes it their mean (1 on one GPU)
@@ -56,12 +58,13 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     char err[ST_ERRLEN];
     int baseline = !strcmp(o->stage, "baseline"), stage2 = baseline || !strcmp(o->stage, "stage2");
     int stage_id = baseline ? 3 : stage2 ? 2 : 1;
-    WorldConfig wc;
-    if (teacher_gpu_world_for(&wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    DataParallel dp; dp_init(&dp);   // one rank without mpirun
+    TrainData td;                    // x, c ~ p_data: the world's stream or --data's latents, this rank's share
+    if (train_data_open(&td, o->data, c, (uint64_t)o->seed, stage_id, dp.rank, dp.world, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
     StudentConfig sc; sc.wan = *c; sc.head_blocks = o->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
     if (o->H < 1 || o->H >= c->num_layers) { fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1); return 2; }
     if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
-    size_t nw = wan_num_params(c), ns = baseline ? nw : student_num_params(&sc), numel = world_clip_numel(&wc), nctx = (size_t)wc.text_len * wc.text_dim;
+    size_t nw = wan_num_params(c), ns = baseline ? nw : student_num_params(&sc), numel = td.numel, nctx = td.nctx;
     int B = o->batch;
     // the discriminator heads (Stage 2 with gan_weight > 0): cpu/distill_run.h distill_stage2's Conv3D heads on the
     // preset's feature layers (disc_layers_for), widths W/2, W/2, W, W and MLP hidden W, PyTorch's default init
@@ -69,7 +72,6 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     DiscConfig dcfg; memset(&dcfg, 0, sizeof(dcfg));
     if (gan) dcfg = disc_config(c, o->disc_width / 2, o->disc_width / 2, o->disc_width, o->disc_width, o->disc_width);
     size_t nd = gan ? disc_num_params(&dcfg) : 0;
-    DataParallel dp; dp_init(&dp);   // one rank without mpirun
     double gscale = 1.0 / dp.world;
     if (dp.world > 1 && o->resume) { fprintf(stderr, "error: --resume of a %d-rank run is not implemented (the checkpoint holds rank 0's streams only)\n", dp.world); return 2; }
     // the student starts as the teacher (student_init); Stage 2 starts from Stage 1's checkpoint (--student)
@@ -85,6 +87,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     }
     TsMeta want; memset(&want, 0, sizeof(want));
     ts_meta_set(&want, "stage", o->stage); ts_meta_set(&want, "config", c->name);
+    if (o->data) { char dd[256]; train_data_describe(&td, dd, sizeof(dd)); ts_meta_set(&want, "data", dd); }
     ts_meta_u64(&want, "M", o->M); ts_meta_u64(&want, "N", o->N); ts_meta_u64(&want, "head_blocks", o->H); ts_meta_u64(&want, "batch", B);
     if (stage2) {
         char gw[32]; snprintf(gw, sizeof(gw), "%.17g", o->gan_weight); ts_meta_set(&want, "gan_weight", gw);
@@ -98,7 +101,6 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     uint64_t rank_salt = (uint64_t)dp.rank * 0x9E3779B97F4A7C15ull;
     uint64_t step = 0, s_steps = 0, f_steps = 0, d_steps = 0, rng_seed = (uint64_t)o->seed * 31 + stage_id + rank_salt, rng_counter = 0;
     uint64_t philox_seed = (uint64_t)o->seed * 1000003 + stage_id + rank_salt, philox_offset = 0, data = 0;
-    WRng stream = wrng_seed((uint64_t)o->seed, stage_id, (uint64_t)dp.rank);
     if (stage2 && !baseline && !o->resume) {   // the Stage 1 student
         if (!o->student) { fprintf(stderr, "error: --stage stage2 needs --student FILE (the checkpoint ./train_tmd --stage stage1 wrote)\n"); return 2; }
         TsMeta m1; TsBuffer b1[1] = {{"student.params", hs, ns}};
@@ -115,14 +117,14 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             (gan && ts_meta_get_u64(&have, "disc_steps", &d_steps, o->resume, err))) {
             fprintf(stderr, "error: %s\n", err); return 2;
         }
-        stream.s = data;
+        train_data_set_state(&td, data);
         printf("resumed %s at step %llu\n", o->resume, (unsigned long long)step);
     }
     // the memory plan of the step before anything is allocated (no activation recompute: gpu/wan_gpu.cuh keeps every
     // block's activations), refused with the numbers when the device cannot hold it
     {
         PlanInput pin; memset(&pin, 0, sizeof(pin));
-        pin.wan = *c; pin.T = wc.T; pin.Hl = wc.H; pin.Wl = wc.W; pin.batch = B; pin.N = o->N; pin.H = o->H;
+        pin.wan = *c; pin.T = td.T; pin.Hl = td.H; pin.Wl = td.W; pin.batch = B; pin.N = o->N; pin.H = o->H;
         pin.student_extra = baseline ? 0 : ns - nw; pin.recompute = 0;
         if (gan) {   // the heads, their activations and the frozen teacher up to the last feature layer
             pin.disc_params = nd; pin.disc_heads = dcfg.n_heads; pin.disc_width1 = dcfg.width[0];
@@ -168,10 +170,13 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     cudaCheck(cudaMalloc(&x1, sizeof(float) * numel * B)); cudaCheck(cudaMalloc(&y1, sizeof(float) * numel * B)); cudaCheck(cudaMalloc(&eps, sizeof(float) * numel * B));
     cudaCheck(cudaMalloc(&scratch, sizeof(double) * (ADAMW_NORM_BLOCKS + 1)));
     TmmfConfig tcf = tmmf_defaults(); tcf.M = o->M; tcf.N = o->N;
+    Table7 t7; if (table7_for(c, &t7)) tcf.c_norm = t7.c_norm;   // App. A.2: c = d (1.3B), 1e-5·d (14B)
+    float* neg_d = NULL;   // the unconditional context: the negative prompt's (--data), else zeros (the world's empty caption)
+    if (td.negative) { cudaCheck(cudaMalloc(&neg_d, sizeof(float) * nctx)); cudaCheck(cudaMemcpy(neg_d, td.negative, sizeof(float) * nctx, cudaMemcpyHostToDevice)); }
     DmdConfig dcf = dmd_defaults(); dcf.M = o->M; dcf.gan_weight = gan ? o->gan_weight : 0; dcf.update_every = o->update_every;
     TmmfGpuWork tw; GenGpu G; DmdGpuWork dw;
-    if (!stage2) tmmf_gpu_work_init(&tw, &sc, B, wc.T, wc.H, wc.W);
-    else { gen_gpu_init(&G, !baseline, &sc, B, wc.T, wc.H, wc.W, o->N, tcf.gamma_inner); G.S = &S; G.P = &Pm; dmd_gpu_work_init(&dw, c, B, wc.T, wc.H, wc.W);
+    if (!stage2) tmmf_gpu_work_init(&tw, &sc, B, td.T, td.H, td.W);
+    else { gen_gpu_init(&G, !baseline, &sc, B, td.T, td.H, td.W, o->N, tcf.gamma_inner); G.S = &S; G.P = &Pm; dmd_gpu_work_init(&dw, c, B, td.T, td.H, td.W);
            if (gan) dmd_gpu_work_attach_disc(&dw, &D, &T.w); }
     printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g%s\n", baseline ? "DMD2-v baseline (no KD)" : stage2 ? "Stage 2 DMD2-v" : "Stage 1 TM-MF",
            o->steps, B, o->M, o->N, o->H, effective_nfe(o->M, o->N, o->H, c->num_layers), o->lr, o->wd, stage2 ? ", student every update_every-th iteration" : "");
@@ -180,7 +185,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     cudaStream_t s0 = 0;
     double t0 = now_s(), acc_a = 0, acc_b = 0, acc_g = 0, acc_d = 0, gn = 0; int na = 0, nb = 0; long skipped = 0;
     while (step < (uint64_t)o->steps) {
-        world_sample_batch(&wc, &stream, WORLD_TRAIN, B, clips, ctx, NULL, NULL);           // x, c ~ p_data
+        if (train_data_next(&td, B, clips, ctx, err)) { fprintf(stderr, "error: %s\n", err); return 1; }   // x, c ~ p_data
         cudaCheck(cudaMemcpy(x_d, clips, sizeof(float) * numel * B, cudaMemcpyHostToDevice));
         cudaCheck(cudaMemcpy(ctx_d, ctx, sizeof(float) * nctx * B, cudaMemcpyHostToDevice));
         size_t nB = numel * B;
@@ -192,7 +197,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             TmmfDraw d; memset(&d, 0, sizeof(d)); d.B = B;
             for (int b = 0; b < B; b++) tmmf_draw_sample(&d, b, &tcf, &rng, NULL, NULL, 0);
             cudaCheck(cudaMemsetAsync(S.grads, 0, sizeof(float) * ns, s0));
-            TmmfGpuStats st = tmmf_gpu_step(&S, &tw, &d, x_d, x1, y1, ctx_d, NULL, &tcf, 1.0 / B, 1);
+            TmmfGpuStats st = tmmf_gpu_step(&S, &tw, &d, x_d, x1, y1, ctx_d, neg_d, &tcf, 1.0 / B, 1);
             if (!st.finite) { skipped++; fprintf(stderr, "Stage 1 step %llu skipped: non-finite loss\n", (unsigned long long)step + 1); }
             else {
                 S.step++;
@@ -209,7 +214,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             if (step % (uint64_t)o->update_every == 0) {
                 // student: VSD gradient (g_fake − g_teacher)/mean|x̂ − g_teacher| through every inner step (Eq. 11)
                 cudaCheck(cudaMemsetAsync(V.grads, 0, sizeof(float) * ns, s0));
-                DmdGpuStats st = dmd_gpu_student_step(&G, &dw, &T.w, &F.w, &d, x_d, x1, y1, eps, ctx_d, NULL, &dcf, 1.0 / B);
+                DmdGpuStats st = dmd_gpu_student_step(&G, &dw, &T.w, &F.w, &d, x_d, x1, y1, eps, ctx_d, neg_d, &dcf, 1.0 / B);
                 if (!st.finite) skipped++;
                 else { ++*V.step; dp_allreduce_sum(&dp, V.grads, ns, s0);
                        tmd_adamw_(V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip_student, *V.step, gscale, scratch, &gn, s0);
@@ -253,7 +258,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             TsMeta meta = want;
             ts_meta_u64(&meta, "step", step); ts_meta_u64(&meta, "student_steps", (uint64_t)*V.step); ts_meta_u64(&meta, "fake_steps", (uint64_t)F.step);
             ts_meta_u64(&meta, "rng_seed", rng.seed); ts_meta_u64(&meta, "rng_counter", rng.counter);
-            ts_meta_u64(&meta, "philox_seed", philox_seed); ts_meta_u64(&meta, "philox_offset", philox_offset); ts_meta_u64(&meta, "data_stream", stream.s);
+            ts_meta_u64(&meta, "philox_seed", philox_seed); ts_meta_u64(&meta, "philox_offset", philox_offset); ts_meta_u64(&meta, "data_stream", train_data_state(&td));
             if (gan) ts_meta_u64(&meta, "disc_steps", (uint64_t)d_step);
             if (ts_save(o->out, bufs, nbufs, &meta, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
             printf("wrote %s (step %llu)\n", o->out, (unsigned long long)step);
@@ -264,6 +269,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (baseline) wan_gpu_model_free(&Pm); else tmd_gpu_student_free(&S);
     wan_gpu_model_free(&T); gemm_free(); dp_free(&dp);
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1)); cudaCheck(cudaFree(y1)); cudaCheck(cudaFree(eps)); cudaCheck(cudaFree(scratch));
+    if (neg_d) cudaCheck(cudaFree(neg_d));
+    train_data_free(&td);
     free(clips); free(ctx); free(hs); free(hm); free(hv); free(hf); free(hfm); free(hfv); free(hd); free(hdm); free(hdv);
     printf("%s: done, %llu steps, %ld skipped\n", o->stage, (unsigned long long)step, skipped);
     return 0;
@@ -429,7 +436,7 @@ static int train_tmd_pipeline(Pipeline* p, const WanConfig* c, real* teacher) {
     run_path(path, sizeof(path), p, "stage1.safetensors");
     if (!rc) rc = pipeline_stage(&p->stage2, p, c, teacher, path);                  // 3. Stage 2, DMD2-v for TMD
     if (!rc) rc = pipeline_stage(&p->baseline, p, c, teacher, NULL);               // 4. the DMD2-v baseline
-    if (!rc) rc = pipeline_evaluate(p, c, teacher);                                 // 5. the table
+    if (!rc && !p->stage1.data) rc = pipeline_evaluate(p, c, teacher);             // 5. the table (the built-in world's scorer)
     if (!rc) printf("\npipeline done in %.0f s (run directory %s)\n", now_s() - t0, p->run_dir);
     return rc;
 }
@@ -454,6 +461,7 @@ int main(int argc, char** argv) {
         FLAG_STR("--stage", &stage, "run one stage only: teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; baseline: DMD2-v. Without it: the whole pipeline"),
         FLAG_STR("--run-dir", &pl.run_dir, "pipeline: the directory of every stage's checkpoint (a rerun continues where the last one stopped)"),
         FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
+        FLAG_STR("--data", &tr.data, "a latent dataset (./test_tmd pack; world/README.md): Stage 1, Stage 2 and the baseline train on its latents and contexts, CFG uses its negative prompt; needs --weights (the teacher), no table; a Wan2.1 1.3B/14B teacher gets the paper's Table 7 defaults"),
         FLAG_STR("--weights", &weights, "the teacher (stage1/stage2/baseline, the pipeline: no teacher stage) or the teacher's start (--stage teacher): a Wan2.1 checkpoint (.safetensors, index.json or directory)"),
         FLAG_INT("--heads", &heads, "attention heads when the checkpoint does not say (0: infer)"),
         FLAG_INT("--steps", &steps, "single stage: optimizer steps (-1: 1000)"),
@@ -515,6 +523,30 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: --steps, --out, --student and --resume are for one --stage; the pipeline takes --teacher-steps, --tmmf-steps, "
                         "--dmd-iters and resumes from --run-dir by itself\n"); return 2;
     }
+    if (tr.data) {   // a real teacher distilled from a latent dataset: no teacher stage; Table 7 for the flags not given
+        char err[ST_ERRLEN]; WanConfig pc; Table7 t7;
+        if (!weights || (stage && !strcmp(stage, "teacher"))) { fprintf(stderr, "error: --data trains the students of a given teacher: add --weights TEACHER (and no --stage teacher)\n"); return 2; }
+        if ((rc = train_data_peek_config(&pc, preset, weights, heads, err))) { fprintf(stderr, "error: %s\n", err); return rc; }
+        TrainData probe;   // the file against the model now, before the weights are read
+        if (train_data_open(&probe, tr.data, &pc, 0, 1, 0, 1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        printf("data: %s, %lld samples, latents [%d, %d, %d, %d]\n", tr.data, (long long)probe.ld.n, probe.ld.C, probe.T, probe.H, probe.W);
+        train_data_free(&probe);
+        if (table7_for(&pc, &t7)) {
+            int M = flag_given(argc, argv, "--M") ? tr.M : t7.M, s1 = stage && !strcmp(stage, "stage1");
+            Table7Set set[] = {{"--M", &tr.M, NULL, (double)t7.M}, {"--N", &tr.N, NULL, (double)t7.N}, {"--head-blocks", &tr.H, NULL, (double)t7.H},
+                               {"--disc-lr", NULL, &tr.disc_lr, t7.disc_lr}, {"--disc-width", &tr.disc_width, NULL, (double)table7_disc_width(&pc, t7.disc_params, NULL)},
+                               // the pipeline's stages
+                               {"--tmmf-steps", &tmmf_steps, NULL, (double)t7.stage1_steps}, {"--tmmf-lr", NULL, &tmmf_lr, t7.stage1_lr}, {"--tmmf-batch", &tmmf_batch, NULL, 1},
+                               {"--dmd-iters", &dmd_iters, NULL, (double)(M == 1 ? t7.stage2_steps_m1 : t7.stage2_steps_m2)}, {"--dmd-batch", &dmd_batch, NULL, 1},
+                               {"--student-lr", NULL, &student_lr, t7.student_lr}, {"--fake-lr", NULL, &fake_lr, t7.fake_lr},
+                               // one --stage (its --lr is also the fake score's)
+                               {"--steps", &steps, NULL, (double)(s1 ? t7.stage1_steps : M == 1 ? t7.stage2_steps_m1 : t7.stage2_steps_m2)},
+                               {"--lr", NULL, &lr, s1 ? t7.stage1_lr : t7.student_lr}, {"--batch", &batch, NULL, 1}};
+            int n = 12;
+            if (stage) { for (int k = 0; k < 3; k++) set[5 + k] = set[12 + k]; n = 8; }
+            table7_apply(&t7, set, n, argc, argv, stdout);
+        }
+    }
     if (lr < 0) lr = 3e-4;
     if (steps < 0) steps = 1000;
     TeacherRun tch = {steps, batch, seed, log_every, save_every < 0 ? 0 : save_every, warmup, lr, wd, max_grad_norm, p_drop, shift, out ? out : "teacher.safetensors"};
@@ -532,14 +564,15 @@ int main(int argc, char** argv) {
         pl.baseline = pl.stage2; pl.baseline.stage = "baseline";
         char gan_plan[160] = "no GAN terms (--gan-weight 0)";
         if (tr.gan_weight > 0) snprintf(gan_plan, sizeof(gan_plan), "GAN weight %g (discriminator width %d, lr %g)", tr.gan_weight, tr.disc_width, tr.disc_lr);
-        printf("train_tmd: the whole distillation of the built-in world, checkpoints in %s/ (a rerun continues where this one stops)\n", pl.run_dir);
+        printf("train_tmd: the whole distillation of %s, checkpoints in %s/ (a rerun continues where this one stops)\n", tr.data ? "the teacher on --data" : "the built-in world", pl.run_dir);
         if (weights) printf("  1. teacher      from --weights %s (no teacher stage)\n", weights);
         else printf("  1. teacher      flow matching, %d steps, batch %d, lr %g (skipped when %s/teacher.safetensors exists)\n", teacher_steps, batch, lr, pl.run_dir);
         printf("  2. Stage 1      TM-MF, %d steps, batch %d, lr %g, M %d N %d H %d\n", tmmf_steps, tmmf_batch, tmmf_lr, tr.M, tr.N, tr.H);
         printf("  3. Stage 2      DMD2-v with the flow-head rollout, %d iterations (student every %d-th), batch %d, lr %g / fake %g, %s\n",
                dmd_iters, tr.update_every, dmd_batch, student_lr, fake_lr, gan_plan);
         printf("  4. baseline     DMD2-v on a plain Wan student at M %d, the same settings (no KD warm-up yet)\n", tr.M);
-        printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n", pl.eval_n, pl.sheet);
+        if (tr.data) printf("  data           %s: latents and contexts, its negative prompt for CFG (no table: sample with ./sample_tmd)\n", tr.data);
+        else printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n", pl.eval_n, pl.sheet);
         int world = dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);
         if (world > 1) { fprintf(stderr, "error: the pipeline runs on one GPU; run the stages under mpirun one at a time with --stage\n"); return 2; }
     }

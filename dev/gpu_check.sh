@@ -94,6 +94,9 @@ if [ "${FULL:-0}" = 1 ]; then
   rm -rf /tmp/gpu_check_full; t0=$(date +%s); run ./train_tmd --run-dir /tmp/gpu_check_full; echo "default run: $(( $(date +%s) - t0 )) s wall (goal: < 1800 s on one H100)"
 fi
 
+step "4e. ./train_tmd --weights --data: a latent dataset packed by ./test_tmd pack, Stage 1 (and resumed), Stage 2, baseline (tiny preset)"
+runf "TM-MF step|DMD2-v step|byte for byte|passed|error" env TRAIN=./train_tmd dev/data_check.sh
+
 step "5. Wan2.1 1.3B forward, 480p x 81 frames (batch 1, latent [16, 21, 60, 104], 32,760 tokens) vs diffusers eager"
 runf "bench|total" ./sample_tmd --preset wan2.1-t2v-1.3b --bench 5 --batch 1 --latent-frames 21 --latent-height 60 --latent-width 104
 run python3 dev/bench/diffusers_forward.py 5 || echo "(the diffusers comparison needs torch + diffusers; see the message above)"

@@ -1,10 +1,11 @@
-// dev/fuzz/make_seeds.c: writes the seed corpus of the harnesses into DIR/{safetensors,index,npy,dataset}/: small
+// dev/fuzz/make_seeds.c: writes the seed corpus of the harnesses into DIR/{safetensors,index,npy,dataset,latents}/: small
 // valid files made by the project's own writers (every dtype, metadata, a whole micro Wan checkpoint, a world dataset,
 // .npy files of 0 to 4 dimensions). The Makefile adds the committed test vectors of dev/peer/vectors.
 //   ./make_seeds DIR
 #include "../../wan.h"
 #include "../../lib/npy.h"
 #include "../../world/world.h"
+#include "../../lib/latent_data.h"
 #include <sys/stat.h>
 
 static char dir[512];
@@ -30,10 +31,10 @@ int main(int argc, char** argv) {
         return 2;
     }
     snprintf(dir, sizeof(dir), "%s", argv[1]);
-    const char* subs[] = {"safetensors", "index", "npy", "dataset"};
+    const char* subs[] = {"safetensors", "index", "npy", "dataset", "latents"};
     char err[ST_ERRLEN], p[1200];
     mkdir(dir, 0755);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         snprintf(p, sizeof(p), "%s/%s", dir, subs[i]);
         mkdir(p, 0755);
     }
@@ -109,6 +110,24 @@ int main(int argc, char** argv) {
         return 1;
     }
     world_set_free(&s);
+    // latents: a latent dataset of 3 samples [2, 1, 2, 2] with 2-row contexts 4 wide, a negative prompt and captions,
+    // written by ./test_tmd pack's writer
+    LdWriter lw;
+    const char* lmeta[] = {"written_by", "dev/fuzz/make_seeds.c"};
+    if (ld_write_begin(&lw, at("latents", "three.safetensors"), 3, 2, 1, 2, 2, 2, 4, 1, 6, lmeta, 1, err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    float lat[8], ctx[8], neg[4] = {0.5f, -1, 2, 0.25f};
+    for (int i = 0; i < 3; i++) {
+        for (int k = 0; k < 8; k++) lat[k] = (float)(i + k) * 0.5f - 1, ctx[k] = (float)(k - i) * 0.25f;
+        ld_write_sample(&lw, i, lat, ctx, i == 1 ? "a cat" : "dog");
+    }
+    ld_write_negative(&lw, neg);
+    if (ld_write_end(&lw, 1, err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     printf("seeds written under %s\n", dir);
     return 0;
 }
