@@ -21,6 +21,7 @@
 #include "gpu/train_state.h"        // reading the student from a train_tmd checkpoint
 #include "lib/vbench.h"             // the VBench suite: names, seeds, manifest, resume
 #include "gpu/video_out.cuh"        // --vae: latents -> the GPU VAE decoder -> mp4
+#include "world/png.h"              // the built-in world's clips: a PNG contact sheet and an mp4
 
 // --bench: the median wall time of one forward pass of the whole model on a batch (forward-only activation plan,
 // the build's GEMM and attention), after two warm-up passes. Weights: the checkpoint, or official init_weights with the
@@ -85,6 +86,31 @@ static int videos_from_latents(VideoOut* vo, const float* x, int B, const char* 
         if (video_out_write(vo, x + b * per, mp4, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
     }
     return 0;
+}
+
+// The built-in world's models make RGB clips [B, 3, T, H, W] in [-1, 1] directly (no VAE): beside OUT.npy also
+// OUT.png (a contact sheet, one row of frames per sample, the caption under it) and OUT.mp4 when ffmpeg is on the
+// PATH (one line when it is not). Latent-space models (Wan presets) get their video from --vae instead.
+static int world_clip_outputs(const char* out, const float* x, int B, const WorldConfig* wc, const char* caption, int fps) {
+    if (wc->C != 3) return 0;
+    char err[ST_ERRLEN], base[4000], path[4096];
+    size_t n = strlen(out);
+    if (n >= sizeof(base)) { fprintf(stderr, "error: --out path too long (%zu bytes)\n", n); return 1; }
+    memcpy(base, out, n + 1);
+    if (n > 4 && !strcmp(base + n - 4, ".npy")) base[n - 4] = 0;
+    const char** caps = (const char**)malloc(sizeof(char*) * B);
+    for (int b = 0; b < B; b++) caps[b] = caption;
+    snprintf(path, sizeof(path), "%s.png", base);
+    int rc = png_write_sheet(path, x, B, wc->T, wc->H, wc->W, caps, 0, err);
+    if (rc) fprintf(stderr, "error: %s\n", err);
+    else printf("wrote %s (contact sheet)\n", path);
+    snprintf(path, sizeof(path), "%s.mp4", base);
+    int m = rc ? 0 : png_write_mp4(path, x, B, wc->T, wc->H, wc->W, caps, fps, err);
+    if (m == 2) printf("no mp4: ffmpeg is not on the PATH (install ffmpeg for %s; the .npy and .png are written)\n", path);
+    else if (m) { fprintf(stderr, "error: %s\n", err); rc = 1; }
+    else if (!rc) printf("wrote %s\n", path);
+    free(caps);
+    return rc;
 }
 
 // --decode: latents already on disk (sample_tmd's [B, C, T, h, w] or one [C, T, h, w]) -> mp4 beside --out
@@ -153,7 +179,7 @@ static int student_vbench_video(void* ctx, const VbSuite* suite, const VbJob* jo
 
 static int sample_students(const char* mode, const WanConfig* c, real* params, const char* student, const char* prompt, int batch, int M, int N,
                            int H, int seed, const char* out, const char* prompts, const char* extended, const char* info,
-                           const VideoOutOpts* vopt) {
+                           const VideoOutOpts* vopt, int world_fps) {
     char err[ST_ERRLEN];
     StudentSampler s; memset(&s, 0, sizeof(s));
     s.tmd = !strcmp(mode, "tmd"); s.M = M; s.N = N; s.B = prompts ? 1 : batch;
@@ -209,6 +235,7 @@ static int sample_students(const char* mode, const WanConfig* c, real* params, c
         if (npy_write(out, s.hx, 5, shape, err)) { fprintf(stderr, "error: %s\n", err); rc = 1; }
         else printf("wrote %s [%d, %d, %d, %d, %d]\n", out, s.B, s.wc.C, s.wc.T, s.wc.H, s.wc.W);
         if (!rc && vopt->vae) rc = videos_from_latents(&vo, s.hx, s.B, out);
+        if (!rc && !vopt->vae) rc = world_clip_outputs(out, s.hx, s.B, &s.wc, prompt, world_fps);
     }
     if (vopt->vae) video_out_free(&vo);
     if (s.samples) printf("%s M %d%s: effective NFE %.3f; DiT time %.2f ms per sample on this device (batch %d)\n", mode, M,
@@ -232,7 +259,7 @@ int main(int argc, char** argv) {
     const char* student = NULL; const char* prompts = NULL; const char* extended = NULL; const char* info = NULL;
     int M = 2, N = 2, H = 2;
     const char* decode = NULL;
-    VideoOutOpts vopt = {NULL, 0, 16};
+    VideoOutOpts vopt = {NULL, 0, 0};
     Flag flags[] = {
         FLAG_STR("--mode", &mode, "teacher; tmd, dmd2v: the distilled students"),
         FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
@@ -261,10 +288,12 @@ int main(int argc, char** argv) {
         FLAG_STR("--vae", &vopt.vae, "the Wan2.1 VAE (.safetensors): decode every sample on the GPU to NAME.mp4 (NAME-b.mp4 in a batch; "
                  "{prompt}-{i}.mp4 with --prompts) through ffmpeg"),
         FLAG_SWITCH("--vae-raw", &vopt.raw, "the latents are the VAE's own (diffusers' decode input), not the DiT's normalized ones"),
-        FLAG_INT_R("--fps", &vopt.fps, 1, 240, "frames per second of the mp4 (Wan2.1 makes 16)"),
+        FLAG_INT_R("--fps", &vopt.fps, 0, 240, "frames per second of the mp4 (0: 16 for --vae videos as Wan2.1 makes them, 4 for the built-in world's clips)"),
         FLAG_STR("--decode", &decode, "instead of sampling: decode these latents (.npy [B, C, T, h, w] or [C, T, h, w]) with --vae to mp4 beside --out"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./sample_tmd [flags]");
+    int world_fps = vopt.fps ? vopt.fps : 4;
+    if (!vopt.fps) vopt.fps = 16;
     if (rc) return rc == 1 ? 0 : 2;
     if (strcmp(mode, "teacher") && strcmp(mode, "tmd") && strcmp(mode, "dmd2v")) { fprintf(stderr, "error: --mode '%s': expected teacher, tmd or dmd2v\n", mode); return 2; }
     if (strcmp(solver, "unipc") && strcmp(solver, "euler")) { fprintf(stderr, "error: --solver '%s': expected unipc or euler\n", solver); return 2; }
@@ -274,7 +303,7 @@ int main(int argc, char** argv) {
     rc = wan_gpu_program_model("sample_tmd", &c, &params, preset, weights, heads);
     if (rc) return rc;
     if (strcmp(mode, "teacher")) {
-        rc = sample_students(mode, &c, params, student, prompt, batch, M, N, H, seed, out, prompts, extended, info, &vopt);
+        rc = sample_students(mode, &c, params, student, prompt, batch, M, N, H, seed, out, prompts, extended, info, &vopt, world_fps);
         free(params); return rc;
     }
     if (bench > 0) return bench_forward(&c, params, batch, lat_t, lat_h, lat_w, bench, (uint64_t)seed);
@@ -316,6 +345,7 @@ int main(int argc, char** argv) {
     if (npy_write(out, x, 5, shape, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
     printf("wrote %s [%d, %d, %d, %d, %d] (%d model evaluations)\n", out, batch, wc.C, wc.T, wc.H, wc.W, nfe);
     if (vopt.vae) { rc = videos_from_latents(&vo, x, batch, out); video_out_free(&vo); if (rc) return rc; }
+    else if (world_clip_outputs(out, x, batch, &wc, prompt, world_fps)) return 1;
     wan_gpu_act_free(&a); wan_gpu_model_free(&m); gemm_free();
     cudaCheck(cudaFree(d_cond)); cudaCheck(cudaFree(d_uncond)); cudaCheck(cudaFree(d_x));
     free(hc); free(hu); free(x); free(stage);

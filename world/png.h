@@ -166,7 +166,7 @@ static inline void png_chunk(FILE* f, const char* type, const unsigned char* dat
 // absolute residuals. Returns 0, or 1 with the reason in err.
 static inline int png_write(const char* path, const unsigned char* rgb, int w, int h, char* err) {
     if (w <= 0 || h <= 0 || (size_t)w * h > (size_t)1 << 28) {
-        snprintf(err, PNG_ERRLEN, "%s: cannot write a %d x %d image", path, w, h);
+        snprintf(err, PNG_ERRLEN, "%.400s: cannot write a %d x %d image", path, w, h);
         return 1;
     }
     size_t stride = (size_t)w * 3, raw_n = (stride + 1) * (size_t)h;
@@ -196,7 +196,7 @@ static inline int png_write(const char* path, const unsigned char* rgb, int w, i
     free(raw);
     FILE* f = fopen(path, "wb");
     if (!f) {
-        snprintf(err, PNG_ERRLEN, "%s: cannot open for writing (does the directory exist?)", path);
+        snprintf(err, PNG_ERRLEN, "%.400s: cannot open for writing (does the directory exist?)", path);
         free(z);
         return 1;
     }
@@ -222,7 +222,7 @@ static inline int png_write(const char* path, const unsigned char* rgb, int w, i
     if (fclose(f) != 0) bad = 1;
     free(z);
     if (bad) {
-        snprintf(err, PNG_ERRLEN, "%s: write failed (disk full?)", path);
+        snprintf(err, PNG_ERRLEN, "%.400s: write failed (disk full?)", path);
         return 1;
     }
     return 0;
@@ -362,7 +362,7 @@ static inline unsigned char* png_contact_sheet(const float* clips, int n, int T,
 static inline int png_write_sheet(const char* path, const float* clips, int n, int T, int H, int W,
                                   const char* const* captions, int scale, char* err) {
     if (n <= 0) {
-        snprintf(err, PNG_ERRLEN, "%s: no clips to draw", path);
+        snprintf(err, PNG_ERRLEN, "%.400s: no clips to draw", path);
         return 1;
     }
     int w, h;
@@ -383,7 +383,7 @@ static inline int png_have_ffmpeg(void) { return mp4_have_ffmpeg(); }
 static inline int png_write_mp4(const char* path, const float* clips, int n, int T, int H, int W,
                                 const char* const* captions, int fps, char* err) {
     if (n <= 0) {
-        snprintf(err, PNG_ERRLEN, "%s: no clips to write", path);
+        snprintf(err, PNG_ERRLEN, "%.400s: no clips to write", path);
         return 1;
     }
     int scale = (128 + H - 1) / H, fw = W * scale, fh = H * scale, gap = 6, cols = n < 4 ? n : 4;
