@@ -19,6 +19,7 @@
 #include "../world/world.h"             // the training captions
 
 #define KD_STREAM 4                     // the KD pairs' streams: (seed, 4) next to the stages' 0 .. 3 (train_tmd.cu)
+#define KD_PAIR_CHUNK 16                // pairs the teacher samples at a time (the evaluation's batch)
 
 // the pairs on the host: noise, the teacher's sample from it, the caption (zero-padded to text_len rows)
 typedef struct {
@@ -120,12 +121,12 @@ static int kd_pairs_get(KdPairs* kp, const char* path, const WanGpuModel* T, con
         char why[ST_ERRLEN];
         // the settings first: a cache of another size then says which setting differs, not which buffer
         StFile sf;
-        if (st_open(&sf, path, why)) { kd_pairs_free(kp); snprintf(err, ST_ERRLEN, "KD pairs cache: %s (delete it to make the pairs again)", why); return -1; }
+        if (st_open(&sf, path, why)) { kd_pairs_free(kp); snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s (delete it to make the pairs again)", why); return -1; }
         for (int k = 0; k < sf.n_meta && k < TS_MAX_META; k++) ts_meta_set(&have, sf.meta_keys[k], sf.meta_vals[k]);
         st_close(&sf);
         if (ts_check_settings(&have, &want, path, why) || ts_load(path, b, 3, &have, why)) {
             kd_pairs_free(kp);
-            snprintf(err, ST_ERRLEN, "KD pairs cache: %.900s. The pairs must come from this teacher with this run's --kd-pairs, "
+            snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s. The pairs must come from this teacher with this run's --kd-pairs, "
                      "--teacher-eval-steps, --cfg-eval, --shift-eval and --seed: delete the file (or give another --kd-cache) to make them again", why);
             return -1;
         }
