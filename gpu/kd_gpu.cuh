@@ -78,7 +78,7 @@ static int kd_pairs_make(KdPairs* kp, const WanGpuModel* T, const WorldConfig* w
     cudaCheck(cudaFree(z));
     // the teacher's sample from each noise: UniPC with CFG against the empty caption, every chunk stepped together
     WanGpuAct a;
-    if (wan_gpu_act_init(&a, c, chunk, wc->C, wc->T, wc->H, wc->W, 0, err)) return -1;
+    if (wan_gpu_act_init(&a, c, chunk, wc->C, wc->T, wc->H, wc->W, 0, err)) { kd_pairs_free(kp); return -1; }
     size_t nx = numel * chunk;
     float *xd, *cd, *cu;
     cudaCheck(cudaMalloc(&xd, sizeof(float) * nx)); cudaCheck(cudaMalloc(&cd, sizeof(float) * nctx * chunk)); cudaCheck(cudaMalloc(&cu, sizeof(float) * nctx * chunk));
