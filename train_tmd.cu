@@ -1,5 +1,5 @@
 // train_tmd.cu: training on the GPU. With no arguments, the whole distillation of the built-in world on one GPU
-// (train_tmd_pipeline: teacher, Stage 1, Stage 2, the DMD2-v baseline, then the Table-1-style evaluation of
+// (train_tmd_pipeline: teacher, Stage 1, Stage 2, the KD-warmed DMD2-v baseline, then the Table-1-style evaluation of
 // gpu/eval_gpu.cuh), each stage checkpointed in --run-dir and skipped or resumed on a rerun. One stage (--stage):
 //   teacher   the teacher's flow matching on the built-in world (this file + gpu/teacher_gpu.cuh; the CPU oracle is
 //             cpu/teacher_cpu.h): σ = shift_γ(u), condition dropout 0.1 to the empty caption, x_σ = (1 − σ)·x + σ·x1,
@@ -8,8 +8,13 @@
 //   stage2    TMD Stage 2, DMD2-v with flow-head rollout         } gpu/distill_gpu.cuh; train_tmd_distill below
 //             (with --gan-weight > 0, Stage 2 and the baseline also train the Conv3D discriminator heads of
 //             gpu/disc_gpu.cuh on the frozen teacher's features: the GAN terms of cpu/distill_run.h distill_stage2)
-//   baseline  the DMD2-v baseline: the same Stage 2 loop with a plain Wan student started from the teacher (its KD
-//             warm-up for one-step students is not on the GPU yet: the table's M = 1 row says "no KD yet")
+//   kd        the KD warm-up of a one-step student (paper Table 4; this file's train_tmd_kd + gpu/kd_gpu.cuh; the CPU
+//             oracle is cpu/distill_run.h distill_kd): teacher ODE pairs (Philox noise, the teacher's UniPC CFG sample,
+//             a training caption) made once and cached, then mean (g_θ(z, T_MAX) − x_teacher)² with AdamW; the
+//             baseline's plain Wan student from the teacher, or with --kd-tmd 1 the TMD student from --student
+//   baseline  the DMD2-v baseline: the same Stage 2 loop with a plain Wan student started from its KD warm-up (--student;
+//             without it, from the teacher). The pipeline trains one baseline student at M and samples it at
+//             M' = 1..M, so it KD-warms that student at one step for the M = 1 row (--kd-steps 0: no warm-up)
 // The model comes from --preset (random init, official init_weights) or --weights (a checkpoint: official Wan2.1 or
 // diffusers names); the trained teacher is written with wan.h's writer (F32, config in __metadata__).
 #include <time.h>
@@ -25,6 +30,7 @@
 #include "gpu/distill_plan.h"       // the memory plan of a step, printed and checked before allocating
 #include "gpu/eval_gpu.cuh"         // the pipeline's table: every row sampled on the GPU, scored by the toy VBench
 #include "gpu/train_data.h"         // (x, c) ~ p_data: the built-in world or a latent dataset (--data); Table 7's defaults
+#include "gpu/kd_gpu.cuh"           // the KD warm-up: teacher ODE pairs (made once, cached) and the KD step
 #include <sys/stat.h>               // mkdir: the run directory
 
 static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
@@ -101,11 +107,13 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     uint64_t rank_salt = (uint64_t)dp.rank * 0x9E3779B97F4A7C15ull;
     uint64_t step = 0, s_steps = 0, f_steps = 0, d_steps = 0, rng_seed = (uint64_t)o->seed * 31 + stage_id + rank_salt, rng_counter = 0;
     uint64_t philox_seed = (uint64_t)o->seed * 1000003 + stage_id + rank_salt, philox_offset = 0, data = 0;
-    if (stage2 && !baseline && !o->resume) {   // the Stage 1 student
+    if (stage2 && !o->resume && (!baseline || o->student)) {   // the Stage 1 (or KD-warmed) student; the baseline's KD-warmed one
         if (!o->student) { fprintf(stderr, "error: --stage stage2 needs --student FILE (the checkpoint ./train_tmd --stage stage1 wrote)\n"); return 2; }
         TsMeta m1; TsBuffer b1[1] = {{"student.params", hs, ns}};
         if (ts_load(o->student, b1, 1, &m1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-        printf("student from %s (Stage 1, step %s)\n", o->student, ts_meta_get(&m1, "step") ? ts_meta_get(&m1, "step") : "?");
+        const char* from = ts_meta_get(&m1, "stage");
+        printf("student from %s (%s, step %s)\n", o->student, from && !strncmp(from, "kd", 2) ? "KD warm-up" : "Stage 1",
+               ts_meta_get(&m1, "step") ? ts_meta_get(&m1, "step") : "?");
     }
     if (o->resume) {
         TsMeta have;
@@ -178,7 +186,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (!stage2) tmmf_gpu_work_init(&tw, &sc, B, td.T, td.H, td.W);
     else { gen_gpu_init(&G, !baseline, &sc, B, td.T, td.H, td.W, o->N, tcf.gamma_inner); G.S = &S; G.P = &Pm; dmd_gpu_work_init(&dw, c, B, td.T, td.H, td.W);
            if (gan) dmd_gpu_work_attach_disc(&dw, &D, &T.w); }
-    printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g%s\n", baseline ? "DMD2-v baseline (no KD)" : stage2 ? "Stage 2 DMD2-v" : "Stage 1 TM-MF",
+    printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g%s\n", baseline ? (o->student ? "DMD2-v baseline (KD-warmed)" : "DMD2-v baseline (no KD)") : stage2 ? "Stage 2 DMD2-v" : "Stage 1 TM-MF",
            o->steps, B, o->M, o->N, o->H, effective_nfe(o->M, o->N, o->H, c->num_layers), o->lr, o->wd, stage2 ? ", student every update_every-th iteration" : "");
     if (stage2 && gan) printf("GAN terms: weight %g, discriminator width %d, lr %g (AdamW 0.9, 0.99, wd 0.01, no clipping)\n", o->gan_weight, o->disc_width, o->disc_lr);
     else if (stage2) printf("GAN terms: off (--gan-weight 0)\n");
@@ -277,6 +285,130 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// the KD warm-up of a one-step student (paper Table 4 and App. A.3: the one-step DMD2-v baseline starts from knowledge
+// distillation on teacher ODE pairs; --kd-tmd warms the TMD student too): the pairs are made once by the GPU teacher
+// and cached (gpu/kd_gpu.cuh), then x̂ = g_θ(z, T_MAX) is regressed onto the teacher's sample, loss mean (x̂ − x_teacher)²,
+// AdamW as the other stages with the student's clipping (cpu/distill_run.h distill_kd, its oracle kd_sample)
+typedef struct {
+    const char* out; const char* resume; const char* student; const char* pairs_path;
+    int tmd;                              // 0: the baseline's plain Wan student (from the teacher); 1: the TMD student (from --student)
+    int steps, batch, pairs, seed, log_every, save_every, N, H;
+    double lr, wd, clip;
+    int sampler_steps; double cfg, shift; // the pairs' teacher sampler (UniPC): the evaluation's settings, as the CPU's
+} KdRun;
+
+static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
+    char err[ST_ERRLEN];
+    WorldConfig wc;
+    if (teacher_gpu_world_for(&wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    StudentConfig sc; sc.wan = *c; sc.head_blocks = o->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
+    if (o->tmd && (o->H < 1 || o->H >= c->num_layers)) { fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1); return 2; }
+    if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --kd-batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
+    if (dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1) > 1) { fprintf(stderr, "error: the KD warm-up runs on one GPU (it is not data-parallel); run it without mpirun\n"); return 2; }
+    size_t nw = wan_num_params(c), ns = o->tmd ? student_num_params(&sc) : nw, numel = world_clip_numel(&wc), nctx = (size_t)wc.text_len * wc.text_dim;
+    int B = o->batch;
+    const char* stage = o->tmd ? "kd-tmd" : "kd";
+    float* hs = (float*)malloc(sizeof(float) * ns); float* hm = (float*)calloc(ns, sizeof(float)); float* hv = (float*)calloc(ns, sizeof(float));
+    if (!o->tmd) memcpy(hs, teacher, sizeof(float) * nw);   // the baseline's student starts as the teacher
+    else if (!o->resume) {                                   // the TMD student: Stage 1's
+        if (!o->student) { fprintf(stderr, "error: the KD warm-up of the TMD student (--kd-tmd 1) needs --student FILE (the checkpoint ./train_tmd --stage stage1 wrote)\n"); return 2; }
+        TsMeta m1; TsBuffer b1[1] = {{"student.params", hs, ns}};
+        if (ts_load(o->student, b1, 1, &m1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        printf("student from %s (Stage 1, step %s)\n", o->student, ts_meta_get(&m1, "step") ? ts_meta_get(&m1, "step") : "?");
+    }
+    TsMeta want; memset(&want, 0, sizeof(want));
+    ts_meta_set(&want, "stage", stage); ts_meta_set(&want, "config", c->name); ts_meta_u64(&want, "batch", B); ts_meta_u64(&want, "kd_pairs", o->pairs);
+    if (o->tmd) { ts_meta_u64(&want, "N", o->N); ts_meta_u64(&want, "head_blocks", o->H); }
+    TsBuffer bufs[3] = {{"student.params", hs, ns}, {"student.adam_m", hm, ns}, {"student.adam_v", hv, ns}};
+    uint64_t step = 0, s_steps = 0, philox_seed = (uint64_t)o->seed * 1000003 + KD_STREAM + 1 + o->tmd, philox_offset = 0;
+    if (o->resume) {
+        TsMeta have;
+        if (ts_load(o->resume, bufs, 3, &have, err) || ts_check_settings(&have, &want, o->resume, err) ||
+            ts_meta_get_u64(&have, "step", &step, o->resume, err) || ts_meta_get_u64(&have, "student_steps", &s_steps, o->resume, err) ||
+            ts_meta_get_u64(&have, "philox_seed", &philox_seed, o->resume, err) || ts_meta_get_u64(&have, "philox_offset", &philox_offset, o->resume, err)) {
+            fprintf(stderr, "error: %s\n", err); return 2;
+        }
+        printf("resumed %s at step %llu\n", o->resume, (unsigned long long)step);
+    }
+    {   // the memory plan of a KD step (the teacher that makes the pairs comes and goes before it), refused when it cannot fit
+        PlanInput pin; memset(&pin, 0, sizeof(pin));
+        pin.wan = *c; pin.T = wc.T; pin.Hl = wc.H; pin.Wl = wc.W; pin.batch = B; pin.N = o->N; pin.H = o->H;
+        pin.student_extra = ns - nw; pin.kd_pairs = o->pairs; pin.naive_attention = !wan_gpu_use_flash(c);
+#ifdef ENABLE_FP32
+        pin.fp32 = 1;
+#endif
+        MemPlan plan; distill_plan(&plan, &pin, 3);
+        char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s (upper estimate)", stage, c->name, B, FLOATX_NAME);
+        plan_print(&plan, title, stdout);
+        size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        if (plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
+    }
+    gemm_init();
+    // the teacher ODE pairs: read from the cache, or made by the frozen teacher (on the device only for that) and cached
+    KdPairs kp;
+    {
+        WanGpuModel T; wan_gpu_model_init(&T, c, teacher, 0, "teacher");
+        KdPairSettings ps = {o->pairs, o->sampler_steps, o->cfg, o->shift, (uint64_t)o->seed};
+        int rc = kd_pairs_get(&kp, o->pairs_path, &T, teacher, &wc, &ps, KD_PAIR_CHUNK, err);
+        wan_gpu_model_free(&T);
+        if (rc) { fprintf(stderr, "error: %s\n", err); return 2; }
+    }
+    TmdGpuStudent S; WanGpuModel Pm; memset(&S, 0, sizeof(S)); memset(&Pm, 0, sizeof(Pm));
+    struct { float *params, *grads, *opt_m, *opt_v; floatX* params_x; long* step; } V;
+    if (!o->tmd) { wan_gpu_model_init(&Pm, c, hs, 1, "DMD2-v student"); V.params = Pm.params; V.params_x = Pm.params_x; V.grads = Pm.grads; V.opt_m = Pm.opt_m; V.opt_v = Pm.opt_v; V.step = &Pm.step; }
+    else { tmd_gpu_student_init(&S, &sc, hs); V.params = S.params; V.params_x = S.params_x; V.grads = S.grads; V.opt_m = S.opt_m; V.opt_v = S.opt_v; V.step = &S.step; }
+    cudaCheck(cudaMemcpy(V.opt_m, hm, sizeof(float) * ns, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(V.opt_v, hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
+    *V.step = (long)s_steps;
+    GenGpu G; gen_gpu_init(&G, o->tmd, &sc, B, wc.T, wc.H, wc.W, o->N, tmmf_defaults().gamma_inner); G.S = &S; G.P = &Pm;
+    KdGpuWork w; kd_gpu_work_init(&w, &kp, B, numel, nctx); kd_pairs_free(&kp);
+    float* y1 = NULL; double* scratch;
+    if (o->tmd) cudaCheck(cudaMalloc(&y1, sizeof(float) * numel * B));
+    cudaCheck(cudaMalloc(&scratch, sizeof(double) * (ADAMW_NORM_BLOCKS + 1)));
+    printf("KD warm-up of the %s: %d steps, batch %d, %d teacher pairs, lr %g, wd %g, clip %g: x_hat = g(z, t = %.3f) regressed onto the teacher's sample\n",
+           o->tmd ? "one-step TMD student" : "DMD2-v baseline's student", o->steps, B, o->pairs, o->lr, o->wd, o->clip, T_MAX);
+    cudaStream_t s0 = 0;
+    double t0 = now_s(), acc = 0, gn = 0, first = NAN, last = NAN; int na = 0; long skipped = 0;
+    while (step < (uint64_t)o->steps) {
+        kd_gpu_batch(&w, step, s0);                                                         // pairs (step·B + b) mod P
+        if (o->tmd) { normal_fill(y1, numel * B, philox_seed, philox_offset, 0.f, 1.f, s0); philox_offset += numel * B; }   // inner noise
+        cudaCheck(cudaMemsetAsync(V.grads, 0, sizeof(float) * ns, s0));
+        KdGpuStats st = kd_gpu_step(&G, &w, w.zb, w.tb, y1, w.cb, 1.0 / B);                 // ∇ mean_b mean (g_θ(z_b) − x_teacher,b)²
+        if (!st.finite) { skipped++; fprintf(stderr, "KD step %llu skipped: non-finite loss\n", (unsigned long long)step + 1); }
+        else {
+            ++*V.step;
+            tmd_adamw_(V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip, *V.step, 1.0, scratch, &gn, s0);
+            for (int b = 0; b < B; b++) acc += st.mse[b] / B;
+            na++;
+        }
+        step++;
+        if (step % (uint64_t)o->log_every == 0 || step == (uint64_t)o->steps) {
+            cudaCheck(cudaDeviceSynchronize());
+            double el = now_s() - t0, per = el / (double)o->log_every;
+            last = na ? acc / na : NAN; if (isnan(first)) first = last;
+            printf("KD step %6llu/%d  mse %.4f  grad norm %.3f  %.1f ms/step  ETA %.0f s  skipped %ld\n", (unsigned long long)step, o->steps, last, gn,
+                   1e3 * per, per * (double)(o->steps - (int)step), skipped);
+            acc = 0; na = 0; t0 = now_s();
+        }
+        if ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps) {
+            cudaCheck(cudaMemcpy(hs, V.params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(hm, V.opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hv, V.opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+            TsMeta meta = want;
+            ts_meta_u64(&meta, "step", step); ts_meta_u64(&meta, "student_steps", (uint64_t)*V.step);
+            ts_meta_u64(&meta, "philox_seed", philox_seed); ts_meta_u64(&meta, "philox_offset", philox_offset);
+            if (ts_save(o->out, bufs, 3, &meta, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+            printf("wrote %s (step %llu)\n", o->out, (unsigned long long)step);
+        }
+    }
+    kd_gpu_work_free(&w); gen_gpu_free(&G);
+    if (o->tmd) tmd_gpu_student_free(&S); else wan_gpu_model_free(&Pm);
+    if (y1) cudaCheck(cudaFree(y1));
+    cudaCheck(cudaFree(scratch)); gemm_free();
+    free(hs); free(hm); free(hv);
+    printf("%s: done, %llu steps, %ld skipped; mse %.4f in the first logged interval, %.4f in the last\n", stage, (unsigned long long)step, skipped, first, last);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // the teacher: flow matching on the built-in world. params [wan_num_params(c)] host: the start (NULL: official
 // init_weights from seed), overwritten with the trained teacher, which is also written to `out`
 typedef struct { int steps, batch, seed, log_every, save_every, warmup; double lr, wd, max_grad_norm, p_drop, shift; const char* out; } TeacherRun;
@@ -336,6 +468,7 @@ typedef struct {
     const char* run_dir; const char* sheet;
     TeacherRun teacher; int have_teacher;      // have_teacher: --weights gave it, no teacher stage
     TmdRun stage1, stage2, baseline;           // stage, steps and settings; out/student/resume filled in here
+    KdRun kd; int kd_tmd;                      // the KD warm-up (kd.steps 0: none); kd_tmd: also the TMD student's
     int eval_n, eval_steps; double cfg_eval, shift_eval; int seed;
 } Pipeline;
 
@@ -352,6 +485,18 @@ static int pipeline_stage(const TmdRun* base, const Pipeline* p, const WanConfig
     TmdRun r = *base; r.out = path; r.student = student; r.resume = have ? path : NULL;
     printf("\n== %s: %d steps -> %s%s\n", r.stage, r.steps, path, have ? " (resuming)" : "");
     return train_tmd_distill(&r, c, teacher);
+}
+
+// the KD warm-up of the baseline's student (tmd 0) or of the TMD student from `student` (tmd 1), like pipeline_stage
+static int pipeline_kd(const Pipeline* p, const WanConfig* c, float* teacher, int tmd, const char* student, const char* path) {
+    char err[ST_ERRLEN]; uint64_t done = 0;
+    const char* name = tmd ? "kd-tmd" : "kd";
+    int act = ts_stage_action(path, (uint64_t)p->kd.steps, &done, err);
+    if (act == TS_BAD) { fprintf(stderr, "error: %s (delete it to restart the stage)\n", err); return 2; }
+    if (act == TS_DONE) { printf("\n== %s: %s is complete (step %llu), skipped\n", name, path, (unsigned long long)done); return 0; }
+    KdRun r = p->kd; r.tmd = tmd; r.out = path; r.student = student; r.resume = act == TS_RESUME ? path : NULL;
+    printf("\n== %s: KD warm-up, %d steps -> %s%s\n", name, r.steps, path, r.resume ? " (resuming)" : "");
+    return train_tmd_kd(&r, c, teacher);
 }
 
 // the students' parameters from a stage checkpoint into a fresh host buffer (NULL with a message)
@@ -394,12 +539,12 @@ static int pipeline_evaluate(const Pipeline* p, const WanConfig* c, float* teach
         }
         rollout_gpu_free(&ro); tmd_gpu_student_free(&S);
     }
-    // the DMD2-v baseline at every M' = 1..M (one student trained at M; no KD warm-up on the GPU yet)
+    // the DMD2-v baseline at every M' = 1..M (one student trained at M, KD-warmed at one step unless --kd-steps 0)
     run_path(path, sizeof(path), p, "baseline.safetensors");
     float* hb = load_student(path, nw); if (!hb) return 2;
     WanGpuModel P; wan_gpu_model_init(&P, c, hb, 0, "DMD2-v student"); free(hb);
     for (int M = 1; M <= p->baseline.M; M++) {
-        snprintf(nm, sizeof(nm), M == 1 ? "DMD2-v M%d (no KD yet)" : "DMD2-v M%d", M);   // the paper KD-warms M = 1 only
+        snprintf(nm, sizeof(nm), M == 1 && p->kd.steps == 0 ? "DMD2-v M%d (no KD)" : "DMD2-v M%d", M);
         eval_gpu_student_row(&e, &rows[nr], nr, nm, NULL, NULL, &P, M, (double)M); nr++;
     }
     wan_gpu_model_free(&P);
@@ -434,8 +579,14 @@ static int train_tmd_pipeline(Pipeline* p, const WanConfig* c, real* teacher) {
     }
     int rc = pipeline_stage(&p->stage1, p, c, teacher, NULL);                      // 2. Stage 1, TM-MF
     run_path(path, sizeof(path), p, "stage1.safetensors");
-    if (!rc) rc = pipeline_stage(&p->stage2, p, c, teacher, path);                  // 3. Stage 2, DMD2-v for TMD
-    if (!rc) rc = pipeline_stage(&p->baseline, p, c, teacher, NULL);               // 4. the DMD2-v baseline
+    char kd_path[1024]; run_path(kd_path, sizeof(kd_path), p, "kd_tmd.safetensors");
+    int kd_on = p->kd.steps > 0 && !p->stage1.data;   // the KD pairs are the built-in world's (captions, teacher samples)
+    int kd_tmd = p->kd_tmd && kd_on;
+    if (!rc && kd_tmd) rc = pipeline_kd(p, c, teacher, 1, path, kd_path);          //    (--kd-tmd: KD-warm the TMD student)
+    if (!rc) rc = pipeline_stage(&p->stage2, p, c, teacher, kd_tmd ? kd_path : path); // 3. Stage 2, DMD2-v for TMD
+    run_path(kd_path, sizeof(kd_path), p, "kd.safetensors");
+    if (!rc && kd_on) rc = pipeline_kd(p, c, teacher, 0, NULL, kd_path);           // 4. the DMD2-v baseline: KD warm-up at one step,
+    if (!rc) rc = pipeline_stage(&p->baseline, p, c, teacher, kd_on ? kd_path : NULL);   // then DMD2-v
     if (!rc && !p->stage1.data) rc = pipeline_evaluate(p, c, teacher);             // 5. the table (the built-in world's scorer)
     if (!rc) printf("\npipeline done in %.0f s (run directory %s)\n", now_s() - t0, p->run_dir);
     return rc;
@@ -457,8 +608,11 @@ int main(int argc, char** argv) {
     pl.run_dir = "run"; pl.sheet = NULL; pl.eval_n = 16; pl.eval_steps = 16; pl.cfg_eval = 2; pl.shift_eval = 3;
     int teacher_steps = 3000, tmmf_steps = 1000, dmd_iters = 1500, tmmf_batch = 8, dmd_batch = 4;
     double tmmf_lr = 3e-4, student_lr = 1e-4, fake_lr = 1e-4;
+    // the KD warm-up: cpu/distill_run.h's 128 pairs, 200 steps, batch 4; its lr 7e-4 goes with the tiny world's teacher lr
+    // 3e-3, this world's teacher trains at 3e-4, so KD takes Stage 1's 3e-4 (the other regression stage; UNMEASURED)
+    int kd_pairs = 128, kd_steps = 200, kd_batch = 4, kd_tmd = 0; double kd_lr = 3e-4; const char* kd_cache = NULL;
     Flag flags[] = {
-        FLAG_STR("--stage", &stage, "run one stage only: teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; baseline: DMD2-v. Without it: the whole pipeline"),
+        FLAG_STR("--stage", &stage, "run one stage only: teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; kd: the KD warm-up of a one-step student; baseline: DMD2-v. Without it: the whole pipeline"),
         FLAG_STR("--run-dir", &pl.run_dir, "pipeline: the directory of every stage's checkpoint (a rerun continues where the last one stopped)"),
         FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
         FLAG_STR("--data", &tr.data, "a latent dataset (./test_tmd pack; world/README.md): Stage 1, Stage 2 and the baseline train on its latents and contexts, CFG uses its negative prompt; needs --weights (the teacher), no table; a Wan2.1 1.3B/14B teacher gets the paper's Table 7 defaults"),
@@ -476,8 +630,8 @@ int main(int argc, char** argv) {
         FLAG_INT("--log-every", &log_every, "print the mean loss every N steps"),
         FLAG_INT("--save-every", &save_every, "also write the checkpoint every N steps (-1: single stage 0, only at the end; pipeline Stage 1/2/baseline 100)"),
         FLAG_STR("--out", &out, "single stage: where its checkpoint is written (default teacher.safetensors, stage1.safetensors, ...)"),
-        FLAG_STR("--student", &tr.student, "--stage stage2: the Stage 1 checkpoint the student starts from"),
-        FLAG_STR("--resume", &tr.resume, "--stage stage1/stage2/baseline: continue the run of this checkpoint (same settings; bit-identical to no interruption). The pipeline resumes by itself"),
+        FLAG_STR("--student", &tr.student, "--stage stage2 (and kd with --kd-tmd 1): the Stage 1 checkpoint the student starts from; --stage baseline: the KD checkpoint (none: the teacher)"),
+        FLAG_STR("--resume", &tr.resume, "--stage stage1/stage2/kd/baseline: continue the run of this checkpoint (same settings; bit-identical to no interruption). The pipeline resumes by itself"),
         FLAG_INT("--M", &tr.M, "TMD and DMD2-v: outer steps the students are trained for (the table samples M' = 1..M)"),
         FLAG_INT("--N", &tr.N, "TMD: inner (flow-head) steps"),
         FLAG_INT("--head-blocks", &tr.H, "TMD: H, the DiT blocks of the flow head"),
@@ -494,16 +648,25 @@ int main(int argc, char** argv) {
         FLAG_INT("--dmd-batch", &dmd_batch, "pipeline: Stage 2 and baseline batch"),
         FLAG_DOUBLE("--student-lr", &student_lr, "pipeline: Stage 2 and baseline student learning rate"),
         FLAG_DOUBLE("--fake-lr", &fake_lr, "pipeline: the fake score's learning rate"),
+        FLAG_INT_R("--kd-steps", &kd_steps, 0, INT_MAX, "KD warm-up steps (pipeline: before the baseline's DMD2-v, 0: none; --stage kd: its steps)"),
+        FLAG_INT_R("--kd-pairs", &kd_pairs, 1, INT_MAX, "KD warm-up: teacher ODE pairs (noise, the teacher's UniPC sample with --teacher-eval-steps, --cfg-eval, --shift-eval, a training caption)"),
+        FLAG_INT_R("--kd-batch", &kd_batch, 1, TMD_MAX_BATCH, "KD warm-up: pairs per step"),
+        FLAG_DOUBLE_R("--kd-lr", &kd_lr, 0, 1, "KD warm-up: AdamW learning rate (betas 0.9, 0.99, --wd, the student's clipping)"),
+        FLAG_BOOL("--kd-tmd", &kd_tmd, "KD: also KD-warm the TMD student after Stage 1 (pipeline); --stage kd: warm the TMD student of --student instead of the baseline's"),
+        FLAG_STR("--kd-cache", &kd_cache, "KD: the teacher pairs' file, made once and reused when its settings match (default RUN_DIR/kd_pairs.safetensors; --stage kd: kd_pairs.safetensors)"),
         FLAG_INT("--eval-n", &pl.eval_n, "pipeline: captions sampled and scored per table row (3 .. 64)"),
-        FLAG_INT("--teacher-eval-steps", &pl.eval_steps, "pipeline: steps of the teacher's reference row (UniPC)"),
-        FLAG_DOUBLE("--cfg-eval", &pl.cfg_eval, "pipeline: the teacher's guidance when sampling"),
-        FLAG_DOUBLE("--shift-eval", &pl.shift_eval, "pipeline: the teacher sampler's shift"),
+        FLAG_INT("--teacher-eval-steps", &pl.eval_steps, "pipeline: steps of the teacher's reference row (UniPC); also the KD pairs' sampler"),
+        FLAG_DOUBLE("--cfg-eval", &pl.cfg_eval, "pipeline: the teacher's guidance when sampling; also the KD pairs'"),
+        FLAG_DOUBLE("--shift-eval", &pl.shift_eval, "pipeline: the teacher sampler's shift; also the KD pairs'"),
         FLAG_STR("--sheet", &pl.sheet, "pipeline: the contact sheet PNG (none: RUN_DIR/table.png)"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./train_tmd [flags]   (no flags: the whole distillation of the built-in world)");
     if (rc) return rc == 1 ? 0 : 2;
-    if (stage && strcmp(stage, "teacher") && strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "baseline")) {
-        fprintf(stderr, "error: --stage '%s': expected teacher, stage1, stage2 or baseline (or no --stage: the whole pipeline)\n", stage); return 2;
+    if (stage && strcmp(stage, "teacher") && strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "kd") && strcmp(stage, "baseline")) {
+        fprintf(stderr, "error: --stage '%s': expected teacher, stage1, stage2, kd or baseline (or no --stage: the whole pipeline)\n", stage); return 2;
+    }
+    if (stage && !strcmp(stage, "kd") && (steps >= 0 || lr >= 0 || kd_steps < 1)) {
+        fprintf(stderr, "error: --stage kd takes --kd-steps >= 1, --kd-batch and --kd-lr (found --steps %d, --lr %g, --kd-steps %d)\n", steps, lr, kd_steps); return 2;
     }
     if (steps < -1 || batch < 1 || log_every < 1 || save_every < -1 || warmup < 0 || teacher_steps < 0 || tmmf_steps < 0 || dmd_iters < 0 ||
         tmmf_batch < 1 || dmd_batch < 1 || tr.M < 1 || tr.N < 1 || tr.update_every < 1) {
@@ -522,6 +685,10 @@ int main(int argc, char** argv) {
     if (!stage && (steps >= 0 || out || tr.student || tr.resume)) {
         fprintf(stderr, "error: --steps, --out, --student and --resume are for one --stage; the pipeline takes --teacher-steps, --tmmf-steps, "
                         "--dmd-iters and resumes from --run-dir by itself\n"); return 2;
+    }
+    if (tr.data && stage && !strcmp(stage, "kd")) {
+        fprintf(stderr, "error: --stage kd with --data: the KD warm-up's teacher pairs come from the built-in world's captions; pairs "
+                        "from a latent dataset's contexts are not implemented yet (train the baseline without KD: --stage baseline)\n"); return 2;
     }
     if (tr.data) {   // a real teacher distilled from a latent dataset: no teacher stage; Table 7 for the flags not given
         char err[ST_ERRLEN]; WanConfig pc; Table7 t7;
@@ -550,7 +717,7 @@ int main(int argc, char** argv) {
     if (lr < 0) lr = 3e-4;
     if (steps < 0) steps = 1000;
     TeacherRun tch = {steps, batch, seed, log_every, save_every < 0 ? 0 : save_every, warmup, lr, wd, max_grad_norm, p_drop, shift, out ? out : "teacher.safetensors"};
-    char sheet[1024];
+    char sheet[1024], kd_file[1024];
     if (!stage) {   // the pipeline's plan, printed before anything needs the GPU
         snprintf(sheet, sizeof(sheet), "%s/table.png", pl.run_dir);
         if (!pl.sheet) pl.sheet = sheet;
@@ -562,6 +729,10 @@ int main(int argc, char** argv) {
         pl.stage2 = d; pl.stage2.stage = "stage2"; pl.stage2.steps = dmd_iters; pl.stage2.batch = dmd_batch; pl.stage2.lr = student_lr; pl.stage2.lr_fake = fake_lr;
         pl.stage2.clip_student = tr.clip_student < 0 ? 10 : tr.clip_student;  // FastGen: the student at 10
         pl.baseline = pl.stage2; pl.baseline.stage = "baseline";
+        snprintf(kd_file, sizeof(kd_file), "%s/kd_pairs.safetensors", pl.run_dir);
+        KdRun k = {NULL, NULL, NULL, kd_cache ? kd_cache : kd_file, 0, kd_steps, kd_batch, kd_pairs, seed, log_every, d.save_every, tr.N, tr.H,
+                   kd_lr, wd, pl.stage2.clip_student, pl.eval_steps, pl.cfg_eval, pl.shift_eval};
+        pl.kd = k; pl.kd_tmd = kd_tmd;
         char gan_plan[160] = "no GAN terms (--gan-weight 0)";
         if (tr.gan_weight > 0) snprintf(gan_plan, sizeof(gan_plan), "GAN weight %g (discriminator width %d, lr %g)", tr.gan_weight, tr.disc_width, tr.disc_lr);
         printf("train_tmd: the whole distillation of %s, checkpoints in %s/ (a rerun continues where this one stops)\n", tr.data ? "the teacher on --data" : "the built-in world", pl.run_dir);
@@ -570,7 +741,12 @@ int main(int argc, char** argv) {
         printf("  2. Stage 1      TM-MF, %d steps, batch %d, lr %g, M %d N %d H %d\n", tmmf_steps, tmmf_batch, tmmf_lr, tr.M, tr.N, tr.H);
         printf("  3. Stage 2      DMD2-v with the flow-head rollout, %d iterations (student every %d-th), batch %d, lr %g / fake %g, %s\n",
                dmd_iters, tr.update_every, dmd_batch, student_lr, fake_lr, gan_plan);
-        printf("  4. baseline     DMD2-v on a plain Wan student at M %d, the same settings (no KD warm-up yet)\n", tr.M);
+        if (kd_tmd && kd_steps > 0 && !tr.data) printf("     (--kd-tmd)   KD warm-up of the TMD student after Stage 1, as below\n");
+        if (kd_steps > 0 && !tr.data)
+            printf("  4. baseline     KD warm-up of a plain Wan student at one step: %d steps, batch %d, lr %g on %d teacher ODE pairs (UniPC %d steps, CFG %g; "
+                   "cached in %s), then DMD2-v at M %d, the same settings\n", kd_steps, kd_batch, kd_lr, kd_pairs, pl.eval_steps, pl.cfg_eval, pl.kd.pairs_path, tr.M);
+        else printf("  4. baseline     DMD2-v on a plain Wan student at M %d, the same settings (no KD warm-up: %s)\n", tr.M,
+                    tr.data ? "its teacher pairs are the built-in world's, not yet made from --data" : "--kd-steps 0");
         if (tr.data) printf("  data           %s: latents and contexts, its negative prompt for CFG (no table: sample with ./sample_tmd)\n", tr.data);
         else printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n", pl.eval_n, pl.sheet);
         int world = dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);
@@ -589,11 +765,18 @@ int main(int argc, char** argv) {
     else {
         // one TMD stage: the student (gpu/tmd_gpu.cuh) built from this teacher, Stage 1 TM-MF or Stage 2 DMD2-v
         if (!weights) { fprintf(stderr, "error: --stage %s needs the teacher: --weights teacher.safetensors (./train_tmd --stage teacher writes it)\n", stage); free(params); return 2; }
-        tr.stage = stage; tr.out = out ? out : (!strcmp(stage, "stage1") ? "stage1.safetensors" : !strcmp(stage, "stage2") ? "stage2.safetensors" : "baseline.safetensors");
-        tr.steps = steps; tr.batch = batch; tr.seed = seed; tr.log_every = log_every; tr.save_every = save_every < 0 ? 0 : save_every;
-        tr.lr = tr.lr_fake = lr; tr.wd = wd;
         if (tr.clip_student < 0) tr.clip_student = 10.0;
-        rc = train_tmd_distill(&tr, &c, params);
+        if (!strcmp(stage, "kd")) {
+            KdRun k = {out ? out : (kd_tmd ? "kd_tmd.safetensors" : "kd.safetensors"), tr.resume, tr.student, kd_cache ? kd_cache : "kd_pairs.safetensors", kd_tmd,
+                       kd_steps, kd_batch, kd_pairs, seed, log_every, save_every < 0 ? 0 : save_every, tr.N, tr.H, kd_lr, wd, tr.clip_student,
+                       pl.eval_steps, pl.cfg_eval, pl.shift_eval};
+            rc = train_tmd_kd(&k, &c, params);
+        } else {
+            tr.stage = stage; tr.out = out ? out : (!strcmp(stage, "stage1") ? "stage1.safetensors" : !strcmp(stage, "stage2") ? "stage2.safetensors" : "baseline.safetensors");
+            tr.steps = steps; tr.batch = batch; tr.seed = seed; tr.log_every = log_every; tr.save_every = save_every < 0 ? 0 : save_every;
+            tr.lr = tr.lr_fake = lr; tr.wd = wd;
+            rc = train_tmd_distill(&tr, &c, params);
+        }
     }
     free(params);
     return rc;

@@ -70,7 +70,7 @@ step "4. teacher training on the built-in world, then sampling"
 run ./train_tmd --stage teacher --preset world --steps 300 --batch 8 --lr 3e-4 --log-every 50 --out /tmp/gpu_check_teacher.safetensors
 run ./sample_tmd --weights /tmp/gpu_check_teacher.safetensors --batch 4 --steps 16 --out /tmp/gpu_check_samples.npy
 
-step "4b. TMD on the built-in world: Stage 1, a resumed Stage 1 equal to the uninterrupted one, Stage 2 (GAN terms at their defaults) and a resumed Stage 2 equal to the uninterrupted one, the DMD2-v baseline, sampling"
+step "4b. TMD on the built-in world: Stage 1, a resumed Stage 1 equal to the uninterrupted one, Stage 2 (GAN terms at their defaults) and a resumed Stage 2 equal to the uninterrupted one, the KD warm-up (and its resume), the DMD2-v baseline from it, sampling"
 T=/tmp/gpu_check_teacher.safetensors
 run ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --out /tmp/gpu_check_s1.safetensors
 run ./train_tmd --stage stage1 --weights $T --steps 20 --batch 4 --log-every 10 --out /tmp/gpu_check_s1_half.safetensors >/dev/null
@@ -80,15 +80,20 @@ run ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetens
 run ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetensors --steps 25 --batch 4 --log-every 10 --out /tmp/gpu_check_s2_half.safetensors >/dev/null
 run ./train_tmd --stage stage2 --weights $T --steps 50 --batch 4 --log-every 10 --resume /tmp/gpu_check_s2_half.safetensors --out /tmp/gpu_check_s2_resumed.safetensors >/dev/null
 run cmp /tmp/gpu_check_s2.safetensors /tmp/gpu_check_s2_resumed.safetensors && echo "Stage 2 resume (student, fake score, discriminator): 25 + 25 steps = 50 steps, bit for bit"
-run ./train_tmd --stage baseline --weights $T --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_base.safetensors
+rm -f /tmp/gpu_check_kd_pairs.safetensors
+run ./train_tmd --stage kd --weights $T --kd-steps 40 --kd-pairs 32 --kd-cache /tmp/gpu_check_kd_pairs.safetensors --log-every 10 --out /tmp/gpu_check_kd.safetensors
+run ./train_tmd --stage kd --weights $T --kd-steps 20 --kd-pairs 32 --kd-cache /tmp/gpu_check_kd_pairs.safetensors --log-every 10 --out /tmp/gpu_check_kd_half.safetensors | grep "KD:"
+run ./train_tmd --stage kd --weights $T --kd-steps 40 --kd-pairs 32 --kd-cache /tmp/gpu_check_kd_pairs.safetensors --log-every 10 --resume /tmp/gpu_check_kd_half.safetensors --out /tmp/gpu_check_kd_half.safetensors >/dev/null
+run cmp /tmp/gpu_check_kd.safetensors /tmp/gpu_check_kd_half.safetensors && echo "KD resume (cached pairs): 20 + 20 steps = 40 steps, bit for bit"
+run ./train_tmd --stage baseline --weights $T --student /tmp/gpu_check_kd.safetensors --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_base.safetensors
 run ./sample_tmd --mode dmd2v --weights $T --student /tmp/gpu_check_base.safetensors --M 2 --batch 4 --out /tmp/gpu_check_dmd_M2.npy | grep -E "NFE|wrote"
 for M in 1 2; do run ./sample_tmd --mode tmd --weights $T --student /tmp/gpu_check_s2.safetensors --M $M --N 2 --batch 4 --out /tmp/gpu_check_tmd_M$M.npy | grep -E "NFE|wrote"; done
 
 step "4c. ./train_tmd with no --stage: the pipeline, shortened (teacher from step 4), its table; a rerun skips every stage"
 R=/tmp/gpu_check_run; rm -rf $R; mkdir -p $R; cp $T $R/teacher.safetensors
-run ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --save-every 20 --eval-n 8 --log-every 10
-run ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --save-every 20 --eval-n 8 --log-every 10 > /tmp/gpu_check_rerun.txt
-n=$(grep -c "^== .*skipped" /tmp/gpu_check_rerun.txt); echo "rerun: $n of 4 stages skipped (want 4)"; [ "$n" = 4 ] || { echo "FAILED: the rerun did not skip every stage"; fail=1; }
+run ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --kd-steps 40 --kd-pairs 32 --save-every 20 --eval-n 8 --log-every 10
+run ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --kd-steps 40 --kd-pairs 32 --save-every 20 --eval-n 8 --log-every 10 > /tmp/gpu_check_rerun.txt
+n=$(grep -c "^== .*skipped" /tmp/gpu_check_rerun.txt); echo "rerun: $n of 5 stages skipped (want 5: teacher, stage1, stage2, kd, baseline)"; [ "$n" = 5 ] || { echo "FAILED: the rerun did not skip every stage"; fail=1; }
 if [ "${FULL:-0}" = 1 ]; then
   step "4d. the default run: ./train_tmd with no other arguments than its run directory (timed)"
   rm -rf /tmp/gpu_check_full; t0=$(date +%s); run ./train_tmd --run-dir /tmp/gpu_check_full; echo "default run: $(( $(date +%s) - t0 )) s wall (goal: < 1800 s on one H100)"

@@ -222,12 +222,11 @@ static void gen_gpu_free(GenGpu* G) {
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) cudaCheck(cudaFree(f[i]));
 }
 
-// x_t = (1 − t_i)·x + t_i·x1 from real data (no backward simulation), then x̂ into G->xhat
-static void gen_gpu_forward(GenGpu* G, const DmdDraw* d, const float* x, const float* x1, const float* y1, const float* ctx) {
+// x̂ into G->xhat from the state already in G->xt at the times G->t (KD: x_t is the noise itself at T_MAX)
+static void gen_gpu_forward_xt(GenGpu* G, const float* y1, const float* x1, const float* ctx) {
     cudaStream_t st = G->bb.stream; int B = G->B;
     Coef3 k = coef3_all(B, 0, 0, 0); double tv[TMD_MAX_BATCH];
-    for (int b = 0; b < B; b++) { G->t[b] = d->t_i[b]; tv[b] = 1000.0 * d->t_i[b]; k.a[b] = (float)(1 - d->t_i[b]); k.b[b] = (float)d->t_i[b]; }
-    combine3(G->xt, k, x, x1, NULL, B, G->numel, st);
+    for (int b = 0; b < B; b++) tv[b] = 1000.0 * G->t[b];
     const float* out;
     if (G->tmd) {
         int Lb = G->S->sc.wan.num_layers - G->S->sc.head_blocks;
@@ -242,6 +241,15 @@ static void gen_gpu_forward(GenGpu* G, const DmdDraw* d, const float* x, const f
         k.a[b] = eq15 ? 0.f : 1.f; k.b[b] = -(eq15 ? 1.f : (float)G->t[b]); k.c[b] = eq15 ? 1.f : 0.f;
     }
     combine3(G->xhat, k, G->xt, out, x1, B, G->numel, st);   // x̂ = x_t − t·ŷ  (or x1 − ŷ)
+}
+
+// x_t = (1 − t_i)·x + t_i·x1 from real data (no backward simulation), then x̂ into G->xhat
+static void gen_gpu_forward(GenGpu* G, const DmdDraw* d, const float* x, const float* x1, const float* y1, const float* ctx) {
+    cudaStream_t st = G->bb.stream; int B = G->B;
+    Coef3 k = coef3_all(B, 0, 0, 0);
+    for (int b = 0; b < B; b++) { G->t[b] = d->t_i[b]; k.a[b] = (float)(1 - d->t_i[b]); k.b[b] = (float)d->t_i[b]; }
+    combine3(G->xt, k, x, x1, NULL, B, G->numel, st);
+    gen_gpu_forward_xt(G, y1, x1, ctx);
 }
 
 // dxhat = d x̂ → the student's gradients (through every inner step, then the backbone) or the baseline's

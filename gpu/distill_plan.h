@@ -3,6 +3,8 @@
 //   Stage 1 (TM-MF): the student trainable; the guidance and the JVP's two evaluations run without gradients.
 //   Stage 2 (DMD2-v): the student and the fake score trainable, the teacher frozen, the discriminator heads
 //     trainable; the peak is the student update (generator graph + the frozen teacher's graph for the GAN loss).
+//   KD warm-up (gpu/kd_gpu.cuh): the one-step student trainable and its generator graph; the teacher ODE pairs (noise,
+//     teacher sample, caption) all on the device. The teacher that makes the pairs runs before, forward only.
 // Bytes per parameter: a trainable network keeps fp32 master weights (4), fp32 gradients (4), AdamW m and v (8)
 // and, in the bf16 build, a bf16 working copy (2); a frozen one only its working copy (2, or 4 in the fp32 build).
 // Activations (per sample, elements; L tokens, D width, F FFN width, Lt text rows): a DiT block that keeps what
@@ -39,6 +41,7 @@ typedef struct {
     int recompute;          // 1: blocks keep only their inputs
     int naive_attention;    // 1: the naive attention path (materialised scores)
     int fp32;               // 1: the all-fp32 build
+    int kd_pairs;           // KD warm-up: teacher ODE pairs kept on the device
 } PlanInput;
 
 static void plan_add(MemPlan* p, const char* name, double bytes, const char* what) {
@@ -89,7 +92,15 @@ static double plan_disc_act_bytes(const PlanInput* in) {
     return in->disc_heads * 2 * (4 * out1 * 1.25 + Fp * Hp * Wp * c->dim) * 4.0;
 }
 
-// Stage 1 plan (stage 1) or Stage 2 plan (stage 2) of one micro-step
+// the KD warm-up's pairs on the device: noise and teacher sample (fp32 latents) and the caption (fp32 umT5 rows)
+static double plan_kd_pairs_bytes(const PlanInput* in) {
+    const WanConfig* c = &in->wan;
+    double latent = (double)c->out_dim * in->T * in->Hl * in->Wl;
+    return (double)in->kd_pairs * (2 * latent + (double)c->text_len * c->text_dim) * 4.0;
+}
+
+// Stage 1 plan (stage 1), Stage 2 plan (stage 2) or the KD warm-up's plan (stage 3: a TMD student when student_extra
+// > 0, else the plain Wan student of the DMD2-v baseline) of one micro-step
 static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
     memset(p, 0, sizeof(*p));
     const WanConfig* c = &in->wan;
@@ -107,19 +118,24 @@ static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
         snprintf(what, sizeof(what), "%.1fM params x %g B, %d heads", (double)in->disc_params / 1e6, plan_trainable_bytes_per_param(in), in->disc_heads);
         plan_add(p, "discriminator (trainable)", (double)in->disc_params * plan_trainable_bytes_per_param(in), what);
     }
-    // the graph kept through the step's largest backward
-    double graph_blocks = stage == 1 ? Lb + in->H : Lb + (double)in->N * in->H + in->disc_top;
-    snprintf(what, sizeof(what), "%s: %g blocks x %d samples%s", stage == 1 ? "backbone + one head evaluation" : "backbone + N x head rollout + teacher to the GAN features",
-             graph_blocks, in->batch, in->recompute ? ", inputs only (recompute)" : ", every activation");
+    if (stage == 3) {
+        snprintf(what, sizeof(what), "%d pairs: noise and teacher sample (fp32), caption (%d x %d fp32)", in->kd_pairs, c->text_len, c->text_dim);
+        plan_add(p, "KD pairs", plan_kd_pairs_bytes(in), what);
+    }
+    // the graph kept through the step's largest backward (KD: the generator's; a plain student is the whole DiT)
+    int kd_tmd = stage == 3 && in->student_extra > 0;
+    double graph_blocks = stage == 1 ? Lb + in->H : stage == 2 ? Lb + (double)in->N * in->H + in->disc_top : kd_tmd ? Lb + (double)in->N * in->H : c->num_layers;
+    snprintf(what, sizeof(what), "%s: %g blocks x %d samples%s", stage == 1 ? "backbone + one head evaluation" : stage == 2 ? "backbone + N x head rollout + teacher to the GAN features"
+             : kd_tmd ? "backbone + N x head rollout" : "the one-step student", graph_blocks, in->batch, in->recompute ? ", inputs only (recompute)" : ", every activation");
     plan_add(p, "saved activations", B * plan_graph_bytes(in, graph_blocks), what);
-    if (stage == 2) plan_add(p, "fused head inputs", B * in->N * L * D * plan_act_bytes(in), "the fusion's input m and p(y_s) of every inner step");
+    if (stage == 2 || kd_tmd) plan_add(p, "fused head inputs", B * in->N * L * D * plan_act_bytes(in), "the fusion's input m and p(y_s) of every inner step");
     plan_add(p, "block working set", B * plan_block_bytes(in) * (in->recompute ? 1 : 0) + B * plan_block_scratch_bytes(in),
              in->recompute ? "one block rebuilt in the backward + its gradient scratch" : "gradient scratch of one block");
     if (stage == 2) {
         plan_add(p, "GAN feature gradients", B * in->disc_heads * L * D * 4.0, "fp32 gradient at every feature layer");
         plan_add(p, "discriminator activations", B * plan_disc_act_bytes(in), "unpatchified features, conv outputs, GroupNorm, LeakyReLU; real and fake");
     }
-    plan_add(p, "latents and noise", B * latent * 4.0 * (stage == 1 ? 12 : 16), "x, x1, y1, x_t, eps, x_hat and their gradients (fp32)");
+    plan_add(p, "latents and noise", B * latent * 4.0 * (stage == 1 ? 12 : stage == 2 ? 16 : 8), "x, x1, y1, x_t, eps, x_hat and their gradients (fp32)");
     plan_add(p, "text context", B * (double)in->wan.text_len * (c->text_dim + 2 * D) * 4.0, "umT5 rows, the embedded context and its gradient");
 }
 

@@ -79,6 +79,26 @@ static void test_distill_plan(void) {
     w.naive_attention = 1; w.fp32 = 1; MemPlan pw; distill_plan(&pw, &w, 2);
     EXPECT(plan_check(&pw, 16.0 * PLAN_GIB, reserve, err, sizeof(err)) == 0, "the world preset should fit 16 GiB: %s", err);
     printf("  world preset (fp32, naive attention): Stage 2 %.3f GiB\n", pw.total / PLAN_GIB);
+    // the KD warm-up (stage 3): the pairs on the device are P x (noise + teacher sample + caption) in fp32, counted
+    // here from the shapes (1.3B: latent 16 x 21 x 60 x 104, caption 512 x 4096); the plain and the TMD student fit
+    PlanInput k = in; k.kd_pairs = 128;
+    PlanInput kp = k; kp.student_extra = 0;
+    MemPlan kd_tmd, kd_plain; distill_plan(&kd_tmd, &k, 3); distill_plan(&kd_plain, &kp, 3);
+    double pairs_want = 128.0 * (2.0 * 16 * 21 * 60 * 104 + 512.0 * 4096) * 4;
+    EXPECT(plan_item(&kd_plain, "KD pairs") == pairs_want && plan_item(&kd_tmd, "KD pairs") == pairs_want,
+           "KD pairs: plan %.0f (plain) / %.0f (TMD) bytes, want 128 x (2 latents + caption) x 4 B = %.0f", plan_item(&kd_plain, "KD pairs"),
+           plan_item(&kd_tmd, "KD pairs"), pairs_want);
+    sum = 0; for (int i = 0; i < kd_tmd.n; i++) sum += kd_tmd.item[i].bytes;
+    EXPECT(sum == kd_tmd.total, "KD plan total %.0f is not the sum of its items %.0f", kd_tmd.total, sum);
+    EXPECT(plan_item(&kd_plain, "student (trainable)") == 18.0 * Pw && plan_item(&kd_plain, "fake score (trainable)") < 0 && plan_item(&kd_plain, "teacher (frozen)") < 0,
+           "KD on the plain student: its 18 B per parameter and no fake score or teacher on the device");
+    EXPECT(plan_check(&kd_plain, gib80, reserve, err, sizeof(err)) == 0 && plan_check(&kd_tmd, gib80, reserve, err, sizeof(err)) == 0,
+           "the 1.3B KD warm-up must fit one 80 GB GPU: %s", err);
+    EXPECT(kd_tmd.total < p2.total, "KD of the TMD student (%.1f GiB) should need less than its Stage 2 (%.1f GiB)", kd_tmd.total / PLAN_GIB, p2.total / PLAN_GIB);
+    PlanInput k2 = kp; k2.kd_pairs = 256; MemPlan kd2; distill_plan(&kd2, &k2, 3);
+    EXPECT(plan_item(&kd2, "KD pairs") == 2 * pairs_want && kd2.total - kd_plain.total == pairs_want, "256 pairs: the pairs item x2, nothing else changes");
+    printf("  1.3B KD warm-up, 128 pairs (%.2f GiB of them): plain student %.2f GiB, TMD student %.2f GiB\n", pairs_want / PLAN_GIB,
+           kd_plain.total / PLAN_GIB, kd_tmd.total / PLAN_GIB);
 }
 
 
