@@ -12,6 +12,7 @@
 #   GEMM=own         the in-repo tiled GEMM instead of cuBLASLt (no cuBLAS needed)   ATTN=naive   the naive attention
 #   CUDART=shared    link the CUDA runtime dynamically (what a functional simulator such as GPGPU-Sim intercepts)
 #   NVEXTRA="..."    extra nvcc flags (CI: -Werror all-warnings -Xcompiler -Werror)
+#   make train_tmd_sim sample_tmd_sim   the builds for the GPGPU-Sim functional simulator (dev/sim.md)
 #   make world       generate the built-in world's datasets and a contact sheet into data/
 # Every dependency is detected by compiling against it, and reported on one line.
 
@@ -161,8 +162,16 @@ test_gpu: test_gpu.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
 	$(NVCC) $(NVFLAGS_ALL) $< -o $@ $(CUDA_LIBS)
 
+# the simulator builds (dev/sim.md): fp32, the in-repo GEMM, the naive attention, sm_80 PTX, the shared CUDA runtime (what
+# GPGPU-Sim intercepts) and no NCCL; written next to the real programs as train_tmd_sim and sample_tmd_sim
+SIM_NVFLAGS = $(NVFLAGS) -std=c++17 -gencode arch=compute_80,code=[sm_80,compute_80] -cudart shared \
+              -Xcompiler -Wall,-Wno-unused-function,-Wno-unknown-pragmas -DENABLE_FP32 -DGEMM_OWN -DATTN_NAIVE $(NVEXTRA)
+train_tmd_sim sample_tmd_sim: %_sim: %.cu $(CUDA_HEADERS)
+	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit))
+	$(NVCC) $(SIM_NVFLAGS) $< -o $@
+
 world: test_tmd
 	./test_tmd world gen
 
 clean:
-	rm -f test_tmd test_tmd_asan train_tmd sample_tmd test_gpu
+	rm -f test_tmd test_tmd_asan train_tmd sample_tmd test_gpu train_tmd_sim sample_tmd_sim

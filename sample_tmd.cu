@@ -250,7 +250,7 @@ int main(int argc, char** argv) {
     const char* preset = NULL;
     const char* weights = NULL;
     const char* mode = "teacher";
-    const char* prompt = "a big red circle moving right on a black background";
+    const char* prompt = "big red circle moving right slow on black";   // a caption of the built-in world's grammar (world_caption)
     const char* negative = "";
     const char* solver = "unipc";
     const char* out = "samples.npy";

@@ -4,7 +4,8 @@
 //   normal_fill               out[i] = mean + std·z(seed, offset + i), i < n, fp32
 //
 // Element e of a stream (e = offset + i) takes word e mod 4 of the Philox block with counter (e/4 as 64 bits, 0, 0)
-// and key = seed; words 0,1 and 2,3 of a block are Box–Muller pairs, computed in double then rounded to fp32.
+// and key = seed; words 0,1 and 2,3 of a block are Box–Muller pairs, computed in double (lib/philox.h: the same bits on
+// the host and the device) then rounded to fp32.
 // So the value of element e depends only on (seed, e): not on the grid, the block size or how a fill is split into
 // calls. A training step that needs several noise tensors gives each its own offset range (or seed) and saves
 // (seed, next offset) in the checkpoint to resume bit-exactly.
@@ -13,6 +14,7 @@
 #pragma once
 #include <stdint.h>
 #include "common.cuh"
+#include "../lib/philox.h"   // Box–Muller from two words, IEEE-exact on the host and the device
 
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u
@@ -30,17 +32,12 @@ __host__ __device__ inline uint4 philox4x32_10(uint4 ctr, uint2 key) {
     return ctr;
 }
 
-// a 32-bit word -> uniform in (0, 1): never 0, so log() is finite
-__host__ __device__ inline double philox_uniform(uint32_t u) { return ((double)u + 0.5) * (1.0 / 4294967296.0); }
-
-// the 4 normals of Philox block `blk` for `seed`
+// the 4 normals of Philox block `blk` for `seed`: words 0,1 and 2,3 are Box–Muller pairs (lib/philox.h: the same
+// doubles on the host and the device)
 __host__ __device__ inline void philox_normal4(double z[4], uint64_t seed, uint64_t blk) {
     uint4 r = philox4x32_10(make_uint4((uint32_t)blk, (uint32_t)(blk >> 32), 0u, 0u), make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
-    const double two_pi = 6.283185307179586476925286766559;
-    double r0 = sqrt(-2.0 * log(philox_uniform(r.x))), a0 = two_pi * philox_uniform(r.y);
-    double r1 = sqrt(-2.0 * log(philox_uniform(r.z))), a1 = two_pi * philox_uniform(r.w);
-    z[0] = r0 * cos(a0); z[1] = r0 * sin(a0);
-    z[2] = r1 * cos(a1); z[3] = r1 * sin(a1);
+    philox_box_muller(r.x, r.y, z);
+    philox_box_muller(r.z, r.w, z + 2);
 }
 
 // one thread per Philox block of 4 stream elements; grid-stride so any grid gives the same values
@@ -51,7 +48,7 @@ __global__ void normal_fill_kernel(float* out, size_t n, uint64_t seed, uint64_t
         philox_normal4(z, seed, blk);
         for (int w = 0; w < 4; w++) {
             uint64_t e = blk * 4 + w;
-            if (e >= offset && e < offset + n) out[e - offset] = (float)(mean + std * z[w]);
+            if (e >= offset && e < offset + n) out[e - offset] = (float)fma((double)std, z[w], (double)mean);
         }
     }
 }
