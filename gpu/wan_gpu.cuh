@@ -11,7 +11,9 @@
 // Memory (llm.c's way): a WanGpuModel holds the fp32 master weights, the floatX copy the GEMMs read, the fp32 gradients
 // and the AdamW moments, each ONE allocation carved by the layout of wan.h (WanParamsF / WanParamsX are WanParams'
 // typed twins). A WanGpuAct holds every activation and the backward's scratch as ONE allocation planned from
-// (config, batch, latent shape, training); wan_gpu_act_print_plan prints the bytes of each buffer. An allocation that
+// (config, batch, latent shape, training, recompute) by the buffer lists of gpu/act_plan.h, which the memory plan
+// (gpu/distill_plan.h) sums too; wan_gpu_act_print_plan prints the bytes of each buffer. With per-block recompute
+// (wan_gpu_recompute) a training plan keeps the residual stream and one block set, rebuilt block by block in the backward. An allocation that
 // does not fit exits naming the buffer, the bytes asked, the bytes free and what to change.
 //
 // Precision (kernels/precision.cuh): floatX (bf16, or fp32 with -DENABLE_FP32) for the block GEMMs' inputs, weights
