@@ -12,6 +12,7 @@
 // checked in the fp32 build.
 #pragma once
 #include "distill_gpu.cuh"
+#include "distill_plan.h"           // the memory plan: its activation items must be what the works allocated
 
 // a student config whose every dimension differs (D 64, F 96, fusion FFN 48, 3 blocks of which H = 1 form the head)
 static const WanConfig TMD_PARITY_CONFIG = {"tmd-parity", 64, 96, 32, 4, 3, 3, 3, {1, 2, 2}, 6, 24, 1e-6};
@@ -52,6 +53,21 @@ static void expect_bit_identical(const char* what, const void* a, const void* b,
     for (size_t i = 0; i < n; i++) if (memcmp((const char*)a + 4 * i, (const char*)b + 4 * i, 4)) { diff++; if (first == n) first = i; }
     printf("  %-44s recompute on vs off: %zu of %zu words differ%s\n", what, diff, n, diff ? "  FAIL" : " (bit-identical)");
     EXPECT(diff == 0, "%s: %zu of %zu words differ with recompute on (first at %zu)", what, diff, n, first);
+}
+// the memory plan (gpu/distill_plan.h) of this step against the bytes the works' arenas really took
+static void tmd_expect_plan_(const char* what, const PlanInput* in, int stage, const char* item, double allocated) {
+    MemPlan p; distill_plan(&p, in, stage);
+    double planned = -1;
+    for (int i = 0; i < p.n; i++) if (!strcmp(p.item[i].name, item)) planned = p.item[i].bytes;
+    printf("  memory plan, %-34s %s: planned %.0f bytes, allocated %.0f  %s\n", what, item, planned, allocated, planned == allocated ? "ok" : "FAIL");
+    EXPECT(planned == allocated, "%s: the plan's '%s' is %.0f bytes, the works allocated %.0f", what, item, planned, allocated);
+}
+static PlanInput tmd_plan_input_(const StudentConfig* sc, int B, int T, int Hl, int Wl, int N, const WanGpuAct* bb) {
+    PlanInput in; memset(&in, 0, sizeof(in));
+    in.wan = sc->wan; in.T = T; in.Hl = Hl; in.Wl = Wl; in.batch = B; in.N = N; in.H = sc->head_blocks;
+    in.fuse_ffn_dim = sc->fuse_ffn_dim; in.fusion_concat = sc->fusion != FUSION_GATED; in.recompute = bb->recompute;
+    in.naive_attention = !bb->flash; in.fp32 = sizeof(floatX) == 4;
+    return in;
 }
 static float* tmd_download_f_(const float* d, size_t n) {
     float* f = (float*)malloc(sizeof(float) * (n ? n : 1));
@@ -133,6 +149,9 @@ static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_t
         wan_gpu_recompute = rc;
         TmdGpuStudent G; tmd_gpu_student_init(&G, &sc, Sf);
         TmmfGpuWork gw; tmmf_gpu_work_init(&gw, &sc, B, T, Hl, Wl);
+        PlanInput pin = tmd_plan_input_(&sc, B, T, Hl, Wl, cf.N, &gw.bb);
+        tmd_expect_plan_(rc ? "TM-MF, recompute on" : "TM-MF", &pin, 1, "student activations",
+                         (double)(gw.bb.arena.used + gw.bb_u.arena.used + gw.h.arena.used + gw.h_aux.arena.used));
         TmmfGpuStats gs = tmmf_gpu_step(&G, &gw, &d, x_d, x1_d, y1_d, ctx_d, ctxu_d, &cf, 1.0 / B, 1);
         cudaCheck(cudaDeviceSynchronize());
         printf("  TM-MF %s%s: %d samples, %d with r < s (JVP), %d dropped; s, r =", label, rc ? ", recompute on" : "", B, n_jvp, n_drop);
@@ -273,6 +292,12 @@ static void test_dmd_gpu_parity(int B, uint64_t seed, double tol, int tmd, int g
         DmdGpuWork w; dmd_gpu_work_init(&w, c, B, T, Hl, Wl);
         DiscGpuModel Dm; disc_gpu_model_init(&Dm, &dc, Dfl);
         if (gan) dmd_gpu_work_attach_disc(&w, &Dm, &Tm.w);
+        PlanInput pin = tmd_plan_input_(&sc, B, T, Hl, Wl, N, &G.bb);
+        pin.baseline = !tmd; pin.disc_heads = gan ? dc.n_heads : 0;
+        size_t ro_bytes = 0; for (int j = 0; tmd && j < G.ro.N; j++) ro_bytes += G.ro.steps[j].arena.used;
+        tmd_expect_plan_(rc ? "DMD2-v, recompute on" : "DMD2-v", &pin, 2, "student activations", (double)(G.bb.arena.used + ro_bytes));
+        tmd_expect_plan_(rc ? "DMD2-v, recompute on" : "DMD2-v", &pin, 2, "teacher + fake score activations",
+                         (double)(w.tc.arena.used + w.tu.arena.used + w.fk.arena.used + (gan ? w.treal.arena.used : 0)));
         float* x_d = tmd_upload_(x, B * numel); float* ctx_d = tmd_upload_(ctx, B * nctx);
         float *nz; cudaCheck(cudaMalloc(&nz, sizeof(float) * 6 * B * numel));
         float *x1_d = nz, *y1_d = nz + 2 * B * numel, *e_d = nz + 4 * B * numel;
