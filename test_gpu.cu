@@ -1,7 +1,10 @@
 // test_gpu.cu: the GPU model against the CPU reference (its oracle) at a tiny size. `make test` runs it when nvcc is
 // found; on a machine without a usable GPU it prints one line saying the checks were skipped and exits 0.
 //   ./test_gpu                  forward output, every parameter gradient, the latent and context gradients, the
-//                               partial backward (backbone with injected feature and context gradients), one AdamW step
+//                               partial backward (backbone with injected feature and context gradients), one AdamW step;
+//                               then per-block activation recompute against keeping every activation (memcmp, every
+//                               training pass: gpu/recompute_tests.cuh) and the TMD steps, each also with recompute on
+//   ./test_gpu --recompute 1    the whole-model parity above with recompute on
 //   ./test_gpu --help           flags (a preset instead of the built-in tiny parity config, the batch, the seed)
 // The CPU reference runs in double, one sample at a time; the GPU runs the whole batch at once. Every comparison prints
 // max abs error, max |reference| and their ratio, the relative error of the tensor as a whole, against a tolerance:
@@ -26,6 +29,7 @@
 #include "kernels/adamw.cuh"      // the GPU AdamW
 #include "gpu/tmd_gpu_tests.cuh"  // TMD: the student and its training steps vs the CPU reference
 #include "gpu/vae_gpu_tests.cuh"  // the VAE decoder vs the CPU reference
+#include "gpu/recompute_tests.cuh" // activation recompute: bit-identical gradients with and without it
 
 #ifdef ENABLE_FP32
 #define PARITY_TOL 1e-5
@@ -87,7 +91,7 @@ static void compare_ctx_grad(const char* name, const double* gpu, double* const*
 
 int main(int argc, char** argv) {
     const char* preset = NULL;
-    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0;
+    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, recompute = 0;
     Flag flags[] = {
         FLAG_STR("--preset", &preset, "a wan.h preset instead of the built-in parity config (tiny: the CPU tests' model)"),
         FLAG_INT("--batch", &B, "samples per batch (the GPU runs them at once; the CPU one by one)"),
@@ -97,6 +101,7 @@ int main(int argc, char** argv) {
         FLAG_INT("--seed", &seed, "random parameters and inputs"),
         FLAG_SWITCH("--vae-only", &vae_only, "only the VAE decoder's checks (e.g. under a simulator)"),
         FLAG_SWITCH("--vae-small", &vae_small, "the VAE decoder's checks at the simulator's sizes (3 latent frames of 2x2)"),
+        FLAG_INT("--recompute", &recompute, "1: the whole-model parity with per-block activation recompute on (the recompute checks run either way)"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./test_gpu [flags]   (GPU vs CPU parity; skipped without a GPU)");
     if (rc) return rc == 1 ? 0 : 2;
@@ -128,6 +133,9 @@ int main(int argc, char** argv) {
            "attention: %s, tolerance %.0e\n", prop.name, c.name, B, c.in_dim, T, H, W, FLOATX_NAME, WAN_GPU_GEMM_NAME,
            wan_gpu_use_flash(&c) ? "flash" : "naive", PARITY_TOL);
     gemm_init();
+    if (recompute != 0 && recompute != 1) { fprintf(stderr, "error: --recompute must be 0 or 1, found %d\n", recompute); return 2; }
+    wan_gpu_recompute = recompute;
+    if (recompute) printf("per-block activation recompute: on\n");
 
     // ---- the CPU reference: params, inputs, forward and backward per sample
     size_t np = wan_num_params(&c);
@@ -275,7 +283,8 @@ int main(int argc, char** argv) {
     }
 #endif
 
-    test_tmd_gpu(B, (uint64_t)seed, PARITY_TOL);
+    test_recompute_wan_gpu(&c, B, T, H, W, (uint64_t)seed + 11);
+    test_tmd_gpu(B, (uint64_t)seed, PARITY_TOL, 1);
     test_vae_gpu(vae_small);
     printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
     gemm_free();

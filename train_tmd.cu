@@ -46,6 +46,8 @@ typedef struct {
     const char* data;                             // a latent dataset (lib/latent_data.h); NULL: the built-in world
 } TmdRun;
 
+static int recompute_mode = -1;   // --recompute: -1 auto, 0 off, 1 on (gpu/distill_plan.h plan_choose_recompute; sets wan_gpu_recompute)
+
 // g holds the gradient summed over the data-parallel ranks; gscale = 1/ranks makes it their mean (1 on one GPU)
 static void tmd_adamw_(float* p, floatX* copy, float* m, float* v, float* g, size_t n, double lr, double wd, double clip, long step,
                        double gscale, double* scratch, double* gnorm, cudaStream_t s) {
@@ -128,12 +130,13 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         train_data_set_state(&td, data);
         printf("resumed %s at step %llu\n", o->resume, (unsigned long long)step);
     }
-    // the memory plan of the step before anything is allocated (no activation recompute: gpu/wan_gpu.cuh keeps every
-    // block's activations), refused with the numbers when the device cannot hold it
+    // the memory plan of the step before anything is allocated (the DiT arenas exactly as gpu/wan_gpu.cuh and
+    // gpu/tmd_gpu.cuh allocate them, with or without per-block recompute), refused with the numbers when the device cannot hold it
     {
         PlanInput pin; memset(&pin, 0, sizeof(pin));
         pin.wan = *c; pin.T = td.T; pin.Hl = td.H; pin.Wl = td.W; pin.batch = B; pin.N = o->N; pin.H = o->H;
-        pin.student_extra = baseline ? 0 : ns - nw; pin.recompute = 0;
+        pin.student_extra = baseline ? 0 : ns - nw; pin.baseline = baseline;
+        pin.fuse_ffn_dim = sc.fuse_ffn_dim; pin.fusion_concat = sc.fusion != FUSION_GATED;
         if (gan) {   // the heads, their activations and the frozen teacher up to the last feature layer
             pin.disc_params = nd; pin.disc_heads = dcfg.n_heads; pin.disc_width1 = dcfg.width[0];
             for (int h = 0; h < dcfg.n_heads; h++) if (dcfg.layers[h] + 1 > pin.disc_top) pin.disc_top = dcfg.layers[h] + 1;
@@ -142,10 +145,12 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
 #ifdef ENABLE_FP32
         pin.fp32 = 1;
 #endif
-        MemPlan plan; distill_plan(&plan, &pin, stage2 ? 2 : 1);
-        char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s (upper estimate)", o->stage, c->name, B, FLOATX_NAME);
-        if (dp.rank == 0) plan_print(&plan, title, stdout);
         size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        char why[256];
+        wan_gpu_recompute = plan_choose_recompute(&pin, stage2 ? 2 : 1, recompute_mode, (double)free_b, 1.0 * PLAN_GIB, why, sizeof(why));
+        MemPlan plan; distill_plan(&plan, &pin, stage2 ? 2 : 1);
+        char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s", o->stage, c->name, B, FLOATX_NAME);
+        if (dp.rank == 0) { printf("%s\n", why); plan_print(&plan, title, stdout); }
         if (plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
     }
     gemm_init();
@@ -337,10 +342,12 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
 #ifdef ENABLE_FP32
         pin.fp32 = 1;
 #endif
-        MemPlan plan; distill_plan(&plan, &pin, 3);
-        char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s (upper estimate)", stage, c->name, B, FLOATX_NAME);
-        plan_print(&plan, title, stdout);
         size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        char why[256];
+        wan_gpu_recompute = plan_choose_recompute(&pin, 3, recompute_mode, (double)free_b, 1.0 * PLAN_GIB, why, sizeof(why));
+        MemPlan plan; distill_plan(&plan, &pin, 3);
+        char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s", stage, c->name, B, FLOATX_NAME);
+        printf("%s\n", why); plan_print(&plan, title, stdout);
         if (plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
     }
     gemm_init();
@@ -419,6 +426,20 @@ static int train_teacher(const TeacherRun* o, const WanConfig* c, real* params) 
     if (teacher_gpu_world_for(&wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
     int batch = o->batch, steps = o->steps;
     size_t np = wan_num_params(c);
+    {   // the step's memory plan; --recompute decides the activations' mode (auto: on only when needed)
+        PlanInput pin; memset(&pin, 0, sizeof(pin));
+        pin.wan = *c; pin.T = wc.T; pin.Hl = wc.H; pin.Wl = wc.W; pin.batch = batch; pin.naive_attention = !wan_gpu_use_flash(c);
+#ifdef ENABLE_FP32
+        pin.fp32 = 1;
+#endif
+        size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        char why[256];
+        wan_gpu_recompute = plan_choose_recompute(&pin, 0, recompute_mode, (double)free_b, 1.0 * PLAN_GIB, why, sizeof(why));
+        MemPlan plan; distill_plan(&plan, &pin, 0);
+        printf("%s\n", why);
+        plan_print(&plan, "teacher flow matching", stdout);
+        if (plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
+    }
     gemm_init();
     WanGpuModel m; wan_gpu_model_init(&m, c, params, 1, "teacher");
     TeacherGpu t;
@@ -604,6 +625,7 @@ int main(int argc, char** argv) {
     tr.gan_weight = 0.03; tr.disc_lr = 1e-4; tr.disc_width = 64;   // paper's λ; cpu/distill_run.h's lr; width 64 for the world's 96 input channels (tiny: 16 for 4, Wan 1.3B: 512 for 384)
     // the pipeline's defaults for the world preset (the method: cpu/distill_run.h distill_defaults; the step counts are
     // sized for the README's goal of < 30 minutes on one H100 for the whole run, UNMEASURED so far)
+    const char* recompute = "auto";
     Pipeline pl; memset(&pl, 0, sizeof(pl));
     pl.run_dir = "run"; pl.sheet = NULL; pl.eval_n = 16; pl.eval_steps = 16; pl.cfg_eval = 2; pl.shift_eval = 3;
     int teacher_steps = 3000, tmmf_steps = 1000, dmd_iters = 1500, tmmf_batch = 8, dmd_batch = 4;
@@ -659,6 +681,7 @@ int main(int argc, char** argv) {
         FLAG_DOUBLE("--cfg-eval", &pl.cfg_eval, "pipeline: the teacher's guidance when sampling; also the KD pairs'"),
         FLAG_DOUBLE("--shift-eval", &pl.shift_eval, "pipeline: the teacher sampler's shift; also the KD pairs'"),
         FLAG_STR("--sheet", &pl.sheet, "pipeline: the contact sheet PNG (none: RUN_DIR/table.png)"),
+        FLAG_STR("--recompute", &recompute, "per-block activation recompute in every training step: auto (on when the step's memory plan without it does not fit the GPU's free memory), on, off"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./train_tmd [flags]   (no flags: the whole distillation of the built-in world)");
     if (rc) return rc == 1 ? 0 : 2;
@@ -673,6 +696,10 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: need --steps, --teacher-steps, --tmmf-steps, --dmd-iters, --save-every, --warmup >= 0 and --batch, --tmmf-batch, "
                         "--dmd-batch, --log-every, --M, --N, --update-every >= 1\n"); return 2;
     }
+    if (strcmp(recompute, "auto") && strcmp(recompute, "on") && strcmp(recompute, "off")) {
+        fprintf(stderr, "error: --recompute '%s': expected auto, on or off\n", recompute); return 2;
+    }
+    recompute_mode = !strcmp(recompute, "on") ? 1 : !strcmp(recompute, "off") ? 0 : -1;
     if (tr.disc_width % 2) { fprintf(stderr, "error: --disc-width %d: expected an even width (the first two convolutions have W/2 channels)\n", tr.disc_width); return 2; }
     if (!stage && (teacher_steps < 1 || tmmf_steps < 1 || dmd_iters < 1)) {
         fprintf(stderr, "error: the pipeline needs --teacher-steps, --tmmf-steps, --dmd-iters >= 1 (found %d, %d, %d): every stage writes the "

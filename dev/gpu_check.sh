@@ -4,6 +4,8 @@
 #   1. both precisions build (sm_90 + sm_80), and the GEMM=own ATTN=naive fp32 build
 #   2. GPU-vs-CPU parity (test_gpu): fp32 with the in-repo GEMM, fp32 with cuBLASLt, bf16 (the parity config has head
 #      dim 16, so naive attention), and bf16 on the world preset at a small latent (head dim 64: the flash kernels);
+#      each also compares every training pass with per-block activation recompute against without it (memcmp), and
+#      the fp32 parity runs once more with recompute on (--recompute 1)
 #      2b. the VAE decoder (fp32) against the CPU reference, and sample_tmd --decode writing an mp4 (needs ffmpeg)
 #   3. the kernel lab at its real sizes (dev/cuda/run_all.sh: every kernel vs its CPU twin, timings, and the flash
 #      attention vs the naive one at Wan sizes: 32,760-token self-attention, 512-key cross-attention, head dim 128)
@@ -57,6 +59,7 @@ runf "FAIL|GPU parity" /tmp/test_gpu_fp32_own
 runf "FAIL|GPU parity" /tmp/test_gpu_fp32
 runf "FAIL|GPU parity" ./test_gpu
 runf "FAIL|GPU parity" ./test_gpu --preset world --frames 2 --height 16 --width 16
+runf "FAIL|GPU parity|recompute on vs off" /tmp/test_gpu_fp32 --recompute 1
 
 step "2b. the VAE decoder on the GPU: parity at the peer sizes (vae_a 4 -> 13 frames of 40x24, vae_c), then sample_tmd --decode to mp4"
 runf "vae_|caches|second decode|FAIL|GPU parity" /tmp/test_gpu_fp32_own --vae-only
@@ -86,6 +89,11 @@ run ./train_tmd --stage kd --weights $T --kd-steps 20 --kd-pairs 32 --kd-cache /
 run ./train_tmd --stage kd --weights $T --kd-steps 40 --kd-pairs 32 --kd-cache /tmp/gpu_check_kd_pairs.safetensors --log-every 10 --resume /tmp/gpu_check_kd_half.safetensors --out /tmp/gpu_check_kd_half.safetensors >/dev/null
 run cmp /tmp/gpu_check_kd.safetensors /tmp/gpu_check_kd_half.safetensors && echo "KD resume (cached pairs): 20 + 20 steps = 40 steps, bit for bit"
 run ./train_tmd --stage baseline --weights $T --student /tmp/gpu_check_kd.safetensors --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_base.safetensors
+# per-block activation recompute changes no bit (deterministic kernels): the same Stage 1 and Stage 2 runs with it on
+run ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --recompute on --out /tmp/gpu_check_s1_rc.safetensors | grep -E "recompute|memory plan|total"
+run cmp /tmp/gpu_check_s1.safetensors /tmp/gpu_check_s1_rc.safetensors && echo "Stage 1 with --recompute on = without, bit for bit"
+run ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetensors --steps 50 --batch 4 --log-every 10 --recompute on --out /tmp/gpu_check_s2_rc.safetensors | grep -E "recompute|total"
+run cmp /tmp/gpu_check_s2.safetensors /tmp/gpu_check_s2_rc.safetensors && echo "Stage 2 with --recompute on = without, bit for bit"
 run ./sample_tmd --mode dmd2v --weights $T --student /tmp/gpu_check_base.safetensors --M 2 --batch 4 --out /tmp/gpu_check_dmd_M2.npy | grep -E "NFE|wrote"
 for M in 1 2; do run ./sample_tmd --mode tmd --weights $T --student /tmp/gpu_check_s2.safetensors --M $M --N 2 --batch 4 --out /tmp/gpu_check_tmd_M$M.npy | grep -E "NFE|wrote"; done
 

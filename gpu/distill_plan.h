@@ -6,21 +6,21 @@
 //   KD warm-up (gpu/kd_gpu.cuh): the one-step student trainable and its generator graph; the teacher ODE pairs (noise,
 //     teacher sample, caption) all on the device. The teacher that makes the pairs runs before, forward only.
 // Bytes per parameter: a trainable network keeps fp32 master weights (4), fp32 gradients (4), AdamW m and v (8)
-// and, in the bf16 build, a bf16 working copy (2); a frozen one only its working copy (2, or 4 in the fp32 build).
-// Activations (per sample, elements; L tokens, D width, F FFN width, Lt text rows): a DiT block that keeps what
-// its backward needs holds 21·L·D + 2·L·F + 3·Lt·D activations (LN outputs, q, k, v, roped q and k, attention
-// outputs and projections, residuals, the FFN's two hidden tensors; plan_block_elems lists them) plus fp32
-// statistics; with recompute a block
-// keeps only its input (L·D) and one block at a time is rebuilt in the backward, next to its gradient scratch
-// (two fp32 residual gradients, one F-wide and three D-wide activation gradients). Flash attention keeps no
-// L×L scores; the naive attention path keeps heads·L·L fp32 probabilities in every block it holds.
-// These counts are this plan's model of the buffers; where gpu/wan_gpu.cuh carves its own, its printed plan is the
-// authority for the DiT passes and this one for the sum over networks and passes.
+// and, in the bf16 build, a bf16 working copy (2); a frozen one its fp32 weights (4) and, in the bf16 build, the bf16
+// copy the GEMMs read (2) (gpu/wan_gpu.cuh wan_gpu_model_init).
+// Activations: the DiT arenas are counted from gpu/act_plan.h's buffer lists, the same lists gpu/wan_gpu.cuh and
+// gpu/tmd_gpu.cuh carve their allocations from (act_wan_bytes, act_head_eval_bytes; the allocator checks its arena
+// against them), for exactly the arenas the stage's work allocates (gpu/distill_gpu.cuh: tmmf_gpu_work_init,
+// gen_gpu_init, dmd_gpu_work_init, dmd_gpu_work_attach_disc). With recompute a training arena keeps the residual
+// stream (every block's input, fp32) and ONE block set; without, one set per block, and each flow-head evaluation
+// of the rollout its own H sets. Flash attention keeps no L×L scores; the naive path keeps heads·L·L fp32
+// probabilities in every block set. The latents, noise and discriminator activations are this plan's estimates.
 #pragma once
 #include <stdio.h>
 #include <stddef.h>
 #include <string.h>
 #include "../wan.h"
+#include "act_plan.h"   // the DiT's activation buffers: the lists the allocator carves
 
 #define PLAN_MAX_ITEMS 24
 #define PLAN_GIB (1024.0 * 1024.0 * 1024.0)
@@ -38,7 +38,10 @@ typedef struct {
     int disc_top;           // blocks of the frozen teacher the GAN features need (last feature layer + 1)
     int disc_heads;         // feature layers, one head each
     int disc_width1;        // output channels of the first conv (its activations dominate the heads')
-    int recompute;          // 1: blocks keep only their inputs
+    int recompute;          // 1: per-block activation recompute (training arenas keep the blocks' inputs and one block set)
+    int fuse_ffn_dim;       // the student's gated-fusion FFN width (cpu/tmd_cpu.h StudentConfig)
+    int fusion_concat;      // 1: the concat fusion instead of the gated one
+    int baseline;           // 1: the DMD2-v baseline (a plain Wan student: no flow head, no rollout)
     int naive_attention;    // 1: the naive attention path (materialised scores)
     int fp32;               // 1: the all-fp32 build
     int kd_pairs;           // KD warm-up: teacher ODE pairs kept on the device
@@ -56,31 +59,16 @@ static int plan_tokens(const PlanInput* in) {
     return (in->T / c->patch[0]) * (in->Hl / c->patch[1]) * (in->Wl / c->patch[2]);
 }
 static double plan_trainable_bytes_per_param(const PlanInput* in) { return in->fp32 ? 16.0 : 18.0; }
-static double plan_act_bytes(const PlanInput* in) { return in->fp32 ? 4.0 : 2.0; }
+static double plan_frozen_bytes_per_param(const PlanInput* in) { return in->fp32 ? 4.0 : 6.0; }
+static size_t plan_floatx_bytes(const PlanInput* in) { return in->fp32 ? 4 : 2; }
 
-// one block's kept activations, element counts mirroring cpu/wan_cpu.h's WanBlockAct buffer for buffer:
-// acts = 21·L·D (LN outputs, q/k/v before and after RMSNorm and RoPE, attention outputs and projections, the two
-// residuals, cross-attention q, outputs and projection, FFN input and output) + 2·L·F (FFN hidden before and after
-// GELU) + 3·Lt·D (cross-attention k before and after RMSNorm, v) + 6·D (modulation); stats = 9·L + Lt (LayerNorm
-// mean and rstd, RMSNorm rstd) + the attention: heads·(L·L + L·Lt) probabilities on the naive path, or 2·heads·L
-// log-sum-exp values on the flash path.
-typedef struct { double acts, stats; } PlanBlock;
-static PlanBlock plan_block_elems(const PlanInput* in) {
-    double L = plan_tokens(in), D = in->wan.dim, F = in->wan.ffn_dim, Lt = in->wan.text_len, heads = in->wan.num_heads;
-    PlanBlock b;
-    b.acts = 21 * L * D + 2 * L * F + 3 * Lt * D + 6 * D;
-    b.stats = 9 * L + Lt + (in->naive_attention ? heads * (L * L + L * Lt) : 2 * heads * L);
-    return b;
+// one WanGpuAct of the step (training: planned for a backward) and one flow-head evaluation, in bytes, as allocated
+static double plan_wan_arena(const PlanInput* in, int training) {
+    return (double)act_wan_bytes(&in->wan, in->batch, plan_tokens(in), training, in->recompute, !in->naive_attention, plan_floatx_bytes(in));
 }
-static double plan_block_bytes(const PlanInput* in) { PlanBlock b = plan_block_elems(in); return b.acts * plan_act_bytes(in) + b.stats * 4.0; }
-static double plan_block_scratch_bytes(const PlanInput* in) {
-    double L = plan_tokens(in), D = in->wan.dim, F = in->wan.ffn_dim;
-    return 2 * L * D * 4.0 + (L * F + 3 * L * D) * plan_act_bytes(in);
-}
-// what `blocks` blocks of one graph keep until their backward
-static double plan_graph_bytes(const PlanInput* in, double blocks) {
-    double L = plan_tokens(in), D = in->wan.dim;
-    return blocks * (in->recompute ? L * D * plan_act_bytes(in) : plan_block_bytes(in));
+static double plan_head_eval(const PlanInput* in) {
+    return (double)act_head_eval_bytes(&in->wan, in->batch, plan_tokens(in), in->fuse_ffn_dim, in->H, !in->fusion_concat, in->recompute,
+                                       !in->naive_attention, plan_floatx_bytes(in));
 }
 // the discriminator heads' activations (gpu/disc_gpu.cuh DiscGpuAct, fp32), for real and fake features: the
 // unpatchified feature (L·D values) and conv 1's (kernel (3,4,4), stride (1,2,2), padding 1) output, GroupNorm xhat,
@@ -100,21 +88,28 @@ static double plan_kd_pairs_bytes(const PlanInput* in) {
 }
 
 // Stage 1 plan (stage 1), Stage 2 plan (stage 2) or the KD warm-up's plan (stage 3: a TMD student when student_extra
-// > 0, else the plain Wan student of the DMD2-v baseline) of one micro-step
+// > 0, else the plain Wan student of the DMD2-v baseline) of one micro-step; stage 0: the teacher's flow-matching step
+// (gpu/teacher_gpu.cuh: the model trainable, one training arena, five latents per sample and the captions)
 static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
     memset(p, 0, sizeof(*p));
     const WanConfig* c = &in->wan;
     double Pw = (double)wan_num_params(c), Ps = Pw + (double)in->student_extra, B = in->batch;
     double L = plan_tokens(in), D = c->dim, latent = (double)c->out_dim * in->T * in->Hl * in->Wl;
-    int Lb = c->num_layers - in->H;
     char what[128];
+    if (stage == 0) {
+        snprintf(what, sizeof(what), "%.3fB params x %g B (master, grad, AdamW m+v%s)", Pw / 1e9, plan_trainable_bytes_per_param(in), in->fp32 ? "" : ", bf16 copy");
+        plan_add(p, "teacher (trainable)", Pw * plan_trainable_bytes_per_param(in), what);
+        plan_add(p, "teacher activations", plan_wan_arena(in, 1), in->recompute ? "the whole model (training); per-block recompute" : "the whole model (training); every block's activations kept");
+        plan_add(p, "latents and captions", B * (latent * 5 + (double)c->text_len * c->text_dim + 1) * 4.0, "x, x1, x_sigma, target, dv, the captions (fp32)");
+        return;
+    }
     snprintf(what, sizeof(what), "%.3fB params x %g B (master, grad, AdamW m+v%s)", Ps / 1e9, plan_trainable_bytes_per_param(in), in->fp32 ? "" : ", bf16 copy");
     plan_add(p, "student (trainable)", Ps * plan_trainable_bytes_per_param(in), what);
     if (stage == 2) {
         snprintf(what, sizeof(what), "%.3fB params x %g B", Pw / 1e9, plan_trainable_bytes_per_param(in));
         plan_add(p, "fake score (trainable)", Pw * plan_trainable_bytes_per_param(in), what);
-        snprintf(what, sizeof(what), "%.3fB params x %g B (working copy only)", Pw / 1e9, plan_act_bytes(in));
-        plan_add(p, "teacher (frozen)", Pw * plan_act_bytes(in), what);
+        snprintf(what, sizeof(what), "%.3fB params x %g B (fp32 weights%s)", Pw / 1e9, plan_frozen_bytes_per_param(in), in->fp32 ? "" : ", bf16 copy");
+        plan_add(p, "teacher (frozen)", Pw * plan_frozen_bytes_per_param(in), what);
         snprintf(what, sizeof(what), "%.1fM params x %g B, %d heads", (double)in->disc_params / 1e6, plan_trainable_bytes_per_param(in), in->disc_heads);
         plan_add(p, "discriminator (trainable)", (double)in->disc_params * plan_trainable_bytes_per_param(in), what);
     }
@@ -122,27 +117,42 @@ static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
         snprintf(what, sizeof(what), "%d pairs: noise and teacher sample (fp32), caption (%d x %d fp32)", in->kd_pairs, c->text_len, c->text_dim);
         plan_add(p, "KD pairs", plan_kd_pairs_bytes(in), what);
     }
-    // the graph kept through the step's largest backward (KD: the generator's; a plain student is the whole DiT)
-    int kd_tmd = stage == 3 && in->student_extra > 0;
-    double graph_blocks = stage == 1 ? Lb + in->H : stage == 2 ? Lb + (double)in->N * in->H + in->disc_top : kd_tmd ? Lb + (double)in->N * in->H : c->num_layers;
-    snprintf(what, sizeof(what), "%s: %g blocks x %d samples%s", stage == 1 ? "backbone + one head evaluation" : stage == 2 ? "backbone + N x head rollout + teacher to the GAN features"
-             : kd_tmd ? "backbone + N x head rollout" : "the one-step student", graph_blocks, in->batch, in->recompute ? ", inputs only (recompute)" : ", every activation");
-    plan_add(p, "saved activations", B * plan_graph_bytes(in, graph_blocks), what);
-    if (stage == 2 || kd_tmd) plan_add(p, "fused head inputs", B * in->N * L * D * plan_act_bytes(in), "the fusion's input m and p(y_s) of every inner step");
-    plan_add(p, "block working set", B * plan_block_bytes(in) * (in->recompute ? 1 : 0) + B * plan_block_scratch_bytes(in),
-             in->recompute ? "one block rebuilt in the backward + its gradient scratch" : "gradient scratch of one block");
+    // the DiT arenas the stage's work allocates (gpu/distill_gpu.cuh, gpu/kd_gpu.cuh), each as gpu/act_plan.h sizes it
+    const char* mode = in->recompute ? "per-block recompute" : "every block's activations kept";
+    if (stage == 1) {   // tmmf_gpu_work_init: the backbone (training) and the unconditional one (forward only), two head evaluations
+        snprintf(what, sizeof(what), "backbone (training) + unconditional backbone (forward) + 2 flow-head evaluations; %s", mode);
+        plan_add(p, "student activations", plan_wan_arena(in, 1) + plan_wan_arena(in, 0) + 2 * plan_head_eval(in), what);
+    } else if (stage == 3) {   // gen_gpu_init only: the one-step student's graph, no teacher or fake score on the device
+        int kd_tmd = in->student_extra > 0;
+        if (!kd_tmd) snprintf(what, sizeof(what), "the plain student's whole model (training); %s", mode);
+        else snprintf(what, sizeof(what), "backbone (training) + %d flow-head evaluations (rollout); %s", in->N, mode);
+        plan_add(p, "student activations", plan_wan_arena(in, 1) + (kd_tmd ? in->N * plan_head_eval(in) : 0), what);
+        if (kd_tmd) plan_add(p, "rollout states", B * latent * 4.0 * (in->N + 3), "y_N..y_0 and the rollout's two gradients (fp32)");
+    } else {
+        // gen_gpu_init: the student's graph (backbone and one head evaluation per inner step, or the baseline's whole model)
+        if (in->baseline) snprintf(what, sizeof(what), "the baseline student's whole model (training); %s", mode);
+        else snprintf(what, sizeof(what), "backbone (training) + %d flow-head evaluations (rollout); %s", in->N, mode);
+        plan_add(p, "student activations", plan_wan_arena(in, 1) + (in->baseline ? 0 : in->N * plan_head_eval(in)), what);
+        // dmd_gpu_work_init (+ attach_disc): teacher cond (training with the GAN terms) and uncond, fake score (training),
+        // teacher on real data (GAN)
+        int gan = in->disc_heads > 0;
+        snprintf(what, sizeof(what), "teacher cond (%s) + uncond, fake score (training)%s", gan ? "training: GAN loss" : "forward", gan ? ", teacher on real data" : "");
+        plan_add(p, "teacher + fake score activations", plan_wan_arena(in, gan) + plan_wan_arena(in, 0) + plan_wan_arena(in, 1) + (gan ? plan_wan_arena(in, 0) : 0), what);
+        if (!in->baseline) plan_add(p, "rollout states", B * latent * 4.0 * (in->N + 3), "y_N..y_0 and the rollout's two gradients (fp32)");
+    }
     if (stage == 2) {
         plan_add(p, "GAN feature gradients", B * in->disc_heads * L * D * 4.0, "fp32 gradient at every feature layer");
         plan_add(p, "discriminator activations", B * plan_disc_act_bytes(in), "unpatchified features, conv outputs, GroupNorm, LeakyReLU; real and fake");
     }
     plan_add(p, "latents and noise", B * latent * 4.0 * (stage == 1 ? 12 : stage == 2 ? 16 : 8), "x, x1, y1, x_t, eps, x_hat and their gradients (fp32)");
-    plan_add(p, "text context", B * (double)in->wan.text_len * (c->text_dim + 2 * D) * 4.0, "umT5 rows, the embedded context and its gradient");
+    plan_add(p, "captions", B * (double)in->wan.text_len * c->text_dim * 4.0 * (stage == 3 ? 1 : 2),
+             stage == 3 ? "the batch's umT5 rows (fp32)" : "the step's conditional and unconditional umT5 rows (fp32)");
 }
 
 static void plan_print(const MemPlan* p, const char* title, FILE* f) {
     fprintf(f, "memory plan: %s\n", title);
-    for (int i = 0; i < p->n; i++) fprintf(f, "  %-28s %9.2f GiB  %s\n", p->item[i].name, p->item[i].bytes / PLAN_GIB, p->item[i].what);
-    fprintf(f, "  %-28s %9.2f GiB\n", "total", p->total / PLAN_GIB);
+    for (int i = 0; i < p->n; i++) fprintf(f, "  %-34s %9.2f GiB  %s\n", p->item[i].name, p->item[i].bytes / PLAN_GIB, p->item[i].what);
+    fprintf(f, "  %-34s %9.2f GiB\n", "total", p->total / PLAN_GIB);
 }
 
 // 0 when the plan fits `free_bytes` after `reserve_bytes` (CUDA context, cuBLAS workspace); otherwise 1 and a
@@ -151,7 +161,18 @@ static int plan_check(const MemPlan* p, double free_bytes, double reserve_bytes,
     if (p->total + reserve_bytes <= free_bytes) return 0;
     int big = 0; for (int i = 1; i < p->n; i++) if (p->item[i].bytes > p->item[big].bytes) big = i;
     snprintf(err, errlen, "the step needs %.2f GiB (+%.2f GiB reserved) but the GPU has %.2f GiB free; the largest item is %s (%.2f GiB). "
-             "Lower --batch, use the flash attention, or a smaller preset (activation recompute and sharding over GPUs are not implemented yet)",
+             "Lower --batch, turn on --recompute, use the flash attention, or a smaller preset (sharding over GPUs is not implemented yet)",
              p->total / PLAN_GIB, reserve_bytes / PLAN_GIB, free_bytes / PLAN_GIB, p->item[big].name, p->item[big].bytes / PLAN_GIB);
     return 1;
+}
+
+// --recompute: mode 1 on, 0 off, -1 auto: on exactly when the plan of this stage without it does not fit
+// free_bytes − reserve_bytes. Returns the choice (what in->recompute is set to) and says why in `why`.
+static int plan_choose_recompute(PlanInput* in, int stage, int mode, double free_bytes, double reserve_bytes, char* why, size_t whylen) {
+    if (mode >= 0) { in->recompute = mode; snprintf(why, whylen, "per-block activation recompute %s (--recompute %s)", mode ? "on" : "off", mode ? "on" : "off"); return mode; }
+    MemPlan without; in->recompute = 0; distill_plan(&without, in, stage);
+    in->recompute = without.total + reserve_bytes > free_bytes;
+    snprintf(why, whylen, "per-block activation recompute %s (--recompute auto: the step needs %.2f GiB without it, %.2f GiB free, %.2f reserved)",
+             in->recompute ? "on" : "off", without.total / PLAN_GIB, free_bytes / PLAN_GIB, reserve_bytes / PLAN_GIB);
+    return in->recompute;
 }

@@ -122,7 +122,8 @@ typedef struct {
     float *fh, *ff1, *ff1a, *ff2;      // [N, D], [N, Ff] x2, [N, D]
     float* cat;                        // [N, 2D] (concat fusion)
     float* xs;                         // [H + 1, N, D]: xs[0] fused feature, xs[k] after head block k − 1
-    WanGpuBlockAct blocks[WAN_MAX_LAYERS];
+    WanGpuBlockAct blocks[WAN_MAX_LAYERS];   // its own H sets; with recompute all are the backbone's one set
+    int recompute;                     // planned on a recomputing backbone: the backward rebuilds each block from xs
     WanGpuHeadAct head;
     float* out;                        // [B, out_dim, T, Hl, Wl] head_θ
     // backward scratch (this evaluation's own; the blocks and the output head use the backbone's WanGpuScratch)
@@ -132,41 +133,29 @@ typedef struct {
 
 static void head_gpu_carve_(TmdGpuHeadAct* a, const StudentConfig* sc, const WanGpuAct* bb) {
     const WanConfig* c = &sc->wan; WanGpuArena* ar = &a->arena;
-    size_t B = a->B, N = (size_t)a->B * a->L, D = c->dim, Ff = sc->fuse_ffn_dim, fq = c->freq_dim, H = sc->head_blocks;
-    size_t Pin = (size_t)c->in_dim * wan_patch_numel(c), Pout = (size_t)c->out_dim * wan_patch_numel(c);
-    float** small[] = {&a->h1_s, &a->a1_s, &a->e_s, &a->h1_d, &a->a1_d, &a->e_d, &a->e_h, &a->se_h, &a->G, &a->de_h, &a->dse, &a->da, &a->dh};
-    for (size_t i = 0; i < sizeof(small) / sizeof(small[0]); i++) *small[i] = wan_gpu_take<float>(ar, B * D, "head.time");
-    a->sin_s = wan_gpu_take<float>(ar, B * fq, "head.time"); a->sin_d = wan_gpu_take<float>(ar, B * fq, "head.time");
-    a->e0_h = wan_gpu_take<float>(ar, B * 6 * D, "head.time"); a->de0_h = wan_gpu_take<float>(ar, B * 6 * D, "head.time");
-    a->patches = wan_gpu_take<float>(ar, N * Pin, "head.patches"); a->p = wan_gpu_take<float>(ar, N * D, "head.fusion");
-    a->fmod = wan_gpu_take<float>(ar, B * 3 * D, "head.fusion"); a->dmodf = wan_gpu_take<float>(ar, B * 3 * D, "head.fusion");
-    a->fmean = wan_gpu_take<float>(ar, N, "head.fusion"); a->frstd = wan_gpu_take<float>(ar, N, "head.fusion");
-    if (sc->fusion == FUSION_GATED) {
-        a->fh = wan_gpu_take<float>(ar, N * D, "head.fusion"); a->ff2 = wan_gpu_take<float>(ar, N * D, "head.fusion");
-        a->ff1 = wan_gpu_take<float>(ar, N * Ff, "head.fusion"); a->ff1a = wan_gpu_take<float>(ar, N * Ff, "head.fusion");
-        a->dfh = wan_gpu_take<float>(ar, N * D, "head.bwd"); a->dff2 = wan_gpu_take<float>(ar, N * D, "head.bwd");
-        a->dff = wan_gpu_take<float>(ar, N * Ff, "head.bwd");
-    } else {
-        a->cat = wan_gpu_take<float>(ar, N * 2 * D, "head.fusion"); a->dcat = wan_gpu_take<float>(ar, N * 2 * D, "head.bwd");
+    ActDims z = act_dims(c, a->B, a->L, bb->flash, sc->fuse_ffn_dim, sc->head_blocks, sc->fusion == FUSION_GATED);
+    TMD_HEAD_EVAL_BUFFERS(WAN_GPU_TAKE_, a, z)   // gpu/act_plan.h
+    for (int k = 0; k < sc->head_blocks; k++) {
+        if (a->recompute) a->blocks[k] = bb->blocks[0];   // the backbone's one set: nothing kept here, rebuilt in the backward
+        else wan_gpu_block_act_carve(&a->blocks[k], ar, c, a->B, a->L, bb->flash);   // gpu/wan_gpu.cuh's own plan
     }
-    a->xs = wan_gpu_take<float>(ar, (H + 1) * N * D, "head.residual_stream");
-    for (size_t k = 0; k < H; k++) wan_gpu_block_act_carve(&a->blocks[k], ar, c, a->B, a->L, bb->flash);   // gpu/wan_gpu.cuh's own plan
     wan_gpu_head_act_carve(&a->head, ar, c, a->B, a->L);
-    a->out = wan_gpu_take<float>(ar, N * Pout, "head.out");
-    a->g = wan_gpu_take<float>(ar, N * D, "head.bwd"); a->dp = wan_gpu_take<float>(ar, N * D, "head.bwd");
-    size_t red = layernorm_backward_scratch_floats((int)B, a->L, (int)D);
-    red = wan_gpu_max_(red, residual_backward_scratch_floats((int)B, a->L, (int)D));
-    red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)N, (int)wan_gpu_max_(Ff, 2 * D)));
-    red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)B, (int)(6 * D)));
-    a->red = wan_gpu_take<float>(ar, red + 1024, "head.bwd");
+    size_t red = layernorm_backward_scratch_floats(a->B, a->L, c->dim);   // what the fusion's reductions need
+    red = wan_gpu_max_(red, residual_backward_scratch_floats(a->B, a->L, c->dim));
+    red = wan_gpu_max_(red, matmul_backward_scratch_floats(a->B * a->L, (int)wan_gpu_max_(sc->fuse_ffn_dim, 2 * c->dim)));
+    red = wan_gpu_max_(red, matmul_backward_scratch_floats(a->B, 6 * c->dim));
+    if (z.head_red < red) { fprintf(stderr, "head_gpu_carve_: gpu/act_plan.h plans %zu reduction floats, the kernels need %zu\n", z.head_red, red); exit(1); }
 }
 
 // plans one head evaluation for the backbone activations bb (same batch, grid and attention path)
 static void head_gpu_act_init(TmdGpuHeadAct* a, const StudentConfig* sc, const WanGpuAct* bb) {
     memset(a, 0, sizeof(*a));
-    a->B = bb->B; a->L = bb->g.L;
+    a->B = bb->B; a->L = bb->g.L; a->recompute = bb->recompute;
     head_gpu_carve_(a, sc, bb);
     size_t total = a->arena.used;
+    size_t planned = act_head_eval_bytes(&sc->wan, a->B, a->L, sc->fuse_ffn_dim, sc->head_blocks, sc->fusion == FUSION_GATED, a->recompute,
+                                         bb->flash, sizeof(floatX));
+    if (total != planned) { fprintf(stderr, "head_gpu_act_init: the carve takes %zu bytes, gpu/act_plan.h plans %zu\n", total, planned); exit(1); }
     a->base = (char*)cuda_malloc_named(total, "flow-head activations", WAN_GPU_OOM_HINT);
     a->arena.base = a->base; a->arena.used = 0; a->arena.ne = 0;
     head_gpu_carve_(a, sc, bb);
@@ -297,8 +286,11 @@ static void head_gpu_backward(TmdGpuStudent* S, int with_grads, float* dm, float
     cudaCheck(cudaMemsetAsync(a->de_h, 0, sizeof(float) * B * D, st));
     cudaCheck(cudaMemsetAsync(a->de0_h, 0, sizeof(float) * B * 6 * D, st));
     wan_gpu_head_backward(dP, a->g, a->de_h, dout, &a->head, W, &go, a->xs + (size_t)H * ND, sc_, st);
-    for (int k = H - 1; k >= 0; k--)
+    for (int k = H - 1; k >= 0; k--) {
+        if (a->recompute)   // block k's activations, rebuilt from its kept input xs[k] into the backbone's one set
+            wan_gpu_block_forward(NULL, &a->blocks[k], W, Lb + k, a->xs + (size_t)k * ND, a->e0_h, bb->text.c, bb->rope, bb->flash, &g, st);
         wan_gpu_block_backward(dP ? &dP->blocks[Lb + k] : NULL, a->g, a->de0_h, dc, &a->blocks[k], W, Lb + k, bb->text.c, bb->rope, bb->flash, &g, sc_, st);
+    }
     // a->g = d h (the fused feature)
     cudaCheck(cudaMemsetAsync(a->dp, 0, sizeof(float) * ND, st));
     if (sc->fusion == FUSION_GATED) {

@@ -16,6 +16,7 @@
 #pragma once
 #include "distill_gpu.cuh"
 #include "kd_gpu.cuh"                   // the KD warm-up step
+#include "distill_plan.h"           // the memory plan: its activation items must be what the works allocated
 
 // a student config whose every dimension differs (D 64, F 96, fusion FFN 48, 3 blocks of which H = 1 form the head)
 static const WanConfig TMD_PARITY_CONFIG = {"tmd-parity", 64, 96, 32, 4, 3, 3, 3, {1, 2, 2}, 6, 24, 1e-6};
@@ -49,6 +50,35 @@ static double* tmd_download_(const float* d, size_t n) {
     free(f); return h;
 }
 
+// activation recompute (gpu/wan_gpu.cuh wan_gpu_recompute) must not change a bit: the same kernels run on the same
+// inputs in the same order. a: recompute off, b: on, n floats (or bytes / 4) compared with memcmp, no tolerance.
+static void expect_bit_identical(const char* what, const void* a, const void* b, size_t n) {
+    size_t diff = 0, first = n;
+    for (size_t i = 0; i < n; i++) if (memcmp((const char*)a + 4 * i, (const char*)b + 4 * i, 4)) { diff++; if (first == n) first = i; }
+    printf("  %-44s recompute on vs off: %zu of %zu words differ%s\n", what, diff, n, diff ? "  FAIL" : " (bit-identical)");
+    EXPECT(diff == 0, "%s: %zu of %zu words differ with recompute on (first at %zu)", what, diff, n, first);
+}
+// the memory plan (gpu/distill_plan.h) of this step against the bytes the works' arenas really took
+static void tmd_expect_plan_(const char* what, const PlanInput* in, int stage, const char* item, double allocated) {
+    MemPlan p; distill_plan(&p, in, stage);
+    double planned = -1;
+    for (int i = 0; i < p.n; i++) if (!strcmp(p.item[i].name, item)) planned = p.item[i].bytes;
+    printf("  memory plan, %-34s %s: planned %.0f bytes, allocated %.0f  %s\n", what, item, planned, allocated, planned == allocated ? "ok" : "FAIL");
+    EXPECT(planned == allocated, "%s: the plan's '%s' is %.0f bytes, the works allocated %.0f", what, item, planned, allocated);
+}
+static PlanInput tmd_plan_input_(const StudentConfig* sc, int B, int T, int Hl, int Wl, int N, const WanGpuAct* bb) {
+    PlanInput in; memset(&in, 0, sizeof(in));
+    in.wan = sc->wan; in.T = T; in.Hl = Hl; in.Wl = Wl; in.batch = B; in.N = N; in.H = sc->head_blocks;
+    in.fuse_ffn_dim = sc->fuse_ffn_dim; in.fusion_concat = sc->fusion != FUSION_GATED; in.recompute = bb->recompute;
+    in.naive_attention = !bb->flash; in.fp32 = sizeof(floatX) == 4;
+    return in;
+}
+static float* tmd_download_f_(const float* d, size_t n) {
+    float* f = (float*)malloc(sizeof(float) * (n ? n : 1));
+    cudaCheck(cudaMemcpy(f, d, sizeof(float) * n, cudaMemcpyDeviceToHost));
+    return f;
+}
+
 // every tensor of the student's gradient (Wan layout, then the extras) at its own scale
 static void tmd_compare_student_(const StudentConfig* sc, const char* what, const double* gpu, const double* cpu, double tol) {
     WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
@@ -73,8 +103,9 @@ static void tmd_compare_student_(const StudentConfig* sc, const char* what, cons
     free(tl);
 }
 
-// one TM-MF step on B samples, GPU vs CPU; p_drop and p_tm choose the branches
-static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_tm, double tol, const char* label) {
+// one TM-MF step on B samples, GPU vs CPU; p_drop and p_tm choose the branches;
+// recompute_check: run the GPU step a second time with activation recompute on; the same checks, and every bit equal
+static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_tm, double tol, const char* label, int recompute_check) {
     char err[ST_ERRLEN];
     StudentConfig sc; sc.wan = TMD_PARITY_CONFIG; sc.head_blocks = 1; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = 48;
     const WanConfig* c = &sc.wan;
@@ -112,26 +143,38 @@ static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_t
         n_jvp += d.r[b] < d.s[b]; n_drop += d.dropped[b];
     }
     EXPECT(replay_ok, "the host replay of the CPU's draws (t, x1, dropout, y1, s, r) went out of step");
-    // GPU
+    // GPU: recompute off, then (recompute_check) on, which must give the same bits
     float* Sf = (float*)malloc(sizeof(float) * ns); for (size_t i = 0; i < ns; i++) Sf[i] = (float)Sb[i];
-    TmdGpuStudent G; tmd_gpu_student_init(&G, &sc, Sf);
-    TmmfGpuWork gw; tmmf_gpu_work_init(&gw, &sc, B, T, Hl, Wl);
     float* x_d = tmd_upload_(x, B * numel); float* ctx_d = tmd_upload_(ctx, B * nctx); float* ctxu_d = Lt_u ? tmd_upload_(ctx_u, nctx) : NULL;
     float *x1_d, *y1_d; cudaCheck(cudaMalloc(&x1_d, sizeof(float) * B * numel)); cudaCheck(cudaMalloc(&y1_d, sizeof(float) * B * numel));
     cudaCheck(cudaMemcpy(x1_d, x1h, sizeof(float) * B * numel, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(y1_d, y1h, sizeof(float) * B * numel, cudaMemcpyHostToDevice));
-    TmmfGpuStats gs = tmmf_gpu_step(&G, &gw, &d, x_d, x1_d, y1_d, ctx_d, ctxu_d, &cf, 1.0 / B, 1);
-    cudaCheck(cudaDeviceSynchronize());
-    printf("  TM-MF %s: %d samples, %d with r < s (JVP), %d dropped; s, r =", label, B, n_jvp, n_drop);
-    for (int b = 0; b < B; b++) printf(" (%.3f, %.3f)", d.s[b], d.r[b]);
-    printf("\n");
-    expect_close_scaled("TM-MF loss per sample", gs.loss, loss_cpu, B, tol);
-    double* gg = tmd_download_(G.grads, ns);
-    tmd_compare_student_(&sc, "TM-MF d", gg, dS, tol);
-    free(gg);
+    int saved = wan_gpu_recompute; float* g_off = NULL; double loss_off[TMD_MAX_BATCH];
+    for (int rc = 0; rc <= recompute_check; rc++) {
+        wan_gpu_recompute = rc;
+        TmdGpuStudent G; tmd_gpu_student_init(&G, &sc, Sf);
+        TmmfGpuWork gw; tmmf_gpu_work_init(&gw, &sc, B, T, Hl, Wl);
+        PlanInput pin = tmd_plan_input_(&sc, B, T, Hl, Wl, cf.N, &gw.bb);
+        tmd_expect_plan_(rc ? "TM-MF, recompute on" : "TM-MF", &pin, 1, "student activations",
+                         (double)(gw.bb.arena.used + gw.bb_u.arena.used + gw.h.arena.used + gw.h_aux.arena.used));
+        TmmfGpuStats gs = tmmf_gpu_step(&G, &gw, &d, x_d, x1_d, y1_d, ctx_d, ctxu_d, &cf, 1.0 / B, 1);
+        cudaCheck(cudaDeviceSynchronize());
+        printf("  TM-MF %s%s: %d samples, %d with r < s (JVP), %d dropped; s, r =", label, rc ? ", recompute on" : "", B, n_jvp, n_drop);
+        for (int b = 0; b < B; b++) printf(" (%.3f, %.3f)", d.s[b], d.r[b]);
+        printf("\n");
+        expect_close_scaled("TM-MF loss per sample", gs.loss, loss_cpu, B, tol);
+        double* gg = tmd_download_(G.grads, ns);
+        tmd_compare_student_(&sc, "TM-MF d", gg, dS, tol);
+        free(gg);
+        float* gf = tmd_download_f_(G.grads, ns);
+        if (rc) { expect_bit_identical("TM-MF loss per sample (double)", loss_off, gs.loss, 2 * (size_t)B); expect_bit_identical("TM-MF student gradients", g_off, gf, ns); free(gf); }
+        else { g_off = gf; memcpy(loss_off, gs.loss, sizeof(loss_off)); }
+        tmmf_gpu_work_free(&gw); tmd_gpu_student_free(&G);
+    }
+    wan_gpu_recompute = saved; free(g_off);
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1_d)); cudaCheck(cudaFree(y1_d));
     if (ctxu_d) cudaCheck(cudaFree(ctxu_d));
     free(ctx_u);
-    tmmf_gpu_work_free(&gw); tmd_gpu_student_free(&G); tmmf_work_free(&cw);
+    tmmf_work_free(&cw);
     free(Sf); free(x1h); free(y1h); free(dS); free(ctx); free(x); free(Sb); free(teacher);
 }
 
@@ -188,8 +231,9 @@ static void tmd_compare_disc_(const DiscConfig* dc, const char* what, const doub
 // one Stage 2 student step (VSD through the N-step rollout) and one critic step (the fake score's DSM), GPU vs CPU;
 // gan: with the GAN terms (two Conv3D heads of width 8 on teacher blocks 1 and 2, GroupNorm with 2 groups): the
 // generator's loss through the frozen teacher and the discriminator's loss on real and fake, at gan_weight 1 so that
-// the GAN part of the student's gradient is not hidden under the VSD part (the default 0.03 would scale it down)
-static void test_dmd_gpu_parity(int B, uint64_t seed, double tol, int tmd, int gan) {
+// the GAN part of the student's gradient is not hidden under the VSD part (the default 0.03 would scale it down).
+// recompute_check: the GPU steps a second time with activation recompute on; the same checks, and every bit equal.
+static void test_dmd_gpu_parity(int B, uint64_t seed, double tol, int tmd, int gan, int recompute_check) {
     char err[ST_ERRLEN];
     StudentConfig sc; sc.wan = TMD_PARITY_CONFIG; sc.head_blocks = 1; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = 48;
     const WanConfig* c = &sc.wan;
@@ -236,137 +280,90 @@ static void test_dmd_gpu_parity(int B, uint64_t seed, double tol, int tmd, int g
         dsm_cpu[b] = st.dsm; gand_cpu[b] = st.gan_d; replay_ok &= q1.counter == q2.counter && st.t == dcr.t[b] && st.t_i == dcr.t_i[b];
     }
     EXPECT(replay_ok, "the host replay of the CPU's Stage 2 draws (t_i, x1, y1, t, eps) went out of step");
-    // GPU
+    // GPU: recompute off, then (recompute_check) on, which must give the same bits
     float* Sf = (float*)malloc(sizeof(float) * ns); for (size_t i = 0; i < ns; i++) Sf[i] = (float)Sb[i];
     float* Tf = (float*)malloc(sizeof(float) * nw); float* Ff = (float*)malloc(sizeof(float) * nw);
     for (size_t i = 0; i < nw; i++) { Tf[i] = (float)teacher[i]; Ff[i] = (float)fake[i]; }
-    TmdGpuStudent Sg; tmd_gpu_student_init(&Sg, &sc, Sf);
-    WanGpuModel Tm, Fm; wan_gpu_model_init(&Tm, c, Tf, 0, "teacher"); wan_gpu_model_init(&Fm, c, Ff, 1, "fake score");
     float* Bf = (float*)malloc(sizeof(float) * nw); for (size_t i = 0; i < nw; i++) Bf[i] = (float)base[i];
-    WanGpuModel Bm; wan_gpu_model_init(&Bm, c, Bf, 1, "DMD2-v student");
-    GenGpu G; gen_gpu_init(&G, tmd, &sc, B, T, Hl, Wl, N, 10.0); G.S = &Sg; G.P = &Bm;
-    DmdGpuWork w; dmd_gpu_work_init(&w, c, B, T, Hl, Wl);
     float* Dfl = (float*)malloc(sizeof(float) * (nd ? nd : 1)); for (size_t i = 0; i < nd; i++) Dfl[i] = (float)Db[i];
-    DiscGpuModel Dm; disc_gpu_model_init(&Dm, &dc, Dfl);
-    if (gan) dmd_gpu_work_attach_disc(&w, &Dm, &Tm.w);
-    float* x_d = tmd_upload_(x, B * numel); float* ctx_d = tmd_upload_(ctx, B * nctx);
-    float *nz; cudaCheck(cudaMalloc(&nz, sizeof(float) * 6 * B * numel));
-    float *x1_d = nz, *y1_d = nz + 2 * B * numel, *e_d = nz + 4 * B * numel;
-    cudaCheck(cudaMemcpy(x1_d, x1h, sizeof(float) * 2 * B * numel, cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(y1_d, y1h, sizeof(float) * 2 * B * numel, cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(e_d, eh, sizeof(float) * 2 * B * numel, cudaMemcpyHostToDevice));
-    DmdGpuStats gs = dmd_gpu_student_step(&G, &w, &Tm.w, &Fm.w, &ds, x_d, x1_d, y1_d, e_d, ctx_d, NULL, &cf, 1.0 / B);
-    size_t o = (size_t)B * numel;
-    DmdGpuStats gc = dmd_gpu_critic_step(&G, &w, &Fm, &dcr, x_d, x1_d + o, y1_d + o, e_d + o, ctx_d, &cf, 1.0 / B);
-    cudaCheck(cudaDeviceSynchronize());
-    printf("  DMD2-v, %s%s: %d samples%s; student t_i, t_dmd =", tmd ? "TMD student" : "baseline (plain Wan student)", gan ? ", with the GAN terms" : "", B,
-           tmd ? ", rollout N = 2" : "");
-    for (int b = 0; b < B; b++) printf(" (%.3f, %.3f)", ds.t_i[b], ds.t[b]);
-    printf("\n");
-    expect_close_scaled("DMD2-v VSD loss per sample", gs.vsd, vsd_cpu, B, tol);
-    if (gan) {
-        expect_close_scaled("GAN generator loss per sample", gs.gan_g, gang_cpu, B, tol);
-        expect_close_scaled("GAN discriminator loss per sample", gc.gan_d, gand_cpu, B, tol);
-        double* gdd = tmd_download_(Dm.grads, nd);
-        tmd_compare_disc_(&dc, "discriminator d", gdd, dD, tol);
-        free(gdd);
+    int saved = wan_gpu_recompute; float *gs_off = NULL, *gf_off = NULL, *gd_off = NULL; DmdGpuStats gs_o, gc_o;
+    for (int rc = 0; rc <= recompute_check; rc++) {
+        wan_gpu_recompute = rc;
+        TmdGpuStudent Sg; tmd_gpu_student_init(&Sg, &sc, Sf);
+        WanGpuModel Tm, Fm; wan_gpu_model_init(&Tm, c, Tf, 0, "teacher"); wan_gpu_model_init(&Fm, c, Ff, 1, "fake score");
+        WanGpuModel Bm; wan_gpu_model_init(&Bm, c, Bf, 1, "DMD2-v student");
+        GenGpu G; gen_gpu_init(&G, tmd, &sc, B, T, Hl, Wl, N, 10.0); G.S = &Sg; G.P = &Bm;
+        DmdGpuWork w; dmd_gpu_work_init(&w, c, B, T, Hl, Wl);
+        DiscGpuModel Dm; disc_gpu_model_init(&Dm, &dc, Dfl);
+        if (gan) dmd_gpu_work_attach_disc(&w, &Dm, &Tm.w);
+        PlanInput pin = tmd_plan_input_(&sc, B, T, Hl, Wl, N, &G.bb);
+        pin.baseline = !tmd; pin.disc_heads = gan ? dc.n_heads : 0;
+        size_t ro_bytes = 0; for (int j = 0; tmd && j < G.ro.N; j++) ro_bytes += G.ro.steps[j].arena.used;
+        tmd_expect_plan_(rc ? "DMD2-v, recompute on" : "DMD2-v", &pin, 2, "student activations", (double)(G.bb.arena.used + ro_bytes));
+        tmd_expect_plan_(rc ? "DMD2-v, recompute on" : "DMD2-v", &pin, 2, "teacher + fake score activations",
+                         (double)(w.tc.arena.used + w.tu.arena.used + w.fk.arena.used + (gan ? w.treal.arena.used : 0)));
+        float* x_d = tmd_upload_(x, B * numel); float* ctx_d = tmd_upload_(ctx, B * nctx);
+        float *nz; cudaCheck(cudaMalloc(&nz, sizeof(float) * 6 * B * numel));
+        float *x1_d = nz, *y1_d = nz + 2 * B * numel, *e_d = nz + 4 * B * numel;
+        cudaCheck(cudaMemcpy(x1_d, x1h, sizeof(float) * 2 * B * numel, cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(y1_d, y1h, sizeof(float) * 2 * B * numel, cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(e_d, eh, sizeof(float) * 2 * B * numel, cudaMemcpyHostToDevice));
+        DmdGpuStats gs = dmd_gpu_student_step(&G, &w, &Tm.w, &Fm.w, &ds, x_d, x1_d, y1_d, e_d, ctx_d, NULL, &cf, 1.0 / B);
+        size_t o = (size_t)B * numel;
+        DmdGpuStats gc = dmd_gpu_critic_step(&G, &w, &Fm, &dcr, x_d, x1_d + o, y1_d + o, e_d + o, ctx_d, &cf, 1.0 / B);
+        cudaCheck(cudaDeviceSynchronize());
+        printf("  DMD2-v, %s%s%s: %d samples%s; student t_i, t_dmd =", tmd ? "TMD student" : "baseline (plain Wan student)", gan ? ", with the GAN terms" : "",
+               rc ? ", recompute on" : "", B, tmd ? ", rollout N = 2" : "");
+        for (int b = 0; b < B; b++) printf(" (%.3f, %.3f)", ds.t_i[b], ds.t[b]);
+        printf("\n");
+        expect_close_scaled("DMD2-v VSD loss per sample", gs.vsd, vsd_cpu, B, tol);
+        if (gan) {
+            expect_close_scaled("GAN generator loss per sample", gs.gan_g, gang_cpu, B, tol);
+            expect_close_scaled("GAN discriminator loss per sample", gc.gan_d, gand_cpu, B, tol);
+            double* gdd = tmd_download_(Dm.grads, nd);
+            tmd_compare_disc_(&dc, "discriminator d", gdd, dD, tol);
+            free(gdd);
+        }
+        double* gsd = tmd ? tmd_download_(Sg.grads, ns) : tmd_download_(Bm.grads, nw);
+        if (tmd) tmd_compare_student_(&sc, "DMD2-v student d", gsd, dS, tol);
+        else tmd_compare_wan_(c, "DMD2-v baseline student d", gsd, dB, tol);
+        expect_close_scaled("fake score DSM loss per sample", gc.dsm, dsm_cpu, B, tol);
+        double* gfd = tmd_download_(Fm.grads, nw);
+        tmd_compare_wan_(c, "fake score d", gfd, dF, tol);
+        free(gsd); free(gfd);
+        size_t nsg = tmd ? ns : nw;
+        float* gsf = tmd_download_f_(tmd ? Sg.grads : Bm.grads, nsg); float* gff = tmd_download_f_(Fm.grads, nw);
+        float* gdf = gan ? tmd_download_f_(Dm.grads, nd) : NULL;
+        if (rc) {
+            expect_bit_identical("student step losses (double)", gs_o.vsd, gs.vsd, 2 * (size_t)B);
+            expect_bit_identical("critic step losses (double)", gc_o.dsm, gc.dsm, 2 * (size_t)B);
+            if (gan) { expect_bit_identical("GAN losses (double)", gs_o.gan_g, gs.gan_g, 2 * (size_t)B); expect_bit_identical("GAN discriminator losses (double)", gc_o.gan_d, gc.gan_d, 2 * (size_t)B); }
+            expect_bit_identical(tmd ? "TMD student gradients" : "baseline student gradients", gs_off, gsf, nsg);
+            expect_bit_identical("fake score gradients", gf_off, gff, nw);
+            if (gan) expect_bit_identical("discriminator gradients", gd_off, gdf, nd);
+            free(gsf); free(gff); free(gdf);
+        } else { gs_o = gs; gc_o = gc; gs_off = gsf; gf_off = gff; gd_off = gdf; }
+        cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(nz));
+        dmd_gpu_work_free(&w); disc_gpu_model_free(&Dm); gen_gpu_free(&G); wan_gpu_model_free(&Bm); wan_gpu_model_free(&Tm); wan_gpu_model_free(&Fm); tmd_gpu_student_free(&Sg);
     }
-    double* gsd = tmd ? tmd_download_(Sg.grads, ns) : tmd_download_(Bm.grads, nw);
-    if (tmd) tmd_compare_student_(&sc, "DMD2-v student d", gsd, dS, tol);
-    else tmd_compare_wan_(c, "DMD2-v baseline student d", gsd, dB, tol);
-    expect_close_scaled("fake score DSM loss per sample", gc.dsm, dsm_cpu, B, tol);
-    double* gfd = tmd_download_(Fm.grads, nw);
-    tmd_compare_wan_(c, "fake score d", gfd, dF, tol);
-    free(gsd); free(gfd);
-    cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(nz));
-    dmd_gpu_work_free(&w); disc_gpu_model_free(&Dm); free(Dfl); free(Db); free(dD); gen_gpu_free(&G); wan_gpu_model_free(&Bm); wan_gpu_model_free(&Tm); wan_gpu_model_free(&Fm); tmd_gpu_student_free(&Sg);
+    wan_gpu_recompute = saved; free(gs_off); free(gf_off); free(gd_off); free(Dfl); free(Db); free(dD);
     dmd_work_free(&cw); generator_free(&Gc);
     free(Bf); free(base); free(dB); free(Sf); free(Tf); free(Ff); free(x1h); free(y1h); free(eh); free(dS); free(dF); free(ctx); free(x); free(Sb); free(fake); free(teacher);
 }
 
-// one KD step on B pairs, GPU vs CPU (cpu/distill_cpu.h kd_sample): tmd 1 the TMD student (rollout N = 2), 0 the
-// baseline's plain Wan student. The pairs are random stand-ins for teacher samples (the step does not care where they
-// came from); they go to the device as a KdPairs of P = 3 and the step reads pair (1·B + b) mod 3 as the trainer does.
-static void test_kd_gpu_parity(int B, uint64_t seed, double tol, int tmd) {
-    char err[ST_ERRLEN];
-    StudentConfig sc; sc.wan = TMD_PARITY_CONFIG; sc.head_blocks = 1; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = 48;
-    const WanConfig* c = &sc.wan;
-    int T = 2, Hl = 4, Wl = 8, N = 2, P = 3; uint64_t step = 1;
-    WanGrid g; if (wan_grid(&g, c, c->in_dim, T, Hl, Wl, err)) { fprintf(stderr, "%s\n", err); exit(1); }
-    size_t nw = wan_num_params(c), ns = student_num_params(&sc), numel = (size_t)c->out_dim * T * Hl * Wl, nctx = (size_t)c->text_len * c->text_dim;
-    size_t np = tmd ? ns : nw;
-    double* teacher = (double*)calloc(nw, sizeof(double)); tmd_random_params_(c, teacher, seed);
-    Rng pr = rng_make(seed + 4);
-    // the student: the TMD student (student_init, extras perturbed) or the teacher with drifted weights (every value float)
-    double* Sb = (double*)calloc(np, sizeof(double));
-    if (tmd) { student_init(&sc, Sb, teacher, seed + 1); for (size_t i = nw; i < ns; i++) Sb[i] += 0.05 * rng_normal(&pr); }
-    else for (size_t i = 0; i < nw; i++) Sb[i] = teacher[i] * (1 + 0.05 * rng_normal(&pr));
-    for (size_t i = 0; i < np; i++) Sb[i] = (float)Sb[i];
-    StudentParams S; WanParams Wp;
-    if (tmd) { student_carve(&sc, &S, Sb); S.x.fuse_gate[0] = 0.3f; } else wan_carve(c, &Wp, Sb);
-    // P pairs: noise, a stand-in teacher sample, a caption of text_len − (i mod 3) rows, zero-padded
-    KdPairs kp; kd_pairs_alloc(&kp, P, numel, nctx); memset(kp.ctx, 0, sizeof(float) * P * nctx);
-    int Lt[8];
-    double* dz = (double*)malloc(sizeof(double) * P * numel); double* dt = (double*)malloc(sizeof(double) * P * numel);
-    double* dctx = (double*)calloc(P * nctx, sizeof(double));
-    for (int i = 0; i < P; i++) {
-        Lt[i] = c->text_len - i % 3;
-        for (size_t k = 0; k < numel; k++) { kp.noise[i * numel + k] = (float)rng_normal(&pr); kp.target[i * numel + k] = (float)(0.5 * rng_normal(&pr)); }
-        for (size_t k = 0; k < (size_t)Lt[i] * c->text_dim; k++) kp.ctx[i * nctx + k] = (float)rng_normal(&pr);
-    }
-    for (size_t k = 0; k < P * numel; k++) { dz[k] = kp.noise[k]; dt[k] = kp.target[k]; }
-    for (size_t k = 0; k < P * nctx; k++) dctx[k] = kp.ctx[k];
-    // CPU: one sample at a time with its own stream for y1; the same y1 replayed for the GPU
-    Generator Gc; generator_init(&Gc, tmd, &sc, &g, N, 10.0); Gc.S = &S; Gc.P = &Wp;
-    double* dS = (double*)calloc(np, sizeof(double)); StudentParams dSp; WanParams dWp;
-    if (tmd) student_carve(&sc, &dSp, dS); else wan_carve(c, &dWp, dS);
-    float* y1h = (float*)malloc(sizeof(float) * B * numel);
-    double mse_cpu[TMD_MAX_BATCH]; int idx[TMD_MAX_BATCH], replay_ok = 1;
-    for (int b = 0; b < B; b++) {
-        int i = (int)((step * B + b) % P); idx[b] = i;
-        Rng r1 = rng_make(seed * 10 + b), r2 = r1;
-        for (size_t k = 0; k < numel; k++) y1h[b * numel + k] = (float)rng_normal(&r2);
-        mse_cpu[b] = kd_sample(&Gc, tmd ? &dSp : NULL, tmd ? NULL : &dWp, &g, dz + i * numel, dt + i * numel, dctx + i * nctx, Lt[i], T_MAX, &r1, 1.0 / B);
-        replay_ok &= r1.counter == r2.counter;
-    }
-    EXPECT(replay_ok, "the host replay of the CPU's KD draws (y1) went out of step");
-    // GPU
-    float* Sf = (float*)malloc(sizeof(float) * np); for (size_t i = 0; i < np; i++) Sf[i] = (float)Sb[i];
-    TmdGpuStudent Sg; WanGpuModel Bm; memset(&Sg, 0, sizeof(Sg)); memset(&Bm, 0, sizeof(Bm));
-    if (tmd) tmd_gpu_student_init(&Sg, &sc, Sf); else wan_gpu_model_init(&Bm, c, Sf, 1, "DMD2-v student");
-    GenGpu G; gen_gpu_init(&G, tmd, &sc, B, T, Hl, Wl, N, 10.0); G.S = &Sg; G.P = &Bm;
-    KdGpuWork w; kd_gpu_work_init(&w, &kp, B, numel, nctx);
-    kd_gpu_batch(&w, step, G.bb.stream);
-    float* y1_d = tmd_dalloc_(B * numel, "KD test y1");
-    cudaCheck(cudaMemcpy(y1_d, y1h, sizeof(float) * B * numel, cudaMemcpyHostToDevice));
-    KdGpuStats gs = kd_gpu_step(&G, &w, w.zb, w.tb, y1_d, w.cb, 1.0 / B);
-    cudaCheck(cudaDeviceSynchronize());
-    printf("  KD, %s: %d samples at t = T_MAX, pairs", tmd ? "TMD student (rollout N = 2)" : "baseline (plain Wan student)", B);
-    for (int b = 0; b < B; b++) printf(" %d", idx[b]);
-    printf(" of %d\n", P);
-    EXPECT(gs.finite, "KD step: non-finite loss on the GPU");
-    expect_close_scaled("KD loss (mse) per sample", gs.mse, mse_cpu, B, tol);
-    double* gsd = tmd_download_(tmd ? Sg.grads : Bm.grads, np);
-    if (tmd) tmd_compare_student_(&sc, "KD TMD student d", gsd, dS, tol);
-    else tmd_compare_wan_(c, "KD baseline student d", gsd, dS, tol);
-    free(gsd);
-    cudaCheck(cudaFree(y1_d)); kd_gpu_work_free(&w); gen_gpu_free(&G);
-    if (tmd) tmd_gpu_student_free(&Sg); else wan_gpu_model_free(&Bm);
-    generator_free(&Gc); kd_pairs_free(&kp);
-    free(Sf); free(y1h); free(dS); free(dz); free(dt); free(dctx); free(Sb); free(teacher);
-}
-
-static void test_tmd_gpu(int B, uint64_t seed, double tol) {
+// recompute_check: every TM-MF and DMD2-v step also with activation recompute on, its gradients memcmp'd against the
+// plain run's
+static void test_tmd_gpu(int B, uint64_t seed, double tol, int recompute_check) {
     printf("\nTMD on the GPU vs the CPU reference: one TM-MF step, one DMD2-v student and critic step, one KD step (gated fusion, H = 1)\n");
 #ifdef ENABLE_FP32
-    test_tmmf_gpu_parity(B, seed, 0.0, 0.0, tol, "(a) guided, r < s");
-    test_tmmf_gpu_parity(B, seed + 7, 1.0, 0.5, tol, "(b) dropped to a negative prompt");
+    test_tmmf_gpu_parity(B, seed, 0.0, 0.0, tol, "(a) guided, r < s", recompute_check);
+    test_tmmf_gpu_parity(B, seed + 7, 1.0, 0.5, tol, "(b) dropped to a negative prompt", recompute_check);
 #else
-    test_tmmf_gpu_parity(B, seed, 0.0, 1.0, tol, "(a) guided, r = s (bf16: no JVP, see the header)");
-    test_tmmf_gpu_parity(B, seed + 7, 1.0, 1.0, tol, "(b) dropped, r = s");
+    test_tmmf_gpu_parity(B, seed, 0.0, 1.0, tol, "(a) guided, r = s (bf16: no JVP, see the header)", recompute_check);
+    test_tmmf_gpu_parity(B, seed + 7, 1.0, 1.0, tol, "(b) dropped, r = s", recompute_check);
 #endif
-    test_dmd_gpu_parity(B, seed, tol, 1, 0);
-    test_dmd_gpu_parity(B, seed + 3, tol, 0, 0);
+    test_dmd_gpu_parity(B, seed, tol, 1, 0, recompute_check);
+    test_dmd_gpu_parity(B, seed + 3, tol, 0, 0, recompute_check);
     test_kd_gpu_parity(B, seed + 11, tol, 0);
     test_kd_gpu_parity(B, seed + 13, tol, 1);
 #ifdef ENABLE_FP32
@@ -374,6 +371,6 @@ static void test_tmd_gpu(int B, uint64_t seed, double tol) {
     // fake score's gradients pass 5e-2, but the discriminator's gradients of the head on the last block do not (rel up
     // to 9.2e-2): bf16-rounded features pass through GroupNorm over groups of 4 values at this tiny latent, which
     // amplifies the rounding. The heads themselves are fp32 in both builds.
-    test_dmd_gpu_parity(B, seed + 5, tol, 1, 1);
+    test_dmd_gpu_parity(B, seed + 5, tol, 1, 1, recompute_check);
 #endif
 }

@@ -11,7 +11,9 @@
 // Memory (llm.c's way): a WanGpuModel holds the fp32 master weights, the floatX copy the GEMMs read, the fp32 gradients
 // and the AdamW moments, each ONE allocation carved by the layout of wan.h (WanParamsF / WanParamsX are WanParams'
 // typed twins). A WanGpuAct holds every activation and the backward's scratch as ONE allocation planned from
-// (config, batch, latent shape, training); wan_gpu_act_print_plan prints the bytes of each buffer. An allocation that
+// (config, batch, latent shape, training, recompute) by the buffer lists of gpu/act_plan.h, which the memory plan
+// (gpu/distill_plan.h) sums too; wan_gpu_act_print_plan prints the bytes of each buffer. With per-block recompute
+// (wan_gpu_recompute) a training plan keeps the residual stream and one block set, rebuilt block by block in the backward. An allocation that
 // does not fit exits naming the buffer, the bytes asked, the bytes free and what to change.
 //
 // Precision (kernels/precision.cuh): floatX (bf16, or fp32 with -DENABLE_FP32) for the block GEMMs' inputs, weights
@@ -31,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../wan.h"                    // config, parameter layout (WAN_DEFINE_PARAMS, wan_carve_view)
+#include "act_plan.h"                  // the activation buffers as lists: the carve below and the memory plan read them
 #include "../kernels/common.cuh"       // cudaCheck, cuda_malloc_named
 #include "../kernels/precision.cuh"    // floatX
 #include "../kernels/reduce.cuh"       // deterministic column sums
@@ -80,8 +83,15 @@ typedef struct {
     long step;            // AdamW steps taken
 } WanGpuModel;
 
-static const char* WAN_GPU_OOM_HINT = "lower --batch, or use a smaller latent (fewer frames or a lower resolution); "
-                                      "activation recompute is not implemented";
+static const char* WAN_GPU_OOM_HINT = "lower --batch, use a smaller latent (fewer frames or a lower resolution), "
+                                      "or turn on activation recompute (--recompute on)";
+
+// Per-block activation recompute for every training plan made after it is set (the programs' --recompute; the
+// tests switch it): a training WanGpuAct then keeps only the residual stream (each block's input) and one block's
+// activations, and wan_gpu_backward_blocks re-runs each block's forward into that one set just before its backward.
+// The TMD flow head's evaluations planned on such a backbone do the same with the backbone's set (gpu/tmd_gpu.cuh).
+// The kernels are deterministic, so the gradients are bit-identical with and without it (test_gpu checks).
+static int wan_gpu_recompute = 0;
 
 __global__ void wan_gpu_cast_kernel_f2x(floatX* out, const float* in, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -206,9 +216,11 @@ typedef struct { const char* name; size_t bytes; int count; } WanGpuPlanEntry;
 typedef struct { char* base; size_t used; WanGpuPlanEntry e[WAN_GPU_PLAN_MAX]; int ne; } WanGpuArena;
 
 // n elements of T, 256-byte aligned (cuBLASLt and the flash kernels' 16-byte loads want aligned rows)
+// (act_round; n = 0: the buffer is absent on this path, NULL)
 template <typename T>
 static T* wan_gpu_take(WanGpuArena* a, size_t n, const char* name) {
-    size_t bytes = (n * sizeof(T) + 255) & ~(size_t)255;
+    if (n == 0) return NULL;
+    size_t bytes = act_round(n * sizeof(T));
     T* p = a->base ? (T*)(a->base + a->used) : NULL;
     a->used += bytes;
     if (!a->base) {
@@ -300,7 +312,8 @@ typedef struct {
 
 typedef struct {
     WanConfig cfg;
-    int B, training, flash;       // batch; keeps every block's activations for a backward; flash attention
+    int B, training, flash;       // batch; planned for a backward; flash attention
+    int recompute;                // training with one block set, rebuilt per block in the backward (wan_gpu_recompute)
     PatchGrid g;                  // the input grid (C = in_dim); token count g.L
     PatchGrid g_out;              // the same grid with C = out_dim
     float* rope;                  // [L, head_dim/2, 2] (host-built table)
@@ -309,7 +322,7 @@ typedef struct {
     float* out;                   // [B, out_dim, T, Hl, Wl] the velocity
     WanGpuTimeAct time;
     WanGpuTextAct text;
-    WanGpuBlockAct blocks[WAN_MAX_LAYERS];   // training: one set per block; forward only: all share blocks[0]'s memory
+    WanGpuBlockAct blocks[WAN_MAX_LAYERS];   // training: one set per block; forward only or recompute: all share blocks[0]'s memory
     WanGpuHeadAct head;
     WanGpuScratch s;              // NULL pointers when !training
     WanGpuArena arena;
@@ -325,62 +338,28 @@ static size_t wan_gpu_max_(size_t a, size_t b) { return a > b ? a : b; }
 // every step's activations kept) plan their own buffers the same way: call them in a sizing pass (ar->base NULL) and a
 // carving pass over one allocation of ar->used bytes, exactly as wan_gpu_act_init does.
 
+// the list entries' types (gpu/act_plan.h): f32 → float, fx → floatX
+typedef float act_type_f32;
+typedef floatX act_type_fx;
+#define WAN_GPU_TAKE_(type, field, n, name) field = wan_gpu_take<act_type_##type>(ar, (size_t)(n), name);
+
 // one block's activations for B samples of L tokens; flash: the attention path (WanGpuAct.flash)
-static void wan_gpu_block_act_carve(WanGpuBlockAct* k, WanGpuArena* ar, const WanConfig* c, int B_, int L_, int flash) {
-    size_t B = B_, L = L_, D = c->dim, F = c->ffn_dim, H = c->num_heads, Lc = c->text_len, N = B * L, ND = N * D, NcD = B * Lc * D;
-    k->mod = wan_gpu_take<float>(ar, B * 6 * D, "block.mod");
-    k->ln1_mean = wan_gpu_take<float>(ar, N, "block.ln_stats"); k->ln1_rstd = wan_gpu_take<float>(ar, N, "block.ln_stats");
-    k->h1 = wan_gpu_take<floatX>(ar, ND, "block.h1");
-    k->q_pre = wan_gpu_take<floatX>(ar, ND, "block.qkv"); k->k_pre = wan_gpu_take<floatX>(ar, ND, "block.qkv"); k->v = wan_gpu_take<floatX>(ar, ND, "block.qkv");
-    k->q_rstd = wan_gpu_take<float>(ar, N, "block.rms_stats"); k->k_rstd = wan_gpu_take<float>(ar, N, "block.rms_stats");
-    k->q = wan_gpu_take<floatX>(ar, ND, "block.q_k_roped"); k->k = wan_gpu_take<floatX>(ar, ND, "block.q_k_roped");
-    k->lse = wan_gpu_take<float>(ar, B * H * L, "block.attn_lse");
-    if (!flash) k->att = wan_gpu_take<float>(ar, B * H * L * L, "block.attn_probs (naive)");
-    k->ao = wan_gpu_take<floatX>(ar, ND, "block.attn_out"); k->sa = wan_gpu_take<floatX>(ar, ND, "block.o_proj");
-    k->x1 = wan_gpu_take<float>(ar, ND, "block.x1_x2");
-    k->ln3_mean = wan_gpu_take<float>(ar, N, "block.ln_stats"); k->ln3_rstd = wan_gpu_take<float>(ar, N, "block.ln_stats");
-    k->y3 = wan_gpu_take<floatX>(ar, ND, "block.y3");
-    k->cq_pre = wan_gpu_take<floatX>(ar, ND, "block.cross_q"); k->cq_rstd = wan_gpu_take<float>(ar, N, "block.rms_stats");
-    k->cq = wan_gpu_take<floatX>(ar, ND, "block.cross_q");
-    k->ck_pre = wan_gpu_take<floatX>(ar, NcD, "block.cross_kv"); k->ck_rstd = wan_gpu_take<float>(ar, B * Lc, "block.rms_stats");
-    k->ck = wan_gpu_take<floatX>(ar, NcD, "block.cross_kv"); k->cv = wan_gpu_take<floatX>(ar, NcD, "block.cross_kv");
-    k->clse = wan_gpu_take<float>(ar, B * H * L, "block.attn_lse");
-    if (!flash) k->catt = wan_gpu_take<float>(ar, B * H * L * Lc, "block.cross_probs (naive)");
-    k->cao = wan_gpu_take<floatX>(ar, ND, "block.attn_out"); k->ca = wan_gpu_take<floatX>(ar, ND, "block.o_proj");
-    k->x2 = wan_gpu_take<float>(ar, ND, "block.x1_x2");
-    k->ln2_mean = wan_gpu_take<float>(ar, N, "block.ln_stats"); k->ln2_rstd = wan_gpu_take<float>(ar, N, "block.ln_stats");
-    k->h2 = wan_gpu_take<floatX>(ar, ND, "block.h2");
-    k->f1 = wan_gpu_take<floatX>(ar, N * F, "block.ffn_hidden"); k->f1a = wan_gpu_take<floatX>(ar, N * F, "block.ffn_hidden");
-    k->f2 = wan_gpu_take<floatX>(ar, ND, "block.ffn_out");
+static void wan_gpu_block_act_carve(WanGpuBlockAct* k, WanGpuArena* ar, const WanConfig* c, int B, int L, int flash) {
+    ActDims z = act_dims(c, B, L, flash, 0, 0, 1);
+    WAN_BLOCK_ACT_BUFFERS(WAN_GPU_TAKE_, k, z)
 }
 
 // the head's activations for B samples of L tokens
-static void wan_gpu_head_act_carve(WanGpuHeadAct* h, WanGpuArena* ar, const WanConfig* c, int B_, int L_) {
-    size_t B = B_, N = B * L_, D = c->dim, ND = N * D, Pout = (size_t)c->out_dim * wan_patch_numel(c);
-    h->mod = wan_gpu_take<float>(ar, B * 2 * D, "head"); h->mean = wan_gpu_take<float>(ar, N, "head"); h->rstd = wan_gpu_take<float>(ar, N, "head");
-    h->hm = wan_gpu_take<float>(ar, ND, "head"); h->y = wan_gpu_take<float>(ar, N * Pout, "head");
+static void wan_gpu_head_act_carve(WanGpuHeadAct* h, WanGpuArena* ar, const WanConfig* c, int B, int L) {
+    ActDims z = act_dims(c, B, L, 1, 0, 0, 1);
+    WAN_HEAD_ACT_BUFFERS(WAN_GPU_TAKE_, h, z)
 }
 
 // the backward's scratch for B samples of L tokens (shared by every layer that runs on the same stream)
 static void wan_gpu_scratch_carve(WanGpuScratch* s, WanGpuArena* ar, const WanConfig* c, int B_, int L_, int flash) {
-    size_t B = B_, L = L_, D = c->dim, F = c->ffn_dim, H = c->num_heads, Lc = c->text_len, N = B * L, ND = N * D;
-    size_t Pin = (size_t)c->in_dim * wan_patch_numel(c), Pout = (size_t)c->out_dim * wan_patch_numel(c);
-    size_t NcD = B * Lc * D, scores = B * H * L * wan_gpu_max_(L, Lc);
-    s->g = wan_gpu_take<float>(ar, ND, "bwd.residual_grad"); s->dc = wan_gpu_take<float>(ar, NcD, "bwd.context_grad");
-    s->de0 = wan_gpu_take<float>(ar, B * 6 * D, "bwd.small"); s->de = wan_gpu_take<float>(ar, B * D, "bwd.small");
-    s->dmod = wan_gpu_take<float>(ar, B * 6 * D, "bwd.small");
-    s->t1 = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->t2 = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->t3 = wan_gpu_take<floatX>(ar, ND, "bwd.temps");
-    s->tF = wan_gpu_take<floatX>(ar, N * F, "bwd.ffn_temp");
-    s->dk = wan_gpu_take<floatX>(ar, ND, "bwd.temps"); s->dv = wan_gpu_take<floatX>(ar, ND, "bwd.temps");
-    s->dck = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps"); s->dcv = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps");
-    s->dtext = wan_gpu_take<floatX>(ar, NcD, "bwd.text_temps");
-    s->dctx_x = wan_gpu_take<floatX>(ar, B * Lc * c->text_dim, "bwd.text_temps");
-    if (flash) s->delta = wan_gpu_take<float>(ar, B * H * L, "bwd.attn_delta");
-    else s->dS = wan_gpu_take<float>(ar, scores, "bwd.attn_dS (naive)");
-    s->tg1 = wan_gpu_take<float>(ar, B * D, "bwd.small"); s->tg2 = wan_gpu_take<float>(ar, B * D, "bwd.small");
-    s->dhm = wan_gpu_take<float>(ar, ND, "bwd.head"); s->dy = wan_gpu_take<float>(ar, N * Pout, "bwd.head");
-    s->dpatch = wan_gpu_take<float>(ar, N * Pin, "bwd.patch");
-    // the largest partial-sum buffer of any reduction: LN (2 columns sets per chunk), RMSNorm, gates, Linear biases
+    ActDims z = act_dims(c, B_, L_, flash, 0, 0, 1);
+    // the list's reduction buffer must cover every reduction the layers run (the kernels' own counts)
+    size_t B = B_, L = L_, D = c->dim, F = c->ffn_dim, Lc = c->text_len, N = B * L, Pout = z.Pout;
     size_t red = layernorm_backward_scratch_floats((int)B, (int)L, (int)D);
     red = wan_gpu_max_(red, rmsnorm_backward_scratch_floats((int)N, (int)D));
     red = wan_gpu_max_(red, rmsnorm_backward_scratch_floats((int)(B * Lc), (int)D));
@@ -388,30 +367,18 @@ static void wan_gpu_scratch_carve(WanGpuScratch* s, WanGpuArena* ar, const WanCo
     red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)N, (int)wan_gpu_max_(wan_gpu_max_(F, D), Pout)));
     red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)(B * Lc), (int)D));
     red = wan_gpu_max_(red, matmul_backward_scratch_floats((int)B, (int)(6 * D)));
-    s->red = wan_gpu_take<float>(ar, red, "bwd.reductions");
+    if (z.red < red) { fprintf(stderr, "wan_gpu_scratch_carve: gpu/act_plan.h plans %zu reduction floats, the kernels need %zu\n", z.red, red); exit(1); }
+    WAN_SCRATCH_BUFFERS(WAN_GPU_TAKE_, s, z)
 }
 
 static void wan_gpu_act_carve_(WanGpuAct* a) {
     const WanConfig* c = &a->cfg;
     WanGpuArena* ar = &a->arena;
-    size_t B = a->B, L = a->g.L, D = c->dim, Lc = c->text_len, N = B * L, ND = N * D;
-    size_t Pin = (size_t)c->in_dim * wan_patch_numel(c), Pout = (size_t)c->out_dim * wan_patch_numel(c);
-    a->rope = wan_gpu_take<float>(ar, L * wan_head_dim(c), "rope_table");
-    a->patches = wan_gpu_take<float>(ar, N * Pin, "patches");
-    a->xs = wan_gpu_take<float>(ar, (size_t)(c->num_layers + 1) * ND, "residual_stream xs");
-    a->out = wan_gpu_take<float>(ar, B * Pout * L, "velocity out");
-    WanGpuTimeAct* t = &a->time;
-    t->sin = wan_gpu_take<float>(ar, B * c->freq_dim, "time"); t->h1 = wan_gpu_take<float>(ar, B * D, "time");
-    t->a1 = wan_gpu_take<float>(ar, B * D, "time"); t->e = wan_gpu_take<float>(ar, B * D, "time");
-    t->se = wan_gpu_take<float>(ar, B * D, "time"); t->e0 = wan_gpu_take<float>(ar, B * 6 * D, "time");
-    WanGpuTextAct* x = &a->text;
-    x->ctx = wan_gpu_take<float>(ar, B * Lc * c->text_dim, "text.ctx");
-    x->ctx_x = wan_gpu_take<floatX>(ar, B * Lc * c->text_dim, "text.ctx");
-    x->h1 = wan_gpu_take<floatX>(ar, B * Lc * D, "text.hidden"); x->a1 = wan_gpu_take<floatX>(ar, B * Lc * D, "text.hidden");
-    x->c = wan_gpu_take<floatX>(ar, B * Lc * D, "text.c");
-    int nsets = a->training ? c->num_layers : 1;
+    ActDims z = act_dims(c, a->B, a->g.L, a->flash, 0, 0, 1);
+    WAN_ACT_STREAM_BUFFERS(WAN_GPU_TAKE_, a, z)
+    int nsets = act_block_sets(c, a->training, a->recompute);
     for (int l = 0; l < nsets; l++) wan_gpu_block_act_carve(&a->blocks[l], ar, c, a->B, a->g.L, a->flash);
-    for (int l = nsets; l < c->num_layers; l++) a->blocks[l] = a->blocks[0];   // forward only: one set, reused by every block
+    for (int l = nsets; l < c->num_layers; l++) a->blocks[l] = a->blocks[0];   // forward only or recompute: one set, reused by every block
     wan_gpu_head_act_carve(&a->head, ar, c, a->B, a->g.L);
     if (a->training) wan_gpu_scratch_carve(&a->s, ar, c, a->B, a->g.L, a->flash);
 }
@@ -425,8 +392,10 @@ static int wan_gpu_use_flash(const WanConfig* c) {
 #endif
 }
 
-// Plans and allocates the activations for B latents [C, T, Hl, Wl]. training: keep every block's activations and the
-// backward's scratch; otherwise a forward-only plan (one block's activations, reused). Returns -1 with a message if
+// Plans and allocates the activations for B latents [C, T, Hl, Wl]. training: keep every block's activations (or,
+// with wan_gpu_recompute set, only the blocks' inputs and one block set to rebuild them in) and the backward's
+// scratch; otherwise a forward-only plan (one block's activations, reused). The bytes are gpu/act_plan.h's
+// act_wan_bytes, which the memory plan (gpu/distill_plan.h) sums. Returns -1 with a message if
 // the latent does not fit the config. Exits naming the buffer if the device memory does not suffice.
 static int wan_gpu_act_init(WanGpuAct* a, const WanConfig* c, int B, int C, int T, int Hl, int Wl, int training, char* err) {
     memset(a, 0, sizeof(*a));
@@ -435,13 +404,17 @@ static int wan_gpu_act_init(WanGpuAct* a, const WanConfig* c, int B, int C, int 
                  "divisible by the patch (%d, %d, %d)", B, C, T, Hl, Wl, c->name, c->in_dim, c->patch[0], c->patch[1], c->patch[2]);
         return -1;
     }
-    a->cfg = *c; a->B = B; a->training = training; a->flash = wan_gpu_use_flash(c);
+    a->cfg = *c; a->B = B; a->training = training; a->flash = wan_gpu_use_flash(c); a->recompute = training && wan_gpu_recompute;
     a->g = patch_grid(B, C, T, Hl, Wl, c->patch[0], c->patch[1], c->patch[2]);
     a->g_out = patch_grid(B, c->out_dim, T, Hl, Wl, c->patch[0], c->patch[1], c->patch[2]);
     wan_gpu_act_carve_(a);                               // sizing pass
     char what[160];
-    snprintf(what, sizeof(what), "activations (%s, batch %d, %d tokens, %s attention)", training ? "training" : "forward only",
-             B, a->g.L, a->flash ? "flash" : "naive");
+    size_t planned = act_wan_bytes(c, B, a->g.L, training, a->recompute, a->flash, sizeof(floatX));
+    if (a->arena.used != planned) {   // the carve and gpu/act_plan.h read the same lists; only a bug gets here
+        fprintf(stderr, "wan_gpu_act_init: the carve takes %zu bytes, gpu/act_plan.h plans %zu\n", a->arena.used, planned); exit(1);
+    }
+    snprintf(what, sizeof(what), "activations (%s, batch %d, %d tokens, %s attention)",
+             training ? (a->recompute ? "training, recompute" : "training") : "forward only", B, a->g.L, a->flash ? "flash" : "naive");
     a->base = (char*)cuda_malloc_named(a->arena.used, what, WAN_GPU_OOM_HINT);
     size_t total = a->arena.used;
     a->arena.base = a->base; a->arena.used = 0;
@@ -459,7 +432,7 @@ static void wan_gpu_act_free(WanGpuAct* a) { cudaCheck(cudaFree(a->base)); memse
 // the memory plan: bytes per buffer (summed over the blocks) and the total
 static void wan_gpu_act_print_plan(const WanGpuAct* a, FILE* f) {
     fprintf(f, "activation plan (%s, batch %d, %d tokens per sample, %s attention, %s, GEMM: %s):\n",
-            a->training ? "training" : "forward only", a->B, a->g.L, a->flash ? "flash" : "naive", FLOATX_NAME, WAN_GPU_GEMM_NAME);
+            a->training ? (a->recompute ? "training, per-block recompute" : "training") : "forward only", a->B, a->g.L, a->flash ? "flash" : "naive", FLOATX_NAME, WAN_GPU_GEMM_NAME);
     for (int i = 0; i < a->arena.ne; i++)
         fprintf(f, "  %-28s %4d buffers %12.2f MiB\n", a->arena.e[i].name, a->arena.e[i].count, a->arena.e[i].bytes / 1048576.0);
     fprintf(f, "  %-28s %17s %12.2f MiB\n", "total", "", a->arena.used / 1048576.0);
@@ -580,7 +553,8 @@ static void wan_gpu_attention_backward_(floatX* dq, floatX* dk, floatX* dv, WanG
     attention_backward_naive<floatX>(dq, dk, dv, sc->dS, dout, att, q, k, v, B, Nq, Nk, H, d, s);
 }
 
-// x_out [N, D] fp32 may not alias x_in. l: the block's index in W. e0: [B, 6D] fp32; ctx: [B·text_len, D] floatX;
+// x_out [N, D] fp32 may not alias x_in; NULL: the output is not written (the backward's recompute of the activations,
+// which needs everything but the last residual add). l: the block's index in W. e0: [B, 6D] fp32; ctx: [B·text_len, D] floatX;
 // rope: the grid's table; flash: the attention path (WanGpuAct.flash); g: the token grid.
 static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuWeights* W, int l, const float* x_in, const float* e0,
                                   const floatX* ctx, const float* rope, int flash, const PatchGrid* g, cudaStream_t s) {
@@ -621,6 +595,7 @@ static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuW
     layernorm_modulate_forward<floatX>(a->h2, a->ln2_mean, a->ln2_rstd, a->x2, shift2, scale2, 6 * D, B, L, D, eps, s);
     matmul_forward<floatX>(a->f1a, a->f1, a->h2, Bx->ffn_0_weight, Bx->ffn_0_bias, N, D, F, 1, s);
     matmul_forward<floatX>(a->f2, NULL, a->f1a, Bx->ffn_2_weight, Bx->ffn_2_bias, N, F, D, 0, s);
+    if (!x_out) return;
     cudaCheck(cudaMemcpyAsync(x_out, a->x2, sizeof(float) * ND, cudaMemcpyDeviceToDevice, s));
     residual_forward<floatX>(x_out, a->f2, gate2, 6 * D, B, L, D, s);
 }
@@ -743,6 +718,8 @@ static void wan_gpu_backward_blocks(WanParamsF* dW, float* dx, float* dctx, cons
     int need_dc = dW != NULL || dctx != NULL;
     for (int l = n - 1; l >= 0; l--) {
         if (dfeat && dfeat[l + 1]) wan_gpu_add<float>(sc->g, dfeat[l + 1], ND, s);
+        if (a->recompute)   // the activations of block l, rebuilt from its kept input xs[l] into the one shared set
+            wan_gpu_block_forward(NULL, &a->blocks[l], W, l, wan_gpu_xs(a, l), a->time.e0, a->text.c, a->rope, a->flash, &a->g, s);
         wan_gpu_block_backward(dW ? &dW->blocks[l] : NULL, sc->g, sc->de0, need_dc ? sc->dc : NULL, &a->blocks[l], W, l, a->text.c, a->rope,
                                a->flash, &a->g, sc, s);
     }
