@@ -351,6 +351,78 @@ static void test_dmd_gpu_parity(int B, uint64_t seed, double tol, int tmd, int g
     free(Bf); free(base); free(dB); free(Sf); free(Tf); free(Ff); free(x1h); free(y1h); free(eh); free(dS); free(dF); free(ctx); free(x); free(Sb); free(fake); free(teacher);
 }
 
+// one KD step on B pairs, GPU vs CPU (cpu/distill_cpu.h kd_sample): tmd 1 the TMD student (rollout N = 2), 0 the
+// baseline's plain Wan student. The pairs are random stand-ins for teacher samples (the step does not care where they
+// came from); they go to the device as a KdPairs of P = 3 and the step reads pair (1·B + b) mod 3 as the trainer does.
+static void test_kd_gpu_parity(int B, uint64_t seed, double tol, int tmd) {
+    char err[ST_ERRLEN];
+    StudentConfig sc; sc.wan = TMD_PARITY_CONFIG; sc.head_blocks = 1; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = 48;
+    const WanConfig* c = &sc.wan;
+    int T = 2, Hl = 4, Wl = 8, N = 2, P = 3; uint64_t step = 1;
+    WanGrid g; if (wan_grid(&g, c, c->in_dim, T, Hl, Wl, err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    size_t nw = wan_num_params(c), ns = student_num_params(&sc), numel = (size_t)c->out_dim * T * Hl * Wl, nctx = (size_t)c->text_len * c->text_dim;
+    size_t np = tmd ? ns : nw;
+    double* teacher = (double*)calloc(nw, sizeof(double)); tmd_random_params_(c, teacher, seed);
+    Rng pr = rng_make(seed + 4);
+    // the student: the TMD student (student_init, extras perturbed) or the teacher with drifted weights (every value float)
+    double* Sb = (double*)calloc(np, sizeof(double));
+    if (tmd) { student_init(&sc, Sb, teacher, seed + 1); for (size_t i = nw; i < ns; i++) Sb[i] += 0.05 * rng_normal(&pr); }
+    else for (size_t i = 0; i < nw; i++) Sb[i] = teacher[i] * (1 + 0.05 * rng_normal(&pr));
+    for (size_t i = 0; i < np; i++) Sb[i] = (float)Sb[i];
+    StudentParams S; WanParams Wp;
+    if (tmd) { student_carve(&sc, &S, Sb); S.x.fuse_gate[0] = 0.3f; } else wan_carve(c, &Wp, Sb);
+    // P pairs: noise, a stand-in teacher sample, a caption of text_len − (i mod 3) rows, zero-padded
+    KdPairs kp; kd_pairs_alloc(&kp, P, numel, nctx); memset(kp.ctx, 0, sizeof(float) * P * nctx);
+    int Lt[8];
+    double* dz = (double*)malloc(sizeof(double) * P * numel); double* dt = (double*)malloc(sizeof(double) * P * numel);
+    double* dctx = (double*)calloc(P * nctx, sizeof(double));
+    for (int i = 0; i < P; i++) {
+        Lt[i] = c->text_len - i % 3;
+        for (size_t k = 0; k < numel; k++) { kp.noise[i * numel + k] = (float)rng_normal(&pr); kp.target[i * numel + k] = (float)(0.5 * rng_normal(&pr)); }
+        for (size_t k = 0; k < (size_t)Lt[i] * c->text_dim; k++) kp.ctx[i * nctx + k] = (float)rng_normal(&pr);
+    }
+    for (size_t k = 0; k < P * numel; k++) { dz[k] = kp.noise[k]; dt[k] = kp.target[k]; }
+    for (size_t k = 0; k < P * nctx; k++) dctx[k] = kp.ctx[k];
+    // CPU: one sample at a time with its own stream for y1; the same y1 replayed for the GPU
+    Generator Gc; generator_init(&Gc, tmd, &sc, &g, N, 10.0); Gc.S = &S; Gc.P = &Wp;
+    double* dS = (double*)calloc(np, sizeof(double)); StudentParams dSp; WanParams dWp;
+    if (tmd) student_carve(&sc, &dSp, dS); else wan_carve(c, &dWp, dS);
+    float* y1h = (float*)malloc(sizeof(float) * B * numel);
+    double mse_cpu[TMD_MAX_BATCH]; int idx[TMD_MAX_BATCH], replay_ok = 1;
+    for (int b = 0; b < B; b++) {
+        int i = (int)((step * B + b) % P); idx[b] = i;
+        Rng r1 = rng_make(seed * 10 + b), r2 = r1;
+        for (size_t k = 0; k < numel; k++) y1h[b * numel + k] = (float)rng_normal(&r2);
+        mse_cpu[b] = kd_sample(&Gc, tmd ? &dSp : NULL, tmd ? NULL : &dWp, &g, dz + i * numel, dt + i * numel, dctx + i * nctx, Lt[i], T_MAX, &r1, 1.0 / B);
+        replay_ok &= r1.counter == r2.counter;
+    }
+    EXPECT(replay_ok, "the host replay of the CPU's KD draws (y1) went out of step");
+    // GPU
+    float* Sf = (float*)malloc(sizeof(float) * np); for (size_t i = 0; i < np; i++) Sf[i] = (float)Sb[i];
+    TmdGpuStudent Sg; WanGpuModel Bm; memset(&Sg, 0, sizeof(Sg)); memset(&Bm, 0, sizeof(Bm));
+    if (tmd) tmd_gpu_student_init(&Sg, &sc, Sf); else wan_gpu_model_init(&Bm, c, Sf, 1, "DMD2-v student");
+    GenGpu G; gen_gpu_init(&G, tmd, &sc, B, T, Hl, Wl, N, 10.0); G.S = &Sg; G.P = &Bm;
+    KdGpuWork w; kd_gpu_work_init(&w, &kp, B, numel, nctx);
+    kd_gpu_batch(&w, step, G.bb.stream);
+    float* y1_d = tmd_dalloc_(B * numel, "KD test y1");
+    cudaCheck(cudaMemcpy(y1_d, y1h, sizeof(float) * B * numel, cudaMemcpyHostToDevice));
+    KdGpuStats gs = kd_gpu_step(&G, &w, w.zb, w.tb, y1_d, w.cb, 1.0 / B);
+    cudaCheck(cudaDeviceSynchronize());
+    printf("  KD, %s: %d samples at t = T_MAX, pairs", tmd ? "TMD student (rollout N = 2)" : "baseline (plain Wan student)", B);
+    for (int b = 0; b < B; b++) printf(" %d", idx[b]);
+    printf(" of %d\n", P);
+    EXPECT(gs.finite, "KD step: non-finite loss on the GPU");
+    expect_close_scaled("KD loss (mse) per sample", gs.mse, mse_cpu, B, tol);
+    double* gsd = tmd_download_(tmd ? Sg.grads : Bm.grads, np);
+    if (tmd) tmd_compare_student_(&sc, "KD TMD student d", gsd, dS, tol);
+    else tmd_compare_wan_(c, "KD baseline student d", gsd, dS, tol);
+    free(gsd);
+    cudaCheck(cudaFree(y1_d)); kd_gpu_work_free(&w); gen_gpu_free(&G);
+    if (tmd) tmd_gpu_student_free(&Sg); else wan_gpu_model_free(&Bm);
+    generator_free(&Gc); kd_pairs_free(&kp);
+    free(Sf); free(y1h); free(dS); free(dz); free(dt); free(dctx); free(Sb); free(teacher);
+}
+
 // recompute_check: every TM-MF and DMD2-v step also with activation recompute on, its gradients memcmp'd against the
 // plain run's
 static void test_tmd_gpu(int B, uint64_t seed, double tol, int recompute_check) {
