@@ -250,10 +250,13 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         if (dp.rank == 0 && (step % (uint64_t)o->log_every == 0 || step == (uint64_t)o->steps)) {
             cudaCheck(cudaDeviceSynchronize());
             double el = now_s() - t0, per = el / (double)o->log_every;
-            char ganlog[64] = "";
-            if (gan) snprintf(ganlog, sizeof(ganlog), "  gan_g %.3f  gan_d %.3f", na ? acc_g / na : NAN, nb ? acc_d / nb : NAN);
-            printf("%s step %6llu/%d  %s %.4f  %s %.4f%s  grad norm %.3f  %.1f ms/step  ETA %.0f s  skipped %ld\n", stage2 ? "DMD2-v" : "TM-MF",
-                   (unsigned long long)step, o->steps, stage2 ? "vsd" : "loss", na ? acc_a / na : NAN, stage2 ? "dsm" : "mse", nb ? acc_b / nb : NAN,
+            // interval means; "-" where the interval had no step of that kind (Stage 2 alternates student and critic)
+            char va[32] = "-", vb[32] = "-", vg[32] = "-", vd[32] = "-", ganlog[80] = "";
+            if (na) { snprintf(va, sizeof(va), "%.4f", acc_a / na); snprintf(vg, sizeof(vg), "%.3f", acc_g / na); }
+            if (nb) { snprintf(vb, sizeof(vb), "%.4f", acc_b / nb); snprintf(vd, sizeof(vd), "%.3f", acc_d / nb); }
+            if (gan) snprintf(ganlog, sizeof(ganlog), "  gan_g %s  gan_d %s", vg, vd);
+            printf("%s step %6llu/%d  %s %s  %s %s%s  grad norm %.3f  %.1f ms/step  ETA %.0f s  skipped %ld\n", stage2 ? "DMD2-v" : "TM-MF",
+                   (unsigned long long)step, o->steps, stage2 ? "vsd" : "loss", va, stage2 ? "dsm" : "mse", vb,
                    ganlog, gn, 1e3 * per, per * (double)(o->steps - (int)step), skipped);
             acc_a = acc_b = acc_g = acc_d = 0; na = nb = 0; t0 = now_s();
         }
