@@ -20,6 +20,7 @@
 #include <time.h>
 #include "wan.h"                    // config, presets, parameter layout, safetensors weights I/O
 #include "lib/flags.h"              // flag table: parser and usage from one place
+#include "lib/timer.h"              // now_s: the wall clock of the logs
 #include "world/world.h"            // the built-in world: clips and captions for training
 #include "kernels/common.cuh"       // cudaCheck, require_gpu, named allocations
 #include "gpu/wan_gpu.cuh"          // the DiT on the GPU
@@ -33,7 +34,6 @@
 #include "gpu/kd_gpu.cuh"           // the KD warm-up: teacher ODE pairs (made once, cached) and the KD step
 #include <sys/stat.h>               // mkdir: the run directory
 
-static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 
 // ---------------------------------------------------------------------------------------------------------
 // TMD: paper Algorithm 2 on the built-in world. Stage 1 trains the decoupled student with TM-MF; Stage 2 runs
@@ -47,6 +47,21 @@ typedef struct {
 } TmdRun;
 
 static int recompute_mode = -1;   // --recompute: -1 auto, 0 off, 1 on (gpu/distill_plan.h plan_choose_recompute; sets wan_gpu_recompute)
+
+// the memory plan of one step of `stage` (distill_plan's numbering), printed and checked against the free device
+// memory before anything is allocated; --recompute decides the activations' mode (auto: on only when it must).
+// Returns 0, or 1 with the refusal in err.
+static int plan_step(PlanInput* pin, int stage, const char* title, int verbose, char* err, size_t errlen) {
+#ifdef ENABLE_FP32
+    pin->fp32 = 1;
+#endif
+    size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    char why[256];
+    wan_gpu_recompute = plan_choose_recompute(pin, stage, recompute_mode, (double)free_b, 1.0 * PLAN_GIB, why, sizeof(why));
+    MemPlan plan; distill_plan(&plan, pin, stage);
+    if (verbose) { printf("%s\n", why); plan_print(&plan, title, stdout); }
+    return plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, errlen);
+}
 
 // g holds the gradient summed over the data-parallel ranks; gscale = 1/ranks makes it their mean (1 on one GPU)
 static void tmd_adamw_(float* p, floatX* copy, float* m, float* v, float* g, size_t n, double lr, double wd, double clip, long step,
@@ -142,16 +157,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             for (int h = 0; h < dcfg.n_heads; h++) if (dcfg.layers[h] + 1 > pin.disc_top) pin.disc_top = dcfg.layers[h] + 1;
         }
         pin.naive_attention = !wan_gpu_use_flash(c);
-#ifdef ENABLE_FP32
-        pin.fp32 = 1;
-#endif
-        size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
-        char why[256];
-        wan_gpu_recompute = plan_choose_recompute(&pin, stage2 ? 2 : 1, recompute_mode, (double)free_b, 1.0 * PLAN_GIB, why, sizeof(why));
-        MemPlan plan; distill_plan(&plan, &pin, stage2 ? 2 : 1);
         char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s", o->stage, c->name, B, FLOATX_NAME);
-        if (dp.rank == 0) { printf("%s\n", why); plan_print(&plan, title, stdout); }
-        if (plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
+        if (plan_step(&pin, stage2 ? 2 : 1, title, dp.rank == 0, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
     }
     gemm_init();
     // the trained student: the TMD student, or the baseline's plain Wan model; V views whichever it is
@@ -342,16 +349,8 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
         PlanInput pin; memset(&pin, 0, sizeof(pin));
         pin.wan = *c; pin.T = wc.T; pin.Hl = wc.H; pin.Wl = wc.W; pin.batch = B; pin.N = o->N; pin.H = o->H;
         pin.student_extra = ns - nw; pin.kd_pairs = o->pairs; pin.naive_attention = !wan_gpu_use_flash(c);
-#ifdef ENABLE_FP32
-        pin.fp32 = 1;
-#endif
-        size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
-        char why[256];
-        wan_gpu_recompute = plan_choose_recompute(&pin, 3, recompute_mode, (double)free_b, 1.0 * PLAN_GIB, why, sizeof(why));
-        MemPlan plan; distill_plan(&plan, &pin, 3);
         char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s", stage, c->name, B, FLOATX_NAME);
-        printf("%s\n", why); plan_print(&plan, title, stdout);
-        if (plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
+        if (plan_step(&pin, 3, title, 1, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
     }
     gemm_init();
     // the teacher ODE pairs: read from the cache, or made by the frozen teacher (on the device only for that) and cached
@@ -432,16 +431,7 @@ static int train_teacher(const TeacherRun* o, const WanConfig* c, real* params) 
     {   // the step's memory plan; --recompute decides the activations' mode (auto: on only when needed)
         PlanInput pin; memset(&pin, 0, sizeof(pin));
         pin.wan = *c; pin.T = wc.T; pin.Hl = wc.H; pin.Wl = wc.W; pin.batch = batch; pin.naive_attention = !wan_gpu_use_flash(c);
-#ifdef ENABLE_FP32
-        pin.fp32 = 1;
-#endif
-        size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
-        char why[256];
-        wan_gpu_recompute = plan_choose_recompute(&pin, 0, recompute_mode, (double)free_b, 1.0 * PLAN_GIB, why, sizeof(why));
-        MemPlan plan; distill_plan(&plan, &pin, 0);
-        printf("%s\n", why);
-        plan_print(&plan, "teacher flow matching", stdout);
-        if (plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
+        if (plan_step(&pin, 0, "teacher flow matching", 1, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
     }
     gemm_init();
     WanGpuModel m; wan_gpu_model_init(&m, c, params, 1, "teacher");
