@@ -41,6 +41,7 @@
 typedef struct {
     const char* stage; const char* student; const char* resume; const char* out;
     int steps, batch, seed, log_every, save_every, M, N, H, update_every;
+    int accum;                                    // micro-batches per optimizer step (0: Table 7's global batch, or 1)
     double lr, lr_fake, wd, clip_student;   // the student's and the fake score's learning rates
     double gan_weight, disc_lr; int disc_width;   // Stage 2's GAN terms (gan_weight 0: no discriminator at all)
     const char* data;                             // a latent dataset (lib/latent_data.h); NULL: the built-in world
@@ -96,6 +97,13 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (gan) dcfg = disc_config(c, o->disc_width / 2, o->disc_width / 2, o->disc_width, o->disc_width, o->disc_width);
     size_t nd = gan ? disc_num_params(&dcfg) : 0;
     double gscale = 1.0 / dp.world;
+    // gradient accumulation: A micro-batches of B per optimizer step; 0 asks for Table 7's global batch over the ranks
+    Table7 t7a; int A = o->accum;
+    if (A < 1) A = table7_for(c, &t7a) ? (t7a.global_batch + dp.world * B - 1) / (dp.world * B) : 1;
+    double mscale = 1.0 / ((double)B * A);
+    if (A > 1 && dp.rank == 0)
+        printf("gradient accumulation: %d micro-batches of %d per optimizer step on each of %d rank%s: a batch of %d per step\n", A, B, dp.world,
+               dp.world > 1 ? "s" : "", A * B * dp.world);
     if (dp.world > 1 && o->resume) { fprintf(stderr, "error: --resume of a %d-rank run is not implemented (the checkpoint holds rank 0's streams only)\n", dp.world); return 2; }
     // the student starts as the teacher (student_init); Stage 2 starts from Stage 1's checkpoint (--student)
     float* hs = (float*)malloc(sizeof(float) * ns); float* hm = (float*)calloc(ns, sizeof(float)); float* hv = (float*)calloc(ns, sizeof(float));
@@ -112,6 +120,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     ts_meta_set(&want, "stage", o->stage); ts_meta_set(&want, "config", c->name);
     if (o->data) { char dd[256]; train_data_describe(&td, dd, sizeof(dd)); ts_meta_set(&want, "data", dd); }
     ts_meta_u64(&want, "M", o->M); ts_meta_u64(&want, "N", o->N); ts_meta_u64(&want, "head_blocks", o->H); ts_meta_u64(&want, "batch", B);
+    if (A > 1) ts_meta_u64(&want, "accum", (uint64_t)A);   // (absent: 1, as checkpoints written before accumulation)
     if (stage2) {
         char gw[32]; snprintf(gw, sizeof(gw), "%.17g", o->gan_weight); ts_meta_set(&want, "gan_weight", gw);
         ts_meta_u64(&want, "disc_width", gan ? (uint64_t)o->disc_width : 0);
@@ -196,7 +205,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     DmdConfig dcf = dmd_defaults(); dcf.M = o->M; dcf.gan_weight = gan ? o->gan_weight : 0; dcf.update_every = o->update_every;
     TmmfGpuWork tw; GenGpu G; DmdGpuWork dw;
     if (!stage2) tmmf_gpu_work_init(&tw, &sc, B, td.T, td.H, td.W);
-    else { gen_gpu_init(&G, !baseline, &sc, B, td.T, td.H, td.W, o->N, tcf.gamma_inner); G.S = &S; G.P = &Pm; dmd_gpu_work_init(&dw, c, B, td.T, td.H, td.W);
+    else { gen_gpu_init(&G, !baseline, &sc, B, td.T, td.H, td.W, o->N, tcf.gamma_inner); G.S = &S; G.P = &Pm; dmd_gpu_work_init(&dw, c, B, td.T, td.H, td.W, &G.bb);
            if (gan) dmd_gpu_work_attach_disc(&dw, &D, &T.w); }
     printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g%s\n", baseline ? (o->student ? "DMD2-v baseline (KD-warmed)" : "DMD2-v baseline (no KD)") : stage2 ? "Stage 2 DMD2-v" : "Stage 1 TM-MF",
            o->steps, B, o->M, o->N, o->H, effective_nfe(o->M, o->N, o->H, c->num_layers), o->lr, o->wd, stage2 ? ", student every update_every-th iteration" : "");
@@ -205,53 +214,68 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     cudaStream_t s0 = 0;
     double t0 = now_s(), acc_a = 0, acc_b = 0, acc_g = 0, acc_d = 0, gn = 0; int na = 0, nb = 0; long skipped = 0;
     while (step < (uint64_t)o->steps) {
-        if (train_data_next(&td, B, clips, ctx, err)) { fprintf(stderr, "error: %s\n", err); return 1; }   // x, c ~ p_data
-        cudaCheck(cudaMemcpy(x_d, clips, sizeof(float) * numel * B, cudaMemcpyHostToDevice));
-        cudaCheck(cudaMemcpy(ctx_d, ctx, sizeof(float) * nctx * B, cudaMemcpyHostToDevice));
-        size_t nB = numel * B;
-        normal_fill(x1, nB, philox_seed, philox_offset, 0.f, 1.f, s0); philox_offset += nB;       // x1 ~ N(0, I)
-        normal_fill(y1, nB, philox_seed, philox_offset, 0.f, 1.f, s0); philox_offset += nB;       // y1 ~ N(0, I) (inner noise)
-        if (!stage2) {
-            // Stage 1 (Sec. 3.1): t_i from the outer grid, x_{t_i} = (1 − t_i)x + t_i x1, y = x1 − x, (s, r) on the
-            // inner grid, loss ‖u_θ − û‖²/sg(‖u_θ − û‖² + c), û = v_g − (s − r)·du/ds (Eq. 14, App. A.2)
-            TmmfDraw d; memset(&d, 0, sizeof(d)); d.B = B;
-            for (int b = 0; b < B; b++) tmmf_draw_sample(&d, b, &tcf, &rng, NULL, NULL, 0);
-            cudaCheck(cudaMemsetAsync(S.grads, 0, sizeof(float) * ns, s0));
-            TmmfGpuStats st = tmmf_gpu_step(&S, &tw, &d, x_d, x1, y1, ctx_d, neg_d, &tcf, 1.0 / B, 1);
-            if (!st.finite) { skipped++; fprintf(stderr, "Stage 1 step %llu skipped: non-finite loss\n", (unsigned long long)step + 1); }
-            else {
-                S.step++;
-                dp_allreduce_sum(&dp, S.grads, ns, s0);
-                tmd_adamw_(S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, gscale, scratch, &gn, s0);
-                for (int b = 0; b < B; b++) { acc_a += st.loss[b] / B; acc_b += st.mse[b] / B; }
-                na++; nb++;
+        // one optimizer step of one network: Stage 1 the student; Stage 2 the student every update_every-th iteration,
+        // the critic (fake score and discriminator) otherwise; its gradients summed over A micro-batches of B samples
+        // (each scaled 1/(B·A): the mean over the step's batch) and, with several ranks, all-reduced
+        int student_turn = !stage2 || step % (uint64_t)o->update_every == 0;
+        if (student_turn) cudaCheck(cudaMemsetAsync(V.grads, 0, sizeof(float) * ns, s0));
+        else {
+            cudaCheck(cudaMemsetAsync(F.grads, 0, sizeof(float) * nw, s0));
+            if (gan) cudaCheck(cudaMemsetAsync(D.grads, 0, sizeof(float) * nd, s0));
+        }
+        int finite = 1; double la = 0, lb = 0, lg = 0, ld = 0;
+        for (int k = 0; k < A; k++) {
+            if (train_data_next(&td, B, clips, ctx, err)) { fprintf(stderr, "error: %s\n", err); return 1; }   // x, c ~ p_data
+            cudaCheck(cudaMemcpy(x_d, clips, sizeof(float) * numel * B, cudaMemcpyHostToDevice));
+            cudaCheck(cudaMemcpy(ctx_d, ctx, sizeof(float) * nctx * B, cudaMemcpyHostToDevice));
+            size_t nB = numel * B;
+            normal_fill(x1, nB, philox_seed, philox_offset, 0.f, 1.f, s0); philox_offset += nB;       // x1 ~ N(0, I)
+            normal_fill(y1, nB, philox_seed, philox_offset, 0.f, 1.f, s0); philox_offset += nB;       // y1 ~ N(0, I) (inner noise)
+            if (!stage2) {
+                // Stage 1 (Sec. 3.1): t_i from the outer grid, x_{t_i} = (1 − t_i)x + t_i x1, y = x1 − x, (s, r) on the
+                // inner grid, loss ‖u_θ − û‖²/sg(‖u_θ − û‖² + c), û = v_g − (s − r)·du/ds (Eq. 14, App. A.2)
+                TmmfDraw d; memset(&d, 0, sizeof(d)); d.B = B;
+                for (int b = 0; b < B; b++) tmmf_draw_sample(&d, b, &tcf, &rng, NULL, NULL, 0);
+                TmmfGpuStats st = tmmf_gpu_step(&S, &tw, &d, x_d, x1, y1, ctx_d, neg_d, &tcf, mscale, 1);
+                finite &= st.finite;
+                for (int b = 0; b < B; b++) { la += st.loss[b] / (B * A); lb += st.mse[b] / (B * A); }
+                continue;
             }
-        } else {
             normal_fill(eps, nB, philox_seed, philox_offset, 0.f, 1.f, s0); philox_offset += nB;   // ε for x̂_t
             // Stage 2 (Sec. 3.2): x_{t_i} from real data, x̂ = x_{t_i} − t_i·INNERFLOW(m_θ(x_{t_i}))  (Eq. 15, 17)
             DmdDraw d; memset(&d, 0, sizeof(d)); d.B = B;
             for (int b = 0; b < B; b++) dmd_draw_sample(&d, b, &dcf, &rng, NULL, NULL, NULL, 0);
-            if (step % (uint64_t)o->update_every == 0) {
+            if (student_turn) {
                 // student: VSD gradient (g_fake − g_teacher)/mean|x̂ − g_teacher| through every inner step (Eq. 11)
-                cudaCheck(cudaMemsetAsync(V.grads, 0, sizeof(float) * ns, s0));
-                DmdGpuStats st = dmd_gpu_student_step(&G, &dw, &T.w, &F.w, &d, x_d, x1, y1, eps, ctx_d, neg_d, &dcf, 1.0 / B);
-                if (!st.finite) skipped++;
-                else { ++*V.step; dp_allreduce_sum(&dp, V.grads, ns, s0);
-                       tmd_adamw_(V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip_student, *V.step, gscale, scratch, &gn, s0);
-                       for (int b = 0; b < B; b++) { acc_a += st.vsd[b] / B; acc_g += st.gan_g[b] / B; } na++; }
+                DmdGpuStats st = dmd_gpu_student_step(&G, &dw, &T.w, &F.w, &d, x_d, x1, y1, eps, ctx_d, neg_d, &dcf, mscale);
+                finite &= st.finite;
+                for (int b = 0; b < B; b++) { la += st.vsd[b] / (B * A); lg += st.gan_g[b] / (B * A); }
             } else {
                 // critic: the fake score's denoising score matching on the detached x̂ (DMD2) and, with the GAN
                 // terms, the discriminator's loss on teacher features of real and fake x_t (one step each)
-                cudaCheck(cudaMemsetAsync(F.grads, 0, sizeof(float) * nw, s0));
-                if (gan) cudaCheck(cudaMemsetAsync(D.grads, 0, sizeof(float) * nd, s0));
-                DmdGpuStats st = dmd_gpu_critic_step(&G, &dw, &F, &d, x_d, x1, y1, eps, ctx_d, &dcf, 1.0 / B);
-                if (!st.finite) skipped++;
-                else { F.step++; double gf; dp_allreduce_sum(&dp, F.grads, nw, s0);
-                       tmd_adamw_(F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr_fake, o->wd, 0, F.step, gscale, scratch, &gf, s0);
-                       if (gan) { d_step++; double gd; dp_allreduce_sum(&dp, D.grads, nd, s0);   // FastGen clips only the student
-                                  tmd_adamw_(D.params, NULL, dm, dv, D.grads, nd, o->disc_lr, 0.01, 0, d_step, gscale, scratch, &gd, s0); }
-                       for (int b = 0; b < B; b++) { acc_b += st.dsm[b] / B; acc_d += st.gan_d[b] / B; } nb++; }
+                DmdGpuStats st = dmd_gpu_critic_step(&G, &dw, &F, &d, x_d, x1, y1, eps, ctx_d, &dcf, mscale);
+                finite &= st.finite;
+                for (int b = 0; b < B; b++) { lb += st.dsm[b] / (B * A); ld += st.gan_d[b] / (B * A); }
             }
+        }
+        if (!finite) {   // a micro-batch's loss was not finite: no update (its gradients stay unused)
+            skipped++;
+            if (!stage2) fprintf(stderr, "Stage 1 step %llu skipped: non-finite loss\n", (unsigned long long)step + 1);
+        } else if (!stage2) {
+            S.step++;
+            dp_allreduce_sum(&dp, S.grads, ns, s0);
+            tmd_adamw_(S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, gscale, scratch, &gn, s0);
+            acc_a += la; acc_b += lb; na++; nb++;
+        } else if (student_turn) {
+            ++*V.step; dp_allreduce_sum(&dp, V.grads, ns, s0);
+            tmd_adamw_(V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip_student, *V.step, gscale, scratch, &gn, s0);
+            acc_a += la; acc_g += lg; na++;
+        } else {
+            F.step++; double gf; dp_allreduce_sum(&dp, F.grads, nw, s0);
+            tmd_adamw_(F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr_fake, o->wd, 0, F.step, gscale, scratch, &gf, s0);
+            if (gan) { d_step++; double gd; dp_allreduce_sum(&dp, D.grads, nd, s0);   // FastGen clips only the student
+                       tmd_adamw_(D.params, NULL, dm, dv, D.grads, nd, o->disc_lr, 0.01, 0, d_step, gscale, scratch, &gd, s0); }
+            acc_b += lb; acc_d += ld; nb++;
         }
         step++;
         if (dp.rank == 0 && (step % (uint64_t)o->log_every == 0 || step == (uint64_t)o->steps)) {
@@ -614,7 +638,7 @@ int main(int argc, char** argv) {
     int heads = 0, steps = -1, batch = 8, seed = 1, log_every = 10, save_every = -1, warmup = 50;
     double lr = -1, wd = 0.01, max_grad_norm = 1.0, p_drop = 0.1, shift = 1.0;
     TmdRun tr; memset(&tr, 0, sizeof(tr));
-    tr.M = 2; tr.N = 2; tr.H = 2; tr.update_every = 5; tr.clip_student = -1;
+    tr.M = 2; tr.N = 2; tr.H = 2; tr.update_every = 5; tr.clip_student = -1; tr.accum = 1;
     tr.gan_weight = 0.03; tr.disc_lr = 1e-4; tr.disc_width = 64;   // paper's λ; cpu/distill_run.h's lr; width 64 for the world's 96 input channels (tiny: 16 for 4, Wan 1.3B: 512 for 384)
     // the pipeline's defaults for the world preset (the method: cpu/distill_run.h distill_defaults; the step counts are
     // sized for the README's goal of < 30 minutes on one H100 for the whole run, UNMEASURED so far)
@@ -650,6 +674,7 @@ int main(int argc, char** argv) {
         FLAG_INT("--M", &tr.M, "TMD and DMD2-v: outer steps the students are trained for (the table samples M' = 1..M)"),
         FLAG_INT("--N", &tr.N, "TMD: inner (flow-head) steps"),
         FLAG_INT("--head-blocks", &tr.H, "TMD: H, the DiT blocks of the flow head"),
+        FLAG_INT_R("--accum", &tr.accum, 0, 4096, "stage1/stage2/baseline (and the pipeline's): micro-batches per optimizer step, gradients summed (the step's batch: ranks x batch x N); 0: Table 7's global batch of 64 over ranks x batch (the default with --data on a Wan2.1 teacher)"),
         FLAG_INT("--update-every", &tr.update_every, "stage2/baseline: the student is updated every k-th iteration, the fake score otherwise"),
         FLAG_DOUBLE("--clip-student", &tr.clip_student, "the student's gradient-norm clipping (FastGen: 10 in Stage 2; 0: off; -1: single stage 10, pipeline Stage 1 off and Stage 2 10 as the CPU reference)"),
         FLAG_DOUBLE_R("--gan-weight", &tr.gan_weight, 0, 1000, "stage2/baseline: the GAN loss weight lambda (paper: 0.03; 0: no discriminator at all, nothing allocated)"),
@@ -722,6 +747,7 @@ int main(int argc, char** argv) {
             int M = flag_given(argc, argv, "--M") ? tr.M : t7.M, s1 = stage && !strcmp(stage, "stage1");
             Table7Set set[] = {{"--M", &tr.M, NULL, (double)t7.M}, {"--N", &tr.N, NULL, (double)t7.N}, {"--head-blocks", &tr.H, NULL, (double)t7.H},
                                {"--disc-lr", NULL, &tr.disc_lr, t7.disc_lr}, {"--disc-width", &tr.disc_width, NULL, (double)table7_disc_width(&pc, t7.disc_params, NULL)},
+                               {"--accum", &tr.accum, NULL, 0},   // 0: the global batch over the ranks (train_tmd_distill)
                                // the pipeline's stages
                                {"--tmmf-steps", &tmmf_steps, NULL, (double)t7.stage1_steps}, {"--tmmf-lr", NULL, &tmmf_lr, t7.stage1_lr}, {"--tmmf-batch", &tmmf_batch, NULL, 1},
                                {"--dmd-iters", &dmd_iters, NULL, (double)(M == 1 ? t7.stage2_steps_m1 : t7.stage2_steps_m2)}, {"--dmd-batch", &dmd_batch, NULL, 1},
@@ -729,8 +755,8 @@ int main(int argc, char** argv) {
                                // one --stage (its --lr is also the fake score's)
                                {"--steps", &steps, NULL, (double)(s1 ? t7.stage1_steps : M == 1 ? t7.stage2_steps_m1 : t7.stage2_steps_m2)},
                                {"--lr", NULL, &lr, s1 ? t7.stage1_lr : t7.student_lr}, {"--batch", &batch, NULL, 1}};
-            int n = 12;
-            if (stage) { for (int k = 0; k < 3; k++) set[5 + k] = set[12 + k]; n = 8; }
+            int n = 13;
+            if (stage) { for (int k = 0; k < 3; k++) set[6 + k] = set[13 + k]; n = 9; }
             table7_apply(&t7, set, n, argc, argv, stdout);
         }
     }

@@ -12,6 +12,15 @@
 // re-runs block l's forward from xs[l] into that one set just before block l's backward. Without recompute a
 // training plan keeps one set per block. The TMD flow head's evaluations (one per rollout step) then carve no block
 // sets of their own: they use the backbone's one set the same way.
+//
+// Residual levels: a training plan keeps xs[0..blocks] (the inputs recompute rebuilds from; `blocks` = the blocks it
+// runs, fewer than the model's for the TMD backbone). A forward-only plan keeps two levels, used alternately (level l
+// in slot l mod 2), plus one slot for each level a reader needs after the forward (the discriminator's features).
+//
+// Borrowed work sets: the one block set of a forward-only or recomputing plan holds nothing between calls (each block's
+// forward overwrites it; the recomputing backward rebuilds it), and the backward scratch holds nothing between two
+// backwards. So the plans of one step that run one after another on one stream share them: a plan made with a lender
+// (gpu/wan_gpu.cuh WanGpuActOpts.share) carves only its residual levels, embeddings and output head.
 #pragma once
 #include <stddef.h>
 #include "../wan.h"
@@ -25,6 +34,7 @@ static size_t act_max(size_t a, size_t b) { return a > b ? a : b; }
 // no probabilities); Ff, Hh, gated: the TMD flow head (fusion FFN width, head blocks, gated fusion)
 typedef struct {
     size_t B, L, D, F, H, Lc, N, ND, NcD, Pin, Pout, freq, text_dim, hd, layers, Ff, Hh;
+    size_t slots;           // residual levels kept (act_stream_slots)
     int flash, gated;
     size_t red, head_red;   // the backward's reduction scratch (floats): the DiT's, one flow-head evaluation's
 } ActDims;
@@ -35,7 +45,7 @@ static ActDims act_dims(const WanConfig* c, int B, int L, int flash, int fuse_ff
     z.N = z.B * z.L; z.ND = z.N * z.D; z.NcD = z.B * z.Lc * z.D;
     z.Pin = (size_t)c->in_dim * wan_patch_numel(c); z.Pout = (size_t)c->out_dim * wan_patch_numel(c);
     z.freq = (size_t)c->freq_dim; z.text_dim = (size_t)c->text_dim; z.hd = (size_t)wan_head_dim(c); z.layers = (size_t)c->num_layers;
-    z.Ff = (size_t)fuse_ffn_dim; z.Hh = (size_t)head_blocks; z.flash = flash; z.gated = gated;
+    z.Ff = (size_t)fuse_ffn_dim; z.Hh = (size_t)head_blocks; z.flash = flash; z.gated = gated; z.slots = z.layers + 1;
     // the largest partial-sum buffer of any reduction in a block, the head or the embeddings (kernels' *_scratch_floats):
     // LN (2 column sets per chunk, per sample), RMSNorm, gates, Linear biases; gpu/wan_gpu.cuh checks it covers them
     size_t r = z.B * act_chunks(z.L) * 2 * z.D;
@@ -99,11 +109,12 @@ static ActDims act_dims(const WanConfig* c, int B, int L, int flash, int fuse_ff
     X(f32, s->dpatch, z.N * z.Pin, "bwd.patch") \
     X(f32, s->red, z.red, "bwd.reductions")
 
-// a WanGpuAct's buffers before its block sets: RoPE table, patches, the residual stream xs [layers + 1, N, D] (every
-// block's input: what recompute keeps), the velocity, the time and text embeddings
+// a WanGpuAct's buffers before its block sets: RoPE table, patches, the residual stream xs [slots, N, D] (training:
+// every block's input, what recompute keeps; forward only: two alternating levels and the kept ones), the velocity,
+// the time and text embeddings
 #define WAN_ACT_STREAM_BUFFERS(X, a, z) \
     X(f32, a->rope, z.L * z.hd, "rope_table") X(f32, a->patches, z.N * z.Pin, "patches") \
-    X(f32, a->xs, (z.layers + 1) * z.ND, "residual_stream xs") X(f32, a->out, z.N * z.Pout, "velocity out") \
+    X(f32, a->xs, z.slots * z.ND, "residual_stream xs") X(f32, a->out, z.N * z.Pout, "velocity out") \
     X(f32, a->time.sin, z.B * z.freq, "time") X(f32, a->time.h1, z.B * z.D, "time") X(f32, a->time.a1, z.B * z.D, "time") \
     X(f32, a->time.e, z.B * z.D, "time") X(f32, a->time.se, z.B * z.D, "time") X(f32, a->time.e0, z.B * 6 * z.D, "time") \
     X(f32, a->text.ctx, z.B * z.Lc * z.text_dim, "text.ctx") X(fx, a->text.ctx_x, z.B * z.Lc * z.text_dim, "text.ctx") \
@@ -142,21 +153,37 @@ static size_t act_scratch_bytes(ActDims z, size_t xbytes) { size_t bytes = 0; WA
 static size_t act_stream_bytes(ActDims z, size_t xbytes) { size_t bytes = 0; WAN_ACT_STREAM_BUFFERS(ACT_BYTES_, , z) return bytes; }
 static size_t act_head_eval_own_bytes(ActDims z, size_t xbytes) { size_t bytes = 0; TMD_HEAD_EVAL_BUFFERS(ACT_BYTES_, , z) return bytes; }
 
-// how many block sets a WanGpuAct carves: forward only or training with recompute one (shared by every block),
-// training without recompute one per block
-static int act_block_sets(const WanConfig* c, int training, int recompute) { return training && !recompute ? c->num_layers : 1; }
+// how many block sets a WanGpuAct of `blocks` blocks carves: forward only or training with recompute one (shared by
+// every block), training without recompute one per block
+static int act_block_sets(int blocks, int training, int recompute) { return training && !recompute ? blocks : 1; }
 
-// the whole of a WanGpuAct (gpu/wan_gpu.cuh wan_gpu_act_init allocates exactly this and checks it)
-static size_t act_wan_bytes(const WanConfig* c, int B, int L, int training, int recompute, int flash, size_t xbytes) {
+// residual levels a WanGpuAct keeps: training, every level of the `blocks` it runs (blocks + 1); forward only, two
+// alternating levels and the n_keep levels kept for readers
+static int act_stream_slots(int training, int blocks, int n_keep) { return training ? blocks + 1 : 2 + n_keep; }
+
+// the whole of a WanGpuAct (gpu/wan_gpu.cuh wan_gpu_act_init_opts allocates exactly this and checks it): blocks run
+// (the training plan's residual levels), n_keep levels kept by a forward-only plan, borrowed: the block set and the
+// backward scratch are another plan's (a lender's)
+static size_t act_wan_bytes_ex(const WanConfig* c, int B, int L, int training, int recompute, int flash, size_t xbytes, int blocks, int n_keep,
+                               int borrowed) {
     ActDims z = act_dims(c, B, L, flash, 0, 0, 1);
-    return act_stream_bytes(z, xbytes) + (size_t)act_block_sets(c, training, recompute) * act_block_set_bytes(z, xbytes) +
-           act_head_bytes(z, xbytes) + (training ? act_scratch_bytes(z, xbytes) : 0);
+    z.slots = (size_t)act_stream_slots(training, blocks, n_keep);
+    return act_stream_bytes(z, xbytes) + (borrowed ? 0 : (size_t)act_block_sets(blocks, training, recompute) * act_block_set_bytes(z, xbytes)) +
+           act_head_bytes(z, xbytes) + (training && !borrowed ? act_scratch_bytes(z, xbytes) : 0);
+}
+// a plan of the whole model that owns its work sets (wan_gpu_act_init)
+static size_t act_wan_bytes(const WanConfig* c, int B, int L, int training, int recompute, int flash, size_t xbytes) {
+    return act_wan_bytes_ex(c, B, L, training, recompute, flash, xbytes, c->num_layers, 0, 0);
 }
 
 // one flow-head evaluation (gpu/tmd_gpu.cuh head_gpu_act_init allocates exactly this): its own block sets unless the
-// backbone recomputes (then it uses the backbone's one set)
-static size_t act_head_eval_bytes(const WanConfig* c, int B, int L, int fuse_ffn_dim, int head_blocks, int gated, int recompute, int flash,
+// backbone's one set is free to use (shared: the backbone recomputes, or runs forward only)
+static size_t act_head_eval_bytes(const WanConfig* c, int B, int L, int fuse_ffn_dim, int head_blocks, int gated, int shared, int flash,
                                   size_t xbytes) {
     ActDims z = act_dims(c, B, L, flash, fuse_ffn_dim, head_blocks, gated);
-    return act_head_eval_own_bytes(z, xbytes) + (recompute ? 0 : (size_t)head_blocks * act_block_set_bytes(z, xbytes)) + act_head_bytes(z, xbytes);
+    return act_head_eval_own_bytes(z, xbytes) + (shared ? 0 : (size_t)head_blocks * act_block_set_bytes(z, xbytes)) + act_head_bytes(z, xbytes);
 }
+// flow-head evaluations a rollout of N inner steps allocates (gpu/tmd_gpu.cuh rollout_gpu_init): one per step when the
+// backward reads every step's activations as they were kept; one in all when the backbone recomputes (the backward
+// re-runs step j's evaluation from the kept state y_j before its backward) or runs forward only
+static int act_rollout_evals(int N, int training, int recompute) { return training && !recompute ? N : 1; }

@@ -49,9 +49,11 @@ static void tmmf_gpu_work_init(TmmfGpuWork* w, const StudentConfig* sc, int B, i
     memset(w, 0, sizeof(*w));
     const WanConfig* c = &sc->wan; char err[ST_ERRLEN];
     if (B > TMD_MAX_BATCH) { fprintf(stderr, "TM-MF: batch %d > %d\n", B, TMD_MAX_BATCH); exit(1); }
-    if (wan_gpu_act_init(&w->bb, c, B, c->in_dim, T, Hl, Wl, 1, err) || wan_gpu_act_init(&w->bb_u, c, B, c->in_dim, T, Hl, Wl, 0, err)) {
-        fprintf(stderr, "TM-MF: %s\n", err); exit(1);
-    }
+    // the backbone's L − H blocks only; the unconditional pass borrows the conditional one's block set when it is free
+    WanGpuActOpts o; memset(&o, 0, sizeof(o)); o.blocks = c->num_layers - sc->head_blocks;
+    if (wan_gpu_act_init_opts(&w->bb, c, B, c->in_dim, T, Hl, Wl, 1, &o, err)) { fprintf(stderr, "TM-MF: %s\n", err); exit(1); }
+    o.share = w->bb.recompute ? &w->bb : NULL;
+    if (wan_gpu_act_init_opts(&w->bb_u, c, B, c->in_dim, T, Hl, Wl, 0, &o, err)) { fprintf(stderr, "TM-MF: %s\n", err); exit(1); }
     head_gpu_act_init(&w->h, sc, &w->bb); head_gpu_act_init(&w->h_aux, sc, &w->bb);
     w->B = B; w->numel = (size_t)c->out_dim * T * Hl * Wl; w->n = B * w->numel; w->nctx = (size_t)c->text_len * c->text_dim;
     float** lat[] = {&w->xt, &w->y, &w->ys, &w->v, &w->vg, &w->u, &w->uhat, &w->yp, &w->up, &w->um, &w->dhead};
@@ -200,7 +202,7 @@ typedef struct {
     size_t numel, n;
     TmdGpuStudent* S;            // tmd
     WanGpuModel* P;              // baseline
-    WanGpuAct bb;                // backbone (tmd) or the whole model (baseline), planned for training
+    WanGpuAct bb;                // backbone (tmd: its L − H blocks) or the whole model (baseline), planned for training
     TmdGpuRollout ro;
     float *xt, *xhat, *dyhat, *dm, *dc;
     double t[TMD_MAX_BATCH];
@@ -209,7 +211,8 @@ typedef struct {
 static void gen_gpu_init(GenGpu* G, int tmd, const StudentConfig* sc, int B, int T, int Hl, int Wl, int N, double gamma_inner) {
     memset(G, 0, sizeof(*G)); char err[ST_ERRLEN];
     G->tmd = tmd; G->B = B;
-    if (wan_gpu_act_init(&G->bb, &sc->wan, B, sc->wan.in_dim, T, Hl, Wl, 1, err)) { fprintf(stderr, "generator: %s\n", err); exit(1); }
+    WanGpuActOpts o; memset(&o, 0, sizeof(o)); o.blocks = tmd ? sc->wan.num_layers - sc->head_blocks : 0;
+    if (wan_gpu_act_init_opts(&G->bb, &sc->wan, B, sc->wan.in_dim, T, Hl, Wl, 1, &o, err)) { fprintf(stderr, "generator: %s\n", err); exit(1); }
     if (tmd) rollout_gpu_init(&G->ro, sc, &G->bb, N, gamma_inner);
     G->numel = (size_t)sc->wan.out_dim * T * Hl * Wl; G->n = B * G->numel;
     G->xt = tmd_dalloc_(G->n, "generator latents"); G->xhat = tmd_dalloc_(G->n, "generator latents"); G->dyhat = tmd_dalloc_(G->n, "generator latents");
@@ -269,24 +272,49 @@ static void gen_gpu_backward(GenGpu* G, const float* dxhat) {
     }
 }
 
+// The critic side's DiT passes in two activation plans (the memory a step needs is their size, not four):
+//   a_train (training): the fake score fk AND the conditional teacher tc. The student step runs the fake score first
+//     and takes what it needs of its output (g_fake) before the teacher runs in the same plan (the GAN loss then
+//     backpropagates through the teacher's graph); the critic step finishes the fake score's backward before the
+//     teacher's features on x̂_t are made there. fk and tc point at a_train.
+//   a_fwd (forward only): the unconditional teacher tu and, with the GAN terms, the teacher on real data treal, keeping
+//     the discriminator's feature levels. tu and treal point at a_fwd.
+// Both borrow the block set and the backward scratch of the lender given to dmd_gpu_work_init (the generator's
+// backbone) when it recomputes (gpu/act_plan.h: borrowed work sets).
 typedef struct {
     int B; size_t numel, n, nctx;
-    WanGpuAct tc, tu, fk;          // teacher cond, teacher uncond (forward only), fake score (training: its DSM backward)
+    WanGpuAct a_train, a_fwd;      // the two plans (above)
+    WanGpuAct *tc, *tu, *fk;       // teacher cond, teacher uncond (forward only), fake score (training: its DSM backward)
+    const WanGpuAct* lender;       // whose block set and scratch the plans borrow (NULL: their own)
     float *xhat_t, *gt, *gf, *e, *dxhat, *ctx_u;
     double *sums, *red;            // device [B], [B·TMD_RED_BLOCKS]
     // the GAN terms (dmd_gpu_work_attach_disc; D NULL: none)
     DiscGpuModel* D; const WanGpuWeights* T;   // the discriminator; the frozen teacher the critic step reads
     int top;                       // teacher blocks the features need (last feature layer + 1)
-    WanGpuAct treal;               // the teacher on real data (forward only)
+    WanGpuAct* treal;              // the teacher on real data (forward only, keeping the feature levels)
     DiscGpuAct dfake, dreal;
     float *xr, *dxt, *dfeat_buf;   // real x_t [B, ...], d x̂_t through the teacher, feature gradients [heads, B·L, D]
     float* dfeat[WAN_MAX_LAYERS + 1];
 } DmdGpuWork;
 
-static void dmd_gpu_work_init(DmdGpuWork* w, const WanConfig* c, int B, int T, int Hl, int Wl) {
+// the forward-only plan a_fwd, keeping levels keep[0..n_keep) (the discriminator's features), borrowing when it can
+static void dmd_gpu_fwd_plan_(DmdGpuWork* w, const int* keep, int n_keep) {
+    WanGpuActOpts o; memset(&o, 0, sizeof(o)); char err[ST_ERRLEN];
+    o.share = w->lender ? w->lender : w->a_train.recompute ? &w->a_train : NULL;
+    o.n_keep = n_keep; for (int k = 0; k < n_keep; k++) o.keep[k] = keep[k];
+    const WanGpuAct* a = &w->a_train;
+    if (wan_gpu_act_init_opts(&w->a_fwd, &a->cfg, a->B, a->g.C, a->g.T, a->g.Hl, a->g.Wl, 0, &o, err)) { fprintf(stderr, "DMD2-v: %s\n", err); exit(1); }
+}
+
+// lender: a training plan of the same shapes whose block set and scratch the critic side's plans may borrow (the
+// generator's backbone, G->bb; used only when it recomputes; NULL: none)
+static void dmd_gpu_work_init(DmdGpuWork* w, const WanConfig* c, int B, int T, int Hl, int Wl, const WanGpuAct* lender) {
     memset(w, 0, sizeof(*w)); char err[ST_ERRLEN];
-    if (wan_gpu_act_init(&w->tc, c, B, c->in_dim, T, Hl, Wl, 0, err) || wan_gpu_act_init(&w->tu, c, B, c->in_dim, T, Hl, Wl, 0, err) ||
-        wan_gpu_act_init(&w->fk, c, B, c->in_dim, T, Hl, Wl, 1, err)) { fprintf(stderr, "DMD2-v: %s\n", err); exit(1); }
+    w->lender = lender && lender->training && lender->recompute && !lender->borrowed && wan_gpu_recompute ? lender : NULL;
+    WanGpuActOpts o; memset(&o, 0, sizeof(o)); o.share = w->lender;
+    if (wan_gpu_act_init_opts(&w->a_train, c, B, c->in_dim, T, Hl, Wl, 1, &o, err)) { fprintf(stderr, "DMD2-v: %s\n", err); exit(1); }
+    dmd_gpu_fwd_plan_(w, NULL, 0);
+    w->fk = w->tc = &w->a_train; w->tu = &w->a_fwd;
     w->B = B; w->numel = (size_t)c->out_dim * T * Hl * Wl; w->n = B * w->numel; w->nctx = (size_t)c->text_len * c->text_dim;
     float** f[] = {&w->xhat_t, &w->gt, &w->gf, &w->e, &w->dxhat};
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) *f[i] = tmd_dalloc_(w->n, "DMD2-v latents");
@@ -294,17 +322,12 @@ static void dmd_gpu_work_init(DmdGpuWork* w, const WanConfig* c, int B, int T, i
     w->sums = (double*)cuda_malloc_named(sizeof(double) * B, "DMD2-v losses", WAN_GPU_OOM_HINT);
     w->red = (double*)cuda_malloc_named(sizeof(double) * B * TMD_RED_BLOCKS, "DMD2-v reductions", WAN_GPU_OOM_HINT);
 }
-// attaches the discriminator D (its n_heads 0: nothing to attach) and the frozen teacher T: re-plans the conditional
-// teacher's activations for a backward (the generator's GAN loss) and adds the teacher on real data, the heads'
-// activations and the feature gradients
+// attaches the discriminator D (its n_heads 0: nothing to attach) and the frozen teacher T: re-plans a_fwd to keep
+// the feature levels (tu and the teacher on real data), and adds the heads' activations and the feature gradients
 static void dmd_gpu_work_attach_disc(DmdGpuWork* w, DiscGpuModel* D, const WanGpuWeights* T) {
     const DiscConfig* dc = &D->dc;
     if (dc->n_heads <= 0) return;
-    WanConfig c = w->tc.cfg; PatchGrid g = w->tc.g; char err[ST_ERRLEN];
-    wan_gpu_act_free(&w->tc);
-    if (wan_gpu_act_init(&w->tc, &c, w->B, c.in_dim, g.T, g.Hl, g.Wl, 1, err) || wan_gpu_act_init(&w->treal, &c, w->B, c.in_dim, g.T, g.Hl, g.Wl, 0, err)) {
-        fprintf(stderr, "DMD2-v discriminator: %s\n", err); exit(1);
-    }
+    WanConfig c = w->a_train.cfg; PatchGrid g = w->a_train.g;
     w->D = D; w->T = T; w->top = 0;
     for (int h = 0; h < dc->n_heads; h++) {
         if (dc->layers[h] < 0 || dc->layers[h] >= c.num_layers) {
@@ -313,7 +336,11 @@ static void dmd_gpu_work_attach_disc(DmdGpuWork* w, DiscGpuModel* D, const WanGp
         }
         if (dc->layers[h] + 1 > w->top) w->top = dc->layers[h] + 1;
     }
-    disc_gpu_act_init(&w->dfake, dc, &w->tc); disc_gpu_act_init(&w->dreal, dc, &w->treal);
+    int keep[DISC_MAX_HEADS]; for (int h = 0; h < dc->n_heads; h++) keep[h] = dc->layers[h] + 1;
+    wan_gpu_act_free(&w->a_fwd);
+    dmd_gpu_fwd_plan_(w, keep, dc->n_heads);
+    w->treal = &w->a_fwd;
+    disc_gpu_act_init(&w->dfake, dc, w->tc); disc_gpu_act_init(&w->dreal, dc, w->treal);
     size_t LD = (size_t)w->B * g.L * c.dim;
     w->xr = tmd_dalloc_(w->n, "DMD2-v real x_t"); w->dxt = tmd_dalloc_(w->n, "DMD2-v GAN latent gradient");
     w->dfeat_buf = tmd_dalloc_(dc->n_heads * LD, "GAN feature gradients");
@@ -322,10 +349,10 @@ static void dmd_gpu_work_attach_disc(DmdGpuWork* w, DiscGpuModel* D, const WanGp
 }
 static void dmd_gpu_work_free(DmdGpuWork* w) {
     if (w->D) {
-        wan_gpu_act_free(&w->treal); disc_gpu_act_free(&w->dfake); disc_gpu_act_free(&w->dreal);
+        disc_gpu_act_free(&w->dfake); disc_gpu_act_free(&w->dreal);
         cudaCheck(cudaFree(w->xr)); cudaCheck(cudaFree(w->dxt)); cudaCheck(cudaFree(w->dfeat_buf));
     }
-    wan_gpu_act_free(&w->tc); wan_gpu_act_free(&w->tu); wan_gpu_act_free(&w->fk);
+    wan_gpu_act_free(&w->a_train); wan_gpu_act_free(&w->a_fwd);
     float* f[] = {w->xhat_t, w->gt, w->gf, w->e, w->dxhat, w->ctx_u};
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) cudaCheck(cudaFree(f[i]));
     cudaCheck(cudaFree(w->sums)); cudaCheck(cudaFree(w->red));
@@ -350,13 +377,13 @@ static void dmd_gpu_require_disc_(const DmdGpuWork* w, const DmdConfig* cf) {
 static void dmd_gpu_noise_(DmdGpuWork* w, const DmdDraw* d, const float* xhat, const float* eps, double* tv) {
     Coef3 k = coef3_all(w->B, 0, 0, 0);
     for (int b = 0; b < w->B; b++) { k.a[b] = (float)(1 - d->t[b]); k.b[b] = (float)d->t[b]; tv[b] = 1000.0 * d->t[b]; }
-    combine3(w->xhat_t, k, xhat, eps, NULL, w->B, w->numel, w->fk.stream);
+    combine3(w->xhat_t, k, xhat, eps, NULL, w->B, w->numel, w->a_train.stream);
 }
 
 static void dmd_gpu_fill_uncond_(DmdGpuWork* w, const float* ctx_u) {
     for (int b = 0; b < w->B; b++) {
-        if (ctx_u) cudaCheck(cudaMemcpyAsync(w->ctx_u + b * w->nctx, ctx_u, sizeof(float) * w->nctx, cudaMemcpyDeviceToDevice, w->fk.stream));
-        else cudaCheck(cudaMemsetAsync(w->ctx_u + b * w->nctx, 0, sizeof(float) * w->nctx, w->fk.stream));
+        if (ctx_u) cudaCheck(cudaMemcpyAsync(w->ctx_u + b * w->nctx, ctx_u, sizeof(float) * w->nctx, cudaMemcpyDeviceToDevice, w->a_train.stream));
+        else cudaCheck(cudaMemsetAsync(w->ctx_u + b * w->nctx, 0, sizeof(float) * w->nctx, w->a_train.stream));
     }
 }
 
@@ -367,20 +394,21 @@ static DmdGpuStats dmd_gpu_student_step(GenGpu* G, DmdGpuWork* w, const WanGpuWe
                                         const float* ctx_u, const DmdConfig* cf, double scale) {
     dmd_gpu_require_disc_(w, cf);
     DmdGpuStats st; memset(&st, 0, sizeof(st));
-    int B = w->B; cudaStream_t s_ = w->fk.stream; size_t ne = w->numel;
+    int B = w->B; cudaStream_t s_ = w->a_train.stream; size_t ne = w->numel;
     double tv[TMD_MAX_BATCH], norm[TMD_MAX_BATCH], sq[TMD_MAX_BATCH];
     gen_gpu_forward(G, d, x, x1, y1, ctx);
     dmd_gpu_noise_(w, d, G->xhat, eps, tv);
     dmd_gpu_fill_uncond_(w, ctx_u);
-    // teacher x0 with CFG (negative prompt), the fake score's x0 (conditional): g = x̂_t − t·v (Eq. 17)
-    wan_gpu_forward(&w->tc, T, w->xhat_t, tv, ctx);
-    wan_gpu_forward(&w->tu, T, w->xhat_t, tv, w->ctx_u);
-    wan_gpu_forward(&w->fk, F, w->xhat_t, tv, ctx);
+    // the fake score's x0 (conditional), then the teacher's with CFG (negative prompt): g = x̂_t − t·v (Eq. 17). The
+    // fake score first: it shares its plan with the conditional teacher, whose graph the GAN loss below reads
     Coef3 k = coef3_all(B, 0, 0, 0);
-    for (int b = 0; b < B; b++) { double t = d->t[b]; k.a[b] = 1; k.b[b] = (float)(-t * (1 - cf->cfg)); k.c[b] = (float)(-t * cf->cfg); }
-    combine3(w->gt, k, w->xhat_t, w->tu.out, w->tc.out, B, ne, s_);           // g_teacher = x̂_t − t·(v_∅ + w·(v_c − v_∅))
+    wan_gpu_forward(w->fk, F, w->xhat_t, tv, ctx);
     for (int b = 0; b < B; b++) { k.a[b] = 1; k.b[b] = (float)-d->t[b]; k.c[b] = 0; }
-    combine3(w->gf, k, w->xhat_t, w->fk.out, NULL, B, ne, s_);                // g_fake
+    combine3(w->gf, k, w->xhat_t, w->fk->out, NULL, B, ne, s_);               // g_fake
+    wan_gpu_forward(w->tu, T, w->xhat_t, tv, w->ctx_u);
+    wan_gpu_forward(w->tc, T, w->xhat_t, tv, ctx);
+    for (int b = 0; b < B; b++) { double t = d->t[b]; k.a[b] = 1; k.b[b] = (float)(-t * (1 - cf->cfg)); k.c[b] = (float)(-t * cf->cfg); }
+    combine3(w->gt, k, w->xhat_t, w->tu->out, w->tc->out, B, ne, s_);         // g_teacher = x̂_t − t·(v_∅ + w·(v_c − v_∅))
     // normaliser mean|x̂ − g_teacher| + 1e-6 (or the paper's mean|g_fake − g_teacher|), VSD_EPS as the CPU
     sum_abs_diff(w->sums, w->red, cf->vsd_l1_norm ? w->gf : G->xhat, w->gt, B, ne, s_);
     cudaCheck(cudaMemcpyAsync(norm, w->sums, sizeof(double) * B, cudaMemcpyDeviceToHost, s_));
@@ -399,7 +427,7 @@ static DmdGpuStats dmd_gpu_student_step(GenGpu* G, DmdGpuWork* w, const WanGpuWe
     // GAN generator loss mean_h softplus(−D_h): gradient through the frozen teacher's features into x̂_t, then x̂
     if (cf->gan_weight > 0 && w->D) {
         const DiscConfig* dc = &w->D->dc; int nh = dc->n_heads;
-        disc_gpu_forward(&w->dfake, &w->D->P, dc, &w->tc);
+        disc_gpu_forward(&w->dfake, &w->D->P, dc, w->tc);
         double dlogit[TMD_MAX_BATCH * DISC_MAX_HEADS];
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < nh; h++) {
@@ -410,10 +438,10 @@ static DmdGpuStats dmd_gpu_student_step(GenGpu* G, DmdGpuWork* w, const WanGpuWe
             if (!isfinite(st.gan_g[b])) st.finite = 0;
         }
         if (!st.finite) return st;
-        cudaCheck(cudaMemsetAsync(w->dfeat_buf, 0, sizeof(float) * nh * B * w->tc.g.L * w->tc.cfg.dim, s_));
-        disc_gpu_backward(NULL, w->dfeat, dlogit, &w->dfake, &w->D->P, dc, &w->tc);
+        cudaCheck(cudaMemsetAsync(w->dfeat_buf, 0, sizeof(float) * nh * B * w->tc->g.L * w->tc->cfg.dim, s_));
+        disc_gpu_backward(NULL, w->dfeat, dlogit, &w->dfake, &w->D->P, dc, w->tc);
         cudaCheck(cudaMemsetAsync(w->dxt, 0, sizeof(float) * w->n, s_));
-        wan_gpu_backward_blocks(NULL, w->dxt, NULL, NULL, w->top, w->dfeat, NULL, &w->tc, T);
+        wan_gpu_backward_blocks(NULL, w->dxt, NULL, NULL, w->top, w->dfeat, NULL, w->tc, T);
         for (int b = 0; b < B; b++) { k.a[b] = 1; k.b[b] = (float)(1 - d->t[b]); k.c[b] = 0; }
         combine3(w->dxhat, k, w->dxhat, w->dxt, NULL, B, ne, s_);             // d x̂ += (1 − t)·d x̂_t
     }
@@ -428,14 +456,14 @@ static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm
                                        const float* y1, const float* eps, const float* ctx, const DmdConfig* cf, double scale) {
     dmd_gpu_require_disc_(w, cf);
     DmdGpuStats st; memset(&st, 0, sizeof(st));
-    int B = w->B; cudaStream_t s_ = w->fk.stream; size_t ne = w->numel;
+    int B = w->B; cudaStream_t s_ = w->a_train.stream; size_t ne = w->numel;
     double tv[TMD_MAX_BATCH], sq[TMD_MAX_BATCH];
     gen_gpu_forward(G, d, x, x1, y1, ctx);   // detached: no backward into the generator
     dmd_gpu_noise_(w, d, G->xhat, eps, tv);
-    wan_gpu_forward(&w->fk, &Fm->w, w->xhat_t, tv, ctx);
+    wan_gpu_forward(w->fk, &Fm->w, w->xhat_t, tv, ctx);
     Coef3 k = coef3_all(B, 0, 0, 0);
     for (int b = 0; b < B; b++) { k.a[b] = 1; k.b[b] = (float)-d->t[b]; k.c[b] = -1; }
-    combine3(w->e, k, w->xhat_t, w->fk.out, G->xhat, B, ne, s_);             // e = g_fake − x̂
+    combine3(w->e, k, w->xhat_t, w->fk->out, G->xhat, B, ne, s_);             // e = g_fake − x̂
     sum_sq_diff(w->sums, w->red, w->e, NULL, B, ne, s_);
     cudaCheck(cudaMemcpyAsync(sq, w->sums, sizeof(double) * B, cudaMemcpyDeviceToHost, s_));
     cudaCheck(cudaStreamSynchronize(s_));
@@ -443,16 +471,16 @@ static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm
     for (int b = 0; b < B; b++) { st.dsm[b] = sq[b] / ne; if (!isfinite(st.dsm[b])) st.finite = 0; k.a[b] = (float)(-d->t[b] * 2 * scale / ne); k.b[b] = 0; k.c[b] = 0; }
     if (!st.finite) return st;
     combine3(w->dxhat, k, w->e, w->e, NULL, B, ne, s_);                       // d v_fake = −t·2e/numel·scale
-    wan_gpu_backward(&Fm->dP, NULL, NULL, w->dxhat, &w->fk, &Fm->w);
+    wan_gpu_backward(&Fm->dP, NULL, NULL, w->dxhat, w->fk, &Fm->w);
     // discriminator: teacher features on real x_t = (1 − t)·x + t·ε and on fake x̂_t, the same t and ε as the fake score
     if (cf->gan_weight > 0 && w->D) {
         const DiscConfig* dc = &w->D->dc; int nh = dc->n_heads;
         for (int b = 0; b < B; b++) { k.a[b] = (float)(1 - d->t[b]); k.b[b] = (float)d->t[b]; k.c[b] = 0; }
         combine3(w->xr, k, x, eps, NULL, B, ne, s_);
-        wan_gpu_forward_blocks(&w->tc, w->T, w->xhat_t, tv, ctx, w->top);
-        wan_gpu_forward_blocks(&w->treal, w->T, w->xr, tv, ctx, w->top);
-        disc_gpu_forward(&w->dfake, &w->D->P, dc, &w->tc);
-        disc_gpu_forward(&w->dreal, &w->D->P, dc, &w->treal);
+        wan_gpu_forward_blocks(w->tc, w->T, w->xhat_t, tv, ctx, w->top);
+        wan_gpu_forward_blocks(w->treal, w->T, w->xr, tv, ctx, w->top);
+        disc_gpu_forward(&w->dfake, &w->D->P, dc, w->tc);
+        disc_gpu_forward(&w->dreal, &w->D->P, dc, w->treal);
         double dlf[TMD_MAX_BATCH * DISC_MAX_HEADS], dlr[TMD_MAX_BATCH * DISC_MAX_HEADS];
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < nh; h++) {
@@ -463,8 +491,8 @@ static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm
             if (!isfinite(st.gan_d[b])) st.finite = 0;
         }
         if (!st.finite) return st;
-        disc_gpu_backward(&w->D->dP, NULL, dlr, &w->dreal, &w->D->P, dc, &w->treal);
-        disc_gpu_backward(&w->D->dP, NULL, dlf, &w->dfake, &w->D->P, dc, &w->tc);
+        disc_gpu_backward(&w->D->dP, NULL, dlr, &w->dreal, &w->D->P, dc, w->treal);
+        disc_gpu_backward(&w->D->dP, NULL, dlf, &w->dfake, &w->D->P, dc, w->tc);
     }
     return st;
 }

@@ -9,11 +9,13 @@
 // and, in the bf16 build, a bf16 working copy (2); a frozen one its fp32 weights (4) and, in the bf16 build, the bf16
 // copy the GEMMs read (2) (gpu/wan_gpu.cuh wan_gpu_model_init).
 // Activations: the DiT arenas are counted from gpu/act_plan.h's buffer lists, the same lists gpu/wan_gpu.cuh and
-// gpu/tmd_gpu.cuh carve their allocations from (act_wan_bytes, act_head_eval_bytes; the allocator checks its arena
+// gpu/tmd_gpu.cuh carve their allocations from (act_wan_bytes_ex, act_head_eval_bytes; the allocator checks its arena
 // against them), for exactly the arenas the stage's work allocates (gpu/distill_gpu.cuh: tmmf_gpu_work_init,
 // gen_gpu_init, dmd_gpu_work_init, dmd_gpu_work_attach_disc). With recompute a training arena keeps the residual
-// stream (every block's input, fp32) and ONE block set; without, one set per block, and each flow-head evaluation
-// of the rollout its own H sets. Flash attention keeps no L×L scores; the naive path keeps heads·L·L fp32
+// stream (every block's input, fp32) and ONE block set, which the step's other arenas borrow (with its backward
+// scratch), and the rollout one flow-head evaluation, re-run per inner step in the backward; without, one set per
+// block and each flow-head evaluation of the rollout its own H sets. A forward-only arena keeps two residual levels
+// (and the discriminator's feature levels). Flash attention keeps no L×L scores; the naive path keeps heads·L·L fp32
 // probabilities in every block set. The latents, noise and discriminator activations are this plan's estimates.
 #pragma once
 #include <stdio.h>
@@ -62,13 +64,23 @@ static double plan_trainable_bytes_per_param(const PlanInput* in) { return in->f
 static double plan_frozen_bytes_per_param(const PlanInput* in) { return in->fp32 ? 4.0 : 6.0; }
 static size_t plan_floatx_bytes(const PlanInput* in) { return in->fp32 ? 4 : 2; }
 
-// one WanGpuAct of the step (training: planned for a backward) and one flow-head evaluation, in bytes, as allocated
-static double plan_wan_arena(const PlanInput* in, int training) {
-    return (double)act_wan_bytes(&in->wan, in->batch, plan_tokens(in), training, in->recompute, !in->naive_attention, plan_floatx_bytes(in));
+// one WanGpuAct of the step, in bytes, as allocated: training (planned for a backward) or forward only, running
+// `blocks` blocks (0: all), keeping n_keep extra levels (forward only), borrowing the step's free block set (and
+// scratch) when recompute makes one free (gpu/distill_gpu.cuh: the TM-MF unconditional pass, the critic side's plans)
+static double plan_wan_arena(const PlanInput* in, int training, int blocks, int n_keep, int borrows) {
+    return (double)act_wan_bytes_ex(&in->wan, in->batch, plan_tokens(in), training, in->recompute, !in->naive_attention, plan_floatx_bytes(in),
+                                    blocks > 0 ? blocks : in->wan.num_layers, n_keep, borrows && in->recompute);
 }
+// one flow-head evaluation planned on a training backbone (its block set is the backbone's when it recomputes)
 static double plan_head_eval(const PlanInput* in) {
     return (double)act_head_eval_bytes(&in->wan, in->batch, plan_tokens(in), in->fuse_ffn_dim, in->H, !in->fusion_concat, in->recompute,
                                        !in->naive_attention, plan_floatx_bytes(in));
+}
+// the generator's graph (gpu/distill_gpu.cuh gen_gpu_init): the TMD backbone's L − H blocks and the rollout's
+// evaluations, or the plain student's whole model
+static double plan_generator(const PlanInput* in, int tmd) {
+    if (!tmd) return plan_wan_arena(in, 1, 0, 0, 0);
+    return plan_wan_arena(in, 1, in->wan.num_layers - in->H, 0, 0) + act_rollout_evals(in->N, 1, in->recompute) * plan_head_eval(in);
 }
 // the discriminator heads' activations (gpu/disc_gpu.cuh DiscGpuAct, fp32), for real and fake features: the
 // unpatchified feature (L·D values) and conv 1's (kernel (3,4,4), stride (1,2,2), padding 1) output, GroupNorm xhat,
@@ -99,7 +111,7 @@ static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
     if (stage == 0) {
         snprintf(what, sizeof(what), "%.3fB params x %g B (master, grad, AdamW m+v%s)", Pw / 1e9, plan_trainable_bytes_per_param(in), in->fp32 ? "" : ", bf16 copy");
         plan_add(p, "teacher (trainable)", Pw * plan_trainable_bytes_per_param(in), what);
-        plan_add(p, "teacher activations", plan_wan_arena(in, 1), in->recompute ? "the whole model (training); per-block recompute" : "the whole model (training); every block's activations kept");
+        plan_add(p, "teacher activations", plan_wan_arena(in, 1, 0, 0, 0), in->recompute ? "the whole model (training); per-block recompute" : "the whole model (training); every block's activations kept");
         plan_add(p, "latents and captions", B * (latent * 5 + (double)c->text_len * c->text_dim + 1) * 4.0, "x, x1, x_sigma, target, dv, the captions (fp32)");
         return;
     }
@@ -119,25 +131,26 @@ static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
     }
     // the DiT arenas the stage's work allocates (gpu/distill_gpu.cuh, gpu/kd_gpu.cuh), each as gpu/act_plan.h sizes it
     const char* mode = in->recompute ? "per-block recompute" : "every block's activations kept";
+    int Lb = c->num_layers - in->H, evals = act_rollout_evals(in->N, 1, in->recompute);
     if (stage == 1) {   // tmmf_gpu_work_init: the backbone (training) and the unconditional one (forward only), two head evaluations
         snprintf(what, sizeof(what), "backbone (training) + unconditional backbone (forward) + 2 flow-head evaluations; %s", mode);
-        plan_add(p, "student activations", plan_wan_arena(in, 1) + plan_wan_arena(in, 0) + 2 * plan_head_eval(in), what);
+        plan_add(p, "student activations", plan_wan_arena(in, 1, Lb, 0, 0) + plan_wan_arena(in, 0, Lb, 0, 1) + 2 * plan_head_eval(in), what);
     } else if (stage == 3) {   // gen_gpu_init only: the one-step student's graph, no teacher or fake score on the device
         int kd_tmd = in->student_extra > 0;
         if (!kd_tmd) snprintf(what, sizeof(what), "the plain student's whole model (training); %s", mode);
-        else snprintf(what, sizeof(what), "backbone (training) + %d flow-head evaluations (rollout); %s", in->N, mode);
-        plan_add(p, "student activations", plan_wan_arena(in, 1) + (kd_tmd ? in->N * plan_head_eval(in) : 0), what);
+        else snprintf(what, sizeof(what), "backbone (training) + %d flow-head evaluation%s (rollout of %d); %s", evals, evals > 1 ? "s" : "", in->N, mode);
+        plan_add(p, "student activations", plan_generator(in, kd_tmd), what);
         if (kd_tmd) plan_add(p, "rollout states", B * latent * 4.0 * (in->N + 3), "y_N..y_0 and the rollout's two gradients (fp32)");
     } else {
-        // gen_gpu_init: the student's graph (backbone and one head evaluation per inner step, or the baseline's whole model)
+        // gen_gpu_init: the student's graph (backbone and the rollout's head evaluations, or the baseline's whole model)
         if (in->baseline) snprintf(what, sizeof(what), "the baseline student's whole model (training); %s", mode);
-        else snprintf(what, sizeof(what), "backbone (training) + %d flow-head evaluations (rollout); %s", in->N, mode);
-        plan_add(p, "student activations", plan_wan_arena(in, 1) + (in->baseline ? 0 : in->N * plan_head_eval(in)), what);
-        // dmd_gpu_work_init (+ attach_disc): teacher cond (training with the GAN terms) and uncond, fake score (training),
-        // teacher on real data (GAN)
+        else snprintf(what, sizeof(what), "backbone (training) + %d flow-head evaluation%s (rollout of %d); %s", evals, evals > 1 ? "s" : "", in->N, mode);
+        plan_add(p, "student activations", plan_generator(in, !in->baseline), what);
+        // dmd_gpu_work_init (+ attach_disc): a_train (fake score and teacher cond, training), a_fwd (teacher uncond and
+        // on real data, forward only, keeping the feature levels)
         int gan = in->disc_heads > 0;
-        snprintf(what, sizeof(what), "teacher cond (%s) + uncond, fake score (training)%s", gan ? "training: GAN loss" : "forward", gan ? ", teacher on real data" : "");
-        plan_add(p, "teacher + fake score activations", plan_wan_arena(in, gan) + plan_wan_arena(in, 0) + plan_wan_arena(in, 1) + (gan ? plan_wan_arena(in, 0) : 0), what);
+        snprintf(what, sizeof(what), "fake score = teacher cond (training), teacher uncond%s (forward)", gan ? " = on real data" : "");
+        plan_add(p, "teacher + fake score activations", plan_wan_arena(in, 1, 0, 0, 1) + plan_wan_arena(in, 0, 0, gan ? in->disc_heads : 0, 1), what);
         if (!in->baseline) plan_add(p, "rollout states", B * latent * 4.0 * (in->N + 3), "y_N..y_0 and the rollout's two gradients (fp32)");
     }
     if (stage == 2) {

@@ -122,8 +122,9 @@ typedef struct {
     float *fh, *ff1, *ff1a, *ff2;      // [N, D], [N, Ff] x2, [N, D]
     float* cat;                        // [N, 2D] (concat fusion)
     float* xs;                         // [H + 1, N, D]: xs[0] fused feature, xs[k] after head block k − 1
-    WanGpuBlockAct blocks[WAN_MAX_LAYERS];   // its own H sets; with recompute all are the backbone's one set
-    int recompute;                     // planned on a recomputing backbone: the backward rebuilds each block from xs
+    WanGpuBlockAct blocks[WAN_MAX_LAYERS];   // its own H sets, or all the backbone's one set (recompute)
+    int recompute;                     // the backbone's one set is free to use (it recomputes, or runs forward only): the
+                                       // blocks run in it, and the backward rebuilds each block from xs
     WanGpuHeadAct head;
     float* out;                        // [B, out_dim, T, Hl, Wl] head_θ
     // backward scratch (this evaluation's own; the blocks and the output head use the backbone's WanGpuScratch)
@@ -150,7 +151,7 @@ static void head_gpu_carve_(TmdGpuHeadAct* a, const StudentConfig* sc, const Wan
 // plans one head evaluation for the backbone activations bb (same batch, grid and attention path)
 static void head_gpu_act_init(TmdGpuHeadAct* a, const StudentConfig* sc, const WanGpuAct* bb) {
     memset(a, 0, sizeof(*a));
-    a->B = bb->B; a->L = bb->g.L; a->recompute = bb->recompute;
+    a->B = bb->B; a->L = bb->g.L; a->recompute = bb->recompute || !bb->training;
     head_gpu_carve_(a, sc, bb);
     size_t total = a->arena.used;
     size_t planned = act_head_eval_bytes(&sc->wan, a->B, a->L, sc->fuse_ffn_dim, sc->head_blocks, sc->fusion == FUSION_GATED, a->recompute,
@@ -281,6 +282,7 @@ static void head_gpu_backward(TmdGpuStudent* S, int with_grads, float* dm, float
     int B = a->B, L = a->L, D = c->dim, Ff = sc->fuse_ffn_dim, H = sc->head_blocks, Lb = c->num_layers - H;
     size_t N = (size_t)B * L, ND = N * D;
     PatchGrid g = bb->g, go = bb->g_out;
+    wan_gpu_require_training_(bb, "head_gpu_backward");
     WanGpuScratch* sc_ = &bb->s;
     cudaCheck(cudaMemsetAsync(a->g, 0, sizeof(float) * ND, st));
     cudaCheck(cudaMemsetAsync(a->de_h, 0, sizeof(float) * B * D, st));
@@ -328,29 +330,37 @@ static void head_gpu_backward(TmdGpuStudent* S, int with_grads, float* dm, float
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// the inner flow (Algorithm 1's INNERFLOW) with every step's activations kept for the rollout backward
-// (Section 3.2): grid s_j = shift_10(j/N), s_N clamped to 0.999 (cpu/tmd_cpu.h inner_grid)
+// the inner flow (Algorithm 1's INNERFLOW) for the rollout backward (Section 3.2): grid s_j = shift_10(j/N), s_N
+// clamped to 0.999 (cpu/tmd_cpu.h inner_grid). Every state y_j is kept. On a backbone that keeps every activation,
+// so is every step's evaluation (N of them); on a recomputing backbone there is ONE evaluation, and the backward
+// re-runs step j's from the kept y_j (and m, s_j, s_{j−1}) before its backward: the same kernels on the same inputs,
+// so the same bits, for one more flow-head forward per step but one evaluation's memory instead of N
+// (gpu/act_plan.h act_rollout_evals). A forward-only backbone (sampling) needs one as well.
 
 typedef struct {
     int N, B;
     double s[65];
-    TmdGpuHeadAct steps[64];   // steps[j − 1] evaluates at (s_j, s_{j−1})
+    int n_evals;               // N, or 1 (act_rollout_evals)
+    TmdGpuHeadAct steps[64];   // steps[j − 1] evaluates at (s_j, s_{j−1}); with one evaluation, steps[0] serves every j
+    const float* m;            // the main feature of the last forward (the re-runs read it; the backbone keeps it)
     float* ys;                 // [N + 1, B·numel]: ys[N] = y1, ys[j − 1] = the state after the step from s_j
     float* dyb;                // [2, B·numel] backward: d y and the head's cotangent
     size_t numel;              // per batch: B·C·T·Hl·Wl
 } TmdGpuRollout;
 
+static TmdGpuHeadAct* rollout_gpu_eval(TmdGpuRollout* ro, int j) { return &ro->steps[ro->n_evals == 1 ? 0 : j - 1]; }
+
 static void rollout_gpu_init(TmdGpuRollout* ro, const StudentConfig* sc, const WanGpuAct* bb, int N, double gamma) {
     memset(ro, 0, sizeof(*ro));
     if (N < 1 || N > 64) { fprintf(stderr, "rollout: %d inner steps; expected 1..64\n", N); exit(1); }
-    ro->N = N; ro->B = bb->B; inner_grid(ro->s, N, gamma);
+    ro->N = N; ro->B = bb->B; inner_grid(ro->s, N, gamma); ro->n_evals = act_rollout_evals(N, bb->training, bb->recompute);
     ro->numel = (size_t)bb->B * sc->wan.out_dim * bb->g.T * bb->g.Hl * bb->g.Wl;
     ro->ys = (float*)cuda_malloc_named(sizeof(float) * (N + 1) * ro->numel, "rollout states", WAN_GPU_OOM_HINT);
     ro->dyb = (float*)cuda_malloc_named(sizeof(float) * 2 * ro->numel, "rollout gradients", WAN_GPU_OOM_HINT);
-    for (int j = 0; j < N; j++) head_gpu_act_init(&ro->steps[j], sc, bb);
+    for (int j = 0; j < ro->n_evals; j++) head_gpu_act_init(&ro->steps[j], sc, bb);
 }
 static void rollout_gpu_free(TmdGpuRollout* ro) {
-    for (int j = 0; j < ro->N; j++) head_gpu_act_free(&ro->steps[j]);
+    for (int j = 0; j < ro->n_evals; j++) head_gpu_act_free(&ro->steps[j]);
     cudaCheck(cudaFree(ro->ys)); cudaCheck(cudaFree(ro->dyb));
 }
 static float* rollout_gpu_y(const TmdGpuRollout* ro, int j) { return ro->ys + (size_t)j * ro->numel; }
@@ -360,9 +370,10 @@ static const float* rollout_gpu_forward(TmdGpuRollout* ro, const TmdGpuStudent* 
     cudaStream_t st = bb->stream;
     cudaCheck(cudaMemcpyAsync(rollout_gpu_y(ro, ro->N), y1, sizeof(float) * ro->numel, cudaMemcpyDeviceToDevice, st));
     double sv[TMD_MAX_BATCH], rv[TMD_MAX_BATCH];
+    ro->m = m;
     for (int j = ro->N; j >= 1; j--) {
         for (int b = 0; b < ro->B; b++) { sv[b] = ro->s[j]; rv[b] = ro->s[j - 1]; }
-        TmdGpuHeadAct* a = &ro->steps[j - 1];
+        TmdGpuHeadAct* a = rollout_gpu_eval(ro, j);
         head_gpu_forward(a, S, bb, m, rollout_gpu_y(ro, j), sv, rv);
         double ds = ro->s[j] - ro->s[j - 1];
         combine3(rollout_gpu_y(ro, j - 1), coef3_all(1, 1, -ds, ds), rollout_gpu_y(ro, j), y1, a->out, 1, ro->numel, st);   // y_r = y_s − (s − r)·u
@@ -375,10 +386,16 @@ static void rollout_gpu_backward(TmdGpuStudent* S, float* dm, float* dc, const f
     cudaStream_t st = bb->stream;
     float* dy = ro->dyb; float* dhead = ro->dyb + ro->numel;
     cudaCheck(cudaMemcpyAsync(dy, dyhat, sizeof(float) * ro->numel, cudaMemcpyDeviceToDevice, st));
+    double sv[TMD_MAX_BATCH], rv[TMD_MAX_BATCH];
     for (int j = 1; j <= ro->N; j++) {
         double ds = ro->s[j] - ro->s[j - 1];
+        TmdGpuHeadAct* a = rollout_gpu_eval(ro, j);
+        if (ro->n_evals == 1 && j > 1) {   // one evaluation: it holds step 1's (the forward's last); rebuild step j's
+            for (int b = 0; b < ro->B; b++) { sv[b] = ro->s[j]; rv[b] = ro->s[j - 1]; }
+            head_gpu_forward(a, S, bb, ro->m, rollout_gpu_y(ro, j), sv, rv);
+        }
         combine3(dhead, coef3_all(1, ds, 0, 0), dy, dy, NULL, 1, ro->numel, st);
-        head_gpu_backward(S, 1, dm, dc, j < ro->N ? dy : NULL, dhead, &ro->steps[j - 1], bb);   // d y_j = dy (identity) + head path
+        head_gpu_backward(S, 1, dm, dc, j < ro->N ? dy : NULL, dhead, a, bb);   // d y_j = dy (identity) + head path
     }
 }
 

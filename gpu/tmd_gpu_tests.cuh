@@ -171,6 +171,27 @@ static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_t
         tmmf_gpu_work_free(&gw); tmd_gpu_student_free(&G);
     }
     wan_gpu_recompute = saved; free(g_off);
+    // gradient accumulation (train_tmd --accum): the same B samples as B micro-batches of one, each step adding its
+    // gradient scaled 1/B into the same buffer, must give the batch's gradient: the CPU reference's, which is made one
+    // sample at a time exactly so
+    if (recompute_check) {
+        TmdGpuStudent G; tmd_gpu_student_init(&G, &sc, Sf);
+        TmmfGpuWork gw; tmmf_gpu_work_init(&gw, &sc, 1, T, Hl, Wl);
+        double loss_acc[TMD_MAX_BATCH];
+        for (int b = 0; b < B; b++) {
+            TmmfDraw d1; memset(&d1, 0, sizeof(d1)); d1.B = 1;
+            d1.t[0] = d.t[b]; d1.s[0] = d.s[b]; d1.r[0] = d.r[b]; d1.dropped[0] = d.dropped[b];
+            TmmfGpuStats g1 = tmmf_gpu_step(&G, &gw, &d1, x_d + b * numel, x1_d + b * numel, y1_d + b * numel, ctx_d + b * nctx, ctxu_d, &cf, 1.0 / B, 1);
+            loss_acc[b] = g1.loss[0];
+        }
+        cudaCheck(cudaDeviceSynchronize());
+        printf("  TM-MF %s, %d micro-batches of 1 accumulated:\n", label, B);
+        expect_close_scaled("TM-MF loss per sample (accumulated)", loss_acc, loss_cpu, B, tol);
+        double* gg = tmd_download_(G.grads, ns);
+        tmd_compare_student_(&sc, "TM-MF d (accumulated)", gg, dS, tol);
+        free(gg);
+        tmmf_gpu_work_free(&gw); tmd_gpu_student_free(&G);
+    }
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1_d)); cudaCheck(cudaFree(y1_d));
     if (ctxu_d) cudaCheck(cudaFree(ctxu_d));
     free(ctx_u);
@@ -293,15 +314,15 @@ static void test_dmd_gpu_parity(int B, uint64_t seed, double tol, int tmd, int g
         WanGpuModel Tm, Fm; wan_gpu_model_init(&Tm, c, Tf, 0, "teacher"); wan_gpu_model_init(&Fm, c, Ff, 1, "fake score");
         WanGpuModel Bm; wan_gpu_model_init(&Bm, c, Bf, 1, "DMD2-v student");
         GenGpu G; gen_gpu_init(&G, tmd, &sc, B, T, Hl, Wl, N, 10.0); G.S = &Sg; G.P = &Bm;
-        DmdGpuWork w; dmd_gpu_work_init(&w, c, B, T, Hl, Wl);
+        DmdGpuWork w; dmd_gpu_work_init(&w, c, B, T, Hl, Wl, &G.bb);
         DiscGpuModel Dm; disc_gpu_model_init(&Dm, &dc, Dfl);
         if (gan) dmd_gpu_work_attach_disc(&w, &Dm, &Tm.w);
         PlanInput pin = tmd_plan_input_(&sc, B, T, Hl, Wl, N, &G.bb);
         pin.baseline = !tmd; pin.disc_heads = gan ? dc.n_heads : 0;
-        size_t ro_bytes = 0; for (int j = 0; tmd && j < G.ro.N; j++) ro_bytes += G.ro.steps[j].arena.used;
+        size_t ro_bytes = 0; for (int j = 0; tmd && j < G.ro.n_evals; j++) ro_bytes += G.ro.steps[j].arena.used;
         tmd_expect_plan_(rc ? "DMD2-v, recompute on" : "DMD2-v", &pin, 2, "student activations", (double)(G.bb.arena.used + ro_bytes));
         tmd_expect_plan_(rc ? "DMD2-v, recompute on" : "DMD2-v", &pin, 2, "teacher + fake score activations",
-                         (double)(w.tc.arena.used + w.tu.arena.used + w.fk.arena.used + (gan ? w.treal.arena.used : 0)));
+                         (double)(w.a_train.arena.used + w.a_fwd.arena.used));
         float* x_d = tmd_upload_(x, B * numel); float* ctx_d = tmd_upload_(ctx, B * nctx);
         float *nz; cudaCheck(cudaMalloc(&nz, sizeof(float) * 6 * B * numel));
         float *x1_d = nz, *y1_d = nz + 2 * B * numel, *e_d = nz + 4 * B * numel;

@@ -150,7 +150,8 @@ static void table7_apply(const Table7* t, const Table7Set* set, int n, int argc,
         if (set[k].i) fprintf(out, " %s %d%s", set[k].flag, *set[k].i, given ? " (given)" : "");
         else fprintf(out, " %s %g%s", set[k].flag, *set[k].d, given ? " (given)" : "");
     }
-    fprintf(out, "\n  (Table 7's global batch is %d; this trainer has no gradient accumulation: ranks x batch is the global batch)\n", t->global_batch);
+    fprintf(out, "\n  (Table 7's global batch is %d: --accum 0 accumulates ceil(%d / (ranks x batch)) micro-batches per optimizer step)\n", t->global_batch,
+            t->global_batch);
 }
 
 // the model's config before its weights are read (so the defaults and the plan can be printed first): the preset,

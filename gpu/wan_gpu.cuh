@@ -310,7 +310,7 @@ typedef struct {
     float* red;                   // reductions' partial sums (the largest any layer needs)
 } WanGpuScratch;
 
-typedef struct {
+typedef struct WanGpuAct_ {
     WanConfig cfg;
     int B, training, flash;       // batch; planned for a backward; flash attention
     int recompute;                // training with one block set, rebuilt per block in the backward (wan_gpu_recompute)
@@ -318,7 +318,10 @@ typedef struct {
     PatchGrid g_out;              // the same grid with C = out_dim
     float* rope;                  // [L, head_dim/2, 2] (host-built table)
     float* patches;               // [N, in_dim·P] fp32
-    float* xs;                    // [num_layers + 1, N, D] residual stream: xs[0] patch embedding, xs[l+1] after block l
+    float* xs;                    // [nslots, N, D] residual stream: level 0 the patch embedding, level l+1 after block l (wan_gpu_xs)
+    int nblocks;                  // the blocks this plan runs (training: its residual levels 0..nblocks are kept)
+    int nslots, slot[WAN_MAX_LAYERS + 1];   // level → slot of xs (training: the identity; forward only: l mod 2 or a kept slot)
+    int borrowed;                 // the block set and the backward scratch are a lender's (WanGpuActOpts.share)
     float* out;                   // [B, out_dim, T, Hl, Wl] the velocity
     WanGpuTimeAct time;
     WanGpuTextAct text;
@@ -330,7 +333,19 @@ typedef struct {
     cudaStream_t stream;
 } WanGpuAct;
 
-static float* wan_gpu_xs(const WanGpuAct* a, int l) { return a->xs + (size_t)l * a->B * a->g.L * a->cfg.dim; }
+// the residual stream at level l (the input of block l; level n is the output of block n − 1). A forward-only plan
+// holds, after a forward of n blocks, level n and the levels it was asked to keep (WanGpuActOpts.keep), nothing else.
+static float* wan_gpu_xs(const WanGpuAct* a, int l) {
+    if (l < 0 || l > a->nblocks) { fprintf(stderr, "wan_gpu_xs: level %d of a plan that runs %d blocks\n", l, a->nblocks); exit(1); }
+    return a->xs + (size_t)a->slot[l] * a->B * a->g.L * a->cfg.dim;
+}
+
+// how a plan is made beyond its size (wan_gpu_act_init_opts; all zero: the whole model, its own work sets)
+typedef struct {
+    const struct WanGpuAct_* share;   // lender of the block set and the backward scratch (same config, batch, grid); NULL: own
+    int blocks;                   // the blocks it runs (0: all); a training plan keeps levels 0..blocks
+    int n_keep, keep[WAN_MAX_LAYERS + 1];   // forward only: residual levels kept for readers after the forward
+} WanGpuActOpts;
 
 static size_t wan_gpu_max_(size_t a, size_t b) { return a > b ? a : b; }
 
@@ -371,16 +386,48 @@ static void wan_gpu_scratch_carve(WanGpuScratch* s, WanGpuArena* ar, const WanCo
     WAN_SCRATCH_BUFFERS(WAN_GPU_TAKE_, s, z)
 }
 
-static void wan_gpu_act_carve_(WanGpuAct* a) {
+static void wan_gpu_act_carve_(WanGpuAct* a, const WanGpuAct* share) {
     const WanConfig* c = &a->cfg;
     WanGpuArena* ar = &a->arena;
     ActDims z = act_dims(c, a->B, a->g.L, a->flash, 0, 0, 1);
+    z.slots = (size_t)a->nslots;
     WAN_ACT_STREAM_BUFFERS(WAN_GPU_TAKE_, a, z)
-    int nsets = act_block_sets(c, a->training, a->recompute);
-    for (int l = 0; l < nsets; l++) wan_gpu_block_act_carve(&a->blocks[l], ar, c, a->B, a->g.L, a->flash);
-    for (int l = nsets; l < c->num_layers; l++) a->blocks[l] = a->blocks[0];   // forward only or recompute: one set, reused by every block
+    int nsets = act_block_sets(a->nblocks, a->training, a->recompute);
+    if (share) a->blocks[0] = share->blocks[0];   // the lender's one set (gpu/act_plan.h: borrowed work sets)
+    else for (int l = 0; l < nsets; l++) wan_gpu_block_act_carve(&a->blocks[l], ar, c, a->B, a->g.L, a->flash);
+    for (int l = share ? 1 : nsets; l < c->num_layers; l++) a->blocks[l] = a->blocks[0];   // forward only or recompute: one set, reused by every block
     wan_gpu_head_act_carve(&a->head, ar, c, a->B, a->g.L);
-    if (a->training) wan_gpu_scratch_carve(&a->s, ar, c, a->B, a->g.L, a->flash);
+    if (a->training && share) a->s = share->s;
+    else if (a->training) wan_gpu_scratch_carve(&a->s, ar, c, a->B, a->g.L, a->flash);
+}
+
+// the level → slot map of a plan (gpu/act_plan.h: residual levels); -1 with a message for a bad keep list
+static int wan_gpu_stream_map_(WanGpuAct* a, const WanGpuActOpts* o, char* err) {
+    a->nslots = act_stream_slots(a->training, a->nblocks, a->training ? 0 : o->n_keep);
+    for (int l = 0; l <= a->nblocks; l++) a->slot[l] = a->training ? l : (l & 1);
+    if (a->training) return 0;
+    for (int k = 0; k < o->n_keep; k++) {
+        int l = o->keep[k];
+        if (l < 0 || l > a->nblocks || a->slot[l] >= 2) {
+            snprintf(err, ST_ERRLEN, "keep list: level %d is out of 0..%d or listed twice", l, a->nblocks); return -1;
+        }
+        a->slot[l] = 2 + k;
+    }
+    return 0;
+}
+
+// a lender must have a block set that holds nothing between calls (forward only, or recomputing) and, for a training
+// borrower, a backward scratch; and the same shapes
+static int wan_gpu_share_ok_(const WanGpuAct* a, const WanGpuAct* sh, char* err) {
+    const WanConfig *c = &a->cfg, *d = &sh->cfg;
+    if (sh->borrowed) { snprintf(err, ST_ERRLEN, "a plan that borrows its work sets cannot lend them; lend from the owner"); return -1; }
+    if (sh->training && !sh->recompute) { snprintf(err, ST_ERRLEN, "the lender keeps every block's activations (no recompute): its block sets are not free to share"); return -1; }
+    if (a->training && (!sh->training || !a->recompute)) { snprintf(err, ST_ERRLEN, "a training plan borrows only from a training plan, both recomputing"); return -1; }
+    if (sh->B != a->B || sh->g.L != a->g.L || sh->flash != a->flash || c->dim != d->dim || c->ffn_dim != d->ffn_dim || c->num_heads != d->num_heads ||
+        c->text_len != d->text_len || c->text_dim != d->text_dim || c->out_dim != d->out_dim || wan_patch_numel(c) != wan_patch_numel(d) || c->in_dim != d->in_dim) {
+        snprintf(err, ST_ERRLEN, "the lender's shapes differ (batch %d vs %d, %d vs %d tokens, or the config)", sh->B, a->B, sh->g.L, a->g.L); return -1;
+    }
+    return 0;
 }
 
 // the attention path this build and config take
@@ -397,7 +444,10 @@ static int wan_gpu_use_flash(const WanConfig* c) {
 // scratch; otherwise a forward-only plan (one block's activations, reused). The bytes are gpu/act_plan.h's
 // act_wan_bytes, which the memory plan (gpu/distill_plan.h) sums. Returns -1 with a message if
 // the latent does not fit the config. Exits naming the buffer if the device memory does not suffice.
-static int wan_gpu_act_init(WanGpuAct* a, const WanConfig* c, int B, int C, int T, int Hl, int Wl, int training, char* err) {
+static int wan_gpu_act_init_opts(WanGpuAct* a, const WanConfig* c, int B, int C, int T, int Hl, int Wl, int training, const WanGpuActOpts* o,
+                                 char* err) {
+    static const WanGpuActOpts none = {0};
+    if (!o) o = &none;
     memset(a, 0, sizeof(*a));
     if (B < 1 || C != c->in_dim || T <= 0 || Hl <= 0 || Wl <= 0 || T % c->patch[0] || Hl % c->patch[1] || Wl % c->patch[2]) {
         snprintf(err, ST_ERRLEN, "latent batch [%d, %d, %d, %d, %d] does not fit config '%s': expected B >= 1, %d channels and T, H, W "
@@ -407,9 +457,14 @@ static int wan_gpu_act_init(WanGpuAct* a, const WanConfig* c, int B, int C, int 
     a->cfg = *c; a->B = B; a->training = training; a->flash = wan_gpu_use_flash(c); a->recompute = training && wan_gpu_recompute;
     a->g = patch_grid(B, C, T, Hl, Wl, c->patch[0], c->patch[1], c->patch[2]);
     a->g_out = patch_grid(B, c->out_dim, T, Hl, Wl, c->patch[0], c->patch[1], c->patch[2]);
-    wan_gpu_act_carve_(a);                               // sizing pass
+    a->nblocks = o->blocks > 0 ? o->blocks : c->num_layers;
+    if (a->nblocks > c->num_layers) { snprintf(err, ST_ERRLEN, "a plan of %d blocks for a %d-block model", a->nblocks, c->num_layers); return -1; }
+    if (wan_gpu_stream_map_(a, o, err)) return -1;
+    if (o->share && wan_gpu_share_ok_(a, o->share, err)) return -1;
+    a->borrowed = o->share != NULL;
+    wan_gpu_act_carve_(a, o->share);                     // sizing pass
     char what[160];
-    size_t planned = act_wan_bytes(c, B, a->g.L, training, a->recompute, a->flash, sizeof(floatX));
+    size_t planned = act_wan_bytes_ex(c, B, a->g.L, training, a->recompute, a->flash, sizeof(floatX), a->nblocks, training ? 0 : o->n_keep, a->borrowed);
     if (a->arena.used != planned) {   // the carve and gpu/act_plan.h read the same lists; only a bug gets here
         fprintf(stderr, "wan_gpu_act_init: the carve takes %zu bytes, gpu/act_plan.h plans %zu\n", a->arena.used, planned); exit(1);
     }
@@ -418,13 +473,24 @@ static int wan_gpu_act_init(WanGpuAct* a, const WanConfig* c, int B, int C, int 
     a->base = (char*)cuda_malloc_named(a->arena.used, what, WAN_GPU_OOM_HINT);
     size_t total = a->arena.used;
     a->arena.base = a->base; a->arena.used = 0;
-    wan_gpu_act_carve_(a);                               // carving pass
+    wan_gpu_act_carve_(a, o->share);                     // carving pass
     if (a->arena.used != total) { fprintf(stderr, "wan_gpu_act_init: the two planning passes disagree (%zu vs %zu bytes)\n", total, a->arena.used); exit(1); }
     float* rope = (float*)malloc(sizeof(float) * a->g.L * wan_head_dim(c));
     rope_table_host(rope, a->g.Fp, a->g.Hp, a->g.Wp, wan_head_dim(c));
     cudaCheck(cudaMemcpy(a->rope, rope, sizeof(float) * a->g.L * wan_head_dim(c), cudaMemcpyHostToDevice));
     free(rope);
     return 0;
+}
+
+// the whole model, its own work sets (training: every residual level; forward only: two alternating levels)
+static int wan_gpu_act_init(WanGpuAct* a, const WanConfig* c, int B, int C, int T, int Hl, int Wl, int training, char* err) {
+    return wan_gpu_act_init_opts(a, c, B, C, T, Hl, Wl, training, NULL, err);
+}
+
+// a plan that borrows lender's block set (and, training, its backward scratch): the lender must outlive it
+static int wan_gpu_act_init_shared(WanGpuAct* a, const WanGpuAct* lender, int training, char* err) {
+    WanGpuActOpts o; memset(&o, 0, sizeof(o)); o.share = lender;
+    return wan_gpu_act_init_opts(a, &lender->cfg, lender->B, lender->g.C, lender->g.T, lender->g.Hl, lender->g.Wl, training, &o, err);
 }
 
 static void wan_gpu_act_free(WanGpuAct* a) { cudaCheck(cudaFree(a->base)); memset(a, 0, sizeof(*a)); }
@@ -681,6 +747,7 @@ static void wan_gpu_head_backward(WanParamsF* dW, float* dx, float* de, const fl
 // ctx [B, text_len, text_dim] fp32 (device, zero-padded).
 static void wan_gpu_forward_blocks(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx, int n) {
     cudaStream_t s = a->stream;
+    if (n > a->nblocks) { fprintf(stderr, "wan_gpu_forward_blocks: %d blocks asked of a plan for %d\n", n, a->nblocks); exit(1); }
     wan_gpu_time_forward(&a->time, W, t, a->B, s);
     wan_gpu_text_forward(&a->text, W, ctx, a->B, s);
     wan_gpu_patch_embed_forward(wan_gpu_xs(a, 0), a->patches, W, &a->g, x, s);
