@@ -151,6 +151,11 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             (gan && ts_meta_get_u64(&have, "disc_steps", &d_steps, o->resume, err))) {
             fprintf(stderr, "error: %s\n", err); return 2;
         }
+        const char* ha = ts_meta_get(&have, "accum");   // absent: 1 (want names it only when > 1)
+        if ((ha ? strtoull(ha, NULL, 10) : 1) != (unsigned long long)A) {
+            fprintf(stderr, "error: %s: this run has accum = %d but the checkpoint was written with %s; resume with the same --accum, or start a new run\n",
+                    o->resume, A, ha ? ha : "1"); return 2;
+        }
         train_data_set_state(&td, data);
         printf("resumed %s at step %llu\n", o->resume, (unsigned long long)step);
     }
