@@ -34,16 +34,7 @@ static int bench_forward(const WanConfig* c, real* params, int B, int T, int H, 
         T = wc.T; H = wc.H; W = wc.W;
     }
     size_t np = wan_num_params(c);
-    if (!params) {
-        params = (real*)malloc(sizeof(real) * np);
-        wan_gpu_init_train(c, params, seed);
-        WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
-        int nt = wan_layout(c, tl, NULL, NULL, NULL);
-        Rng r = rng_make(seed + 1);
-        for (int i = 0; i < nt; i++)
-            if (!strncmp(tl[i].name, "head.head", 9)) for (size_t k = 0; k < tl[i].numel; k++) params[tl[i].offset + k] = (real)(0.01 * rng_normal(&r));
-        free(tl);
-    }
+    if (!params) { params = (real*)malloc(sizeof(real) * np); wan_gpu_bench_weights(c, params, seed); }
     gemm_init();
     WanGpuModel m; wan_gpu_model_init(&m, c, params, 0, "model");
     free(params);

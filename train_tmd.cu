@@ -42,6 +42,7 @@ typedef struct {
     const char* stage; const char* student; const char* resume; const char* out;
     int steps, batch, seed, log_every, save_every, M, N, H, update_every;
     int accum;                                    // micro-batches per optimizer step (0: Table 7's global batch, or 1)
+    int bench, lat_t, lat_h, lat_w;               // --bench: steps on synthetic latents [T, H, W], timed, memory measured, nothing saved
     double lr, lr_fake, wd, clip_student;   // the student's and the fake score's learning rates
     double gan_weight, disc_lr; int disc_width;   // Stage 2's GAN terms (gan_weight 0: no discriminator at all)
     const char* data;                             // a latent dataset (lib/latent_data.h); NULL: the built-in world
@@ -84,7 +85,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     int stage_id = baseline ? 3 : stage2 ? 2 : 1;
     DataParallel dp; dp_init(&dp);   // one rank without mpirun
     TrainData td;                    // x, c ~ p_data: the world's stream or --data's latents, this rank's share
-    if (train_data_open(&td, o->data, c, (uint64_t)o->seed, stage_id, dp.rank, dp.world, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    if (o->bench ? train_data_open_synthetic(&td, c, o->lat_t, o->lat_h, o->lat_w, (uint64_t)o->seed, err)
+                 : train_data_open(&td, o->data, c, (uint64_t)o->seed, stage_id, dp.rank, dp.world, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
     StudentConfig sc; sc.wan = *c; sc.head_blocks = o->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
     if (o->H < 1 || o->H >= c->num_layers) { fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1); return 2; }
     if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
@@ -102,8 +104,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (A < 1) A = table7_for(c, &t7a) ? (t7a.global_batch + dp.world * B - 1) / (dp.world * B) : 1;
     double mscale = 1.0 / ((double)B * A);
     if (A > 1 && dp.rank == 0)
-        printf("gradient accumulation: %d micro-batches of %d per optimizer step on each of %d rank%s: a batch of %d per step\n", A, B, dp.world,
-               dp.world > 1 ? "s" : "", A * B * dp.world);
+        printf("gradient accumulation: %d micro-batches of %d per optimizer step%s: a batch of %d per step\n", A, B,
+               dp.world > 1 ? " on each rank" : "", A * B * dp.world);
     if (dp.world > 1 && o->resume) { fprintf(stderr, "error: --resume of a %d-rank run is not implemented (the checkpoint holds rank 0's streams only)\n", dp.world); return 2; }
     // the student starts as the teacher (student_init); Stage 2 starts from Stage 1's checkpoint (--student)
     float* hs = (float*)malloc(sizeof(float) * ns); float* hm = (float*)calloc(ns, sizeof(float)); float* hv = (float*)calloc(ns, sizeof(float));
@@ -133,7 +135,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     uint64_t rank_salt = (uint64_t)dp.rank * 0x9E3779B97F4A7C15ull;
     uint64_t step = 0, s_steps = 0, f_steps = 0, d_steps = 0, rng_seed = (uint64_t)o->seed * 31 + stage_id + rank_salt, rng_counter = 0;
     uint64_t philox_seed = (uint64_t)o->seed * 1000003 + stage_id + rank_salt, philox_offset = 0, data = 0;
-    if (stage2 && !o->resume && (!baseline || o->student)) {   // the Stage 1 (or KD-warmed) student; the baseline's KD-warmed one
+    if (stage2 && !o->resume && !o->bench && (!baseline || o->student)) {   // the Stage 1 (or KD-warmed) student; the baseline's KD-warmed one
         if (!o->student) { fprintf(stderr, "error: --stage stage2 needs --student FILE (the checkpoint ./train_tmd --stage stage1 wrote)\n"); return 2; }
         TsMeta m1; TsBuffer b1[1] = {{"student.params", hs, ns}};
         if (ts_load(o->student, b1, 1, &m1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
@@ -159,6 +161,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         train_data_set_state(&td, data);
         printf("resumed %s at step %llu\n", o->resume, (unsigned long long)step);
     }
+    double plan_total = 0;   // the plan's bytes (--bench compares what the device reports against it)
     // the memory plan of the step before anything is allocated (the DiT arenas exactly as gpu/wan_gpu.cuh and
     // gpu/tmd_gpu.cuh allocate them, with or without per-block recompute), refused with the numbers when the device cannot hold it
     {
@@ -173,6 +176,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         pin.naive_attention = !wan_gpu_use_flash(c);
         char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s", o->stage, c->name, B, FLOATX_NAME);
         if (plan_step(&pin, stage2 ? 2 : 1, title, dp.rank == 0, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
+        MemPlan mp; distill_plan(&mp, &pin, stage2 ? 2 : 1); plan_total = mp.total;
     }
     gemm_init();
     // the trained student: the TMD student, or the baseline's plain Wan model; V views whichever it is
@@ -218,6 +222,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     else if (stage2) printf("GAN terms: off (--gan-weight 0)\n");
     cudaStream_t s0 = 0;
     double t0 = now_s(), acc_a = 0, acc_b = 0, acc_g = 0, acc_d = 0, gn = 0; int na = 0, nb = 0; long skipped = 0;
+    double tb = 0, bench_ms[2][64]; int nbench[2] = {0, 0};   // --bench: step times after the first, [critic, student]
     while (step < (uint64_t)o->steps) {
         // one optimizer step of one network: Stage 1 the student; Stage 2 the student every update_every-th iteration,
         // the critic (fake score and discriminator) otherwise; its gradients summed over A micro-batches of B samples
@@ -229,8 +234,10 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             if (gan) cudaCheck(cudaMemsetAsync(D.grads, 0, sizeof(float) * nd, s0));
         }
         int finite = 1; double la = 0, lb = 0, lg = 0, ld = 0;
+        if (o->bench) { cudaCheck(cudaDeviceSynchronize()); tb = now_s(); }
         for (int k = 0; k < A; k++) {
-            if (train_data_next(&td, B, clips, ctx, err)) { fprintf(stderr, "error: %s\n", err); return 1; }   // x, c ~ p_data
+            // x, c ~ p_data (--bench: one synthetic batch, made once: the steps time the GPU, not the host's normals)
+            if ((!o->bench || (step == 0 && k == 0)) && train_data_next(&td, B, clips, ctx, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
             cudaCheck(cudaMemcpy(x_d, clips, sizeof(float) * numel * B, cudaMemcpyHostToDevice));
             cudaCheck(cudaMemcpy(ctx_d, ctx, sizeof(float) * nctx * B, cudaMemcpyHostToDevice));
             size_t nB = numel * B;
@@ -283,6 +290,18 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             acc_b += lb; acc_d += ld; nb++;
         }
         step++;
+        if (o->bench) {   // the step's wall time (synchronized), by kind; the device memory in use after the first step
+            cudaCheck(cudaDeviceSynchronize());
+            double ms = 1e3 * (now_s() - tb);
+            if (step == 1) {
+                size_t fr = 0, tot = 0; cudaCheck(cudaMemGetInfo(&fr, &tot));
+                printf("bench: device memory in use after the first step %.2f GiB of %.2f GiB (the plan: %.2f GiB for the step, + the CUDA context and "
+                       "library workspaces)\n", (double)(tot - fr) / PLAN_GIB, (double)tot / PLAN_GIB, plan_total / PLAN_GIB);
+            }
+            if (step > 1 && nbench[student_turn] < 64) bench_ms[student_turn][nbench[student_turn]++] = ms;
+            printf("bench: step %llu (%s) %.1f ms%s\n", (unsigned long long)step, !stage2 ? "TM-MF" : student_turn ? "student" : "critic", ms,
+                   step == 1 ? " (the first: warm-up, not counted)" : "");
+        }
         if (dp.rank == 0 && (step % (uint64_t)o->log_every == 0 || step == (uint64_t)o->steps)) {
             cudaCheck(cudaDeviceSynchronize());
             double el = now_s() - t0, per = el / (double)o->log_every;
@@ -296,7 +315,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                    ganlog, gn, 1e3 * per, per * (double)(o->steps - (int)step), skipped);
             acc_a = acc_b = acc_g = acc_d = 0; na = nb = 0; t0 = now_s();
         }
-        if (dp.rank == 0 && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps)) {
+        if (dp.rank == 0 && !o->bench && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps)) {
             cudaCheck(cudaMemcpy(hs, V.params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
             cudaCheck(cudaMemcpy(hm, V.opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hv, V.opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
             if (stage2) {
@@ -315,6 +334,14 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             if (ts_save(o->out, bufs, nbufs, &meta, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
             printf("wrote %s (step %llu)\n", o->out, (unsigned long long)step);
         }
+    }
+    for (int k = 1; o->bench && k >= 0; k--) {   // the median step time of each kind (the first step excluded)
+        int n = nbench[k]; double* v = bench_ms[k];
+        if (!n) continue;
+        for (int i = 1; i < n; i++) for (int j = i; j > 0 && v[j] < v[j - 1]; j--) { double q = v[j]; v[j] = v[j - 1]; v[j - 1] = q; }
+        printf("bench: %s, %s, batch %d x %d micro-batches, latent [%d, %d, %d, %d] (%d tokens), %s, recompute %s: median %.1f ms per step "
+               "(min %.1f, max %.1f, %d steps)\n", o->stage, !stage2 ? "TM-MF step" : k ? "student step" : "critic step", B, A, c->in_dim, td.T, td.H, td.W,
+               (td.T / c->patch[0]) * (td.H / c->patch[1]) * (td.W / c->patch[2]), FLOATX_NAME, wan_gpu_recompute ? "on" : "off", v[n / 2], v[0], v[n - 1], n);
     }
     if (!stage2) tmmf_gpu_work_free(&tw); else { gen_gpu_free(&G); dmd_gpu_work_free(&dw); wan_gpu_model_free(&F); }
     if (gan) { disc_gpu_model_free(&D); cudaCheck(cudaFree(dm)); cudaCheck(cudaFree(dv)); }
@@ -680,6 +707,10 @@ int main(int argc, char** argv) {
         FLAG_INT("--N", &tr.N, "TMD: inner (flow-head) steps"),
         FLAG_INT("--head-blocks", &tr.H, "TMD: H, the DiT blocks of the flow head"),
         FLAG_INT_R("--accum", &tr.accum, 0, 4096, "stage1/stage2/baseline (and the pipeline's): micro-batches per optimizer step, gradients summed (the step's batch: ranks x batch x N); 0: Table 7's global batch of 64 over ranks x batch (the default with --data on a Wan2.1 teacher)"),
+        FLAG_INT_R("--bench", &tr.bench, 0, 64, "with --stage stage1/stage2/baseline: run N steps on one synthetic batch (N(0, 1) latents of --latent-frames/height/width and contexts; random teacher weights without --weights), print each step's wall time, the median per kind after the first, and the device memory in use against the plan; nothing saved"),
+        FLAG_INT("--latent-frames", &tr.lat_t, "--bench: latent T (1.3B/14B at 480p x 81 frames: 21)"),
+        FLAG_INT("--latent-height", &tr.lat_h, "--bench: latent H (480p: 60)"),
+        FLAG_INT("--latent-width", &tr.lat_w, "--bench: latent W (480p: 104)"),
         FLAG_INT("--update-every", &tr.update_every, "stage2/baseline: the student is updated every k-th iteration, the fake score otherwise"),
         FLAG_DOUBLE("--clip-student", &tr.clip_student, "the student's gradient-norm clipping (FastGen: 10 in Stage 2; 0: off; -1: single stage 10, pipeline Stage 1 off and Stage 2 10 as the CPU reference)"),
         FLAG_DOUBLE_R("--gan-weight", &tr.gan_weight, 0, 1000, "stage2/baseline: the GAN loss weight lambda (paper: 0.03; 0: no discriminator at all, nothing allocated)"),
@@ -723,6 +754,12 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: --recompute '%s': expected auto, on or off\n", recompute); return 2;
     }
     recompute_mode = !strcmp(recompute, "on") ? 1 : !strcmp(recompute, "off") ? 0 : -1;
+    if (tr.bench && (!stage || (strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "baseline")) || tr.data || tr.resume || steps >= 0)) {
+        fprintf(stderr, "error: --bench N times N steps of one --stage stage1, stage2 or baseline on synthetic data: no --data, --resume or --steps\n"); return 2;
+    }
+    if (tr.bench && (tr.lat_t <= 0 || tr.lat_h <= 0 || tr.lat_w <= 0)) {
+        fprintf(stderr, "error: --bench needs the latent shape: --latent-frames T --latent-height H --latent-width W (480p x 81 frames: 21 60 104)\n"); return 2;
+    }
     if (tr.disc_width % 2) { fprintf(stderr, "error: --disc-width %d: expected an even width (the first two convolutions have W/2 channels)\n", tr.disc_width); return 2; }
     if (!stage && (teacher_steps < 1 || tmmf_steps < 1 || dmd_iters < 1)) {
         fprintf(stderr, "error: the pipeline needs --teacher-steps, --tmmf-steps, --dmd-iters >= 1 (found %d, %d, %d): every stage writes the "
@@ -815,7 +852,12 @@ int main(int argc, char** argv) {
     else if (!strcmp(stage, "teacher")) rc = train_teacher(&tch, &c, params);
     else {
         // one TMD stage: the student (gpu/tmd_gpu.cuh) built from this teacher, Stage 1 TM-MF or Stage 2 DMD2-v
-        if (!weights) { fprintf(stderr, "error: --stage %s needs the teacher: --weights teacher.safetensors (./train_tmd --stage teacher writes it)\n", stage); free(params); return 2; }
+        if (!weights && !tr.bench) { fprintf(stderr, "error: --stage %s needs the teacher: --weights teacher.safetensors (./train_tmd --stage teacher writes it)\n", stage); free(params); return 2; }
+        if (!params) {   // --bench without --weights: the official init with a small random head (timing does not depend on the values)
+            params = (real*)malloc(sizeof(real) * wan_num_params(&c));
+            wan_gpu_bench_weights(&c, params, (uint64_t)seed);
+            printf("--bench: random teacher weights for %s (official init, a small random head), seed %d\n", c.name, seed);
+        }
         if (tr.clip_student < 0) tr.clip_student = 10.0;
         if (!strcmp(stage, "kd")) {
             KdRun k = {out ? out : (kd_tmd ? "kd_tmd.safetensors" : "kd.safetensors"), tr.resume, tr.student, kd_cache ? kd_cache : "kd_pairs.safetensors", kd_tmd,
@@ -824,7 +866,7 @@ int main(int argc, char** argv) {
             rc = train_tmd_kd(&k, &c, params);
         } else {
             tr.stage = stage; tr.out = out ? out : (!strcmp(stage, "stage1") ? "stage1.safetensors" : !strcmp(stage, "stage2") ? "stage2.safetensors" : "baseline.safetensors");
-            tr.steps = steps; tr.batch = batch; tr.seed = seed; tr.log_every = log_every; tr.save_every = save_every < 0 ? 0 : save_every;
+            tr.steps = tr.bench ? tr.bench : steps; tr.batch = batch; tr.seed = seed; tr.log_every = log_every; tr.save_every = save_every < 0 ? 0 : save_every;
             tr.lr = tr.lr_fake = lr; tr.wd = wd;
             rc = train_tmd_distill(&tr, &c, params);
         }

@@ -186,6 +186,18 @@ static void wan_gpu_init_train(const WanConfig* c, float* buf, uint64_t seed) {
     free(tl);
 }
 
+// weights for timing only (sample_tmd --bench, train_tmd --bench): the official init with the zero head replaced by
+// small random values, so the output is not identically zero
+static void wan_gpu_bench_weights(const WanConfig* c, float* buf, uint64_t seed) {
+    wan_gpu_init_train(c, buf, seed);
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(c, tl, NULL, NULL, NULL);
+    Rng r = rng_make(seed + 1);
+    for (int i = 0; i < nt; i++)
+        if (!strncmp(tl[i].name, "head.head", 9)) for (size_t k = 0; k < tl[i].numel; k++) buf[tl[i].offset + k] = (float)(0.01 * rng_normal(&r));
+    free(tl);
+}
+
 // the built-in world whose clips and captions fit the model (in_dim, text_len, text_dim); -1 with a message
 static int teacher_gpu_world_for(WorldConfig* wc, const WanConfig* c, char* err) {
     WorldConfig cands[2] = {world_config_gpu(), world_config_tiny()};

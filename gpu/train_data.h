@@ -12,6 +12,7 @@
 
 typedef struct {
     int from_file;                   // 1: --data FILE; 0: the built-in world
+    int synthetic;                   // train_tmd --bench: N(0, 1) latents and contexts of a given shape (no data at all)
     WorldConfig wc; WRng stream;     // the world
     LatentData ld; LdOrder order;    // the file
     uint64_t position;               // the file: samples every rank has consumed (lib/latent_data.h ld_order_batch)
@@ -60,6 +61,22 @@ static int train_data_open(TrainData* td, const char* path, const WanConfig* c, 
     return 0;
 }
 
+// train_tmd --bench: samples [C, T, H, W] of N(0, 1) values and contexts of N(0, 1) rows, from one splitmix64 stream;
+// for timing and memory only (what the model learns from them is meaningless)
+static int train_data_open_synthetic(TrainData* td, const WanConfig* c, int T, int H, int W, uint64_t seed, char* err) {
+    memset(td, 0, sizeof(*td));
+    if (T <= 0 || H <= 0 || W <= 0 || T % c->patch[0] || H % c->patch[1] || W % c->patch[2]) {
+        snprintf(err, ST_ERRLEN, "--bench: latent [%d, %d, %d] (--latent-frames/height/width) must be positive multiples of the patch (%d, %d, %d)",
+                 T, H, W, c->patch[0], c->patch[1], c->patch[2]);
+        return 1;
+    }
+    td->synthetic = 1; td->world = 1; td->text_len = c->text_len;
+    td->T = T; td->H = H; td->W = W;
+    td->numel = (size_t)c->in_dim * T * H * W; td->nctx = (size_t)c->text_len * c->text_dim;
+    td->stream.s = seed;
+    return 0;
+}
+
 static void train_data_free(TrainData* td) {
     if (td->from_file) { free(td->negative); ld_order_free(&td->order); ld_close(&td->ld); }
     memset(td, 0, sizeof(*td));
@@ -67,6 +84,12 @@ static void train_data_free(TrainData* td) {
 
 // the next B samples of this rank: x [B, numel], ctx [B, text_len·text_dim]; nonzero with a message on a bad sample
 static int train_data_next(TrainData* td, int B, float* x, float* ctx, char* err) {
+    if (td->synthetic) {
+        Rng r = rng_make(td->stream.s++);
+        for (size_t i = 0; i < (size_t)B * td->numel; i++) x[i] = (float)rng_normal(&r);
+        for (size_t i = 0; i < (size_t)B * td->nctx; i++) ctx[i] = (float)rng_normal(&r);
+        return 0;
+    }
     if (!td->from_file) { world_sample_batch(&td->wc, &td->stream, WORLD_TRAIN, B, x, ctx, NULL, NULL); return 0; }
     int64_t idx[64];
     if (B > 64) { snprintf(err, ST_ERRLEN, "batch %d: the data loader takes at most 64 per rank", B); return 1; }
@@ -82,6 +105,7 @@ static void train_data_set_state(TrainData* td, uint64_t s) { if (td->from_file)
 
 // what a resumed run must agree on (checkpoint metadata "data"): the file's shape and the order's seed
 static void train_data_describe(const TrainData* td, char* buf, size_t n) {
+    if (td->synthetic) { snprintf(buf, n, "synthetic [%d, %d, %d]", td->T, td->H, td->W); return; }
     if (!td->from_file) { snprintf(buf, n, "world %s", td->wc.name); return; }
     snprintf(buf, n, "latents %lld x [%d, %d, %d, %d], order seed %llu", (long long)td->ld.n, td->ld.C, td->T, td->H, td->W,
              (unsigned long long)td->order_seed);
