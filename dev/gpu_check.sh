@@ -16,6 +16,8 @@
 #      README's goal is < 30 minutes on one H100) and records its table
 #   5. the 1.3B forward at 480p x 81 frames (batch 1, 32,760 tokens) against diffusers' WanTransformer3DModel (eager,
 #      PyTorch SDPA) in the same run
+#   6. the 1.3B Stage 1 and Stage 2 training steps at that size (train_tmd --bench, random weights): step times and the
+#      device memory in use against the printed plan (the Stage 2 step must fit one 80 GB GPU)
 # Targets to report against (ratios within this run; absolute figures only as measured here): 1.3B forward <= 0.45 s on
 # an H100 and >= 2x diffusers eager; own attention >= 550 TFLOP/s forward, >= 450 backward; a training step at >= 45 %
 # of the bf16 peak. On a machine without a GPU it builds, then stops where it needs a device and says so.
@@ -113,6 +115,11 @@ runf "TM-MF step|DMD2-v step|byte for byte|passed|error" env TRAIN=./train_tmd d
 step "5. Wan2.1 1.3B forward, 480p x 81 frames (batch 1, latent [16, 21, 60, 104], 32,760 tokens) vs diffusers eager"
 runf "bench|total" ./sample_tmd --preset wan2.1-t2v-1.3b --bench 5 --batch 1 --latent-frames 21 --latent-height 60 --latent-width 104
 run python3 dev/bench/diffusers_forward.py 5 || echo "(the diffusers comparison needs torch + diffusers; see the message above)"
+
+step "6. Wan2.1 1.3B training steps at 480p x 81 frames (batch 1, 32,760 tokens, bf16, recompute on, Table 7's TMD-N2H5 and 68M-parameter heads), random weights: step times and the device memory in use against the plan (the issue: the Stage 2 step must fit one 80 GB GPU)"
+B13="--preset wan2.1-t2v-1.3b --batch 1 --latent-frames 21 --latent-height 60 --latent-width 104 --recompute on --M 2 --N 2 --head-blocks 5"
+runf "bench|memory plan|total|error" ./train_tmd --stage stage1 --bench 4 $B13
+runf "bench|memory plan|total|error" ./train_tmd --stage stage2 --bench 7 $B13 --disc-width 570 --update-every 5
 
 echo; [ $fail -eq 0 ] && echo "gpu_check: every step ran" || echo "gpu_check: some steps FAILED (see above)"
 echo "results file: $out"
