@@ -441,9 +441,11 @@ static int wan_gpu_use_flash(const WanConfig* c) {
 
 // Plans and allocates the activations for B latents [C, T, Hl, Wl]. training: keep every block's activations (or,
 // with wan_gpu_recompute set, only the blocks' inputs and one block set to rebuild them in) and the backward's
-// scratch; otherwise a forward-only plan (one block's activations, reused). The bytes are gpu/act_plan.h's
-// act_wan_bytes, which the memory plan (gpu/distill_plan.h) sums. Returns -1 with a message if
-// the latent does not fit the config. Exits naming the buffer if the device memory does not suffice.
+// scratch; otherwise a forward-only plan (one block's activations, reused; two residual levels and o->keep's). o
+// (NULL: the defaults): the blocks the plan runs, and a lender whose block set and scratch it uses instead of its own
+// (gpu/act_plan.h: borrowed work sets; the lender must outlive it). The bytes are gpu/act_plan.h's act_wan_bytes_ex,
+// which the memory plan (gpu/distill_plan.h) sums. Returns -1 with a message if the latent does not fit the config
+// or the options are inconsistent. Exits naming the buffer if the device memory does not suffice.
 static int wan_gpu_act_init_opts(WanGpuAct* a, const WanConfig* c, int B, int C, int T, int Hl, int Wl, int training, const WanGpuActOpts* o,
                                  char* err) {
     static const WanGpuActOpts none = {0};
@@ -485,12 +487,6 @@ static int wan_gpu_act_init_opts(WanGpuAct* a, const WanConfig* c, int B, int C,
 // the whole model, its own work sets (training: every residual level; forward only: two alternating levels)
 static int wan_gpu_act_init(WanGpuAct* a, const WanConfig* c, int B, int C, int T, int Hl, int Wl, int training, char* err) {
     return wan_gpu_act_init_opts(a, c, B, C, T, Hl, Wl, training, NULL, err);
-}
-
-// a plan that borrows lender's block set (and, training, its backward scratch): the lender must outlive it
-static int wan_gpu_act_init_shared(WanGpuAct* a, const WanGpuAct* lender, int training, char* err) {
-    WanGpuActOpts o; memset(&o, 0, sizeof(o)); o.share = lender;
-    return wan_gpu_act_init_opts(a, &lender->cfg, lender->B, lender->g.C, lender->g.T, lender->g.Hl, lender->g.Wl, training, &o, err);
 }
 
 static void wan_gpu_act_free(WanGpuAct* a) { cudaCheck(cudaFree(a->base)); memset(a, 0, sizeof(*a)); }
