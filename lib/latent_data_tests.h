@@ -7,6 +7,7 @@
 #include "latent_data_cli.h"
 #include "../gpu/train_data.h"
 #include "../gpu/kd_pairs.h"   // the KD warm-up's pairs: captions from the run's data, the cache's metadata and its check
+#include "../gpu/distill_plan.h" // the KD plan's pairs item, for the dataset's latent shape
 
 static void ldt_path_(char* out, size_t n, const char* dir, const char* name) { snprintf(out, n, "%s/%s", dir, name); }
 static int ldt_exists_(const char* path) { FILE* f = fopen(path, "rb"); if (f) fclose(f); return f != NULL; }
@@ -352,6 +353,14 @@ static void test_latent_data(const char* tmpdir) {
             for (int i = 0; i < 4; i++) { ld_read_context(&td.ld, ld_order_index(&o, (uint64_t)i), cr, c.text_len, err); same &= !memcmp(cr, cd + i * td.nctx, sizeof(cr)); }
             EXPECT(same, "the KD pairs' dataset captions should be its contexts in the data order of (seed, KD_STREAM)");
             ld_order_free(&o);
+            // the memory plan's "KD pairs" item for the dataset's latent shape is what gpu/kd_gpu.cuh kd_gpu_work_init
+            // puts on the device: P noises and teacher samples of td.numel floats, P contexts of td.nctx
+            PlanInput pin; memset(&pin, 0, sizeof(pin));
+            pin.wan = c; pin.T = td.T; pin.Hl = td.H; pin.Wl = td.W; pin.batch = 1; pin.N = 2; pin.H = 2; pin.kd_pairs = 5;
+            MemPlan mp; distill_plan(&mp, &pin, 3);
+            double want_b = 5.0 * (2.0 * td.numel + td.nctx) * 4.0, got_b = -1;
+            for (int k = 0; k < mp.n; k++) if (!strcmp(mp.item[k].name, "KD pairs")) got_b = mp.item[k].bytes;
+            EXPECT(got_b == want_b, "the KD plan's pairs for latents [%d, %d, %d, %d]: %.0f bytes, the device holds %.0f", LDT_C, td.T, td.H, td.W, got_b, want_b);
         }
         TsMeta mw, md, m2;
         kd_pairs_meta(&mw, &c, &tw, &ks, 0x1234, hw);
