@@ -10,7 +10,8 @@
 //             gpu/disc_gpu.cuh on the frozen teacher's features: the GAN terms of cpu/distill_run.h distill_stage2)
 //   kd        the KD warm-up of a one-step student (paper Table 4; this file's train_tmd_kd + gpu/kd_gpu.cuh; the CPU
 //             oracle is cpu/distill_run.h distill_kd): teacher ODE pairs (Philox noise, the teacher's UniPC CFG sample,
-//             a training caption) made once and cached, then mean (g_θ(z, T_MAX) − x_teacher)² with AdamW; the
+//             a training caption of the built-in world or, with --data, a context of the dataset with its negative
+//             prompt as CFG's unconditional input) made once and cached, then mean (g_θ(z, T_MAX) − x_teacher)² with AdamW; the
 //             baseline's plain Wan student from the teacher, or with --kd-tmd 1 the TMD student from --student
 //   baseline  the DMD2-v baseline: the same Stage 2 loop with a plain Wan student started from its KD warm-up (--student;
 //             without it, from the teacher). The pipeline trains one baseline student at M and samples it at
@@ -358,6 +359,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
 // ---------------------------------------------------------------------------------------------------------
 // the KD warm-up of a one-step student (paper Table 4 and App. A.3: the one-step DMD2-v baseline starts from knowledge
 // distillation on teacher ODE pairs; --kd-tmd warms the TMD student too): the pairs are made once by the GPU teacher
+// from the run's data (the built-in world's captions, or --data's contexts and negative prompt, in its latent shape)
 // and cached (gpu/kd_gpu.cuh), then x̂ = g_θ(z, T_MAX) is regressed onto the teacher's sample, loss mean (x̂ − x_teacher)²,
 // AdamW as the other stages with the student's clipping (cpu/distill_run.h distill_kd, its oracle kd_sample)
 typedef struct {
@@ -366,17 +368,18 @@ typedef struct {
     int steps, batch, pairs, seed, log_every, save_every, N, H;
     double lr, wd, clip;
     int sampler_steps; double cfg, shift; // the pairs' teacher sampler (UniPC): the evaluation's settings, as the CPU's
+    const char* data;                     // the pairs' captions: a latent dataset's contexts (--data); NULL: the built-in world's
 } KdRun;
 
 static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
     char err[ST_ERRLEN];
-    WorldConfig wc;
-    if (teacher_gpu_world_for(&wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    TrainData td;   // the pairs' captions and latent shape: the built-in world's training stream or --data's contexts (stream KD_STREAM)
+    if (train_data_open(&td, o->data, c, (uint64_t)o->seed, KD_STREAM, 0, 1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
     StudentConfig sc; sc.wan = *c; sc.head_blocks = o->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
     if (o->tmd && (o->H < 1 || o->H >= c->num_layers)) { fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1); return 2; }
     if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --kd-batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
     if (dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1) > 1) { fprintf(stderr, "error: the KD warm-up runs on one GPU (it is not data-parallel); run it without mpirun\n"); return 2; }
-    size_t nw = wan_num_params(c), ns = o->tmd ? student_num_params(&sc) : nw, numel = world_clip_numel(&wc), nctx = (size_t)wc.text_len * wc.text_dim;
+    size_t nw = wan_num_params(c), ns = o->tmd ? student_num_params(&sc) : nw, numel = td.numel, nctx = td.nctx;
     int B = o->batch;
     const char* stage = o->tmd ? "kd-tmd" : "kd";
     float* hs = (float*)malloc(sizeof(float) * ns); float* hm = (float*)calloc(ns, sizeof(float)); float* hv = (float*)calloc(ns, sizeof(float));
@@ -389,6 +392,7 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
     }
     TsMeta want; memset(&want, 0, sizeof(want));
     ts_meta_set(&want, "stage", stage); ts_meta_set(&want, "config", c->name); ts_meta_u64(&want, "batch", B); ts_meta_u64(&want, "kd_pairs", o->pairs);
+    if (o->data) { char dd[256]; train_data_describe(&td, dd, sizeof(dd)); ts_meta_set(&want, "data", dd); }
     if (o->tmd) { ts_meta_u64(&want, "N", o->N); ts_meta_u64(&want, "head_blocks", o->H); }
     TsBuffer bufs[3] = {{"student.params", hs, ns}, {"student.adam_m", hm, ns}, {"student.adam_v", hv, ns}};
     uint64_t step = 0, s_steps = 0, philox_seed = (uint64_t)o->seed * 1000003 + KD_STREAM + 1 + o->tmd, philox_offset = 0;
@@ -403,7 +407,7 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
     }
     {   // the memory plan of a KD step (the teacher that makes the pairs comes and goes before it), refused when it cannot fit
         PlanInput pin; memset(&pin, 0, sizeof(pin));
-        pin.wan = *c; pin.T = wc.T; pin.Hl = wc.H; pin.Wl = wc.W; pin.batch = B; pin.N = o->N; pin.H = o->H;
+        pin.wan = *c; pin.T = td.T; pin.Hl = td.H; pin.Wl = td.W; pin.batch = B; pin.N = o->N; pin.H = o->H;
         pin.student_extra = ns - nw; pin.kd_pairs = o->pairs; pin.naive_attention = !wan_gpu_use_flash(c);
         char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s", stage, c->name, B, FLOATX_NAME);
         if (plan_step(&pin, 3, title, 1, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
@@ -414,7 +418,7 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
     {
         WanGpuModel T; wan_gpu_model_init(&T, c, teacher, 0, "teacher");
         KdPairSettings ps = {o->pairs, o->sampler_steps, o->cfg, o->shift, (uint64_t)o->seed};
-        int rc = kd_pairs_get(&kp, o->pairs_path, &T, teacher, &wc, &ps, KD_PAIR_CHUNK, err);
+        int rc = kd_pairs_get(&kp, o->pairs_path, &T, teacher, &td, &ps, err);
         wan_gpu_model_free(&T);
         if (rc) { fprintf(stderr, "error: %s\n", err); return 2; }
     }
@@ -424,7 +428,7 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
     else { tmd_gpu_student_init(&S, &sc, hs); V.params = S.params; V.params_x = S.params_x; V.grads = S.grads; V.opt_m = S.opt_m; V.opt_v = S.opt_v; V.step = &S.step; }
     cudaCheck(cudaMemcpy(V.opt_m, hm, sizeof(float) * ns, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(V.opt_v, hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
     *V.step = (long)s_steps;
-    GenGpu G; gen_gpu_init(&G, o->tmd, &sc, B, wc.T, wc.H, wc.W, o->N, tmmf_defaults().gamma_inner); G.S = &S; G.P = &Pm;
+    GenGpu G; gen_gpu_init(&G, o->tmd, &sc, B, td.T, td.H, td.W, o->N, tmmf_defaults().gamma_inner); G.S = &S; G.P = &Pm;
     KdGpuWork w; kd_gpu_work_init(&w, &kp, B, numel, nctx); kd_pairs_free(&kp);
     float* y1 = NULL; double* scratch;
     if (o->tmd) cudaCheck(cudaMalloc(&y1, sizeof(float) * numel * B));
@@ -468,7 +472,7 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
     if (o->tmd) tmd_gpu_student_free(&S); else wan_gpu_model_free(&Pm);
     if (y1) cudaCheck(cudaFree(y1));
     cudaCheck(cudaFree(scratch)); gemm_free();
-    free(hs); free(hm); free(hv);
+    free(hs); free(hm); free(hv); train_data_free(&td);
     printf("%s: done, %llu steps, %ld skipped; mse %.4f in the first logged interval, %.4f in the last\n", stage, (unsigned long long)step, skipped, first, last);
     return 0;
 }
@@ -650,7 +654,7 @@ static int train_tmd_pipeline(Pipeline* p, const WanConfig* c, real* teacher) {
     int rc = pipeline_stage(&p->stage1, p, c, teacher, NULL);                      // 2. Stage 1, TM-MF
     run_path(path, sizeof(path), p, "stage1.safetensors");
     char kd_path[1024]; run_path(kd_path, sizeof(kd_path), p, "kd_tmd.safetensors");
-    int kd_on = p->kd.steps > 0 && !p->stage1.data;   // the KD pairs are the built-in world's (captions, teacher samples)
+    int kd_on = p->kd.steps > 0;                      // the KD pairs: the run's data (the world's captions or --data's contexts)
     int kd_tmd = p->kd_tmd && kd_on;
     if (!rc && kd_tmd) rc = pipeline_kd(p, c, teacher, 1, path, kd_path);          //    (--kd-tmd: KD-warm the TMD student)
     if (!rc) rc = pipeline_stage(&p->stage2, p, c, teacher, kd_tmd ? kd_path : path); // 3. Stage 2, DMD2-v for TMD
@@ -686,7 +690,7 @@ int main(int argc, char** argv) {
         FLAG_STR("--stage", &stage, "run one stage only: teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; kd: the KD warm-up of a one-step student; baseline: DMD2-v. Without it: the whole pipeline"),
         FLAG_STR("--run-dir", &pl.run_dir, "pipeline: the directory of every stage's checkpoint (a rerun continues where the last one stopped)"),
         FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
-        FLAG_STR("--data", &tr.data, "a latent dataset (./test_tmd pack; world/README.md): Stage 1, Stage 2 and the baseline train on its latents and contexts, CFG uses its negative prompt; needs --weights (the teacher), no table; a Wan2.1 1.3B/14B teacher gets the paper's Table 7 defaults"),
+        FLAG_STR("--data", &tr.data, "a latent dataset (./test_tmd pack; world/README.md): Stage 1, Stage 2 and the baseline train on its latents and contexts, the KD warm-up's teacher pairs take its contexts, CFG uses its negative prompt; needs --weights (the teacher), no table; a Wan2.1 1.3B/14B teacher gets the paper's Table 7 defaults"),
         FLAG_STR("--weights", &weights, "the teacher (stage1/stage2/baseline, the pipeline: no teacher stage) or the teacher's start (--stage teacher): a Wan2.1 checkpoint (.safetensors, index.json or directory)"),
         FLAG_INT("--heads", &heads, "attention heads when the checkpoint does not say (0: infer)"),
         FLAG_INT("--steps", &steps, "single stage: optimizer steps (-1: 1000)"),
@@ -724,12 +728,12 @@ int main(int argc, char** argv) {
         FLAG_INT("--dmd-batch", &dmd_batch, "pipeline: Stage 2 and baseline batch"),
         FLAG_DOUBLE("--student-lr", &student_lr, "pipeline: Stage 2 and baseline student learning rate"),
         FLAG_DOUBLE("--fake-lr", &fake_lr, "pipeline: the fake score's learning rate"),
-        FLAG_INT_R("--kd-steps", &kd_steps, 0, INT_MAX, "KD warm-up steps (pipeline: before the baseline's DMD2-v, 0: none; --stage kd: its steps)"),
-        FLAG_INT_R("--kd-pairs", &kd_pairs, 1, INT_MAX, "KD warm-up: teacher ODE pairs (noise, the teacher's UniPC sample with --teacher-eval-steps, --cfg-eval, --shift-eval, a training caption)"),
+        FLAG_INT_R("--kd-steps", &kd_steps, 0, INT_MAX, "KD warm-up steps (pipeline: before the baseline's DMD2-v, 0: none; --stage kd: its steps); on the built-in world or --data (Table 7 gives no KD settings: the --kd-* defaults stay)"),
+        FLAG_INT_R("--kd-pairs", &kd_pairs, 1, INT_MAX, "KD warm-up: teacher ODE pairs (noise in the data's latent shape, a caption: the built-in world's or --data's context, the teacher's UniPC sample with --teacher-eval-steps, --cfg-eval, --shift-eval against the empty caption or --data's negative prompt)"),
         FLAG_INT_R("--kd-batch", &kd_batch, 1, TMD_MAX_BATCH, "KD warm-up: pairs per step"),
         FLAG_DOUBLE_R("--kd-lr", &kd_lr, 0, 1, "KD warm-up: AdamW learning rate (betas 0.9, 0.99, --wd, the student's clipping)"),
         FLAG_BOOL("--kd-tmd", &kd_tmd, "KD: also KD-warm the TMD student after Stage 1 (pipeline); --stage kd: warm the TMD student of --student instead of the baseline's"),
-        FLAG_STR("--kd-cache", &kd_cache, "KD: the teacher pairs' file, made once and reused when its settings match (default RUN_DIR/kd_pairs.safetensors; --stage kd: kd_pairs.safetensors)"),
+        FLAG_STR("--kd-cache", &kd_cache, "KD: the teacher pairs' file, made once and reused when its data (world, or --data's dataset) and settings match (default RUN_DIR/kd_pairs.safetensors; --stage kd: kd_pairs.safetensors)"),
         FLAG_INT("--eval-n", &pl.eval_n, "pipeline: captions sampled and scored per table row (3 .. 64)"),
         FLAG_INT("--teacher-eval-steps", &pl.eval_steps, "pipeline: steps of the teacher's reference row (UniPC); also the KD pairs' sampler"),
         FLAG_DOUBLE("--cfg-eval", &pl.cfg_eval, "pipeline: the teacher's guidance when sampling; also the KD pairs'"),
@@ -773,10 +777,6 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: --steps, --out, --student and --resume are for one --stage; the pipeline takes --teacher-steps, --tmmf-steps, "
                         "--dmd-iters and resumes from --run-dir by itself\n"); return 2;
     }
-    if (tr.data && stage && !strcmp(stage, "kd")) {
-        fprintf(stderr, "error: --stage kd with --data: the KD warm-up's teacher pairs come from the built-in world's captions; pairs "
-                        "from a latent dataset's contexts are not implemented yet (train the baseline without KD: --stage baseline)\n"); return 2;
-    }
     if (tr.data) {   // a real teacher distilled from a latent dataset: no teacher stage; Table 7 for the flags not given
         char err[ST_ERRLEN]; WanConfig pc; Table7 t7;
         if (!weights || (stage && !strcmp(stage, "teacher"))) { fprintf(stderr, "error: --data trains the students of a given teacher: add --weights TEACHER (and no --stage teacher)\n"); return 2; }
@@ -799,8 +799,12 @@ int main(int argc, char** argv) {
                                {"--lr", NULL, &lr, s1 ? t7.stage1_lr : t7.student_lr}, {"--batch", &batch, NULL, 1}};
             int n = 13;
             if (stage) { for (int k = 0; k < 3; k++) set[6 + k] = set[13 + k]; n = 9; }
+            if (stage && !strcmp(stage, "kd")) n = 5;   // --stage kd takes no --accum, --steps, --lr or --batch (its own are --kd-*)
             table7_apply(&t7, set, n, argc, argv, stdout);
         }
+        if ((!stage && kd_steps > 0) || (stage && !strcmp(stage, "kd")))
+            printf("KD warm-up (Table 7 gives no KD settings; this trainer's defaults unless given): --kd-steps %d --kd-pairs %d --kd-batch %d --kd-lr %g\n",
+                   kd_steps, kd_pairs, kd_batch, kd_lr);
     }
     if (lr < 0) lr = 3e-4;
     if (steps < 0) steps = 1000;
@@ -819,7 +823,7 @@ int main(int argc, char** argv) {
         pl.baseline = pl.stage2; pl.baseline.stage = "baseline";
         snprintf(kd_file, sizeof(kd_file), "%s/kd_pairs.safetensors", pl.run_dir);
         KdRun k = {NULL, NULL, NULL, kd_cache ? kd_cache : kd_file, 0, kd_steps, kd_batch, kd_pairs, seed, log_every, d.save_every, tr.N, tr.H,
-                   kd_lr, wd, pl.stage2.clip_student, pl.eval_steps, pl.cfg_eval, pl.shift_eval};
+                   kd_lr, wd, pl.stage2.clip_student, pl.eval_steps, pl.cfg_eval, pl.shift_eval, tr.data};
         pl.kd = k; pl.kd_tmd = kd_tmd;
         char gan_plan[160] = "no GAN terms (--gan-weight 0)";
         if (tr.gan_weight > 0) snprintf(gan_plan, sizeof(gan_plan), "GAN weight %g (discriminator width %d, lr %g)", tr.gan_weight, tr.disc_width, tr.disc_lr);
@@ -829,12 +833,12 @@ int main(int argc, char** argv) {
         printf("  2. Stage 1      TM-MF, %d steps, batch %d, lr %g, M %d N %d H %d\n", tmmf_steps, tmmf_batch, tmmf_lr, tr.M, tr.N, tr.H);
         printf("  3. Stage 2      DMD2-v with the flow-head rollout, %d iterations (student every %d-th), batch %d, lr %g / fake %g, %s\n",
                dmd_iters, tr.update_every, dmd_batch, student_lr, fake_lr, gan_plan);
-        if (kd_tmd && kd_steps > 0 && !tr.data) printf("     (--kd-tmd)   KD warm-up of the TMD student after Stage 1, as below\n");
-        if (kd_steps > 0 && !tr.data)
-            printf("  4. baseline     KD warm-up of a plain Wan student at one step: %d steps, batch %d, lr %g on %d teacher ODE pairs (UniPC %d steps, CFG %g; "
-                   "cached in %s), then DMD2-v at M %d, the same settings\n", kd_steps, kd_batch, kd_lr, kd_pairs, pl.eval_steps, pl.cfg_eval, pl.kd.pairs_path, tr.M);
-        else printf("  4. baseline     DMD2-v on a plain Wan student at M %d, the same settings (no KD warm-up: %s)\n", tr.M,
-                    tr.data ? "its teacher pairs are the built-in world's, not yet made from --data" : "--kd-steps 0");
+        if (kd_tmd && kd_steps > 0) printf("     (--kd-tmd)   KD warm-up of the TMD student after Stage 1, as below\n");
+        if (kd_steps > 0)
+            printf("  4. baseline     KD warm-up of a plain Wan student at one step: %d steps, batch %d, lr %g on %d teacher ODE pairs (UniPC %d steps, CFG %g "
+                   "against %s, %s; cached in %s), then DMD2-v at M %d, the same settings\n", kd_steps, kd_batch, kd_lr, kd_pairs, pl.eval_steps, pl.cfg_eval,
+                   tr.data ? "the negative prompt" : "the empty caption", tr.data ? "the dataset's contexts" : "the world's captions", pl.kd.pairs_path, tr.M);
+        else printf("  4. baseline     DMD2-v on a plain Wan student at M %d, the same settings (no KD warm-up: --kd-steps 0)\n", tr.M);
         if (tr.data) printf("  data           %s: latents and contexts, its negative prompt for CFG (no table: sample with ./sample_tmd)\n", tr.data);
         else printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n", pl.eval_n, pl.sheet);
         int world = dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);
@@ -862,7 +866,7 @@ int main(int argc, char** argv) {
         if (!strcmp(stage, "kd")) {
             KdRun k = {out ? out : (kd_tmd ? "kd_tmd.safetensors" : "kd.safetensors"), tr.resume, tr.student, kd_cache ? kd_cache : "kd_pairs.safetensors", kd_tmd,
                        kd_steps, kd_batch, kd_pairs, seed, log_every, save_every < 0 ? 0 : save_every, tr.N, tr.H, kd_lr, wd, tr.clip_student,
-                       pl.eval_steps, pl.cfg_eval, pl.shift_eval};
+                       pl.eval_steps, pl.cfg_eval, pl.shift_eval, tr.data};
             rc = train_tmd_kd(&k, &c, params);
         } else {
             tr.stage = stage; tr.out = out ? out : (!strcmp(stage, "stage1") ? "stage1.safetensors" : !strcmp(stage, "stage2") ? "stage2.safetensors" : "baseline.safetensors");

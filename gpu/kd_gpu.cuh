@@ -1,12 +1,15 @@
 // gpu/kd_gpu.cuh: the KD warm-up of a one-step student on the GPU (paper Table 4 and App. A.3: the one-step DMD2-v
 // baseline starts from knowledge distillation on teacher ODE pairs). The twin of cpu/distill_run.h distill_kd_pairs and
 // distill_kd; the oracle of one step is cpu/distill_cpu.h kd_sample (gpu/tmd_gpu_tests.cuh checks it):
-//   kd_pairs_make    P teacher ODE pairs: the noise z ~ N(0, I) from the run's Philox stream, a training caption of the
-//                    built-in world per pair, and the teacher's many-step CFG sample from z: cpu/teacher_cpu.h's UniPC
-//                    over the GPU teacher against the empty caption, the evaluation's steps, CFG and shift (the CPU's
-//                    KD pairs use its evaluation settings too; gpu/eval_gpu.cuh eval_gpu_teacher_row samples the same way)
-//   kd_pairs_get     the pairs of a run: loaded from their cache file when it was made with this run's settings, else
-//                    made and written there atomically (gpu/train_state.h); a cache of other settings is refused by name
+//   kd_pairs_make    P teacher ODE pairs: the noise z ~ N(0, I) from the run's Philox stream, a caption of the run's
+//                    data per pair (gpu/kd_pairs.h kd_pairs_captions: the built-in world's training captions, or a
+//                    latent dataset's contexts), and the teacher's many-step CFG sample from z: cpu/teacher_cpu.h's
+//                    UniPC over the GPU teacher against the unconditional context the stages use (the world's empty
+//                    caption, the dataset's negative prompt), the evaluation's steps, CFG and shift (the CPU's KD pairs
+//                    use its evaluation settings too; gpu/eval_gpu.cuh eval_gpu_teacher_row samples the same way)
+//   kd_pairs_get     the pairs of a run: loaded from their cache file when it was made with this run's data and
+//                    settings, else made and written there atomically (gpu/train_state.h); a cache of another world or
+//                    dataset or of other settings is refused by name (gpu/kd_pairs.h kd_pairs_check)
 //   kd_gpu_step      one KD step on B pairs: x̂ = g_θ(z, T_MAX) (x_t is the noise itself, t = T_MAX), loss_b = mean (x̂ −
 //                    x_teacher)², the gradient of Σ_b scale·loss_b ACCUMULATED into the student's gradients through the
 //                    same generator as Stage 2 (gpu/distill_gpu.cuh GenGpu: a plain Wan student or the TMD student with
@@ -14,75 +17,45 @@
 // The noise, captions and teacher samples are all in the cache, so a rerun or a resumed run reads the very same pairs.
 #pragma once
 #include "distill_gpu.cuh"              // GenGpu (the one-step generator), T_MAX, combine3, sum_sq_diff
-#include "teacher_gpu.cuh"              // wan_gpu_velocity over teacher_sample, teacher_gpu_world_for
-#include "train_state.h"                // TsBuffer, TsMeta, ts_save, ts_load, ts_check_settings
-#include "../world/world.h"             // the training captions
+#include "teacher_gpu.cuh"              // wan_gpu_velocity over teacher_sample
+#include "train_state.h"                // TsBuffer, TsMeta, ts_save, ts_load
+#include "kd_pairs.h"                   // KdPairs, KdPairSettings, the captions from the run's data, the cache's metadata
+#include "../lib/timer.h"               // now_s
 
-#define KD_STREAM 4                     // the KD pairs' streams: (seed, 4) next to the stages' 0 .. 3 (train_tmd.cu)
-#define KD_PAIR_CHUNK 16                // pairs the teacher samples at a time (the evaluation's batch)
+#define KD_PAIR_CHUNK 16                // pairs the teacher samples at a time at most (the evaluation's batch)
 
-// the pairs on the host: noise, the teacher's sample from it, the caption (zero-padded to text_len rows)
-typedef struct {
-    int P; size_t numel, nctx;
-    float *noise, *target, *ctx;        // [P·numel], [P·numel], [P·nctx]
-} KdPairs;
-
-// the settings that made a set of pairs (a cache that differs in any of them is refused)
-typedef struct {
-    int pairs, steps; double cfg, shift;   // how many; the teacher's sampler: UniPC steps, CFG, shift
-    uint64_t seed;                          // the noise and captions
-} KdPairSettings;
-
-static void kd_pairs_alloc(KdPairs* kp, int P, size_t numel, size_t nctx) {
-    kp->P = P; kp->numel = numel; kp->nctx = nctx;
-    kp->noise = (float*)xmalloc((size_t)P * numel, sizeof(float), "KD pairs: noise");
-    kp->target = (float*)xmalloc((size_t)P * numel, sizeof(float), "KD pairs: teacher samples");
-    kp->ctx = (float*)xmalloc((size_t)P * nctx, sizeof(float), "KD pairs: captions");
-}
-static void kd_pairs_free(KdPairs* kp) { free(kp->noise); free(kp->target); free(kp->ctx); memset(kp, 0, sizeof(*kp)); }
-
-// a fingerprint of the teacher's weights (FNV-1a over their fp32 words), so pairs of another teacher are refused
-static uint64_t kd_teacher_hash(const float* w, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) { uint32_t u; memcpy(&u, &w[i], 4); h = (h ^ u) * 1099511628211ull; }
-    return h;
+// the pairs the teacher can sample at once: KD_PAIR_CHUNK, halved while the forward arena and the chunk's latents and
+// contexts do not fit the free device memory less a 1 GiB margin (the teacher is already on the device); 0 with a
+// message when not even one fits. The built-in worlds' chunks fit whole; a Wan2.1 1.3B 480p sample alone needs ~9 GiB
+// of activations (gpu/act_plan.h), so there the chunk shrinks to what the GPU holds.
+static int kd_pairs_chunk(const WanConfig* c, int T, int Hl, int Wl, size_t numel, size_t nctx, int P, char* err) {
+    size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    int L = (T / c->patch[0]) * (Hl / c->patch[1]) * (Wl / c->patch[2]);
+    double avail = (double)free_b - 1024.0 * 1024.0 * 1024.0, need = 0;
+    for (int chunk = P < KD_PAIR_CHUNK ? P : KD_PAIR_CHUNK; chunk >= 1; chunk /= 2) {
+        need = (double)act_wan_bytes(c, chunk, L, 0, 0, wan_gpu_use_flash(c), sizeof(floatX)) + 4.0 * chunk * (numel + 2.0 * nctx);
+        if (need <= avail) return chunk;
+    }
+    snprintf(err, ST_ERRLEN, "KD pairs: the teacher's forward on one pair needs %.2f GiB and %.2f GiB are free (less a 1 GiB margin); "
+             "a GPU with more memory, or shorter latents, are needed", need / 1073741824.0, avail / 1073741824.0);
+    return 0;
 }
 
-static void kd_pairs_meta(TsMeta* m, const WanConfig* c, const WorldConfig* wc, const KdPairSettings* s, uint64_t teacher_hash) {
-    memset(m, 0, sizeof(*m));
-    char b[64];
-    ts_meta_set(m, "kind", "kd_pairs"); ts_meta_set(m, "config", c->name); ts_meta_set(m, "world", wc->name);
-    ts_meta_u64(m, "pairs", (uint64_t)s->pairs); ts_meta_u64(m, "sampler_steps", (uint64_t)s->steps);
-    snprintf(b, sizeof(b), "%.17g", s->cfg); ts_meta_set(m, "cfg", b);
-    snprintf(b, sizeof(b), "%.17g", s->shift); ts_meta_set(m, "shift", b);
-    ts_meta_u64(m, "seed", s->seed);
-    snprintf(b, sizeof(b), "%016llx", (unsigned long long)teacher_hash); ts_meta_set(m, "teacher_fnv1a", b);
-}
-
-// makes the pairs with the GPU teacher T, `chunk` pairs at a time (the last chunk zero-padded, its padding dropped)
-static int kd_pairs_make(KdPairs* kp, const WanGpuModel* T, const WorldConfig* wc, const KdPairSettings* s, int chunk, char* err) {
+// the teacher's samples for the pairs whose noise and captions kp holds, `chunk` pairs at a time (the last chunk
+// zero-padded, its padding dropped), with CFG against `uncond` [nctx] (NULL: the empty caption, zeros)
+static int kd_pairs_sample(KdPairs* kp, const WanGpuModel* T, int Tl, int Hl, int Wl, const float* uncond, const KdPairSettings* s, int chunk, char* err) {
     const WanConfig* c = &T->w.cfg;
-    size_t numel = world_clip_numel(wc), nctx = (size_t)wc->text_len * wc->text_dim;
-    int P = s->pairs;
+    size_t numel = kp->numel, nctx = kp->nctx;
+    int P = kp->P;
     if (chunk > P) chunk = P;
     if (chunk < 1 || chunk > TMD_MAX_BATCH) { snprintf(err, ST_ERRLEN, "KD pairs: a chunk of %d pairs; expected 1 .. %d", chunk, TMD_MAX_BATCH); return -1; }
-    kd_pairs_alloc(kp, P, numel, nctx);
-    // the captions: the world's training stream (seed, KD_STREAM); the noise: Philox (seed·1000003 + KD_STREAM, 0)
-    WRng stream = wrng_seed(s->seed, KD_STREAM, 0);
-    float* clip = (float*)xmalloc(numel, sizeof(float), "KD pairs: clip");
-    for (int i = 0; i < P; i++) world_sample_batch(wc, &stream, WORLD_TRAIN, 1, clip, kp->ctx + (size_t)i * nctx, NULL, NULL);
-    free(clip);
-    float* z; cudaCheck(cudaMalloc(&z, sizeof(float) * (size_t)P * numel));
-    normal_fill(z, (size_t)P * numel, s->seed * 1000003 + KD_STREAM, 0, 0.f, 1.f, 0);
-    cudaCheck(cudaMemcpy(kp->noise, z, sizeof(float) * (size_t)P * numel, cudaMemcpyDeviceToHost));
-    cudaCheck(cudaFree(z));
-    // the teacher's sample from each noise: UniPC with CFG against the empty caption, every chunk stepped together
     WanGpuAct a;
-    if (wan_gpu_act_init(&a, c, chunk, wc->C, wc->T, wc->H, wc->W, 0, err)) { kd_pairs_free(kp); return -1; }
+    if (wan_gpu_act_init(&a, c, chunk, c->in_dim, Tl, Hl, Wl, 0, err)) return -1;
     size_t nx = numel * chunk;
     float *xd, *cd, *cu;
     cudaCheck(cudaMalloc(&xd, sizeof(float) * nx)); cudaCheck(cudaMalloc(&cd, sizeof(float) * nctx * chunk)); cudaCheck(cudaMalloc(&cu, sizeof(float) * nctx * chunk));
-    cudaCheck(cudaMemset(cu, 0, sizeof(float) * nctx * chunk));   // the empty caption
+    if (!uncond) cudaCheck(cudaMemset(cu, 0, sizeof(float) * nctx * chunk));   // the empty caption
+    else for (int b = 0; b < chunk; b++) cudaCheck(cudaMemcpy(cu + (size_t)b * nctx, uncond, sizeof(float) * nctx, cudaMemcpyHostToDevice));
     float* stage = (float*)xmalloc(nx, sizeof(float), "KD pairs: staging");
     real* x = (real*)xmalloc(nx, sizeof(real), "KD pairs: sample");
     WanGpuVelocity vel = {&a, &T->w, cd, cu, xd, stage, nx};
@@ -100,22 +73,25 @@ static int kd_pairs_make(KdPairs* kp, const WanGpuModel* T, const WorldConfig* w
     free(stage); free(x);
     cudaCheck(cudaFree(xd)); cudaCheck(cudaFree(cd)); cudaCheck(cudaFree(cu));
     wan_gpu_act_free(&a);
-    if (rc) kd_pairs_free(kp);
     return rc;
 }
 
-// the run's pairs: from `path` when it holds pairs of these settings and this teacher; made and saved there when it
-// does not exist; refused (-1, with what differs and what to do) when it exists with other settings or cannot be read
-static int kd_pairs_get(KdPairs* kp, const char* path, const WanGpuModel* T, const float* teacher_host, const WorldConfig* wc,
-                        const KdPairSettings* s, int chunk, char* err) {
+// the run's pairs from td (opened with stream KD_STREAM, see gpu/kd_pairs.h kd_pairs_captions): from `path` when it
+// holds pairs of this data, these settings and this teacher; made and saved there when it does not exist; refused
+// (-1, with what differs and what to do) when it exists otherwise or cannot be read. The captions are drawn first
+// either way (a dataset's fingerprint is of the contexts the pairs take). On success kp holds the pairs.
+static int kd_pairs_get(KdPairs* kp, const char* path, const WanGpuModel* T, const float* teacher_host, TrainData* td,
+                        const KdPairSettings* s, char* err) {
     const WanConfig* c = &T->w.cfg;
-    TsMeta want; kd_pairs_meta(&want, c, wc, s, kd_teacher_hash(teacher_host, wan_num_params(c)));
+    size_t numel = td->numel, nctx = td->nctx;
+    kd_pairs_alloc(kp, s->pairs, numel, nctx);
+    uint64_t ch = 0;
+    if (kd_pairs_captions(kp->ctx, td, s->pairs, &ch, err)) { kd_pairs_free(kp); return -1; }
+    TsMeta want; kd_pairs_meta(&want, c, td, s, kd_teacher_hash(teacher_host, wan_num_params(c)), ch);
     FILE* f = fopen(path, "rb");
     if (f) {
         fclose(f);
-        size_t numel = world_clip_numel(wc), nctx = (size_t)wc->text_len * wc->text_dim;
         TsMeta have; memset(&have, 0, sizeof(have));
-        kd_pairs_alloc(kp, s->pairs, numel, nctx);
         TsBuffer b[3] = {{"kd.noise", kp->noise, (size_t)s->pairs * numel}, {"kd.target", kp->target, (size_t)s->pairs * numel},
                          {"kd.context", kp->ctx, (size_t)s->pairs * nctx}};
         char why[ST_ERRLEN];
@@ -124,20 +100,26 @@ static int kd_pairs_get(KdPairs* kp, const char* path, const WanGpuModel* T, con
         if (st_open(&sf, path, why)) { kd_pairs_free(kp); snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s (delete it to make the pairs again)", why); return -1; }
         for (int k = 0; k < sf.n_meta && k < TS_MAX_META; k++) ts_meta_set(&have, sf.meta_keys[k], sf.meta_vals[k]);
         st_close(&sf);
-        if (ts_check_settings(&have, &want, path, why) || ts_load(path, b, 3, &have, why)) {
+        if (kd_pairs_check(&have, &want, path, why) || ts_load(path, b, 3, &have, why)) {
             kd_pairs_free(kp);
-            snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s. The pairs must come from this teacher with this run's --kd-pairs, "
-                     "--teacher-eval-steps, --cfg-eval, --shift-eval and --seed: delete the file (or give another --kd-cache) to make them again", why);
+            snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s. The pairs must come from this teacher and this run's data (the built-in world, or "
+                     "--data) with this run's --kd-pairs, --teacher-eval-steps, --cfg-eval, --shift-eval and --seed: delete the file (or give "
+                     "another --kd-cache) to make them again", why);
             return -1;
         }
         printf("KD: %d teacher pairs loaded from %s\n", s->pairs, path);
         return 0;
     }
-    struct timespec t0, t1; clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (kd_pairs_make(kp, T, wc, s, chunk, err)) return -1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    printf("KD: %d teacher pairs (UniPC %d steps, CFG %g, shift %g, %d at a time) in %.1f s\n", s->pairs, s->steps, s->cfg, s->shift,
-           chunk < s->pairs ? chunk : s->pairs, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    double t0 = now_s();
+    // the noise: Philox (seed·1000003 + KD_STREAM, 0), in the data's latent shape
+    float* z; cudaCheck(cudaMalloc(&z, sizeof(float) * (size_t)s->pairs * numel));
+    normal_fill(z, (size_t)s->pairs * numel, s->seed * 1000003 + KD_STREAM, 0, 0.f, 1.f, 0);
+    cudaCheck(cudaMemcpy(kp->noise, z, sizeof(float) * (size_t)s->pairs * numel, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaFree(z));
+    int chunk = kd_pairs_chunk(c, td->T, td->H, td->W, numel, nctx, s->pairs, err);
+    if (!chunk || kd_pairs_sample(kp, T, td->T, td->H, td->W, td->negative, s, chunk, err)) { kd_pairs_free(kp); return -1; }
+    printf("KD: %d teacher pairs (UniPC %d steps, CFG %g against %s, shift %g, %d at a time) in %.1f s\n", s->pairs, s->steps, s->cfg,
+           td->negative ? "the negative prompt" : "the empty caption", s->shift, chunk, now_s() - t0);
     TsBuffer b[3] = {{"kd.noise", kp->noise, (size_t)kp->P * kp->numel}, {"kd.target", kp->target, (size_t)kp->P * kp->numel},
                      {"kd.context", kp->ctx, (size_t)kp->P * kp->nctx}};
     if (ts_save(path, b, 3, &want, err)) { kd_pairs_free(kp); return -1; }

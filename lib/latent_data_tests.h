@@ -1,10 +1,13 @@
 // lib/latent_data_tests.h: test_latent_data(tmpdir), the group "data" of `make test`: the latent dataset format
 // (lib/latent_data.h), ./test_tmd pack (lib/latent_data_cli.h) and train_tmd's data source and Table 7 defaults
-// (gpu/train_data.h), all on tiny random arrays, with one bad input of every kind the reader refuses.
+// (gpu/train_data.h), the KD warm-up's captions and pair cache settings from either data source (gpu/kd_pairs.h), all
+// on tiny random arrays, with one bad input of every kind the reader refuses.
 #pragma once
 #include "testing.h"
 #include "latent_data_cli.h"
 #include "../gpu/train_data.h"
+#include "../gpu/kd_pairs.h"   // the KD warm-up's pairs: captions from the run's data, the cache's metadata and its check
+#include "../gpu/distill_plan.h" // the KD plan's pairs item, for the dataset's latent shape
 
 static void ldt_path_(char* out, size_t n, const char* dir, const char* name) { snprintf(out, n, "%s/%s", dir, name); }
 static int ldt_exists_(const char* path) { FILE* f = fopen(path, "rb"); if (f) fclose(f); return f != NULL; }
@@ -321,6 +324,99 @@ static void test_latent_data(const char* tmpdir) {
                peek.num_layers == ct.num_layers && peek.in_dim == ct.in_dim && peek.text_len == ct.text_len && peek.num_heads == ct.num_heads,
                "train_data_peek_config of a tiny checkpoint: %s", err);
         free(w);
+    }
+
+    // 8. the KD warm-up's pairs (gpu/kd_pairs.h): their captions are the data source's (the world's training stream
+    // (seed, KD_STREAM, 0) as before --data; the dataset's contexts in its order for (seed, KD_STREAM)); the cache
+    // records the source, and one of the other world, another dataset or another dataset's contents is refused by name
+    {
+        WanConfig c; wan_preset(&c, "tiny", err);
+        KdPairSettings ks = {4, 2, 5.0, 3.0, 7};
+        TrainData tw, td;
+        float* cw = (float*)malloc(sizeof(float) * 4 * (size_t)c.text_len * c.text_dim);
+        float* cd = (float*)malloc(sizeof(float) * 4 * (size_t)c.text_len * c.text_dim);
+        uint64_t hw = 1, hd = 0;
+        EXPECT(train_data_open(&tw, NULL, &c, ks.seed, KD_STREAM, 0, 1, err) == 0 && kd_pairs_captions(cw, &tw, 4, &hw, err) == 0, "world captions: %s", err);
+        {   // the world's captions: world_sample_batch's training stream (seed, KD_STREAM, 0), one clip per pair
+            WorldConfig wc = world_config_tiny(); WRng st = wrng_seed(ks.seed, KD_STREAM, 0);
+            float* clip = (float*)malloc(sizeof(float) * world_clip_numel(&wc)); float* cr = (float*)malloc(sizeof(float) * tw.nctx);
+            int same = hw == 0;
+            for (int i = 0; i < 4; i++) { world_sample_batch(&wc, &st, WORLD_TRAIN, 1, clip, cr, NULL, NULL); same &= !memcmp(cr, cw + i * tw.nctx, sizeof(float) * tw.nctx); }
+            EXPECT(same, "the KD pairs' world captions should be the world's training stream (seed, %d, 0), one clip per pair", KD_STREAM);
+            free(clip); free(cr);
+        }
+        rc = train_data_open(&td, out, &c, ks.seed, KD_STREAM, 0, 1, err);
+        EXPECT(rc == 0 && kd_pairs_captions(cd, &td, 4, &hd, err) == 0 && hd != 0, "dataset captions: %s", err);
+        if (rc == 0) {   // the dataset's: its contexts in the order of (seed, KD_STREAM), past an epoch (3 samples)
+            LdOrder o; ld_order_init(&o, splitmix64_mix(ks.seed * 1000003ull + KD_STREAM), LDT_N);
+            float cr[12 * 32]; int same = 1;
+            for (int i = 0; i < 4; i++) { ld_read_context(&td.ld, ld_order_index(&o, (uint64_t)i), cr, c.text_len, err); same &= !memcmp(cr, cd + i * td.nctx, sizeof(cr)); }
+            EXPECT(same, "the KD pairs' dataset captions should be its contexts in the data order of (seed, KD_STREAM)");
+            ld_order_free(&o);
+            // the memory plan's "KD pairs" item for the dataset's latent shape is what gpu/kd_gpu.cuh kd_gpu_work_init
+            // puts on the device: P noises and teacher samples of td.numel floats, P contexts of td.nctx
+            PlanInput pin; memset(&pin, 0, sizeof(pin));
+            pin.wan = c; pin.T = td.T; pin.Hl = td.H; pin.Wl = td.W; pin.batch = 1; pin.N = 2; pin.H = 2; pin.kd_pairs = 5;
+            MemPlan mp; distill_plan(&mp, &pin, 3);
+            double want_b = 5.0 * (2.0 * td.numel + td.nctx) * 4.0, got_b = -1;
+            for (int k = 0; k < mp.n; k++) if (!strcmp(mp.item[k].name, "KD pairs")) got_b = mp.item[k].bytes;
+            EXPECT(got_b == want_b, "the KD plan's pairs for latents [%d, %d, %d, %d]: %.0f bytes, the device holds %.0f", LDT_C, td.T, td.H, td.W, got_b, want_b);
+        }
+        TsMeta mw, md, m2;
+        kd_pairs_meta(&mw, &c, &tw, &ks, 0x1234, hw);
+        // the world's cache keeps exactly the keys caches written before --data have, so they still load
+        const char* keys[] = {"kind", "config", "world", "pairs", "sampler_steps", "cfg", "shift", "seed", "teacher_fnv1a"};
+        int keys_ok = mw.n == 9;
+        for (int k = 0; k < 9 && keys_ok; k++) keys_ok &= !strcmp(mw.key[k], keys[k]);
+        EXPECT(keys_ok && !strcmp(ts_meta_get(&mw, "world"), "tiny"), "the world's KD cache metadata should keep its keys (%d of them)", mw.n);
+        EXPECT(kd_pairs_check(&mw, &mw, "w.st", err) == 0, "a world cache of the same settings should load: %s", err);
+        if (rc == 0) {
+            kd_pairs_meta(&md, &c, &td, &ks, 0x1234, hd);
+            EXPECT(kd_pairs_check(&md, &md, "d.st", err) == 0, "a dataset cache of the same settings should load: %s", err);
+            err[0] = 0;
+            EXPECT(kd_pairs_check(&md, &mw, "d.st", err) != 0 && strstr(err, "latent dataset") && strstr(err, "built-in world 'tiny'"),
+                   "a dataset's cache in a world run should be refused naming both: %s", err);
+            err[0] = 0;
+            EXPECT(kd_pairs_check(&mw, &md, "w.st", err) != 0 && strstr(err, "built-in world 'tiny'") && strstr(err, "latent dataset"),
+                   "a world's cache in a dataset run should be refused naming both: %s", err);
+            printf("  KD pairs: world captions = the world's stream, dataset captions = its contexts in order; a world cache in a --data run: %s\n", err);
+            m2 = md; ts_meta_u64(&m2, "seed", 8);
+            err[0] = 0;
+            EXPECT(kd_pairs_check(&m2, &md, "d.st", err) != 0 && strstr(err, "seed"), "another seed should be refused naming it: %s", err);
+            m2 = mw; ts_meta_set(&m2, "kind", "stage");
+            err[0] = 0;
+            EXPECT(kd_pairs_check(&m2, &mw, "w.st", err) != 0 && strstr(err, "kd_pairs"), "a file of another kind should be refused: %s", err);
+        }
+        // another dataset: of another size (its description differs); of the same shape with other contexts (the
+        // fingerprint differs); the same contents under another name and context padding (data12: accepted)
+        struct { const char* name; int n; float bump; int refuse; const char* says; } other[3] = {
+            {"data_n2.safetensors", 2, 0.f, 1, "data = latents 2 x"}, {"data_ctx.safetensors", LDT_N, 0.5f, 1, "contexts_fnv1a"}, {NULL, 0, 0.f, 0, NULL}};
+        for (int k = 0; k < 3 && rc == 0; k++) {
+            char po[800];
+            if (other[k].name) {
+                ldt_path_(po, sizeof(po), dir, other[k].name);
+                float* cx = (float*)malloc(sizeof(float) * LDT_N * 8 * LDT_D); memcpy(cx, cs, sizeof(float) * LDT_N * 8 * LDT_D);
+                for (int j = 0; j < LDT_N * 8 * LDT_D; j++) cx[j] += other[k].bump;
+                const char* meta[] = {"format", LD_FORMAT, "version", LD_VERSION};
+                StOut t[3] = {{"latents", 5, {other[k].n, LDT_C, LDT_T, LDT_HW, LDT_HW}, xs, NULL}, {"contexts", 3, {other[k].n, 8, LDT_D}, cx, NULL},
+                              {"negative_context", 2, {2, LDT_D}, neg, NULL}};
+                EXPECT(st_write(po, t, 3, meta, 2, err) == 0, "%s", err);
+                free(cx);
+            } else snprintf(po, sizeof(po), "%s", out12);
+            TrainData t2; uint64_t h2 = 0;
+            int r2 = train_data_open(&t2, po, &c, ks.seed, KD_STREAM, 0, 1, err);
+            EXPECT(r2 == 0 && kd_pairs_captions(cd, &t2, 4, &h2, err) == 0, "%s: %s", po, err);
+            if (r2 == 0) {
+                kd_pairs_meta(&m2, &c, &t2, &ks, 0x1234, h2);
+                err[0] = 0;
+                int refused = kd_pairs_check(&md, &m2, "d.st", err) != 0;
+                if (other[k].refuse) EXPECT(refused && strstr(err, other[k].says), "a cache of %s should be refused naming '%s': %s", po, other[k].says, err);
+                else EXPECT(!refused, "the same contexts and negative prompt packed with --text-len 12 are the same pairs: %s", err);
+                train_data_free(&t2);
+            }
+        }
+        if (rc == 0) train_data_free(&td);
+        train_data_free(&tw); free(cw); free(cd);
     }
     free(xs); free(cs);
 }
