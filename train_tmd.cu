@@ -171,7 +171,15 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     WanGpuModel T, F; memset(&F, 0, sizeof(F));
     wan_gpu_model_init(&T, c, teacher, 0, "teacher");
     if (stage2) {
-        wan_gpu_model_init(&F, c, hf, 1, "fake score");
+        // The fake score's gradients live in the student's buffer (V.grads: ns >= nw floats; the baseline's student Pm
+        // has exactly nw). Every iteration below is the student's or the critic's, never both: the student's zeroes
+        // V.grads, accumulates the student's gradient (dmd_gpu_student_step reads the fake score's weights F.w only, and
+        // the GAN term goes through the frozen teacher with no parameter gradient), all-reduces and steps; the critic's
+        // zeroes F.grads (the buffer's first nw floats), accumulates the fake score's (dmd_gpu_critic_step runs the
+        // generator forward only; the discriminator's go to D.grads), all-reduces and steps. Each gradient is read only
+        // by its own iteration's all-reduce and AdamW (which also gives the logged norm), and the checkpoint holds
+        // weights and moments, no gradients. So one buffer serves both, in turn: nw x 4 bytes less on the device.
+        wan_gpu_model_init_borrowing(&F, c, hf, V.grads, ns, "fake score");
         cudaCheck(cudaMemcpy(F.opt_m, hfm, sizeof(float) * nw, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(F.opt_v, hfv, sizeof(float) * nw, cudaMemcpyHostToDevice));
         F.step = (long)f_steps;
     }
