@@ -118,8 +118,9 @@ static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
         if (in->fp32) snprintf(what, sizeof(what), "%.3fB params x 4 B (fp32 weights)", Pw / 1e9);
         else snprintf(what, sizeof(what), "%.3fB params x 2 B (bf16 copy) + %.2fM read in fp32 x 4 B", Pw / 1e9, (double)wan_gpu_fp32_params(c) / 1e6);
         plan_add(p, "teacher (frozen)", plan_frozen_bytes(in), what);
-        snprintf(what, sizeof(what), "%.1fM params x %g B, %d heads", (double)in->disc_params / 1e6, plan_trainable_bytes_per_param(in), in->disc_heads);
-        plan_add(p, "discriminator (trainable)", (double)in->disc_params * plan_trainable_bytes_per_param(in), what);
+        // the heads are fp32 in both builds (gpu/disc_gpu.cuh: weights and gradients; train_tmd.cu: AdamW m and v), no copy
+        snprintf(what, sizeof(what), "%.1fM params x 16 B (fp32 weights, grad, AdamW m+v), %d heads", (double)in->disc_params / 1e6, in->disc_heads);
+        plan_add(p, "discriminator (trainable)", (double)in->disc_params * 16.0, what);
     }
     if (stage == 3) {
         snprintf(what, sizeof(what), "%d pairs: noise and teacher sample (fp32), caption (%d x %d fp32)", in->kd_pairs, c->text_len, c->text_dim);

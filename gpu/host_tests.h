@@ -122,9 +122,10 @@ static void test_distill_plan(void) {
     double sum = 0; for (int i = 0; i < p2.n; i++) sum += p2.item[i].bytes;
     EXPECT(sum == p2.total, "plan total %.0f is not the sum of its items %.0f", p2.total, sum);
     double Pw = (double)wan_num_params(&in.wan);
-    EXPECT(plan_item(&p2, "fake score (trainable)") == 14.0 * Pw && plan_item(&p2, "student (trainable)") == 18.0 * (Pw + (double)in.student_extra),
-           "weights: 18 B per trainable parameter, 14 B for the fake score (its gradients are the student's buffer) "
-           "(1.3B has %.0f parameters, the student %zu more)", Pw, in.student_extra);
+    EXPECT(plan_item(&p2, "fake score (trainable)") == 14.0 * Pw && plan_item(&p2, "student (trainable)") == 18.0 * (Pw + (double)in.student_extra) &&
+           plan_item(&p2, "discriminator (trainable)") == 16.0 * (double)disc_1b3,
+           "weights: 18 B per trainable parameter, 14 B for the fake score (its gradients are the student's buffer), 16 B for "
+           "the discriminator (fp32, no copy) (1.3B has %.0f parameters, the student %zu more)", Pw, in.student_extra);
     test_frozen_plan();
     double gib80 = 80.0 * PLAN_GIB, reserve = 2.0 * PLAN_GIB;
     // Stage 1 fits one 80 GB GPU with recompute and not without it (the refusal names the activations)
