@@ -5,6 +5,8 @@
 //                               then per-block activation recompute against keeping every activation (memcmp, every
 //                               training pass: gpu/recompute_tests.cuh) and the TMD steps, each also with recompute on
 //   ./test_gpu --recompute 1    the whole-model parity above with recompute on
+//   ./test_gpu --frozen-only    only the frozen-model check (also in the default run): a frozen model, which keeps fp32
+//                               only for the tensors read in fp32 in the bf16 build, = a trainable one, bit for bit
 //   ./test_gpu --help           flags (a preset instead of the built-in tiny parity config, the batch, the seed)
 // The CPU reference runs in double, one sample at a time; the GPU runs the whole batch at once. Every comparison prints
 // max abs error, max |reference| and their ratio, the relative error of the tensor as a whole, against a tolerance:
@@ -89,9 +91,93 @@ static void compare_ctx_grad(const char* name, const double* gpu, double* const*
     free(g); free(r);
 }
 
+// A frozen model (the Stage 2 teacher's form) against a trainable one of the same weights. In the bf16 build the
+// frozen one keeps fp32 only for the tensors the GPU reads in fp32 (gpu/frozen_weights.h): its other P views must be
+// NULL (a missed reader then faults instead of reading stale memory), its fp32 tensors and its whole floatX copy must
+// be the trainable model's bits, and the forward and the input gradients (the GAN loss's path: dW NULL, d latent and d
+// context) must be bit for bit the same. The fp32 build keeps everything (P == X): the same comparisons hold.
+static void test_frozen_model(const WanConfig* c, int B, int T, int H, int W, uint64_t seed) {
+    printf("\n[frozen] a frozen model against a trainable one of the same weights: its views, the forward and the input gradients, bit for bit\n");
+    char err[ST_ERRLEN];
+    size_t np = wan_num_params(c);
+    double* pd = dalloc(np); random_params(c, pd, seed);
+    float* hp = falloc(np); for (size_t i = 0; i < np; i++) hp[i] = (float)pd[i];
+    WanGpuModel full, fz; wan_gpu_model_init(&full, c, hp, 1, "trainable"); wan_gpu_model_init(&fz, c, hp, 0, "frozen");
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    int nt = wan_layout(c, tl, NULL, NULL, NULL), t = 0, n_fp32 = 0, n_null = 0, wrong_null = 0, wrong_bits = 0;
+    size_t floats = 0;
+    // the P views field by field, in layout order (the trainable model's view names the tensor by its offset)
+    for (size_t f = 0; f < sizeof(WanParamsF); f += sizeof(float*)) {
+        float *pf, *pz; memcpy(&pf, (char*)&full.w.P + f, sizeof(pf)); memcpy(&pz, (char*)&fz.w.P + f, sizeof(pz));
+        if (!pf) { wrong_null += pz != NULL; continue; }
+        const WanTensor* tt = &tl[t++];
+#ifdef ENABLE_FP32
+        int want = 1;
+#else
+        int want = wan_gpu_reads_fp32(tt->name);
+#endif
+        if ((pz != NULL) != want) { wrong_null++; printf("  %s: P view %s, want %s\n", tt->name, pz ? "set" : "NULL", want ? "set" : "NULL"); continue; }
+        if (!pz) { n_null++; continue; }
+        n_fp32++; floats += tt->numel;
+        float* back = falloc(tt->numel);
+        cudaCheck(cudaMemcpy(back, pz, sizeof(float) * tt->numel, cudaMemcpyDeviceToHost));
+        if (memcmp(back, hp + tt->offset, sizeof(float) * tt->numel)) { wrong_bits++; printf("  %s: fp32 view differs from the uploaded weights\n", tt->name); }
+        free(back);
+    }
+    printf("  P views: %d tensors set (%zu floats, %s), %d NULL (what the GEMMs read from the %s copy)\n", n_fp32, floats,
+           n_fp32 == nt ? "all of them" : "the ones read in fp32", n_null, FLOATX_NAME);
+    EXPECT(t == nt && wrong_null == 0 && wrong_bits == 0, "frozen model's P views: %d of %d tensors seen, %d set/NULL wrongly, %d with other bits", t, nt, wrong_null, wrong_bits);
+#ifndef ENABLE_FP32
+    EXPECT(n_null > 0 && fz.n_fp32 == floats && fz.n_fp32 < np, "a frozen bf16 model should keep fp32 for a part only: %zu of %zu", fz.n_fp32, np);
+#endif
+    {
+        floatX* xf = (floatX*)malloc(sizeof(floatX) * np); floatX* xz = (floatX*)malloc(sizeof(floatX) * np);
+        cudaCheck(cudaMemcpy(xf, full.params_x, sizeof(floatX) * np, cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(xz, fz.params_x, sizeof(floatX) * np, cudaMemcpyDeviceToHost));
+        int same = !memcmp(xf, xz, sizeof(floatX) * np);
+        printf("  %s copy of %zu parameters: %s\n", FLOATX_NAME, np, same ? "the same bits" : "DIFFERS");
+        EXPECT(same, "the frozen model's %s copy is not the trainable model's", FLOATX_NAME);
+        free(xf); free(xz);
+    }
+    // the forward and the backward into the latent and the context, with no parameter gradient (the frozen path)
+    WanGpuAct a;
+    if (wan_gpu_act_init(&a, c, B, c->in_dim, T, H, W, 1, err)) { fprintf(stderr, "error: %s\n", err); exit(2); }
+    size_t nx = (size_t)c->in_dim * T * H * W, no = (size_t)c->out_dim * T * H * W, nctx = (size_t)c->text_len * c->text_dim;
+    Rng r = rng_make(seed + 1);
+    double* x = dalloc(B * nx); double* dout = dalloc(B * no); double* ctx = dalloc(B * nctx); double* ts = dalloc(B);
+    for (size_t i = 0; i < B * nx; i++) x[i] = rng_normal(&r);
+    for (size_t i = 0; i < B * no; i++) dout[i] = rng_normal(&r);
+    for (size_t i = 0; i < B * nctx; i++) ctx[i] = rng_normal(&r);
+    for (int b = 0; b < B; b++) ts[b] = 1000.0 * rng_uniform(&r);
+    float* d_x = to_device(x, B * nx); float* d_dout = to_device(dout, B * no); float* d_ctx = to_device(ctx, B * nctx);
+    float* d_dx = device_zeros(B * nx); float* d_dctx = device_zeros(B * nctx);
+    float* got[2][3];
+    const WanGpuModel* ms[2] = {&full, &fz};
+    for (int k = 0; k < 2; k++) {
+        cudaCheck(cudaMemset(d_dx, 0, sizeof(float) * B * nx)); cudaCheck(cudaMemset(d_dctx, 0, sizeof(float) * B * nctx));
+        wan_gpu_forward(&a, &ms[k]->w, d_x, ts, d_ctx);
+        wan_gpu_backward(NULL, d_dx, d_dctx, d_dout, &a, &ms[k]->w);
+        cudaCheck(cudaDeviceSynchronize());
+        size_t n[3] = {B * no, B * nx, B * nctx}; const float* src[3] = {a.out, d_dx, d_dctx};
+        for (int j = 0; j < 3; j++) { got[k][j] = falloc(n[j]); cudaCheck(cudaMemcpy(got[k][j], src[j], sizeof(float) * n[j], cudaMemcpyDeviceToHost)); }
+    }
+    const char* what[3] = {"forward: velocity", "backward: d latent", "backward: d context"};
+    size_t n[3] = {B * no, B * nx, B * nctx};
+    for (int j = 0; j < 3; j++) {
+        size_t diff = 0; double mx = 0;
+        for (size_t i = 0; i < n[j]; i++) { if (memcmp(&got[0][j][i], &got[1][j][i], sizeof(float))) diff++; mx = fmax(mx, fabs((double)got[0][j][i])); }
+        printf("  %-28s frozen = trainable: %zu of %zu values differ (max |value| %.3e)  %s\n", what[j], diff, n[j], mx, diff == 0 && mx > 0 ? "ok" : "FAIL");
+        EXPECT(diff == 0 && mx > 0, "%s: the frozen model gives other bits (%zu of %zu differ) or nothing (max %.3e)", what[j], diff, n[j], mx);
+        free(got[0][j]); free(got[1][j]);
+    }
+    wan_gpu_act_free(&a); wan_gpu_model_free(&full); wan_gpu_model_free(&fz);
+    cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_ctx)); cudaCheck(cudaFree(d_dx)); cudaCheck(cudaFree(d_dctx));
+    free(tl); free(pd); free(hp); free(x); free(dout); free(ctx); free(ts);
+}
+
 int main(int argc, char** argv) {
     const char* preset = NULL;
-    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, recompute = 0;
+    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, recompute = 0, frozen_only = 0;
     Flag flags[] = {
         FLAG_STR("--preset", &preset, "a wan.h preset instead of the built-in parity config (tiny: the CPU tests' model)"),
         FLAG_INT("--batch", &B, "samples per batch (the GPU runs them at once; the CPU one by one)"),
@@ -101,6 +187,7 @@ int main(int argc, char** argv) {
         FLAG_INT("--seed", &seed, "random parameters and inputs"),
         FLAG_SWITCH("--vae-only", &vae_only, "only the VAE decoder's checks (e.g. under a simulator)"),
         FLAG_SWITCH("--vae-small", &vae_small, "the VAE decoder's checks at the simulator's sizes (3 latent frames of 2x2)"),
+        FLAG_SWITCH("--frozen-only", &frozen_only, "only the frozen-model check (a frozen model = a trainable one, bit for bit; e.g. under a simulator)"),
         FLAG_INT("--recompute", &recompute, "1: the whole-model parity with per-block activation recompute on (the recompute checks run either way)"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./test_gpu [flags]   (GPU vs CPU parity; skipped without a GPU)");
@@ -136,6 +223,12 @@ int main(int argc, char** argv) {
     if (recompute != 0 && recompute != 1) { fprintf(stderr, "error: --recompute must be 0 or 1, found %d\n", recompute); return 2; }
     wan_gpu_recompute = recompute;
     if (recompute) printf("per-block activation recompute: on\n");
+    if (frozen_only) {
+        test_frozen_model(&c, B, T, H, W, (uint64_t)seed + 17);
+        printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
+        gemm_free();
+        return tests_failed ? 1 : 0;
+    }
 
     // ---- the CPU reference: params, inputs, forward and backward per sample
     size_t np = wan_num_params(&c);
@@ -283,6 +376,7 @@ int main(int argc, char** argv) {
     }
 #endif
 
+    test_frozen_model(&c, B, T, H, W, (uint64_t)seed + 17);
     test_recompute_wan_gpu(&c, B, T, H, W, (uint64_t)seed + 11);
     test_tmd_gpu(B, (uint64_t)seed, PARITY_TOL, 1);
     test_vae_gpu(vae_small);

@@ -187,10 +187,18 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     else { tmd_gpu_student_init(&S, &sc, hs); V.params = S.params; V.params_x = S.params_x; V.grads = S.grads; V.opt_m = S.opt_m; V.opt_v = S.opt_v; V.step = &S.step; }
     cudaCheck(cudaMemcpy(V.opt_m, hm, sizeof(float) * ns, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(V.opt_v, hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
     *V.step = (long)s_steps;
-    WanGpuModel T, F; memset(&F, 0, sizeof(F));
-    wan_gpu_model_init(&T, c, teacher, 0, "teacher");
-    if (stage2) {
-        wan_gpu_model_init(&F, c, hf, 1, "fake score");
+    WanGpuModel T, F; memset(&T, 0, sizeof(T)); memset(&F, 0, sizeof(F));
+    if (stage2) {   // the frozen teacher and the fake score: Stage 2 only (Stage 1's guided velocity is the student's own: tmmf_gpu_step)
+        wan_gpu_model_init(&T, c, teacher, 0, "teacher");
+        // The fake score's gradients live in the student's buffer (V.grads: ns >= nw floats; the baseline's student Pm
+        // has exactly nw). Every iteration below is the student's or the critic's, never both: the student's zeroes
+        // V.grads, accumulates the student's gradient (dmd_gpu_student_step reads the fake score's weights F.w only, and
+        // the GAN term goes through the frozen teacher with no parameter gradient), all-reduces and steps; the critic's
+        // zeroes F.grads (the buffer's first nw floats), accumulates the fake score's (dmd_gpu_critic_step runs the
+        // generator forward only; the discriminator's go to D.grads), all-reduces and steps. Each gradient is read only
+        // by its own iteration's all-reduce and AdamW (which also gives the logged norm), and the checkpoint holds
+        // weights and moments, no gradients. So one buffer serves both, in turn: nw x 4 bytes less on the device.
+        wan_gpu_model_init_borrowing(&F, c, hf, V.grads, ns, "fake score");
         cudaCheck(cudaMemcpy(F.opt_m, hfm, sizeof(float) * nw, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(F.opt_v, hfv, sizeof(float) * nw, cudaMemcpyHostToDevice));
         F.step = (long)f_steps;
     }
@@ -344,10 +352,10 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                "(min %.1f, max %.1f, %d steps)\n", o->stage, !stage2 ? "TM-MF step" : k ? "student step" : "critic step", B, A, c->in_dim, td.T, td.H, td.W,
                (td.T / c->patch[0]) * (td.H / c->patch[1]) * (td.W / c->patch[2]), FLOATX_NAME, wan_gpu_recompute ? "on" : "off", v[n / 2], v[0], v[n - 1], n);
     }
-    if (!stage2) tmmf_gpu_work_free(&tw); else { gen_gpu_free(&G); dmd_gpu_work_free(&dw); wan_gpu_model_free(&F); }
+    if (!stage2) tmmf_gpu_work_free(&tw); else { gen_gpu_free(&G); dmd_gpu_work_free(&dw); wan_gpu_model_free(&F); wan_gpu_model_free(&T); }
     if (gan) { disc_gpu_model_free(&D); cudaCheck(cudaFree(dm)); cudaCheck(cudaFree(dv)); }
     if (baseline) wan_gpu_model_free(&Pm); else tmd_gpu_student_free(&S);
-    wan_gpu_model_free(&T); gemm_free(); dp_free(&dp);
+    gemm_free(); dp_free(&dp);
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1)); cudaCheck(cudaFree(y1)); cudaCheck(cudaFree(eps)); cudaCheck(cudaFree(scratch));
     if (neg_d) cudaCheck(cudaFree(neg_d));
     train_data_free(&td);

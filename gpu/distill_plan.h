@@ -6,8 +6,10 @@
 //   KD warm-up (gpu/kd_gpu.cuh): the one-step student trainable and its generator graph; the teacher ODE pairs (noise,
 //     teacher sample, caption) all on the device. The teacher that makes the pairs runs before, forward only.
 // Bytes per parameter: a trainable network keeps fp32 master weights (4), fp32 gradients (4), AdamW m and v (8)
-// and, in the bf16 build, a bf16 working copy (2); a frozen one its fp32 weights (4) and, in the bf16 build, the bf16
-// copy the GEMMs read (2) (gpu/wan_gpu.cuh wan_gpu_model_init).
+// and, in the bf16 build, a bf16 working copy (2); the Stage 2 fake score has no gradient buffer of its own (it
+// borrows the student's: train_tmd.cu says why that is safe). A frozen one keeps, in the bf16 build, the bf16 copy the
+// GEMMs read (2) and fp32 only for the tensors read in fp32 (4 each: gpu/frozen_weights.h, the predicate the
+// allocator uses too), in the fp32 build its fp32 weights (4) (gpu/wan_gpu.cuh wan_gpu_model_init).
 // Activations: the DiT arenas are counted from gpu/act_plan.h's buffer lists, the same lists gpu/wan_gpu.cuh and
 // gpu/tmd_gpu.cuh carve their allocations from (act_wan_bytes_ex, act_head_eval_bytes; the allocator checks its arena
 // against them), for exactly the arenas the stage's work allocates (gpu/distill_gpu.cuh: tmmf_gpu_work_init,
@@ -23,6 +25,7 @@
 #include <string.h>
 #include "../wan.h"
 #include "act_plan.h"   // the DiT's activation buffers: the lists the allocator carves
+#include "frozen_weights.h"   // the tensors a frozen model keeps in fp32: what the allocator keeps
 
 #define PLAN_MAX_ITEMS 24
 #define PLAN_GIB (1024.0 * 1024.0 * 1024.0)
@@ -61,7 +64,10 @@ static int plan_tokens(const PlanInput* in) {
     return (in->T / c->patch[0]) * (in->Hl / c->patch[1]) * (in->Wl / c->patch[2]);
 }
 static double plan_trainable_bytes_per_param(const PlanInput* in) { return in->fp32 ? 16.0 : 18.0; }
-static double plan_frozen_bytes_per_param(const PlanInput* in) { return in->fp32 ? 4.0 : 6.0; }
+// the fake score: master weights, AdamW m and v and (bf16) the copy; its gradients are the student's buffer
+static double plan_fake_score_bytes_per_param(const PlanInput* in) { return plan_trainable_bytes_per_param(in) - 4.0; }
+// a frozen Wan model of the plan's config, exactly as allocated
+static double plan_frozen_bytes(const PlanInput* in) { return wan_gpu_frozen_bytes(&in->wan, in->fp32); }
 static size_t plan_floatx_bytes(const PlanInput* in) { return in->fp32 ? 4 : 2; }
 
 // one WanGpuAct of the step, in bytes, as allocated: training (planned for a backward) or forward only, running
@@ -118,12 +124,15 @@ static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
     snprintf(what, sizeof(what), "%.3fB params x %g B (master, grad, AdamW m+v%s)", Ps / 1e9, plan_trainable_bytes_per_param(in), in->fp32 ? "" : ", bf16 copy");
     plan_add(p, "student (trainable)", Ps * plan_trainable_bytes_per_param(in), what);
     if (stage == 2) {
-        snprintf(what, sizeof(what), "%.3fB params x %g B", Pw / 1e9, plan_trainable_bytes_per_param(in));
-        plan_add(p, "fake score (trainable)", Pw * plan_trainable_bytes_per_param(in), what);
-        snprintf(what, sizeof(what), "%.3fB params x %g B (fp32 weights%s)", Pw / 1e9, plan_frozen_bytes_per_param(in), in->fp32 ? "" : ", bf16 copy");
-        plan_add(p, "teacher (frozen)", Pw * plan_frozen_bytes_per_param(in), what);
-        snprintf(what, sizeof(what), "%.1fM params x %g B, %d heads", (double)in->disc_params / 1e6, plan_trainable_bytes_per_param(in), in->disc_heads);
-        plan_add(p, "discriminator (trainable)", (double)in->disc_params * plan_trainable_bytes_per_param(in), what);
+        snprintf(what, sizeof(what), "%.3fB params x %g B (master, AdamW m+v%s; gradients shared with the student)", Pw / 1e9,
+                 plan_fake_score_bytes_per_param(in), in->fp32 ? "" : ", bf16 copy");
+        plan_add(p, "fake score (trainable)", Pw * plan_fake_score_bytes_per_param(in), what);
+        if (in->fp32) snprintf(what, sizeof(what), "%.3fB params x 4 B (fp32 weights)", Pw / 1e9);
+        else snprintf(what, sizeof(what), "%.3fB params x 2 B (bf16 copy) + %.2fM read in fp32 x 4 B", Pw / 1e9, (double)wan_gpu_fp32_params(c) / 1e6);
+        plan_add(p, "teacher (frozen)", plan_frozen_bytes(in), what);
+        // the heads are fp32 in both builds (gpu/disc_gpu.cuh: weights and gradients; train_tmd.cu: AdamW m and v), no copy
+        snprintf(what, sizeof(what), "%.1fM params x 16 B (fp32 weights, grad, AdamW m+v), %d heads", (double)in->disc_params / 1e6, in->disc_heads);
+        plan_add(p, "discriminator (trainable)", (double)in->disc_params * 16.0, what);
     }
     if (stage == 3) {
         snprintf(what, sizeof(what), "%d pairs: noise and teacher sample (fp32), caption (%d x %d fp32)", in->kd_pairs, c->text_len, c->text_dim);

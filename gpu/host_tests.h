@@ -35,6 +35,37 @@ static double plan_expected_student_act(const PlanInput* in, int stage) {
     return bb + (rc ? 1 : in->N) * head;   // gen_gpu_init: bb, rollout_gpu_init's evaluations (one when recomputing)
 }
 
+// the frozen teacher's item against the tensors the GPU reads in fp32, counted here from the config by hand (per block
+// modulation 6D, four RMSNorm weights 4D, norm3 2D; the patch and time embeddings, the time projection, the head),
+// for every preset in both builds; and the predicate's verdict on a few names either way
+static void test_frozen_plan(void) {
+    for (int k = 0; k < WAN_NUM_PRESETS; k++) {
+        PlanInput in = plan_input_for(WAN_PRESETS[k].name, 1, 8, 8, 2, 1, 1000, 2, 2);
+        const WanConfig* c = &in.wan;
+        double D = c->dim, P = wan_patch_numel(c), n = (double)wan_num_params(c);
+        double n32 = c->num_layers * 12 * D + (D * c->in_dim * P + D) + (D * c->freq_dim + D + D * D + D) + (6 * D * D + 6 * D) +
+                     (c->out_dim * P * D + c->out_dim * P + 2 * D);
+        EXPECT((double)wan_gpu_fp32_params(c) == n32, "%s: the predicate counts %zu parameters read in fp32, by hand %.0f", c->name, wan_gpu_fp32_params(c), n32);
+        for (int fp32 = 0; fp32 <= 1; fp32++) {
+            in.fp32 = fp32; MemPlan p; distill_plan(&p, &in, 2);
+            double want = fp32 ? 4 * n : 2 * n + 4 * n32;
+            EXPECT(plan_item(&p, "teacher (frozen)") == want, "%s, %s: frozen teacher %.0f bytes, want %.0f", c->name, fp32 ? "fp32" : "bf16", plan_item(&p, "teacher (frozen)"), want);
+        }
+        if (!strcmp(c->name, "wan2.1-t2v-1.3b"))
+            printf("  frozen 1.3B teacher (bf16 build): %.0f params x 2 B + %.0f read in fp32 x 4 B = %.3f GiB (a full fp32 copy too: %.3f GiB)\n",
+                   n, n32, (2 * n + 4 * n32) / PLAN_GIB, 6 * n / PLAN_GIB);
+    }
+    const char* fp32_names[] = {"patch_embedding.weight", "time_embedding.2.bias", "time_projection.1.weight", "blocks.0.modulation",
+                                "blocks.29.self_attn.norm_k.weight", "blocks.7.norm3.bias", "blocks.3.cross_attn.norm_q.weight", "head.head.weight", "head.modulation"};
+    const char* x_names[] = {"text_embedding.0.weight", "blocks.0.self_attn.q.weight", "blocks.12.cross_attn.o.bias", "blocks.2.ffn.0.weight",
+                             "blocks.5.self_attn.norm_q.bias", "blocks.norm3.weight"};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof(fp32_names) / sizeof(fp32_names[0]); i++) if (!wan_gpu_reads_fp32(fp32_names[i])) { bad++; printf("  %s: not read in fp32?\n", fp32_names[i]); }
+    for (size_t i = 0; i < sizeof(x_names) / sizeof(x_names[0]); i++) if (wan_gpu_reads_fp32(x_names[i])) { bad++; printf("  %s: read in fp32?\n", x_names[i]); }
+    EXPECT(bad == 0, "the fp32 predicate misjudges %d names", bad);
+    printf("  frozen weights = the floatX copy + fp32 for the tensors read in fp32, for %d presets in both builds\n", WAN_NUM_PRESETS);
+}
+
 static void test_distill_plan(void) {
     printf("\n[plan] memory plan of a distillation step (arithmetic only; what fits is decided on the device)\n");
     char err[ST_ERRLEN];
@@ -98,9 +129,11 @@ static void test_distill_plan(void) {
     double sum = 0; for (int i = 0; i < p2.n; i++) sum += p2.item[i].bytes;
     EXPECT(sum == p2.total, "plan total %.0f is not the sum of its items %.0f", p2.total, sum);
     double Pw = (double)wan_num_params(&in.wan);
-    EXPECT(plan_item(&p2, "fake score (trainable)") == 18.0 * Pw && plan_item(&p2, "teacher (frozen)") == 6.0 * Pw &&
-           plan_item(&p2, "student (trainable)") == 18.0 * (Pw + (double)in.student_extra),
-           "weights: 18 B per trainable and 6 B per frozen parameter (1.3B has %.0f parameters, the student %zu more)", Pw, in.student_extra);
+    EXPECT(plan_item(&p2, "fake score (trainable)") == 14.0 * Pw && plan_item(&p2, "student (trainable)") == 18.0 * (Pw + (double)in.student_extra) &&
+           plan_item(&p2, "discriminator (trainable)") == 16.0 * (double)disc_1b3,
+           "weights: 18 B per trainable parameter, 14 B for the fake score (its gradients are the student's buffer), 16 B for "
+           "the discriminator (fp32, no copy) (1.3B has %.0f parameters, the student %zu more)", Pw, in.student_extra);
+    test_frozen_plan();
     double gib80 = 80.0 * PLAN_GIB, reserve = 2.0 * PLAN_GIB;
     // Stage 1 fits one 80 GB GPU with recompute and not without it (the refusal names the activations)
     EXPECT(plan_check(&p1, gib80, reserve, err, sizeof(err)) == 0, "the 1.3B Stage 1 step with recompute should fit one 80 GB GPU: %s", err);
@@ -110,9 +143,13 @@ static void test_distill_plan(void) {
     // Stage 2 as the code allocates it: with recompute the generator's backbone (its residual stream), one flow-head
     // evaluation, the critic side's two plans borrowing the backbone's work sets; printed here, asserted to fit below
     EXPECT(p2.total < 0.5 * r.total, "recompute should at least halve the 1.3B Stage 2 step (%.1f vs %.1f GiB)", p2.total / PLAN_GIB, r.total / PLAN_GIB);
-    int fits2 = plan_check(&p2, gib80, reserve, err, sizeof(err)) == 0;
-    printf("  1.3B: Stage 1 %.2f GiB (without recompute %.2f), Stage 2 %.2f GiB (without %.2f) of 80 GiB (2 GiB reserved): Stage 2 %s\n",
-           p1.total / PLAN_GIB, r1.total / PLAN_GIB, p2.total / PLAN_GIB, r.total / PLAN_GIB, fits2 ? "fits" : "does NOT fit one 80 GB GPU yet");
+    // the requirement: the 1.3B Stage 2 step fits one 80 GB GPU. An H100 80GB reports 81,559 MiB in all
+    // (nvidia-smi), of which the CUDA context takes about half a GiB: 79.0 GiB free, 2 GiB of it kept for cuBLASLt
+    double h100_free = 79.0 * PLAN_GIB;
+    int fits2 = plan_check(&p2, h100_free, reserve, err, sizeof(err)) == 0;
+    printf("  1.3B: Stage 1 %.2f GiB (without recompute %.2f), Stage 2 %.2f GiB (without %.2f); an H100 80GB has about 79.0 GiB free (2 GiB "
+           "reserved): Stage 2 %s\n", p1.total / PLAN_GIB, r1.total / PLAN_GIB, p2.total / PLAN_GIB, r.total / PLAN_GIB, fits2 ? "fits" : "does NOT fit");
+    EXPECT(fits2, "the 1.3B Stage 2 step with recompute should fit one 80 GB GPU: %s", err);
     // --recompute auto: on exactly when the plan without it does not fit (1.3B Stage 1 on 80 GB), off when it fits
     // (the world preset); on and off are taken as given
     char why[256], need[32]; PlanInput ch = in;

@@ -10,7 +10,8 @@
 //
 // Memory (llm.c's way): a WanGpuModel holds the fp32 master weights, the floatX copy the GEMMs read, the fp32 gradients
 // and the AdamW moments, each ONE allocation carved by the layout of wan.h (WanParamsF / WanParamsX are WanParams'
-// typed twins). A WanGpuAct holds every activation and the backward's scratch as ONE allocation planned from
+// typed twins). A frozen model (bf16 build) keeps the floatX copy and fp32 only for the few tensors read in fp32
+// (gpu/frozen_weights.h); a trainable one may borrow another's gradient buffer (wan_gpu_model_init_borrowing). A WanGpuAct holds every activation and the backward's scratch as ONE allocation planned from
 // (config, batch, latent shape, training, recompute) by the buffer lists of gpu/act_plan.h, which the memory plan
 // (gpu/distill_plan.h) sums too; wan_gpu_act_print_plan prints the bytes of each buffer. With per-block recompute
 // (wan_gpu_recompute) a training plan keeps the residual stream and one block set, rebuilt block by block in the backward. An allocation that
@@ -34,6 +35,7 @@
 #include <string.h>
 #include "../wan.h"                    // config, parameter layout (WAN_DEFINE_PARAMS, wan_carve_view)
 #include "act_plan.h"                  // the activation buffers as lists: the carve below and the memory plan read them
+#include "frozen_weights.h"            // which tensors are read in fp32: a frozen model keeps fp32 only for those
 #include "../kernels/common.cuh"       // cudaCheck, cuda_malloc_named
 #include "../kernels/precision.cuh"    // floatX
 #include "../kernels/reduce.cuh"       // deterministic column sums
@@ -74,9 +76,12 @@ typedef struct {
     const char* name;     // "teacher", "fake score", ...: names its buffers in the memory plan and OOM errors
     WanGpuWeights w;
     size_t n;             // parameters
-    float* params;        // [n] fp32 master weights
+    size_t n_fp32;        // floats in params: n, except a frozen model in the bf16 build (below)
+    float* params;        // [n] fp32 master weights. A frozen model in the bf16 build: [n_fp32], only the tensors the
+                          // GPU reads in fp32 (gpu/frozen_weights.h), packed in layout order; w.P's other views are NULL
     floatX* params_x;     // [n] floatX copy (== params in the fp32 build)
-    float* grads;         // [n] fp32, NULL when frozen
+    float* grads;         // [n] fp32, NULL when frozen; owned, or borrowed from another model (grads_borrowed)
+    int grads_borrowed;   // 1: grads is another model's buffer (wan_gpu_model_init_borrowing), not freed here
     float* opt_m;         // [n] AdamW first moment, NULL when frozen (opt_m and opt_v: one allocation)
     float* opt_v;         // [n] AdamW second moment
     WanParamsF dP;        // view of grads
@@ -103,23 +108,84 @@ static void wan_gpu_cast_to_x(floatX* out, const float* in, size_t n, cudaStream
     cudaCheck(cudaGetLastError());
 }
 
-// rewrites the floatX copy from the master weights (after loading or an optimizer step; AdamW does it itself)
+// rewrites the floatX copy from the master weights (after loading or an optimizer step; AdamW does it itself). A
+// frozen model of the bf16 build has no full master weights to cast from.
 static void wan_gpu_model_refresh_copy(WanGpuModel* m, cudaStream_t s) {
 #ifndef ENABLE_FP32
+    if (m->n_fp32 != m->n) { fprintf(stderr, "wan_gpu_model_refresh_copy: %s is frozen (fp32 for %zu of %zu parameters only)\n", m->name, m->n_fp32, m->n); exit(1); }
     wan_gpu_cast_to_x(m->params_x, m->params, m->n, s);
 #else
     (void)m; (void)s;
 #endif
 }
 
+#ifndef ENABLE_FP32
+// A frozen model in the bf16 build: the floatX copy of every tensor (what the block GEMMs read) and fp32 only for the
+// tensors the GPU reads in fp32 (wan_gpu_reads_fp32), packed in layout order; every other view of P stays NULL, so a
+// reader that was missed fails loudly instead of reading stale memory. Uploaded tensor by tensor through one staging
+// buffer of the largest tensor (no full-size fp32 buffer on the device); the copy is the same cast as for a trainable
+// model, so the floatX bits are the same. host_params NULL: zeros.
+static void wan_gpu_model_frozen_upload_(WanGpuModel* m, const WanConfig* c, const float* host_params, const char* name) {
+    WanTensor* tl = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    if (!tl) { fprintf(stderr, "wan_gpu_model_init: out of host memory for the layout table\n"); exit(1); }
+    int nt = wan_layout(c, tl, NULL, NULL, NULL);
+    size_t big = 0;
+    m->n_fp32 = 0;
+    for (int i = 0; i < nt; i++) { if (tl[i].numel > big) big = tl[i].numel; if (wan_gpu_reads_fp32(tl[i].name)) m->n_fp32 += tl[i].numel; }
+    char what[128];
+    snprintf(what, sizeof(what), "%s weights read in fp32", name);
+    m->params = (float*)cuda_malloc_named((m->n_fp32 ? m->n_fp32 : 1) * sizeof(float), what, "use a smaller model (--preset)");
+    snprintf(what, sizeof(what), "%s weight copy (%s)", name, FLOATX_NAME);
+    m->params_x = (floatX*)cuda_malloc_named(m->n * sizeof(floatX), what, "use a smaller model (--preset)");
+    m->w.cfg = *c;
+    wan_carve_view(c, &m->w.X, sizeof(m->w.X), m->params_x, sizeof(floatX));
+    memset(&m->w.P, 0, sizeof(m->w.P));
+    float* stage = NULL;
+    if (host_params) stage = (float*)cuda_malloc_named(big * sizeof(float), "weight upload staging (fp32, the largest tensor)", "use a smaller model (--preset)");
+    // every pointer field of the views, in struct order = layout order (wan.h WAN_DEFINE_PARAMS, wan_layout_): the
+    // i-th field set in X is tensor i; P gets the same field for the tensors read in fp32
+    size_t off32 = 0; int t = 0;
+    for (size_t f = 0; f < sizeof(WanParamsX); f += sizeof(floatX*)) {
+        floatX* px; memcpy(&px, (char*)&m->w.X + f, sizeof(px));
+        if (!px) continue;
+        if (t >= nt || (size_t)(px - m->params_x) != tl[t].offset) { fprintf(stderr, "wan_gpu_model_init: the views' field order is not wan.h's layout order (tensor %d)\n", t); exit(1); }
+        const WanTensor* T = &tl[t++];
+        float* pf = NULL;
+        if (wan_gpu_reads_fp32(T->name)) { pf = m->params + off32; off32 += T->numel; memcpy((char*)&m->w.P + f, &pf, sizeof(pf)); }
+        if (!host_params || T->numel == 0) continue;
+        float* src = pf ? pf : stage;   // fp32 tensors go straight to their place, the others through the staging buffer
+        cudaCheck(cudaMemcpy(src, host_params + T->offset, T->numel * sizeof(float), cudaMemcpyHostToDevice));
+        wan_gpu_cast_to_x(px, src, T->numel, 0);   // same stream as the next copy into the staging buffer: in order
+    }
+    if (t != nt || off32 != m->n_fp32) { fprintf(stderr, "wan_gpu_model_init: %d of %d tensors, %zu of %zu fp32 elements placed\n", t, nt, off32, m->n_fp32); exit(1); }
+    if (!host_params) { cudaCheck(cudaMemset(m->params, 0, m->n_fp32 * sizeof(float))); cudaCheck(cudaMemset(m->params_x, 0, m->n * sizeof(floatX))); }
+    cudaCheck(cudaDeviceSynchronize());
+    if (stage) cudaCheck(cudaFree(stage));
+    free(tl);
+    printf("[memory] %-12s weights %8.1f MiB %s copy + %.1f MiB fp32 (%zu parameters read in fp32), frozen\n", name,
+           m->n * sizeof(floatX) / 1048576.0, FLOATX_NAME, m->n_fp32 * sizeof(float) / 1048576.0, m->n_fp32);
+}
+#endif
+
 // allocates the model on the device and uploads host_params [n] fp32 (layout order; NULL: zeros). trainable: also
-// gradients and AdamW moments. Prints one line per buffer.
-static void wan_gpu_model_init(WanGpuModel* m, const WanConfig* c, const float* host_params, int trainable, const char* name) {
+// AdamW moments and gradients, the latter in borrowed_grads when given (at least n floats, another model's, not freed
+// here; wan_gpu_model_init_borrowing). A frozen model in the bf16 build keeps fp32 only for the tensors read in fp32
+// (wan_gpu_model_frozen_upload_). Prints one line per model.
+static void wan_gpu_model_init_(WanGpuModel* m, const WanConfig* c, const float* host_params, int trainable, float* borrowed_grads,
+                                size_t borrowed_n, const char* name) {
     memset(m, 0, sizeof(*m));
     m->name = name;
     m->n = wan_num_params(c);
     char what[128];
     size_t bytes = m->n * sizeof(float);
+    if (borrowed_grads && (!trainable || borrowed_n < m->n)) {
+        fprintf(stderr, "wan_gpu_model_init: %s borrows a gradient buffer of %zu floats; it needs %zu (and must be trainable)\n", name, borrowed_n, m->n);
+        exit(1);
+    }
+#ifndef ENABLE_FP32
+    if (!trainable) { wan_gpu_model_frozen_upload_(m, c, host_params, name); return; }
+#endif
+    m->n_fp32 = m->n;
     snprintf(what, sizeof(what), "%s master weights (fp32)", name);
     m->params = (float*)cuda_malloc_named(bytes, what, "use a smaller model (--preset)");
     if (host_params) cudaCheck(cudaMemcpy(m->params, host_params, bytes, cudaMemcpyHostToDevice));
@@ -137,17 +203,32 @@ static void wan_gpu_model_init(WanGpuModel* m, const WanConfig* c, const float* 
     printf(" + %.1f MiB %s copy", m->n * sizeof(floatX) / 1048576.0, FLOATX_NAME);
 #endif
     if (trainable) {
-        snprintf(what, sizeof(what), "%s gradients (fp32)", name);
-        m->grads = (float*)cuda_malloc_named(bytes, what, "use a smaller model, or freeze it");
+        if (borrowed_grads) { m->grads = borrowed_grads; m->grads_borrowed = 1; }
+        else {
+            snprintf(what, sizeof(what), "%s gradients (fp32)", name);
+            m->grads = (float*)cuda_malloc_named(bytes, what, "use a smaller model, or freeze it");
+        }
         cudaCheck(cudaMemset(m->grads, 0, bytes));
         wan_carve_view(c, &m->dP, sizeof(m->dP), m->grads, sizeof(float));
         snprintf(what, sizeof(what), "%s AdamW moments (2 x fp32)", name);
         m->opt_m = (float*)cuda_malloc_named(2 * bytes, what, "use a smaller model, or freeze it");
         m->opt_v = m->opt_m + m->n;
         cudaCheck(cudaMemset(m->opt_m, 0, 2 * bytes));
-        printf(" + %.1f MiB gradients + %.1f MiB AdamW", bytes / 1048576.0, 2 * bytes / 1048576.0);
+        if (borrowed_grads) printf(" + gradients borrowed (%zu floats, not owned) + %.1f MiB AdamW", borrowed_n, 2 * bytes / 1048576.0);
+        else printf(" + %.1f MiB gradients + %.1f MiB AdamW", bytes / 1048576.0, 2 * bytes / 1048576.0);
     }
     printf("\n");
+}
+
+static void wan_gpu_model_init(WanGpuModel* m, const WanConfig* c, const float* host_params, int trainable, const char* name) {
+    wan_gpu_model_init_(m, c, host_params, trainable, NULL, 0, name);
+}
+
+// a trainable model whose gradients live in grads [grads_n >= n floats], a buffer another model owns and whose
+// iterations are disjoint from this one's (Stage 2: the fake score in the student's buffer, train_tmd.cu). The
+// buffer is zeroed here; the caller zeroes it before each of this model's iterations as before.
+static void wan_gpu_model_init_borrowing(WanGpuModel* m, const WanConfig* c, const float* host_params, float* grads, size_t grads_n, const char* name) {
+    wan_gpu_model_init_(m, c, host_params, 1, grads, grads_n, name);
 }
 
 static void wan_gpu_model_free(WanGpuModel* m) {
@@ -155,7 +236,7 @@ static void wan_gpu_model_free(WanGpuModel* m) {
 #ifndef ENABLE_FP32
     cudaCheck(cudaFree(m->params_x));
 #endif
-    if (m->grads) cudaCheck(cudaFree(m->grads));
+    if (m->grads && !m->grads_borrowed) cudaCheck(cudaFree(m->grads));
     if (m->opt_m) cudaCheck(cudaFree(m->opt_m));
     memset(m, 0, sizeof(*m));
 }
