@@ -9,10 +9,12 @@
 //   KD warm-up: one KD step on B teacher pairs (x̂ = g_θ(z, T_MAX) against the teacher's sample, plain Wan student and
 //   TMD student through the rollout): every sample's loss and every student gradient, the pairs taken from the
 //   device copy of P = 3 pairs at step 1 (pair indices wrap around: the trainer's order).
-// Tolerances: the fp32 build checks at PARITY_TOL (test_gpu.cu). The bf16 build runs the same steps with r = s only:
-// the finite-difference JVP divides a difference of two bf16-rounded evaluations (relative error ~2^-9 each) by
-// 2δ = 1e-2, an error of order 0.2·(s − r) in du/ds that no tolerance can separate from a wrong formula; the JVP is
-// checked in the fp32 build.
+// Tolerances: the fp32 build checks at PARITY_TOL (test_gpu.cu); the bf16 build runs the same steps, the JVP included,
+// at its 5e-2. The finite-difference JVP divides a difference of two bf16-rounded evaluations by 2δ = 1e-2, so its
+// rounding noise is ~100x the evaluations' own; at this size (s − r <= 0.11 in the draws) the simulated bf16 step's
+// worst gradient was 1.8e-2 of its tensor's max, while dropping the JVP term, flipping its sign or scaling it by 1.5
+// failed 106 of the 109 checks each (worst 2.3, 3.7, 0.97; dev/results/bf16-jvp-sim-20261202.txt): the tolerance
+// separates a wrong JVP from bf16 rounding here.
 #pragma once
 #include "distill_gpu.cuh"
 #include "kd_gpu.cuh"                   // the KD warm-up step
@@ -448,13 +450,8 @@ static void test_kd_gpu_parity(int B, uint64_t seed, double tol, int tmd) {
 // plain run's
 static void test_tmd_gpu(int B, uint64_t seed, double tol, int recompute_check) {
     printf("\nTMD on the GPU vs the CPU reference: one TM-MF step, one DMD2-v student and critic step, one KD step (gated fusion, H = 1)\n");
-#ifdef ENABLE_FP32
     test_tmmf_gpu_parity(B, seed, 0.0, 0.0, tol, "(a) guided, r < s", recompute_check);
     test_tmmf_gpu_parity(B, seed + 7, 1.0, 0.5, tol, "(b) dropped to a negative prompt", recompute_check);
-#else
-    test_tmmf_gpu_parity(B, seed, 0.0, 1.0, tol, "(a) guided, r = s (bf16: no JVP, see the header)", recompute_check);
-    test_tmmf_gpu_parity(B, seed + 7, 1.0, 1.0, tol, "(b) dropped, r = s", recompute_check);
-#endif
     test_dmd_gpu_parity(B, seed, tol, 1, 0, recompute_check);
     test_dmd_gpu_parity(B, seed + 3, tol, 0, 0, recompute_check);
     test_kd_gpu_parity(B, seed + 11, tol, 0);
