@@ -271,9 +271,11 @@ typedef struct {
     int vsd_l1_norm; // 0: normalise by mean|x̂ − g_teacher| (DMD/FastGen); 1: by the paper's ‖g_fake − g_teacher‖₁
                      // (mean)
     int gan_own_noise; // 1: the discriminator draws its own t and ε (the earlier choice); 0: the fake score's (FastGen)
+    int backsim;       // 1: x_{t_i} by the student's own sampler from noise (DMD2's backward simulation); 0: from
+                       // real data (the paper, App. A.3)
 } DmdConfig;
 
-static DmdConfig dmd_defaults(void) { DmdConfig c = {2, 10, 5, 5, 0.03, 5, 0, 0}; return c; }
+static DmdConfig dmd_defaults(void) { DmdConfig c = {2, 10, 5, 5, 0.03, 5, 0, 0, 0}; return c; }
 
 // the VSD gradient on x̂ (Eq. 11; DMD's normalised form): grad = (g_fake − g_teacher) / (mean|x̂ − g_teacher| + 1e-6),
 // the epsilon FastGen's variational_score_distillation_loss adds (l1: the paper's mean|g_fake − g_teacher| instead).
@@ -326,7 +328,19 @@ static void dmd_generate(Generator* G, DmdWork* w, const WanGrid* g, const real*
     int i = 1 + (int)(rng_uniform(rng) * cf->M); if (i > cf->M) i = cf->M;
     double t = tg[i];
     randn_fill(w->x1, w->numel, rng); randn_fill(w->y1, w->numel, rng);
-    for (size_t k = 0; k < w->numel; k++) w->xt[k] = (1 - t) * x[k] + t * w->x1[k];   // no backward simulation
+    if (cf->backsim && i < cf->M) {
+        // backward simulation: the student's own deterministic sampler (Eq. 18) from the noise x1 at t_M down to
+        // t_i, detached (only the last generator call below keeps its activations for the backward)
+        memcpy(w->xt, w->x1, sizeof(real) * w->numel);
+        for (int j = cf->M; j > i; j--) {
+            randn_fill(w->eps, w->numel, rng);   // the inner noise of this earlier step (eps is redrawn after)
+            const real* xh = generator_forward(G, g, w->xt, tg[j], ctx, Lt, w->eps, w->x1);
+            double q = tg[j - 1] / tg[j];
+            for (size_t k = 0; k < w->numel; k++) w->xt[k] = q * w->xt[k] + (1 - q) * xh[k];
+        }
+    } else {
+        for (size_t k = 0; k < w->numel; k++) w->xt[k] = (1 - t) * x[k] + t * w->x1[k];   // from real data
+    }
     generator_forward(G, g, w->xt, t, ctx, Lt, w->y1, w->x1);
     st->t_i = t;
 }

@@ -20,6 +20,7 @@ typedef struct {
     uint64_t world_seed;  // the teacher (init, data, its draws), the evaluation set, its reference and its noise
     int teacher_steps, teacher_batch; double teacher_lr;
     int tmmf_steps, tmmf_batch; double tmmf_lr; int tm_only; int plain_tangent;
+    int backsim;          // probe: Stage 2's x_{t_i} by backward simulation instead of from real data
     int outer_sde;        // probe: fresh noise between the TMD sampler's outer steps (the paper's are deterministic)
     double head_lr_scale; // the flow head's new parameters (s − r embedding, fusion) learn at lr × this, Stage 1 and 2
     int dmd_iters, dmd_batch; double student_lr, fake_lr, disc_lr; int update_every; double gan_weight; int rollout;
@@ -511,7 +512,7 @@ static void distill_stage2(DistillWorld* W, const DistillOpts* o, int M, int tmd
     cf.gamma_outer = distill_outer_shift(o, M);
     cf.gamma_dmd = o->gamma_dmd;
     cf.cfg = o->cfg_dmd;
-    cf.gan_weight = o->gan_weight; cf.gan_own_noise = o->gan_own_noise;
+    cf.gan_weight = o->gan_weight; cf.gan_own_noise = o->gan_own_noise; cf.backsim = o->backsim;
     AdamW os, of, od; char err[ST_ERRLEN];
     adamw_init(&os, n_student, o->student_lr, 0.9, 0.99, 1e-8, 0.01, err);
     if (tmd) { os.scaled_from = nw; os.lr_scale = o->head_lr_scale; }
@@ -644,6 +645,7 @@ static int distill_parse_flags(DistillOpts* o, int argc, char** argv, int first,
         FLAG_INT_R("--tmmf-steps", &o->tmmf_steps, 0, BIG, "Stage 1 steps"),
         FLAG_INT_R("--tmmf-batch", &o->tmmf_batch, 1, 4096, "Stage 1 batch size"),
         FLAG_DOUBLE_R("--tmmf-lr", &o->tmmf_lr, 0, 1, "Stage 1 learning rate"),
+        FLAG_INT_R("--backsim", &o->backsim, 0, 1, "probe: Stage 2 draws x_{t_i} by backward simulation (DMD2) instead of from real data (paper)"),
         FLAG_SWITCH("--outer-sde", &o->outer_sde, "probe: TMD sampler re-noises with fresh noise between outer steps (paper: deterministic)"),
         FLAG_DOUBLE_R("--head-lr-scale", &o->head_lr_scale, 0, 1000, "learning-rate factor of the flow head's new parameters (s - r embedding, fusion)"),
         FLAG_BOOL("--tm-only", &o->tm_only, "Stage 1 as plain TM (r = s always) instead of TM-MF"),
