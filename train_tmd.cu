@@ -315,13 +315,14 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             cudaCheck(cudaDeviceSynchronize());
             double el = now_s() - t0, per = el / (double)o->log_every;
             // interval means; "-" where the interval had no step of that kind (Stage 2 alternates student and critic)
-            char va[32] = "-", vb[32] = "-", vg[32] = "-", vd[32] = "-", ganlog[80] = "";
-            if (na) { snprintf(va, sizeof(va), "%.4f", acc_a / na); snprintf(vg, sizeof(vg), "%.3f", acc_g / na); }
+            // the grad norm is the student's last step's ("-" where the interval had none: a resumed run's first log)
+            char va[32] = "-", vb[32] = "-", vg[32] = "-", vd[32] = "-", vn[32] = "-", ganlog[80] = "";
+            if (na) { snprintf(va, sizeof(va), "%.4f", acc_a / na); snprintf(vg, sizeof(vg), "%.3f", acc_g / na); snprintf(vn, sizeof(vn), "%.3f", gn); }
             if (nb) { snprintf(vb, sizeof(vb), "%.4f", acc_b / nb); snprintf(vd, sizeof(vd), "%.3f", acc_d / nb); }
             if (gan) snprintf(ganlog, sizeof(ganlog), "  gan_g %s  gan_d %s", vg, vd);
-            printf("%s step %6llu/%d  %s %s  %s %s%s  grad norm %.3f  %.1f ms/step  ETA %.0f s  skipped %ld\n", stage2 ? "DMD2-v" : "TM-MF",
+            printf("%s step %6llu/%d  %s %s  %s %s%s  grad norm %s  %.1f ms/step  ETA %.0f s  skipped %ld\n", stage2 ? "DMD2-v" : "TM-MF",
                    (unsigned long long)step, o->steps, stage2 ? "vsd" : "loss", va, stage2 ? "dsm" : "mse", vb,
-                   ganlog, gn, 1e3 * per, per * (double)(o->steps - (int)step), skipped);
+                   ganlog, vn, 1e3 * per, per * (double)(o->steps - (int)step), skipped);
             acc_a = acc_b = acc_g = acc_d = 0; na = nb = 0; t0 = now_s();
         }
         if (dp.rank == 0 && !o->bench && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps)) {

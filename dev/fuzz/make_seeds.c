@@ -43,22 +43,9 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 64; i++) v[i] = (float)(i - 20) * 0.25f;
     StOut o[3];
     memset(o, 0, sizeof(o));
-    o[0].name = "a";
-    o[0].ndim = 2;
-    o[0].shape[0] = 4;
-    o[0].shape[1] = 3;
-    o[0].f32 = v;
-    o[1].name = "blocks.0.self_attn.q.weight";
-    o[1].ndim = 5;
-    o[1].shape[0] = 2;
-    o[1].shape[1] = 1;
-    o[1].shape[2] = 2;
-    o[1].shape[3] = 2;
-    o[1].shape[4] = 2;
-    o[1].f32 = v;
-    o[2].name = "scalar";
-    o[2].ndim = 0;
-    o[2].f32 = v;
+    o[0] = (StOut){.name = "a", .ndim = 2, .shape = {4, 3}, .f32 = v};
+    o[1] = (StOut){.name = "blocks.0.self_attn.q.weight", .ndim = 5, .shape = {2, 1, 2, 2, 2}, .f32 = v};
+    o[2] = (StOut){.name = "scalar", .ndim = 0, .f32 = v};
     const char* meta[] = {"format", "pt", "num_heads", "2", "text_len", "2", "eps", "1e-6"};
     if (st_write(at("safetensors", "three.safetensors"), o, 3, meta, 4, err)) {
         fprintf(stderr, "%s\n", err);
