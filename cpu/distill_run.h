@@ -20,6 +20,7 @@ typedef struct {
     uint64_t world_seed;  // the teacher (init, data, its draws), the evaluation set, its reference and its noise
     int teacher_steps, teacher_batch; double teacher_lr;
     int tmmf_steps, tmmf_batch; double tmmf_lr; int tm_only; int plain_tangent;
+    int xhat_eq15;        // probe: Stage 2's x̂ = x1 − ŷ (the paper's Eq. 15) instead of x_t − t·ŷ
     int backsim;          // probe: Stage 2's x_{t_i} by backward simulation instead of from real data
     int outer_sde;        // probe: fresh noise between the TMD sampler's outer steps (the paper's are deterministic)
     double head_lr_scale; // the flow head's new parameters (s − r embedding, fusion) learn at lr × this, Stage 1 and 2
@@ -505,7 +506,7 @@ static void distill_stage2(DistillWorld* W, const DistillOpts* o, int M, int tmd
     StudentParams S, dS; WanParams P, dP;
     if (tmd) { student_carve(sc, &S, student_buf); student_carve(sc, &dS, gstu); }
     else { wan_carve(&sc->wan, &P, student_buf); wan_carve(&sc->wan, &dP, gstu); }
-    Generator G; generator_init(&G, tmd, sc, g, o->N, o->gamma_inner); G.S = &S; G.P = &P; G.rollout_grad = o->rollout;
+    Generator G; generator_init(&G, tmd, sc, g, o->N, o->gamma_inner); G.S = &S; G.P = &P; G.rollout_grad = o->rollout; G.xhat_eq15 = o->xhat_eq15;
     DmdWork w; dmd_work_init(&w, &sc->wan, g, &dc);
     DmdConfig cf = dmd_defaults();
     cf.M = M;
@@ -645,6 +646,7 @@ static int distill_parse_flags(DistillOpts* o, int argc, char** argv, int first,
         FLAG_INT_R("--tmmf-steps", &o->tmmf_steps, 0, BIG, "Stage 1 steps"),
         FLAG_INT_R("--tmmf-batch", &o->tmmf_batch, 1, 4096, "Stage 1 batch size"),
         FLAG_DOUBLE_R("--tmmf-lr", &o->tmmf_lr, 0, 1, "Stage 1 learning rate"),
+        FLAG_INT_R("--xhat-eq15", &o->xhat_eq15, 0, 1, "probe: Stage 2's TMD sample x^ = x1 - y^ (the paper's Eq. 15) instead of x_t - t y^ (the sampler's)"),
         FLAG_INT_R("--backsim", &o->backsim, 0, 1, "probe: Stage 2 draws x_{t_i} by backward simulation (DMD2) instead of from real data (paper)"),
         FLAG_SWITCH("--outer-sde", &o->outer_sde, "probe: TMD sampler re-noises with fresh noise between outer steps (paper: deterministic)"),
         FLAG_DOUBLE_R("--head-lr-scale", &o->head_lr_scale, 0, 1000, "learning-rate factor of the flow head's new parameters (s - r embedding, fusion)"),
