@@ -20,6 +20,7 @@ typedef struct {
     uint64_t world_seed;  // the teacher (init, data, its draws), the evaluation set, its reference and its noise
     int teacher_steps, teacher_batch; double teacher_lr;
     int tmmf_steps, tmmf_batch; double tmmf_lr; int tm_only; int plain_tangent;
+    int fidelity;         // also the Fréchet distance of every row to the distillation target (the teacher at cfg_dmd)
     int xhat_eq15;        // probe: Stage 2's x̂ = x1 − ŷ (the paper's Eq. 15) instead of x_t − t·ŷ
     int backsim;          // probe: Stage 2's x_{t_i} by backward simulation instead of from real data
     int outer_sde;        // probe: fresh noise between the TMD sampler's outer steps (the paper's are deterministic)
@@ -58,6 +59,7 @@ static DistillOpts distill_defaults(void) {
     o.kd_pairs = 128; o.kd_steps = 200; o.kd_batch = 4; o.kd_lr = 7e-4;
     o.M = 2; o.N = 2; o.H = 1; o.fusion = FUSION_GATED; o.per_m = 1;
     o.gamma_outer = 0; o.gamma_inner = 10; o.gamma_dmd = 5; o.cfg_dmd = 5; o.cfg_tmmf = 3;
+    o.fidelity = 1;
     o.baseline = 1; o.eval_n = 16; o.teacher_eval_steps = 16; o.cfg_eval = 2; o.shift_eval = 3;
     o.disc_hidden = 16;
     return o;
@@ -118,7 +120,7 @@ static void wan_init_train(const WanConfig* c, double* buf, uint64_t seed) {
 // samples one clip per eval caption with `fn`, scores them, fills a table row. fn(x in/out, i, user)
 typedef void (*SampleFn)(double* x, int i, void* user);
 static void eval_row(DistillRow* row, const char* name, double nfe, SampleFn fn, void* user, const WorldSet* ev,
-                     const ScoreRef* ref, const WorldConfig* wc, uint64_t seed, float* keep) {
+                     const ScoreRef* ref, const ScoreRef* target, const WorldConfig* wc, uint64_t seed, float* keep) {
     size_t numel = world_clip_numel(wc);
     float* clips = (float*)malloc(sizeof(float) * numel * ev->n);
     double* x = (double*)malloc(sizeof(double) * numel);
@@ -143,6 +145,8 @@ static void eval_row(DistillRow* row, const char* name, double nfe, SampleFn fn,
         row->total = 100 * ws.total;
         row->frechet = ws.raw[SC_FRECHET];
     }
+    if (target && !score_clips(&ws, clips, ev->n, wc->T, wc->H, wc->W, (const char* const*)ev->captions, target, wc, NULL, err))
+        row->frechet_target = ws.raw[SC_FRECHET];
     if (keep) memcpy(keep, clips, sizeof(float) * numel * (ev->n < DISTILL_SHEET_CLIPS ? ev->n : DISTILL_SHEET_CLIPS));
     free(clips); free(x);
 }
@@ -154,6 +158,7 @@ typedef struct {
     size_t nw, numel, nctx;
     double* teacher; WanParams TP;       // F32-rounded, as a checkpoint keeps it
     WorldSet ev, refset; ScoreRef ref;
+    int has_target; ScoreRef target;     // the distillation target's Fréchet reference (o->fidelity)
     WanAct act; double* ctxbuf;
     int kd_n; double *kd_noise, *kd_target, *kd_ctx;   // KD pairs (made on first use)
 } DistillWorld;
@@ -246,7 +251,7 @@ static void distill_world_free(DistillWorld* W) {
 
 // the teacher's reference sampler (UniPC, CFG) on caption row ctx from noise x (overwritten)
 static void distill_teacher_sample(DistillWorld* W, const DistillOpts* o, double* x, const double* ctx, int steps,
-                                   int solver) {
+                                   int solver, double cfg) {
     WanVelocity wv; memset(&wv, 0, sizeof(wv));
     wv.act = &W->act;
     wv.P = &W->TP;
@@ -254,10 +259,34 @@ static void distill_teacher_sample(DistillWorld* W, const DistillOpts* o, double
     wv.rows_cond = W->wc.text_len;
     wv.ctx_uncond = NULL;
     wv.rows_uncond = 0;
-    SampleOpts so = {steps, o->shift_eval, o->cfg_eval, solver, GRID_UNIPC, 0};
+    SampleOpts so = {steps, o->shift_eval, cfg, solver, GRID_UNIPC, 0};
     int nfe; char err[ST_ERRLEN];
     if (teacher_sample(x, W->numel, wan_velocity, &wv, &so, &nfe, err))
         fprintf(stderr, "distill: teacher sampling: %s\n", err);
+}
+
+// the distillation target: what Stage 2's VSD gradient pulls the students toward is the teacher's distribution at the
+// guidance cfg_dmd (Eq. 11 with CFG), not at the guidance the table samples the teacher with (cfg_eval). Its Fréchet
+// reference is fitted to the teacher's many-step samples at cfg_dmd on the 64 reference captions (training captions,
+// as Stage 2 draws), from noise no table row uses, so every row can also be scored by how close it comes to the
+// distribution it was distilled toward.
+static void distill_target_init(DistillWorld* W, const DistillOpts* o) {
+    char err[ST_ERRLEN];
+    int n = W->refset.n;
+    float* clips = (float*)malloc(sizeof(float) * W->numel * n);
+    double* x = (double*)malloc(sizeof(double) * W->numel);
+    for (int i = 0; i < n; i++) {
+        Rng r = rng_make(o->world_seed * 1000003 + 500000 + i);
+        for (size_t k = 0; k < W->numel; k++) x[k] = rng_normal(&r);
+        for (size_t k = 0; k < W->nctx; k++) W->ctxbuf[k] = W->refset.context[(size_t)i * W->nctx + k];
+        distill_teacher_sample(W, o, x, W->ctxbuf, o->teacher_eval_steps, SOLVER_UNIPC, o->cfg_dmd);
+        for (size_t k = 0; k < W->numel; k++) clips[(size_t)i * W->numel + k] = (float)fmax(-1.0, fmin(1.0, x[k]));
+    }
+    if (score_ref_init(&W->target, clips, n, W->wc.T, W->wc.H, W->wc.W, err)) fprintf(stderr, "distill: target: %s\n", err);
+    else W->has_target = 1;
+    printf("  distillation target: %d teacher samples (UniPC %d steps, CFG %g) for the last column\n", n,
+           o->teacher_eval_steps, o->cfg_dmd);
+    free(clips); free(x);
 }
 
 // ---- evaluation: every row samples the evaluation captions from the same noise (world_seed)
@@ -266,7 +295,7 @@ typedef struct { DistillWorld* W; const DistillOpts* o; int steps, solver; } Tea
 static void teacher_row_fn(double* x, int i, void* user) {
     TeacherRowCtx* t = (TeacherRowCtx*)user;
     for (size_t k = 0; k < t->W->nctx; k++) t->W->ctxbuf[k] = t->W->ev.context[(size_t)i * t->W->nctx + k];
-    distill_teacher_sample(t->W, t->o, x, t->W->ctxbuf, t->steps, t->solver);
+    distill_teacher_sample(t->W, t->o, x, t->W->ctxbuf, t->steps, t->solver, t->o->cfg_eval);
 }
 
 typedef struct {
@@ -308,7 +337,7 @@ static int distill_teacher_rows(DistillWorld* W, const DistillOpts* o, DistillRo
     nr++;
     TeacherRowCtx tc = {W, o, o->teacher_eval_steps, SOLVER_UNIPC};
     snprintf(nm, sizeof(nm), "teacher UniPC %d steps, CFG %g", o->teacher_eval_steps, o->cfg_eval);
-    eval_row(&r[nr], nm, 2.0 * o->teacher_eval_steps, teacher_row_fn, &tc, &W->ev, &W->ref, &W->wc, o->world_seed,
+    eval_row(&r[nr], nm, 2.0 * o->teacher_eval_steps, teacher_row_fn, &tc, &W->ev, &W->ref, W->has_target ? &W->target : NULL, &W->wc, o->world_seed,
              sheet ? sheet + per * nr : NULL);
     nr++;
     int euler_steps[3] = {1, 2, 4};
@@ -316,7 +345,7 @@ static int distill_teacher_rows(DistillWorld* W, const DistillOpts* o, DistillRo
         tc.steps = euler_steps[k]; tc.solver = SOLVER_EULER;
         snprintf(nm, sizeof(nm), "teacher Euler %d step%s, CFG %g", euler_steps[k], euler_steps[k] > 1 ? "s" : "",
                  o->cfg_eval);
-        eval_row(&r[nr], nm, 2.0 * euler_steps[k], teacher_row_fn, &tc, &W->ev, &W->ref, &W->wc, o->world_seed,
+        eval_row(&r[nr], nm, 2.0 * euler_steps[k], teacher_row_fn, &tc, &W->ev, &W->ref, W->has_target ? &W->target : NULL, &W->wc, o->world_seed,
                  sheet ? sheet + per * nr : NULL);
         nr++;
     }
@@ -327,14 +356,14 @@ static void distill_eval_tmd(DistillWorld* W, const DistillOpts* o, const Studen
                              const char* name, DistillRow* row, float* keep) {
     StudentParams S; student_carve(sc, &S, (double*)stu);
     TmdRowCtx c = {W, &S, sc, M, o->N, distill_outer_shift(o, M), o->gamma_inner, o->world_seed, o->outer_sde};
-    eval_row(row, name, effective_nfe(M, o->N, o->H, W->wan.num_layers), tmd_row_fn, &c, &W->ev, &W->ref, &W->wc,
+    eval_row(row, name, effective_nfe(M, o->N, o->H, W->wan.num_layers), tmd_row_fn, &c, &W->ev, &W->ref, W->has_target ? &W->target : NULL, &W->wc,
              o->world_seed, keep);
 }
 static void distill_eval_dmd(DistillWorld* W, const DistillOpts* o, const double* base, int M, const char* name,
                              DistillRow* row, float* keep) {
     WanParams P; wan_carve(&W->wan, &P, (double*)base);
     DmdRowCtx c = {W, &P, M, distill_outer_shift(o, M)};
-    eval_row(row, name, M, dmd_row_fn, &c, &W->ev, &W->ref, &W->wc, o->world_seed, keep);
+    eval_row(row, name, M, dmd_row_fn, &c, &W->ev, &W->ref, W->has_target ? &W->target : NULL, &W->wc, o->world_seed, keep);
 }
 
 // ---- Stage 1: TM-MF (or TM) from the teacher into stu [student_num_params]
@@ -423,7 +452,7 @@ static void distill_kd_pairs(DistillWorld* W, const DistillOpts* o) {
         for (int i = 0; i < P; i++) {
             double* x = W->kd_target + (size_t)i * n;
             memcpy(x, W->kd_noise + (size_t)i * n, sizeof(double) * n);
-            distill_teacher_sample(W, o, x, W->kd_ctx + (size_t)i * W->nctx, o->teacher_eval_steps, SOLVER_UNIPC);
+            distill_teacher_sample(W, o, x, W->kd_ctx + (size_t)i * W->nctx, o->teacher_eval_steps, SOLVER_UNIPC, o->cfg_eval);
             for (size_t k = 0; k < n; k++) f[(size_t)i * n + k] = (float)x[k];
         }
         printf("  KD: %d teacher pairs (UniPC %d steps, CFG %g) in %.0f s\n", P, o->teacher_eval_steps, o->cfg_eval,
@@ -575,6 +604,7 @@ static void distill_stage2(DistillWorld* W, const DistillOpts* o, int M, int tmd
 static int distill_run(const DistillOpts* o, DistillRow* rows) {
     DistillWorld W;
     if (distill_world_init(&W, o)) return 0;
+    if (o->fidelity) distill_target_init(&W, o);
     StudentConfig sc = distill_student_config(&W, o);
     size_t ns = student_num_params(&sc), per = W.numel * DISTILL_SHEET_CLIPS;
     printf("  student: M 1..%d (%s), N %d, H %d (%s fusion), t_student shift %s\n", o->M,
@@ -646,6 +676,7 @@ static int distill_parse_flags(DistillOpts* o, int argc, char** argv, int first,
         FLAG_INT_R("--tmmf-steps", &o->tmmf_steps, 0, BIG, "Stage 1 steps"),
         FLAG_INT_R("--tmmf-batch", &o->tmmf_batch, 1, 4096, "Stage 1 batch size"),
         FLAG_DOUBLE_R("--tmmf-lr", &o->tmmf_lr, 0, 1, "Stage 1 learning rate"),
+        FLAG_INT_R("--fidelity", &o->fidelity, 0, 1, "also score every row by its Frechet distance to the distillation target: the teacher's samples at --cfg-dmd"),
         FLAG_INT_R("--xhat-eq15", &o->xhat_eq15, 0, 1, "probe: Stage 2's TMD sample x^ = x1 - y^ (the paper's Eq. 15) instead of x_t - t y^ (the sampler's)"),
         FLAG_INT_R("--backsim", &o->backsim, 0, 1, "probe: Stage 2 draws x_{t_i} by backward simulation (DMD2) instead of from real data (paper)"),
         FLAG_SWITCH("--outer-sde", &o->outer_sde, "probe: TMD sampler re-noises with fresh noise between outer steps (paper: deterministic)"),

@@ -818,7 +818,7 @@ static void test_kd_warmup(void) {
     double* x = (double*)malloc(sizeof(double) * n);
     for (int i = 0; i < o.kd_pairs; i++) {   // the pair is the teacher's sample from that pair's noise and caption
         memcpy(x, W.kd_noise + (size_t)i * n, sizeof(double) * n);
-        distill_teacher_sample(&W, &o, x, W.kd_ctx + (size_t)i * W.nctx, o.teacher_eval_steps, SOLVER_UNIPC);
+        distill_teacher_sample(&W, &o, x, W.kd_ctx + (size_t)i * W.nctx, o.teacher_eval_steps, SOLVER_UNIPC, o.cfg_eval);
         for (size_t k = 0; k < n; k++) {
             dteach = fmax(dteach, fabs((float)x[k] - W.kd_target[(size_t)i * n + k]));
             dnoise = fmax(dnoise, fabs(x[k] - W.kd_noise[(size_t)i * n + k]));

@@ -298,7 +298,22 @@ static void test_distill_table(const char* tmpdir) {
     EXPECT(strstr(line[2], "real clips") && strstr(line[2], " - ") && strstr(line[2], "81.2"), "the real clips: no NFE, no time: %s", line[2]);
     EXPECT(strstr(line[3], "TMD M2 N2 H2") && strstr(line[3], "2.33") && strstr(line[3], "70.0") && strstr(line[3], "12.3"), "TMD row: %s", line[3]);
     EXPECT(strstr(line[4], "DMD2-v M1 (no KD yet)") && strstr(line[4], "1.00"), "DMD2-v row: %s", line[4]);
+    EXPECT(!strstr(line[1], "target"), "no row has a distance to the distillation target, yet the header names one: %s", line[1]);
     printf("  %s", line[3]);
+    // with a distance to the distillation target on one row (./test_tmd distill): a last column, "-" where unmeasured
+    r[1].frechet_target = 90.94;
+    f = fopen(path, "w+");
+    EXPECT(f != NULL, "cannot write %s", path);
+    if (!f) return;
+    distill_fprint(f, r, 3);
+    rewind(f);
+    nl = 0;
+    while (nl < 8 && fgets(line[nl], sizeof(line[nl]), f)) nl++;
+    fclose(f);
+    EXPECT(nl == 5 && strstr(line[1], "Fréchet to target"), "header with the target column: %s", nl > 1 ? line[1] : "(none)");
+    if (nl < 5) return;
+    EXPECT(strstr(line[3], "90.9\n") != NULL, "TMD row ends with its distance to the target: %s", line[3]);
+    EXPECT(strstr(line[4], " -\n") != NULL, "an unmeasured row shows '-' in the last column: %s", line[4]);
 }
 
 static void test_gpu_host(const char* tmpdir) {
