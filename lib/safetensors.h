@@ -1281,7 +1281,7 @@ static inline FILE* st_atomic_begin(const char* path, char* tmp, char* err) {
         st_errf(err, "path too long (%zu bytes): %.200s...", strlen(path), path);
         return NULL;
     }
-    snprintf(tmp, 1100, "%s.tmp", path);
+    snprintf(tmp, 1100, "%.1089s.tmp", path);   // the length was checked above; the precision tells the compiler
     FILE* fp = fopen(tmp, "wb");
     if (!fp)
         st_errf(err, "%s: cannot create %s for writing: %s; does the directory exist and is it writable?", path, tmp,
