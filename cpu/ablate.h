@@ -153,7 +153,7 @@ static int ablate_main(int argc, char** argv) {
     AblRow rows[64]; int nr = 0;
     DistillRow tr[8];
     int nt = distill_teacher_rows(&W, &base, tr, NULL);
-    TeacherRowCtx tctx = {&W, &base, base.teacher_eval_steps, SOLVER_UNIPC};
+    TeacherRowCtx tctx = {&W, &base, &W.ev, base.teacher_eval_steps, SOLVER_UNIPC, base.cfg_eval};
     double tdiv = ablate_diversity(&W, teacher_row_fn, &tctx, base.world_seed);
     for (int i = 0; i < nt; i++)
         for (int s = 0; s < seeds; s++) abl_add(abl_row(rows, &nr, "t1", tr[i].name, tr[i].nfe), &tr[i], tdiv, i == 1);

@@ -117,38 +117,46 @@ static void wan_init_train(const WanConfig* c, double* buf, uint64_t seed) {
     free(tl);
 }
 
-// samples one clip per eval caption with `fn`, scores them, fills a table row. fn(x in/out, i, user)
+// samples n clips into clips [n, 3, T, H, W] with `fn`, clip i from the noise of rng_make(base + i), clamped as a
+// decoder would; returns ms per clip. fn(x in/out, i, user)
 typedef void (*SampleFn)(double* x, int i, void* user);
-static void eval_row(DistillRow* row, const char* name, double nfe, SampleFn fn, void* user, const WorldSet* ev,
-                     const ScoreRef* ref, const ScoreRef* target, const WorldConfig* wc, uint64_t seed, float* keep) {
-    size_t numel = world_clip_numel(wc);
-    float* clips = (float*)malloc(sizeof(float) * numel * ev->n);
+static double sample_clips(float* clips, int n, size_t numel, SampleFn fn, void* user, uint64_t base) {
     double* x = (double*)malloc(sizeof(double) * numel);
     double t0 = now_s();
-    for (int i = 0; i < ev->n; i++) {
-        Rng r = rng_make(seed * 1000003 + i);              // the same initial noise for every row
+    for (int i = 0; i < n; i++) {
+        Rng r = rng_make(base + i);
         for (size_t k = 0; k < numel; k++) x[k] = rng_normal(&r);
         fn(x, i, user);
         for (size_t k = 0; k < numel; k++)
             clips[(size_t)i * numel + k] = (float)fmax(-1.0, fmin(1.0, x[k])); // decoder clamp
     }
-    double ms = (now_s() - t0) * 1e3 / ev->n;
+    free(x);
+    return (now_s() - t0) * 1e3 / n;
+}
+
+// samples one clip per eval caption with `fn`, scores them, fills a table row; with a target reference (NULL: none)
+// also the row's Fréchet distance to it, from the same per-clip features
+static void eval_row(DistillRow* row, const char* name, double nfe, SampleFn fn, void* user, const WorldSet* ev,
+                     const ScoreRef* ref, const ScoreRef* target, const WorldConfig* wc, uint64_t seed, float* keep) {
+    size_t numel = world_clip_numel(wc);
+    float* clips = (float*)malloc(sizeof(float) * numel * ev->n);
+    ScoreClip* per = (ScoreClip*)malloc(sizeof(ScoreClip) * ev->n);
+    double ms = sample_clips(clips, ev->n, numel, fn, user, seed * 1000003);   // the same noise for every row
     WorldScore ws; char err[ST_ERRLEN];
     memset(row, 0, sizeof(*row));
     snprintf(row->name, sizeof(row->name), "%s", name);
     row->nfe = nfe; row->ms_per_sample = ms;
-    if (score_clips(&ws, clips, ev->n, wc->T, wc->H, wc->W, (const char* const*)ev->captions, ref, wc, NULL, err)) {
+    if (score_clips(&ws, clips, ev->n, wc->T, wc->H, wc->W, (const char* const*)ev->captions, ref, wc, per, err)) {
         fprintf(stderr, "distill: scoring %s failed: %s\n", name, err); row->total = -1;
     } else {
         row->quality = 100 * ws.quality;
         row->semantic = 100 * ws.semantic;
         row->total = 100 * ws.total;
         row->frechet = ws.raw[SC_FRECHET];
+        if (target) row->frechet_target = score_frechet_to(per, ev->n, target);
     }
-    if (target && !score_clips(&ws, clips, ev->n, wc->T, wc->H, wc->W, (const char* const*)ev->captions, target, wc, NULL, err))
-        row->frechet_target = ws.raw[SC_FRECHET];
     if (keep) memcpy(keep, clips, sizeof(float) * numel * (ev->n < DISTILL_SHEET_CLIPS ? ev->n : DISTILL_SHEET_CLIPS));
-    free(clips); free(x);
+    free(clips); free(per);
 }
 
 // ---- the world every run shares: the teacher, the evaluation set and its Fréchet reference
@@ -158,7 +166,7 @@ typedef struct {
     size_t nw, numel, nctx;
     double* teacher; WanParams TP;       // F32-rounded, as a checkpoint keeps it
     WorldSet ev, refset; ScoreRef ref;
-    int has_target; ScoreRef target;     // the distillation target's Fréchet reference (o->fidelity)
+    ScoreRef target_ref; const ScoreRef* target;   // the distillation target's Fréchet reference (NULL: not made)
     WanAct act; double* ctxbuf;
     int kd_n; double *kd_noise, *kd_target, *kd_ctx;   // KD pairs (made on first use)
 } DistillWorld;
@@ -265,37 +273,14 @@ static void distill_teacher_sample(DistillWorld* W, const DistillOpts* o, double
         fprintf(stderr, "distill: teacher sampling: %s\n", err);
 }
 
-// the distillation target: what Stage 2's VSD gradient pulls the students toward is the teacher's distribution at the
-// guidance cfg_dmd (Eq. 11 with CFG), not at the guidance the table samples the teacher with (cfg_eval). Its Fréchet
-// reference is fitted to the teacher's many-step samples at cfg_dmd on the 64 reference captions (training captions,
-// as Stage 2 draws), from noise no table row uses, so every row can also be scored by how close it comes to the
-// distribution it was distilled toward.
-static void distill_target_init(DistillWorld* W, const DistillOpts* o) {
-    char err[ST_ERRLEN];
-    int n = W->refset.n;
-    float* clips = (float*)malloc(sizeof(float) * W->numel * n);
-    double* x = (double*)malloc(sizeof(double) * W->numel);
-    for (int i = 0; i < n; i++) {
-        Rng r = rng_make(o->world_seed * 1000003 + 500000 + i);
-        for (size_t k = 0; k < W->numel; k++) x[k] = rng_normal(&r);
-        for (size_t k = 0; k < W->nctx; k++) W->ctxbuf[k] = W->refset.context[(size_t)i * W->nctx + k];
-        distill_teacher_sample(W, o, x, W->ctxbuf, o->teacher_eval_steps, SOLVER_UNIPC, o->cfg_dmd);
-        for (size_t k = 0; k < W->numel; k++) clips[(size_t)i * W->numel + k] = (float)fmax(-1.0, fmin(1.0, x[k]));
-    }
-    if (score_ref_init(&W->target, clips, n, W->wc.T, W->wc.H, W->wc.W, err)) fprintf(stderr, "distill: target: %s\n", err);
-    else W->has_target = 1;
-    printf("  distillation target: %d teacher samples (UniPC %d steps, CFG %g) for the last column\n", n,
-           o->teacher_eval_steps, o->cfg_dmd);
-    free(clips); free(x);
-}
-
 // ---- evaluation: every row samples the evaluation captions from the same noise (world_seed)
 
-typedef struct { DistillWorld* W; const DistillOpts* o; int steps, solver; } TeacherRowCtx;
+// the teacher on caption i of `set` at guidance cfg
+typedef struct { DistillWorld* W; const DistillOpts* o; const WorldSet* set; int steps, solver; double cfg; } TeacherRowCtx;
 static void teacher_row_fn(double* x, int i, void* user) {
     TeacherRowCtx* t = (TeacherRowCtx*)user;
-    for (size_t k = 0; k < t->W->nctx; k++) t->W->ctxbuf[k] = t->W->ev.context[(size_t)i * t->W->nctx + k];
-    distill_teacher_sample(t->W, t->o, x, t->W->ctxbuf, t->steps, t->solver, t->o->cfg_eval);
+    for (size_t k = 0; k < t->W->nctx; k++) t->W->ctxbuf[k] = t->set->context[(size_t)i * t->W->nctx + k];
+    distill_teacher_sample(t->W, t->o, x, t->W->ctxbuf, t->steps, t->solver, t->cfg);
 }
 
 typedef struct {
@@ -321,6 +306,24 @@ static void dmd_row_fn(double* x, int i, void* user) {
     dmd_sample(x, t->P, &W->wan, &W->g, W->ctxbuf, W->ev.text_len, t->M, t->go);
 }
 
+// the distillation target: what Stage 2's VSD gradient pulls the students toward is the teacher's distribution at the
+// guidance cfg_dmd (Eq. 11 with CFG), not at the guidance the table samples the teacher with (cfg_eval). Its Fréchet
+// reference is fitted to the teacher's many-step samples at cfg_dmd on the 64 reference captions (training captions,
+// as Stage 2 draws), from noise no table row uses, so every row can also be scored by how close it comes to the
+// distribution it was distilled toward.
+static void distill_target_init(DistillWorld* W, const DistillOpts* o) {
+    char err[ST_ERRLEN];
+    int n = W->refset.n;
+    float* clips = (float*)malloc(sizeof(float) * W->numel * n);
+    TeacherRowCtx tc = {W, o, &W->refset, o->teacher_eval_steps, SOLVER_UNIPC, o->cfg_dmd};
+    sample_clips(clips, n, W->numel, teacher_row_fn, &tc, o->world_seed * 1000003 + 500000);   // no row's noise
+    if (score_ref_init(&W->target_ref, clips, n, W->wc.T, W->wc.H, W->wc.W, err)) fprintf(stderr, "distill: target: %s\n", err);
+    else W->target = &W->target_ref;
+    printf("  distillation target: %d teacher samples (UniPC %d steps, CFG %g) for the last column\n", n,
+           o->teacher_eval_steps, o->cfg_dmd);
+    free(clips);
+}
+
 // the teacher's rows: UniPC many-step CFG, and Euler at 1, 2, 4 steps; returns the count (the real clips first)
 static int distill_teacher_rows(DistillWorld* W, const DistillOpts* o, DistillRow* r, float* sheet) {
     char err[ST_ERRLEN], nm[48]; int nr = 0;
@@ -335,9 +338,9 @@ static int distill_teacher_rows(DistillWorld* W, const DistillOpts* o, DistillRo
     r[nr].frechet = s.raw[SC_FRECHET];
     if (sheet) memcpy(sheet, W->ev.clips, sizeof(float) * per);
     nr++;
-    TeacherRowCtx tc = {W, o, o->teacher_eval_steps, SOLVER_UNIPC};
+    TeacherRowCtx tc = {W, o, &W->ev, o->teacher_eval_steps, SOLVER_UNIPC, o->cfg_eval};
     snprintf(nm, sizeof(nm), "teacher UniPC %d steps, CFG %g", o->teacher_eval_steps, o->cfg_eval);
-    eval_row(&r[nr], nm, 2.0 * o->teacher_eval_steps, teacher_row_fn, &tc, &W->ev, &W->ref, W->has_target ? &W->target : NULL, &W->wc, o->world_seed,
+    eval_row(&r[nr], nm, 2.0 * o->teacher_eval_steps, teacher_row_fn, &tc, &W->ev, &W->ref, W->target, &W->wc, o->world_seed,
              sheet ? sheet + per * nr : NULL);
     nr++;
     int euler_steps[3] = {1, 2, 4};
@@ -345,7 +348,7 @@ static int distill_teacher_rows(DistillWorld* W, const DistillOpts* o, DistillRo
         tc.steps = euler_steps[k]; tc.solver = SOLVER_EULER;
         snprintf(nm, sizeof(nm), "teacher Euler %d step%s, CFG %g", euler_steps[k], euler_steps[k] > 1 ? "s" : "",
                  o->cfg_eval);
-        eval_row(&r[nr], nm, 2.0 * euler_steps[k], teacher_row_fn, &tc, &W->ev, &W->ref, W->has_target ? &W->target : NULL, &W->wc, o->world_seed,
+        eval_row(&r[nr], nm, 2.0 * euler_steps[k], teacher_row_fn, &tc, &W->ev, &W->ref, W->target, &W->wc, o->world_seed,
                  sheet ? sheet + per * nr : NULL);
         nr++;
     }
@@ -356,14 +359,14 @@ static void distill_eval_tmd(DistillWorld* W, const DistillOpts* o, const Studen
                              const char* name, DistillRow* row, float* keep) {
     StudentParams S; student_carve(sc, &S, (double*)stu);
     TmdRowCtx c = {W, &S, sc, M, o->N, distill_outer_shift(o, M), o->gamma_inner, o->world_seed, o->outer_sde};
-    eval_row(row, name, effective_nfe(M, o->N, o->H, W->wan.num_layers), tmd_row_fn, &c, &W->ev, &W->ref, W->has_target ? &W->target : NULL, &W->wc,
+    eval_row(row, name, effective_nfe(M, o->N, o->H, W->wan.num_layers), tmd_row_fn, &c, &W->ev, &W->ref, W->target, &W->wc,
              o->world_seed, keep);
 }
 static void distill_eval_dmd(DistillWorld* W, const DistillOpts* o, const double* base, int M, const char* name,
                              DistillRow* row, float* keep) {
     WanParams P; wan_carve(&W->wan, &P, (double*)base);
     DmdRowCtx c = {W, &P, M, distill_outer_shift(o, M)};
-    eval_row(row, name, M, dmd_row_fn, &c, &W->ev, &W->ref, W->has_target ? &W->target : NULL, &W->wc, o->world_seed, keep);
+    eval_row(row, name, M, dmd_row_fn, &c, &W->ev, &W->ref, W->target, &W->wc, o->world_seed, keep);
 }
 
 // ---- Stage 1: TM-MF (or TM) from the teacher into stu [student_num_params]

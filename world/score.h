@@ -488,6 +488,13 @@ static inline void sc_feature_stats(const ScoreClip* cs, int n, double* mu, doub
 }
 
 // validates clips: finite, within [-1.5, 1.5] (values just outside [-1, 1] are clamped in a copy when scored)
+// the Frechet distance of already-scored clips (score_clip results) to a reference's Gaussian
+static inline double score_frechet_to(const ScoreClip* cs, int n, const ScoreRef* ref) {
+    double mu[SC_NFEAT], cov[SC_NFEAT * SC_NFEAT];
+    sc_feature_stats(cs, n, mu, cov);
+    return sc_frechet(mu, cov, ref->mu, ref->cov, SC_NFEAT);
+}
+
 static inline int sc_check(const float* clips, int n, int T, int H, int W, char* err) {
     if (!clips || n <= 0) {
         snprintf(err, ST_ERRLEN, "score: no clips to score (n = %d)", n);
@@ -610,11 +617,9 @@ static inline int score_clips(WorldScore* s, const float* clips, int n, int T, i
     s->semantic_heldout = s->n_heldout ? acc_held / s->n_heldout : -1;
     s->n = n;
     for (int d = 0; d < SC_NDIM; d++) s->has[d] = 1;
-    if (ref) {
-        double mu[SC_NFEAT], cov[SC_NFEAT * SC_NFEAT];
-        sc_feature_stats(cs, n, mu, cov);
-        s->raw[SC_FRECHET] = sc_frechet(mu, cov, ref->mu, ref->cov, SC_NFEAT);
-    } else
+    if (ref)
+        s->raw[SC_FRECHET] = score_frechet_to(cs, n, ref);
+    else
         s->has[SC_FRECHET] = 0;
     if (!per_clip) free(cs);
     // normalise and combine (VBench: total = (4 quality + semantic) / 5)
