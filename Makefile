@@ -10,6 +10,9 @@
 #   make train_tmd   the GPU trainer (nvcc, cuBLAS)      make sample_tmd   the GPU sampler      make test_gpu   the parity test
 #   PRECISION=FP32   the all-fp32 build (default BF16)   GPU_ARCH="sm_90 sm_80"   the GPUs to build for (default both)
 #   GEMM=own         the in-repo tiled GEMM instead of cuBLASLt (no cuBLAS needed)   ATTN=naive   the naive attention
+#   CUDNN=0          the own flash attention instead of cuDNN's fused SDPA (default: cuDNN where found, bf16 builds)
+#   CUDNN_FRONTEND_PATH=dir   cudnn-frontend's include/ (default: the pip package nvidia-cudnn-frontend, found by python3)
+#   CUDNN_PATH=dir   a cuDNN outside the CUDA toolkit (include/, lib/; default: the toolkit's, else PyTorch's nvidia-cudnn-cu13/12)
 #   CUDART=shared    link the CUDA runtime dynamically (what a functional simulator such as GPGPU-Sim intercepts)
 #   NVEXTRA="..."    extra nvcc flags (CI: -Werror all-warnings -Xcompiler -Werror)
 #   make train_tmd_sim sample_tmd_sim   the builds for the GPGPU-Sim functional simulator (dev/sim.md)
@@ -28,6 +31,7 @@ PRECISION ?= BF16
 GPU_ARCH  ?= sm_90 sm_80
 GEMM      ?= cublas
 ATTN      ?= flash
+CUDNN     ?= 1
 CUDART    ?= static
 # each arch gets its machine code and its PTX (the PTX is what a simulator runs, and what a newer GPU JIT-compiles)
 NVARCH := $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(subst sm_,,$(a)),code=[$(a),compute_$(subst sm_,,$(a))])
@@ -46,7 +50,7 @@ endif
 NVCC_PATH := $(shell command -v $(NVCC) 2>/dev/null)
 
 # the CUDA probes cost seconds each, so they run only when a CUDA target is asked for
-CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu attention_cudnn.o,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(CUDA_GOALS),)
   ifeq ($(NVCC_PATH),)
     $(info [deps] nvcc: not found (the CUDA programs train_tmd and sample_tmd are skipped; `make test` needs only a C compiler))
@@ -58,6 +62,34 @@ ifneq ($(CUDA_GOALS),)
       $(info [deps] cuBLAS/cuBLASLt: found)
     else
       $(info [deps] cuBLAS/cuBLASLt: NOT found (install the CUDA toolkit's cuBLAS; the CUDA programs need it))
+    endif
+    # cuDNN's fused attention (kernels/attention_cudnn.cpp): bf16 builds with ATTN=flash only. Needs cuDNN 9 (the CUDA
+    # toolkit's, or PyTorch's pip package) and cudnn-frontend's headers (pip install nvidia-cudnn-frontend, 1.13+).
+    ifeq ($(CUDNN)$(ATTN)$(PRECISION),1flashBF16)
+      ifeq ($(CUDNN_FRONTEND_PATH),)
+        CUDNN_FRONTEND_PATH := $(shell python3 -c "import importlib.metadata as m; print(m.distribution('nvidia-cudnn-frontend').locate_file('include'))" 2>/dev/null)
+      endif
+      CUDNN_PROBE_SRC := printf '\043include <cudnn.h>\n\043include <cudnn_frontend_version.h>\n\043if CUDNN_MAJOR < 9 || CUDNN_FRONTEND_VERSION < 11300\n\043error too old\n\043endif\nint main(){return cudnnGetVersion() >= 90000 ? 0 : 1;}\n' > $(PROBE_DIR)/dnn.cu
+      CUDNN_FOUND := $(shell $(CUDNN_PROBE_SRC) && $(NVCC) -isystem "$(CUDNN_FRONTEND_PATH)" $(if $(CUDNN_PATH),-I$(CUDNN_PATH)/include -L$(CUDNN_PATH)/lib) \
+                     $(PROBE_DIR)/dnn.cu -o $(PROBE_DIR)/dnn -lcudnn -lnvrtc 2>/dev/null && echo yes)
+      ifneq ($(CUDNN_FOUND),yes)
+        ifeq ($(CUDNN_PATH),)
+          # not in the toolkit: PyTorch's cuDNN wheel (nvidia/cudnn/{include,lib}, libcudnn.so.9 without the .so link)
+          CUDNN_PATH := $(shell python3 -c "import importlib.metadata as m; p = [m.distribution(n).locate_file('nvidia/cudnn') for n in ('nvidia-cudnn-cu13', 'nvidia-cudnn-cu12') if list(m.distributions(name=n))]; print(p[0] if p else '')" 2>/dev/null)
+          ifneq ($(CUDNN_PATH),)
+            CUDNN_FOUND := $(shell $(CUDNN_PROBE_SRC) && $(NVCC) -isystem "$(CUDNN_FRONTEND_PATH)" -I$(CUDNN_PATH)/include $(PROBE_DIR)/dnn.cu -o $(PROBE_DIR)/dnn \
+                             -L$(CUDNN_PATH)/lib -l:libcudnn.so.9 -lnvrtc 2>/dev/null && echo yes)
+            CUDNN_LINK := -L$(CUDNN_PATH)/lib -l:libcudnn.so.9 -Xlinker -rpath,$(CUDNN_PATH)/lib
+          endif
+        endif
+      endif
+      ifeq ($(CUDNN_FOUND),yes)
+        $(info [deps] cuDNN + cudnn-frontend: found (frontend headers in $(CUDNN_FRONTEND_PATH); cuDNN $(if $(CUDNN_PATH),in $(CUDNN_PATH),of the CUDA toolkit)): attention by cuDNN's fused SDPA, the own flash kernels as its fallback)
+      else
+        $(info [deps] cuDNN + cudnn-frontend: not found (pip install nvidia-cudnn-frontend, or set CUDNN_FRONTEND_PATH / CUDNN_PATH): attention by the own flash kernels)
+      endif
+    else
+      $(info [deps] cuDNN: not used (CUDNN=$(CUDNN) ATTN=$(ATTN) PRECISION=$(PRECISION); cuDNN's attention is for CUDNN=1 ATTN=flash bf16 builds))
     endif
     NCCL := $(shell printf '#include <nccl.h>\nint main(){int v; return ncclGetVersion(&v) == ncclSuccess ? 0 : 1;}\n' > $(PROBE_DIR)/nccl.cu && \
               $(NVCC) $(PROBE_DIR)/nccl.cu -lnccl -o $(PROBE_DIR)/nccl 2>/dev/null && echo yes)
@@ -87,6 +119,12 @@ ifeq ($(ATTN),naive)
   NVDEFS += -DATTN_NAIVE
 else ifneq ($(ATTN),flash)
   $(error ATTN=$(ATTN): expected flash (the default) or naive)
+endif
+ifeq ($(CUDNN_FOUND),yes)
+  NVDEFS += -DENABLE_CUDNN
+  CUDNN_OBJ := attention_cudnn.o
+  # cudnn-frontend's runtime-compiled engines call NVRTC
+  CUDA_LIBS += $(if $(CUDNN_LINK),$(CUDNN_LINK),$(if $(CUDNN_PATH),-L$(CUDNN_PATH)/lib) -lcudnn) -lnvrtc
 endif
 ifeq ($(NCCL),yes)
   NVDEFS += -DUSE_NCCL
@@ -150,17 +188,21 @@ fuzz:
 ablate-quick: test_tmd
 	./test_tmd ablate --quick
 
-train_tmd: train_tmd.cu $(CUDA_HEADERS)
+train_tmd: train_tmd.cu $(CUDA_HEADERS) $(CUDNN_OBJ)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
-	$(NVCC) $(NVFLAGS_ALL) $< -o $@ $(CUDA_LIBS)
+	$(NVCC) $(NVFLAGS_ALL) $< $(CUDNN_OBJ) -o $@ $(CUDA_LIBS)
 
-sample_tmd: sample_tmd.cu $(CUDA_HEADERS)
+sample_tmd: sample_tmd.cu $(CUDA_HEADERS) $(CUDNN_OBJ)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
-	$(NVCC) $(NVFLAGS_ALL) $< -o $@ $(CUDA_LIBS)
+	$(NVCC) $(NVFLAGS_ALL) $< $(CUDNN_OBJ) -o $@ $(CUDA_LIBS)
 
-test_gpu: test_gpu.cu $(CUDA_HEADERS)
+test_gpu: test_gpu.cu $(CUDA_HEADERS) $(CUDNN_OBJ)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit; `make test` runs the CPU tests without it))
-	$(NVCC) $(NVFLAGS_ALL) $< -o $@ $(CUDA_LIBS)
+	$(NVCC) $(NVFLAGS_ALL) $< $(CUDNN_OBJ) -o $@ $(CUDA_LIBS)
+
+# cuDNN's attention graphs: their own translation unit (host C++17; cudnn-frontend's headers take minutes to compile)
+attention_cudnn.o: kernels/attention_cudnn.cpp kernels/attention_cudnn.h
+	$(NVCC) $(NVFLAGS) -std=c++17 -Xcompiler -Wall $(NVEXTRA) -isystem "$(CUDNN_FRONTEND_PATH)" $(if $(CUDNN_PATH),-I$(CUDNN_PATH)/include) -c $< -o $@
 
 # the simulator builds (dev/sim.md): fp32, the in-repo GEMM, the naive attention, sm_80 PTX, the shared CUDA runtime (what
 # GPGPU-Sim intercepts) and no NCCL; written next to the real programs as train_tmd_sim and sample_tmd_sim
@@ -174,4 +216,4 @@ world: test_tmd
 	./test_tmd world gen
 
 clean:
-	rm -f test_tmd test_tmd_asan train_tmd sample_tmd test_gpu train_tmd_sim sample_tmd_sim
+	rm -f test_tmd test_tmd_asan train_tmd sample_tmd test_gpu train_tmd_sim sample_tmd_sim attention_cudnn.o

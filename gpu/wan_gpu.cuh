@@ -21,7 +21,9 @@
 // copies and outputs and the attention operands; fp32 for the residual stream, norms' statistics and weights,
 // modulation, the time embedding, the patch embedding and the head (the official code keeps e, e0 and the head in
 // fp32), gradients of the residual stream and of every parameter, and the text-context gradient.
-// Attention: the flash kernels (bf16 build, head dim 64 or 128) unless built with -DATTN_NAIVE; the naive kernels
+// Attention: cuDNN's fused SDPA where the build found cuDNN (-DENABLE_CUDNN, kernels/attention_cudnn.h; a shape cuDNN
+// refuses, or TMD_CUDNN=0, takes the flash kernels), else
+// the flash kernels (bf16 build, head dim 64 or 128) unless built with -DATTN_NAIVE; the naive kernels
 // (which keep the probabilities [B, H, L, Lk]) otherwise. GEMMs: cuBLASLt, or the in-repo tiled kernel with
 // -DGEMM_OWN (kernels/gemm_tiled.cuh). Deterministic: no float atomics anywhere.
 //
@@ -47,6 +49,9 @@
 #include "../kernels/timestep.cuh"     // time sinusoid (host)
 #include "../kernels/patchify.cuh"     // latent <-> tokens
 #include "../kernels/attention.cuh"    // flash and naive attention
+#ifdef ENABLE_CUDNN
+#include "../kernels/attention_cudnn.h"  // cuDNN's fused attention (attention_cudnn.o), the flash path's default
+#endif
 #ifdef GEMM_OWN
 #include "../kernels/gemm_tiled.cuh"   // Linear layers: the in-repo tiled GEMM
 #define WAN_GPU_GEMM_NAME "in-repo tiled GEMM"
@@ -678,7 +683,13 @@ static void wan_gpu_patch_embed_backward(WanParamsF* dW, float* dx, const float*
 static void wan_gpu_attention_forward_(floatX* out, float* lse, float* att, const floatX* q, const floatX* k, const floatX* v,
                                        int flash, int B, int Nq, int Nk, int H, int d, cudaStream_t s) {
 #if !defined(ENABLE_FP32) && !defined(ATTN_NAIVE)
-    if (flash) { attention_forward_flash(out, lse, q, k, v, B, Nq, Nk, H, d, s); return; }
+    if (flash) {
+#ifdef ENABLE_CUDNN
+        if (attention_forward_cudnn(out, lse, q, k, v, B, Nq, Nk, H, d, s)) return;   // 0: not this shape, or TMD_CUDNN=0
+#endif
+        attention_forward_flash(out, lse, q, k, v, B, Nq, Nk, H, d, s);
+        return;
+    }
 #else
     (void)flash;
 #endif
@@ -689,7 +700,14 @@ static void wan_gpu_attention_backward_(floatX* dq, floatX* dk, floatX* dv, WanG
                                         const float* lse, const float* att, const floatX* q, const floatX* k, const floatX* v,
                                         int flash, int B, int Nq, int Nk, int H, int d, cudaStream_t s) {
 #if !defined(ENABLE_FP32) && !defined(ATTN_NAIVE)
-    if (flash) { attention_backward_flash(dq, dk, dv, sc->delta, dout, out, lse, q, k, v, B, Nq, Nk, H, d, s); return; }
+    if (flash) {
+        // lse is the natural-log logsumexp whichever path wrote it, so either backward runs on either forward
+#ifdef ENABLE_CUDNN
+        if (attention_backward_cudnn(dq, dk, dv, dout, out, lse, q, k, v, B, Nq, Nk, H, d, s)) return;
+#endif
+        attention_backward_flash(dq, dk, dv, sc->delta, dout, out, lse, q, k, v, B, Nq, Nk, H, d, s);
+        return;
+    }
 #else
     (void)flash; (void)out; (void)lse;
 #endif

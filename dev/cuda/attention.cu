@@ -1,6 +1,7 @@
 // dev/cuda/attention.cu: kernels/attention.cuh (flash forward, deterministic flash backward, naive materialising
-// version) against a CPU twin in double, then timed at the Wan2.1 1.3B 480p size. Design: dev/cuda/attention.md.
-// Build and run from the repo root:
+// version) and, built with -DENABLE_CUDNN, cuDNN's fused SDPA (kernels/attention_cudnn.h), against a CPU twin in
+// double, then timed at the Wan2.1 1.3B 480p sizes. Design: dev/cuda/attention.md.
+// Build and run: `make -C dev/cuda attention && dev/cuda/attention` (with cuDNN where dev/cuda/Makefile finds it), or
 //   nvcc -std=c++17 -O3 -arch=sm_90 -Xcompiler -Wall -I. dev/cuda/attention.cu -o dev/cuda/attention && dev/cuda/attention
 //   usage: dev/cuda/attention [SEED] [--quick] [--no-time]   (--quick: no 32,760-token case, no timing)
 // Standalone rather than on dev_common.cuh: that header pulls in cpu/layers.h, whose `#pragma omp` lines warn under
@@ -12,7 +13,8 @@
 //     NaN before the run (every element must be written); flash run twice, bitwise equal (deterministic backward).
 //     The CPU twin is the math of attention_forward / attention_backward in cpu/layers.h, in double, on the bf16
 //     inputs' exact values. At 32,760 tokens it checks random query rows (out, lse, dq) and the naive version
-//     checks one whole head (all five tensors).
+//     checks one whole head (all five tensors). cuDNN (when built in): the same checks as flash (NaN-poisoned, twice
+//     bitwise equal: its deterministic backward, vs the CPU twin) and cuDNN vs flash over every element.
 // Tolerances (bf16 outputs; P and dS are rounded to bf16 before their second matmul, as in FlashAttention-2):
 //   out rtol 1e-2 + 5e-3·max|ref|, dq dk dv 2e-2 + 1e-2·max|ref|, lse (fp32) 1e-5 + 1e-5·max|ref|; norm rel 1e-2 / 2e-2.
 //   A host emulation of these kernels measured at most 1.2e-3 (out) and 3.2e-3 (dq, dk) of max|ref| at rtol 1e-2.
@@ -27,6 +29,9 @@
 #include <vector>
 #include <algorithm>
 #include "../../kernels/attention.cuh"   // flash and naive attention, forward and backward (with common.cuh)
+#ifdef ENABLE_CUDNN
+#include "../../kernels/attention_cudnn.h"   // cuDNN's fused attention (attention_cudnn.o)
+#endif
 
 // ---------------------------------------------------------------------------------------------------------
 // seeded random numbers (splitmix64, Box-Muller)
@@ -310,6 +315,40 @@ static void run_case(const Case& c) {
     }
     free_outputs(f2);
 
+    // cuDNN, twice into separately poisoned buffers (have_cu = 0: not built in, switched off, or not this shape)
+    HostOut cu;
+    int have_cu = 0;
+#ifdef ENABLE_CUDNN
+    {
+        DeviceOut u1 = alloc_outputs(c.B, c.Nq, c.Nk, c.H, c.d), u2 = alloc_outputs(c.B, c.Nq, c.Nk, c.H, c.d);
+        have_cu = 1;
+        for (DeviceOut* u : {&u1, &u2}) {
+            have_cu &= attention_forward_cudnn(u->out, u->lse, q, k, v, c.B, c.Nq, c.Nk, c.H, c.d, 0);
+            have_cu &= attention_backward_cudnn(u->dq, u->dk, u->dv, dout, u->out, u->lse, q, k, v, c.B, c.Nq, c.Nk, c.H, c.d, 0);
+        }
+        cudaCheck(cudaDeviceSynchronize());
+        if (have_cu) {
+            cu = download_outputs(u1, nq, nk, nl);
+            HostOut cu2 = download_outputs(u2, nq, nk, nl);
+            long nonfinite = 0;
+            for (const std::vector<float>* t : {&cu.out, &cu.lse, &cu.dq, &cu.dk, &cu.dv})
+                for (float x : *t) nonfinite += !isfinite(x);
+            check_true("cuDNN: every output element written (NaN-poisoned first)", nonfinite == 0);
+            check_true("cuDNN: forward + backward twice, bitwise equal (deterministic backward)",
+                       cu.out == cu2.out && cu.lse == cu2.lse && cu.dq == cu2.dq && cu.dk == cu2.dk && cu.dv == cu2.dv);
+            Pairs out, lse, dq, dk, dv;   // cuDNN vs flash, every element
+            for (size_t i = 0; i < nq; i++) { out.add(cu.out[i], fl.out[i]); dq.add(cu.dq[i], fl.dq[i]); }
+            for (size_t i = 0; i < nk; i++) { dk.add(cu.dk[i], fl.dk[i]); dv.add(cu.dv[i], fl.dv[i]); }
+            for (size_t i = 0; i < nl; i++) lse.add(cu.lse[i], fl.lse[i]);
+            check("out  cuDNN vs flash", out, TOL_OUT); check("lse  cuDNN vs flash", lse, TOL_LSE);
+            check("dq   cuDNN vs flash", dq, TOL_GRAD); check("dk   cuDNN vs flash", dk, TOL_GRAD); check("dv   cuDNN vs flash", dv, TOL_GRAD);
+        } else {
+            printf("    cuDNN: not run for this shape (the line above says why)\n");
+        }
+        free_outputs(u1); free_outputs(u2);
+    }
+#endif
+
     // naive (fp32 scores): over everything, or over one head copied out of the interleaved layout when too big
     const bool sliced = c.cpu_rows > 0;
     const int nh = sliced ? 1 : c.H, hsel = sliced ? c.H / 2 : 0;
@@ -360,6 +399,7 @@ static void run_case(const Case& c) {
 
     // CPU twin (double)
     Pairs fo, fl_, fq, fk, fv, no_, nl_, nq_, nk_, nv_;   // flash vs cpu, naive vs cpu
+    Pairs uo, ul, uq, uk, uv;                             // cuDNN vs cpu
     std::vector<double> o(c.d), dqr(c.d), dkr(c.d), dvr(c.d), P;
     if (!sliced) {
         const int nheads = c.cpu_heads ? std::min(c.cpu_heads, c.H) : c.H;
@@ -376,6 +416,10 @@ static void run_case(const Case& c) {
                         no_.add(nv.out[off + e], o[e]); nq_.add(nv.dq[off + e], dqr[e]);
                     }
                     fl_.add(fl.lse[lo], lse[i]); nl_.add(nv.lse[lo], lse[i]);
+                    if (have_cu) {
+                        for (int e = 0; e < c.d; e++) { uo.add(cu.out[off + e], o[e]); uq.add(cu.dq[off + e], dqr[e]); }
+                        ul.add(cu.lse[lo], lse[i]);
+                    }
                 }
                 for (int j = 0; j < c.Nk; j++) {
                     cpu_key_row(p, b, j, h, lse.data(), delta.data(), dkr.data(), dvr.data());
@@ -384,12 +428,18 @@ static void run_case(const Case& c) {
                         fk.add(fl.dk[off + e], dkr[e]); fv.add(fl.dv[off + e], dvr[e]);
                         nk_.add(nv.dk[off + e], dkr[e]); nv_.add(nv.dv[off + e], dvr[e]);
                     }
+                    if (have_cu)
+                        for (int e = 0; e < c.d; e++) { uk.add(cu.dk[off + e], dkr[e]); uv.add(cu.dv[off + e], dvr[e]); }
                 }
             }
         check("out  naive vs cpu", no_, TOL_OUT); check("lse  naive vs cpu", nl_, TOL_LSE);
         check("dq   naive vs cpu", nq_, TOL_GRAD); check("dk   naive vs cpu", nk_, TOL_GRAD); check("dv   naive vs cpu", nv_, TOL_GRAD);
         check("out  flash vs cpu", fo, TOL_OUT); check("lse  flash vs cpu", fl_, TOL_LSE);
         check("dq   flash vs cpu", fq, TOL_GRAD); check("dk   flash vs cpu", fk, TOL_GRAD); check("dv   flash vs cpu", fv, TOL_GRAD);
+        if (have_cu) {
+            check("out  cuDNN vs cpu", uo, TOL_OUT); check("lse  cuDNN vs cpu", ul, TOL_LSE);
+            check("dq   cuDNN vs cpu", uq, TOL_GRAD); check("dk   cuDNN vs cpu", uk, TOL_GRAD); check("dv   cuDNN vs cpu", uv, TOL_GRAD);
+        }
     } else {
         printf("    CPU twin over %d random query rows, the last row included (out, lse, dq; a key row would need all %d rows):\n",
                c.cpu_rows, c.Nq);
@@ -401,8 +451,13 @@ static void run_case(const Case& c) {
             const size_t off = q_off(p, b, i, h);
             for (int e = 0; e < c.d; e++) { fo.add(fl.out[off + e], o[e]); fq.add(fl.dq[off + e], dqr[e]); }
             fl_.add(fl.lse[((size_t)b * c.H + h) * c.Nq + i], lse);
+            if (have_cu) {
+                for (int e = 0; e < c.d; e++) { uo.add(cu.out[off + e], o[e]); uq.add(cu.dq[off + e], dqr[e]); }
+                ul.add(cu.lse[((size_t)b * c.H + h) * c.Nq + i], lse);
+            }
         }
         check("out  flash vs cpu", fo, TOL_OUT); check("lse  flash vs cpu", fl_, TOL_LSE); check("dq   flash vs cpu", fq, TOL_GRAD);
+        if (have_cu) { check("out  cuDNN vs cpu", uo, TOL_OUT); check("lse  cuDNN vs cpu", ul, TOL_LSE); check("dq   cuDNN vs cpu", uq, TOL_GRAD); }
     }
     free_outputs(f1);
     cudaCheck(cudaFree(q)); cudaCheck(cudaFree(k)); cudaCheck(cudaFree(v)); cudaCheck(cudaFree(dout));
@@ -453,6 +508,30 @@ static void time_size(const char* name, int B, int Nq, int Nk, int H) {
            100 * tf / PEAK_TFLOPS, PEAK_TFLOPS, t_bwd, tb, 100 * tb / PEAK_TFLOPS);
     printf("  %-36s bwd = preprocess %.3f + dK/dV %.3f + dQ %.3f ms (these execute 1.4x the conventional backward FLOPs)\n", "",
            t_pre, t_dkdv, t_dq);
+    const size_t nscores = (size_t)B * H * Nq * Nk;
+    if (nscores * sizeof(float) <= ((size_t)4 << 30)) {   // the naive version where its two score buffers fit (not 32,760²)
+        float *att = alloc_poisoned<float>(nscores), *dS = alloc_poisoned<float>(nscores);
+        const float n_fwd = median_ms([&] { attention_forward_naive<bf16>(out, lse, att, q, k, v, B, Nq, Nk, H, D, 0); });
+        const float n_bwd = median_ms([&] { attention_backward_naive<bf16>(dq, dk, dv, dS, dout, att, q, k, v, B, Nq, Nk, H, D, 0); });
+        const double nf = attention_forward_flops(B, Nq, Nk, H, D) / (n_fwd * 1e-3) / 1e12;
+        const double nb = attention_backward_flops(B, Nq, Nk, H, D) / (n_bwd * 1e-3) / 1e12;
+        printf("  %-36s naive fwd %8.3f ms %6.1f TFLOP/s | bwd %8.3f ms %6.1f TFLOP/s (fp32 CUDA cores, scores in memory)\n", "",
+               n_fwd, nf, n_bwd, nb);
+        cudaCheck(cudaFree(att)); cudaCheck(cudaFree(dS));
+    }
+#ifdef ENABLE_CUDNN
+    if (attention_forward_cudnn(out, lse, q, k, v, B, Nq, Nk, H, D, 0) &&
+        attention_backward_cudnn(dq, dk, dv, dout, out, lse, q, k, v, B, Nq, Nk, H, D, 0)) {   // graphs built before timing
+        const float u_fwd = median_ms([&] { attention_forward_cudnn(out, lse, q, k, v, B, Nq, Nk, H, D, 0); });
+        const float u_bwd = median_ms([&] { attention_backward_cudnn(dq, dk, dv, dout, out, lse, q, k, v, B, Nq, Nk, H, D, 0); });
+        const double uf = attention_forward_flops(B, Nq, Nk, H, D) / (u_fwd * 1e-3) / 1e12;
+        const double ub = attention_backward_flops(B, Nq, Nk, H, D) / (u_bwd * 1e-3) / 1e12;
+        printf("  %-36s cuDNN fwd %8.3f ms %6.1f TFLOP/s (%4.1f%%) | bwd %8.3f ms %6.1f TFLOP/s (%4.1f%%) | flash/cuDNN time fwd %.2fx bwd %.2fx\n",
+               "", u_fwd, uf, 100 * uf / PEAK_TFLOPS, u_bwd, ub, 100 * ub / PEAK_TFLOPS, t_fwd / u_fwd, t_bwd / u_bwd);
+    } else {
+        printf("  %-36s cuDNN: not run for this shape\n", "");
+    }
+#endif
     if (Nq == 32760 && Nk == 32760 && H == 12 && D == 128)
         printf("  %-36s 30 layers x fwd = %.0f ms of self-attention per 1.3B forward (283 TFLOP per 1.3B forward: 354 ms for the whole pass at 800)\n",
                "", 30 * t_fwd);
@@ -480,8 +559,13 @@ int main(int argc, char** argv) {
     }
     require_gpu(argv[0]);
     rng_state = seed;
-    printf("attention: flash (mma.sync bf16) and naive, forward and backward  seed %llu (repeat with: %s %llu%s)\n",
-           (unsigned long long)seed, argv[0], (unsigned long long)seed, quick ? " --quick" : "");
+#ifdef ENABLE_CUDNN
+    const char* with = attention_cudnn_enabled() ? ", cuDNN SDPA" : ", cuDNN built in but off (TMD_CUDNN=0)";
+#else
+    const char* with = " (built without cuDNN)";
+#endif
+    printf("attention: flash (mma.sync bf16) and naive%s, forward and backward  seed %llu (repeat with: %s %llu%s)\n",
+           with, (unsigned long long)seed, argv[0], (unsigned long long)seed, quick ? " --quick" : "");
     if (!fragment_test()) {
         printf("attention: the fragment helpers are wrong; every flash kernel uses them, so fix them first\n");
         return 1;
