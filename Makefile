@@ -135,7 +135,7 @@ ifeq ($(PRECISION),FP32)
 endif
 
 # the CUDA programs include cpu/ headers (the solvers, the oracle) single-threaded: their OpenMP pragmas are ignored
-HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h gpu/*.h)
+HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h gpu/*.h kernels/*.h)
 CUDA_HEADERS := $(HEADERS) $(wildcard kernels/*.cuh gpu/*.cuh)
 
 .PHONY: all test test-gpu test-distill asan fuzz ablate-quick cuda world clean

@@ -24,6 +24,7 @@
 #include "cpu/ablate.h"               // the paper's claims in miniature: ./test_tmd ablate
 #include "gpu/host_tests.h"           // the GPU programs' plain-C pieces: VBench suite logic, memory plan, checkpoints
 #include "lib/philox_tests.h"          // the GPU noise's Box-Muller (lib/philox.h) against long-double libm
+#include "kernels/gemm_algo_cache_tests.h" // cuBLASLt's algorithm per GEMM shape: the cache's keys
 #include "lib/flags.h"               // flag tables: parser and usage from one place
 #include "lib/alloc.h"               // xmalloc, xcalloc: checked allocations
 #include "lib/timer.h"               // now_s
@@ -1366,6 +1367,7 @@ static void test_vae_group(void) {
 }
 static void test_gpu_host_group(void) {
     test_gpu_host(test_tmpdir);
+    test_gemm_algo_cache();
 }
 static void test_grad_group(void) {
     test_layer_grads();
@@ -1395,7 +1397,7 @@ static const TestGroup TEST_GROUPS[] = {
     {"teacher", test_teacher, "AdamW, flow matching, Euler and UniPC with CFG, a tiny teacher run", FAST},
     {"tmd", test_tmd, "TMD: student, inner flow, TM-MF, DMD2-v gradients", FAST},
     {"philox", test_philox, "the GPU noise's log, sin/cos and Box-Muller (lib/philox.h) against long-double libm", FAST},
-    {"gpuhost", test_gpu_host_group, "the GPU programs' plain-C parts: VBench suite, memory plan, checkpoints", FAST},
+    {"gpuhost", test_gpu_host_group, "the GPU programs' plain-C parts: VBench suite, memory plan, checkpoints, GEMM algorithm cache", FAST},
     {"data", test_data_group, "latent datasets for --data: ./test_tmd pack, the reader's checks, the data order, Table 7", FAST},
     {"smoke", test_distill_smoke, "a few steps of every distillation stage: finite losses, parameters move", FAST},
     {"distill", test_distill, "the tiny distillation and the paper's claim in miniature (make test-distill)", SLOW},

@@ -28,6 +28,7 @@
 #include "common.cuh"
 #include "precision.cuh"
 #include "reduce.cuh"
+#include "gemm_algo_cache.h"   // the heuristic's answer per shape
 
 // every cuBLAS(Lt) call: file, line and the library's message, then exit
 #define cublasCheck(call) do { cublasStatus_t s_ = (call); if (s_ != CUBLAS_STATUS_SUCCESS) { \
@@ -38,6 +39,7 @@
 
 static cublasLtHandle_t gemm_handle = NULL;
 static void* gemm_workspace = NULL;
+static GemmAlgoCache gemm_cache;   // zero: empty
 
 static inline void gemm_init(void) {
     if (gemm_handle) return;
@@ -49,6 +51,7 @@ static inline void gemm_free(void) {
     cublasCheck(cublasLtDestroy(gemm_handle));
     cudaCheck(cudaFree(gemm_workspace));
     gemm_handle = NULL; gemm_workspace = NULL;
+    memset(&gemm_cache, 0, sizeof(gemm_cache));   // algorithms belong to the handle's device
 }
 
 template <typename T> struct gemm_type;
@@ -100,17 +103,30 @@ static inline void gemm_lt(void* d, cudaDataType_t d_type, int ldd, const void* 
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof(al_d)));
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof(al_d)));
 
-    cublasLtMatmulHeuristicResult_t heur;
-    int found = 0;
-    cublasCheck(cublasLtMatmulAlgoGetHeuristic(gemm_handle, desc, la, lb, ld, ld, pref, 1, &heur, &found));
-    if (found == 0) {
-        fprintf(stderr, "[cuBLASLt] no algorithm for m %d n %d k %d (transa %d transb %d, A/B type %d, D type %d, epilogue %d, "
-                "alignments %u %u %u); GELU fusion needs the output width divisible by 8\n",
-                m, n, k, transa, transb, (int)ab_type, (int)d_type, (int)epilogue, al_a, al_b, al_d);
-        exit(1);
+    // the heuristic once per shape (kernels/gemm_algo_cache.h); its status is read here, not by cublasCheck, so that
+    // "no algorithm" (CUBLAS_STATUS_NOT_SUPPORTED, or found == 0) prints what was asked before exiting
+    static_assert(sizeof(cublasLtMatmulAlgo_t) <= GEMM_ALGO_BYTES, "cublasLtMatmulAlgo_t grew: raise GEMM_ALGO_BYTES");
+    const GemmKey key = gemm_key(m, n, k, transa, transb, lda, ldb, ldd, (int)ab_type, (int)d_type, (int)epilogue, bias != NULL,
+                                 aux != NULL, ldaux, beta != 0.f, al_a, al_b, al_d);
+    cublasLtMatmulAlgo_t algo;
+    const void* cached = gemm_cache_find(&gemm_cache, &key);
+    if (cached) {
+        memcpy(&algo, cached, sizeof(algo));
+    } else {
+        cublasLtMatmulHeuristicResult_t heur;
+        int found = 0;
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(gemm_handle, desc, la, lb, ld, ld, pref, 1, &heur, &found);
+        if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+            fprintf(stderr, "[cuBLASLt] no algorithm for m %d n %d k %d (transa %d transb %d, A/B type %d, D type %d, epilogue %d, "
+                    "alignments %u %u %u; heuristic: %s); GELU fusion needs the output width divisible by 8\n",
+                    m, n, k, transa, transb, (int)ab_type, (int)d_type, (int)epilogue, al_a, al_b, al_d, cublasLtGetStatusName(st));
+            exit(1);
+        }
+        algo = heur.algo;
+        gemm_cache_insert(&gemm_cache, &key, &algo, sizeof(algo));
     }
     const float alpha = 1.f;
-    cublasCheck(cublasLtMatmul(gemm_handle, desc, &alpha, a, la, b, lb, &beta, d, ld, d, ld, &heur.algo, gemm_workspace, ws, stream));
+    cublasCheck(cublasLtMatmul(gemm_handle, desc, &alpha, a, la, b, lb, &beta, d, ld, d, ld, &algo, gemm_workspace, ws, stream));
 
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
     cublasCheck(cublasLtMatrixLayoutDestroy(la));
