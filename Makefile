@@ -8,7 +8,7 @@
 #   ./test_tmd test --list   the test groups; ./test_tmd test io grad ... runs some of them
 #   make             the tests' binary, plus the CUDA programs when nvcc is found
 #   make train_tmd   the GPU trainer (nvcc, cuBLAS)      make sample_tmd   the GPU sampler      make test_gpu   the parity test
-#   PRECISION=FP32   the all-fp32 build (default BF16)   GPU_ARCH="sm_90 sm_80"   the GPUs to build for (default both)
+#   PRECISION=FP32   the all-fp32 build (default BF16; without --use_fast_math, for the 1e-5 parity)   GPU_ARCH="sm_90 sm_80"   the GPUs to build for (default both)
 #   GEMM=own         the in-repo tiled GEMM instead of cuBLASLt (no cuBLAS needed)   ATTN=naive   the naive attention
 #   CUDNN=0          the own flash attention instead of cuDNN's fused SDPA (default: cuDNN where found, bf16 builds)
 #   CUDNN_FRONTEND_PATH=dir   cudnn-frontend's include/ (default: the pip package nvidia-cudnn-frontend, found by python3)
@@ -132,6 +132,9 @@ ifeq ($(NCCL),yes)
 endif
 ifeq ($(PRECISION),FP32)
   NVDEFS += -DENABLE_FP32
+  # the fp32 parity (test_gpu) checks at 1e-5 relative, where --use_fast_math's approximate tanh, exp and division
+  # already err; so the fp32 build (and the simulator's, fp32 too) uses IEEE division and square root and CUDA's libm
+  NVFLAGS := $(filter-out --use_fast_math,$(NVFLAGS))
 endif
 
 # the CUDA programs include cpu/ headers (the solvers, the oracle) single-threaded: their OpenMP pragmas are ignored
@@ -206,7 +209,7 @@ attention_cudnn.o: kernels/attention_cudnn.cpp kernels/attention_cudnn.h
 
 # the simulator builds (dev/sim.md): fp32, the in-repo GEMM, the naive attention, sm_80 PTX, the shared CUDA runtime (what
 # GPGPU-Sim intercepts) and no NCCL; written next to the real programs as train_tmd_sim and sample_tmd_sim
-SIM_NVFLAGS = $(NVFLAGS) -std=c++17 -gencode arch=compute_80,code=[sm_80,compute_80] -cudart shared \
+SIM_NVFLAGS = $(filter-out --use_fast_math,$(NVFLAGS)) -std=c++17 -gencode arch=compute_80,code=[sm_80,compute_80] -cudart shared \
               -Xcompiler -Wall,-Wno-unused-function,-Wno-unknown-pragmas -DENABLE_FP32 -DGEMM_OWN -DATTN_NAIVE $(NVEXTRA)
 train_tmd_sim sample_tmd_sim: %_sim: %.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit))

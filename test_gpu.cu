@@ -11,8 +11,8 @@
 // The CPU reference runs in double, one sample at a time; the GPU runs the whole batch at once. Every comparison prints
 // max abs error, max |reference| and their ratio, the relative error of the tensor as a whole, against a tolerance:
 //   fp32 build (PRECISION=FP32): 1e-5 (the issue's bar; fp32 math in a different order than the double reference,
-//     ~1e-7 per operation, through a few hundred operations in series, with --use_fast_math's approximate
-//     exp/tanh/rsqrt at ~2 ulp).
+//     ~1e-7 per operation, through a few hundred operations in series; the fp32 build is compiled without
+//     --use_fast_math, whose approximate tanh/exp/division would sit on this tolerance by themselves).
 //   bf16 build: 5e-2. Every floatX tensor is rounded to 8 significant bits (relative error up to 2^-9 ≈ 2e-3 each);
 //     a block's path has ~10 such roundings in series (LN out, q/k/v, RMSNorm out, RoPE, attention out, o-proj, FFN
 //     hidden, ...), two blocks and the text embedding about 25: as independent errors they add to ~√25·2e-3 ≈ 1e-2
