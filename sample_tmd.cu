@@ -62,6 +62,17 @@ static int bench_forward(const WanConfig* c, real* params, int B, int T, int H, 
     printf("bench: forward of '%s', batch %d, latent [%d, %d, %d, %d] (%d tokens), %s, GEMM %s, %s attention: median %.4f s "
            "(min %.4f, max %.4f) over %d passes\n", c->name, B, c->in_dim, T, H, W, a.g.L, FLOATX_NAME, WAN_GPU_GEMM_NAME,
            a.flash ? "flash" : "naive", ms[reps / 2] / 1e3, ms[0] / 1e3, ms[reps - 1] / 1e3, reps);
+    // where the time goes: the same passes again with every attention and GEMM call bracketed (kernels/bench_prof.cuh),
+    // apart from the timed ones so the brackets do not touch the median above
+    bench_prof.enabled = 1;
+    bench_prof_reset();
+    cudaCheck(cudaEventRecord(e0));
+    for (int i = 0; i < reps; i++) wan_gpu_forward(&a, &m.w, x, t, ctx);
+    cudaCheck(cudaEventRecord(e1)); cudaCheck(cudaEventSynchronize(e1));
+    float total = 0; cudaCheck(cudaEventElapsedTime(&total, e0, e1));
+    bench_prof_report(stdout, "one forward pass", total / reps, reps);
+    bench_prof.enabled = 0;
+    cudaCheck(cudaEventDestroy(e0)); cudaCheck(cudaEventDestroy(e1));
     free(ms); free(t);
     cudaCheck(cudaFree(x)); cudaCheck(cudaFree(ctx));
     wan_gpu_act_free(&a); wan_gpu_model_free(&m); gemm_free();

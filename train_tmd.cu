@@ -231,7 +231,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     else if (stage2) printf("GAN terms: off (--gan-weight 0)\n");
     cudaStream_t s0 = 0;
     double t0 = now_s(), acc_a = 0, acc_b = 0, acc_g = 0, acc_d = 0, gn = 0; int na = 0, nb = 0; long skipped = 0;
-    double tb = 0, bench_ms[2][64]; int nbench[2] = {0, 0};   // --bench: step times after the first, [critic, student]
+    double tb = 0, bench_ms[2][64], bench_total_ms = 0; int nbench[2] = {0, 0};   // --bench: step times after the first, [critic, student]
     while (step < (uint64_t)o->steps) {
         // one optimizer step of one network: Stage 1 the student; Stage 2 the student every update_every-th iteration,
         // the critic (fake score and discriminator) otherwise; its gradients summed over A micro-batches of B samples
@@ -308,6 +308,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                        "library workspaces)\n", (double)(tot - fr) / PLAN_GIB, (double)tot / PLAN_GIB, plan_total / PLAN_GIB);
             }
             if (step > 1 && nbench[student_turn] < 64) bench_ms[student_turn][nbench[student_turn]++] = ms;
+            if (step > 1) bench_total_ms += ms;
+            if (step == 1) { bench_prof.enabled = 1; bench_prof_reset(); }   // from step 2: time per kernel class
             printf("bench: step %llu (%s) %.1f ms%s\n", (unsigned long long)step, !stage2 ? "TM-MF" : student_turn ? "student" : "critic", ms,
                    step == 1 ? " (the first: warm-up, not counted)" : "");
         }
@@ -352,6 +354,12 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         printf("bench: %s, %s, batch %d x %d micro-batches, latent [%d, %d, %d, %d] (%d tokens), %s, recompute %s: median %.1f ms per step "
                "(min %.1f, max %.1f, %d steps)\n", o->stage, !stage2 ? "TM-MF step" : k ? "student step" : "critic step", B, A, c->in_dim, td.T, td.H, td.W,
                (td.T / c->patch[0]) * (td.H / c->patch[1]) * (td.W / c->patch[2]), FLOATX_NAME, wan_gpu_recompute ? "on" : "off", v[n / 2], v[0], v[n - 1], n);
+    }
+    if (o->bench && o->steps > 1) {   // kernels/bench_prof.cuh: the steps after the first, all kinds together
+        char what[96];
+        snprintf(what, sizeof(what), "one %s step (wall time, host gaps in 'everything else')", o->stage);
+        bench_prof_report(stdout, what, bench_total_ms / (o->steps - 1), o->steps - 1);
+        bench_prof.enabled = 0;
     }
     if (!stage2) tmmf_gpu_work_free(&tw); else { gen_gpu_free(&G); dmd_gpu_work_free(&dw); wan_gpu_model_free(&F); wan_gpu_model_free(&T); }
     if (gan) { disc_gpu_model_free(&D); cudaCheck(cudaFree(dm)); cudaCheck(cudaFree(dv)); }

@@ -49,6 +49,7 @@
 #include "../kernels/timestep.cuh"     // time sinusoid (host)
 #include "../kernels/patchify.cuh"     // latent <-> tokens
 #include "../kernels/attention.cuh"    // flash and naive attention
+#include "../kernels/bench_prof.cuh"   // --bench: time per kernel class (off otherwise)
 #ifdef ENABLE_CUDNN
 #include "../kernels/attention_cudnn.h"  // cuDNN's fused attention (attention_cudnn.o), the flash path's default
 #endif
@@ -681,6 +682,26 @@ static void wan_gpu_patch_embed_backward(WanParamsF* dW, float* dx, const float*
 //   out = x2 + FFN(LN(x2)·(1 + mod4) + mod3) · mod5           Linear, GELU-tanh, Linear
 
 static void wan_gpu_attention_forward_(floatX* out, float* lse, float* att, const floatX* q, const floatX* k, const floatX* v,
+                                       int flash, int B, int Nq, int Nk, int H, int d, cudaStream_t s);
+static void wan_gpu_attention_backward_(floatX* dq, floatX* dk, floatX* dv, WanGpuScratch* sc, const floatX* dout, const floatX* out,
+                                        const float* lse, const float* att, const floatX* q, const floatX* k, const floatX* v,
+                                        int flash, int B, int Nq, int Nk, int H, int d, cudaStream_t s);
+// the dispatch below, bracketed for --bench (kernels/bench_prof.cuh)
+static void wan_gpu_attention_forward(floatX* out, float* lse, float* att, const floatX* q, const floatX* k, const floatX* v,
+                                      int flash, int B, int Nq, int Nk, int H, int d, cudaStream_t s) {
+    const int prof = bench_prof_begin(PROF_ATTN_FWD, s);
+    wan_gpu_attention_forward_(out, lse, att, q, k, v, flash, B, Nq, Nk, H, d, s);
+    bench_prof_end(prof, attention_forward_flops(B, Nq, Nk, H, d), s);
+}
+static void wan_gpu_attention_backward(floatX* dq, floatX* dk, floatX* dv, WanGpuScratch* sc, const floatX* dout, const floatX* out,
+                                       const float* lse, const float* att, const floatX* q, const floatX* k, const floatX* v,
+                                       int flash, int B, int Nq, int Nk, int H, int d, cudaStream_t s) {
+    const int prof = bench_prof_begin(PROF_ATTN_BWD, s);
+    wan_gpu_attention_backward_(dq, dk, dv, sc, dout, out, lse, att, q, k, v, flash, B, Nq, Nk, H, d, s);
+    bench_prof_end(prof, attention_backward_flops(B, Nq, Nk, H, d), s);
+}
+
+static void wan_gpu_attention_forward_(floatX* out, float* lse, float* att, const floatX* q, const floatX* k, const floatX* v,
                                        int flash, int B, int Nq, int Nk, int H, int d, cudaStream_t s) {
 #if !defined(ENABLE_FP32) && !defined(ATTN_NAIVE)
     if (flash) {
@@ -737,7 +758,7 @@ static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuW
     rmsnorm_forward(a->k, a->k_rstd, a->k_pre, Bf->self_attn_norm_k_weight, N, D, eps, s);
     rope_forward<floatX>(a->q, a->q, rope, N, L, H, d, s);
     rope_forward<floatX>(a->k, a->k, rope, N, L, H, d, s);
-    wan_gpu_attention_forward_(a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
+    wan_gpu_attention_forward(a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
     matmul_forward<floatX>(a->sa, NULL, a->ao, Bx->self_attn_o_weight, Bx->self_attn_o_bias, N, D, D, 0, s);
     cudaCheck(cudaMemcpyAsync(a->x1, x_in, sizeof(float) * ND, cudaMemcpyDeviceToDevice, s));
     residual_forward<floatX>(a->x1, a->sa, gate1, 6 * D, B, L, D, s);
@@ -748,7 +769,7 @@ static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuW
     matmul_forward<floatX>(a->ck_pre, NULL, ctx, Bx->cross_attn_k_weight, Bx->cross_attn_k_bias, Nc, D, D, 0, s);
     rmsnorm_forward(a->ck, a->ck_rstd, a->ck_pre, Bf->cross_attn_norm_k_weight, Nc, D, eps, s);
     matmul_forward<floatX>(a->cv, NULL, ctx, Bx->cross_attn_v_weight, Bx->cross_attn_v_bias, Nc, D, D, 0, s);
-    wan_gpu_attention_forward_(a->cao, a->clse, a->catt, a->cq, a->ck, a->cv, flash, B, L, Lc, H, d, s);
+    wan_gpu_attention_forward(a->cao, a->clse, a->catt, a->cq, a->ck, a->cv, flash, B, L, Lc, H, d, s);
     matmul_forward<floatX>(a->ca, NULL, a->cao, Bx->cross_attn_o_weight, Bx->cross_attn_o_bias, N, D, D, 0, s);
     cudaCheck(cudaMemcpyAsync(a->x2, a->x1, sizeof(float) * ND, cudaMemcpyDeviceToDevice, s));
     residual_forward<floatX>(a->x2, a->ca, NULL, 0, B, L, D, s);
@@ -783,7 +804,7 @@ static void wan_gpu_block_backward(WanBlockF* dW, float* dx, float* de0, float* 
     // cross-attention: x2 = x1 + ca  →  d ca = dx
     wan_gpu_cast_to_x(t1, dx, (size_t)N * D, s);                                                                  // t1 = d ca
     matmul_backward<floatX>(t2, DW(cross_attn_o_weight), DW(cross_attn_o_bias), sc->red, t1, a->cao, Bx->cross_attn_o_weight, NULL, N, D, D, 0, s);  // t2 = d cao
-    wan_gpu_attention_backward_(t3, sc->dck, sc->dcv, sc, t2, a->cao, a->clse, a->catt, a->cq, a->ck, a->cv, flash, B, L, Lc, H, d, s);
+    wan_gpu_attention_backward(t3, sc->dck, sc->dcv, sc, t2, a->cao, a->clse, a->catt, a->cq, a->ck, a->cv, flash, B, L, Lc, H, d, s);
     rmsnorm_backward(t3, DW(cross_attn_norm_q_weight), sc->red, t3, a->cq_pre, Bf->cross_attn_norm_q_weight, a->cq_rstd, N, D, s);    // t3 = d cq_pre
     rmsnorm_backward(sc->dck, DW(cross_attn_norm_k_weight), sc->red, sc->dck, a->ck_pre, Bf->cross_attn_norm_k_weight, a->ck_rstd, Nc, D, s);
     floatX* dtext = dctx ? sc->dtext : NULL;
@@ -795,7 +816,7 @@ static void wan_gpu_block_backward(WanBlockF* dW, float* dx, float* de0, float* 
     // self-attention: x1 = x_in + sa·gate1
     residual_backward<floatX>(t1, dmod + 2 * D, sc->red, dx, a->sa, gate1, 6 * D, B, L, D, s);                    // t1 = d sa
     matmul_backward<floatX>(t2, DW(self_attn_o_weight), DW(self_attn_o_bias), sc->red, t1, a->ao, Bx->self_attn_o_weight, NULL, N, D, D, 0, s);  // t2 = d ao
-    wan_gpu_attention_backward_(t3, sc->dk, sc->dv, sc, t2, a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
+    wan_gpu_attention_backward(t3, sc->dk, sc->dv, sc, t2, a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
     rope_backward<floatX>(t3, t3, rope, N, L, H, d, s);
     rope_backward<floatX>(sc->dk, sc->dk, rope, N, L, H, d, s);
     rmsnorm_backward(t3, DW(self_attn_norm_q_weight), sc->red, t3, a->q_pre, Bf->self_attn_norm_q_weight, a->q_rstd, N, D, s);     // t3 = d q_pre

@@ -29,6 +29,7 @@
 #include "precision.cuh"
 #include "reduce.cuh"
 #include "gemm_algo_cache.h"   // the heuristic's answer per shape
+#include "bench_prof.cuh"      // --bench: the GEMMs' time and FLOPs
 
 // every cuBLAS(Lt) call: file, line and the library's message, then exit
 #define cublasCheck(call) do { cublasStatus_t s_ = (call); if (s_ != CUBLAS_STATUS_SUCCESS) { \
@@ -126,7 +127,9 @@ static inline void gemm_lt(void* d, cudaDataType_t d_type, int ldd, const void* 
         gemm_cache_insert(&gemm_cache, &key, &algo, sizeof(algo));
     }
     const float alpha = 1.f;
+    const int prof = bench_prof_begin(PROF_GEMM, stream);
     cublasCheck(cublasLtMatmul(gemm_handle, desc, &alpha, a, la, b, lb, &beta, d, ld, d, ld, &algo, gemm_workspace, ws, stream));
+    bench_prof_end(prof, 2.0 * m * n * k, stream);
 
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
     cublasCheck(cublasLtMatrixLayoutDestroy(la));
