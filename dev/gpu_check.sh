@@ -1,126 +1,149 @@
 #!/usr/bin/env bash
-# dev/gpu_check.sh: everything that only a GPU can check, in one run (under 10 minutes on one H100 or H200), written to
-# one results file dev/results/gpu-check-<date>-<host>.txt with the device, the commit and every figure.
-#   1. both precisions build (sm_90 + sm_80), and the GEMM=own ATTN=naive fp32 build
-#   2. GPU-vs-CPU parity (test_gpu): fp32 with the in-repo GEMM, fp32 with cuBLASLt, bf16 (the parity config has head
-#      dim 16, so naive attention), and bf16 on the world preset at a small latent (head dim 64: the flash kernels);
-#      each also compares every training pass with per-block activation recompute against without it (memcmp), and
-#      the fp32 parity runs once more with recompute on (--recompute 1)
-#      2b. the VAE decoder (fp32) against the CPU reference, and sample_tmd --decode writing an mp4 (needs ffmpeg)
-#   3. the kernel lab at its real sizes (dev/cuda/run_all.sh: every kernel vs its CPU twin, timings, and the flash
-#      attention vs the naive one at Wan sizes: 32,760-token self-attention, 512-key cross-attention, head dim 128)
-#   4. a short teacher training run on the built-in world (train_tmd), then sampling it (sample_tmd); then TMD's
-#      Stage 1 (and a resumed Stage 1 compared byte for byte), Stage 2 without the GAN, and TMD sampling at M = 1, 2;
-#      then ./train_tmd's whole pipeline shortened by flags (from step 4's teacher), its table and contact sheet, and a
-#      rerun that must skip every stage. FULL=1 dev/gpu_check.sh also runs the no-argument default run (timed: the
-#      README's goal is < 30 minutes on one H100) and records its table
-#   5. the 1.3B forward at 480p x 81 frames (batch 1, 32,760 tokens) against diffusers' WanTransformer3DModel (eager,
-#      PyTorch SDPA) in the same run
-#   6. the 1.3B Stage 1 and Stage 2 training steps at that size (train_tmd --bench, random weights): step times and the
-#      device memory in use against the printed plan (the Stage 2 step must fit one 80 GB GPU)
-# Targets to report against (ratios within this run; absolute figures only as measured here): 1.3B forward <= 0.45 s on
-# an H100 and >= 2x diffusers eager; own attention >= 550 TFLOP/s forward, >= 450 backward; a training step at >= 45 %
-# of the bf16 peak. On a machine without a GPU it builds, then stops where it needs a device and says so.
+# dev/gpu_check.sh: everything that only a GPU can check, in tiers sized for lent GPU sessions (a session has about 15
+# minutes of device time, machine start and builds included, one command at most 10 minutes, no network, no ffmpeg,
+# no diffusers on the device image, at most 8 files back).
+#   dev/gpu_check.sh [--dry-run] [1|2|3|4]   (default tier 1; each tier is one command on a fresh machine)
+#   tier 1 (<= 9 minutes on one H100, builds included): builds (make -j, sm_90 only), the attention lab (flash, naive
+#          and cuDNN vs the CPU twin, and at Wan sizes with timings) and compute-sanitizer on its small cases, the GEMM
+#          lab, test_gpu bf16 and on the world preset (the flash path), the 1.3B forward bench with cuDNN and with the
+#          own flash kernel (TMD_CUDNN=0), the 1.3B Stage 1 and Stage 2 steps (train_tmd --bench) with the memory in
+#          use next to the plan and where the time goes
+#   tier 2: the fp32 parity builds (GEMM=own ATTN=naive, cuBLASLt; with --recompute 1), the VAE decoder parity, the
+#          1.3B forward of diffusers' eager WanTransformer3DModel (from the wheels dev/fetch_deps.sh put in dev/wheels/
+#          on a machine with PyPI), to set against tier 1's forward on the same kind of device
+#   tier 3: the rest of the kernel lab (dev/cuda/run_all.sh) and the latent-dataset check
+#   tier 4: the built-in world end to end: teacher, Stage 1 and 2 with resume and recompute bit-identity, KD, the
+#          baseline, sampling, ./train_tmd's pipeline and its rerun; FULL=1 adds the default run (a session of its own)
+# One results file: $OUT/gpu-check-tier<N>.txt when OUT is set (a lent device session), else dev/results/. Its first
+# line says the rung (hardware, with the device's name), the commit and the command.
+# cudnn-frontend's headers: CUDNN_FRONTEND_PATH, else dev/deps/cudnn_frontend/include (dev/fetch_deps.sh; carry it to a
+# device without network), else the pip package; without them the build uses the own flash kernels and says so.
+# --dry-run: each tier's steps with their estimated times (estimates from arithmetic, not measurements) and exits
+# non-zero if tier 1's estimate passes 540 s (CI runs it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p dev/results
-out="dev/results/gpu-check-$(date +%Y%m%d-%H%M%S)-$(hostname -s 2>/dev/null || echo host).txt"
-exec > >(tee "$out") 2>&1
-echo "dev/gpu_check.sh  $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "commit: $(git rev-parse HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
-nvcc --version | tail -1
-fail=0
-step() { echo; echo "==== $*"; }
-run() { echo "\$ $*"; "$@"; rc=$?; [ $rc -ne 0 ] && { echo "FAILED (exit $rc): $*"; fail=1; }; return $rc; }
-# runf PATTERN CMD...: runs CMD, prints only its lines matching PATTERN (all of its last 30 lines if it fails)
-runf() {
-    local pat=$1; shift
-    local log; log=$(mktemp)
-    echo "\$ $*"; "$@" > "$log" 2>&1; local rc=$?
-    grep -E "$pat" "$log"
-    if [ $rc -ne 0 ]; then echo "FAILED (exit $rc): $*"; tail -30 "$log"; fail=1; fi
-    rm -f "$log"; return $rc
-}
-
-step "1. builds (warnings are errors)"
+dry=0; tier=1
+for a in "$@"; do
+    case "$a" in
+        --dry-run) dry=1 ;;
+        1|2|3|4) tier=$a ;;
+        *) echo "usage: $0 [--dry-run] [1|2|3|4]" >&2; exit 2 ;;
+    esac
+done
+J=$(nproc 2>/dev/null || echo 4)
+if [ -z "${CUDNN_FRONTEND_PATH:-}" ] && [ -f dev/deps/cudnn_frontend/include/cudnn_frontend.h ]; then
+    export CUDNN_FRONTEND_PATH="$PWD/dev/deps/cudnn_frontend/include"
+fi
+B13="--preset wan2.1-t2v-1.3b --batch 1 --latent-frames 21 --latent-height 60 --latent-width 104"
+S13="$B13 --recompute on --M 2 --N 2 --head-blocks 5"
 W="NVEXTRA=-Werror all-warnings -Xcompiler -Werror"
-runf ": error|: warning|Error [0-9]" make -B PRECISION=FP32 GEMM=own ATTN=naive test_gpu "$W" && cp test_gpu /tmp/test_gpu_fp32_own
-runf ": error|: warning|Error [0-9]" make -B PRECISION=FP32 test_gpu "$W" && cp test_gpu /tmp/test_gpu_fp32
-runf ": error|: warning|Error [0-9]" make -B cuda "$W"    # bf16: train_tmd, sample_tmd, test_gpu
-echo "builds done"
 
-if ! nvidia-smi -L >/dev/null 2>&1; then
-    echo; echo "NO GPU on this machine: stopping here. Everything above ran; steps 2-5 need a device."
-    echo "results file: $out"
+# each step: tier, estimated seconds, what, command. The estimates (arithmetic, for one H100 with 16 cores):
+#   builds: the cuDNN graphs' unit ~60-90 s, then the three programs in parallel (-j16), ~90 s each at -O3 for one
+#     arch (they link the unit, so they wait for it); attention lab: its CPU twin at 96 rows and two heads plus ~30 s of timed kernels at 32,760
+#     tokens (6.6 TFLOP per self-attention forward at ~300 TFLOP/s, 28 runs per variant and direction); 1.3B forward
+#     bench: ~10 s of host weight init + 12 passes of ~0.5-0.8 s; 1.3B steps: init + 4 (Stage 1) or 7 (Stage 2) steps
+#     of ~2-6 s (3x / 4x a forward's FLOPs at 40 % of peak) plus the host-side plan and random weights. A step that
+#     would pass the tier's budget is skipped with a line, so the results file is always written
+STEPS=(
+"1|180|builds: train_tmd sample_tmd test_gpu (bf16, sm_90, cuDNN where found) and the attention and GEMM labs|make -j$J GPU_ARCH=sm_90 cuda \"$W\" && make -C dev/cuda -j$J ARCH=sm_90 WERROR=1 attention gemm"
+"1|60|attention lab: flash, naive, cuDNN vs the CPU twin, Wan sizes, timings|dev/cuda/attention"
+"1|40|compute-sanitizer (memcheck) on the attention lab's small cases|compute-sanitizer --tool memcheck --error-exitcode 1 dev/cuda/attention --small"
+"1|30|GEMM lab (cuBLASLt vs the CPU twin, timings)|dev/cuda/gemm"
+"1|25|test_gpu bf16 (the parity config)|./test_gpu"
+"1|25|test_gpu bf16 on the world preset (head dim 64: the flash / cuDNN path)|./test_gpu --preset world --frames 2 --height 16 --width 16"
+"1|30|1.3B forward, 480p x 81 frames, cuDNN attention|./sample_tmd $B13 --bench 5"
+"1|30|1.3B forward, the own flash attention (TMD_CUDNN=0)|env TMD_CUDNN=0 ./sample_tmd $B13 --bench 5"
+"1|45|1.3B Stage 1 step (bench, memory against the plan)|./train_tmd --stage stage1 --bench 4 $S13"
+"1|70|1.3B Stage 2 step with the GAN (bench, memory against the plan)|./train_tmd --stage stage2 --bench 6 $S13 --disc-width 570 --update-every 5"
+"2|180|fp32 builds: GEMM=own ATTN=naive and cuBLASLt (test_gpu)|make -j$J -B GPU_ARCH=sm_90 PRECISION=FP32 GEMM=own ATTN=naive test_gpu \"$W\" && cp test_gpu /tmp/test_gpu_fp32_own && make -j$J -B GPU_ARCH=sm_90 PRECISION=FP32 test_gpu \"$W\" && cp test_gpu /tmp/test_gpu_fp32"
+"2|60|fp32 parity, in-repo GEMM and cuBLASLt, and with recompute|/tmp/test_gpu_fp32_own && /tmp/test_gpu_fp32 && /tmp/test_gpu_fp32 --recompute 1"
+"2|60|the VAE decoder's parity (fp32)|/tmp/test_gpu_fp32_own --vae-only"
+"2|120|1.3B forward vs diffusers' eager WanTransformer3DModel (diffusers from dev/wheels)|pip install --no-index --no-deps --find-links dev/wheels diffusers && python3 dev/bench/diffusers_forward.py 5"
+"3|180|builds: the bf16 programs (sm_90)|make -j$J GPU_ARCH=sm_90 cuda \"$W\""
+"3|240|the rest of the kernel lab (dev/cuda/run_all.sh: every kernel vs its CPU twin, both precisions)|./dev/cuda/run_all.sh"
+"3|120|latent datasets: dev/data_check.sh|env TRAIN=./train_tmd dev/data_check.sh"
+"4|180|builds: the bf16 programs (sm_90)|make -j$J GPU_ARCH=sm_90 cuda \"$W\""
+"4|400|the built-in world end to end: teacher, Stage 1 / 2 (resume, recompute bit-identity), KD, baseline, sampling, the pipeline|world_end_to_end"
+)
+
+total=(0 0 0 0 0)
+for s in "${STEPS[@]}"; do IFS='|' read -r t e _ _ <<< "$s"; total[$t]=$(( ${total[$t]} + e )); done
+if [ $dry = 1 ]; then
+    for t in 1 2 3 4; do
+        echo "tier $t (estimated $(( ${total[$t]} )) s; estimates from arithmetic, not measured):"
+        for s in "${STEPS[@]}"; do IFS='|' read -r st e what cmd <<< "$s"; [ "$st" = $t ] && printf "  %4d s  %s\n          \$ %s\n" "$e" "$what" "$cmd"; done
+    done
+    echo "tier 1 total: ${total[1]} s estimated (limit 540 s: 9 minutes of one 10-minute command)"
+    [ "${total[1]}" -le 540 ] || { echo "tier 1's estimate exceeds 540 s: move steps to tier 2" >&2; exit 1; }
     exit 0
 fi
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
 
-step "2. GPU-vs-CPU parity (test_gpu)"
-runf "FAIL|GPU parity" /tmp/test_gpu_fp32_own
-runf "FAIL|GPU parity" /tmp/test_gpu_fp32
-runf "FAIL|GPU parity" ./test_gpu
-runf "FAIL|GPU parity" ./test_gpu --preset world --frames 2 --height 16 --width 16
-runf "FAIL|GPU parity|recompute on vs off" /tmp/test_gpu_fp32 --recompute 1
+# tier 4's world run (the former steps 4-4e of this script); sample_tmd writes .npy (no ffmpeg on the device image)
+world_end_to_end() {
+    local T=/tmp/gpu_check_teacher.safetensors f=0
+    r() { echo "\$ $*"; "$@" || { echo "FAILED: $*"; f=1; }; }
+    r ./train_tmd --stage teacher --preset world --steps 300 --batch 8 --lr 3e-4 --log-every 50 --out $T
+    r ./sample_tmd --weights $T --batch 4 --steps 16 --out /tmp/gpu_check_samples.npy
+    r ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --out /tmp/gpu_check_s1.safetensors
+    r ./train_tmd --stage stage1 --weights $T --steps 20 --batch 4 --log-every 10 --out /tmp/gpu_check_s1_half.safetensors
+    r ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --resume /tmp/gpu_check_s1_half.safetensors --out /tmp/gpu_check_s1_resumed.safetensors
+    r cmp /tmp/gpu_check_s1.safetensors /tmp/gpu_check_s1_resumed.safetensors && echo "Stage 1 resume: 20 + 20 steps = 40 steps, bit for bit"
+    r ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetensors --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_s2.safetensors
+    r ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetensors --steps 25 --batch 4 --log-every 10 --out /tmp/gpu_check_s2_half.safetensors
+    r ./train_tmd --stage stage2 --weights $T --steps 50 --batch 4 --log-every 10 --resume /tmp/gpu_check_s2_half.safetensors --out /tmp/gpu_check_s2_resumed.safetensors
+    r cmp /tmp/gpu_check_s2.safetensors /tmp/gpu_check_s2_resumed.safetensors && echo "Stage 2 resume: 25 + 25 steps = 50 steps, bit for bit"
+    r ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --recompute on --out /tmp/gpu_check_s1_rc.safetensors
+    r cmp /tmp/gpu_check_s1.safetensors /tmp/gpu_check_s1_rc.safetensors && echo "Stage 1 with --recompute on = without, bit for bit"
+    r ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetensors --steps 50 --batch 4 --log-every 10 --recompute on --out /tmp/gpu_check_s2_rc.safetensors
+    r cmp /tmp/gpu_check_s2.safetensors /tmp/gpu_check_s2_rc.safetensors && echo "Stage 2 with --recompute on = without, bit for bit"
+    rm -f /tmp/gpu_check_kd_pairs.safetensors
+    r ./train_tmd --stage kd --weights $T --kd-steps 40 --kd-pairs 32 --kd-cache /tmp/gpu_check_kd_pairs.safetensors --log-every 10 --out /tmp/gpu_check_kd.safetensors
+    r ./train_tmd --stage baseline --weights $T --student /tmp/gpu_check_kd.safetensors --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_base.safetensors
+    for M in 1 2; do r ./sample_tmd --mode tmd --weights $T --student /tmp/gpu_check_s2.safetensors --M $M --N 2 --batch 4 --out /tmp/gpu_check_tmd_M$M.npy; done
+    local R=/tmp/gpu_check_run; rm -rf $R; mkdir -p $R; cp $T $R/teacher.safetensors
+    r ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --kd-steps 40 --kd-pairs 32 --save-every 20 --eval-n 8 --log-every 10
+    ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --kd-steps 40 --kd-pairs 32 --save-every 20 --eval-n 8 --log-every 10 > /tmp/gpu_check_rerun.txt
+    local n; n=$(grep -c "^== .*skipped" /tmp/gpu_check_rerun.txt); echo "rerun: $n of 5 stages skipped (want 5)"; [ "$n" = 5 ] || f=1
+    if [ "${FULL:-0}" = 1 ]; then
+        rm -rf /tmp/gpu_check_full; local t0; t0=$(date +%s); r ./train_tmd --run-dir /tmp/gpu_check_full
+        echo "default run: $(( $(date +%s) - t0 )) s wall (goal: < 1800 s on one H100)"
+    fi
+    return $f
+}
 
-step "2b. the VAE decoder on the GPU: parity at the peer sizes (vae_a 4 -> 13 frames of 40x24, vae_c), then sample_tmd --decode to mp4"
-runf "vae_|caches|second decode|FAIL|GPU parity" /tmp/test_gpu_fp32_own --vae-only
-run ./sample_tmd --decode dev/peer/vectors/vae_a_latent.npy --vae dev/peer/vectors/vae_a_diffusers.safetensors --vae-raw --out /tmp/gpu_check_vae.npy
-run ffprobe -v error -count_frames -show_entries stream=nb_read_frames,width,height -of csv=p=0 /tmp/gpu_check_vae.mp4 && echo "(want 40,24,13)"
-
-step "3. kernel lab at real sizes (dev/cuda/run_all.sh; includes flash vs naive attention at Wan sizes)"
-runf "time|FAIL|passed|exit|results" ./dev/cuda/run_all.sh
-
-step "4. teacher training on the built-in world, then sampling"
-run ./train_tmd --stage teacher --preset world --steps 300 --batch 8 --lr 3e-4 --log-every 50 --out /tmp/gpu_check_teacher.safetensors
-run ./sample_tmd --weights /tmp/gpu_check_teacher.safetensors --batch 4 --steps 16 --out /tmp/gpu_check_samples.npy
-
-step "4b. TMD on the built-in world: Stage 1, a resumed Stage 1 equal to the uninterrupted one, Stage 2 (GAN terms at their defaults) and a resumed Stage 2 equal to the uninterrupted one, the KD warm-up (and its resume), the DMD2-v baseline from it, sampling"
-T=/tmp/gpu_check_teacher.safetensors
-run ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --out /tmp/gpu_check_s1.safetensors
-run ./train_tmd --stage stage1 --weights $T --steps 20 --batch 4 --log-every 10 --out /tmp/gpu_check_s1_half.safetensors >/dev/null
-run ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --resume /tmp/gpu_check_s1_half.safetensors --out /tmp/gpu_check_s1_resumed.safetensors >/dev/null
-run cmp /tmp/gpu_check_s1.safetensors /tmp/gpu_check_s1_resumed.safetensors && echo "resume: 20 + 20 steps = 40 steps, bit for bit"
-run ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetensors --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_s2.safetensors
-run ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetensors --steps 25 --batch 4 --log-every 10 --out /tmp/gpu_check_s2_half.safetensors >/dev/null
-run ./train_tmd --stage stage2 --weights $T --steps 50 --batch 4 --log-every 10 --resume /tmp/gpu_check_s2_half.safetensors --out /tmp/gpu_check_s2_resumed.safetensors >/dev/null
-run cmp /tmp/gpu_check_s2.safetensors /tmp/gpu_check_s2_resumed.safetensors && echo "Stage 2 resume (student, fake score, discriminator): 25 + 25 steps = 50 steps, bit for bit"
-rm -f /tmp/gpu_check_kd_pairs.safetensors
-run ./train_tmd --stage kd --weights $T --kd-steps 40 --kd-pairs 32 --kd-cache /tmp/gpu_check_kd_pairs.safetensors --log-every 10 --out /tmp/gpu_check_kd.safetensors
-run ./train_tmd --stage kd --weights $T --kd-steps 20 --kd-pairs 32 --kd-cache /tmp/gpu_check_kd_pairs.safetensors --log-every 10 --out /tmp/gpu_check_kd_half.safetensors | grep "KD:"
-run ./train_tmd --stage kd --weights $T --kd-steps 40 --kd-pairs 32 --kd-cache /tmp/gpu_check_kd_pairs.safetensors --log-every 10 --resume /tmp/gpu_check_kd_half.safetensors --out /tmp/gpu_check_kd_half.safetensors >/dev/null
-run cmp /tmp/gpu_check_kd.safetensors /tmp/gpu_check_kd_half.safetensors && echo "KD resume (cached pairs): 20 + 20 steps = 40 steps, bit for bit"
-run ./train_tmd --stage baseline --weights $T --student /tmp/gpu_check_kd.safetensors --steps 50 --batch 4 --log-every 10 --out /tmp/gpu_check_base.safetensors
-# per-block activation recompute changes no bit (deterministic kernels): the same Stage 1 and Stage 2 runs with it on
-run ./train_tmd --stage stage1 --weights $T --steps 40 --batch 4 --log-every 10 --recompute on --out /tmp/gpu_check_s1_rc.safetensors | grep -E "recompute|memory plan|total"
-run cmp /tmp/gpu_check_s1.safetensors /tmp/gpu_check_s1_rc.safetensors && echo "Stage 1 with --recompute on = without, bit for bit"
-run ./train_tmd --stage stage2 --weights $T --student /tmp/gpu_check_s1.safetensors --steps 50 --batch 4 --log-every 10 --recompute on --out /tmp/gpu_check_s2_rc.safetensors | grep -E "recompute|total"
-run cmp /tmp/gpu_check_s2.safetensors /tmp/gpu_check_s2_rc.safetensors && echo "Stage 2 with --recompute on = without, bit for bit"
-run ./sample_tmd --mode dmd2v --weights $T --student /tmp/gpu_check_base.safetensors --M 2 --batch 4 --out /tmp/gpu_check_dmd_M2.npy | grep -E "NFE|wrote"
-for M in 1 2; do run ./sample_tmd --mode tmd --weights $T --student /tmp/gpu_check_s2.safetensors --M $M --N 2 --batch 4 --out /tmp/gpu_check_tmd_M$M.npy | grep -E "NFE|wrote"; done
-
-step "4c. ./train_tmd with no --stage: the pipeline, shortened (teacher from step 4), its table; a rerun skips every stage"
-R=/tmp/gpu_check_run; rm -rf $R; mkdir -p $R; cp $T $R/teacher.safetensors
-run ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --kd-steps 40 --kd-pairs 32 --save-every 20 --eval-n 8 --log-every 10
-run ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --kd-steps 40 --kd-pairs 32 --save-every 20 --eval-n 8 --log-every 10 > /tmp/gpu_check_rerun.txt
-n=$(grep -c "^== .*skipped" /tmp/gpu_check_rerun.txt); echo "rerun: $n of 5 stages skipped (want 5: teacher, stage1, stage2, kd, baseline)"; [ "$n" = 5 ] || { echo "FAILED: the rerun did not skip every stage"; fail=1; }
-if [ "${FULL:-0}" = 1 ]; then
-  step "4d. the default run: ./train_tmd with no other arguments than its run directory (timed)"
-  rm -rf /tmp/gpu_check_full; t0=$(date +%s); run ./train_tmd --run-dir /tmp/gpu_check_full; echo "default run: $(( $(date +%s) - t0 )) s wall (goal: < 1800 s on one H100)"
-fi
-
-step "4e. ./train_tmd --weights --data: a latent dataset packed by ./test_tmd pack, Stage 1 (and resumed), Stage 2, baseline (tiny preset)"
-runf "TM-MF step|DMD2-v step|byte for byte|passed|error" env TRAIN=./train_tmd dev/data_check.sh
-
-step "5. Wan2.1 1.3B forward, 480p x 81 frames (batch 1, latent [16, 21, 60, 104], 32,760 tokens) vs diffusers eager"
-runf "bench|total" ./sample_tmd --preset wan2.1-t2v-1.3b --bench 5 --batch 1 --latent-frames 21 --latent-height 60 --latent-width 104
-run python3 dev/bench/diffusers_forward.py 5 || echo "(the diffusers comparison needs torch + diffusers; see the message above)"
-
-step "6. Wan2.1 1.3B training steps at 480p x 81 frames (batch 1, 32,760 tokens, bf16, recompute on, Table 7's TMD-N2H5 and 68M-parameter heads), random weights: step times and the device memory in use against the plan (the issue: the Stage 2 step must fit one 80 GB GPU)"
-B13="--preset wan2.1-t2v-1.3b --batch 1 --latent-frames 21 --latent-height 60 --latent-width 104 --recompute on --M 2 --N 2 --head-blocks 5"
-runf "bench|memory plan|total|error" ./train_tmd --stage stage1 --bench 4 $B13
-runf "bench|memory plan|total|error" ./train_tmd --stage stage2 --bench 7 $B13 --disc-width 570 --update-every 5
-
-echo; [ $fail -eq 0 ] && echo "gpu_check: every step ran" || echo "gpu_check: some steps FAILED (see above)"
+dir="${OUT:-dev/results}"; mkdir -p "$dir"
+out="$dir/gpu-check-tier$tier.txt"
+[ -z "${OUT:-}" ] && out="$dir/gpu-check-tier$tier-$(date +%Y%m%d-%H%M%S).txt"
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+{
+    if [ -n "$gpu" ]; then echo "rung: hardware ($gpu) | commit $commit | command: dev/gpu_check.sh ${*:+$* }(tier $tier)"
+    else echo "rung: builds only, no GPU on this machine | commit $commit | command: dev/gpu_check.sh ${*:+$* }(tier $tier)"; fi
+    date -u '+%Y-%m-%d %H:%M UTC'
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv 2>/dev/null
+    nvcc --version | tail -1
+    echo "tier $tier: estimated ${total[$tier]} s (arithmetic, see --dry-run)"
+} > "$out"
+exec > >(tee -a "$out") 2>&1
+budget=$(( tier == 1 ? 540 : 570 ))   # one command may run 600 s: leave the file time to be written
+t_start=$(date +%s); fail=0; first=1; nogpu=0
+for s in "${STEPS[@]}"; do
+    IFS='|' read -r st e what cmd <<< "$s"
+    [ "$st" = "$tier" ] || continue
+    used=$(( $(date +%s) - t_start ))
+    if [ $first = 0 ] && [ -z "$gpu" ]; then echo; echo "==== SKIPPED (no GPU): $what"; nogpu=1; continue; fi
+    if [ $(( used + e )) -gt $budget ] && [ $first = 0 ]; then echo; echo "==== SKIPPED (the tier's $budget s would be passed: $used s used, ~$e s estimated): $what"; fail=1; continue; fi
+    echo; echo "==== $what (estimated $e s)"; echo "\$ $cmd"
+    t0=$(date +%s)
+    if [ "$cmd" = world_end_to_end ]; then world_end_to_end; rc=$?
+    else timeout $(( budget - used )) bash -c "$cmd"; rc=$?; fi
+    echo "---- exit $rc, $(( $(date +%s) - t0 )) s (estimated $e s)"
+    [ $rc -ne 0 ] && fail=1
+    first=0
+done
+if [ $nogpu = 1 ]; then verdict="no GPU on this machine: only the builds ran ($([ $fail = 0 ] && echo passed || echo FAILED))"
+elif [ $fail = 0 ]; then verdict="every step passed"; else verdict="some steps FAILED or were skipped (see above)"; fi
+echo; echo "tier $tier: $(( $(date +%s) - t_start )) s in all; $verdict"
 echo "results file: $out"
 exit $fail

@@ -3,7 +3,8 @@
 // double, then timed at the Wan2.1 1.3B 480p sizes. Design: dev/cuda/attention.md.
 // Build and run: `make -C dev/cuda attention && dev/cuda/attention` (with cuDNN where dev/cuda/Makefile finds it), or
 //   nvcc -std=c++17 -O3 -arch=sm_90 -Xcompiler -Wall -I. dev/cuda/attention.cu -o dev/cuda/attention && dev/cuda/attention
-//   usage: dev/cuda/attention [SEED] [--quick] [--no-time]   (--quick: no 32,760-token case, no timing)
+//   usage: dev/cuda/attention [SEED] [--quick] [--no-time] [--small]   (--quick: no 32,760-token case, no timing;
+//          --small: the four cases under 200 tokens only, untimed: for compute-sanitizer, which slows kernels ~100x)
 // Standalone rather than on dev_common.cuh: that header pulls in cpu/layers.h, whose `#pragma omp` lines warn under
 // the build line above (no -fopenmp) and GCC 12 cannot silence them; the conventions are the same (seed printed and
 // repeatable, |gpu − ref| ≤ rtol·|ref| + atol·max|ref| per element, NaN fails, exit 1 on any failure).
@@ -542,18 +543,20 @@ static void time_size(const char* name, int B, int Nq, int Nk, int H) {
 // ---------------------------------------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
-    bool quick = false, timing = true, seeded = false;
+    bool quick = false, timing = true, seeded = false, small = false;
     uint64_t seed = ((uint64_t)time(NULL) * 1000003ull) ^ (uint64_t)getpid();
     for (int i = 1; i < argc; i++) {
         char* end = NULL;
         if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--no-time")) timing = false;
+        else if (!strcmp(argv[i], "--small")) small = quick = true;
         else if (!seeded && (seed = strtoull(argv[i], &end, 10), end != argv[i] && *end == 0)) seeded = true;
         else {
-            fprintf(stderr, "usage: %s [SEED] [--quick] [--no-time]\n"
+            fprintf(stderr, "usage: %s [SEED] [--quick] [--no-time] [--small]\n"
                     "  SEED        seed of the random inputs (default: a new one each run, printed)\n"
                     "  --quick     skip the 32,760-token case and the timings\n"
-                    "  --no-time   run the checks only\n", argv[0]);
+                    "  --no-time   run the checks only\n"
+                    "  --small     only the cases under 200 tokens, untimed (for compute-sanitizer)\n", argv[0]);
             return 2;
         }
     }
@@ -583,7 +586,7 @@ int main(int argc, char** argv) {
         {"Wan2.1 1.3B 480p self-attention", 1, 32760, 32760, 12, 128, 1.f, 0, 96},
     };
     for (const Case& c : cases)
-        if (!(quick && c.Nq > 10000)) run_case(c);
+        if (!(quick && c.Nq > 10000) && !(small && c.Nq > 200)) run_case(c);
     if (timing && !quick) {
         printf("\n(3) timing: median of %d after %d warm-ups; FLOPs fwd 4·B·Nq·Nk·d·H, bwd 2.5x fwd\n", REPS, WARMUP);
         printf("  FlashAttention-3 paper, H100, d 128, non-causal, 16k tokens: FlashAttention-2 fwd 370 / bwd 322, cuDNN 595 / 516, "
