@@ -745,7 +745,6 @@ static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuW
     float eps = (float)c->eps;
     const WanBlockF* Bf = &W->P.blocks[l];
     const WanBlockX* Bx = &W->X.blocks[l];
-    size_t ND = (size_t)N * D;
     a->x_in = x_in;
     wan_gpu_mod_forward(a->mod, Bf->modulation, e0, B, 6 * D, 6 * D, s);
     const float *shift1 = a->mod, *scale1 = a->mod + D, *gate1 = a->mod + 2 * D, *shift2 = a->mod + 3 * D, *scale2 = a->mod + 4 * D, *gate2 = a->mod + 5 * D;
@@ -760,8 +759,7 @@ static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuW
     rope_forward<floatX>(a->k, a->k, rope, N, L, H, d, s);
     wan_gpu_attention_forward(a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
     matmul_forward<floatX>(a->sa, NULL, a->ao, Bx->self_attn_o_weight, Bx->self_attn_o_bias, N, D, D, 0, s);
-    cudaCheck(cudaMemcpyAsync(a->x1, x_in, sizeof(float) * ND, cudaMemcpyDeviceToDevice, s));
-    residual_forward<floatX>(a->x1, a->sa, gate1, 6 * D, B, L, D, s);
+    residual_forward_out<floatX>(a->x1, x_in, a->sa, gate1, 6 * D, B, L, D, s);      // x1 = x_in + sa·gate1, one pass
     // cross-attention
     layernorm_affine_forward<floatX>(a->y3, a->ln3_mean, a->ln3_rstd, a->x1, Bf->norm3_weight, Bf->norm3_bias, N, D, eps, s);
     matmul_forward<floatX>(a->cq_pre, NULL, a->y3, Bx->cross_attn_q_weight, Bx->cross_attn_q_bias, N, D, D, 0, s);
@@ -771,15 +769,13 @@ static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuW
     matmul_forward<floatX>(a->cv, NULL, ctx, Bx->cross_attn_v_weight, Bx->cross_attn_v_bias, Nc, D, D, 0, s);
     wan_gpu_attention_forward(a->cao, a->clse, a->catt, a->cq, a->ck, a->cv, flash, B, L, Lc, H, d, s);
     matmul_forward<floatX>(a->ca, NULL, a->cao, Bx->cross_attn_o_weight, Bx->cross_attn_o_bias, N, D, D, 0, s);
-    cudaCheck(cudaMemcpyAsync(a->x2, a->x1, sizeof(float) * ND, cudaMemcpyDeviceToDevice, s));
-    residual_forward<floatX>(a->x2, a->ca, NULL, 0, B, L, D, s);
+    residual_forward_out<floatX>(a->x2, a->x1, a->ca, (const float*)NULL, 0, B, L, D, s);
     // FFN
     layernorm_modulate_forward<floatX>(a->h2, a->ln2_mean, a->ln2_rstd, a->x2, shift2, scale2, 6 * D, B, L, D, eps, s);
     matmul_forward<floatX>(a->f1a, a->f1, a->h2, Bx->ffn_0_weight, Bx->ffn_0_bias, N, D, F, 1, s);
     matmul_forward<floatX>(a->f2, NULL, a->f1a, Bx->ffn_2_weight, Bx->ffn_2_bias, N, F, D, 0, s);
     if (!x_out) return;
-    cudaCheck(cudaMemcpyAsync(x_out, a->x2, sizeof(float) * ND, cudaMemcpyDeviceToDevice, s));
-    residual_forward<floatX>(x_out, a->f2, gate2, 6 * D, B, L, D, s);
+    residual_forward_out<floatX>(x_out, a->x2, a->f2, gate2, 6 * D, B, L, D, s);
 }
 
 // dx [N, D] fp32: d x_out on entry, d x_in on return (in place). dW: the block's gradients (NULL: frozen).

@@ -5,8 +5,10 @@
 //   forward    x += y·gate[b]   fp32 stream, rtol 1e-5;  and with gate = NULL (the cross-attention add)
 //   backward   dy = dx·gate  floatX, rtol TOL_X;  dgate (+= into d mod; the other chunks must stay untouched) fp32 sums
 //              over L tokens, rtol 1e-4;  bitwise repeatable;  gate = NULL: dy = dx
+//   forward out of place (version 2, residual_forward_out: x_out = x_in + y·gate): vs the CPU twin, and bitwise equal
+//              to version 1's copy-then-add, gated and plain, in place too (x_out = x_in); C = 19 takes the fallback
 // Timing at the Wan sizes, bytes moved per call (N = B·L, X = sizeof(floatX)):
-//   forward:  x 8·N·C read and written + y X·N·C read
+//   forward:  x 8·N·C read and written + y X·N·C read (version 2 the same; version 1's copy before it 8·N·C more)
 //   backward: dx 4·N·C + y X·N·C read, dy X·N·C written, partials C floats per 32-row chunk written and read
 #include "dev_common.cuh"
 #include "../../kernels/residual.cuh"
@@ -57,6 +59,42 @@ static void test_size(Size s, HostRng* rng) {
     dev_poison(d_dy, NC * sizeof(floatX));
     residual_backward(d_dy, (float*)NULL, d_scratch, d_dx, d_y, (const float*)NULL, 0, B, L, C, 0);
     check("dy = dx", dev_download(d_dy, NC), dxd, TOL_X, 1e-6);
+
+    // version 2: x_out = x_in + y·gate in one pass, against the CPU twin and bitwise against copy-then-add
+    {
+        float *d_out = dev_alloc<float>(NC), *d_ref = dev_alloc<float>(NC), *d_in = dev_upload<float>(x0);
+        for (int gated = 1; gated >= 0; gated--) {
+            const float* gate = gated ? d_mod + 2 * C : NULL;
+            std::vector<double> ref = to_double(x0);
+            for (int b = 0; b < B; b++)
+                for (int l = 0; l < L; l++)
+                    for (int c = 0; c < C; c++) {
+                        const size_t i = ((size_t)b * L + l) * C + c;
+                        ref[i] += yd[i] * (gated ? modd[(size_t)b * 6 * C + 2 * C + c] : 1.0);
+                    }
+            printf("  version 2, out of place (%s, C %% 4 %s)\n", gated ? "gated" : "plain", C % 4 ? "!= 0: the copy-then-add fallback" : "== 0: 128-bit path");
+            dev_poison(d_out, NC * sizeof(float));
+            residual_forward_out(d_out, d_in, d_y, gate, gated ? 6 * C : 0, B, L, C, 0);
+            check("x_out = x_in + y·gate", dev_download(d_out, NC), ref, 1e-5, 1e-6);
+            dev_set(d_ref, x0);
+            residual_forward(d_ref, d_y, gate, gated ? 6 * C : 0, B, L, C, 0);
+            check_true("bitwise equal to copy-then-add (version 1)", dev_same_bits(d_out, d_ref, NC * 4));
+            dev_set(d_x, x0);
+            residual_forward_out(d_x, d_x, d_y, gate, gated ? 6 * C : 0, B, L, C, 0);
+            check_true("in place (x_out = x_in): bitwise equal too", dev_same_bits(d_x, d_ref, NC * 4));
+        }
+        if (s.time) {
+            const size_t X = sizeof(floatX);
+            float ms = bench_ms([&] { residual_forward_out(d_out, d_in, d_y, d_mod + 2 * C, 6 * C, B, L, C, 0); });
+            report_bw("forward out of place (version 2)", (double)NC * (8 + X), ms);
+            ms = bench_ms([&] {
+                cudaCheck(cudaMemcpyAsync(d_ref, d_in, NC * 4, cudaMemcpyDeviceToDevice, 0));
+                residual_forward(d_ref, d_y, d_mod + 2 * C, 6 * C, B, L, C, 0);
+            });
+            report_bw("copy then add (version 1), same work", (double)NC * (8 + X), ms);
+        }
+        cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_ref)); cudaCheck(cudaFree(d_in));
+    }
 
     if (s.time) {
         size_t X = sizeof(floatX), nchunks = reduce_num_chunks(L);
