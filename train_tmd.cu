@@ -28,7 +28,7 @@
 #include "gpu/teacher_gpu.cuh"      // flow-matching step, AdamW, Wan's initialisation
 #include "gpu/distill_gpu.cuh"      // TMD: the student, TM-MF and DMD2-v steps (and gpu/tmd_gpu.cuh)
 #include "gpu/train_state.h"        // checkpoints: every buffer and stream of a run, atomic, resumable bit for bit
-#include "gpu/nccl_dp.cuh"          // data parallelism over NCCL (mpirun -np K ./train_tmd ...)
+#include "gpu/comm.cuh"             // the collectives: NCCL, or MPI staged through the host (mpirun -np K ./train_tmd ...)
 #include "gpu/distill_plan.h"       // the memory plan of a step, printed and checked before allocating
 #include "gpu/eval_gpu.cuh"         // the pipeline's table: every row sampled on the GPU, scored by the toy VBench
 #include "gpu/train_data.h"         // (x, c) ~ p_data: the built-in world or a latent dataset (--data); Table 7's defaults
@@ -84,7 +84,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     char err[ST_ERRLEN];
     int baseline = !strcmp(o->stage, "baseline"), stage2 = baseline || !strcmp(o->stage, "stage2");
     int stage_id = baseline ? 3 : stage2 ? 2 : 1;
-    DataParallel dp; dp_init(&dp);   // one rank without mpirun
+    Comm dp; comm_init(&dp, NULL, NULL);   // data parallelism: one rank without mpirun
     TrainData td;                    // x, c ~ p_data: the world's stream or --data's latents, this rank's share
     if (o->bench ? train_data_open_synthetic(&td, c, o->lat_t, o->lat_h, o->lat_w, (uint64_t)o->seed, err)
                  : train_data_open(&td, o->data, c, (uint64_t)o->seed, stage_id, dp.rank, dp.world, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
@@ -284,17 +284,17 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             if (!stage2) fprintf(stderr, "Stage 1 step %llu skipped: non-finite loss\n", (unsigned long long)step + 1);
         } else if (!stage2) {
             S.step++;
-            dp_allreduce_sum(&dp, S.grads, ns, s0);
+            comm_all_reduce(&dp, S.grads, ns, COMM_F32, s0);
             tmd_adamw_(S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, gscale, scratch, &gn, s0);
             acc_a += la; acc_b += lb; na++; nb++;
         } else if (student_turn) {
-            ++*V.step; dp_allreduce_sum(&dp, V.grads, ns, s0);
+            ++*V.step; comm_all_reduce(&dp, V.grads, ns, COMM_F32, s0);
             tmd_adamw_(V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip_student, *V.step, gscale, scratch, &gn, s0);
             acc_a += la; acc_g += lg; na++;
         } else {
-            F.step++; double gf; dp_allreduce_sum(&dp, F.grads, nw, s0);
+            F.step++; double gf; comm_all_reduce(&dp, F.grads, nw, COMM_F32, s0);
             tmd_adamw_(F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr_fake, o->wd, 0, F.step, gscale, scratch, &gf, s0);
-            if (gan) { d_step++; double gd; dp_allreduce_sum(&dp, D.grads, nd, s0);   // FastGen clips only the student
+            if (gan) { d_step++; double gd; comm_all_reduce(&dp, D.grads, nd, COMM_F32, s0);   // FastGen clips only the student
                        tmd_adamw_(D.params, NULL, dm, dv, D.grads, nd, o->disc_lr, 0.01, 0, d_step, gscale, scratch, &gd, s0); }
             acc_b += lb; acc_d += ld; nb++;
         }
@@ -356,7 +356,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (!stage2) tmmf_gpu_work_free(&tw); else { gen_gpu_free(&G); dmd_gpu_work_free(&dw); wan_gpu_model_free(&F); wan_gpu_model_free(&T); }
     if (gan) { disc_gpu_model_free(&D); cudaCheck(cudaFree(dm)); cudaCheck(cudaFree(dv)); }
     if (baseline) wan_gpu_model_free(&Pm); else tmd_gpu_student_free(&S);
-    gemm_free(); dp_free(&dp);
+    gemm_free(); comm_finalize(&dp);
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1)); cudaCheck(cudaFree(y1)); cudaCheck(cudaFree(eps)); cudaCheck(cudaFree(scratch));
     if (neg_d) cudaCheck(cudaFree(neg_d));
     train_data_free(&td);
@@ -387,7 +387,7 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
     StudentConfig sc; sc.wan = *c; sc.head_blocks = o->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
     if (o->tmd && (o->H < 1 || o->H >= c->num_layers)) { fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1); return 2; }
     if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --kd-batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
-    if (dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1) > 1) { fprintf(stderr, "error: the KD warm-up runs on one GPU (it is not data-parallel); run it without mpirun\n"); return 2; }
+    if (comm_env_world() > 1) { fprintf(stderr, "error: the KD warm-up runs on one GPU (it is not data-parallel); run it without mpirun\n"); return 2; }
     size_t nw = wan_num_params(c), ns = o->tmd ? student_num_params(&sc) : nw, numel = td.numel, nctx = td.nctx;
     int B = o->batch;
     const char* stage = o->tmd ? "kd-tmd" : "kd";
@@ -850,7 +850,7 @@ int main(int argc, char** argv) {
         else printf("  4. baseline     DMD2-v on a plain Wan student at M %d, the same settings (no KD warm-up: --kd-steps 0)\n", tr.M);
         if (tr.data) printf("  data           %s: latents and contexts, its negative prompt for CFG (no table: sample with ./sample_tmd)\n", tr.data);
         else printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n", pl.eval_n, pl.sheet);
-        int world = dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);
+        int world = comm_env_world();
         if (world > 1) { fprintf(stderr, "error: the pipeline runs on one GPU; run the stages under mpirun one at a time with --stage\n"); return 2; }
     }
     WanConfig c; real* params;
