@@ -7,6 +7,7 @@
 #include "../cpu/tmd_cpu.h"   // student_extra_layout: the student's parameters beyond the Wan layout
 #include "../cpu/disc_cpu.h"  // disc_config, disc_num_params: the discriminator heads' size
 #include "../cpu/distill_table.h"   // the table ./train_tmd and ./test_tmd distill print
+#include "../lib/shard.h"   // the shard layout of a model's flat buffer over K ranks
 
 // the plan for a preset at a latent grid, with the student's extras counted by the CPU reference's own layout
 static PlanInput plan_input_for(const char* preset, int T, int Hl, int Wl, int N, int H, size_t disc_params, int disc_heads, int disc_top) {
@@ -316,9 +317,112 @@ static void test_distill_table(const char* tmpdir) {
     EXPECT(strstr(line[4], " -\n") != NULL, "an unmeasured row shows '-' in the last column: %s", line[4]);
 }
 
+// every element of the layout owned exactly once: each (rank, shard index) slot taken by at most one element, the
+// slots no element takes are exactly the padding, every unit's slices equal and aligned, the unit boundaries where
+// they were asked for; and a scatter to K shards followed by every unit's gather gives the flat buffer back
+static int shard_check_layout(const ShardLayout* L, const char* what) {
+    int bad = 0; size_t K = (size_t)L->K, slots = K * L->shard_numel;
+    unsigned char* used = (unsigned char*)calloc(slots, 1);
+    size_t twice = 0, off_unit = 0, misaligned = 0;
+    for (int u = 0; u < L->n_units; u++) {
+        const ShardUnit* x = &L->unit[u];
+        if (u > 0 && x->offset != L->unit[u - 1].offset + L->unit[u - 1].numel) off_unit++;
+        if (L->K > 1 && x->slice % (size_t)L->align) misaligned++;
+        if (shard_padded(L, u) < x->numel || (L->K > 1 && shard_padded(L, u) - x->numel >= K * (size_t)L->align)) misaligned++;
+    }
+    for (size_t g = 0; g < L->numel; g++) {
+        int r; size_t loc; shard_owner(L, g, &r, &loc);
+        int u = shard_unit_of(L, g);
+        // the slot lies inside the element's own unit's slice of its rank
+        if (r < 0 || (size_t)r >= K || loc < L->unit[u].shard_offset || loc >= L->unit[u].shard_offset + L->unit[u].slice) { off_unit++; continue; }
+        size_t slot = (size_t)r * L->shard_numel + loc;
+        if (used[slot]++) twice++;
+    }
+    size_t free_slots = 0; for (size_t i = 0; i < slots; i++) free_slots += !used[i];
+    size_t owned = 0; for (int r = 0; r < L->K; r++) owned += shard_owned(L, r);
+    EXPECT(!twice && !off_unit && !misaligned, "%s: %zu slots owned twice, %zu elements outside their unit's slice, %zu misaligned or over-padded units", what, twice, off_unit, misaligned);
+    EXPECT(free_slots == shard_padding(L) && owned == L->numel, "%s: %zu slots unowned, the padding is %zu; %zu owned, %zu elements", what, free_slots, shard_padding(L), owned, L->numel);
+    // scatter + gather round trip over distinct values
+    float* flat = (float*)malloc(sizeof(float) * L->numel); float* back = (float*)calloc(L->numel, sizeof(float));
+    float** sh = (float**)malloc(sizeof(float*) * K);
+    for (size_t g = 0; g < L->numel; g++) flat[g] = (float)(g + 1);
+    for (size_t r = 0; r < K; r++) { sh[r] = (float*)malloc(sizeof(float) * L->shard_numel); shard_scatter_host(L, (int)r, flat, sh[r], sizeof(float)); }
+    for (int u = 0; u < L->n_units; u++) shard_unit_gather_host(L, u, (const void* const*)sh, back, sizeof(float));
+    size_t nonzero_pad = 0;
+    for (size_t r = 0; r < K; r++) for (size_t i = 0; i < L->shard_numel; i++) nonzero_pad += !used[r * L->shard_numel + i] && sh[r][i] != 0;
+    EXPECT(!memcmp(flat, back, sizeof(float) * L->numel) && !nonzero_pad, "%s: scatter + gather differs from the flat buffer, or %zu padding slots not zero", what, nonzero_pad);
+    bad = twice || off_unit || misaligned || free_slots != shard_padding(L) || owned != L->numel || memcmp(flat, back, sizeof(float) * L->numel) || nonzero_pad;
+    for (size_t r = 0; r < K; r++) free(sh[r]);
+    free(sh); free(flat); free(back); free(used);
+    return bad;
+}
+
+static void test_shard_layout(void) {
+    printf("\n[shard] the fully sharded layout of a flat parameter buffer over K ranks (lib/shard.h)\n");
+    char err[ST_ERRLEN]; int Ks[] = {1, 2, 3, 8, 16, 64};
+    // every element of the small presets, the student's extras and the discriminator's heads, enumerated
+    const char* small[] = {"tiny", "world"};
+    for (int p = 0; p < 2; p++) {
+        PlanInput in = plan_input_for(small[p], 1, 8, 8, 2, 1, 0, 0, 0);
+        for (int k = 0; k < 6; k++) {
+            if (p == 1 && Ks[k] != 3) continue;   // the world's 31M elements once (K 3: slices the world does not divide)
+            ShardLayout L; char what[96];
+            EXPECT(shard_layout_wan(&L, &in.wan, in.student_extra, Ks[k], 64, err, sizeof(err)) == 0, "%s", err);
+            snprintf(what, sizeof(what), "%s student, K %d", small[p], Ks[k]);
+            int bad = shard_check_layout(&L, what);
+            // the units: embed, one per block starting at blocks.l's first tensor, head, flow_head
+            WanTensor* t = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS); size_t nw; int nt = wan_layout(&in.wan, t, NULL, NULL, &nw);
+            int found = 0;
+            for (int i = 0; i < nt; i++) {
+                int l; char rest[96];
+                if (sscanf(t[i].name, "blocks.%d.%95s", &l, rest) == 2 && !strcmp(rest, "self_attn.q.weight")) found += L.unit[1 + l].offset == t[i].offset;
+                if (!strcmp(t[i].name, "head.head.weight")) found += L.unit[1 + in.wan.num_layers].offset == t[i].offset;
+            }
+            free(t);
+            EXPECT(L.n_units == in.wan.num_layers + 3 && found == in.wan.num_layers + 1 && L.unit[L.n_units - 1].offset == nw && L.numel == nw + in.student_extra,
+                   "%s: %d units, %d boundaries at their tensors (want %d units: embed, %d blocks, head, flow_head)", what, L.n_units, found, in.wan.num_layers + 3, in.wan.num_layers);
+            if (Ks[k] == 3 && p == 1) printf("  %s: %d units, every element owned once, %zu padding elements, scatter + gather round trip%s\n", what, L.n_units, shard_padding(&L), bad ? " FAILED" : " ok");
+        }
+        DiscConfig dc = disc_config(&in.wan, 8, 8, 16, 16, 16), one = dc; one.n_heads = 1;
+        size_t per = disc_num_params(&one), sizes[DISC_MAX_HEADS]; const char* names[DISC_MAX_HEADS];
+        for (int h = 0; h < dc.n_heads; h++) { sizes[h] = per; names[h] = "disc.head"; }
+        for (int k = 0; k < 6; k++) {
+            ShardLayout L; char what[96]; snprintf(what, sizeof(what), "%s discriminator (%d heads), K %d", small[p], dc.n_heads, Ks[k]);
+            EXPECT(shard_layout_init(&L, names, sizes, dc.n_heads, Ks[k], 64, err, sizeof(err)) == 0 && L.numel == disc_num_params(&dc), "%s", what);
+            shard_check_layout(&L, what);
+        }
+    }
+    // K = 1 is the identity layout: shard index = flat index, no padding
+    {
+        PlanInput in = plan_input_for("world", 1, 8, 8, 2, 1, 0, 0, 0); ShardLayout L;
+        shard_layout_wan(&L, &in.wan, in.student_extra, 1, 64, err, sizeof(err));
+        size_t moved = 0; for (size_t g = 0; g < L.numel; g++) { int r; size_t loc; shard_owner(&L, g, &r, &loc); moved += r != 0 || loc != g; }
+        EXPECT(!moved && L.shard_numel == L.numel && shard_padding(&L) == 0, "K 1: %zu elements not at their own index, %zu padding", moved, shard_padding(&L));
+        printf("  K 1: the identity layout (%zu elements at their own index, no padding)\n", L.numel);
+    }
+    // the Wan2.1 presets: each block a unit of 8D^2 + 2FD + F + 21D parameters (counted by hand from wan.h's block),
+    // each rank's shard 1/K of the model plus at most K*align padding per unit
+    const char* big[] = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b"}; int Kb[] = {1, 2, 8, 16, 64};
+    for (int p = 0; p < 2; p++) {
+        PlanInput in = plan_input_for(big[p], 21, 60, 104, 2, 5, 0, 0, 0);
+        double D = in.wan.dim, F = in.wan.ffn_dim, block = 8 * D * D + 2 * F * D + F + 21 * D;
+        printf("  %s student (%.4fB params, flow head %.1fM):", big[p], (double)(wan_num_params(&in.wan) + in.student_extra) / 1e9, (double)in.student_extra / 1e6);
+        for (int k = 0; k < 5; k++) {
+            ShardLayout L; shard_layout_wan(&L, &in.wan, in.student_extra, Kb[k], 64, err, sizeof(err));
+            size_t owned = 0; for (int r = 0; r < Kb[k]; r++) owned += shard_owned(&L, r);
+            EXPECT((double)L.unit[1].numel == block && (double)L.unit[in.wan.num_layers].numel == block, "%s: block unit %zu, by hand %.0f", big[p], L.unit[1].numel, block);
+            EXPECT(owned == L.numel && L.shard_numel * (size_t)Kb[k] == L.numel + shard_padding(&L) &&
+                   shard_padding(&L) < (size_t)L.n_units * (size_t)Kb[k] * 64 && (Kb[k] > 1 || shard_padding(&L) == 0),
+                   "%s K %d: shard %zu, padding %zu, owned %zu of %zu", big[p], Kb[k], L.shard_numel, shard_padding(&L), owned, L.numel);
+            printf(" K %d: %.1fM/rank%s", Kb[k], (double)L.shard_numel / 1e6, k < 4 ? "," : "\n");
+        }
+    }
+}
+
 static void test_gpu_host(const char* tmpdir) {
     test_distill_table(tmpdir);
     test_vbench(tmpdir);
     test_distill_plan();
     test_train_state(tmpdir);
+    test_shard_layout();
 }
