@@ -8,6 +8,8 @@
 #include "../cpu/disc_cpu.h"  // disc_config, disc_num_params: the discriminator heads' size
 #include "../cpu/distill_table.h"   // the table ./train_tmd and ./test_tmd distill print
 #include "../lib/shard.h"   // the shard layout of a model's flat buffer over K ranks
+#include "shard_plan.h"     // the per-rank plan on many GPUs (./train_tmd --plan)
+#include "train_data.h"     // Table 7: the 1.3B and 14B students and discriminator sizes the plan targets use
 
 // the plan for a preset at a latent grid, with the student's extras counted by the CPU reference's own layout
 static PlanInput plan_input_for(const char* preset, int T, int Hl, int Wl, int N, int H, size_t disc_params, int disc_heads, int disc_top) {
@@ -419,10 +421,78 @@ static void test_shard_layout(void) {
     }
 }
 
+// the per-rank plan (gpu/shard_plan.h, ./train_tmd --plan): one rank is the single-GPU plan exactly; the states are
+// the shard layouts' sizes; the activations at cp K2 are those of a sample of L/K2 tokens on ANOTHER latent grid (the
+// plan re-grids the sample, this check does not); the targets fit or are refused; bad layouts are refused
+static void test_shard_plan(void) {
+    printf("\n[shard plan] the per-rank memory plan on K GPUs, cp K2 per sample (gpu/shard_plan.h, ./train_tmd --plan)\n");
+    char err[512];
+    const char* big[] = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b"}; int Ns[] = {2, 4};
+    for (int b = 0; b < 2; b++) {
+        WanConfig wc; wan_preset(&wc, big[b], err);
+        DiscConfig dc = disc_config(&wc, 256, 256, 512, 512, 512);   // a discriminator of the plan's kind (the width does not matter here)
+        PlanInput in = plan_input_for(big[b], 21, 60, 104, Ns[b], 5, disc_num_params(&dc), dc.n_heads, dc.layers[dc.n_heads - 1] + 1);
+        for (int stage = 1; stage <= 2; stage++) {
+            MemPlan one, sh; ShardPlanInput sp1 = {1, 1, 80 * PLAN_GIB};
+            distill_plan(&one, &in, stage);
+            EXPECT(shard_plan(&sh, &in, stage, &sp1, err, sizeof(err)) == 0 && sh.total == one.total && sh.n == one.n,
+                   "%s stage %d: 1 rank %.6f GiB in %d items, the single-GPU plan %.6f GiB in %d", big[b], stage, sh.total / PLAN_GIB, sh.n, one.total / PLAN_GIB, one.n);
+            // K = 16, cp 4: the states from the layouts, the student's activations from another grid of L/4 tokens
+            ShardPlanInput sp = {16, 4, 80 * PLAN_GIB};
+            EXPECT(shard_plan(&sh, &in, stage, &sp, err, sizeof(err)) == 0, "%s", err);
+            ShardLayout ls, lw, ld; shard_plan_layouts(&in, 16, &ls, &lw, &ld, err, sizeof(err));
+            EXPECT(plan_item(&sh, "student (trainable)") == 18.0 * ls.shard_numel && ls.shard_numel * 16 >= ls.numel &&
+                   ls.shard_numel * 16 < ls.numel + (size_t)ls.n_units * 16 * SHARD_PLAN_ALIGN,
+                   "%s: student shard %.0f bytes, 18 x %zu elements (1/16 of %zu + padding)", big[b], plan_item(&sh, "student (trainable)"), ls.shard_numel, ls.numel);
+            PlanInput q = in; q.T = 21; q.Hl = 30; q.Wl = 52;   // 21 x 15 x 26 = 8190 = 32760 / 4 tokens
+            EXPECT(plan_tokens(&q) * 4 == plan_tokens(&in), "the check's grid has %d tokens, want %d", plan_tokens(&q), plan_tokens(&in) / 4);
+            EXPECT(plan_item(&sh, "student activations") == plan_expected_student_act(&q, stage), "%s stage %d: student activations at cp 4 %.0f, of 8190 tokens %.0f",
+                   big[b], stage, plan_item(&sh, "student activations"), plan_expected_student_act(&q, stage));
+            if (stage == 2) {
+                MemPlan whole; distill_plan(&whole, &in, 2);
+                double fs = (double)lw.shard_numel * 14.0, fz = 2.0 * lw.shard_numel + 4.0 * ceil((double)wan_gpu_fp32_params(&in.wan) / 16);
+                EXPECT(plan_item(&sh, "fake score (trainable)") == fs && plan_item(&sh, "teacher (frozen)") == fz && plan_item(&sh, "discriminator (trainable)") == 16.0 * ld.shard_numel,
+                       "%s: fake score %.0f (want %.0f), teacher %.0f (want %.0f), discriminator", big[b], plan_item(&sh, "fake score (trainable)"), fs, plan_item(&sh, "teacher (frozen)"), fz);
+                EXPECT(plan_item(&sh, "discriminator activations") == plan_item(&whole, "discriminator activations"), "the discriminator runs on the whole (gathered) sample");
+                EXPECT(plan_item(&sh, "gathered weights") == 2.0 * 2.0 * (double)ls.max_unit_padded && ls.max_unit_padded == ls.unit[1].slice * 16,
+                       "two bf16 buffers of the largest unit (a block): %.0f", plan_item(&sh, "gathered weights"));
+            }
+        }
+    }
+    // the targets, 480p x 81 frames, batch 1 per group, bf16, recompute, Table 7's students and discriminator size
+    typedef struct { const char* preset; int stage, K, cp, batch; double gib; int fits; } Target;
+    const Target tg[] = {{"wan2.1-t2v-14b", 1, 16, 4, 1, 80, 1},   {"wan2.1-t2v-14b", 2, 16, 4, 1, 80, 1},  {"wan2.1-t2v-14b", 2, 1, 1, 1, 80, 0},
+                         {"wan2.1-t2v-14b", 1, 1, 1, 1, 80, 0},    {"wan2.1-t2v-14b", 2, 8, 4, 1, 140.4, 1}, {"wan2.1-t2v-14b", 2, 8, 4, 1, 80, 0},
+                         {"wan2.1-t2v-1.3b", 2, 2, 1, 1, 80, 1},   {"wan2.1-t2v-1.3b", 2, 2, 1, 2, 80, 1}};
+    for (int i = 0; i < (int)(sizeof(tg) / sizeof(tg[0])); i++) {
+        WanConfig wc; Table7 t7; wan_preset(&wc, tg[i].preset, err); table7_for(&wc, &t7);
+        int w = table7_disc_width(&wc, t7.disc_params, NULL);
+        DiscConfig dc = disc_config(&wc, w / 2, w / 2, w, w, w);
+        PlanInput in = plan_input_for(tg[i].preset, 21, 60, 104, t7.N, t7.H, tg[i].stage == 2 ? disc_num_params(&dc) : 0, tg[i].stage == 2 ? dc.n_heads : 0,
+                                      dc.layers[dc.n_heads - 1] + 1);
+        in.batch = tg[i].batch; in.disc_width1 = dc.width[0];
+        ShardPlanInput sp = {tg[i].K, tg[i].cp, tg[i].gib * PLAN_GIB}; MemPlan p;
+        EXPECT(shard_plan(&p, &in, tg[i].stage, &sp, err, sizeof(err)) == 0, "%s", err);
+        int refused = shard_plan_check(&p, &sp, err, sizeof(err));
+        EXPECT(refused == !tg[i].fits, "%s stage %d on %d x %g GiB, cp %d, batch %d: %.2f GiB a rank, want it to %s", tg[i].preset, tg[i].stage, tg[i].K, tg[i].gib,
+               tg[i].cp, tg[i].batch, p.total / PLAN_GIB, tg[i].fits ? "fit" : "be refused");
+        EXPECT(!refused || (strstr(err, "GiB a rank") && strstr(err, "--ranks")), "the refusal names the numbers and what to change: %s", err);
+        printf("  %-15s stage %d, %2d x %5.1f GiB, cp %d, batch %d: %6.2f GiB a rank (states %5.2f), %s\n", tg[i].preset, tg[i].stage, tg[i].K, tg[i].gib, tg[i].cp,
+               tg[i].batch, p.total / PLAN_GIB, shard_plan_states(&p) / PLAN_GIB, refused ? "refused" : "fits");
+    }
+    // impossible layouts: cp not dividing the ranks, the heads (40 for 14B) or the tokens
+    PlanInput in = plan_input_for("wan2.1-t2v-14b", 21, 60, 104, 4, 5, 0, 0, 0); MemPlan p;
+    ShardPlanInput bad1 = {16, 3, 80 * PLAN_GIB}, bad2 = {12, 3, 80 * PLAN_GIB};
+    EXPECT(shard_plan(&p, &in, 2, &bad1, err, sizeof(err)) != 0 && strstr(err, "divisor of the ranks"), "cp 3 of 16 ranks: %s", err);
+    EXPECT(shard_plan(&p, &in, 2, &bad2, err, sizeof(err)) != 0 && strstr(err, "40 heads"), "cp 3 of 40 heads: %s", err);
+    printf("  cp 3 on 12 ranks -> %s\n", err);
+}
+
 static void test_gpu_host(const char* tmpdir) {
     test_distill_table(tmpdir);
     test_vbench(tmpdir);
     test_distill_plan();
     test_train_state(tmpdir);
     test_shard_layout();
+    test_shard_plan();
 }
