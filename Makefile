@@ -14,8 +14,8 @@
 #   NVEXTRA="..."    extra nvcc flags (CI: -Werror all-warnings -Xcompiler -Werror)
 #   make train_tmd_sim sample_tmd_sim   the builds for the GPGPU-Sim functional simulator (dev/sim.md)
 #   make world       generate the built-in world's datasets and a contact sheet into data/
-#   make test-mpi    lib/comm.h's collectives under mpirun (2 and 3 ranks) against a serial computation, and a failing
-#                    rank's abort (needs OpenMPI: apt-get install openmpi-bin libopenmpi-dev)
+#   make test-mpi    lib/comm.h's collectives under mpirun (2 and 3 ranks) against a serial computation, the sharded
+#                    optimizer step against the replicated one, and a failing rank's abort (needs OpenMPI: apt-get install openmpi-bin libopenmpi-dev)
 # Every dependency is detected by compiling against it, and reported on one line.
 
 CC      ?= gcc
@@ -155,7 +155,8 @@ test-distill: test_tmd
 	./test_tmd test distill
 
 # lib/comm.h's collectives on 2 ranks and on 3 (slices the world does not divide), bit for bit against a serial
-# computation; then a rank that fails must end the launch with its message (a non-zero exit, within the timeout, not a
+# computation; the sharded optimizer step (lib/shard.h's slices, reduce-scatter, AdamW on the slice, all-gather) against
+# the replicated all-reduce step, bit for bit; then a rank that fails must end the launch with its message (a non-zero exit, within the timeout, not a
 # hang). mpirun: --allow-run-as-root for CI containers that run as root, --oversubscribe for more ranks than cores, and
 # the shared-memory transport without its single-copy (CMA) path, which containers without ptrace refuse.
 MPIRUN ?= mpirun --allow-run-as-root --oversubscribe
@@ -164,9 +165,15 @@ dev/mpi/comm_test: dev/mpi/comm_test.c lib/comm.h
 	$(if $(filter yes,$(MPI)),,$(error make test-mpi needs MPI: apt-get install openmpi-bin libopenmpi-dev))
 	$(MPICC) $(CFLAGS) -DUSE_MPI $< -o $@ -lm
 
-test-mpi: dev/mpi/comm_test
+dev/mpi/shard_step_test: dev/mpi/shard_step_test.c lib/comm.h lib/shard.h
+	$(if $(filter yes,$(MPI)),,$(error make test-mpi needs MPI: apt-get install openmpi-bin libopenmpi-dev))
+	$(MPICC) $(CFLAGS) -DUSE_MPI $< -o $@ -lm
+
+test-mpi: dev/mpi/comm_test dev/mpi/shard_step_test
 	$(MPIENV) $(MPIRUN) -np 2 dev/mpi/comm_test
 	$(MPIENV) $(MPIRUN) -np 3 dev/mpi/comm_test
+	$(MPIENV) $(MPIRUN) -np 2 dev/mpi/shard_step_test
+	$(MPIENV) $(MPIRUN) -np 3 dev/mpi/shard_step_test
 	@rc=0; $(MPIENV) timeout 60 $(MPIRUN) -np 3 dev/mpi/comm_test --abort > dev/mpi/abort.log 2>&1 || rc=$$?; \
 	 if [ $$rc -eq 0 ] || [ $$rc -eq 124 ] || ! grep -q "fatal: comm_test --abort" dev/mpi/abort.log; then \
 	   cat dev/mpi/abort.log; echo "comm_test --abort: FAILED (exit $$rc; want non-zero with the failing rank's message, 124 is the timeout: a hang)"; exit 1; fi; \
@@ -216,4 +223,4 @@ world: test_tmd
 	./test_tmd world gen
 
 clean:
-	rm -f dev/mpi/comm_test dev/mpi/abort.log test_tmd test_tmd_asan train_tmd sample_tmd test_gpu train_tmd_sim sample_tmd_sim
+	rm -f dev/mpi/comm_test dev/mpi/shard_step_test dev/mpi/abort.log test_tmd test_tmd_asan train_tmd sample_tmd test_gpu train_tmd_sim sample_tmd_sim
