@@ -29,6 +29,7 @@
 #include "gpu/distill_gpu.cuh"      // TMD: the student, TM-MF and DMD2-v steps (and gpu/tmd_gpu.cuh)
 #include "gpu/train_state.h"        // checkpoints: every buffer and stream of a run, atomic, resumable bit for bit
 #include "gpu/comm.cuh"             // the collectives: NCCL, or MPI staged through the host (mpirun -np K ./train_tmd ...)
+#include "gpu/shard_gpu.cuh"        // the sharded optimizer step of a multi-rank run
 #include "gpu/distill_plan.h"       // the memory plan of a step, printed and checked before allocating
 #include "gpu/shard_plan.h"        // the per-rank plan on many GPUs (sharded states, split sequence): --plan
 #include "gpu/eval_gpu.cuh"         // the pipeline's table: every row sampled on the GPU, scored by the toy VBench
@@ -79,6 +80,14 @@ static void tmd_adamw_(float* p, floatX* copy, float* m, float* v, float* g, siz
     copy = NULL;
 #endif
     adamw_update(p, copy, m, v, g, n, (float)lr, 0.9f, 0.99f, 1e-8f, (float)wd, (float)k, step, s);   // Table 7: betas 0.9, 0.99
+}
+
+// one model's optimizer step: on one rank the plain step on the whole buffer (g as it is); on several, g is this rank's
+// gradient and the step is sharded (gpu/shard_gpu.cuh: reduce-scatter, the norm from the slices, AdamW on 1/K, gathers)
+static void train_update_(Comm* dp, ShardOpt* so, float* p, floatX* x, float* m, float* v, float* g, size_t n, double lr, double wd, double clip,
+                          long step, double gscale, double* scratch, double* gnorm, cudaStream_t s) {
+    if (dp->world == 1) { tmd_adamw_(p, x, m, v, g, n, lr, wd, clip, step, gscale, scratch, gnorm, s); return; }
+    shard_opt_step(so, dp, p, x, g, lr, wd, clip, step, gscale, scratch, gnorm, s);
 }
 
 static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher) {
@@ -211,6 +220,20 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         dv = (float*)cuda_malloc_named(sizeof(float) * nd, "discriminator AdamW v", WAN_GPU_OOM_HINT);
         cudaCheck(cudaMemcpy(dm, hdm, sizeof(float) * nd, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(dv, hdv, sizeof(float) * nd, cudaMemcpyHostToDevice));
     }
+    // several ranks: each model's optimizer sharded over them (lib/shard.h layouts; the discriminator one unit per head)
+    ShardOpt so_v, so_f, so_d; memset(&so_v, 0, sizeof(so_v)); memset(&so_f, 0, sizeof(so_f)); memset(&so_d, 0, sizeof(so_d));
+    if (dp.world > 1) {
+        ShardLayout lv, lf, ld;
+        if (shard_layout_wan(&lv, c, ns - nw, dp.world, 64, err, sizeof(err)) || shard_layout_wan(&lf, c, 0, dp.world, 64, err, sizeof(err))) comm_abort(&dp, err);
+        shard_opt_init(&so_v, &dp, &lv, V.params, V.grads, V.opt_m, V.opt_v, 0);
+        if (stage2) shard_opt_init(&so_f, &dp, &lf, F.params, F.grads, F.opt_m, F.opt_v, 0);
+        if (gan) {
+            size_t per[DISC_MAX_HEADS]; const char* names[DISC_MAX_HEADS];
+            for (int h = 0; h < dcfg.n_heads; h++) { per[h] = nd / (size_t)dcfg.n_heads; names[h] = "disc.head"; }
+            if (shard_layout_init(&ld, names, per, dcfg.n_heads, dp.world, 64, err, sizeof(err)) || ld.numel != nd) comm_abort(&dp, "the discriminator's heads are not of one size");
+            shard_opt_init(&so_d, &dp, &ld, D.params, D.grads, dm, dv, 0);
+        }
+    }
     Rng rng = {rng_seed, rng_counter};
     float* clips = (float*)malloc(sizeof(float) * numel * B); float* ctx = (float*)malloc(sizeof(float) * nctx * B);
     float *x_d, *ctx_d, *x1, *y1, *eps; double* scratch;
@@ -280,23 +303,27 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                 for (int b = 0; b < B; b++) { lb += st.dsm[b] / (B * A); ld += st.gan_d[b] / (B * A); }
             }
         }
+        if (dp.world > 1) {   // every rank skips the update together (the sharded step is a collective): any rank's non-finite loss
+            float f = (float)finite; cudaCheck(cudaMemcpy(scratch, &f, sizeof(float), cudaMemcpyHostToDevice));
+            comm_all_reduce(&dp, scratch, 1, COMM_F32, s0);
+            cudaCheck(cudaMemcpy(&f, scratch, sizeof(float), cudaMemcpyDeviceToHost)); finite = f == (float)dp.world;
+        }
         if (!finite) {   // a micro-batch's loss was not finite: no update (its gradients stay unused)
             skipped++;
             if (!stage2) fprintf(stderr, "Stage 1 step %llu skipped: non-finite loss\n", (unsigned long long)step + 1);
         } else if (!stage2) {
             S.step++;
-            comm_all_reduce(&dp, S.grads, ns, COMM_F32, s0);
-            tmd_adamw_(S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, gscale, scratch, &gn, s0);
+            train_update_(&dp, &so_v, S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, gscale, scratch, &gn, s0);
             acc_a += la; acc_b += lb; na++; nb++;
         } else if (student_turn) {
-            ++*V.step; comm_all_reduce(&dp, V.grads, ns, COMM_F32, s0);
-            tmd_adamw_(V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip_student, *V.step, gscale, scratch, &gn, s0);
+            ++*V.step;
+            train_update_(&dp, &so_v, V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip_student, *V.step, gscale, scratch, &gn, s0);
             acc_a += la; acc_g += lg; na++;
         } else {
-            F.step++; double gf; comm_all_reduce(&dp, F.grads, nw, COMM_F32, s0);
-            tmd_adamw_(F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr_fake, o->wd, 0, F.step, gscale, scratch, &gf, s0);
-            if (gan) { d_step++; double gd; comm_all_reduce(&dp, D.grads, nd, COMM_F32, s0);   // FastGen clips only the student
-                       tmd_adamw_(D.params, NULL, dm, dv, D.grads, nd, o->disc_lr, 0.01, 0, d_step, gscale, scratch, &gd, s0); }
+            F.step++; double gf;
+            train_update_(&dp, &so_f, F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr_fake, o->wd, 0, F.step, gscale, scratch, &gf, s0);
+            if (gan) { d_step++; double gd;   // FastGen clips only the student
+                       train_update_(&dp, &so_d, D.params, NULL, dm, dv, D.grads, nd, o->disc_lr, 0.01, 0, d_step, gscale, scratch, &gd, s0); }
             acc_b += lb; acc_d += ld; nb++;
         }
         step++;
@@ -326,7 +353,13 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                    ganlog, vn, 1e3 * per, per * (double)(o->steps - (int)step), skipped);
             acc_a = acc_b = acc_g = acc_d = 0; na = nb = 0; t0 = now_s();
         }
-        if (dp.rank == 0 && !o->bench && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps)) {
+        int save_now = !o->bench && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps);
+        if (save_now && dp.world > 1) {   // the moments' slices into the models' whole buffers (every rank: collectives)
+            shard_opt_gather_moments(&so_v, &dp, V.opt_m, V.opt_v, s0);
+            if (stage2) shard_opt_gather_moments(&so_f, &dp, F.opt_m, F.opt_v, s0);
+            if (gan) shard_opt_gather_moments(&so_d, &dp, dm, dv, s0);
+        }
+        if (dp.rank == 0 && save_now) {
             cudaCheck(cudaMemcpy(hs, V.params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
             cudaCheck(cudaMemcpy(hm, V.opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hv, V.opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
             if (stage2) {
@@ -357,6 +390,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (!stage2) tmmf_gpu_work_free(&tw); else { gen_gpu_free(&G); dmd_gpu_work_free(&dw); wan_gpu_model_free(&F); wan_gpu_model_free(&T); }
     if (gan) { disc_gpu_model_free(&D); cudaCheck(cudaFree(dm)); cudaCheck(cudaFree(dv)); }
     if (baseline) wan_gpu_model_free(&Pm); else tmd_gpu_student_free(&S);
+    shard_opt_free(&so_v); shard_opt_free(&so_f); shard_opt_free(&so_d);
     gemm_free(); comm_finalize(&dp);
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1)); cudaCheck(cudaFree(y1)); cudaCheck(cudaFree(eps)); cudaCheck(cudaFree(scratch));
     if (neg_d) cudaCheck(cudaFree(neg_d));

@@ -18,6 +18,8 @@
 #      PyTorch SDPA) in the same run
 #   6. the 1.3B Stage 1 and Stage 2 training steps at that size (train_tmd --bench, random weights): step times and the
 #      device memory in use against the printed plan (the Stage 2 step must fit one 80 GB GPU)
+#   7. with two GPUs or more (and mpirun): the sharded optimizer step over NCCL against the replicated one
+#      (dev/mpi/shard_gpu_check on 2 ranks), then the same with the collectives staged through MPI (TMD_COMM=mpi)
 # Targets to report against (ratios within this run; absolute figures only as measured here): 1.3B forward <= 0.45 s on
 # an H100 and >= 2x diffusers eager; own attention >= 550 TFLOP/s forward, >= 450 backward; a training step at >= 45 %
 # of the bf16 peak. On a machine without a GPU it builds, then stops where it needs a device and says so.
@@ -120,6 +122,16 @@ step "6. Wan2.1 1.3B training steps at 480p x 81 frames (batch 1, 32,760 tokens,
 B13="--preset wan2.1-t2v-1.3b --batch 1 --latent-frames 21 --latent-height 60 --latent-width 104 --recompute on --M 2 --N 2 --head-blocks 5"
 runf "bench|memory plan|total|error" ./train_tmd --stage stage1 --bench 4 $B13
 runf "bench|memory plan|total|error" ./train_tmd --stage stage2 --bench 7 $B13 --disc-width 570 --update-every 5
+
+ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [ "$ngpu" -ge 2 ] && command -v mpirun >/dev/null 2>&1; then
+  step "7. the sharded optimizer step on 2 GPUs (dev/mpi/shard_gpu_check): NCCL, then MPI staged through the host"
+  run make dev/mpi/shard_gpu_check GPU_ARCH=sm_90
+  runf "rank|ok|FAIL" mpirun --allow-run-as-root -np 2 dev/mpi/shard_gpu_check
+  runf "rank|ok|FAIL" mpirun --allow-run-as-root -np 2 -x TMD_COMM=mpi dev/mpi/shard_gpu_check
+else
+  echo "7. the multi-GPU checks: skipped ($ngpu GPU(s)$(command -v mpirun >/dev/null 2>&1 || echo ', no mpirun'))"
+fi
 
 echo; [ $fail -eq 0 ] && echo "gpu_check: every step ran" || echo "gpu_check: some steps FAILED (see above)"
 echo "results file: $out"

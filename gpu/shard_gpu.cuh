@@ -9,7 +9,8 @@
 //      copy (what the forward reads)                                             (comm_all_gather, fp32 and bf16)
 // One rank (K = 1, the identity layout) aliases the model's own buffers and runs exactly train_tmd's plain step (the
 // norm over the whole gradient, adamw_update over the whole buffer): bit for bit the same, checked in test_gpu.
-// What this is not yet: FSDP. The model still holds its whole fp32 weights, bf16 copy and gradients (the forward and
+// train_tmd uses it with more than one rank (mpirun): the models' whole moments then only carry the checkpoint
+// (shard_opt_gather_moments before each save). What this is not yet: FSDP. The model still holds its whole fp32 weights, bf16 copy and gradients (the forward and
 // backward read and write them whole); only the moments and the master weights' update are 1/K. The full design
 // (README "Multi-GPU"): per-unit all-gather of the bf16 weights just before the unit runs (prefetch of the next unit on
 // a second stream), dropped after; per-unit reduce-scatter of the gradient as soon as the unit's backward is done;
@@ -30,8 +31,8 @@ typedef struct {
 } ShardOpt;
 
 // the optimizer of a model whose flat buffers are params [L->numel] (its weights, the same on every rank), grads,
-// opt_m, opt_v (the model's, used as they are when K = 1); the slices start from params and zero moments
-static void shard_opt_load(ShardOpt* o, int rank, const float* params, cudaStream_t s);
+// opt_m, opt_v (the model's, used as they are when K = 1); the slices start from params and the moments
+static void shard_opt_load(ShardOpt* o, int rank, const float* params, const float* opt_m, const float* opt_v, cudaStream_t s);
 static void shard_opt_init(ShardOpt* o, Comm* comm, const ShardLayout* L, float* params, float* grads, float* opt_m, float* opt_v, cudaStream_t s) {
     memset(o, 0, sizeof(*o)); o->L = *L;
     if (L->K != comm->world) { char m[120]; snprintf(m, sizeof(m), "shard_opt_init: a layout of %d slices for %d ranks", L->K, comm->world); comm_abort(comm, m); }
@@ -42,14 +43,14 @@ static void shard_opt_init(ShardOpt* o, Comm* comm, const ShardLayout* L, float*
     o->v = (float*)cuda_malloc_named(sizeof(float) * ns, "sharded AdamW v", "more ranks");
     o->g = (float*)cuda_malloc_named(sizeof(float) * ns, "sharded gradients", "more ranks");
     o->stage = (float*)cuda_malloc_named(sizeof(float) * nu, "a unit's staging buffer", "more ranks");
-    cudaCheck(cudaMemsetAsync(o->m, 0, sizeof(float) * ns, s)); cudaCheck(cudaMemsetAsync(o->v, 0, sizeof(float) * ns, s));
+    cudaCheck(cudaMemsetAsync(o->m, 0, sizeof(float) * ns, s)); cudaCheck(cudaMemsetAsync(o->v, 0, sizeof(float) * ns, s));   // padding 0
 #ifndef ENABLE_FP32
     o->master_x = (floatX*)cuda_malloc_named(sizeof(floatX) * ns, "sharded bf16 weights", "more ranks");
     o->stage_x = (floatX*)cuda_malloc_named(sizeof(floatX) * nu, "a unit's bf16 staging buffer", "more ranks");
 #endif
     // this rank's slices of the weights (lib/shard.h shard_scatter_host, on the device): padding zero
     cudaCheck(cudaMemsetAsync(o->master, 0, sizeof(float) * ns, s));
-    shard_opt_load(o, comm->rank, params, s);
+    shard_opt_load(o, comm->rank, params, opt_m, opt_v, s);
 }
 
 // the rank's slice bounds of unit u: [lo, lo + n) of the unit's elements (n may be 0 for the last ranks of a small unit)
@@ -58,13 +59,29 @@ static size_t shard_opt_owned_(const ShardUnit* x, int rank, size_t* lo) {
     return *lo >= x->numel ? 0 : (x->numel - *lo < x->slice ? x->numel - *lo : x->slice);
 }
 
-// copies this rank's slices of params into the master slices (after shard_opt_init; and after a checkpoint's weights load)
-static void shard_opt_load(ShardOpt* o, int rank, const float* params, cudaStream_t s) {
+// copies this rank's slices of the model's whole params and moments (device buffers) into the slices (after
+// shard_opt_init; after a checkpoint's weights and moments are loaded)
+static void shard_opt_load(ShardOpt* o, int rank, const float* params, const float* opt_m, const float* opt_v, cudaStream_t s) {
     if (o->aliased) return;
-    for (int u = 0; u < o->L.n_units; u++) {
-        const ShardUnit* x = &o->L.unit[u]; size_t lo, n = shard_opt_owned_(x, rank, &lo);
-        if (n) cudaCheck(cudaMemcpyAsync(o->master + x->shard_offset, params + x->offset + lo, sizeof(float) * n, cudaMemcpyDeviceToDevice, s));
-    }
+    const float* src[3] = {params, opt_m, opt_v}; float* dst[3] = {o->master, o->m, o->v};
+    for (int b = 0; b < 3; b++)
+        for (int u = 0; u < o->L.n_units; u++) {
+            const ShardUnit* x = &o->L.unit[u]; size_t lo, n = shard_opt_owned_(x, rank, &lo);
+            if (n) cudaCheck(cudaMemcpyAsync(dst[b] + x->shard_offset, src[b] + x->offset + lo, sizeof(float) * n, cudaMemcpyDeviceToDevice, s));
+        }
+}
+
+// the moments' slices all-gathered into the model's whole opt_m and opt_v (before rank 0 writes a checkpoint: the
+// same file as a one-rank run's); every rank calls it (a collective)
+static void shard_opt_gather_moments(ShardOpt* o, Comm* comm, float* opt_m, float* opt_v, cudaStream_t s) {
+    if (o->aliased) return;
+    const float* src[2] = {o->m, o->v}; float* dst[2] = {opt_m, opt_v};
+    for (int b = 0; b < 2; b++)
+        for (int u = 0; u < o->L.n_units; u++) {
+            const ShardUnit* x = &o->L.unit[u];
+            comm_all_gather(comm, o->stage, src[b] + x->shard_offset, x->slice, COMM_F32, s);
+            cudaCheck(cudaMemcpyAsync(dst[b] + x->offset, o->stage, sizeof(float) * x->numel, cudaMemcpyDeviceToDevice, s));
+        }
 }
 
 // one optimizer step: train_tmd.cu tmd_adamw_'s arithmetic (gscale = 1/ranks makes the summed gradient a mean; clip

@@ -1,8 +1,9 @@
 // lib/comm.h: the collectives of the multi-rank programs behind one small interface, in plain C over HOST buffers.
 // gpu/comm.cuh puts the same interface over device buffers (NCCL, or staged through these functions); the semantics
 // are defined and tested here (dev/mpi/comm_test.c, `make test-mpi`), without a GPU.
-//   backend  MPI when compiled with -DUSE_MPI (the Makefile finds OpenMPI by compiling against it), else one rank,
-//            where every collective is a copy (or nothing); a launch of several ranks without MPI is refused
+//   backend  MPI when compiled with -DUSE_MPI (the Makefile finds OpenMPI by compiling against it) and launched by
+//            mpirun/srun, else one rank, where every collective is a copy (or nothing); a launch of several ranks
+//            without MPI is refused
 //   types    COMM_F32 (float), COMM_BF16 (uint16_t bf16 bit patterns), COMM_F64 (double)
 //   counts   per rank: all_gather: send [count] -> recv [world][count] (rank r's at r*count; in place when
 //            send == recv + rank*count); reduce_scatter: send [world][count] -> recv [count] = the sum over the ranks of
@@ -117,6 +118,8 @@ static void comm_sum_parts_(void* out, const void* in, size_t count, int parts, 
 static void comm_host_init(CommHost* c, int* argc, char*** argv) {
     memset(c, 0, sizeof(*c)); c->world = 1;
 #ifdef USE_MPI
+    // without a launcher (mpirun, srun, hydra) one rank runs without MPI: no singleton start-up for a one-GPU run
+    if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") && !getenv("PMIX_RANK")) { (void)argc; (void)argv; return; }
     int init = 0; MPI_Initialized(&init);
     if (!init) { mpiCheck(c, MPI_Init(argc, argv)); c->mpi_owned = 1; }
     c->mpi = 1;
