@@ -17,6 +17,8 @@
 #   NVEXTRA="..."    extra nvcc flags (CI: -Werror all-warnings -Xcompiler -Werror)
 #   make train_tmd_sim sample_tmd_sim   the builds for the GPGPU-Sim functional simulator (dev/sim.md)
 #   make world       generate the built-in world's datasets and a contact sheet into data/
+#   make test-mpi    lib/comm.h's collectives under mpirun (2 and 3 ranks) against a serial computation, the sharded
+#                    optimizer step against the replicated one, and a failing rank's abort (needs OpenMPI: apt-get install openmpi-bin libopenmpi-dev)
 # Every dependency is detected by compiling against it, and reported on one line.
 
 CC      ?= gcc
@@ -49,8 +51,24 @@ else
 endif
 NVCC_PATH := $(shell command -v $(NVCC) 2>/dev/null)
 
+# MPI (OpenMPI's mpicc): the collectives' host backend (lib/comm.h, gpu/comm.cuh) and the launcher's ranks; probed for
+# the targets that use it. The CUDA programs get its include and library flags (nvcc takes -I, -L and -l as they are),
+# without the deprecated C++ bindings (OpenMPI's mpicxx.h declares names of its own, e.g. CommType).
+MPICC ?= mpicc
+MPI_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test-mpi train_tmd_sim sample_tmd_sim dev/mpi/shard_gpu_check dev/mpi/shard_gpu_check_sim,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+ifneq ($(MPI_GOALS),)
+  MPI := $(shell printf '#include <mpi.h>\nint main(int c, char** v){int n = 0; MPI_Init(&c, &v); MPI_Comm_size(MPI_COMM_WORLD, &n); MPI_Finalize(); return n > 0 ? 0 : 1;}\n' > $(PROBE_DIR)/mpi.c && \
+           $(MPICC) $(PROBE_DIR)/mpi.c -o $(PROBE_DIR)/mpi 2>/dev/null && echo yes)
+  ifeq ($(MPI),yes)
+    MPI_NVFLAGS := -DUSE_MPI -DOMPI_SKIP_MPICXX -DMPICH_SKIP_MPICXX $(filter -I%,$(shell $(MPICC) --showme:compile 2>/dev/null)) $(filter -L% -l%,$(shell $(MPICC) --showme:link 2>/dev/null))
+    $(info [deps] MPI: found ($(MPICC); multi-rank launches with mpirun, the host-staged collectives, make test-mpi))
+  else
+    $(info [deps] MPI: not found (one rank only; make test-mpi needs it: apt-get install openmpi-bin libopenmpi-dev))
+  endif
+endif
+
 # the CUDA probes cost seconds each, so they run only when a CUDA target is asked for
-CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu attention_cudnn.o,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu attention_cudnn.o dev/mpi/shard_gpu_check,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(CUDA_GOALS),)
   ifeq ($(NVCC_PATH),)
     $(info [deps] nvcc: not found (the CUDA programs train_tmd and sample_tmd are skipped; `make test` needs only a C compiler))
@@ -135,12 +153,15 @@ ifeq ($(PRECISION),FP32)
   # already err; so the fp32 build (and the simulator's, fp32 too) uses IEEE division and square root and CUDA's libm
   NVFLAGS := $(filter-out --use_fast_math,$(NVFLAGS))
 endif
+ifeq ($(MPI),yes)
+  NVDEFS += $(MPI_NVFLAGS)
+endif
 
 # the CUDA programs include cpu/ headers (the solvers, the oracle) single-threaded: their OpenMP pragmas are ignored
 HEADERS := wan.h $(wildcard lib/*.h cpu/*.h world/*.h gpu/*.h kernels/*.h)
 CUDA_HEADERS := $(HEADERS) $(wildcard kernels/*.cuh gpu/*.cuh)
 
-.PHONY: all test test-gpu test-distill asan fuzz ablate-quick cuda world clean
+.PHONY: all test test-gpu test-distill test-mpi asan fuzz ablate-quick cuda world clean
 all: test_tmd $(CUDA_TARGETS)
 cuda: $(CUDA_TARGETS)
 
@@ -172,6 +193,31 @@ endif
 
 test-distill: test_tmd
 	./test_tmd test distill
+
+# lib/comm.h's collectives on 2 ranks and on 3 (slices the world does not divide), bit for bit against a serial
+# computation; the sharded optimizer step (lib/shard.h's slices, reduce-scatter, AdamW on the slice, all-gather) against
+# the replicated all-reduce step, bit for bit; then a rank that fails must end the launch with its message (a non-zero exit, within the timeout, not a
+# hang). mpirun: --allow-run-as-root for CI containers that run as root, --oversubscribe for more ranks than cores, and
+# the shared-memory transport without its single-copy (CMA) path, which containers without ptrace refuse.
+MPIRUN ?= mpirun --allow-run-as-root --oversubscribe
+MPIENV := OMPI_MCA_btl_vader_single_copy_mechanism=none
+dev/mpi/comm_test: dev/mpi/comm_test.c lib/comm.h
+	$(if $(filter yes,$(MPI)),,$(error make test-mpi needs MPI: apt-get install openmpi-bin libopenmpi-dev))
+	$(MPICC) $(CFLAGS) -DUSE_MPI $< -o $@ -lm
+
+dev/mpi/shard_step_test: dev/mpi/shard_step_test.c lib/comm.h lib/shard.h
+	$(if $(filter yes,$(MPI)),,$(error make test-mpi needs MPI: apt-get install openmpi-bin libopenmpi-dev))
+	$(MPICC) $(CFLAGS) -DUSE_MPI $< -o $@ -lm
+
+test-mpi: dev/mpi/comm_test dev/mpi/shard_step_test
+	$(MPIENV) $(MPIRUN) -np 2 dev/mpi/comm_test
+	$(MPIENV) $(MPIRUN) -np 3 dev/mpi/comm_test
+	$(MPIENV) $(MPIRUN) -np 2 dev/mpi/shard_step_test
+	$(MPIENV) $(MPIRUN) -np 3 dev/mpi/shard_step_test
+	@rc=0; $(MPIENV) timeout 60 $(MPIRUN) -np 3 dev/mpi/comm_test --abort > dev/mpi/abort.log 2>&1 || rc=$$?; \
+	 if [ $$rc -eq 0 ] || [ $$rc -eq 124 ] || ! grep -q "fatal: comm_test --abort" dev/mpi/abort.log; then \
+	   cat dev/mpi/abort.log; echo "comm_test --abort: FAILED (exit $$rc; want non-zero with the failing rank's message, 124 is the timeout: a hang)"; exit 1; fi; \
+	 echo "comm_test --abort: the failing rank took the launch down (exit $$rc) with its message:"; grep "fatal:" dev/mpi/abort.log
 
 # the sanitizers find what a test that passes can hide: out-of-bounds reads, use after free, signed overflow.
 # Leaks are not checked (the tests free what they allocate, the commands leave it to exit).
@@ -210,6 +256,15 @@ attention_cudnn.o: kernels/attention_cudnn.cpp kernels/attention_cudnn.h
 # GPGPU-Sim intercepts) and no NCCL; written next to the real programs as train_tmd_sim and sample_tmd_sim
 SIM_NVFLAGS = $(filter-out --use_fast_math,$(NVFLAGS)) -std=c++17 -gencode arch=compute_80,code=[sm_80,compute_80] -cudart shared \
               -Xcompiler -Wall,-Wno-unused-function,-Wno-unknown-pragmas -DENABLE_FP32 -DGEMM_OWN -DATTN_NAIVE $(NVEXTRA)
+ifeq ($(MPI),yes)
+  SIM_NVFLAGS += $(MPI_NVFLAGS)   # mpirun -np K ./train_tmd_sim: each rank its own simulated GPU, the host-staged collectives
+endif
+# the sharded optimizer step on the device against the replicated one, under mpirun (dev/mpi/shard_gpu_check.cu)
+dev/mpi/shard_gpu_check: dev/mpi/shard_gpu_check.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVFLAGS_ALL) $< -o $@ $(CUDA_LIBS)
+dev/mpi/shard_gpu_check_sim: dev/mpi/shard_gpu_check.cu $(CUDA_HEADERS)
+	$(NVCC) $(SIM_NVFLAGS) $< -o $@
+
 train_tmd_sim sample_tmd_sim: %_sim: %.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit))
 	$(NVCC) $(SIM_NVFLAGS) $< -o $@
@@ -218,4 +273,4 @@ world: test_tmd
 	./test_tmd world gen
 
 clean:
-	rm -f test_tmd test_tmd_asan train_tmd sample_tmd test_gpu train_tmd_sim sample_tmd_sim attention_cudnn.o
+CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu attention_cudnn.o dev/mpi/shard_gpu_check,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))

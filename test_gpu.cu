@@ -32,6 +32,7 @@
 #include "gpu/tmd_gpu_tests.cuh"  // TMD: the student and its training steps vs the CPU reference
 #include "gpu/vae_gpu_tests.cuh"  // the VAE decoder vs the CPU reference
 #include "gpu/recompute_tests.cuh" // activation recompute: bit-identical gradients with and without it
+#include "gpu/shard_gpu.cuh"      // the sharded optimizer step: one rank equals the plain step
 
 #ifdef ENABLE_FP32
 #define PARITY_TOL 1e-5
@@ -96,6 +97,60 @@ static void compare_ctx_grad(const char* name, const double* gpu, double* const*
 // NULL (a missed reader then faults instead of reading stale memory), its fp32 tensors and its whole floatX copy must
 // be the trainable model's bits, and the forward and the input gradients (the GAN loss's path: dW NULL, d latent and d
 // context) must be bit for bit the same. The fp32 build keeps everything (P == X): the same comparisons hold.
+// the sharded optimizer on one rank (the identity layout, gpu/shard_gpu.cuh) against train_tmd's plain step (the norm
+// over the whole gradient, the clip factor, adamw_update over the whole buffer): weights, moments and the bf16 copy bit
+// for bit after three clipped steps. Several ranks: dev/mpi/shard_step_test.c on host buffers (make test-mpi).
+static void test_shard_opt_one_rank(const WanConfig* c, uint64_t seed) {
+    printf("\n[shard] the sharded optimizer step on one rank against the plain AdamW step, bit for bit\n");
+    char err[256]; ShardLayout L;
+    EXPECT(shard_layout_wan(&L, c, 0, 1, 64, err, sizeof(err)) == 0, "%s", err);
+    size_t n = L.numel;
+    Rng r = rng_make(seed); float* h = falloc(n);
+    float *p[2], *g, *m[2], *v[2]; floatX* x[2];
+    for (size_t i = 0; i < n; i++) h[i] = (float)(0.1 * rng_normal(&r));   // the gradient, the same for both
+    cudaCheck(cudaMalloc(&g, sizeof(float) * n)); cudaCheck(cudaMemcpy(g, h, sizeof(float) * n, cudaMemcpyHostToDevice));
+    for (size_t i = 0; i < n; i++) h[i] = (float)rng_normal(&r);           // the weights, two copies
+    for (int k = 0; k < 2; k++) {
+        cudaCheck(cudaMalloc(&p[k], sizeof(float) * n)); cudaCheck(cudaMemcpy(p[k], h, sizeof(float) * n, cudaMemcpyHostToDevice));
+        m[k] = device_zeros(n); v[k] = device_zeros(n); cudaCheck(cudaMalloc(&x[k], sizeof(floatX) * n));
+    }
+    free(h);
+    Comm one; memset(&one, 0, sizeof(one)); one.world = 1; one.host.world = 1;   // one rank: no collective runs, MPI untouched
+    ShardOpt o; shard_opt_init(&o, &one, &L, p[1], g, m[1], v[1], 0);
+    double *scratch; cudaCheck(cudaMalloc(&scratch, sizeof(double) * (ADAMW_NORM_BLOCKS + 1)));
+    double gn0 = 0, gn1 = 0;
+    for (long step = 1; step <= 3; step++) {
+        // train_tmd.cu tmd_adamw_ with gscale 1, clip 1 (the gradient's norm is ~0.1·sqrt(n): clipping active)
+        adamw_grad_norm_squared(scratch, scratch + 1, g, n, 0);
+        double n2; cudaCheck(cudaMemcpy(&n2, scratch, sizeof(double), cudaMemcpyDeviceToHost));
+        gn0 = sqrt(n2); double k = fmin(1.0, 1.0 / (gn0 + 1e-6));
+#ifdef ENABLE_FP32
+        floatX* cx = NULL;
+#else
+        floatX* cx = x[0];
+#endif
+        adamw_update(p[0], cx, m[0], v[0], g, n, (float)1e-3, 0.9f, 0.99f, 1e-8f, (float)0.01, (float)k, step, 0);
+        shard_opt_step(&o, &one, p[1], x[1], g, 1e-3, 0.01, 1.0, step, 1.0, scratch, &gn1, 0);
+    }
+    size_t differ = 0;
+    float* a = falloc(n); float* b = falloc(n);
+    float* bufs[3][2] = {{p[0], p[1]}, {m[0], m[1]}, {v[0], v[1]}};
+    for (int q = 0; q < 3; q++) {
+        cudaCheck(cudaMemcpy(a, bufs[q][0], sizeof(float) * n, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(b, bufs[q][1], sizeof(float) * n, cudaMemcpyDeviceToHost));
+        differ += memcmp(a, b, sizeof(float) * n) != 0;
+    }
+#ifndef ENABLE_FP32
+    floatX* ax = (floatX*)a; floatX* bx = (floatX*)b;
+    cudaCheck(cudaMemcpy(ax, x[0], sizeof(floatX) * n, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(bx, x[1], sizeof(floatX) * n, cudaMemcpyDeviceToHost));
+    differ += memcmp(ax, bx, sizeof(floatX) * n) != 0;
+#endif
+    printf("  %zu params, 3 clipped steps (norm %.4f): weights, m, v%s %s\n", n, gn1, sizeof(floatX) == 2 ? ", bf16 copy" : "", differ ? "DIFFER" : "bit-identical");
+    EXPECT(differ == 0 && gn0 == gn1, "the one-rank sharded step differs from the plain one in %zu buffers (norms %.17g vs %.17g)", differ, gn1, gn0);
+    shard_opt_free(&o); free(a); free(b);
+    for (int k = 0; k < 2; k++) { cudaCheck(cudaFree(p[k])); cudaCheck(cudaFree(m[k])); cudaCheck(cudaFree(v[k])); cudaCheck(cudaFree(x[k])); }
+    cudaCheck(cudaFree(g)); cudaCheck(cudaFree(scratch));
+}
+
 static void test_frozen_model(const WanConfig* c, int B, int T, int H, int W, uint64_t seed) {
     printf("\n[frozen] a frozen model against a trainable one of the same weights: its views, the forward and the input gradients, bit for bit\n");
     char err[ST_ERRLEN];
@@ -376,6 +431,7 @@ int main(int argc, char** argv) {
     }
 #endif
 
+    test_shard_opt_one_rank(&c, (uint64_t)seed + 23);
     test_frozen_model(&c, B, T, H, W, (uint64_t)seed + 17);
     test_recompute_wan_gpu(&c, B, T, H, W, (uint64_t)seed + 11);
     test_tmd_gpu(B, (uint64_t)seed, PARITY_TOL, 1);

@@ -28,8 +28,10 @@
 #include "gpu/teacher_gpu.cuh"      // flow-matching step, AdamW, Wan's initialisation
 #include "gpu/distill_gpu.cuh"      // TMD: the student, TM-MF and DMD2-v steps (and gpu/tmd_gpu.cuh)
 #include "gpu/train_state.h"        // checkpoints: every buffer and stream of a run, atomic, resumable bit for bit
-#include "gpu/nccl_dp.cuh"          // data parallelism over NCCL (mpirun -np K ./train_tmd ...)
+#include "gpu/comm.cuh"             // the collectives: NCCL, or MPI staged through the host (mpirun -np K ./train_tmd ...)
+#include "gpu/shard_gpu.cuh"        // the sharded optimizer step of a multi-rank run
 #include "gpu/distill_plan.h"       // the memory plan of a step, printed and checked before allocating
+#include "gpu/shard_plan.h"        // the per-rank plan on many GPUs (sharded states, split sequence): --plan
 #include "gpu/eval_gpu.cuh"         // the pipeline's table: every row sampled on the GPU, scored by the toy VBench
 #include "gpu/train_data.h"         // (x, c) ~ p_data: the built-in world or a latent dataset (--data); Table 7's defaults
 #include "gpu/kd_gpu.cuh"           // the KD warm-up: teacher ODE pairs (made once, cached) and the KD step
@@ -80,11 +82,19 @@ static void tmd_adamw_(float* p, floatX* copy, float* m, float* v, float* g, siz
     adamw_update(p, copy, m, v, g, n, (float)lr, 0.9f, 0.99f, 1e-8f, (float)wd, (float)k, step, s);   // Table 7: betas 0.9, 0.99
 }
 
+// one model's optimizer step: on one rank the plain step on the whole buffer (g as it is); on several, g is this rank's
+// gradient and the step is sharded (gpu/shard_gpu.cuh: reduce-scatter, the norm from the slices, AdamW on 1/K, gathers)
+static void train_update_(Comm* dp, ShardOpt* so, float* p, floatX* x, float* m, float* v, float* g, size_t n, double lr, double wd, double clip,
+                          long step, double gscale, double* scratch, double* gnorm, cudaStream_t s) {
+    if (dp->world == 1) { tmd_adamw_(p, x, m, v, g, n, lr, wd, clip, step, gscale, scratch, gnorm, s); return; }
+    shard_opt_step(so, dp, p, x, g, lr, wd, clip, step, gscale, scratch, gnorm, s);
+}
+
 static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher) {
     char err[ST_ERRLEN];
     int baseline = !strcmp(o->stage, "baseline"), stage2 = baseline || !strcmp(o->stage, "stage2");
     int stage_id = baseline ? 3 : stage2 ? 2 : 1;
-    DataParallel dp; dp_init(&dp);   // one rank without mpirun
+    Comm dp; comm_init(&dp, NULL, NULL);   // data parallelism: one rank without mpirun
     TrainData td;                    // x, c ~ p_data: the world's stream or --data's latents, this rank's share
     if (o->bench ? train_data_open_synthetic(&td, c, o->lat_t, o->lat_h, o->lat_w, (uint64_t)o->seed, err)
                  : train_data_open(&td, o->data, c, (uint64_t)o->seed, stage_id, dp.rank, dp.world, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
@@ -210,6 +220,20 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         dv = (float*)cuda_malloc_named(sizeof(float) * nd, "discriminator AdamW v", WAN_GPU_OOM_HINT);
         cudaCheck(cudaMemcpy(dm, hdm, sizeof(float) * nd, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(dv, hdv, sizeof(float) * nd, cudaMemcpyHostToDevice));
     }
+    // several ranks: each model's optimizer sharded over them (lib/shard.h layouts; the discriminator one unit per head)
+    ShardOpt so_v, so_f, so_d; memset(&so_v, 0, sizeof(so_v)); memset(&so_f, 0, sizeof(so_f)); memset(&so_d, 0, sizeof(so_d));
+    if (dp.world > 1) {
+        ShardLayout lv, lf, ld;
+        if (shard_layout_wan(&lv, c, ns - nw, dp.world, 64, err, sizeof(err)) || shard_layout_wan(&lf, c, 0, dp.world, 64, err, sizeof(err))) comm_abort(&dp, err);
+        shard_opt_init(&so_v, &dp, &lv, V.params, V.grads, V.opt_m, V.opt_v, 0);
+        if (stage2) shard_opt_init(&so_f, &dp, &lf, F.params, F.grads, F.opt_m, F.opt_v, 0);
+        if (gan) {
+            size_t per[DISC_MAX_HEADS]; const char* names[DISC_MAX_HEADS];
+            for (int h = 0; h < dcfg.n_heads; h++) { per[h] = nd / (size_t)dcfg.n_heads; names[h] = "disc.head"; }
+            if (shard_layout_init(&ld, names, per, dcfg.n_heads, dp.world, 64, err, sizeof(err)) || ld.numel != nd) comm_abort(&dp, "the discriminator's heads are not of one size");
+            shard_opt_init(&so_d, &dp, &ld, D.params, D.grads, dm, dv, 0);
+        }
+    }
     Rng rng = {rng_seed, rng_counter};
     float* clips = (float*)malloc(sizeof(float) * numel * B); float* ctx = (float*)malloc(sizeof(float) * nctx * B);
     float *x_d, *ctx_d, *x1, *y1, *eps; double* scratch;
@@ -279,23 +303,27 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                 for (int b = 0; b < B; b++) { lb += st.dsm[b] / (B * A); ld += st.gan_d[b] / (B * A); }
             }
         }
+        if (dp.world > 1) {   // every rank skips the update together (the sharded step is a collective): any rank's non-finite loss
+            float f = (float)finite; cudaCheck(cudaMemcpy(scratch, &f, sizeof(float), cudaMemcpyHostToDevice));
+            comm_all_reduce(&dp, scratch, 1, COMM_F32, s0);
+            cudaCheck(cudaMemcpy(&f, scratch, sizeof(float), cudaMemcpyDeviceToHost)); finite = f == (float)dp.world;
+        }
         if (!finite) {   // a micro-batch's loss was not finite: no update (its gradients stay unused)
             skipped++;
             if (!stage2) fprintf(stderr, "Stage 1 step %llu skipped: non-finite loss\n", (unsigned long long)step + 1);
         } else if (!stage2) {
             S.step++;
-            dp_allreduce_sum(&dp, S.grads, ns, s0);
-            tmd_adamw_(S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, gscale, scratch, &gn, s0);
+            train_update_(&dp, &so_v, S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, gscale, scratch, &gn, s0);
             acc_a += la; acc_b += lb; na++; nb++;
         } else if (student_turn) {
-            ++*V.step; dp_allreduce_sum(&dp, V.grads, ns, s0);
-            tmd_adamw_(V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip_student, *V.step, gscale, scratch, &gn, s0);
+            ++*V.step;
+            train_update_(&dp, &so_v, V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip_student, *V.step, gscale, scratch, &gn, s0);
             acc_a += la; acc_g += lg; na++;
         } else {
-            F.step++; double gf; dp_allreduce_sum(&dp, F.grads, nw, s0);
-            tmd_adamw_(F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr_fake, o->wd, 0, F.step, gscale, scratch, &gf, s0);
-            if (gan) { d_step++; double gd; dp_allreduce_sum(&dp, D.grads, nd, s0);   // FastGen clips only the student
-                       tmd_adamw_(D.params, NULL, dm, dv, D.grads, nd, o->disc_lr, 0.01, 0, d_step, gscale, scratch, &gd, s0); }
+            F.step++; double gf;
+            train_update_(&dp, &so_f, F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr_fake, o->wd, 0, F.step, gscale, scratch, &gf, s0);
+            if (gan) { d_step++; double gd;   // FastGen clips only the student
+                       train_update_(&dp, &so_d, D.params, NULL, dm, dv, D.grads, nd, o->disc_lr, 0.01, 0, d_step, gscale, scratch, &gd, s0); }
             acc_b += lb; acc_d += ld; nb++;
         }
         step++;
@@ -327,7 +355,13 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                    ganlog, vn, 1e3 * per, per * (double)(o->steps - (int)step), skipped);
             acc_a = acc_b = acc_g = acc_d = 0; na = nb = 0; t0 = now_s();
         }
-        if (dp.rank == 0 && !o->bench && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps)) {
+        int save_now = !o->bench && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps);
+        if (save_now && dp.world > 1) {   // the moments' slices into the models' whole buffers (every rank: collectives)
+            shard_opt_gather_moments(&so_v, &dp, V.opt_m, V.opt_v, s0);
+            if (stage2) shard_opt_gather_moments(&so_f, &dp, F.opt_m, F.opt_v, s0);
+            if (gan) shard_opt_gather_moments(&so_d, &dp, dm, dv, s0);
+        }
+        if (dp.rank == 0 && save_now) {
             cudaCheck(cudaMemcpy(hs, V.params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
             cudaCheck(cudaMemcpy(hm, V.opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hv, V.opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
             if (stage2) {
@@ -364,7 +398,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (!stage2) tmmf_gpu_work_free(&tw); else { gen_gpu_free(&G); dmd_gpu_work_free(&dw); wan_gpu_model_free(&F); wan_gpu_model_free(&T); }
     if (gan) { disc_gpu_model_free(&D); cudaCheck(cudaFree(dm)); cudaCheck(cudaFree(dv)); }
     if (baseline) wan_gpu_model_free(&Pm); else tmd_gpu_student_free(&S);
-    gemm_free(); dp_free(&dp);
+    shard_opt_free(&so_v); shard_opt_free(&so_f); shard_opt_free(&so_d);
+    gemm_free(); comm_finalize(&dp);
     cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1)); cudaCheck(cudaFree(y1)); cudaCheck(cudaFree(eps)); cudaCheck(cudaFree(scratch));
     if (neg_d) cudaCheck(cudaFree(neg_d));
     train_data_free(&td);
@@ -395,7 +430,7 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
     StudentConfig sc; sc.wan = *c; sc.head_blocks = o->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
     if (o->tmd && (o->H < 1 || o->H >= c->num_layers)) { fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1); return 2; }
     if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --kd-batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
-    if (dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1) > 1) { fprintf(stderr, "error: the KD warm-up runs on one GPU (it is not data-parallel); run it without mpirun\n"); return 2; }
+    if (comm_env_world() > 1) { fprintf(stderr, "error: the KD warm-up runs on one GPU (it is not data-parallel); run it without mpirun\n"); return 2; }
     size_t nw = wan_num_params(c), ns = o->tmd ? student_num_params(&sc) : nw, numel = td.numel, nctx = td.nctx;
     int B = o->batch;
     const char* stage = o->tmd ? "kd-tmd" : "kd";
@@ -683,6 +718,69 @@ static int train_tmd_pipeline(Pipeline* p, const WanConfig* c, real* teacher) {
     return rc;
 }
 
+// --plan: the per-rank memory plan of one step of `stage` on K GPUs of gpu_gib GiB, K2 of them per sample, from host
+// arithmetic only (gpu/shard_plan.h: no CUDA call, so it runs on any machine), then the same step's total at other
+// rank counts. A Wan2.1 preset takes Table 7's N, H and discriminator size for the flags not given, and 480p x 81
+// frames (latent 21 x 60 x 104) without --latent-*. Returns 0 when the step fits, 1 (with the numbers) when not.
+static int train_tmd_plan(int argc, char** argv, const char* preset, const char* stage, int batch, TmdRun o, int kd_tmd, int kd_pairs, int K, int K2,
+                          double gpu_gib, const char* recompute) {
+    char err[ST_ERRLEN]; WanConfig c; Table7 t7;
+    if (!preset) { fprintf(stderr, "error: --plan needs --preset (wan2.1-t2v-14b, wan2.1-t2v-1.3b, world, tiny)\n"); return 2; }
+    if (wan_preset(&c, preset, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    if (!stage) stage = "stage2";
+    int id = !strcmp(stage, "teacher") ? 0 : !strcmp(stage, "stage1") ? 1 : !strcmp(stage, "stage2") || !strcmp(stage, "baseline") ? 2 : !strcmp(stage, "kd") ? 3 : -1;
+    if (id < 0) { fprintf(stderr, "error: --plan --stage '%s': expected teacher, stage1, stage2, baseline or kd\n", stage); return 2; }
+    int t7ok = table7_for(&c, &t7);
+    if (t7ok && !flag_given(argc, argv, "--N")) o.N = t7.N;
+    if (t7ok && !flag_given(argc, argv, "--head-blocks")) o.H = t7.H;
+    if (t7ok && !flag_given(argc, argv, "--disc-width")) o.disc_width = table7_disc_width(&c, t7.disc_params, NULL);
+    if (!flag_given(argc, argv, "--batch")) batch = 1;
+    if (o.lat_t <= 0 || o.lat_h <= 0 || o.lat_w <= 0) {
+        if (!t7ok) { fprintf(stderr, "error: --plan for %s needs the latent grid: --latent-frames T --latent-height H --latent-width W\n", c.name); return 2; }
+        o.lat_t = 21; o.lat_h = 60; o.lat_w = 104;   // 480p x 81 frames through the Wan VAE (4x temporal, 8x spatial)
+    }
+    if (o.lat_t % c.patch[0] || o.lat_h % c.patch[1] || o.lat_w % c.patch[2] || batch < 1 || o.H < 1 || o.H >= c.num_layers || o.N < 1) {
+        fprintf(stderr, "error: --plan: the latent grid %d x %d x %d must divide into patches (%d, %d, %d), --batch >= 1, --N >= 1, --head-blocks 1 .. %d\n",
+                o.lat_t, o.lat_h, o.lat_w, c.patch[0], c.patch[1], c.patch[2], c.num_layers - 1); return 2;
+    }
+    int baseline = !strcmp(stage, "baseline"), kd = id == 3;
+    StudentConfig sc; sc.wan = c; sc.head_blocks = o.H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c.ffn_dim;
+    PlanInput pin; memset(&pin, 0, sizeof(pin));
+    pin.wan = c; pin.T = o.lat_t; pin.Hl = o.lat_h; pin.Wl = o.lat_w; pin.batch = batch; pin.N = o.N; pin.H = o.H;
+    pin.student_extra = baseline || id == 0 || (kd && !kd_tmd) ? 0 : student_num_params(&sc) - wan_num_params(&c);
+    pin.baseline = baseline; pin.fuse_ffn_dim = sc.fuse_ffn_dim; pin.recompute = strcmp(recompute, "off") != 0;
+    pin.naive_attention = !wan_gpu_use_flash(&c); pin.kd_pairs = kd ? kd_pairs : 0;
+#ifdef ENABLE_FP32
+    pin.fp32 = 1;
+#endif
+    if (id == 2 && o.gan_weight > 0) {
+        DiscConfig dcfg = disc_config(&c, o.disc_width / 2, o.disc_width / 2, o.disc_width, o.disc_width, o.disc_width);
+        pin.disc_params = disc_num_params(&dcfg); pin.disc_heads = dcfg.n_heads; pin.disc_width1 = dcfg.width[0];
+        for (int h = 0; h < dcfg.n_heads; h++) if (dcfg.layers[h] + 1 > pin.disc_top) pin.disc_top = dcfg.layers[h] + 1;
+    }
+    ShardPlanInput sp = {K, K2, gpu_gib * PLAN_GIB};
+    MemPlan p;
+    if (shard_plan(&p, &pin, id, &sp, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 2; }
+    char title[256];
+    snprintf(title, sizeof(title), "%s, %s, one rank of %d (cp %d: %d data-parallel group%s of batch %d), latent %d x %d x %d (%d tokens, %d a rank), N %d H %d, %s, recompute %s",
+             stage, c.name, K, K2, K / K2, K / K2 > 1 ? "s" : "", batch, o.lat_t, o.lat_h, o.lat_w, plan_tokens(&pin), plan_tokens(&pin) / K2, o.N, o.H,
+             pin.fp32 ? "fp32" : "bf16", pin.recompute ? "on" : "off");
+    plan_print(&p, title, stdout);
+    printf("  sharded states %.2f GiB, the rest %.2f GiB; %.2f GiB reserved (CUDA context, workspaces); a GPU: %.2f GiB\n",
+           shard_plan_states(&p) / PLAN_GIB, (p.total - shard_plan_states(&p)) / PLAN_GIB, SHARD_PLAN_RESERVE_GIB, gpu_gib);
+    printf("the same step on other rank counts, GiB a rank (ranks/cp: cp %d where it divides the ranks, else 1):\n ", K2);
+    int Ks[] = {1, 2, 4, 8, 16, 32, 64};
+    for (int k = 0; k < 7; k++) {
+        ShardPlanInput q = {Ks[k], Ks[k] % K2 ? 1 : K2, sp.gpu_bytes}; MemPlan m; char e2[ST_ERRLEN];
+        if (shard_plan(&m, &pin, id, &q, e2, sizeof(e2))) continue;
+        printf(" %d/%d: %.1f%s", Ks[k], q.cp, m.total / PLAN_GIB, shard_plan_check(&m, &q, e2, sizeof(e2)) ? " (does not fit)" : "");
+    }
+    printf("\n");
+    if (shard_plan_check(&p, &sp, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
+    printf("fits: %.2f GiB a rank of %.2f GiB (%.2f GiB free after the reserve)\n", p.total / PLAN_GIB, gpu_gib, gpu_gib - SHARD_PLAN_RESERVE_GIB - p.total / PLAN_GIB);
+    return 0;
+}
+
 int main(int argc, char** argv) {
     const char* preset = NULL;
     const char* weights = NULL;
@@ -703,6 +801,7 @@ int main(int argc, char** argv) {
     // the KD warm-up: cpu/distill_run.h's 128 pairs, 200 steps, batch 4; its lr 7e-4 goes with the tiny world's teacher lr
     // 3e-3, this world's teacher trains at 3e-4, so KD takes Stage 1's 3e-4 (the other regression stage; UNMEASURED)
     int kd_pairs = 128, kd_steps = 200, kd_batch = 4, kd_tmd = 0; double kd_lr = 3e-4; const char* kd_cache = NULL;
+    int plan_only = 0, plan_ranks = 1, plan_cp = 1; double plan_gpu_gib = 80;   // --plan (gpu/shard_plan.h)
     Flag flags[] = {
         FLAG_STR("--stage", &stage, "run one stage only: teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; kd: the KD warm-up of a one-step student; baseline: DMD2-v. Without it: the whole pipeline"),
         FLAG_STR("--run-dir", &pl.run_dir, "pipeline: the directory of every stage's checkpoint (a rerun continues where the last one stopped)"),
@@ -757,6 +856,10 @@ int main(int argc, char** argv) {
         FLAG_DOUBLE("--shift-eval", &pl.shift_eval, "pipeline: the teacher sampler's shift; also the KD pairs'"),
         FLAG_STR("--sheet", &pl.sheet, "pipeline: the contact sheet PNG (none: RUN_DIR/table.png)"),
         FLAG_STR("--recompute", &recompute, "per-block activation recompute in every training step: auto (on when the step's memory plan without it does not fit the GPU's free memory), on, off"),
+        FLAG_SWITCH("--plan", &plan_only, "print the per-rank memory plan of one --stage step (default stage2) of --preset on --ranks GPUs of --gpu-mem GiB, --cp per sample, and exit: 0 when it fits, 1 when not; host arithmetic only, no GPU needed (a Wan2.1 preset: Table 7's N, H, discriminator; 480p x 81 frames unless --latent-*; --batch per data-parallel group, default 1; --recompute off to plan without)"),
+        FLAG_INT_R("--ranks", &plan_ranks, 1, 65536, "--plan: GPUs every model is sharded over (fully sharded data parallelism)"),
+        FLAG_INT_R("--cp", &plan_cp, 1, 1024, "--plan: context parallelism, GPUs that split each sample's tokens (divides --ranks, the heads and the tokens)"),
+        FLAG_DOUBLE_R("--gpu-mem", &plan_gpu_gib, 1, 1e6, "--plan: one GPU's memory in GiB (an H100 80GB has 79.6 GiB, an H200 140.4)"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./train_tmd [flags]   (no flags: the whole distillation of the built-in world)");
     if (rc) return rc == 1 ? 0 : 2;
@@ -775,6 +878,10 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: --recompute '%s': expected auto, on or off\n", recompute); return 2;
     }
     recompute_mode = !strcmp(recompute, "on") ? 1 : !strcmp(recompute, "off") ? 0 : -1;
+    if (plan_only) return train_tmd_plan(argc, argv, preset, stage, batch, tr, kd_tmd, kd_pairs, plan_ranks, plan_cp, plan_gpu_gib, recompute);
+    if (flag_given(argc, argv, "--ranks") || flag_given(argc, argv, "--cp") || flag_given(argc, argv, "--gpu-mem")) {
+        fprintf(stderr, "error: --ranks, --cp and --gpu-mem go with --plan (a training run takes its ranks from mpirun -np K)\n"); return 2;
+    }
     if (tr.bench && (!stage || (strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "baseline")) || tr.data || tr.resume || steps >= 0)) {
         fprintf(stderr, "error: --bench N times N steps of one --stage stage1, stage2 or baseline on synthetic data: no --data, --resume or --steps\n"); return 2;
     }
@@ -858,7 +965,7 @@ int main(int argc, char** argv) {
         else printf("  4. baseline     DMD2-v on a plain Wan student at M %d, the same settings (no KD warm-up: --kd-steps 0)\n", tr.M);
         if (tr.data) printf("  data           %s: latents and contexts, its negative prompt for CFG (no table: sample with ./sample_tmd)\n", tr.data);
         else printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n", pl.eval_n, pl.sheet);
-        int world = dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);
+        int world = comm_env_world();
         if (world > 1) { fprintf(stderr, "error: the pipeline runs on one GPU; run the stages under mpirun one at a time with --stage\n"); return 2; }
     }
     WanConfig c; real* params;

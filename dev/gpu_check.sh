@@ -2,7 +2,7 @@
 # dev/gpu_check.sh: everything that only a GPU can check, in tiers sized for lent GPU sessions (a session has about 15
 # minutes of device time, machine start and builds included, one command at most 10 minutes, no network, no ffmpeg,
 # no diffusers on the device image, at most 8 files back).
-#   dev/gpu_check.sh [--dry-run] [1|2|3|4]   (default tier 1; each tier is one command on a fresh machine)
+#   dev/gpu_check.sh [--dry-run] [1|2|3|4|5]   (default tier 1; each tier is one command on a fresh machine)
 #   tier 1 (<= 9 minutes on one H100, builds included): builds (make -j, sm_90 only), the attention lab (flash, naive
 #          and cuDNN vs the CPU twin, and at Wan sizes with timings) and compute-sanitizer on its small cases, the GEMM
 #          lab, test_gpu bf16 and on the world preset (the flash path), the 1.3B forward bench with cuDNN and with the
@@ -14,6 +14,7 @@
 #   tier 3: the rest of the kernel lab (dev/cuda/run_all.sh) and the latent-dataset check
 #   tier 4: the built-in world end to end: teacher, Stage 1 and 2 with resume and recompute bit-identity, KD, the
 #          baseline, sampling, ./train_tmd's pipeline and its rerun; FULL=1 adds the default run (a session of its own)
+#   tier 5 (a machine with 2+ GPUs): the sharded optimizer step on 2 ranks, over NCCL and staged through MPI
 # One results file: $OUT/gpu-check-tier<N>.txt when OUT is set (a lent device session), else dev/results/. Its first
 # line says the rung (hardware, with the device's name), the commit and the command.
 # cudnn-frontend's headers: CUDNN_FRONTEND_PATH, else dev/deps/cudnn_frontend/include (dev/fetch_deps.sh; carry it to a
@@ -26,8 +27,8 @@ dry=0; tier=1
 for a in "$@"; do
     case "$a" in
         --dry-run) dry=1 ;;
-        1|2|3|4) tier=$a ;;
-        *) echo "usage: $0 [--dry-run] [1|2|3|4]" >&2; exit 2 ;;
+        1|2|3|4|5) tier=$a ;;
+        *) echo "usage: $0 [--dry-run] [1|2|3|4|5]" >&2; exit 2 ;;
     esac
 done
 J=$(nproc 2>/dev/null || echo 4)
@@ -65,12 +66,13 @@ STEPS=(
 "3|120|latent datasets: dev/data_check.sh|env TRAIN=./train_tmd dev/data_check.sh"
 "4|180|builds: the bf16 programs (sm_90)|make -j$J GPU_ARCH=sm_90 cuda \"$W\""
 "4|400|the built-in world end to end: teacher, Stage 1 / 2 (resume, recompute bit-identity), KD, baseline, sampling, the pipeline|world_end_to_end"
+"5|150|multi-GPU (2+ GPUs and mpirun): the sharded optimizer step over NCCL, then staged through MPI, against the replicated one|make GPU_ARCH=sm_90 dev/mpi/shard_gpu_check && mpirun --allow-run-as-root -np 2 dev/mpi/shard_gpu_check && mpirun --allow-run-as-root -np 2 -x TMD_COMM=mpi dev/mpi/shard_gpu_check"
 )
 
-total=(0 0 0 0 0)
+total=(0 0 0 0 0 0)
 for s in "${STEPS[@]}"; do IFS='|' read -r t e _ _ <<< "$s"; total[$t]=$(( ${total[$t]} + e )); done
 if [ $dry = 1 ]; then
-    for t in 1 2 3 4; do
+    for t in 1 2 3 4 5; do
         echo "tier $t (estimated $(( ${total[$t]} )) s; estimates from arithmetic, not measured):"
         for s in "${STEPS[@]}"; do IFS='|' read -r st e what cmd <<< "$s"; [ "$st" = $t ] && printf "  %4d s  %s\n          \$ %s\n" "$e" "$what" "$cmd"; done
     done

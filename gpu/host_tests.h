@@ -7,6 +7,9 @@
 #include "../cpu/tmd_cpu.h"   // student_extra_layout: the student's parameters beyond the Wan layout
 #include "../cpu/disc_cpu.h"  // disc_config, disc_num_params: the discriminator heads' size
 #include "../cpu/distill_table.h"   // the table ./train_tmd and ./test_tmd distill print
+#include "../lib/shard.h"   // the shard layout of a model's flat buffer over K ranks
+#include "shard_plan.h"     // the per-rank plan on many GPUs (./train_tmd --plan)
+#include "train_data.h"     // Table 7: the 1.3B and 14B students and discriminator sizes the plan targets use
 
 // the plan for a preset at a latent grid, with the student's extras counted by the CPU reference's own layout
 static PlanInput plan_input_for(const char* preset, int T, int Hl, int Wl, int N, int H, size_t disc_params, int disc_heads, int disc_top) {
@@ -316,9 +319,180 @@ static void test_distill_table(const char* tmpdir) {
     EXPECT(strstr(line[4], " -\n") != NULL, "an unmeasured row shows '-' in the last column: %s", line[4]);
 }
 
+// every element of the layout owned exactly once: each (rank, shard index) slot taken by at most one element, the
+// slots no element takes are exactly the padding, every unit's slices equal and aligned, the unit boundaries where
+// they were asked for; and a scatter to K shards followed by every unit's gather gives the flat buffer back
+static int shard_check_layout(const ShardLayout* L, const char* what) {
+    int bad = 0; size_t K = (size_t)L->K, slots = K * L->shard_numel;
+    unsigned char* used = (unsigned char*)calloc(slots, 1);
+    size_t twice = 0, off_unit = 0, misaligned = 0;
+    for (int u = 0; u < L->n_units; u++) {
+        const ShardUnit* x = &L->unit[u];
+        if (u > 0 && x->offset != L->unit[u - 1].offset + L->unit[u - 1].numel) off_unit++;
+        if (L->K > 1 && x->slice % (size_t)L->align) misaligned++;
+        if (shard_padded(L, u) < x->numel || (L->K > 1 && shard_padded(L, u) - x->numel >= K * (size_t)L->align)) misaligned++;
+    }
+    for (size_t g = 0; g < L->numel; g++) {
+        int r; size_t loc; shard_owner(L, g, &r, &loc);
+        int u = shard_unit_of(L, g);
+        // the slot lies inside the element's own unit's slice of its rank
+        if (r < 0 || (size_t)r >= K || loc < L->unit[u].shard_offset || loc >= L->unit[u].shard_offset + L->unit[u].slice) { off_unit++; continue; }
+        size_t slot = (size_t)r * L->shard_numel + loc;
+        if (used[slot]++) twice++;
+    }
+    size_t free_slots = 0; for (size_t i = 0; i < slots; i++) free_slots += !used[i];
+    size_t owned = 0; for (int r = 0; r < L->K; r++) owned += shard_owned(L, r);
+    EXPECT(!twice && !off_unit && !misaligned, "%s: %zu slots owned twice, %zu elements outside their unit's slice, %zu misaligned or over-padded units", what, twice, off_unit, misaligned);
+    EXPECT(free_slots == shard_padding(L) && owned == L->numel, "%s: %zu slots unowned, the padding is %zu; %zu owned, %zu elements", what, free_slots, shard_padding(L), owned, L->numel);
+    // scatter + gather round trip over distinct values
+    float* flat = (float*)malloc(sizeof(float) * L->numel); float* back = (float*)calloc(L->numel, sizeof(float));
+    float** sh = (float**)malloc(sizeof(float*) * K);
+    for (size_t g = 0; g < L->numel; g++) flat[g] = (float)(g + 1);
+    for (size_t r = 0; r < K; r++) { sh[r] = (float*)malloc(sizeof(float) * L->shard_numel); shard_scatter_host(L, (int)r, flat, sh[r], sizeof(float)); }
+    for (int u = 0; u < L->n_units; u++) shard_unit_gather_host(L, u, (const void* const*)sh, back, sizeof(float));
+    size_t nonzero_pad = 0;
+    for (size_t r = 0; r < K; r++) for (size_t i = 0; i < L->shard_numel; i++) nonzero_pad += !used[r * L->shard_numel + i] && sh[r][i] != 0;
+    EXPECT(!memcmp(flat, back, sizeof(float) * L->numel) && !nonzero_pad, "%s: scatter + gather differs from the flat buffer, or %zu padding slots not zero", what, nonzero_pad);
+    bad = twice || off_unit || misaligned || free_slots != shard_padding(L) || owned != L->numel || memcmp(flat, back, sizeof(float) * L->numel) || nonzero_pad;
+    for (size_t r = 0; r < K; r++) free(sh[r]);
+    free(sh); free(flat); free(back); free(used);
+    return bad;
+}
+
+static void test_shard_layout(void) {
+    printf("\n[shard] the fully sharded layout of a flat parameter buffer over K ranks (lib/shard.h)\n");
+    char err[ST_ERRLEN]; int Ks[] = {1, 2, 3, 8, 16, 64};
+    // every element of the small presets, the student's extras and the discriminator's heads, enumerated
+    const char* small[] = {"tiny", "world"};
+    for (int p = 0; p < 2; p++) {
+        PlanInput in = plan_input_for(small[p], 1, 8, 8, 2, 1, 0, 0, 0);
+        for (int k = 0; k < 6; k++) {
+            if (p == 1 && Ks[k] != 3) continue;   // the world's 31M elements once (K 3: slices the world does not divide)
+            ShardLayout L; char what[96];
+            EXPECT(shard_layout_wan(&L, &in.wan, in.student_extra, Ks[k], 64, err, sizeof(err)) == 0, "%s", err);
+            snprintf(what, sizeof(what), "%s student, K %d", small[p], Ks[k]);
+            int bad = shard_check_layout(&L, what);
+            // the units: embed, one per block starting at blocks.l's first tensor, head, flow_head
+            WanTensor* t = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS); size_t nw; int nt = wan_layout(&in.wan, t, NULL, NULL, &nw);
+            int found = 0;
+            for (int i = 0; i < nt; i++) {
+                int l; char rest[96];
+                if (sscanf(t[i].name, "blocks.%d.%95s", &l, rest) == 2 && !strcmp(rest, "self_attn.q.weight")) found += L.unit[1 + l].offset == t[i].offset;
+                if (!strcmp(t[i].name, "head.head.weight")) found += L.unit[1 + in.wan.num_layers].offset == t[i].offset;
+            }
+            free(t);
+            EXPECT(L.n_units == in.wan.num_layers + 3 && found == in.wan.num_layers + 1 && L.unit[L.n_units - 1].offset == nw && L.numel == nw + in.student_extra,
+                   "%s: %d units, %d boundaries at their tensors (want %d units: embed, %d blocks, head, flow_head)", what, L.n_units, found, in.wan.num_layers + 3, in.wan.num_layers);
+            if (Ks[k] == 3 && p == 1) printf("  %s: %d units, every element owned once, %zu padding elements, scatter + gather round trip%s\n", what, L.n_units, shard_padding(&L), bad ? " FAILED" : " ok");
+        }
+        DiscConfig dc = disc_config(&in.wan, 8, 8, 16, 16, 16), one = dc; one.n_heads = 1;
+        size_t per = disc_num_params(&one), sizes[DISC_MAX_HEADS]; const char* names[DISC_MAX_HEADS];
+        for (int h = 0; h < dc.n_heads; h++) { sizes[h] = per; names[h] = "disc.head"; }
+        for (int k = 0; k < 6; k++) {
+            ShardLayout L; char what[96]; snprintf(what, sizeof(what), "%s discriminator (%d heads), K %d", small[p], dc.n_heads, Ks[k]);
+            EXPECT(shard_layout_init(&L, names, sizes, dc.n_heads, Ks[k], 64, err, sizeof(err)) == 0 && L.numel == disc_num_params(&dc), "%s", what);
+            shard_check_layout(&L, what);
+        }
+    }
+    // K = 1 is the identity layout: shard index = flat index, no padding
+    {
+        PlanInput in = plan_input_for("world", 1, 8, 8, 2, 1, 0, 0, 0); ShardLayout L;
+        shard_layout_wan(&L, &in.wan, in.student_extra, 1, 64, err, sizeof(err));
+        size_t moved = 0; for (size_t g = 0; g < L.numel; g++) { int r; size_t loc; shard_owner(&L, g, &r, &loc); moved += r != 0 || loc != g; }
+        EXPECT(!moved && L.shard_numel == L.numel && shard_padding(&L) == 0, "K 1: %zu elements not at their own index, %zu padding", moved, shard_padding(&L));
+        printf("  K 1: the identity layout (%zu elements at their own index, no padding)\n", L.numel);
+    }
+    // the Wan2.1 presets: each block a unit of 8D^2 + 2FD + F + 21D parameters (counted by hand from wan.h's block),
+    // each rank's shard 1/K of the model plus at most K*align padding per unit
+    const char* big[] = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b"}; int Kb[] = {1, 2, 8, 16, 64};
+    for (int p = 0; p < 2; p++) {
+        PlanInput in = plan_input_for(big[p], 21, 60, 104, 2, 5, 0, 0, 0);
+        double D = in.wan.dim, F = in.wan.ffn_dim, block = 8 * D * D + 2 * F * D + F + 21 * D;
+        printf("  %s student (%.4fB params, flow head %.1fM):", big[p], (double)(wan_num_params(&in.wan) + in.student_extra) / 1e9, (double)in.student_extra / 1e6);
+        for (int k = 0; k < 5; k++) {
+            ShardLayout L; shard_layout_wan(&L, &in.wan, in.student_extra, Kb[k], 64, err, sizeof(err));
+            size_t owned = 0; for (int r = 0; r < Kb[k]; r++) owned += shard_owned(&L, r);
+            EXPECT((double)L.unit[1].numel == block && (double)L.unit[in.wan.num_layers].numel == block, "%s: block unit %zu, by hand %.0f", big[p], L.unit[1].numel, block);
+            EXPECT(owned == L.numel && L.shard_numel * (size_t)Kb[k] == L.numel + shard_padding(&L) &&
+                   shard_padding(&L) < (size_t)L.n_units * (size_t)Kb[k] * 64 && (Kb[k] > 1 || shard_padding(&L) == 0),
+                   "%s K %d: shard %zu, padding %zu, owned %zu of %zu", big[p], Kb[k], L.shard_numel, shard_padding(&L), owned, L.numel);
+            printf(" K %d: %.1fM/rank%s", Kb[k], (double)L.shard_numel / 1e6, k < 4 ? "," : "\n");
+        }
+    }
+}
+
+// the per-rank plan (gpu/shard_plan.h, ./train_tmd --plan): one rank is the single-GPU plan exactly; the states are
+// the shard layouts' sizes; the activations at cp K2 are those of a sample of L/K2 tokens on ANOTHER latent grid (the
+// plan re-grids the sample, this check does not); the targets fit or are refused; bad layouts are refused
+static void test_shard_plan(void) {
+    printf("\n[shard plan] the per-rank memory plan on K GPUs, cp K2 per sample (gpu/shard_plan.h, ./train_tmd --plan)\n");
+    char err[512];
+    const char* big[] = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b"}; int Ns[] = {2, 4};
+    for (int b = 0; b < 2; b++) {
+        WanConfig wc; wan_preset(&wc, big[b], err);
+        DiscConfig dc = disc_config(&wc, 256, 256, 512, 512, 512);   // a discriminator of the plan's kind (the width does not matter here)
+        PlanInput in = plan_input_for(big[b], 21, 60, 104, Ns[b], 5, disc_num_params(&dc), dc.n_heads, dc.layers[dc.n_heads - 1] + 1);
+        for (int stage = 1; stage <= 2; stage++) {
+            MemPlan one, sh; ShardPlanInput sp1 = {1, 1, 80 * PLAN_GIB};
+            distill_plan(&one, &in, stage);
+            EXPECT(shard_plan(&sh, &in, stage, &sp1, err, sizeof(err)) == 0 && sh.total == one.total && sh.n == one.n,
+                   "%s stage %d: 1 rank %.6f GiB in %d items, the single-GPU plan %.6f GiB in %d", big[b], stage, sh.total / PLAN_GIB, sh.n, one.total / PLAN_GIB, one.n);
+            // K = 16, cp 4: the states from the layouts, the student's activations from another grid of L/4 tokens
+            ShardPlanInput sp = {16, 4, 80 * PLAN_GIB};
+            EXPECT(shard_plan(&sh, &in, stage, &sp, err, sizeof(err)) == 0, "%s", err);
+            ShardLayout ls, lw, ld; shard_plan_layouts(&in, 16, &ls, &lw, &ld, err, sizeof(err));
+            EXPECT(plan_item(&sh, "student (trainable)") == 18.0 * ls.shard_numel && ls.shard_numel * 16 >= ls.numel &&
+                   ls.shard_numel * 16 < ls.numel + (size_t)ls.n_units * 16 * SHARD_PLAN_ALIGN,
+                   "%s: student shard %.0f bytes, 18 x %zu elements (1/16 of %zu + padding)", big[b], plan_item(&sh, "student (trainable)"), ls.shard_numel, ls.numel);
+            PlanInput q = in; q.T = 21; q.Hl = 30; q.Wl = 52;   // 21 x 15 x 26 = 8190 = 32760 / 4 tokens
+            EXPECT(plan_tokens(&q) * 4 == plan_tokens(&in), "the check's grid has %d tokens, want %d", plan_tokens(&q), plan_tokens(&in) / 4);
+            EXPECT(plan_item(&sh, "student activations") == plan_expected_student_act(&q, stage), "%s stage %d: student activations at cp 4 %.0f, of 8190 tokens %.0f",
+                   big[b], stage, plan_item(&sh, "student activations"), plan_expected_student_act(&q, stage));
+            if (stage == 2) {
+                MemPlan whole; distill_plan(&whole, &in, 2);
+                double fs = (double)lw.shard_numel * 14.0, fz = 2.0 * lw.shard_numel + 4.0 * ceil((double)wan_gpu_fp32_params(&in.wan) / 16);
+                EXPECT(plan_item(&sh, "fake score (trainable)") == fs && plan_item(&sh, "teacher (frozen)") == fz && plan_item(&sh, "discriminator (trainable)") == 16.0 * ld.shard_numel,
+                       "%s: fake score %.0f (want %.0f), teacher %.0f (want %.0f), discriminator", big[b], plan_item(&sh, "fake score (trainable)"), fs, plan_item(&sh, "teacher (frozen)"), fz);
+                EXPECT(plan_item(&sh, "discriminator activations") == plan_item(&whole, "discriminator activations"), "the discriminator runs on the whole (gathered) sample");
+                EXPECT(plan_item(&sh, "gathered weights") == 2.0 * 2.0 * (double)ls.max_unit_padded && ls.max_unit_padded == ls.unit[1].slice * 16,
+                       "two bf16 buffers of the largest unit (a block): %.0f", plan_item(&sh, "gathered weights"));
+            }
+        }
+    }
+    // the targets, 480p x 81 frames, batch 1 per group, bf16, recompute, Table 7's students and discriminator size
+    typedef struct { const char* preset; int stage, K, cp, batch; double gib; int fits; } Target;
+    const Target tg[] = {{"wan2.1-t2v-14b", 1, 16, 4, 1, 80, 1},   {"wan2.1-t2v-14b", 2, 16, 4, 1, 80, 1},  {"wan2.1-t2v-14b", 2, 1, 1, 1, 80, 0},
+                         {"wan2.1-t2v-14b", 1, 1, 1, 1, 80, 0},    {"wan2.1-t2v-14b", 2, 8, 4, 1, 140.4, 1}, {"wan2.1-t2v-14b", 2, 8, 4, 1, 80, 0},
+                         {"wan2.1-t2v-1.3b", 2, 2, 1, 1, 80, 1},   {"wan2.1-t2v-1.3b", 2, 2, 1, 2, 80, 1}};
+    for (int i = 0; i < (int)(sizeof(tg) / sizeof(tg[0])); i++) {
+        WanConfig wc; Table7 t7; wan_preset(&wc, tg[i].preset, err); table7_for(&wc, &t7);
+        int w = table7_disc_width(&wc, t7.disc_params, NULL);
+        DiscConfig dc = disc_config(&wc, w / 2, w / 2, w, w, w);
+        PlanInput in = plan_input_for(tg[i].preset, 21, 60, 104, t7.N, t7.H, tg[i].stage == 2 ? disc_num_params(&dc) : 0, tg[i].stage == 2 ? dc.n_heads : 0,
+                                      dc.layers[dc.n_heads - 1] + 1);
+        in.batch = tg[i].batch; in.disc_width1 = dc.width[0];
+        ShardPlanInput sp = {tg[i].K, tg[i].cp, tg[i].gib * PLAN_GIB}; MemPlan p;
+        EXPECT(shard_plan(&p, &in, tg[i].stage, &sp, err, sizeof(err)) == 0, "%s", err);
+        int refused = shard_plan_check(&p, &sp, err, sizeof(err));
+        EXPECT(refused == !tg[i].fits, "%s stage %d on %d x %g GiB, cp %d, batch %d: %.2f GiB a rank, want it to %s", tg[i].preset, tg[i].stage, tg[i].K, tg[i].gib,
+               tg[i].cp, tg[i].batch, p.total / PLAN_GIB, tg[i].fits ? "fit" : "be refused");
+        EXPECT(!refused || (strstr(err, "GiB a rank") && strstr(err, "--ranks")), "the refusal names the numbers and what to change: %s", err);
+        printf("  %-15s stage %d, %2d x %5.1f GiB, cp %d, batch %d: %6.2f GiB a rank (states %5.2f), %s\n", tg[i].preset, tg[i].stage, tg[i].K, tg[i].gib, tg[i].cp,
+               tg[i].batch, p.total / PLAN_GIB, shard_plan_states(&p) / PLAN_GIB, refused ? "refused" : "fits");
+    }
+    // impossible layouts: cp not dividing the ranks, the heads (40 for 14B) or the tokens
+    PlanInput in = plan_input_for("wan2.1-t2v-14b", 21, 60, 104, 4, 5, 0, 0, 0); MemPlan p;
+    ShardPlanInput bad1 = {16, 3, 80 * PLAN_GIB}, bad2 = {12, 3, 80 * PLAN_GIB};
+    EXPECT(shard_plan(&p, &in, 2, &bad1, err, sizeof(err)) != 0 && strstr(err, "divisor of the ranks"), "cp 3 of 16 ranks: %s", err);
+    EXPECT(shard_plan(&p, &in, 2, &bad2, err, sizeof(err)) != 0 && strstr(err, "40 heads"), "cp 3 of 40 heads: %s", err);
+    printf("  cp 3 on 12 ranks -> %s\n", err);
+}
+
 static void test_gpu_host(const char* tmpdir) {
     test_distill_table(tmpdir);
     test_vbench(tmpdir);
     test_distill_plan();
     test_train_state(tmpdir);
+    test_shard_layout();
+    test_shard_plan();
 }
