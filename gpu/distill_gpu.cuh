@@ -340,7 +340,7 @@ static void dmd_gpu_work_attach_disc(DmdGpuWork* w, DiscGpuModel* D, const WanGp
     wan_gpu_act_free(&w->a_fwd);
     dmd_gpu_fwd_plan_(w, keep, dc->n_heads);
     w->treal = &w->a_fwd;
-    disc_gpu_act_init(&w->dfake, dc, w->tc); disc_gpu_act_init(&w->dreal, dc, w->treal);
+    disc_gpu_act_init(&w->dfake, dc, w->tc); disc_gpu_act_init(&w->dreal, dc, w->treal, &w->dfake);   // the real side borrows the fake's scratch
     size_t LD = (size_t)w->B * g.L * c.dim;
     w->xr = tmd_dalloc_(w->n, "DMD2-v real x_t"); w->dxt = tmd_dalloc_(w->n, "DMD2-v GAN latent gradient");
     w->dfeat_buf = tmd_dalloc_(dc->n_heads * LD, "GAN feature gradients");

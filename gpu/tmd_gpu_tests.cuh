@@ -225,15 +225,15 @@ static void tmd_compare_disc_(const DiscConfig* dc, const char* what, const doub
     DiscParams gP, cP; disc_carve(dc, &gP, (double*)gpu); disc_carve(dc, &cP, (double*)cpu);
     double worst = 0; char name[160]; int nt = 0;
     for (int h = 0; h < dc->n_heads; h++) {
-        const double *gp[4 * DISC_CONVS + 4], *cp[4 * DISC_CONVS + 4]; size_t nn[4 * DISC_CONVS + 4]; int m = 0;
-        for (int k = 0; k < DISC_CONVS; k++) {
-            size_t nw = (size_t)dc->width[k] * disc_conv_in(dc, k) * DISC_KERNEL[k][0] * DISC_KERNEL[k][1] * DISC_KERNEL[k][2];
-            gp[m] = gP.conv_w[h][k]; cp[m] = cP.conv_w[h][k]; nn[m++] = nw;
-            gp[m] = gP.conv_b[h][k]; cp[m] = cP.conv_b[h][k]; nn[m++] = dc->width[k];
-            gp[m] = gP.norm_w[h][k]; cp[m] = cP.norm_w[h][k]; nn[m++] = dc->width[k];
-            gp[m] = gP.norm_b[h][k]; cp[m] = cP.norm_b[h][k]; nn[m++] = dc->width[k];
+        const double *gp[4 * DISC_MAX_CONVS + 4], *cp[4 * DISC_MAX_CONVS + 4]; size_t nn[4 * DISC_MAX_CONVS + 4]; int m = 0;
+        for (int k = 0; k < disc_n_convs(dc); k++) {
+            size_t oc = disc_conv_out(dc, k);
+            gp[m] = gP.conv_w[h][k]; cp[m] = cP.conv_w[h][k]; nn[m++] = disc_conv_numel(dc, k);
+            gp[m] = gP.conv_b[h][k]; cp[m] = cP.conv_b[h][k]; nn[m++] = oc;
+            gp[m] = gP.norm_w[h][k]; cp[m] = cP.norm_w[h][k]; nn[m++] = oc;
+            gp[m] = gP.norm_b[h][k]; cp[m] = cP.norm_b[h][k]; nn[m++] = oc;
         }
-        gp[m] = gP.mlp_0_w[h]; cp[m] = cP.mlp_0_w[h]; nn[m++] = (size_t)dc->hidden * dc->width[DISC_CONVS - 1];
+        gp[m] = gP.mlp_0_w[h]; cp[m] = cP.mlp_0_w[h]; nn[m++] = (size_t)dc->hidden * disc_feat_dim(dc);
         gp[m] = gP.mlp_0_b[h]; cp[m] = cP.mlp_0_b[h]; nn[m++] = dc->hidden;
         gp[m] = gP.mlp_2_w[h]; cp[m] = cP.mlp_2_w[h]; nn[m++] = dc->hidden;
         gp[m] = gP.mlp_2_b[h]; cp[m] = cP.mlp_2_b[h]; nn[m++] = 1;
