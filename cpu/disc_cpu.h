@@ -185,6 +185,15 @@ static PHILOX_HD inline double disc_dropout_factor(uint64_t key, int h, int j) {
     return w[0] < (uint32_t)(DISC_DROPOUT * 4294967296.0) ? 0.0 : 1.0 / (1.0 - DISC_DROPOUT);
 }
 
+// the critic step's dropout key for one sample's real (is_real = 1) or fake features: a function of the step's sampled
+// time t (drawn from the run's checkpointed generator, so a resumed run draws the same masks), never 0 (eval mode)
+static PHILOX_HD inline uint64_t disc_dropout_key_for(double t, int is_real) {
+    uint64_t b; memcpy(&b, &t, sizeof(b));
+    uint64_t z = b + (is_real ? 0xD1B54A32D192ED03ull : 0x9E3779B97F4A7C15ull);   // splitmix64's finaliser
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull; z = (z ^ (z >> 27)) * 0x94D049BB133111EBull; z ^= z >> 31;
+    return z ? z : 1;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // layers (channels-first [C, T, H, W])
 

@@ -479,6 +479,8 @@ static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm
         combine3(w->xr, k, x, eps, NULL, B, ne, s_);
         wan_gpu_forward_blocks(w->tc, w->T, w->xhat_t, tv, ctx, w->top);
         wan_gpu_forward_blocks(w->treal, w->T, w->xr, tv, ctx, w->top);
+        // train mode (dropout), keyed by each sample's t as the CPU's dmd_critic_sample; eval mode again after it
+        for (int b = 0; b < B; b++) { w->dfake.dropout_key[b] = disc_dropout_key_for(d->t[b], 0); w->dreal.dropout_key[b] = disc_dropout_key_for(d->t[b], 1); }
         disc_gpu_forward(&w->dfake, &w->D->P, dc, w->tc);
         disc_gpu_forward(&w->dreal, &w->D->P, dc, w->treal);
         double dlf[TMD_MAX_BATCH * DISC_MAX_HEADS], dlr[TMD_MAX_BATCH * DISC_MAX_HEADS];
@@ -490,9 +492,10 @@ static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm
             }
             if (!isfinite(st.gan_d[b])) st.finite = 0;
         }
-        if (!st.finite) return st;
+        if (!st.finite) { memset(w->dfake.dropout_key, 0, sizeof(w->dfake.dropout_key)); memset(w->dreal.dropout_key, 0, sizeof(w->dreal.dropout_key)); return st; }
         disc_gpu_backward(&w->D->dP, NULL, dlr, &w->dreal, &w->D->P, dc, w->treal);
         disc_gpu_backward(&w->D->dP, NULL, dlf, &w->dfake, &w->D->P, dc, w->tc);
+        memset(w->dfake.dropout_key, 0, sizeof(w->dfake.dropout_key)); memset(w->dreal.dropout_key, 0, sizeof(w->dreal.dropout_key));
     }
     return st;
 }
