@@ -547,9 +547,11 @@ static void test_tmd_gpu(int B, uint64_t seed, double tol, int recompute_check) 
     test_dmd_gpu_parity(B, seed + 3, tol, 0, 0, recompute_check);
     test_kd_gpu_parity(B, seed + 11, tol, 0);
     test_kd_gpu_parity(B, seed + 13, tol, 1);
+#ifdef ENABLE_FP32
+    // the heads alone: fp32 build here; the bf16 build's error at this size is not measured yet (test_gpu --disc-only
+    // runs these two in either build and prints it)
     test_disc_gpu_parity(B, seed + 17, tol, DISC_MULTISCALE);
     test_disc_gpu_parity(B, seed + 19, tol, DISC_STRIDED);
-#ifdef ENABLE_FP32
     // with the GAN terms: fp32 build only. In the bf16 build (simulated, this size) the losses and the student's and
     // fake score's gradients pass 5e-2, but the discriminator's gradients of the head on the last block do not (rel up
     // to 9.2e-2): bf16-rounded features pass through GroupNorm over groups of 4 values at this tiny latent, which
