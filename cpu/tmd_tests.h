@@ -470,6 +470,31 @@ static void test_dmd_grads(void) {
     wan_backward_blocks(&scratch, dz, NULL, NULL, 3, w.dfeat, NULL, &ta, &T);
     gradcheck("GAN generator loss d(x̂_t) through the teacher", gk.z, (long)n, dz, gan_gen_loss, &gk, 24);
     check_critic_noise(&G, &w, &T, &F, &D, &dc, &g, k.x, k.ctx);
+    {   // the multiscale head in the critic step: train mode (dropout keyed by t), forward and backward with one mask
+        DiscConfig mc = disc_config_multiscale(&sc.wan, 24, g.T, g.Hl, g.Wl); mc.n_heads = 2; mc.layers[0] = 0; mc.layers[1] = 2;
+        size_t nm = disc_num_params(&mc);
+        double* mb = (double*)calloc(nm, sizeof(double)); double* gmb = (double*)calloc(nm, sizeof(double));
+        disc_init(&mc, mb, 56); for (size_t i = 0; i < nm; i++) mb[i] += 0.05 * rng_normal(&r);
+        DiscParams M, dM; disc_carve(&mc, &M, mb); disc_carve(&mc, &dM, gmb);
+        DmdWork wm; dmd_work_init(&wm, &sc.wan, &g, &mc);
+        CriticCase km = k; km.D = &M; km.dc = &mc; km.w = &wm; km.which = 1;
+        Rng r5 = rng_make(77);
+        DmdStats sm = dmd_critic_sample(&G, NULL, &dM, &wm, &T, &F, &M, &mc, &g, k.x, k.ctx, 3, &k.cf, &r5, 1);
+        int dropped = 0;   // over both heads, fake and real
+        for (int q = 0; q < 4; q++)
+            for (int j = 0; j < mc.hidden; j++) dropped += disc_dropout_factor(disc_dropout_key_for(sm.t_disc, q / 2), q % 2, j) == 0;
+        printf("  multiscale head (scales 1, 2 on this grid) in the critic step: loss %.6f, %d of 4 x %d hidden units dropped "
+               "(2 heads, fake and real); eval mode again after it: %s\n", sm.gan_d, dropped, mc.hidden,
+               wm.dfake.dropout_key == 0 && wm.dreal.dropout_key == 0 ? "yes" : "no");
+        EXPECT(dropped > 0, "no unit dropped: the gradient check below would not see the mask");
+        EXPECT(wm.dfake.dropout_key == 0 && wm.dreal.dropout_key == 0, "the critic step left the heads in train mode");
+        gradcheck("critic, multiscale head 0 scale 2 3x3x3 conv weight", M.conv_w[0][3], (long)disc_conv_numel(&mc, 3), dM.conv_w[0][3],
+                  critic_loss, &km, 8);
+        for (int h = 0; h < 2; h++)   // every entry of mlp.2's weight: a dropped unit's gradient is 0
+            gradcheck(h ? "critic, multiscale head 1 mlp.2" : "critic, multiscale head 0 mlp.2", M.mlp_2_w[h], mc.hidden + 1, dM.mlp_2_w[h],
+                      critic_loss, &km, 64);
+        dmd_work_free(&wm); free(mb); free(gmb);
+    }
     // VSD: when the fake score equals the teacher (and guidance is 1), the gradient on x̂ vanishes
     DmdConfig c1 = dmd_defaults(); c1.cfg = 1; c1.gan_weight = 0;
     double* gsb = (double*)calloc(ns, sizeof(double)); StudentParams dS; student_carve(&sc, &dS, gsb);
