@@ -232,7 +232,7 @@ static void test_frozen_model(const WanConfig* c, int B, int T, int H, int W, ui
 
 int main(int argc, char** argv) {
     const char* preset = NULL;
-    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, recompute = 0, frozen_only = 0;
+    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, recompute = 0, frozen_only = 0, disc_only = 0;
     Flag flags[] = {
         FLAG_STR("--preset", &preset, "a wan.h preset instead of the built-in parity config (tiny: the CPU tests' model)"),
         FLAG_INT("--batch", &B, "samples per batch (the GPU runs them at once; the CPU one by one)"),
@@ -242,6 +242,7 @@ int main(int argc, char** argv) {
         FLAG_INT("--seed", &seed, "random parameters and inputs"),
         FLAG_SWITCH("--vae-only", &vae_only, "only the VAE decoder's checks (e.g. under a simulator)"),
         FLAG_SWITCH("--vae-small", &vae_small, "the VAE decoder's checks at the simulator's sizes (3 latent frames of 2x2)"),
+        FLAG_SWITCH("--disc-only", &disc_only, "only the discriminator heads' checks, multiscale and strided (e.g. under a simulator)"),
         FLAG_SWITCH("--frozen-only", &frozen_only, "only the frozen-model check (a frozen model = a trainable one, bit for bit; e.g. under a simulator)"),
         FLAG_INT("--recompute", &recompute, "1: the whole-model parity with per-block activation recompute on (the recompute checks run either way)"),
         FLAG_END};
@@ -278,6 +279,13 @@ int main(int argc, char** argv) {
     if (recompute != 0 && recompute != 1) { fprintf(stderr, "error: --recompute must be 0 or 1, found %d\n", recompute); return 2; }
     wan_gpu_recompute = recompute;
     if (recompute) printf("per-block activation recompute: on\n");
+    if (disc_only) {
+        test_disc_gpu_parity(B, (uint64_t)seed + 17, PARITY_TOL, DISC_MULTISCALE);
+        test_disc_gpu_parity(B, (uint64_t)seed + 19, PARITY_TOL, DISC_STRIDED);
+        printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
+        gemm_free();
+        return tests_failed ? 1 : 0;
+    }
     if (frozen_only) {
         test_frozen_model(&c, B, T, H, W, (uint64_t)seed + 17);
         printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);

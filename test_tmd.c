@@ -1396,6 +1396,7 @@ static const TestGroup TEST_GROUPS[] = {
     {"vae", test_vae_group, "the Wan2.1 VAE vs diffusers' AutoencoderKLWan, cache memory, bad inputs", FAST},
     {"teacher", test_teacher, "AdamW, flow matching, Euler and UniPC with CFG, a tiny teacher run", FAST},
     {"tmd", test_tmd, "TMD: student, inner flow, TM-MF, DMD2-v gradients", FAST},
+    {"disc", test_disc_multiscale, "the multiscale discriminator head (FastGen's): every layer by central differences", FAST},
     {"philox", test_philox, "the GPU noise's log, sin/cos and Box-Muller (lib/philox.h) against long-double libm", FAST},
     {"gpuhost", test_gpu_host_group, "the GPU programs' plain-C parts: VBench suite, memory plan, checkpoints, GEMM algorithm cache", FAST},
     {"data", test_data_group, "latent datasets for --data: ./test_tmd pack, the reader's checks, the data order, Table 7", FAST},

@@ -48,6 +48,7 @@ typedef struct {
     int bench, lat_t, lat_h, lat_w;               // --bench: steps on synthetic latents [T, H, W], timed, memory measured, nothing saved
     double lr, lr_fake, wd, clip_student;   // the student's and the fake score's learning rates
     double gan_weight, disc_lr; int disc_width;   // Stage 2's GAN terms (gan_weight 0: no discriminator at all)
+    int disc_head;                                // --disc-head: -1 auto, DISC_STRIDED, DISC_MULTISCALE
     const char* data;                             // a latent dataset (lib/latent_data.h); NULL: the built-in world
 } TmdRun;
 
@@ -103,11 +104,14 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
     size_t nw = wan_num_params(c), ns = baseline ? nw : student_num_params(&sc), numel = td.numel, nctx = td.nctx;
     int B = o->batch;
-    // the discriminator heads (Stage 2 with gan_weight > 0): cpu/distill_run.h distill_stage2's Conv3D heads on the
-    // preset's feature layers (disc_layers_for), widths W/2, W/2, W, W and MLP hidden W, PyTorch's default init
+    // the discriminator heads (Stage 2 with gan_weight > 0) on the preset's feature layers (disc_layers_for), PyTorch's
+    // default init: FastGen's multiscale_down_mlp_large (cpu/disc_cpu.h; auto: where the latent grid has all five of its
+    // pooling scales, i.e. Wan scale) or cpu/distill_run.h's strided Conv3D stack, widths W/2, W/2, W, W, MLP hidden W
     int gan = stage2 && o->gan_weight > 0;
     DiscConfig dcfg; memset(&dcfg, 0, sizeof(dcfg));
-    if (gan) dcfg = disc_config(c, o->disc_width / 2, o->disc_width / 2, o->disc_width, o->disc_width, o->disc_width);
+    int ms = o->disc_head == DISC_MULTISCALE || (o->disc_head < 0 && disc_multiscale_fits(td.T, td.H, td.W));
+    if (gan && ms) dcfg = disc_config_multiscale(c, 1024, td.T, td.H, td.W);
+    else if (gan) dcfg = disc_config(c, o->disc_width / 2, o->disc_width / 2, o->disc_width, o->disc_width, o->disc_width);
     size_t nd = gan ? disc_num_params(&dcfg) : 0;
     double gscale = 1.0 / dp.world;
     // gradient accumulation: A micro-batches of B per optimizer step; 0 asks for Table 7's global batch over the ranks
@@ -181,7 +185,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         pin.student_extra = baseline ? 0 : ns - nw; pin.baseline = baseline;
         pin.fuse_ffn_dim = sc.fuse_ffn_dim; pin.fusion_concat = sc.fusion != FUSION_GATED;
         if (gan) {   // the heads, their activations and the frozen teacher up to the last feature layer
-            pin.disc_params = nd; pin.disc_heads = dcfg.n_heads; pin.disc_width1 = dcfg.width[0];
+            pin.disc_params = nd; pin.disc_heads = dcfg.n_heads; pin.disc = dcfg;
             for (int h = 0; h < dcfg.n_heads; h++) if (dcfg.layers[h] + 1 > pin.disc_top) pin.disc_top = dcfg.layers[h] + 1;
         }
         pin.naive_attention = !wan_gpu_use_flash(c);
@@ -251,7 +255,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
            if (gan) dmd_gpu_work_attach_disc(&dw, &D, &T.w); }
     printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g%s\n", baseline ? (o->student ? "DMD2-v baseline (KD-warmed)" : "DMD2-v baseline (no KD)") : stage2 ? "Stage 2 DMD2-v" : "Stage 1 TM-MF",
            o->steps, B, o->M, o->N, o->H, effective_nfe(o->M, o->N, o->H, c->num_layers), o->lr, o->wd, stage2 ? ", student every update_every-th iteration" : "");
-    if (stage2 && gan) printf("GAN terms: weight %g, discriminator width %d, lr %g (AdamW 0.9, 0.99, wd 0.01, no clipping)\n", o->gan_weight, o->disc_width, o->disc_lr);
+    if (stage2 && gan) printf("GAN terms: weight %g, discriminator %s (%zu parameters), lr %g (AdamW 0.9, 0.99, wd 0.01, no clipping)\n", o->gan_weight,
+                              disc_kind_name(&dcfg), nd, o->disc_lr);
     else if (stage2) printf("GAN terms: off (--gan-weight 0)\n");
     cudaStream_t s0 = 0;
     double t0 = now_s(), acc_a = 0, acc_b = 0, acc_g = 0, acc_d = 0, gn = 0; int na = 0, nb = 0; long skipped = 0;
@@ -790,10 +795,11 @@ int main(int argc, char** argv) {
     double lr = -1, wd = 0.01, max_grad_norm = 1.0, p_drop = 0.1, shift = 1.0;
     TmdRun tr; memset(&tr, 0, sizeof(tr));
     tr.M = 2; tr.N = 2; tr.H = 2; tr.update_every = 5; tr.clip_student = -1; tr.accum = 1;
-    tr.gan_weight = 0.03; tr.disc_lr = 1e-4; tr.disc_width = 64;   // paper's λ; cpu/distill_run.h's lr; width 64 for the world's 96 input channels (tiny: 16 for 4, Wan 1.3B: 512 for 384)
+    tr.gan_weight = 0.03; tr.disc_lr = 1e-4; tr.disc_width = 64; tr.disc_head = -1;   // paper's λ; cpu/distill_run.h's lr; width 64 for the world's 96 input channels (tiny: 16 for 4, Wan 1.3B: 512 for 384)
     // the pipeline's defaults for the world preset (the method: cpu/distill_run.h distill_defaults; the step counts are
     // sized for the README's goal of < 30 minutes on one H100 for the whole run, UNMEASURED so far)
     const char* recompute = "auto";
+    const char* disc_head = "auto";
     Pipeline pl; memset(&pl, 0, sizeof(pl));
     pl.run_dir = "run"; pl.sheet = NULL; pl.eval_n = 16; pl.eval_steps = 16; pl.cfg_eval = 2; pl.shift_eval = 3;
     int teacher_steps = 3000, tmmf_steps = 1000, dmd_iters = 1500, tmmf_batch = 8, dmd_batch = 4;
@@ -835,7 +841,8 @@ int main(int argc, char** argv) {
         FLAG_DOUBLE("--clip-student", &tr.clip_student, "the student's gradient-norm clipping (FastGen: 10 in Stage 2; 0: off; -1: single stage 10, pipeline Stage 1 off and Stage 2 10 as the CPU reference)"),
         FLAG_DOUBLE_R("--gan-weight", &tr.gan_weight, 0, 1000, "stage2/baseline: the GAN loss weight lambda (paper: 0.03; 0: no discriminator at all, nothing allocated)"),
         FLAG_DOUBLE_R("--disc-lr", &tr.disc_lr, 0, 1, "stage2/baseline: the discriminator's AdamW learning rate (betas 0.9, 0.99, wd 0.01, no clipping)"),
-        FLAG_INT_R("--disc-width", &tr.disc_width, 2, 4096, "stage2/baseline: discriminator width W, even: convolutions W/2, W/2, W, W, MLP hidden W (the CPU tiny run: 16)"),
+        FLAG_INT_R("--disc-width", &tr.disc_width, 2, 4096, "stage2/baseline: the strided head's width W, even: convolutions W/2, W/2, W, W, MLP hidden W (the CPU tiny run: 16)"),
+        FLAG_STR("--disc-head", &disc_head, "stage2/baseline: the discriminator head: multiscale (FastGen's multiscale_down_mlp_large, the paper's 68M at 1.3B), strided (the Conv3D stack of --disc-width), auto (multiscale where the latent grid is >= 16 on every axis, i.e. Wan scale; else strided)"),
         FLAG_INT("--teacher-steps", &teacher_steps, "pipeline: teacher flow-matching steps"),
         FLAG_INT("--tmmf-steps", &tmmf_steps, "pipeline: Stage 1 (TM-MF) steps"),
         FLAG_INT("--tmmf-batch", &tmmf_batch, "pipeline: Stage 1 batch"),
@@ -888,6 +895,9 @@ int main(int argc, char** argv) {
     if (tr.bench && (tr.lat_t <= 0 || tr.lat_h <= 0 || tr.lat_w <= 0)) {
         fprintf(stderr, "error: --bench needs the latent shape: --latent-frames T --latent-height H --latent-width W (480p x 81 frames: 21 60 104)\n"); return 2;
     }
+    if (!strcmp(disc_head, "multiscale")) tr.disc_head = DISC_MULTISCALE;
+    else if (!strcmp(disc_head, "strided")) tr.disc_head = DISC_STRIDED;
+    else if (strcmp(disc_head, "auto")) { fprintf(stderr, "error: --disc-head %s: expected multiscale, strided or auto\n", disc_head); return 2; }
     if (tr.disc_width % 2) { fprintf(stderr, "error: --disc-width %d: expected an even width (the first two convolutions have W/2 channels)\n", tr.disc_width); return 2; }
     if (!stage && (teacher_steps < 1 || tmmf_steps < 1 || dmd_iters < 1)) {
         fprintf(stderr, "error: the pipeline needs --teacher-steps, --tmmf-steps, --dmd-iters >= 1 (found %d, %d, %d): every stage writes the "

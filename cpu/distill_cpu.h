@@ -432,6 +432,8 @@ static DmdStats dmd_critic_sample(Generator* G, WanParams* dF, DiscParams* dD, D
         for (size_t k = 0; k < n; k++) w->xt[k] = (1 - td) * x[k] + td * w->eps[k];
         wan_forward_blocks(&w->tc, T, w->xhat_t, 1000.0 * td, ctx, Lt, top);
         wan_forward_blocks(&w->treal, T, w->xt, 1000.0 * td, ctx, Lt, top);
+        // FastGen runs the discriminator in train mode here (dropout; eval mode in the student step): keys from td
+        w->dfake.dropout_key = disc_dropout_key_for(td, 0); w->dreal.dropout_key = disc_dropout_key_for(td, 1);
         disc_forward(&w->dfake, Dp, dc, &w->tc);
         disc_forward(&w->dreal, Dp, dc, &w->treal);
         double dlf[DISC_MAX_HEADS], dlr[DISC_MAX_HEADS], ld = 0;
@@ -443,6 +445,7 @@ static DmdStats dmd_critic_sample(Generator* G, WanParams* dF, DiscParams* dD, D
         st.gan_d = ld;
         disc_backward(dD, NULL, dlr, &w->dreal, Dp, dc, &w->treal);
         disc_backward(dD, NULL, dlf, &w->dfake, Dp, dc, &w->tc);
+        w->dfake.dropout_key = w->dreal.dropout_key = 0;   // back to eval mode for the student step
     }
     return st;
 }

@@ -470,6 +470,31 @@ static void test_dmd_grads(void) {
     wan_backward_blocks(&scratch, dz, NULL, NULL, 3, w.dfeat, NULL, &ta, &T);
     gradcheck("GAN generator loss d(x̂_t) through the teacher", gk.z, (long)n, dz, gan_gen_loss, &gk, 24);
     check_critic_noise(&G, &w, &T, &F, &D, &dc, &g, k.x, k.ctx);
+    {   // the multiscale head in the critic step: train mode (dropout keyed by t), forward and backward with one mask
+        DiscConfig mc = disc_config_multiscale(&sc.wan, 24, g.T, g.Hl, g.Wl); mc.n_heads = 2; mc.layers[0] = 0; mc.layers[1] = 2;
+        size_t nm = disc_num_params(&mc);
+        double* mb = (double*)calloc(nm, sizeof(double)); double* gmb = (double*)calloc(nm, sizeof(double));
+        disc_init(&mc, mb, 56); for (size_t i = 0; i < nm; i++) mb[i] += 0.05 * rng_normal(&r);
+        DiscParams M, dM; disc_carve(&mc, &M, mb); disc_carve(&mc, &dM, gmb);
+        DmdWork wm; dmd_work_init(&wm, &sc.wan, &g, &mc);
+        CriticCase km = k; km.D = &M; km.dc = &mc; km.w = &wm; km.which = 1;
+        Rng r5 = rng_make(77);
+        DmdStats sm = dmd_critic_sample(&G, NULL, &dM, &wm, &T, &F, &M, &mc, &g, k.x, k.ctx, 3, &k.cf, &r5, 1);
+        int dropped = 0;   // over both heads, fake and real
+        for (int q = 0; q < 4; q++)
+            for (int j = 0; j < mc.hidden; j++) dropped += disc_dropout_factor(disc_dropout_key_for(sm.t_disc, q / 2), q % 2, j) == 0;
+        printf("  multiscale head (scales 1, 2 on this grid) in the critic step: loss %.6f, %d of 4 x %d hidden units dropped "
+               "(2 heads, fake and real); eval mode again after it: %s\n", sm.gan_d, dropped, mc.hidden,
+               wm.dfake.dropout_key == 0 && wm.dreal.dropout_key == 0 ? "yes" : "no");
+        EXPECT(dropped > 0, "no unit dropped: the gradient check below would not see the mask");
+        EXPECT(wm.dfake.dropout_key == 0 && wm.dreal.dropout_key == 0, "the critic step left the heads in train mode");
+        gradcheck("critic, multiscale head 0 scale 2 3x3x3 conv weight", M.conv_w[0][3], (long)disc_conv_numel(&mc, 3), dM.conv_w[0][3],
+                  critic_loss, &km, 8);
+        for (int h = 0; h < 2; h++)   // every entry of mlp.2's weight: a dropped unit's gradient is 0
+            gradcheck(h ? "critic, multiscale head 1 mlp.2" : "critic, multiscale head 0 mlp.2", M.mlp_2_w[h], mc.hidden + 1, dM.mlp_2_w[h],
+                      critic_loss, &km, 64);
+        dmd_work_free(&wm); free(mb); free(gmb);
+    }
     // VSD: when the fake score equals the teacher (and guidance is 1), the gradient on x̂ vanishes
     DmdConfig c1 = dmd_defaults(); c1.cfg = 1; c1.gan_weight = 0;
     double* gsb = (double*)calloc(ns, sizeof(double)); StudentParams dS; student_carve(&sc, &dS, gsb);
@@ -758,6 +783,82 @@ static void test_disc_config(void) {
            "cpu/disc_cpu.h)\n");
     EXPECT(d13.in_ch == 384 && n13p == 3 * per,
            "1.3B discriminator: %zu parameters, the layer-by-layer count says 3 x %zu", n13p, per);
+}
+
+// ---- the multiscale head (FastGen's multiscale_down_mlp_large): every tensor and the feature gradient by central
+// differences, in train mode (a fixed dropout mask) on a grid whose axes leave pooling remainders (T 5, H 10, W 12:
+// scale 4 keeps 1 x 2 x 3 cells), and the parameter count at Wan scale
+typedef struct { DiscAct* da; DiscParams* D; DiscConfig* dc; WanAct* ta; double c[DISC_MAX_HEADS]; } MsCase;
+static double ms_loss(void* p) {
+    MsCase* k = (MsCase*)p;
+    disc_forward(k->da, k->D, k->dc, k->ta);
+    double l = 0; for (int h = 0; h < k->dc->n_heads; h++) l += k->c[h] * k->da->logit[h];
+    return l;
+}
+static void test_disc_multiscale(void) {
+    printf("\n[tmd gradcheck] discriminator, multiscale head (FastGen multiscale_down_mlp_large): every layer of two heads "
+           "and d(features), train mode\n");
+    char err[ST_ERRLEN];
+    WanConfig c; wan_preset(&c, "tiny", err);
+    c.num_layers = 2; c.dim = 32; c.num_heads = 2; c.ffn_dim = 48; c.freq_dim = 32; c.patch[1] = c.patch[2] = 2;
+    WanGrid g; EXPECT(!wan_grid(&g, &c, 3, 5, 10, 12, err), "grid: %s", err);
+    DiscConfig dc = disc_config_multiscale(&c, 12, g.T, g.Hl, g.Wl);
+    dc.n_heads = 2; dc.layers[0] = 0; dc.layers[1] = 1;
+    printf("  C0 %d, scales", dc.in_ch); for (int i = 0; i < dc.n_scales; i++) printf(" %d", dc.scales[i]);
+    printf(", hidden %d, %zu parameters\n", dc.hidden, disc_num_params(&dc));
+    EXPECT(dc.in_ch == 8 && dc.n_scales == 3 && dc.scales[2] == 4, "scales on a 5x10x12 grid: want 1, 2, 4");
+    size_t nd = disc_num_params(&dc);
+    double* db = (double*)calloc(nd, sizeof(double)); double* gdb = (double*)calloc(nd, sizeof(double));
+    disc_init(&dc, db, 61);
+    Rng r = rng_make(62); for (size_t i = 0; i < nd; i++) db[i] += 0.05 * rng_normal(&r);   // GroupNorm affine off 1, 0
+    DiscParams D, dD; disc_carve(&dc, &D, db); disc_carve(&dc, &dD, gdb);
+    WanAct ta; wan_act_init(&ta, &c, &g);
+    size_t LD = (size_t)g.L * c.dim;
+    for (size_t i = 0; i < (size_t)(c.num_layers + 1) * LD; i++) ta.xs[i] = rng_normal(&r);
+    DiscAct da; disc_act_init(&da, &dc, &g);
+    da.dropout_key = 0x5eed;
+    int dropped = 0; for (int j = 0; j < dc.hidden; j++) dropped += disc_dropout_factor(da.dropout_key, 0, j) == 0;
+    printf("  dropout (key 0x5eed, head 0): %d of %d hidden units dropped\n", dropped, dc.hidden);
+    EXPECT(dropped > 0 && dropped < dc.hidden / 2, "dropout mask dropped %d of %d", dropped, dc.hidden);
+    MsCase k = {&da, &D, &dc, &ta, {0.7, -1.3}};
+    ms_loss(&k);
+    double dl[DISC_MAX_HEADS] = {0.7, -1.3};
+    double* dfb = (double*)calloc((size_t)(c.num_layers + 1) * LD, sizeof(double));
+    double* dfeat[8] = {0}; for (int l = 0; l <= c.num_layers; l++) dfeat[l] = dfb + (size_t)l * LD;
+    disc_backward(&dD, dfeat, dl, &da, &D, &dc, &ta);
+    for (int h = 0; h < dc.n_heads; h++) {
+        char nm[96];
+        for (int kk = 0; kk < disc_n_convs(&dc); kk++) {
+            int s = dc.scales[kk / 2], oc = disc_conv_out(&dc, kk);
+            snprintf(nm, sizeof(nm), "head %d scale %d %s conv weight", h, s, kk % 2 ? "3x3x3" : "1x1x1");
+            gradcheck(nm, D.conv_w[h][kk], (long)disc_conv_numel(&dc, kk), dD.conv_w[h][kk], ms_loss, &k, 6);
+            snprintf(nm, sizeof(nm), "head %d scale %d %s conv bias, groupnorm weight, bias", h, s, kk % 2 ? "3x3x3" : "1x1x1");
+            gradcheck(nm, D.conv_b[h][kk], 3L * oc, dD.conv_b[h][kk], ms_loss, &k, 6);
+        }
+        snprintf(nm, sizeof(nm), "head %d mlp (both Linears)", h);
+        gradcheck(nm, D.mlp_0_w[h], (long)dc.hidden * disc_feat_dim(&dc) + 2 * dc.hidden + 1, dD.mlp_0_w[h], ms_loss, &k, 16);
+        // the feature gradients are ~1e-7 (each GroupNorm divides by its group's spread over hundreds of voxels) next to a
+        // loss of ~0.2: at h = 1e-5 the loss's roundoff (~1e-17/h) is 3e-5 of them; h = 1e-4 cuts that tenfold while
+        // the truncation (h² times the third derivative) stays far below
+        snprintf(nm, sizeof(nm), "head %d: d(features of block %d) through the whole head", h, dc.layers[h]);
+        gc_h = 1e-4;
+        gradcheck(nm, wan_xs(&ta, dc.layers[h] + 1), (long)LD, dfeat[dc.layers[h] + 1], ms_loss, &k, 16);
+        gc_h = GC_H;
+    }
+    // eval mode (key 0) is a different function from train mode: the mask is really applied
+    double lt = ms_loss(&k); da.dropout_key = 0; double le = ms_loss(&k);
+    printf("  loss train mode %.6f, eval mode %.6f\n", lt, le);
+    EXPECT(lt != le, "dropout changed nothing");
+    // the Wan-scale count: FastGen's layer list, counted here independently of disc_carve
+    WanConfig c13, c14; wan_preset(&c13, "wan2.1-t2v-1.3b", err); wan_preset(&c14, "wan2.1-t2v-14b", err);
+    DiscConfig m13 = disc_config_multiscale(&c13, 1024, 21, 60, 104), m14 = disc_config_multiscale(&c14, 1024, 21, 60, 104);
+    size_t C = 384, per = 5 * (C * C + C + 2 * C + 27 * C * C + C + 2 * C) + 5 * C * 1024 + 1024 + 1024 + 1;
+    printf("  Wan2.1 1.3B: %d heads, %zu parameters (%.2fM; the paper's Table 7: 68M); 14B: %zu (%.1fM; the paper: 172M)\n",
+           m13.n_heads, disc_num_params(&m13), disc_num_params(&m13) / 1e6, disc_num_params(&m14), disc_num_params(&m14) / 1e6);
+    EXPECT(m13.n_scales == 5 && disc_num_params(&m13) == 3 * per && disc_num_params(&m13) == 67870467,
+           "1.3B multiscale: %zu parameters, the layer list says 3 x %zu = 67,870,467", disc_num_params(&m13), per);
+    EXPECT(disc_num_params(&m14) == 707910147, "14B multiscale: %zu parameters, want 707,910,147", disc_num_params(&m14));
+    disc_act_free(&da); wan_act_free(&ta); free(db); free(gdb); free(dfb);
 }
 
 // ---- critic step noise (fix 2): the discriminator sees the fake score's t and ε, for real and fake alike

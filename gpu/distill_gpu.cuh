@@ -340,7 +340,7 @@ static void dmd_gpu_work_attach_disc(DmdGpuWork* w, DiscGpuModel* D, const WanGp
     wan_gpu_act_free(&w->a_fwd);
     dmd_gpu_fwd_plan_(w, keep, dc->n_heads);
     w->treal = &w->a_fwd;
-    disc_gpu_act_init(&w->dfake, dc, w->tc); disc_gpu_act_init(&w->dreal, dc, w->treal);
+    disc_gpu_act_init(&w->dfake, dc, w->tc); disc_gpu_act_init(&w->dreal, dc, w->treal, &w->dfake);   // the real side borrows the fake's scratch
     size_t LD = (size_t)w->B * g.L * c.dim;
     w->xr = tmd_dalloc_(w->n, "DMD2-v real x_t"); w->dxt = tmd_dalloc_(w->n, "DMD2-v GAN latent gradient");
     w->dfeat_buf = tmd_dalloc_(dc->n_heads * LD, "GAN feature gradients");
@@ -479,6 +479,8 @@ static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm
         combine3(w->xr, k, x, eps, NULL, B, ne, s_);
         wan_gpu_forward_blocks(w->tc, w->T, w->xhat_t, tv, ctx, w->top);
         wan_gpu_forward_blocks(w->treal, w->T, w->xr, tv, ctx, w->top);
+        // train mode (dropout), keyed by each sample's t as the CPU's dmd_critic_sample; eval mode again after it
+        for (int b = 0; b < B; b++) { w->dfake.dropout_key[b] = disc_dropout_key_for(d->t[b], 0); w->dreal.dropout_key[b] = disc_dropout_key_for(d->t[b], 1); }
         disc_gpu_forward(&w->dfake, &w->D->P, dc, w->tc);
         disc_gpu_forward(&w->dreal, &w->D->P, dc, w->treal);
         double dlf[TMD_MAX_BATCH * DISC_MAX_HEADS], dlr[TMD_MAX_BATCH * DISC_MAX_HEADS];
@@ -490,9 +492,10 @@ static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm
             }
             if (!isfinite(st.gan_d[b])) st.finite = 0;
         }
-        if (!st.finite) return st;
+        if (!st.finite) { memset(w->dfake.dropout_key, 0, sizeof(w->dfake.dropout_key)); memset(w->dreal.dropout_key, 0, sizeof(w->dreal.dropout_key)); return st; }
         disc_gpu_backward(&w->D->dP, NULL, dlr, &w->dreal, &w->D->P, dc, w->treal);
         disc_gpu_backward(&w->D->dP, NULL, dlf, &w->dfake, &w->D->P, dc, w->tc);
+        memset(w->dfake.dropout_key, 0, sizeof(w->dfake.dropout_key)); memset(w->dreal.dropout_key, 0, sizeof(w->dreal.dropout_key));
     }
     return st;
 }

@@ -26,6 +26,7 @@
 #include "../wan.h"
 #include "act_plan.h"   // the DiT's activation buffers: the lists the allocator carves
 #include "frozen_weights.h"   // the tensors a frozen model keeps in fp32: what the allocator keeps
+#include "disc_plan.h"       // the discriminator heads' buffers: what gpu/disc_gpu.cuh carves
 
 #define PLAN_MAX_ITEMS 24
 #define PLAN_GIB (1024.0 * 1024.0 * 1024.0)
@@ -42,7 +43,7 @@ typedef struct {
     size_t disc_params;     // parameters of all discriminator heads (cpu/disc_cpu.h disc_num_params)
     int disc_top;           // blocks of the frozen teacher the GAN features need (last feature layer + 1)
     int disc_heads;         // feature layers, one head each
-    int disc_width1;        // output channels of the first conv (its activations dominate the heads')
+    DiscConfig disc;        // the heads as built (cpu/disc_cpu.h; n_heads 0: none): their activations are counted from it
     int recompute;          // 1: per-block activation recompute (training arenas keep the blocks' inputs and one block set)
     int fuse_ffn_dim;       // the student's gated-fusion FFN width (cpu/tmd_cpu.h StudentConfig)
     int fusion_concat;      // 1: the concat fusion instead of the gated one
@@ -88,14 +89,12 @@ static double plan_generator(const PlanInput* in, int tmd) {
     if (!tmd) return plan_wan_arena(in, 1, 0, 0, 0);
     return plan_wan_arena(in, 1, in->wan.num_layers - in->H, 0, 0) + act_rollout_evals(in->N, 1, in->recompute) * plan_head_eval(in);
 }
-// the discriminator heads' activations (gpu/disc_gpu.cuh DiscGpuAct, fp32), for real and fake features: the
-// unpatchified feature (L·D values) and conv 1's (kernel (3,4,4), stride (1,2,2), padding 1) output, GroupNorm xhat,
-// GroupNorm output and LeakyReLU output; the later convs are at least 8x smaller and are counted as a quarter more
+// the discriminator heads' activations for real and fake features, exactly as gpu/disc_gpu.cuh allocates them
+// (gpu/disc_plan.h disc_act_bytes; the multiscale head's real side borrows the fake side's scratch)
 static double plan_disc_act_bytes(const PlanInput* in) {
-    const WanConfig* c = &in->wan;
-    double Fp = in->T / c->patch[0], Hp = in->Hl / c->patch[1], Wp = in->Wl / c->patch[2];
-    double out1 = in->disc_width1 * Fp * ((int)(Hp + 2 - 4) / 2 + 1) * ((int)(Wp + 2 - 4) / 2 + 1);
-    return in->disc_heads * 2 * (4 * out1 * 1.25 + Fp * Hp * Wp * c->dim) * 4.0;
+    size_t LD = (size_t)plan_tokens(in) * in->wan.dim, xb = plan_floatx_bytes(in);
+    return (double)disc_act_bytes(&in->disc, in->batch, in->T, in->Hl, in->Wl, LD, xb, 0) +
+           (double)disc_act_bytes(&in->disc, in->batch, in->T, in->Hl, in->Wl, LD, xb, 1);
 }
 
 // the KD warm-up's pairs on the device: noise and teacher sample (fp32 latents) and the caption (fp32 umT5 rows)
@@ -162,9 +161,14 @@ static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
         plan_add(p, "teacher + fake score activations", plan_wan_arena(in, 1, 0, 0, 1) + plan_wan_arena(in, 0, 0, gan ? in->disc_heads : 0, 1), what);
         if (!in->baseline) plan_add(p, "rollout states", B * latent * 4.0 * (in->N + 3), "y_N..y_0 and the rollout's two gradients (fp32)");
     }
-    if (stage == 2) {
-        plan_add(p, "GAN feature gradients", B * in->disc_heads * L * D * 4.0, "fp32 gradient at every feature layer");
-        plan_add(p, "discriminator activations", B * plan_disc_act_bytes(in), "unpatchified features, conv outputs, GroupNorm, LeakyReLU; real and fake");
+    if (stage == 2 || stage == 3)   // gen_gpu_init: the generator's feature and context gradients (G->dm, G->dc)
+        plan_add(p, "generator feature gradients", B * (L * D + (double)c->text_len * D) * 4.0, "d of the backbone's output and of the context (fp32)");
+    if (stage == 2 && in->disc.n_heads > 0) {   // dmd_gpu_work_attach_disc
+        plan_add(p, "GAN feature gradients", (B * in->disc.n_heads * L * D + 2 * B * latent) * 4.0,
+                 "fp32 gradient at every feature layer; real x_t and d x_t (fp32)");
+        plan_add(p, "discriminator activations", plan_disc_act_bytes(in),
+                 in->disc.kind == DISC_MULTISCALE ? "multiscale: per-sample vectors + one head's maps (scratch shared by real and fake)"
+                                                  : "strided: every map of every head, real and fake (fp32)");
     }
     plan_add(p, "latents and noise", B * latent * 4.0 * (stage == 1 ? 12 : stage == 2 ? 16 : 8), "x, x1, y1, x_t, eps, x_hat and their gradients (fp32)");
     plan_add(p, "captions", B * (double)in->wan.text_len * c->text_dim * 4.0 * (stage == 3 ? 1 : 2),

@@ -12,13 +12,17 @@
 #include "train_data.h"     // Table 7: the 1.3B and 14B students and discriminator sizes the plan targets use
 
 // the plan for a preset at a latent grid, with the student's extras counted by the CPU reference's own layout
-static PlanInput plan_input_for(const char* preset, int T, int Hl, int Wl, int N, int H, size_t disc_params, int disc_heads, int disc_top) {
+// and the discriminator heads dc (NULL: none)
+static PlanInput plan_input_for(const char* preset, int T, int Hl, int Wl, int N, int H, const DiscConfig* dc) {
     PlanInput in; memset(&in, 0, sizeof(in)); char err[ST_ERRLEN];
     wan_preset(&in.wan, preset, err);
     in.T = T; in.Hl = Hl; in.Wl = Wl; in.batch = 1; in.N = N; in.H = H; in.recompute = 1; in.fuse_ffn_dim = in.wan.ffn_dim;
     StudentConfig sc; sc.wan = in.wan; sc.head_blocks = H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = in.wan.ffn_dim;
     student_extra_layout(&sc, NULL, NULL, NULL, &in.student_extra);
-    in.disc_params = disc_params; in.disc_heads = disc_heads; in.disc_top = disc_top; in.disc_width1 = 512;
+    if (dc && dc->n_heads > 0) {
+        in.disc = *dc; in.disc_params = disc_num_params(dc); in.disc_heads = dc->n_heads;
+        for (int h = 0; h < dc->n_heads; h++) if (dc->layers[h] + 1 > in.disc_top) in.disc_top = dc->layers[h] + 1;
+    }
     return in;
 }
 
@@ -42,8 +46,11 @@ static double plan_expected_student_act(const PlanInput* in, int stage) {
 // modulation 6D, four RMSNorm weights 4D, norm3 2D; the patch and time embeddings, the time projection, the head),
 // for every preset in both builds; and the predicate's verdict on a few names either way
 static void test_frozen_plan(void) {
+    char err[ST_ERRLEN];
     for (int k = 0; k < WAN_NUM_PRESETS; k++) {
-        PlanInput in = plan_input_for(WAN_PRESETS[k].name, 1, 8, 8, 2, 1, 1000, 2, 2);
+        WanConfig pc; wan_preset(&pc, WAN_PRESETS[k].name, err);
+        DiscConfig dk = disc_config(&pc, 8, 8, 8, 8, 8);
+        PlanInput in = plan_input_for(WAN_PRESETS[k].name, 1, 8, 8, 2, 1, &dk);
         const WanConfig* c = &in.wan;
         double D = c->dim, P = wan_patch_numel(c), n = (double)wan_num_params(c);
         double n32 = c->num_layers * 12 * D + (D * c->in_dim * P + D) + (D * c->freq_dim + D + D * D + D) + (6 * D * D + 6 * D) +
@@ -69,6 +76,52 @@ static void test_frozen_plan(void) {
     printf("  frozen weights = the floatX copy + fp32 for the tensors read in fp32, for %d presets in both builds\n", WAN_NUM_PRESETS);
 }
 
+// the discriminator's items at the 1.3B and 14B shapes (480p x 81 frames: latent 21 x 60 x 104), both heads and both
+// builds: the plan's bytes = what gpu/disc_gpu.cuh carves (disc_act_bytes, which disc_gpu_act_init checks its carve
+// against), and the multiscale scratch = the buffers the backward uses, counted here by hand from the shapes
+static void test_disc_plan(void) {
+    char err[ST_ERRLEN];
+    const char* names[2] = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b"};
+    int checked = 0;
+    for (int k = 0; k < 2; k++) {
+        WanConfig c; wan_preset(&c, names[k], err);
+        for (int kind = 0; kind < 2; kind++)
+            for (int fp32 = 0; fp32 <= 1; fp32++) {
+                DiscConfig dc = kind ? disc_config_multiscale(&c, 1024, 21, 60, 104) : disc_config(&c, 512, 512, 1024, 1024, 512);
+                PlanInput in = plan_input_for(names[k], 21, 60, 104, 4, 5, &dc); in.fp32 = fp32;
+                MemPlan p; distill_plan(&p, &in, 2);
+                size_t LD = (size_t)plan_tokens(&in) * c.dim, xb = fp32 ? 4 : 2;
+                double want = (double)disc_act_bytes(&dc, 1, 21, 60, 104, LD, xb, 0) + (double)disc_act_bytes(&dc, 1, 21, 60, 104, LD, xb, 1);
+                EXPECT(plan_item(&p, "discriminator activations") == want, "%s, %s head: plan %.0f bytes, the allocations %.0f", names[k],
+                       kind ? "multiscale" : "strided", plan_item(&p, "discriminator activations"), want);
+                EXPECT(plan_item(&p, "discriminator (trainable)") == 16.0 * (double)disc_num_params(&dc), "%s: discriminator weights", names[k]);
+                double gan = (3.0 * 32760 * c.dim + 2.0 * 16 * 21 * 60 * 104) * 4;   // dfeat_buf (3 heads), real x_t and d x_t
+                EXPECT(plan_item(&p, "GAN feature gradients") == gan, "%s: GAN feature gradients %.0f, want %.0f", names[k],
+                       plan_item(&p, "GAN feature gradients"), gan);
+                double gen = (32760.0 * c.dim + (double)c.text_len * c.dim) * 4;     // G->dm, G->dc
+                EXPECT(plan_item(&p, "generator feature gradients") == gen, "%s: generator feature gradients", names[k]);
+                if (kind) {   // by hand: the scratch's maps, slices, weights and sums, each rounded to 256 bytes
+                    size_t C = (size_t)dc.in_ch, S = 21 * 60 * 104, S2 = 10 * 30 * 52, R = 8192, nch = (S + 255) / 256;
+                    size_t hand = 5 * act_round(S * C * xb) + 2 * act_round(S * 5 * C * xb) + 2 * act_round(S2 * C * xb) +
+                                  act_round(R * 27 * C * xb) + act_round(5 * C * C * xb) + 2 * act_round(27 * C * C * xb) +
+                                  act_round(5 * C * C * 4) + act_round(27 * C * C * 4) + 2 * act_round(nch * C * 4) + 9 * act_round(C * 4) +
+                                  act_round(5 * C * 4) + act_round(1024 * 4);
+                    size_t keep = act_round(3 * 5 * C * 4) + 2 * act_round(3 * 1024 * 4) + act_round(3 * 4);   // pool, h1, LeakyReLU(h1), logits
+                    DiscDims z = disc_dims(&dc, 1, 21, 60, 104);
+                    EXPECT(disc_ms_scratch_bytes(z, xb) == hand && disc_ms_keep_bytes(z, xb) == keep,
+                           "%s: multiscale scratch %zu bytes, by hand %zu; kept %zu, by hand %zu", names[k], disc_ms_scratch_bytes(z, xb), hand,
+                           disc_ms_keep_bytes(z, xb), keep);
+                    if (!fp32)
+                        printf("  %s multiscale head (C0 %zu, %.2fM parameters): activations %.2f GiB (scratch %.2f GiB, shared by real and fake)\n",
+                               names[k], C, disc_num_params(&dc) / 1e6, want / PLAN_GIB, hand / PLAN_GIB);
+                } else if (!fp32)
+                    printf("  %s strided head (%.2fM parameters): activations %.2f GiB\n", names[k], disc_num_params(&dc) / 1e6, want / PLAN_GIB);
+                checked++;
+            }
+    }
+    printf("  discriminator items = gpu/disc_plan.h's allocations: %d plans (1.3B, 14B; multiscale, strided; bf16, fp32)\n", checked);
+}
+
 static void test_distill_plan(void) {
     printf("\n[plan] memory plan of a distillation step (arithmetic only; what fits is decided on the device)\n");
     char err[ST_ERRLEN];
@@ -78,7 +131,9 @@ static void test_distill_plan(void) {
     int grids[2][3] = {{4, 16, 16}, {9, 32, 32}}, checked = 0, bad = 0;
     for (int k = 0; k < 2; k++)
         for (int v = 0; v < 32; v++) {
-            PlanInput in = plan_input_for(presets[k], grids[k][0], grids[k][1], grids[k][2], 2, 1, 1000, (v & 1) ? 2 : 0, 2);
+            WanConfig pc; wan_preset(&pc, presets[k], err);
+            DiscConfig dk = disc_config(&pc, 8, 8, 8, 8, 8); dk.n_heads = 2; dk.layers[0] = 0; dk.layers[1] = 1;
+            PlanInput in = plan_input_for(presets[k], grids[k][0], grids[k][1], grids[k][2], 2, 1, (v & 1) ? &dk : NULL);
             in.recompute = (v >> 1) & 1; in.baseline = (v >> 2) & 1; in.fp32 = (v >> 3) & 1; in.naive_attention = (v >> 4) & 1; in.batch = 1 + (v & 1);
             size_t xb = in.fp32 ? 4 : 2; int L = plan_tokens(&in), fl = !in.naive_attention, gan = in.disc_heads > 0;
             for (int stage = 1; stage <= 2; stage++) {
@@ -103,7 +158,7 @@ static void test_distill_plan(void) {
     // what recompute changes, buffer for buffer: a training arena drops all block sets but one, a flow-head evaluation
     // all of its own, and a recomputing training arena is the forward-only arena plus the backward's scratch
     {
-        PlanInput in = plan_input_for("world", 9, 32, 32, 2, 2, 0, 0, 0); int L = plan_tokens(&in);
+        PlanInput in = plan_input_for("world", 9, 32, 32, 2, 2, NULL); int L = plan_tokens(&in);
         ActDims z = act_dims(&in.wan, 1, L, 1, in.fuse_ffn_dim, in.H, 1);
         size_t set = act_block_set_bytes(z, 2), keep = act_wan_bytes(&in.wan, 1, L, 1, 0, 1, 2), rec = act_wan_bytes(&in.wan, 1, L, 1, 1, 1, 2);
         size_t fwd = act_wan_bytes(&in.wan, 1, L, 0, 0, 1, 2);
@@ -120,11 +175,11 @@ static void test_distill_plan(void) {
                keep / 1048576.0, rec / 1048576.0, set / 1048576.0);
     }
     // Wan2.1 1.3B at 480p x 81 frames (latent 21 x 60 x 104: 32,760 tokens), TMD-N4H5, bf16, flash attention
-    // the discriminator: cpu/disc_cpu.h's Conv3D heads at Wan scale (widths 512, 512, 1024, 1024, hidden 512), counted by its own layout
+    // the discriminator: the head train_tmd builds at Wan scale, FastGen's multiscale_down_mlp_large (cpu/disc_cpu.h)
     WanConfig c13; wan_preset(&c13, "wan2.1-t2v-1.3b", err);
-    DiscConfig dc13 = disc_config(&c13, 512, 512, 1024, 1024, 512);
+    DiscConfig dc13 = disc_config_multiscale(&c13, 1024, 21, 60, 104);
     size_t disc_1b3 = disc_num_params(&dc13);
-    PlanInput in = plan_input_for("wan2.1-t2v-1.3b", 21, 60, 104, 4, 5, disc_1b3, dc13.n_heads, dc13.layers[dc13.n_heads - 1] + 1);
+    PlanInput in = plan_input_for("wan2.1-t2v-1.3b", 21, 60, 104, 4, 5, &dc13);
     EXPECT(plan_tokens(&in) == 32760, "1.3B at 480p x 81 frames: %d tokens, want 32760", plan_tokens(&in));
     MemPlan p2, p1; distill_plan(&p2, &in, 2); distill_plan(&p1, &in, 1);
     plan_print(&p1, "Wan2.1 1.3B, Stage 1 (TM-MF, TMD-N4H5), batch 1, 32,760 tokens, bf16, recompute", stdout);
@@ -137,6 +192,7 @@ static void test_distill_plan(void) {
            "weights: 18 B per trainable parameter, 14 B for the fake score (its gradients are the student's buffer), 16 B for "
            "the discriminator (fp32, no copy) (1.3B has %.0f parameters, the student %zu more)", Pw, in.student_extra);
     test_frozen_plan();
+    test_disc_plan();
     double gib80 = 80.0 * PLAN_GIB, reserve = 2.0 * PLAN_GIB;
     // Stage 1 fits one 80 GB GPU with recompute and not without it (the refusal names the activations)
     EXPECT(plan_check(&p1, gib80, reserve, err, sizeof(err)) == 0, "the 1.3B Stage 1 step with recompute should fit one 80 GB GPU: %s", err);
@@ -160,7 +216,7 @@ static void test_distill_plan(void) {
     EXPECT(plan_choose_recompute(&ch, 1, -1, gib80, reserve, why, sizeof(why)) == 1 && ch.recompute == 1 && strstr(why, need),
            "auto, 1.3B Stage 1 on 80 GB: recompute should be on: %s", why);
     printf("  1.3B Stage 1, 80 GB: %s\n", why);
-    PlanInput wc = plan_input_for("world", 9, 32, 32, 2, 2, 0, 0, 0);
+    PlanInput wc = plan_input_for("world", 9, 32, 32, 2, 2, NULL);
     EXPECT(plan_choose_recompute(&wc, 1, -1, gib80, reserve, why, sizeof(why)) == 0 && wc.recompute == 0, "auto, the world preset on 80 GB: recompute should be off: %s", why);
     printf("  world Stage 1, 80 GB: %s\n", why);
     EXPECT(plan_choose_recompute(&wc, 2, 1, gib80, reserve, why, sizeof(why)) == 1 && wc.recompute == 1 && plan_choose_recompute(&ch, 2, 0, gib80, reserve, why, sizeof(why)) == 0 &&
@@ -170,13 +226,15 @@ static void test_distill_plan(void) {
     EXPECT(plan_check(&s, gib80, reserve, err, sizeof(err)) != 0, "1.3B with the naive attention should refuse (%.1f GiB)", s.total / PLAN_GIB);
     // the 14B does not fit one GPU: the refusal names the student's weights
     WanConfig c14; wan_preset(&c14, "wan2.1-t2v-14b", err);
-    DiscConfig dc14 = disc_config(&c14, 512, 512, 1024, 1024, 512);
-    PlanInput big = plan_input_for("wan2.1-t2v-14b", 21, 60, 104, 4, 5, disc_num_params(&dc14), dc14.n_heads, dc14.layers[dc14.n_heads - 1] + 1);
+    DiscConfig dc14 = disc_config_multiscale(&c14, 1024, 21, 60, 104);
+    PlanInput big = plan_input_for("wan2.1-t2v-14b", 21, 60, 104, 4, 5, &dc14);
     MemPlan b14; distill_plan(&b14, &big, 2);
     EXPECT(plan_check(&b14, gib80, reserve, err, sizeof(err)) != 0 && strstr(err, "student"), "14B should refuse naming the student: %s", err);
     printf("  14B -> %s\n", err);
     // the built-in world on one GPU fits easily, even with the naive attention in fp32
-    PlanInput w = plan_input_for("world", 9, 32, 32, 4, 2, 1000000, 3, 12);
+    WanConfig cw; wan_preset(&cw, "world", err);
+    DiscConfig dw = disc_config(&cw, 32, 32, 64, 64, 64);
+    PlanInput w = plan_input_for("world", 9, 32, 32, 4, 2, &dw);
     w.naive_attention = 1; w.fp32 = 1; MemPlan pw; distill_plan(&pw, &w, 2);
     EXPECT(plan_check(&pw, 16.0 * PLAN_GIB, reserve, err, sizeof(err)) == 0, "the world preset should fit 16 GiB: %s", err);
     printf("  world preset (fp32, naive attention): Stage 2 %.3f GiB\n", pw.total / PLAN_GIB);

@@ -104,3 +104,17 @@ static PHILOX_HD inline void philox_box_muller(uint32_t w_radius, uint32_t w_ang
     z[0] = philox_mul_(r, cs);
     z[1] = philox_mul_(r, sn);
 }
+
+// Philox4x32-10's four 32-bit words for the 128-bit counter ctr[4] and the 64-bit key (low half = key word 0): kernels/random.cuh philox4x32_10's rounds in plain C, so that the CPU reference and device code
+// (the discriminator's dropout mask, cpu/disc_cpu.h) draw the same bits. Checked against Random123's known answer
+// (two of its vectors) in lib/philox_tests.h.
+static PHILOX_HD inline void philox_words(uint32_t w[4], const uint32_t ctr[4], uint64_t key) {
+    uint32_t x = ctr[0], y = ctr[1], z = ctr[2], v = ctr[3], k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+    for (int round = 0; round < 10; round++) {
+        uint64_t p0 = (uint64_t)0xD2511F53u * x, p1 = (uint64_t)0xCD9E8D57u * z;
+        uint32_t nx = (uint32_t)(p1 >> 32) ^ y ^ k0, ny = (uint32_t)p1, nz = (uint32_t)(p0 >> 32) ^ v ^ k1, nv = (uint32_t)p0;
+        x = nx; y = ny; z = nz; v = nv;
+        k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
+    }
+    w[0] = x; w[1] = y; w[2] = z; w[3] = v;
+}

@@ -29,6 +29,16 @@ static void philox_ref_sincos_(uint32_t w, long double* s, long double* c) {
 
 static void test_philox(void) {
     printf("\n[philox] the GPU noise's Box-Muller (lib/philox.h) against long-double libm\n");
+    {   // philox_words against Random123's known answers for Philox4x32-10 (kat_vectors: the zero and the pi vector)
+        const uint32_t c0[4] = {0, 0, 0, 0}, c1[4] = {0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u};
+        const uint32_t want0[4] = {0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u};
+        const uint32_t want1[4] = {0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u};
+        uint32_t w0[4], w1[4];
+        philox_words(w0, c0, 0); philox_words(w1, c1, 0x299f31d0a4093822ull);
+        printf("  philox_words: %08x %08x %08x %08x and %08x %08x %08x %08x (Random123 KAT)\n", w0[0], w0[1], w0[2], w0[3],
+               w1[0], w1[1], w1[2], w1[3]);
+        EXPECT(!memcmp(w0, want0, sizeof(w0)) && !memcmp(w1, want1, sizeof(w1)), "philox_words differs from Random123's known answers");
+    }
     if (LDBL_MANT_DIG < 64) {   // the ulp errors below need a reference with more bits than a double
         printf("  skipped: long double has %d bits here (needs >= 64 for a reference finer than double)\n", LDBL_MANT_DIG);
         return;
