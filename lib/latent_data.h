@@ -589,7 +589,7 @@ static inline int lds_write_shard(const char* dir, const LdsPlan* p, int k, cons
         if (len > K) K = len;
     }
     if (rc) { free(ctx); free(lat); return 1; }
-    char path[1200], fpv[64], shv[32], fiv[32];
+    char path[1000], fpv[64], shv[32], fiv[32];   // < LdWriter's path
     lds_shard_path(path, sizeof(path), dir, k);
     snprintf(fpv, sizeof(fpv), "%s", p->fingerprint); snprintf(shv, sizeof(shv), "%d", k); snprintf(fiv, sizeof(fiv), "%lld", (long long)first);
     const char* meta[6] = {"dataset_fingerprint", fpv, "shard", shv, "first_sample", fiv};
