@@ -42,15 +42,18 @@ static const char* WAN_NEGATIVE_PROMPT =
     "多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走";
 
 // The umT5 encoder on the GPU (gpu/umt5_gpu.cuh, issue 21 item 1, written on another branch). Until it is merged the
-// CPU reference encodes (double precision: correct, slow); once merged, set UMT5_ON_GPU to 1.
+// CPU reference encodes (double precision: correct, slow); once merged, set UMT5_ON_GPU to 1 (or build with
+// NVEXTRA=-DUMT5_ON_GPU=1). The adapter below is the whole seam: cpu/prompt_ctx.h's PcBackend over umt5_gpu_*.
+#ifndef UMT5_ON_GPU
 #define UMT5_ON_GPU 0
+#endif
 #if UMT5_ON_GPU
 #include "gpu/umt5_gpu.cuh"
+#define UMT5_GPU_BATCH 16   // prompts per encoder call (issue 21's target is stated at batch 16)
 static Umt5Gpu umt5_gpu_state;
 static int umt5_gpu_be_open(void* e, const char* weights, int text_len, int* max_batch, char* err) {
-    if (text_len != 512) { snprintf(err, ST_ERRLEN, "the GPU umT5 writes 512-row contexts, the DiT reads %d", text_len); return 1; }
-    *max_batch = 16;
-    return umt5_gpu_open((Umt5Gpu*)e, weights, *max_batch, err);
+    *max_batch = UMT5_GPU_BATCH;
+    return umt5_gpu_open((Umt5Gpu*)e, weights, UMT5_GPU_BATCH, text_len, err);
 }
 static int umt5_gpu_be_encode(void* e, const int* const* ids, const int* lens, int B, float* out, char* err) { return umt5_gpu_encode((Umt5Gpu*)e, ids, lens, B, out, err); }
 static void umt5_gpu_be_close(void* e) { umt5_gpu_close((Umt5Gpu*)e); }
@@ -102,7 +105,7 @@ static int cond_init(Conditioning* k, PromptCtx* pc, const WanConfig* c, int T, 
 static int cond_context(Conditioning* k, const char* prompt, float* ctx, int* rows, char* err) {
     if (k->pc) return pc_context(k->pc, prompt, ctx, rows, err);
     memset(ctx, 0, sizeof(float) * k->nctx);
-    text_encode(&k->te, prompt, ctx, NULL);
+    if (prompt[0]) text_encode(&k->te, prompt, ctx, NULL);   // the world's empty caption: zeros
     if (rows) *rows = k->wc.text_len;
     return 0;
 }
@@ -486,6 +489,7 @@ int main(int argc, char** argv) {
     // 1. real prompts: the parts, the DiT's config from its header, the checks, every prompt encoded (and cached)
     //    before any GPU memory goes to the DiT
     PromptCtx pc; Conditioning cond; WanConfig pcfg;
+    int rank = env_int("OMPI_COMM_WORLD_RANK", "PMI_RANK", 0), world = env_int("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);   // mpirun's
     char** lines = NULL; int n_lines = 0;
     if (prompts && vb_read_lines(extended ? extended : prompts, &lines, &n_lines, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
     if (real_prompts && !bench) {
@@ -509,7 +513,6 @@ int main(int argc, char** argv) {
         printf("prompts: tokenizer %s (%d pieces), text encoder %s, contexts [%d, %d], cache %s\n", parts.tokenizer, pc.sp.n_pieces, parts.text_encoder,
                pcfg.text_len, pcfg.text_dim, root[0] ? pc.cache.dir : "off");
         // this run's prompts: the one prompt, the suite's generation prompts, or this rank's share of the dataset; and the negative
-        int rank = env_int("OMPI_COMM_WORLD_RANK", "PMI_RANK", 0), world = env_int("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);
         const char** todo = (const char**)malloc(sizeof(char*) * (size_t)(n_lines + 2));
         int n_todo = 0;
         todo[n_todo++] = negative;
@@ -524,8 +527,20 @@ int main(int argc, char** argv) {
         stage_end("tokenizer + umT5");
     }
     if (!negative) negative = "";
-    if (dataset) {   // under mpirun: one GPU per rank
-        int ndev = 0, rank = env_int("OMPI_COMM_WORLD_RANK", "PMI_RANK", 0);
+    SampleOpts so = {steps, shift, cfg, strcmp(solver, "euler") ? SOLVER_UNIPC : SOLVER_EULER, GRID_UNIPC, 1};
+    LdsPlan plan; memset(&plan, 0, sizeof(plan));
+    if (dataset) {   // the plan, and a directory of another model or plan refused, before any GPU work
+        char fp[40], info_s[1024];
+        if (!weights) { fprintf(stderr, "error: --dataset needs the teacher: --wan DIR or --weights FILE\n"); return 2; }
+        if (!real_prompts && (rc = train_data_peek_config(&pcfg, preset, weights, heads, err))) { fprintf(stderr, "error: %s\n", err); return 2; }
+        if (cond_init(&cond, real_prompts ? &pc : NULL, &pcfg, lat_t, lat_h, lat_w, err) || dataset_fingerprint(fp, weights, &cond, &so, negative, err)) {
+            fprintf(stderr, "error: %s\n", err); return 2;
+        }
+        snprintf(info_s, sizeof(info_s), "sample_tmd --mode teacher: weights %s, %s %d steps, shift %g, cfg %g, latent [%d, %d, %d, %d], seed %d, prompts %s",
+                 weights, solver, steps, shift, cfg, cond.wc.C, cond.wc.T, cond.wc.H, cond.wc.W, seed, prompts);
+        if (lds_plan_make(&plan, (const char* const*)lines, n_lines, (uint64_t)seed, shard_size, fp, info_s, err) ||
+            lds_manifest_sync(dataset, &plan, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        int ndev = 0;   // under mpirun: one GPU per rank
         if (cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 1) cudaCheck(cudaSetDevice(rank % ndev));
     }
 
@@ -544,19 +559,10 @@ int main(int argc, char** argv) {
     }
     if (!params) { fprintf(stderr, "error: sampling needs --weights (a trained teacher, e.g. from ./train_tmd)\n"); return 2; }
     gemm_init();
-    SampleOpts so = {steps, shift, cfg, strcmp(solver, "euler") ? SOLVER_UNIPC : SOLVER_EULER, GRID_UNIPC, 1};
     const WorldConfig* wc = &cond.wc;
     TeacherRun t;
 
     if (dataset) {   // 3'. the paper's dataset recipe
-        char fp[40], info_s[1024];
-        if (dataset_fingerprint(fp, weights, &cond, &so, negative, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-        snprintf(info_s, sizeof(info_s), "sample_tmd --mode teacher: weights %s, %s %d steps, shift %g, cfg %g, latent [%d, %d, %d, %d], seed %d, prompts %s",
-                 weights, solver, steps, shift, cfg, wc->C, wc->T, wc->H, wc->W, seed, prompts);
-        LdsPlan plan;
-        if (lds_plan_make(&plan, (const char* const*)lines, n_lines, (uint64_t)seed, shard_size, fp, info_s, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-        int rank = env_int("OMPI_COMM_WORLD_RANK", "PMI_RANK", 0), world = env_int("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);
-        if (lds_manifest_sync(dataset, &plan, err)) { fprintf(stderr, "error: %s\n", err); return 2; }   // another model's directory: refused before the DiT loads
         if (teacher_run_init(&t, &c, params, batch, &cond, &so, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
         free(params);
         stage_end("DiT load");
@@ -564,8 +570,9 @@ int main(int argc, char** argv) {
         if (cond_context(&cond, negative, neg, &neg_rows, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
         DatasetMaker dm; memset(&dm, 0, sizeof(dm)); dm.t = &t; dm.negative = negative;
         LdsSource src = {wc->C, wc->T, wc->H, wc->W, c.text_dim, c.text_len, batch, neg, neg_rows, dataset_latents, dataset_context, &dm};
-        printf("dataset %s: %lld prompts in %d shards of %d, rank %d of %d; the teacher: %s %d steps, shift %g, cfg %g, negative prompt \"%.40s%s\"\n",
-               dataset, (long long)plan.n, plan.n_shards, shard_size, rank, world, solver, steps, shift, cfg, negative, strlen(negative) > 40 ? "..." : "");
+        printf("dataset %s: %lld prompts in %d shards of %d, rank %d of %d; the teacher: %s %d steps, shift %g, cfg %g, negative prompt: %s\n",
+               dataset, (long long)plan.n, plan.n_shards, shard_size, rank, world, solver, steps, shift, cfg,
+               negative == WAN_NEGATIVE_PROMPT ? "the official Wan2.1 one" : negative[0] ? negative : "the empty caption");
         LdsReport rep;
         stage_begin();
         rc = lds_run(dataset, &plan, rank, world, &src, &rep, err);
@@ -586,7 +593,7 @@ int main(int argc, char** argv) {
     free(params);
     stage_end("DiT load");
     // the prompt for every sample; the negative prompt (or the world's empty caption: zeros) for the uncond pass
-    if (cond_context(&cond, prompt, t.hc, NULL, err) || (negative[0] || real_prompts ? cond_context(&cond, negative, t.hu, NULL, err) : 0)) {
+    if (cond_context(&cond, prompt, t.hc, NULL, err) || cond_context(&cond, negative, t.hu, NULL, err)) {
         fprintf(stderr, "error: %s\n", err); return 1;
     }
     for (int b = 1; b < batch; b++) { memcpy(t.hc + b * t.nctx, t.hc, sizeof(float) * t.nctx); memcpy(t.hu + b * t.nctx, t.hu, sizeof(float) * t.nctx); }
@@ -594,7 +601,8 @@ int main(int argc, char** argv) {
     Rng r = rng_make((uint64_t)seed);
     for (size_t i = 0; i < t.n; i++) x[i] = (float)rng_normal(&r);
     int nfe = 0;
-    printf("sampling %d x '%s' (negative: %s), %s %d steps, shift %g, cfg %g\n", batch, prompt, negative[0] ? negative : "the empty caption",
+    printf("sampling %d x '%s' (negative: %s), %s %d steps, shift %g, cfg %g\n", batch, prompt,
+           negative == WAN_NEGATIVE_PROMPT ? "the official Wan2.1 one" : negative[0] ? negative : "the empty caption",
            solver, steps, shift, cfg);
     stage_begin();
     rc = teacher_run_sample(&t, x, &nfe, err);

@@ -114,7 +114,7 @@ static inline int cc_init(CtxCache* c, const char* root, uint64_t fingerprint, i
     c->fingerprint = fingerprint; c->text_len = text_len; c->width = width;
     if (!root || !root[0]) return 0;
     if (strlen(root) > 900) { st_errf(err, "context cache directory too long (%zu bytes)", strlen(root)); return 1; }
-    snprintf(c->dir, sizeof(c->dir), "%s/%016llx", root, (unsigned long long)fingerprint);
+    snprintf(c->dir, sizeof(c->dir), "%.900s/%016llx", root, (unsigned long long)fingerprint);   // root <= 900 bytes: checked above
     return cc_mkdirs(c->dir, err);
 }
 
