@@ -153,6 +153,58 @@ static void test_prompt_pipeline(const char* tmp) {
     free(out); free(out2);
 }
 
+// a batched backend (what the GPU encoder is to cpu/prompt_ctx.h): batches of up to 2, each sequence through the CPU
+// encoder; it records the batch sizes it was given
+typedef struct { Umt5Model m; int text_len, calls, sizes[16], opened; } PtBatched;
+static int ptb_open(void* e, const char* weights, int text_len, int* max_batch, char* err) {
+    PtBatched* b = (PtBatched*)e; b->text_len = text_len; *max_batch = 2; b->opened++;
+    return umt5_open(&b->m, weights, err);
+}
+static int ptb_encode(void* e, const int* const* ids, const int* lens, int B, float* out, char* err) {
+    PtBatched* b = (PtBatched*)e;
+    int d = b->m.c.d_model;
+    if (b->calls < 16) b->sizes[b->calls] = B;
+    b->calls++;
+    memset(out, 0, sizeof(float) * (size_t)B * b->text_len * d);
+    for (int i = 0; i < B; i++) {
+        double* h = (double*)malloc(sizeof(double) * (size_t)lens[i] * d);
+        if (umt5_encode(&b->m, ids[i], lens[i], h, err)) { free(h); return 1; }
+        for (int k = 0; k < lens[i] * d; k++) out[(size_t)i * b->text_len * d + k] = (float)h[k];
+        free(h);
+    }
+    return 0;
+}
+static void ptb_close(void* e) { umt5_close(&((PtBatched*)e)->m); }
+
+static void test_prompt_batches(const char* tmp) {
+    printf("\n[prompts] a batched encoder backend (the GPU encoder's seam): misses in batches, each prompt in its place\n");
+    char err[ST_ERRLEN], root[600], tok[300];
+    snprintf(root, sizeof(root), "%s/prompts/cache3", tmp);
+    snprintf(tok, sizeof(tok), "%s/spm_nfkc_bf.model", PT_DIR);
+    const char* prompts[5] = {"a cat", "rain over Paris at night", "a cat", "waves breaking", "a tiny robot dancing on the table"};
+    int TL = 24, D = 48;
+    size_t nctx = (size_t)TL * D;
+    float* ref = (float*)malloc(sizeof(float) * 5 * nctx); float* got = (float*)malloc(sizeof(float) * 5 * nctx);
+    int rr[5], rg[5];
+    PromptCtx a;   // the reference: the CPU backend, one prompt at a time, no cache
+    if (pc_open(&a, PT_DIR "/umt5_a", tok, NULL, TL, D, NULL, err)) { EXPECT(0, "%s", err); free(ref); free(got); return; }
+    EXPECT(pc_encode(&a, prompts, 5, ref, rr, err) == 0, "%s", err);
+    pc_close(&a);
+    // prompt 1 cached beforehand: the misses are 0, 2, 3, 4 (2 repeats 0: encoded again, both stored under one key)
+    PtBatched be; memset(&be, 0, sizeof(be));
+    PcBackend pb = {ptb_open, ptb_encode, ptb_close, &be, "a test backend, batches of 2"};
+    PromptCtx b;
+    if (pc_open(&b, PT_DIR "/umt5_a", tok, root, TL, D, &pb, err)) { EXPECT(0, "%s", err); free(ref); free(got); return; }
+    EXPECT(cc_store(&b.cache, prompts[1], ref + nctx, rr[1], err) == 0, "%s", err);
+    EXPECT(pc_encode(&b, prompts, 5, got, rg, err) == 0, "%s", err);
+    int same = memcmp(ref, got, sizeof(float) * 5 * nctx) == 0 && !memcmp(rr, rg, sizeof(rr));
+    printf("  5 prompts, 1 cached: %d hit, %d misses in %d calls of sizes %d, %d; contexts and rows %s the one-at-a-time CPU run's\n", b.hits, b.misses,
+           be.calls, be.sizes[0], be.sizes[1], same ? "equal to" : "DIFFER from");
+    EXPECT(b.hits == 1 && b.misses == 4 && be.calls == 2 && be.sizes[0] == 2 && be.sizes[1] == 2 && same, "batched encoding");
+    pc_close(&b);
+    free(ref); free(got);
+}
+
 // a tiny diffusers-style folder: transformer/ (a DiT of text_dim `text_dim`), text_encoder/ (umt5_a), tokenizer/
 // spiece.model (spm_nfkc_bf), vae/ (vae_b)
 static void pt_make_folder(const char* dir, int text_dim, int with_tokenizer) {
@@ -361,6 +413,7 @@ static void test_dataset_dir(const char* tmp) {
 static void test_prompts(const char* tmpdir) {
     test_ctx_cache(tmpdir);
     test_prompt_pipeline(tmpdir);
+    test_prompt_batches(tmpdir);
     test_wan_folder(tmpdir);
     test_dataset_dir(tmpdir);
 }
