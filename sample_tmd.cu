@@ -8,8 +8,17 @@
 //             prompts with --info), a manifest with every seed, resumable
 // --vae FILE: every sample is also decoded by the Wan2.1 VAE on the GPU and written as NAME.mp4 (NAME-b.mp4 in a batch)
 // through ffmpeg; --decode LATENT.npy --vae FILE decodes existing latents without sampling.
-// Prompts are encoded by the built-in world's text encoder (the model must fit a built-in world; real umT5 contexts
-// are a later issue). Output: the latents as .npy [batch, C, T, H, W] fp32 (the world's clips are in [-1, 1]).
+// Prompts: a model that fits a built-in world uses the world's text encoder; a real Wan2.1 model (--wan DIR, a
+// diffusers folder, or --weights/--text-encoder/--tokenizer/--vae one by one) gets umT5 contexts (tokenizer ->
+// umT5 -> [512, 4096] zero-padded, cpu/prompt_ctx.h), cached on disk by the encoder's fingerprint and the prompt
+// (--ctx-cache), encoded before the DiT is loaded; every check (the parts, tokenizer vs encoder, encoder width vs
+// the DiT's text_dim, the prompt file) runs before any GPU work. With --wan the teacher defaults to the official
+// Wan2.1 sampler (UniPC, 50 steps, shift 5, CFG 5, the official negative prompt) and the VAE makes an mp4; each
+// stage prints its time and the GPU memory in use.
+// --dataset DIR (--mode teacher --prompts FILE): the paper's training data, the teacher's samples with their
+// contexts and the negative prompt's, in shards with a manifest, resumable, split over mpirun ranks
+// (lib/latent_data.h "Dataset directories"); ./train_tmd --data DIR reads it.
+// Output: the latents as .npy [batch, C, T, H, W] fp32 (the world's clips are in [-1, 1]).
 #include "wan.h"                    // config, presets, parameter layout, safetensors weights I/O
 #include "lib/flags.h"              // flag table: parser and usage from one place
 #include "lib/npy.h"                // writing the samples
@@ -22,6 +31,84 @@
 #include "lib/vbench.h"             // the VBench suite: names, seeds, manifest, resume
 #include "gpu/video_out.cuh"        // --vae: latents -> the GPU VAE decoder -> mp4
 #include "world/png.h"              // the built-in world's clips: a PNG contact sheet and an mp4
+#include "cpu/prompt_ctx.h"         // real prompts: tokenizer -> umT5 -> context, the on-disk cache, the checks
+#include "lib/latent_data.h"        // --dataset: shards, manifest, resume, rank split
+#include "gpu/train_data.h"         // train_data_peek_config (the DiT's config from its header), flag_given
+
+// The official Wan2.1 negative prompt (Wan-Video/Wan2.1 wan/configs/shared_config.py, sample_neg_prompt, at 9737cba;
+// the official code feeds this Chinese text, the paper's Table 8 prints an English translation of it).
+static const char* WAN_NEGATIVE_PROMPT =
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，"
+    "多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走";
+
+// The umT5 encoder on the GPU (gpu/umt5_gpu.cuh, issue 21 item 1, written on another branch). Until it is merged the
+// CPU reference encodes (double precision: correct, slow); once merged, set UMT5_ON_GPU to 1 (or build with
+// NVEXTRA=-DUMT5_ON_GPU=1). The adapter below is the whole seam: cpu/prompt_ctx.h's PcBackend over umt5_gpu_*.
+#ifndef UMT5_ON_GPU
+#define UMT5_ON_GPU 0
+#endif
+#if UMT5_ON_GPU
+#include "gpu/umt5_gpu.cuh"
+#define UMT5_GPU_BATCH 16   // prompts per encoder call (issue 21's target is stated at batch 16)
+static Umt5Gpu umt5_gpu_state;
+static int umt5_gpu_be_open(void* e, const char* weights, int text_len, int* max_batch, char* err) {
+    *max_batch = UMT5_GPU_BATCH;
+    return umt5_gpu_open((Umt5Gpu*)e, weights, UMT5_GPU_BATCH, text_len, err);
+}
+static int umt5_gpu_be_encode(void* e, const int* const* ids, const int* lens, int B, float* out, char* err) { return umt5_gpu_encode((Umt5Gpu*)e, ids, lens, B, out, err); }
+static void umt5_gpu_be_close(void* e) { umt5_gpu_close((Umt5Gpu*)e); }
+static const PcBackend UMT5_BACKEND = {umt5_gpu_be_open, umt5_gpu_be_encode, umt5_gpu_be_close, &umt5_gpu_state, "umT5 on the GPU (gpu/umt5_gpu.cuh)"};
+static const PcBackend* umt5_backend(void) { return &UMT5_BACKEND; }
+#else
+static const PcBackend* umt5_backend(void) { return NULL; }   // NULL: cpu/prompt_ctx.h's CPU reference
+#endif
+
+// one stage's line: its wall time and the GPU memory in use after it
+static double stage_t0;
+static void stage_begin(void) { stage_t0 = pc_now(); }
+static void stage_end(const char* name) {
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) { (void)cudaGetLastError(); fr = tot = 0; }
+    printf("stage %-26s %8.3f s   GPU memory in use %.2f of %.2f GiB\n", name, pc_now() - stage_t0, (double)(tot - fr) / (1 << 30), (double)tot / (1 << 30));
+    fflush(stdout);
+}
+
+// where a sample's context comes from, and the latent shape: the built-in world (its encoder, its clip shape), or a
+// real model (cpu/prompt_ctx.h's contexts, the latent grid of --latent-frames/height/width). wc describes the
+// latent [C, T, H, W] either way (for a real model only C, T, H, W, text_len and text_dim are set).
+typedef struct {
+    PromptCtx* pc;          // NULL: the world's encoder
+    TextEncoder te;
+    WorldConfig wc;
+    size_t nctx;
+} Conditioning;
+
+static int cond_init(Conditioning* k, PromptCtx* pc, const WanConfig* c, int T, int H, int W, char* err) {
+    memset(k, 0, sizeof(*k));
+    k->pc = pc; k->nctx = (size_t)c->text_len * c->text_dim;
+    if (!pc) {
+        if (teacher_gpu_world_for(&k->wc, c, err)) return 1;
+        k->te = world_text_encoder(&k->wc);
+        return 0;
+    }
+    k->wc.name = "latent"; k->wc.C = c->in_dim; k->wc.text_len = c->text_len; k->wc.text_dim = c->text_dim;
+    k->wc.T = T ? T : 21; k->wc.H = H ? H : 60; k->wc.W = W ? W : 104;   // Wan2.1 480p: 81 frames of 480 x 832
+    if (k->wc.T % c->patch[0] || k->wc.H % c->patch[1] || k->wc.W % c->patch[2]) {
+        snprintf(err, ST_ERRLEN, "latent [%d, %d, %d] (--latent-frames/height/width) is not a multiple of the patch [%d, %d, %d]", k->wc.T, k->wc.H, k->wc.W,
+                 c->patch[0], c->patch[1], c->patch[2]);
+        return 1;
+    }
+    return 0;
+}
+
+// prompt's context [text_len, text_dim] (zero rows after *rows when non-NULL)
+static int cond_context(Conditioning* k, const char* prompt, float* ctx, int* rows, char* err) {
+    if (k->pc) return pc_context(k->pc, prompt, ctx, rows, err);
+    memset(ctx, 0, sizeof(float) * k->nctx);
+    if (prompt[0]) text_encode(&k->te, prompt, ctx, NULL);   // the world's empty caption: zeros
+    if (rows) *rows = k->wc.text_len;
+    return 0;
+}
 
 // --bench: the median wall time of one forward pass of the whole model on a batch (forward-only activation plan,
 // the build's GEMM and attention), after two warm-up passes. Weights: the checkpoint, or official init_weights with the
@@ -144,7 +231,7 @@ typedef struct {
     double gamma_outer;
     TmdGpuStudent* S; WanGpuModel* P;
     WanGpuAct a; TmdGpuRollout ro;
-    WorldConfig wc; TextEncoder te;
+    WorldConfig wc; Conditioning* cond;   // wc: the latent shape (cond->wc)
     float *x, *y1, *ctx; float* hctx; float* hx;
     size_t n, nctx;
     double ms_total; int samples;
@@ -152,9 +239,8 @@ typedef struct {
 } StudentSampler;
 
 // B samples of `prompt` from the Philox stream `seed` into s->hx (host); times the DiT part
-static void student_sample(StudentSampler* s, const char* prompt, uint64_t seed) {
-    memset(s->hctx, 0, sizeof(float) * s->nctx * s->B);
-    text_encode(&s->te, prompt, s->hctx, NULL);
+static int student_sample(StudentSampler* s, const char* prompt, uint64_t seed, char* err) {
+    if (cond_context(s->cond, prompt, s->hctx, NULL, err)) return 1;
     for (int b = 1; b < s->B; b++) memcpy(s->hctx + b * s->nctx, s->hctx, sizeof(float) * s->nctx);
     cudaCheck(cudaMemcpy(s->ctx, s->hctx, sizeof(float) * s->nctx * s->B, cudaMemcpyHostToDevice));
     uint64_t offset = 0;
@@ -168,12 +254,13 @@ static void student_sample(StudentSampler* s, const char* prompt, uint64_t seed)
     s->ms_total += ms; s->samples += s->B;
     cudaCheck(cudaEventDestroy(e0)); cudaCheck(cudaEventDestroy(e1));
     cudaCheck(cudaMemcpy(s->hx, s->x, sizeof(float) * s->n, cudaMemcpyDeviceToHost));
+    return 0;
 }
 
 // VbGenerateFn: one video of the suite, batch 1, noise from the job's seed, prompt from the (extended) line
 static int student_vbench_video(void* ctx, const VbSuite* suite, const VbJob* job, const char* path, char* err) {
     StudentSampler* s = (StudentSampler*)ctx;
-    student_sample(s, suite->gen_prompt[job->line], job->seed);
+    if (student_sample(s, suite->gen_prompt[job->line], job->seed, err)) return 1;
     if (s->vo) return video_out_write(s->vo, s->hx, path, err);
     int64_t shape[4] = {s->wc.C, s->wc.T, s->wc.H, s->wc.W};
     return npy_write(path, s->hx, 4, shape, err);
@@ -181,12 +268,12 @@ static int student_vbench_video(void* ctx, const VbSuite* suite, const VbJob* jo
 
 static int sample_students(const char* mode, const WanConfig* c, real* params, const char* student, const char* prompt, int batch, int M, int N,
                            int H, int seed, const char* out, const char* prompts, const char* extended, const char* info,
-                           const VideoOutOpts* vopt, int world_fps) {
+                           const VideoOutOpts* vopt, int world_fps, Conditioning* cond) {
     char err[ST_ERRLEN];
     StudentSampler s; memset(&s, 0, sizeof(s));
     s.tmd = !strcmp(mode, "tmd"); s.M = M; s.N = N; s.B = prompts ? 1 : batch;
     s.gamma_outer = M >= 3 ? 5.0 : 10.0;   // App. B.6: γ = 10, 5 for M >= 3 (FastGen's outer grid)
-    if (teacher_gpu_world_for(&s.wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    s.cond = cond; s.wc = cond->wc;
     if (M < 1 || M > 64 || N < 1 || N > 64) { fprintf(stderr, "error: need 1 <= --M, --N <= 64\n"); return 2; }
     gemm_init();
     StudentConfig sc; sc.wan = *c; sc.head_blocks = H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
@@ -212,7 +299,6 @@ static int sample_students(const char* mode, const WanConfig* c, real* params, c
     }
     if (wan_gpu_act_init(&s.a, c, s.B, s.wc.C, s.wc.T, s.wc.H, s.wc.W, 0, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
     if (s.tmd) rollout_gpu_init(&s.ro, &sc, &s.a, N, 10.0);
-    s.te = world_text_encoder(&s.wc);
     s.nctx = (size_t)c->text_len * c->text_dim; s.n = world_clip_numel(&s.wc) * s.B;
     cudaCheck(cudaMalloc(&s.x, sizeof(float) * s.n)); cudaCheck(cudaMalloc(&s.y1, sizeof(float) * s.n)); cudaCheck(cudaMalloc(&s.ctx, sizeof(float) * s.nctx * s.B));
     s.hctx = (float*)malloc(sizeof(float) * s.nctx * s.B); s.hx = (float*)malloc(sizeof(float) * s.n);
@@ -232,11 +318,13 @@ static int sample_students(const char* mode, const WanConfig* c, real* params, c
         if (rc) fprintf(stderr, "error: %s\n", err);
         vb_suite_free(&suite);
     } else {
-        student_sample(&s, prompt, (uint64_t)seed);
+        stage_begin();
+        if (student_sample(&s, prompt, (uint64_t)seed, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+        stage_end(s.tmd ? "DiT (TMD student)" : "DiT (DMD2-v student)");
         int64_t shape[5] = {s.B, s.wc.C, s.wc.T, s.wc.H, s.wc.W};
         if (npy_write(out, s.hx, 5, shape, err)) { fprintf(stderr, "error: %s\n", err); rc = 1; }
         else printf("wrote %s [%d, %d, %d, %d, %d]\n", out, s.B, s.wc.C, s.wc.T, s.wc.H, s.wc.W);
-        if (!rc && vopt->vae) rc = videos_from_latents(&vo, s.hx, s.B, out);
+        if (!rc && vopt->vae) { stage_begin(); rc = videos_from_latents(&vo, s.hx, s.B, out); stage_end("VAE decode + mp4"); }
         if (!rc && !vopt->vae) rc = world_clip_outputs(out, s.hx, s.B, &s.wc, prompt, world_fps);
     }
     if (vopt->vae) video_out_free(&vo);
@@ -248,12 +336,102 @@ static int sample_students(const char* mode, const WanConfig* c, real* params, c
     return rc;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// the teacher: one prompt (a batch of samples), or the dataset recipe
+
+typedef struct {
+    WanGpuModel m; WanGpuAct a;
+    int B; size_t per, n, nctx;
+    float *d_cond, *d_uncond, *d_x, *stage, *hc, *hu;
+    SampleOpts so;
+    Conditioning* cond;
+    int C, T, H, W;
+    double dit_s;
+} TeacherRun;
+
+static int teacher_run_init(TeacherRun* t, const WanConfig* c, real* params, int B, Conditioning* cond, const SampleOpts* so, char* err) {
+    memset(t, 0, sizeof(*t));
+    t->B = B; t->cond = cond; t->so = *so;
+    t->C = cond->wc.C; t->T = cond->wc.T; t->H = cond->wc.H; t->W = cond->wc.W;
+    wan_gpu_model_init(&t->m, c, params, 0, "teacher");
+    if (wan_gpu_act_init(&t->a, c, B, t->C, t->T, t->H, t->W, 0, err)) return 1;
+    wan_gpu_act_print_plan(&t->a, stdout);
+    t->nctx = (size_t)c->text_len * c->text_dim; t->per = (size_t)t->C * t->T * t->H * t->W; t->n = t->per * B;
+    t->hc = (float*)calloc(t->nctx * B, sizeof(float)); t->hu = (float*)calloc(t->nctx * B, sizeof(float));
+    t->stage = (float*)malloc(sizeof(float) * t->n);
+    cudaCheck(cudaMalloc(&t->d_cond, sizeof(float) * t->nctx * B)); cudaCheck(cudaMalloc(&t->d_uncond, sizeof(float) * t->nctx * B));
+    cudaCheck(cudaMalloc(&t->d_x, sizeof(float) * t->n));
+    return 0;
+}
+static void teacher_run_free(TeacherRun* t) {
+    wan_gpu_act_free(&t->a); wan_gpu_model_free(&t->m);
+    cudaCheck(cudaFree(t->d_cond)); cudaCheck(cudaFree(t->d_uncond)); cudaCheck(cudaFree(t->d_x));
+    free(t->hc); free(t->hu); free(t->stage);
+}
+
+// the B samples of t->hc (prompts) against t->hu (negative prompts) from the noise in x [B, per] (overwritten by the
+// samples); *nfe model evaluations
+static int teacher_run_sample(TeacherRun* t, float* x, int* nfe, char* err) {
+    cudaCheck(cudaMemcpy(t->d_cond, t->hc, sizeof(float) * t->nctx * t->B, cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(t->d_uncond, t->hu, sizeof(float) * t->nctx * t->B, cudaMemcpyHostToDevice));
+    WanGpuVelocity vel = {&t->a, &t->m.w, t->d_cond, t->d_uncond, t->d_x, t->stage, t->n};
+    double t0 = pc_now();
+    int rc = teacher_sample(x, t->n, wan_gpu_velocity, &vel, &t->so, nfe, err);
+    cudaCheck(cudaDeviceSynchronize());
+    t->dit_s += pc_now() - t0;
+    return rc;
+}
+
+// --dataset: LdsSource's callbacks over the teacher
+typedef struct { TeacherRun* t; const char* negative; char err[ST_ERRLEN]; } DatasetMaker;
+
+static int dataset_latents(void* user, const LdsPlan* p, int64_t first, int count, float* latents, char* err) {
+    DatasetMaker* dm = (DatasetMaker*)user;
+    TeacherRun* t = dm->t;
+    float* x = (float*)malloc(sizeof(float) * t->n);
+    for (int b = 0; b < t->B; b++) {   // a short last batch repeats its last sample in the spare slots (their results are dropped)
+        int64_t i = first + (b < count ? b : count - 1);
+        if (cond_context(t->cond, p->prompt[i], t->hc + b * t->nctx, NULL, err) || cond_context(t->cond, dm->negative, t->hu + b * t->nctx, NULL, err)) { free(x); return 1; }
+        Rng r = rng_make(p->seed[i]);
+        for (size_t k = 0; k < t->per; k++) x[b * t->per + k] = (float)rng_normal(&r);
+    }
+    int nfe = 0;
+    int rc = teacher_run_sample(t, x, &nfe, err);
+    if (!rc) memcpy(latents, x, sizeof(float) * t->per * count);
+    free(x);
+    return rc;
+}
+static int dataset_context(void* user, const char* prompt, float* ctx, int* rows, char* err) {
+    return cond_context(((DatasetMaker*)user)->t->cond, prompt, ctx, rows, err);
+}
+
+// the dataset's fingerprint: the teacher's weight files, the text encoder's fingerprint (or the world's name), the
+// sampler, the latent shape, the negative prompt
+static int dataset_fingerprint(char* out, const char* weights, const Conditioning* cond, const SampleOpts* so, const char* negative, char* err) {
+    StSet set;
+    if (st_set_open(&set, weights, err)) return 1;
+    uint64_t h = CC_FNV_START;
+    int rc = 0;
+    for (int i = 0; i < set.n_files && !rc; i++) rc = cc_file_fingerprint(&h, set.files[i].path, err);
+    st_set_close(&set);
+    if (rc) return 1;
+    char s[512];
+    snprintf(s, sizeof(s), "encoder %016llx world %s | solver %d steps %d shift %.17g cfg %.17g | latent %d %d %d %d", cond->pc ? (unsigned long long)cond->pc->cache.fingerprint : 0ull,
+             cond->pc ? "-" : cond->wc.name, (int)so->solver, so->steps, so->shift, so->guidance, cond->wc.C, cond->wc.T, cond->wc.H, cond->wc.W);
+    h = cc_fnv(h, s, strlen(s));
+    h = cc_fnv(h, negative, strlen(negative) + 1);
+    snprintf(out, 40, "%016llx", (unsigned long long)h);
+    return 0;
+}
+
+static int env_int(const char* a, const char* b, int dflt) { const char* v = getenv(a); if (!v) v = getenv(b); return v ? atoi(v) : dflt; }
+
 int main(int argc, char** argv) {
     const char* preset = NULL;
     const char* weights = NULL;
     const char* mode = "teacher";
-    const char* prompt = "big red circle moving right slow on black";   // a caption of the built-in world's grammar (world_caption)
-    const char* negative = "";
+    const char* prompt = NULL;
+    const char* negative = NULL;
     const char* solver = "unipc";
     const char* out = "samples.npy";
     int heads = 0, batch = 4, steps = 16, seed = 1, bench = 0, lat_t = 0, lat_h = 0, lat_w = 0;
@@ -262,33 +440,43 @@ int main(int argc, char** argv) {
     int M = 2, N = 2, H = 2;
     const char* decode = NULL;
     VideoOutOpts vopt = {NULL, 0, 0};
+    const char* wan = NULL; const char* text_encoder = NULL; const char* tokenizer = NULL; const char* ctx_cache = NULL;
+    const char* dataset = NULL; int shard_size = 64;
     Flag flags[] = {
         FLAG_STR("--mode", &mode, "teacher; tmd, dmd2v: the distilled students"),
+        FLAG_STR("--wan", &wan, "a diffusers Wan2.1 folder (transformer/, text_encoder/, tokenizer/, vae/): real prompts through umT5, the official "
+                 "sampler as the teacher's defaults (UniPC, 50 steps, shift 5, CFG 5), an mp4 through its VAE"),
         FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
-        FLAG_STR("--weights", &weights, "the checkpoint to sample (.safetensors, index.json or directory)"),
+        FLAG_STR("--weights", &weights, "the checkpoint to sample (.safetensors, index.json or directory; default with --wan: its transformer/)"),
+        FLAG_STR("--text-encoder", &text_encoder, "umT5 encoder weights (a folder, index.json or .safetensors; default with --wan: its text_encoder/); gives real prompts"),
+        FLAG_STR("--tokenizer", &tokenizer, "SentencePiece model (default with --wan: its tokenizer/spiece.model)"),
+        FLAG_STR("--ctx-cache", &ctx_cache, "where real prompts' contexts are cached (default $HOME/.cache/tmd/contexts; 'none': no cache)"),
         FLAG_INT("--heads", &heads, "attention heads when the checkpoint does not say (0: infer)"),
-        FLAG_STR("--prompt", &prompt, "the caption (the built-in world's grammar)"),
-        FLAG_STR("--negative", &negative, "the negative prompt of CFG (empty: the empty caption)"),
-        FLAG_INT("--batch", &batch, "samples, each from its own noise"),
+        FLAG_STR("--prompt", &prompt, "the prompt (built-in world: a caption of its grammar, default 'big red circle moving right slow on black')"),
+        FLAG_STR("--negative", &negative, "the negative prompt of CFG (default: the official Wan2.1 one for a real model, the empty caption for the built-in world)"),
+        FLAG_INT("--batch", &batch, "samples, each from its own noise (--dataset: samples per teacher batch)"),
         FLAG_STR("--solver", &solver, "unipc (official bh2 predictor-corrector) or euler"),
-        FLAG_INT("--steps", &steps, "solver steps"),
-        FLAG_DOUBLE("--shift", &shift, "timestep shift of the sigma grid"),
-        FLAG_DOUBLE("--cfg", &cfg, "guidance scale w (1: no unconditional pass)"),
-        FLAG_INT("--seed", &seed, "initial noise"),
-        FLAG_STR("--out", &out, "where the samples are written (.npy)"),
+        FLAG_INT("--steps", &steps, "solver steps (real model: 50)"),
+        FLAG_DOUBLE("--shift", &shift, "timestep shift of the sigma grid (real model: 5)"),
+        FLAG_DOUBLE("--cfg", &cfg, "guidance scale w (1: no unconditional pass; real model: 5)"),
+        FLAG_INT("--seed", &seed, "initial noise (--dataset, --prompts: the base of every sample's seed)"),
+        FLAG_STR("--out", &out, "where the samples are written (.npy; mp4 beside it with a VAE)"),
         FLAG_INT("--bench", &bench, "instead of sampling: time N forward passes of the model (random weights without --weights)"),
-        FLAG_INT("--latent-frames", &lat_t, "--bench latent T (0: the built-in world's); 1.3B at 480p x 81 frames: 21"),
-        FLAG_INT("--latent-height", &lat_h, "--bench latent H (480p: 60)"),
-        FLAG_INT("--latent-width", &lat_w, "--bench latent W (832 px: 104)"),
+        FLAG_INT("--latent-frames", &lat_t, "latent T of a real model's samples and of --bench (0: 21, i.e. 81 frames; the built-in world: its own)"),
+        FLAG_INT("--latent-height", &lat_h, "latent H (0: 60, i.e. 480 px)"),
+        FLAG_INT("--latent-width", &lat_w, "latent W (0: 104, i.e. 832 px)"),
         FLAG_STR("--student", &student, "tmd: the student checkpoint (./train_tmd --stage stage1 or stage2); dmd2v: a --stage baseline checkpoint"),
         FLAG_INT("--M", &M, "tmd, dmd2v: outer steps"),
         FLAG_INT("--N", &N, "tmd: inner (flow-head) steps"),
         FLAG_INT("--head-blocks", &H, "tmd: H, the flow head's DiT blocks (as trained)"),
-        FLAG_STR("--prompts", &prompts, "tmd, dmd2v: a prompt file (one a line): a VBench-style suite into the directory --out"),
+        FLAG_STR("--prompts", &prompts, "a prompt file (one a line): tmd, dmd2v: a VBench-style suite into the directory --out; teacher: the prompts of --dataset"),
         FLAG_STR("--extended", &extended, "with --prompts: generate from these prompts (line for line), name files by the originals"),
         FLAG_STR("--info", &info, "with --prompts: VBench_full_info.json (25 videos for temporal_flickering prompts)"),
+        FLAG_STR("--dataset", &dataset, "teacher with --prompts: write the teacher's samples, contexts and the negative prompt's as a dataset directory "
+                 "for ./train_tmd --data (shards + manifest; resumable; under mpirun each rank makes its share)"),
+        FLAG_INT_R("--shard-size", &shard_size, 1, 1 << 20, "--dataset: samples per shard file"),
         FLAG_STR("--vae", &vopt.vae, "the Wan2.1 VAE (.safetensors): decode every sample on the GPU to NAME.mp4 (NAME-b.mp4 in a batch; "
-                 "{prompt}-{i}.mp4 with --prompts) through ffmpeg"),
+                 "{prompt}-{i}.mp4 with --prompts) through ffmpeg (default with --wan: its vae/)"),
         FLAG_SWITCH("--vae-raw", &vopt.raw, "the latents are the VAE's own (diffusers' decode input), not the DiT's normalized ones"),
         FLAG_INT_R("--fps", &vopt.fps, 0, 240, "frames per second of the mp4 (0: 16 for --vae videos as Wan2.1 makes them, 4 for the built-in world's clips)"),
         FLAG_STR("--decode", &decode, "instead of sampling: decode these latents (.npy [B, C, T, h, w] or [C, T, h, w]) with --vae to mp4 beside --out"),
@@ -301,55 +489,145 @@ int main(int argc, char** argv) {
     if (strcmp(solver, "unipc") && strcmp(solver, "euler")) { fprintf(stderr, "error: --solver '%s': expected unipc or euler\n", solver); return 2; }
     if (batch < 1 || steps < 1) { fprintf(stderr, "error: need --batch >= 1 and --steps >= 1\n"); return 2; }
     if (decode) return decode_latents(&vopt, decode, out);
+    char err[ST_ERRLEN];
+    int real_prompts = wan || text_encoder || tokenizer;
+    if (prompt && prompts) { fprintf(stderr, "error: give --prompt or --prompts, not both\n"); return 2; }
+    if (dataset && (strcmp(mode, "teacher") || !prompts)) { fprintf(stderr, "error: --dataset makes the teacher's dataset: --mode teacher --prompts FILE --dataset DIR\n"); return 2; }
+    if (!strcmp(mode, "teacher") && prompts && !dataset) { fprintf(stderr, "error: the teacher takes --prompts only with --dataset DIR (a VBench suite: --mode tmd or dmd2v)\n"); return 2; }
+    if (real_prompts && !prompt && !prompts && !bench) { fprintf(stderr, "error: a real model needs --prompt \"...\" or --prompts FILE\n"); return 2; }
+    if (!prompt) prompt = "big red circle moving right slow on black";   // a caption of the built-in world's grammar (world_caption)
+
+    // 1. real prompts: the parts, the DiT's config from its header, the checks, every prompt encoded (and cached)
+    //    before any GPU memory goes to the DiT
+    PromptCtx pc; Conditioning cond; WanConfig pcfg;
+    int rank = env_int("OMPI_COMM_WORLD_RANK", "PMI_RANK", 0), world = env_int("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);   // mpirun's
+    char** lines = NULL; int n_lines = 0;
+    if (prompts && vb_read_lines(extended ? extended : prompts, &lines, &n_lines, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    if (real_prompts && !bench) {
+        WanParts parts;
+        if (wan_parts_find(&parts, wan, weights, text_encoder, tokenizer, vopt.vae, preset ? "et" : "det", err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        if (!weights && parts.transformer[0]) weights = strdup(parts.transformer);
+        if (!vopt.vae && parts.vae[0] && !dataset) vopt.vae = strdup(parts.vae);
+        if ((rc = train_data_peek_config(&pcfg, preset, weights, heads, err))) { fprintf(stderr, "error: %s\n", err); return 2; }
+        if (!negative) negative = WAN_NEGATIVE_PROMPT;
+        if (!strcmp(mode, "teacher")) {   // the official Wan2.1 sampler (generate.py: t2v 50 steps, shift 5.0, guide scale 5.0, UniPC)
+            if (!flag_given(argc, argv, "--steps")) steps = 50;
+            if (!flag_given(argc, argv, "--shift")) shift = 5.0;
+            if (!flag_given(argc, argv, "--cfg")) cfg = 5.0;
+        }
+        char root[1024];
+        if (ctx_cache && !strcmp(ctx_cache, "none")) root[0] = 0;
+        else if (ctx_cache) snprintf(root, sizeof(root), "%s", ctx_cache);
+        else snprintf(root, sizeof(root), "%s/.cache/tmd/contexts", getenv("HOME") ? getenv("HOME") : ".");
+        stage_begin();
+        if (pc_open(&pc, parts.text_encoder, parts.tokenizer, root, pcfg.text_len, pcfg.text_dim, umt5_backend(), err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        printf("prompts: tokenizer %s (%d pieces), text encoder %s, contexts [%d, %d], cache %s\n", parts.tokenizer, pc.sp.n_pieces, parts.text_encoder,
+               pcfg.text_len, pcfg.text_dim, root[0] ? pc.cache.dir : "off");
+        // this run's prompts: the one prompt, the suite's generation prompts, or this rank's share of the dataset; and the negative
+        const char** todo = (const char**)malloc(sizeof(char*) * (size_t)(n_lines + 2));
+        int n_todo = 0;
+        todo[n_todo++] = negative;
+        if (!prompts) todo[n_todo++] = prompt;
+        for (int i = 0; i < n_lines; i++)
+            if (!dataset || lds_shard_mine(i / shard_size, rank, world)) todo[n_todo++] = lines[i];
+        if (pc_encode(&pc, todo, n_todo, NULL, NULL, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+        free(todo);
+        pc_release_encoder(&pc);
+        printf("prompts: %d contexts (%d from the cache, %d encoded in %.2f s)%s\n", n_todo, pc.hits, pc.misses, pc.encode_s,
+               pc.truncated_prompts ? "; some prompts were cut to the context length (warnings above)" : "");
+        stage_end("tokenizer + umT5");
+    }
+    if (!negative) negative = "";
+    SampleOpts so = {steps, shift, cfg, strcmp(solver, "euler") ? SOLVER_UNIPC : SOLVER_EULER, GRID_UNIPC, 1};
+    LdsPlan plan; memset(&plan, 0, sizeof(plan));
+    if (dataset) {   // the plan, and a directory of another model or plan refused, before any GPU work
+        char fp[40], info_s[1024];
+        if (!weights) { fprintf(stderr, "error: --dataset needs the teacher: --wan DIR or --weights FILE\n"); return 2; }
+        if (!real_prompts && (rc = train_data_peek_config(&pcfg, preset, weights, heads, err))) { fprintf(stderr, "error: %s\n", err); return 2; }
+        if (cond_init(&cond, real_prompts ? &pc : NULL, &pcfg, lat_t, lat_h, lat_w, err) || dataset_fingerprint(fp, weights, &cond, &so, negative, err)) {
+            fprintf(stderr, "error: %s\n", err); return 2;
+        }
+        snprintf(info_s, sizeof(info_s), "sample_tmd --mode teacher: weights %s, %s %d steps, shift %g, cfg %g, latent [%d, %d, %d, %d], seed %d, prompts %s",
+                 weights, solver, steps, shift, cfg, cond.wc.C, cond.wc.T, cond.wc.H, cond.wc.W, seed, prompts);
+        if (lds_plan_make(&plan, (const char* const*)lines, n_lines, (uint64_t)seed, shard_size, fp, info_s, err) ||
+            lds_manifest_sync(dataset, &plan, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        int ndev = 0;   // under mpirun: one GPU per rank
+        if (cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 1) cudaCheck(cudaSetDevice(rank % ndev));
+    }
+
+    // 2. the DiT
     WanConfig c; real* params;
+    stage_begin();
     rc = wan_gpu_program_model("sample_tmd", &c, &params, preset, weights, heads);
     if (rc) return rc;
-    if (strcmp(mode, "teacher")) {
-        rc = sample_students(mode, &c, params, student, prompt, batch, M, N, H, seed, out, prompts, extended, info, &vopt, world_fps);
-        free(params); return rc;
-    }
     if (bench > 0) return bench_forward(&c, params, batch, lat_t, lat_h, lat_w, bench, (uint64_t)seed);
+    if (cond_init(&cond, real_prompts ? &pc : NULL, &c, lat_t, lat_h, lat_w, err)) { fprintf(stderr, "error: %s%s\n", err, real_prompts ? "" : "; a real model needs --wan DIR or --text-encoder and --tokenizer"); free(params); return 2; }
+    if (strcmp(mode, "teacher")) {
+        rc = sample_students(mode, &c, params, student, prompt, batch, M, N, H, seed, out, prompts, extended, info, &vopt, world_fps, &cond);
+        free(params);
+        if (real_prompts) pc_close(&pc);
+        return rc;
+    }
     if (!params) { fprintf(stderr, "error: sampling needs --weights (a trained teacher, e.g. from ./train_tmd)\n"); return 2; }
-    WorldConfig wc; char err[ST_ERRLEN];
-    if (teacher_gpu_world_for(&wc, &c, err)) { fprintf(stderr, "error: %s\n", err); free(params); return 2; }
-
     gemm_init();
+    const WorldConfig* wc = &cond.wc;
+    TeacherRun t;
+
+    if (dataset) {   // 3'. the paper's dataset recipe
+        if (teacher_run_init(&t, &c, params, batch, &cond, &so, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+        free(params);
+        stage_end("DiT load");
+        float* neg = (float*)malloc(sizeof(float) * t.nctx); int neg_rows = 0;
+        if (cond_context(&cond, negative, neg, &neg_rows, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+        DatasetMaker dm; memset(&dm, 0, sizeof(dm)); dm.t = &t; dm.negative = negative;
+        LdsSource src = {wc->C, wc->T, wc->H, wc->W, c.text_dim, c.text_len, batch, neg, neg_rows, dataset_latents, dataset_context, &dm};
+        printf("dataset %s: %lld prompts in %d shards of %d, rank %d of %d; the teacher: %s %d steps, shift %g, cfg %g, negative prompt: %s\n",
+               dataset, (long long)plan.n, plan.n_shards, shard_size, rank, world, solver, steps, shift, cfg,
+               negative == WAN_NEGATIVE_PROMPT ? "the official Wan2.1 one" : negative[0] ? negative : "the empty caption");
+        LdsReport rep;
+        stage_begin();
+        rc = lds_run(dataset, &plan, rank, world, &src, &rep, err);
+        if (rc) fprintf(stderr, "error: %s\n", err);
+        printf("dataset %s: rank %d of %d: %d of %d shards are this rank's, %d were already there, %d made now; DiT time %.2f s\n", dataset, rank, world,
+               rep.mine, rep.shards, rep.already, rep.made, t.dit_s);
+        stage_end("teacher (dataset)");
+        free(neg); lds_plan_free(&plan); teacher_run_free(&t); gemm_free();
+        if (real_prompts) pc_close(&pc);
+        vb_free_lines(lines, n_lines);
+        return rc ? 1 : 0;
+    }
+
+    // 3. the teacher on one prompt: a batch of samples, then the VAE and the mp4
     VideoOut vo;   // --vae: checked before sampling
-    if (vopt.vae && video_out_init(&vo, &vopt, wc.C, wc.T, wc.H, wc.W, err)) { fprintf(stderr, "error: %s\n", err); free(params); return 2; }
-    WanGpuModel m; wan_gpu_model_init(&m, &c, params, 0, "teacher");
+    if (vopt.vae && video_out_init(&vo, &vopt, wc->C, wc->T, wc->H, wc->W, err)) { fprintf(stderr, "error: %s\n", err); free(params); return 2; }
+    if (teacher_run_init(&t, &c, params, batch, &cond, &so, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
     free(params);
-    WanGpuAct a;
-    if (wan_gpu_act_init(&a, &c, batch, wc.C, wc.T, wc.H, wc.W, 0, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
-    wan_gpu_act_print_plan(&a, stdout);
-    // prompts: the caption for every sample; the negative prompt (or the empty caption: zeros) for the uncond pass
-    size_t nctx = (size_t)c.text_len * c.text_dim, n = world_clip_numel(&wc) * batch;
-    float* hc = (float*)calloc(nctx * batch, sizeof(float)); float* hu = (float*)calloc(nctx * batch, sizeof(float));
-    TextEncoder te = world_text_encoder(&wc);
-    text_encode(&te, prompt, hc, NULL);
-    if (negative[0]) text_encode(&te, negative, hu, NULL);
-    for (int b = 1; b < batch; b++) { memcpy(hc + b * nctx, hc, sizeof(float) * nctx); memcpy(hu + b * nctx, hu, sizeof(float) * nctx); }
-    float *d_cond, *d_uncond, *d_x;
-    cudaCheck(cudaMalloc(&d_cond, sizeof(float) * nctx * batch)); cudaCheck(cudaMalloc(&d_uncond, sizeof(float) * nctx * batch));
-    cudaCheck(cudaMalloc(&d_x, sizeof(float) * n));
-    cudaCheck(cudaMemcpy(d_cond, hc, sizeof(float) * nctx * batch, cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(d_uncond, hu, sizeof(float) * nctx * batch, cudaMemcpyHostToDevice));
-    float* x = (float*)malloc(sizeof(float) * n); float* stage = (float*)malloc(sizeof(float) * n);
+    stage_end("DiT load");
+    // the prompt for every sample; the negative prompt (or the world's empty caption: zeros) for the uncond pass
+    if (cond_context(&cond, prompt, t.hc, NULL, err) || cond_context(&cond, negative, t.hu, NULL, err)) {
+        fprintf(stderr, "error: %s\n", err); return 1;
+    }
+    for (int b = 1; b < batch; b++) { memcpy(t.hc + b * t.nctx, t.hc, sizeof(float) * t.nctx); memcpy(t.hu + b * t.nctx, t.hu, sizeof(float) * t.nctx); }
+    float* x = (float*)malloc(sizeof(float) * t.n);
     Rng r = rng_make((uint64_t)seed);
-    for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(&r);
-    WanGpuVelocity vel = {&a, &m.w, d_cond, d_uncond, d_x, stage, n};
-    SampleOpts so = {steps, shift, cfg, strcmp(solver, "euler") ? SOLVER_UNIPC : SOLVER_EULER, GRID_UNIPC, 1};
+    for (size_t i = 0; i < t.n; i++) x[i] = (float)rng_normal(&r);
     int nfe = 0;
-    printf("sampling %d x '%s' (negative: %s), %s %d steps, shift %g, cfg %g\n", batch, prompt, negative[0] ? negative : "the empty caption",
+    printf("sampling %d x '%s' (negative: %s), %s %d steps, shift %g, cfg %g\n", batch, prompt,
+           negative == WAN_NEGATIVE_PROMPT ? "the official Wan2.1 one" : negative[0] ? negative : "the empty caption",
            solver, steps, shift, cfg);
-    rc = teacher_sample(x, n, wan_gpu_velocity, &vel, &so, &nfe, err);
+    stage_begin();
+    rc = teacher_run_sample(&t, x, &nfe, err);
     if (rc) { fprintf(stderr, "error: %s\n", err); return 1; }
-    int64_t shape[5] = {batch, wc.C, wc.T, wc.H, wc.W};
+    stage_end("DiT (teacher)");
+    int64_t shape[5] = {batch, wc->C, wc->T, wc->H, wc->W};
     if (npy_write(out, x, 5, shape, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
-    printf("wrote %s [%d, %d, %d, %d, %d] (%d model evaluations)\n", out, batch, wc.C, wc.T, wc.H, wc.W, nfe);
-    if (vopt.vae) { rc = videos_from_latents(&vo, x, batch, out); video_out_free(&vo); if (rc) return rc; }
-    else if (world_clip_outputs(out, x, batch, &wc, prompt, world_fps)) return 1;
-    wan_gpu_act_free(&a); wan_gpu_model_free(&m); gemm_free();
-    cudaCheck(cudaFree(d_cond)); cudaCheck(cudaFree(d_uncond)); cudaCheck(cudaFree(d_x));
-    free(hc); free(hu); free(x); free(stage);
+    printf("wrote %s [%d, %d, %d, %d, %d] (%d model evaluations)\n", out, batch, wc->C, wc->T, wc->H, wc->W, nfe);
+    teacher_run_free(&t);   // the VAE gets the DiT's room
+    if (vopt.vae) { stage_begin(); rc = videos_from_latents(&vo, x, batch, out); video_out_free(&vo); stage_end("VAE decode + mp4"); if (rc) return rc; }
+    else if (world_clip_outputs(out, x, batch, wc, prompt, world_fps)) return 1;
+    gemm_free();
+    free(x);
+    if (real_prompts) pc_close(&pc);
+    if (lines) vb_free_lines(lines, n_lines);
     return 0;
 }

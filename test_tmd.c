@@ -25,6 +25,7 @@
 #include "gpu/host_tests.h"           // the GPU programs' plain-C pieces: VBench suite logic, memory plan, checkpoints
 #include "lib/philox_tests.h"          // the GPU noise's Box-Muller (lib/philox.h) against long-double libm
 #include "kernels/gemm_algo_cache_tests.h" // cuBLASLt's algorithm per GEMM shape: the cache's keys
+#include "lib/prompt_tests.h"          // real prompts: context cache, Wan folder parts, bad inputs, dataset directories
 #include "lib/flags.h"               // flag tables: parser and usage from one place
 #include "lib/alloc.h"               // xmalloc, xcalloc: checked allocations
 #include "lib/timer.h"               // now_s
@@ -1376,6 +1377,7 @@ static void test_grad_group(void) {
 }
 
 static void test_data_group(void) { test_latent_data(test_tmpdir); }
+static void test_prompts_group(void) { test_prompts(test_tmpdir); }
 
 enum { FAST, SLOW };
 typedef struct {
@@ -1400,6 +1402,7 @@ static const TestGroup TEST_GROUPS[] = {
     {"philox", test_philox, "the GPU noise's log, sin/cos and Box-Muller (lib/philox.h) against long-double libm", FAST},
     {"gpuhost", test_gpu_host_group, "the GPU programs' plain-C parts: VBench suite, memory plan, checkpoints, GEMM algorithm cache", FAST},
     {"data", test_data_group, "latent datasets for --data: ./test_tmd pack, the reader's checks, the data order, Table 7", FAST},
+    {"prompts", test_prompts_group, "real prompts: the context cache, a Wan folder's parts, bad inputs, sample_tmd --dataset directories", FAST},
     {"smoke", test_distill_smoke, "a few steps of every distillation stage: finite losses, parameters move", FAST},
     {"distill", test_distill, "the tiny distillation and the paper's claim in miniature (make test-distill)", SLOW},
 };

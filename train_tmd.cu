@@ -812,7 +812,7 @@ int main(int argc, char** argv) {
         FLAG_STR("--stage", &stage, "run one stage only: teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; kd: the KD warm-up of a one-step student; baseline: DMD2-v. Without it: the whole pipeline"),
         FLAG_STR("--run-dir", &pl.run_dir, "pipeline: the directory of every stage's checkpoint (a rerun continues where the last one stopped)"),
         FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
-        FLAG_STR("--data", &tr.data, "a latent dataset (./test_tmd pack; world/README.md): Stage 1, Stage 2 and the baseline train on its latents and contexts, the KD warm-up's teacher pairs take its contexts, CFG uses its negative prompt; needs --weights (the teacher), no table; a Wan2.1 1.3B/14B teacher gets the paper's Table 7 defaults"),
+        FLAG_STR("--data", &tr.data, "a latent dataset: a file (./test_tmd pack; world/README.md) or a directory (./sample_tmd --dataset): Stage 1, Stage 2 and the baseline train on its latents and contexts, the KD warm-up's teacher pairs take its contexts, CFG uses its negative prompt; needs --weights (the teacher), no table; a Wan2.1 1.3B/14B teacher gets the paper's Table 7 defaults"),
         FLAG_STR("--weights", &weights, "the teacher (stage1/stage2/baseline, the pipeline: no teacher stage) or the teacher's start (--stage teacher): a Wan2.1 checkpoint (.safetensors, index.json or directory)"),
         FLAG_INT("--heads", &heads, "attention heads when the checkpoint does not say (0: infer)"),
         FLAG_INT("--steps", &steps, "single stage: optimizer steps (-1: 1000)"),

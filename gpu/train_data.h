@@ -2,7 +2,8 @@
 // teacher. Plain C on the host (tested on the CPU in `make test`, group "data"):
 //   the built-in world: clips rendered on the fly (world/world.h's training stream), the unconditional context zeros
 //   --data FILE: a latent dataset (lib/latent_data.h), shuffled per epoch, split by rank, the negative prompt's
-//                embedding as the unconditional context (paper Table 8)
+//                embedding as the unconditional context (paper Table 8); --data DIR: the same over the shards of a
+//                sample_tmd --dataset directory (ld_open reads either)
 // Either way the whole data state is one integer (train_data_state) that the checkpoint keeps, so resume is exact.
 #pragma once
 #include "../wan.h"
