@@ -759,8 +759,11 @@ static int train_tmd_plan(int argc, char** argv, const char* preset, const char*
     pin.fp32 = 1;
 #endif
     if (id == 2 && o.gan_weight > 0) {
-        DiscConfig dcfg = disc_config(&c, o.disc_width / 2, o.disc_width / 2, o.disc_width, o.disc_width, o.disc_width);
-        pin.disc_params = disc_num_params(&dcfg); pin.disc_heads = dcfg.n_heads; pin.disc_width1 = dcfg.width[0];
+        // the head the training path builds (train_tmd_distill): multiscale where the grid has all its scales (auto)
+        int ms = o.disc_head == DISC_MULTISCALE || (o.disc_head < 0 && disc_multiscale_fits(o.lat_t, o.lat_h, o.lat_w));
+        DiscConfig dcfg = ms ? disc_config_multiscale(&c, 1024, o.lat_t, o.lat_h, o.lat_w)
+                             : disc_config(&c, o.disc_width / 2, o.disc_width / 2, o.disc_width, o.disc_width, o.disc_width);
+        pin.disc_params = disc_num_params(&dcfg); pin.disc_heads = dcfg.n_heads; pin.disc = dcfg;
         for (int h = 0; h < dcfg.n_heads; h++) if (dcfg.layers[h] + 1 > pin.disc_top) pin.disc_top = dcfg.layers[h] + 1;
     }
     ShardPlanInput sp = {K, K2, gpu_gib * PLAN_GIB};
@@ -885,6 +888,9 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: --recompute '%s': expected auto, on or off\n", recompute); return 2;
     }
     recompute_mode = !strcmp(recompute, "on") ? 1 : !strcmp(recompute, "off") ? 0 : -1;
+    if (!strcmp(disc_head, "multiscale")) tr.disc_head = DISC_MULTISCALE;
+    else if (!strcmp(disc_head, "strided")) tr.disc_head = DISC_STRIDED;
+    else if (strcmp(disc_head, "auto")) { fprintf(stderr, "error: --disc-head %s: expected multiscale, strided or auto\n", disc_head); return 2; }
     if (plan_only) return train_tmd_plan(argc, argv, preset, stage, batch, tr, kd_tmd, kd_pairs, plan_ranks, plan_cp, plan_gpu_gib, recompute);
     if (flag_given(argc, argv, "--ranks") || flag_given(argc, argv, "--cp") || flag_given(argc, argv, "--gpu-mem")) {
         fprintf(stderr, "error: --ranks, --cp and --gpu-mem go with --plan (a training run takes its ranks from mpirun -np K)\n"); return 2;
@@ -895,9 +901,6 @@ int main(int argc, char** argv) {
     if (tr.bench && (tr.lat_t <= 0 || tr.lat_h <= 0 || tr.lat_w <= 0)) {
         fprintf(stderr, "error: --bench needs the latent shape: --latent-frames T --latent-height H --latent-width W (480p x 81 frames: 21 60 104)\n"); return 2;
     }
-    if (!strcmp(disc_head, "multiscale")) tr.disc_head = DISC_MULTISCALE;
-    else if (!strcmp(disc_head, "strided")) tr.disc_head = DISC_STRIDED;
-    else if (strcmp(disc_head, "auto")) { fprintf(stderr, "error: --disc-head %s: expected multiscale, strided or auto\n", disc_head); return 2; }
     if (tr.disc_width % 2) { fprintf(stderr, "error: --disc-width %d: expected an even width (the first two convolutions have W/2 channels)\n", tr.disc_width); return 2; }
     if (!stage && (teacher_steps < 1 || tmmf_steps < 1 || dmd_iters < 1)) {
         fprintf(stderr, "error: the pipeline needs --teacher-steps, --tmmf-steps, --dmd-iters >= 1 (found %d, %d, %d): every stage writes the "

@@ -423,7 +423,7 @@ static void test_shard_layout(void) {
     // every element of the small presets, the student's extras and the discriminator's heads, enumerated
     const char* small[] = {"tiny", "world"};
     for (int p = 0; p < 2; p++) {
-        PlanInput in = plan_input_for(small[p], 1, 8, 8, 2, 1, 0, 0, 0);
+        PlanInput in = plan_input_for(small[p], 1, 8, 8, 2, 1, NULL);
         for (int k = 0; k < 6; k++) {
             if (p == 1 && Ks[k] != 3) continue;   // the world's 31M elements once (K 3: slices the world does not divide)
             ShardLayout L; char what[96];
@@ -454,7 +454,7 @@ static void test_shard_layout(void) {
     }
     // K = 1 is the identity layout: shard index = flat index, no padding
     {
-        PlanInput in = plan_input_for("world", 1, 8, 8, 2, 1, 0, 0, 0); ShardLayout L;
+        PlanInput in = plan_input_for("world", 1, 8, 8, 2, 1, NULL); ShardLayout L;
         shard_layout_wan(&L, &in.wan, in.student_extra, 1, 64, err, sizeof(err));
         size_t moved = 0; for (size_t g = 0; g < L.numel; g++) { int r; size_t loc; shard_owner(&L, g, &r, &loc); moved += r != 0 || loc != g; }
         EXPECT(!moved && L.shard_numel == L.numel && shard_padding(&L) == 0, "K 1: %zu elements not at their own index, %zu padding", moved, shard_padding(&L));
@@ -464,7 +464,7 @@ static void test_shard_layout(void) {
     // each rank's shard 1/K of the model plus at most K*align padding per unit
     const char* big[] = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b"}; int Kb[] = {1, 2, 8, 16, 64};
     for (int p = 0; p < 2; p++) {
-        PlanInput in = plan_input_for(big[p], 21, 60, 104, 2, 5, 0, 0, 0);
+        PlanInput in = plan_input_for(big[p], 21, 60, 104, 2, 5, NULL);
         double D = in.wan.dim, F = in.wan.ffn_dim, block = 8 * D * D + 2 * F * D + F + 21 * D;
         printf("  %s student (%.4fB params, flow head %.1fM):", big[p], (double)(wan_num_params(&in.wan) + in.student_extra) / 1e9, (double)in.student_extra / 1e6);
         for (int k = 0; k < 5; k++) {
@@ -488,8 +488,8 @@ static void test_shard_plan(void) {
     const char* big[] = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b"}; int Ns[] = {2, 4};
     for (int b = 0; b < 2; b++) {
         WanConfig wc; wan_preset(&wc, big[b], err);
-        DiscConfig dc = disc_config(&wc, 256, 256, 512, 512, 512);   // a discriminator of the plan's kind (the width does not matter here)
-        PlanInput in = plan_input_for(big[b], 21, 60, 104, Ns[b], 5, disc_num_params(&dc), dc.n_heads, dc.layers[dc.n_heads - 1] + 1);
+        DiscConfig dc = disc_config_multiscale(&wc, 1024, 21, 60, 104);   // the head train_tmd builds at Wan scale
+        PlanInput in = plan_input_for(big[b], 21, 60, 104, Ns[b], 5, &dc);
         for (int stage = 1; stage <= 2; stage++) {
             MemPlan one, sh; ShardPlanInput sp1 = {1, 1, 80 * PLAN_GIB};
             distill_plan(&one, &in, stage);
@@ -524,11 +524,9 @@ static void test_shard_plan(void) {
                          {"wan2.1-t2v-1.3b", 2, 2, 1, 1, 80, 1},   {"wan2.1-t2v-1.3b", 2, 2, 1, 2, 80, 1}};
     for (int i = 0; i < (int)(sizeof(tg) / sizeof(tg[0])); i++) {
         WanConfig wc; Table7 t7; wan_preset(&wc, tg[i].preset, err); table7_for(&wc, &t7);
-        int w = table7_disc_width(&wc, t7.disc_params, NULL);
-        DiscConfig dc = disc_config(&wc, w / 2, w / 2, w, w, w);
-        PlanInput in = plan_input_for(tg[i].preset, 21, 60, 104, t7.N, t7.H, tg[i].stage == 2 ? disc_num_params(&dc) : 0, tg[i].stage == 2 ? dc.n_heads : 0,
-                                      dc.layers[dc.n_heads - 1] + 1);
-        in.batch = tg[i].batch; in.disc_width1 = dc.width[0];
+        DiscConfig dc = disc_config_multiscale(&wc, 1024, 21, 60, 104);   // the head train_tmd builds at Wan scale (auto)
+        PlanInput in = plan_input_for(tg[i].preset, 21, 60, 104, t7.N, t7.H, tg[i].stage == 2 ? &dc : NULL);
+        in.batch = tg[i].batch;
         ShardPlanInput sp = {tg[i].K, tg[i].cp, tg[i].gib * PLAN_GIB}; MemPlan p;
         EXPECT(shard_plan(&p, &in, tg[i].stage, &sp, err, sizeof(err)) == 0, "%s", err);
         int refused = shard_plan_check(&p, &sp, err, sizeof(err));
@@ -539,7 +537,7 @@ static void test_shard_plan(void) {
                tg[i].batch, p.total / PLAN_GIB, shard_plan_states(&p) / PLAN_GIB, refused ? "refused" : "fits");
     }
     // impossible layouts: cp not dividing the ranks, the heads (40 for 14B) or the tokens
-    PlanInput in = plan_input_for("wan2.1-t2v-14b", 21, 60, 104, 4, 5, 0, 0, 0); MemPlan p;
+    PlanInput in = plan_input_for("wan2.1-t2v-14b", 21, 60, 104, 4, 5, NULL); MemPlan p;
     ShardPlanInput bad1 = {16, 3, 80 * PLAN_GIB}, bad2 = {12, 3, 80 * PLAN_GIB};
     EXPECT(shard_plan(&p, &in, 2, &bad1, err, sizeof(err)) != 0 && strstr(err, "divisor of the ranks"), "cp 3 of 16 ranks: %s", err);
     EXPECT(shard_plan(&p, &in, 2, &bad2, err, sizeof(err)) != 0 && strstr(err, "40 heads"), "cp 3 of 40 heads: %s", err);
