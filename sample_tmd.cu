@@ -174,7 +174,7 @@ static int sample_students(const char* mode, const WanConfig* c, real* params, c
     char err[ST_ERRLEN];
     StudentSampler s; memset(&s, 0, sizeof(s));
     s.tmd = !strcmp(mode, "tmd"); s.M = M; s.N = N; s.B = prompts ? 1 : batch;
-    s.gamma_outer = M >= 3 ? 5.0 : 10.0;   // App. B.6: γ = 10, 5 for M >= 3 (FastGen's outer grid)
+    s.gamma_outer = outer_shift_default(M);   // the trainers' (cpu/tmd_cpu.h: 10, or 5 for M >= 4)
     if (teacher_gpu_world_for(&s.wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
     if (M < 1 || M > 64 || N < 1 || N > 64) { fprintf(stderr, "error: need 1 <= --M, --N <= 64\n"); return 2; }
     gemm_init();
@@ -325,7 +325,7 @@ int main(int argc, char** argv) {
     float* x = (float*)malloc(sizeof(float) * n); float* stage = (float*)malloc(sizeof(float) * n);
     Rng r = rng_make((uint64_t)seed);
     for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(&r);
-    WanGpuVelocity vel = {&a, &m.w, d_cond, d_uncond, d_x, stage, n};
+    WanGpuVelocity vel = {&a, &m.w, d_cond, d_uncond, d_x, stage, n, 0, 0};
     SampleOpts so = {steps, shift, cfg, strcmp(solver, "euler") ? SOLVER_UNIPC : SOLVER_EULER, GRID_UNIPC, 1};
     int nfe = 0;
     printf("sampling %d x '%s' (negative: %s), %s %d steps, shift %g, cfg %g\n", batch, prompt, negative[0] ? negative : "the empty caption",

@@ -284,6 +284,19 @@ int main(int argc, char** argv) {
     double* dctx_gpu = from_device(d_dctx, B * nctx);
     compare_ctx_grad("d context (caption rows)", dctx_gpu, dctx_cpu, Lt, B, &c, PARITY_TOL);
 
+    // ---- skip-layer guidance's unconditional forward (the KD pairs' teacher): block 1 left out
+    int skip = c.num_layers > 1 ? 1 : 0;
+    printf("\n[forward, block %d skipped] skip-layer guidance (cpu/wan_cpu.h wan_forward_skipping)\n", skip);
+    double* skip_cpu = dalloc(B * no);
+    for (int b = 0; b < B; b++) {
+        wan_forward_skipping(&act, &P, x + b * nx, tsteps[b], ctx + b * nctx, Lt[b], skip);
+        memcpy(skip_cpu + b * no, act.out, sizeof(double) * no);
+    }
+    wan_gpu_forward_skipping(&a, &m.w, d_x, tsteps, d_ctx, skip);
+    double* skip_gpu = from_device(a.out, B * no);
+    expect_close_scaled("forward without one block: velocity", skip_gpu, skip_cpu, (long)(B * no), PARITY_TOL);
+    free(skip_cpu); free(skip_gpu);
+
     // ---- the partial forms: backbone = embeddings + the first L − 1 blocks, with a gradient at its top, one injected at
     // the residual level after block 0, and a text-context gradient from another reader (the TMD student's flow head)
     printf("\n[partial] backbone (first %d blocks): top gradient, feature gradient at xs[1], context gradient from outside\n", c.num_layers - 1);

@@ -103,7 +103,7 @@ step "4c. ./train_tmd with no --stage: the pipeline, shortened (teacher from ste
 R=/tmp/gpu_check_run; rm -rf $R; mkdir -p $R; cp $T $R/teacher.safetensors
 run ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --kd-steps 40 --kd-pairs 32 --save-every 20 --eval-n 8 --log-every 10
 run ./train_tmd --run-dir $R --tmmf-steps 40 --dmd-iters 50 --kd-steps 40 --kd-pairs 32 --save-every 20 --eval-n 8 --log-every 10 > /tmp/gpu_check_rerun.txt
-n=$(grep -c "^== .*skipped" /tmp/gpu_check_rerun.txt); echo "rerun: $n of 5 stages skipped (want 5: teacher, stage1, stage2, kd, baseline)"; [ "$n" = 5 ] || { echo "FAILED: the rerun did not skip every stage"; fail=1; }
+n=$(grep -c "^== .*skipped" /tmp/gpu_check_rerun.txt); echo "rerun: $n of 6 stages skipped (want 6: teacher, stage1, stage2, kd, baseline_m1, baseline_m2)"; [ "$n" = 6 ] || { echo "FAILED: the rerun did not skip every stage"; fail=1; }
 if [ "${FULL:-0}" = 1 ]; then
   step "4d. the default run: ./train_tmd with no other arguments than its run directory (timed)"
   rm -rf /tmp/gpu_check_full; t0=$(date +%s); run ./train_tmd --run-dir /tmp/gpu_check_full; echo "default run: $(( $(date +%s) - t0 )) s wall (goal: < 1800 s on one H100)"

@@ -23,6 +23,7 @@ typedef struct {
 typedef struct {
     int pairs, steps; double cfg, shift;   // how many; the teacher's sampler: UniPC steps, CFG, shift
     uint64_t seed;                          // the noise and captions
+    int skip_layer;                         // skip-layer guidance: the block the unconditional forward drops (-1: none)
 } KdPairSettings;
 
 static void kd_pairs_alloc(KdPairs* kp, int P, size_t numel, size_t nctx) {
@@ -75,6 +76,7 @@ static void kd_pairs_meta(TsMeta* m, const WanConfig* c, const TrainData* td, co
     snprintf(b, sizeof(b), "%.17g", s->cfg); ts_meta_set(m, "cfg", b);
     snprintf(b, sizeof(b), "%.17g", s->shift); ts_meta_set(m, "shift", b);
     ts_meta_u64(m, "seed", s->seed);
+    if (s->skip_layer >= 0) ts_meta_u64(m, "skip_layer", (uint64_t)s->skip_layer);   // absent: none (caches written before it)
     snprintf(b, sizeof(b), "%016llx", (unsigned long long)teacher_hash); ts_meta_set(m, "teacher_fnv1a", b);
 }
 

@@ -129,7 +129,7 @@ static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_t
     // dropped samples' cross-attention gradients are not identically zero, as they are with the world's empty caption)
     int Lt_u = p_drop > 0 ? c->text_len - 1 : 0;
     double* ctx_u = (double*)calloc(nctx, sizeof(double)); for (size_t i = 0; i < (size_t)Lt_u * c->text_dim; i++) ctx_u[i] = rng_normal(&pr);
-    TmmfConfig cf = tmmf_defaults(); cf.p_drop = p_drop; cf.p_tm = p_tm; cf.N = 3;
+    TmmfConfig cf = tmmf_defaults(2); cf.p_drop = p_drop; cf.p_tm = p_tm; cf.N = 3;
     // CPU: one sample at a time, each with its own stream; the same draws replayed for the GPU
     double* dS = (double*)calloc(ns, sizeof(double)); StudentParams dSp; student_carve(&sc, &dSp, dS);
     TmmfWork cw; tmmf_work_init(&cw, &sc, &g);
@@ -274,7 +274,7 @@ static void test_dmd_gpu_parity(int B, uint64_t seed, double tol, int tmd, int g
     double* x = (double*)malloc(sizeof(double) * B * numel); for (size_t i = 0; i < B * numel; i++) x[i] = rng_normal(&pr);
     double* ctx = (double*)calloc(B * nctx, sizeof(double)); int Lt[TMD_MAX_BATCH];
     for (int b = 0; b < B; b++) { Lt[b] = c->text_len - (b % 3); for (size_t i = 0; i < (size_t)Lt[b] * c->text_dim; i++) ctx[b * nctx + i] = rng_normal(&pr); }
-    DmdConfig cf = dmd_defaults(); cf.gan_weight = gan ? 1.0 : 0;
+    DmdConfig cf = dmd_defaults(2); cf.gan_weight = gan ? 1.0 : 0;
     DiscConfig dc = disc_config(c, 8, 8, 8, 8, 8); if (!gan) dc.n_heads = 0;
     size_t nd = disc_num_params(&dc);
     double* Db = (double*)calloc(nd ? nd : 1, sizeof(double)); disc_init(&dc, Db, seed + 9);

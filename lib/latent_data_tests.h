@@ -331,7 +331,7 @@ static void test_latent_data(const char* tmpdir) {
     // records the source, and one of the other world, another dataset or another dataset's contents is refused by name
     {
         WanConfig c; wan_preset(&c, "tiny", err);
-        KdPairSettings ks = {4, 2, 5.0, 3.0, 7};
+        KdPairSettings ks = {4, 2, 5.0, 3.0, 7, -1};
         TrainData tw, td;
         float* cw = (float*)malloc(sizeof(float) * 4 * (size_t)c.text_len * c.text_dim);
         float* cd = (float*)malloc(sizeof(float) * 4 * (size_t)c.text_len * c.text_dim);
