@@ -826,7 +826,7 @@ int main(int argc, char** argv) {
     if (kd_cfg >= 0) kdd.cfg = kd_cfg;
     if (kd_shift >= 0) kdd.shift = kd_shift;
     if (kd_skip_layer >= -1) kdd.skip_layer = kd_skip_layer;
-    if (kdd.skip_layer >= 0 && kdd.skip_layer >= 1000) { fprintf(stderr, "error: --kd-skip-layer %d: expected a block index\n", kdd.skip_layer); return 2; }
+    if (kd_shift == 0) { fprintf(stderr, "error: --kd-shift 0: expected a shift > 0 (1: none; -1: the stage table's)\n"); return 2; }
     if (stk.batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --kd-batch %d: at most %d\n", stk.batch, TMD_MAX_BATCH); return 2; }
     const StageDefaults* one = kind == STAGE_TEACHER ? &st_teacher : kind == STAGE_STAGE1 ? &st1 : kind == STAGE_STAGE2 ? &st2 : kind == STAGE_BASELINE ? &stb[0] : NULL;
     if (one) { steps = one->steps; batch = one->batch; lr = one->lr; tr.clip_student = one->clip_student; }
