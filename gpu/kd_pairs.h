@@ -98,6 +98,11 @@ static int kd_pairs_check(const TsMeta* have, const TsMeta* want, const char* pa
         st_errf(err, "%s holds pairs of the built-in world '%s', but this run's pairs come from the latent dataset (%s)", path, hw, wd);
         return 1;
     }
+    const char* hs = ts_meta_get(have, "skip_layer");   // recorded only when used: a run without it checks its absence
+    if (hs && !ts_meta_get(want, "skip_layer")) {
+        st_errf(err, "%s holds pairs sampled with skip-layer guidance at block %s, but this run's pairs are sampled without it", path, hs);
+        return 1;
+    }
     for (int i = 0; i < want->n; i++) {
         const char* v = ts_meta_get(have, want->key[i]);
         if (!v || strcmp(v, want->val[i])) {
