@@ -177,7 +177,7 @@ static void test_frozen_model(const WanConfig* c, int B, int T, int H, int W, ui
 
 int main(int argc, char** argv) {
     const char* preset = NULL;
-    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, recompute = 0, frozen_only = 0;
+    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, recompute = 0, frozen_only = 0, slg_only = 0;
     Flag flags[] = {
         FLAG_STR("--preset", &preset, "a wan.h preset instead of the built-in parity config (tiny: the CPU tests' model)"),
         FLAG_INT("--batch", &B, "samples per batch (the GPU runs them at once; the CPU one by one)"),
@@ -188,6 +188,7 @@ int main(int argc, char** argv) {
         FLAG_SWITCH("--vae-only", &vae_only, "only the VAE decoder's checks (e.g. under a simulator)"),
         FLAG_SWITCH("--vae-small", &vae_small, "the VAE decoder's checks at the simulator's sizes (3 latent frames of 2x2)"),
         FLAG_SWITCH("--frozen-only", &frozen_only, "only the frozen-model check (a frozen model = a trainable one, bit for bit; e.g. under a simulator)"),
+        FLAG_SWITCH("--slg-only", &slg_only, "only the KD pairs' teacher samples with skip-layer guidance, GPU vs CPU (e.g. under a simulator)"),
         FLAG_INT("--recompute", &recompute, "1: the whole-model parity with per-block activation recompute on (the recompute checks run either way)"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./test_gpu [flags]   (GPU vs CPU parity; skipped without a GPU)");
@@ -223,6 +224,12 @@ int main(int argc, char** argv) {
     if (recompute != 0 && recompute != 1) { fprintf(stderr, "error: --recompute must be 0 or 1, found %d\n", recompute); return 2; }
     wan_gpu_recompute = recompute;
     if (recompute) printf("per-block activation recompute: on\n");
+    if (slg_only) {
+        test_kd_pairs_slg_parity((uint64_t)seed + 17, PARITY_TOL);
+        printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
+        gemm_free();
+        return tests_failed ? 1 : 0;
+    }
     if (frozen_only) {
         test_frozen_model(&c, B, T, H, W, (uint64_t)seed + 17);
         printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
