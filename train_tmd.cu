@@ -863,13 +863,13 @@ int main(int argc, char** argv) {
                st2.steps, tr.update_every, st2.batch, st2.lr, st2.lr_fake, st2.clip_student, gan_plan);
         if (kd_tmd && stk.steps > 0) printf("     (--kd-tmd)   KD warm-up of the TMD student after Stage 1, as below\n");
         if (stk.steps > 0)
-            printf("  4. baseline M1  KD warm-up of a plain Wan student at one step (run/kd.safetensors): %d steps, batch %d, lr %g on %d teacher ODE pairs (UniPC %d steps, "
-                   "CFG %g against %s%s, %s; cached in %s), then DMD2-v at M 1: %d iterations (run/baseline_m1.safetensors)\n", stk.steps, stk.batch, stk.lr,
+            printf("  4. baseline M1  KD warm-up of a plain Wan student at one step (%s/kd.safetensors): %d steps, batch %d, lr %g on %d teacher ODE pairs (UniPC %d steps, "
+                   "CFG %g against %s%s, %s; cached in %s), then DMD2-v at M 1: %d iterations (%s/baseline_m1.safetensors)\n", pl.run_dir, stk.steps, stk.batch, stk.lr,
                    kdd.pairs, kdd.sampler_steps, kdd.cfg, tr.data ? "the negative prompt" : "the empty caption", slg, tr.data ? "the dataset's contexts" : "the world's captions",
-                   pl.kd.pairs_path, stb[0].steps);
+                   pl.kd.pairs_path, stb[0].steps, pl.run_dir);
         else printf("  4. baseline M1  DMD2-v on a plain Wan student at M 1, %d iterations, no KD warm-up (--kd-steps 0)\n", stb[0].steps);
-        if (tr.M > 1) printf("     baseline M%d  DMD2-v on a plain Wan student at M %d, %d iterations, without KD (paper Table 4; run/baseline_m%d.safetensors)\n",
-                             tr.M, tr.M, stb[1].steps, tr.M);
+        if (tr.M > 1) printf("     baseline M%d  DMD2-v on a plain Wan student at M %d, %d iterations, without KD (paper Table 4; %s/baseline_m%d.safetensors)\n",
+                             tr.M, tr.M, stb[1].steps, pl.run_dir, tr.M);
         if (tr.data) printf("  data           %s: latents and contexts, its negative prompt for CFG (no table: sample with ./sample_tmd)\n", tr.data);
         else printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n", pl.eval_n, pl.sheet);
         int world = dp_env_int_("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);
