@@ -272,7 +272,7 @@ static int sample_students(const char* mode, const WanConfig* c, real* params, c
     char err[ST_ERRLEN];
     StudentSampler s; memset(&s, 0, sizeof(s));
     s.tmd = !strcmp(mode, "tmd"); s.M = M; s.N = N; s.B = prompts ? 1 : batch;
-    s.gamma_outer = M >= 3 ? 5.0 : 10.0;   // App. B.6: γ = 10, 5 for M >= 3 (FastGen's outer grid)
+    s.gamma_outer = outer_shift_default(M);   // the trainers' (cpu/tmd_cpu.h: 10, or 5 for M >= 4)
     s.cond = cond; s.wc = cond->wc;
     if (M < 1 || M > 64 || N < 1 || N > 64) { fprintf(stderr, "error: need 1 <= --M, --N <= 64\n"); return 2; }
     gemm_init();
@@ -374,7 +374,7 @@ static void teacher_run_free(TeacherRun* t) {
 static int teacher_run_sample(TeacherRun* t, float* x, int* nfe, char* err) {
     cudaCheck(cudaMemcpy(t->d_cond, t->hc, sizeof(float) * t->nctx * t->B, cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(t->d_uncond, t->hu, sizeof(float) * t->nctx * t->B, cudaMemcpyHostToDevice));
-    WanGpuVelocity vel = {&t->a, &t->m.w, t->d_cond, t->d_uncond, t->d_x, t->stage, t->n};
+    WanGpuVelocity vel = {&t->a, &t->m.w, t->d_cond, t->d_uncond, t->d_x, t->stage, t->n, 0, 0};   // no skip-layer guidance
     double t0 = pc_now();
     int rc = teacher_sample(x, t->n, wan_gpu_velocity, &vel, &t->so, nfe, err);
     cudaCheck(cudaDeviceSynchronize());

@@ -232,7 +232,7 @@ static void test_frozen_model(const WanConfig* c, int B, int T, int H, int W, ui
 
 int main(int argc, char** argv) {
     const char* preset = NULL;
-    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, recompute = 0, frozen_only = 0, disc_only = 0;
+    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, recompute = 0, frozen_only = 0, disc_only = 0, slg_only = 0;
     Flag flags[] = {
         FLAG_STR("--preset", &preset, "a wan.h preset instead of the built-in parity config (tiny: the CPU tests' model)"),
         FLAG_INT("--batch", &B, "samples per batch (the GPU runs them at once; the CPU one by one)"),
@@ -244,6 +244,7 @@ int main(int argc, char** argv) {
         FLAG_SWITCH("--vae-small", &vae_small, "the VAE decoder's checks at the simulator's sizes (3 latent frames of 2x2)"),
         FLAG_SWITCH("--disc-only", &disc_only, "only the discriminator heads' checks, multiscale and strided (e.g. under a simulator)"),
         FLAG_SWITCH("--frozen-only", &frozen_only, "only the frozen-model check (a frozen model = a trainable one, bit for bit; e.g. under a simulator)"),
+        FLAG_SWITCH("--slg-only", &slg_only, "only the KD pairs' teacher samples with skip-layer guidance, GPU vs CPU (e.g. under a simulator)"),
         FLAG_INT("--recompute", &recompute, "1: the whole-model parity with per-block activation recompute on (the recompute checks run either way)"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./test_gpu [flags]   (GPU vs CPU parity; skipped without a GPU)");
@@ -279,6 +280,12 @@ int main(int argc, char** argv) {
     if (recompute != 0 && recompute != 1) { fprintf(stderr, "error: --recompute must be 0 or 1, found %d\n", recompute); return 2; }
     wan_gpu_recompute = recompute;
     if (recompute) printf("per-block activation recompute: on\n");
+    if (slg_only) {
+        test_kd_pairs_slg_parity((uint64_t)seed + 17, PARITY_TOL);
+        printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
+        gemm_free();
+        return tests_failed ? 1 : 0;
+    }
     if (disc_only) {
         test_disc_gpu_parity(B, (uint64_t)seed + 17, PARITY_TOL, DISC_MULTISCALE);
         test_disc_gpu_parity(B, (uint64_t)seed + 19, PARITY_TOL, DISC_STRIDED);
@@ -346,6 +353,19 @@ int main(int argc, char** argv) {
     expect_close_scaled("d latent [B, C, T, H, W]", dx_gpu, dx_cpu, (long)(B * nx), PARITY_TOL);
     double* dctx_gpu = from_device(d_dctx, B * nctx);
     compare_ctx_grad("d context (caption rows)", dctx_gpu, dctx_cpu, Lt, B, &c, PARITY_TOL);
+
+    // ---- skip-layer guidance's unconditional forward (the KD pairs' teacher): block 1 left out
+    int skip = c.num_layers > 1 ? 1 : 0;
+    printf("\n[forward, block %d skipped] skip-layer guidance (cpu/wan_cpu.h wan_forward_skipping)\n", skip);
+    double* skip_cpu = dalloc(B * no);
+    for (int b = 0; b < B; b++) {
+        wan_forward_skipping(&act, &P, x + b * nx, tsteps[b], ctx + b * nctx, Lt[b], skip);
+        memcpy(skip_cpu + b * no, act.out, sizeof(double) * no);
+    }
+    wan_gpu_forward_skipping(&a, &m.w, d_x, tsteps, d_ctx, skip);
+    double* skip_gpu = from_device(a.out, B * no);
+    expect_close_scaled("forward without one block: velocity", skip_gpu, skip_cpu, (long)(B * no), PARITY_TOL);
+    free(skip_cpu); free(skip_gpu);
 
     // ---- the partial forms: backbone = embeddings + the first L − 1 blocks, with a gradient at its top, one injected at
     // the residual level after block 0, and a text-context gradient from another reader (the TMD student's flow head)

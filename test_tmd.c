@@ -1474,6 +1474,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[1], "encode")) return umt5_cli_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "vae")) return vae_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "pack")) return pack_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "plan")) return stage_plan_main(argc, argv);
     printf(
         "usage: ./test_tmd                run every fast test group (what `make test` does)\n"
         "       ./test_tmd test G...      run the named test groups (./test_tmd test --list)\n"
@@ -1485,6 +1486,7 @@ int main(int argc, char** argv) {
         "       ./test_tmd ablate ...     the paper's claims in miniature (./test_tmd ablate --help)\n"
         "       ./test_tmd encode ...     prompts to umT5 embeddings, no Python (./test_tmd encode --help)\n"
         "       ./test_tmd vae ...        the Wan2.1 VAE: decode, encode, info (./test_tmd vae --help)\n"
-        "       ./test_tmd pack ...       latents + text embeddings (.npy) into a dataset for ./train_tmd --data (./test_tmd pack --help)\n");
+        "       ./test_tmd pack ...       latents + text embeddings (.npy) into a dataset for ./train_tmd --data (./test_tmd pack --help)\n"
+        "       ./test_tmd plan ...       the memory plan of every ./train_tmd stage at Table 7's settings (./test_tmd plan --help)\n");
     return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
 }

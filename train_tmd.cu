@@ -11,11 +11,14 @@
 //   kd        the KD warm-up of a one-step student (paper Table 4; this file's train_tmd_kd + gpu/kd_gpu.cuh; the CPU
 //             oracle is cpu/distill_run.h distill_kd): teacher ODE pairs (Philox noise, the teacher's UniPC CFG sample,
 //             a training caption of the built-in world or, with --data, a context of the dataset with its negative
-//             prompt as CFG's unconditional input) made once and cached, then mean (g_θ(z, T_MAX) − x_teacher)² with AdamW; the
+//             prompt as CFG's unconditional input; a Wan2.1 teacher samples as Table 7 says, CFG 5 with skip-layer
+//             guidance at block 10) made once and cached, then mean (g_θ(z, T_MAX) − x_teacher)² with AdamW; the
 //             baseline's plain Wan student from the teacher, or with --kd-tmd 1 the TMD student from --student
 //   baseline  the DMD2-v baseline: the same Stage 2 loop with a plain Wan student started from its KD warm-up (--student;
-//             without it, from the teacher). The pipeline trains one baseline student at M and samples it at
-//             M' = 1..M, so it KD-warms that student at one step for the M = 1 row (--kd-steps 0: no warm-up)
+//             without it, from the teacher). The pipeline trains the paper's two (Table 4): M = 1 KD-warmed
+//             (run/baseline_m1.safetensors; --kd-steps 0: no warm-up) and M = --M without KD (run/baseline_m2...)
+// Every stage's steps, batch, learning rates and clipping come from one table per scale (gpu/stage_plan.h: the
+// built-in world's, or Table 7's for a Wan2.1 teacher on --data), printed at start; a flag given wins.
 // The model comes from --preset (random init, official init_weights) or --weights (a checkpoint: official Wan2.1 or
 // diffusers names); the trained teacher is written with wan.h's writer (F32, config in __metadata__).
 #include <time.h>
@@ -35,6 +38,7 @@
 #include "gpu/eval_gpu.cuh"         // the pipeline's table: every row sampled on the GPU, scored by the toy VBench
 #include "gpu/train_data.h"         // (x, c) ~ p_data: the built-in world or a latent dataset (--data); Table 7's defaults
 #include "gpu/kd_gpu.cuh"           // the KD warm-up: teacher ODE pairs (made once, cached) and the KD step
+#include "gpu/stage_plan.h"         // the stages' defaults (world, Table 7), their configs for M, the pipeline's stages
 #include <sys/stat.h>               // mkdir: the run directory
 
 
@@ -180,15 +184,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     // the memory plan of the step before anything is allocated (the DiT arenas exactly as gpu/wan_gpu.cuh and
     // gpu/tmd_gpu.cuh allocate them, with or without per-block recompute), refused with the numbers when the device cannot hold it
     {
-        PlanInput pin; memset(&pin, 0, sizeof(pin));
-        pin.wan = *c; pin.T = td.T; pin.Hl = td.H; pin.Wl = td.W; pin.batch = B; pin.N = o->N; pin.H = o->H;
-        pin.student_extra = baseline ? 0 : ns - nw; pin.baseline = baseline;
-        pin.fuse_ffn_dim = sc.fuse_ffn_dim; pin.fusion_concat = sc.fusion != FUSION_GATED;
-        if (gan) {   // the heads, their activations and the frozen teacher up to the last feature layer
-            pin.disc_params = nd; pin.disc_heads = dcfg.n_heads; pin.disc = dcfg;
-            for (int h = 0; h < dcfg.n_heads; h++) if (dcfg.layers[h] + 1 > pin.disc_top) pin.disc_top = dcfg.layers[h] + 1;
-        }
-        pin.naive_attention = !wan_gpu_use_flash(c);
+        PlanInput pin = stage_plan_input(c, stage2 ? 2 : 1, td.T, td.H, td.W, B, o->N, o->H, baseline, gan ? &dcfg : NULL, 0, !wan_gpu_use_flash(c));
         char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s", o->stage, c->name, B, FLOATX_NAME);
         if (plan_step(&pin, stage2 ? 2 : 1, title, dp.rank == 0, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
         MemPlan mp; distill_plan(&mp, &pin, stage2 ? 2 : 1); plan_total = mp.total;
@@ -244,17 +240,18 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     cudaCheck(cudaMalloc(&x_d, sizeof(float) * numel * B)); cudaCheck(cudaMalloc(&ctx_d, sizeof(float) * nctx * B));
     cudaCheck(cudaMalloc(&x1, sizeof(float) * numel * B)); cudaCheck(cudaMalloc(&y1, sizeof(float) * numel * B)); cudaCheck(cudaMalloc(&eps, sizeof(float) * numel * B));
     cudaCheck(cudaMalloc(&scratch, sizeof(double) * (ADAMW_NORM_BLOCKS + 1)));
-    TmmfConfig tcf = tmmf_defaults(); tcf.M = o->M; tcf.N = o->N;
-    Table7 t7; if (table7_for(c, &t7)) tcf.c_norm = t7.c_norm;   // App. A.2: c = d (1.3B), 1e-5·d (14B)
+    Table7 t7; int has_t7 = table7_for(c, &t7);
+    TmmfConfig tcf = stage_tmmf_config(o->M, o->N, has_t7 ? &t7 : NULL);   // t_student shift outer_shift_default(M), the samplers'; App. A.2's c
     float* neg_d = NULL;   // the unconditional context: the negative prompt's (--data), else zeros (the world's empty caption)
     if (td.negative) { cudaCheck(cudaMalloc(&neg_d, sizeof(float) * nctx)); cudaCheck(cudaMemcpy(neg_d, td.negative, sizeof(float) * nctx, cudaMemcpyHostToDevice)); }
-    DmdConfig dcf = dmd_defaults(); dcf.M = o->M; dcf.gan_weight = gan ? o->gan_weight : 0; dcf.update_every = o->update_every;
+    DmdConfig dcf = stage_dmd_config(o->M, gan ? o->gan_weight : 0, o->update_every);
     TmmfGpuWork tw; GenGpu G; DmdGpuWork dw;
     if (!stage2) tmmf_gpu_work_init(&tw, &sc, B, td.T, td.H, td.W);
     else { gen_gpu_init(&G, !baseline, &sc, B, td.T, td.H, td.W, o->N, tcf.gamma_inner); G.S = &S; G.P = &Pm; dmd_gpu_work_init(&dw, c, B, td.T, td.H, td.W, &G.bb);
            if (gan) dmd_gpu_work_attach_disc(&dw, &D, &T.w); }
-    printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g%s\n", baseline ? (o->student ? "DMD2-v baseline (KD-warmed)" : "DMD2-v baseline (no KD)") : stage2 ? "Stage 2 DMD2-v" : "Stage 1 TM-MF",
-           o->steps, B, o->M, o->N, o->H, effective_nfe(o->M, o->N, o->H, c->num_layers), o->lr, o->wd, stage2 ? ", student every update_every-th iteration" : "");
+    printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g, student clip %g%s\n", baseline ? (o->student ? "DMD2-v baseline (KD-warmed)" : "DMD2-v baseline (no KD)") : stage2 ? "Stage 2 DMD2-v" : "Stage 1 TM-MF",
+           o->steps, B, o->M, o->N, o->H, effective_nfe(o->M, o->N, o->H, c->num_layers), o->lr, o->wd, o->clip_student,
+           stage2 ? ", student every update_every-th iteration" : "");
     if (stage2 && gan) printf("GAN terms: weight %g, discriminator %s (%zu parameters), lr %g (AdamW 0.9, 0.99, wd 0.01, no clipping)\n", o->gan_weight,
                               disc_kind_name(&dcfg), nd, o->disc_lr);
     else if (stage2) printf("GAN terms: off (--gan-weight 0)\n");
@@ -424,7 +421,8 @@ typedef struct {
     int tmd;                              // 0: the baseline's plain Wan student (from the teacher); 1: the TMD student (from --student)
     int steps, batch, pairs, seed, log_every, save_every, N, H;
     double lr, wd, clip;
-    int sampler_steps; double cfg, shift; // the pairs' teacher sampler (UniPC): the evaluation's settings, as the CPU's
+    int sampler_steps; double cfg, shift; // the pairs' teacher sampler (UniPC; gpu/stage_plan.h kd_defaults: the world's evaluation
+    int skip_layer;                       // sampler, as the CPU's; a Wan2.1 teacher's own); skip-layer guidance's block (-1: none)
     const char* data;                     // the pairs' captions: a latent dataset's contexts (--data); NULL: the built-in world's
 } KdRun;
 
@@ -463,9 +461,7 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
         printf("resumed %s at step %llu\n", o->resume, (unsigned long long)step);
     }
     {   // the memory plan of a KD step (the teacher that makes the pairs comes and goes before it), refused when it cannot fit
-        PlanInput pin; memset(&pin, 0, sizeof(pin));
-        pin.wan = *c; pin.T = td.T; pin.Hl = td.H; pin.Wl = td.W; pin.batch = B; pin.N = o->N; pin.H = o->H;
-        pin.student_extra = ns - nw; pin.kd_pairs = o->pairs; pin.naive_attention = !wan_gpu_use_flash(c);
+        PlanInput pin = stage_plan_input(c, 3, td.T, td.H, td.W, B, o->N, o->H, !o->tmd, NULL, o->pairs, !wan_gpu_use_flash(c));
         char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s", stage, c->name, B, FLOATX_NAME);
         if (plan_step(&pin, 3, title, 1, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
     }
@@ -474,7 +470,7 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
     KdPairs kp;
     {
         WanGpuModel T; wan_gpu_model_init(&T, c, teacher, 0, "teacher");
-        KdPairSettings ps = {o->pairs, o->sampler_steps, o->cfg, o->shift, (uint64_t)o->seed};
+        KdPairSettings ps = {o->pairs, o->sampler_steps, o->cfg, o->shift, (uint64_t)o->seed, o->skip_layer};
         int rc = kd_pairs_get(&kp, o->pairs_path, &T, teacher, &td, &ps, err);
         wan_gpu_model_free(&T);
         if (rc) { fprintf(stderr, "error: %s\n", err); return 2; }
@@ -485,7 +481,7 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
     else { tmd_gpu_student_init(&S, &sc, hs); V.params = S.params; V.params_x = S.params_x; V.grads = S.grads; V.opt_m = S.opt_m; V.opt_v = S.opt_v; V.step = &S.step; }
     cudaCheck(cudaMemcpy(V.opt_m, hm, sizeof(float) * ns, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(V.opt_v, hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
     *V.step = (long)s_steps;
-    GenGpu G; gen_gpu_init(&G, o->tmd, &sc, B, td.T, td.H, td.W, o->N, tmmf_defaults().gamma_inner); G.S = &S; G.P = &Pm;
+    GenGpu G; gen_gpu_init(&G, o->tmd, &sc, B, td.T, td.H, td.W, o->N, tmmf_defaults(1).gamma_inner); G.S = &S; G.P = &Pm;
     KdGpuWork w; kd_gpu_work_init(&w, &kp, B, numel, nctx); kd_pairs_free(&kp);
     float* y1 = NULL; double* scratch;
     if (o->tmd) cudaCheck(cudaMalloc(&y1, sizeof(float) * numel * B));
@@ -598,23 +594,24 @@ static int train_teacher(const TeacherRun* o, const WanConfig* c, real* params) 
 typedef struct {
     const char* run_dir; const char* sheet;
     TeacherRun teacher; int have_teacher;      // have_teacher: --weights gave it, no teacher stage
-    TmdRun stage1, stage2, baseline;           // stage, steps and settings; out/student/resume filled in here
+    TmdRun stage1, stage2, baseline[2];        // stage, steps and settings (baseline: [0] at M = 1, [1] at Stage 2's M); out/student/resume filled in here
     KdRun kd; int kd_tmd;                      // the KD warm-up (kd.steps 0: none); kd_tmd: also the TMD student's
     int eval_n, eval_steps; double cfg_eval, shift_eval; int seed;
 } Pipeline;
 
 static void run_path(char* dst, size_t n, const Pipeline* p, const char* file) { snprintf(dst, n, "%s/%s", p->run_dir, file); }
 
-// one distillation stage of the pipeline: skipped when its checkpoint is complete, resumed when it is part-way
-static int pipeline_stage(const TmdRun* base, const Pipeline* p, const WanConfig* c, float* teacher, const char* student) {
+// one distillation stage of the pipeline into the run directory's `ckpt`: skipped when that checkpoint is complete,
+// resumed when it is part-way
+static int pipeline_stage(const TmdRun* base, const Pipeline* p, const WanConfig* c, float* teacher, const char* label, const char* ckpt, const char* student) {
     char path[1024], err[ST_ERRLEN]; uint64_t done = 0;
-    snprintf(path, sizeof(path), "%s/%s.safetensors", p->run_dir, base->stage);
+    run_path(path, sizeof(path), p, ckpt);
     int act = ts_stage_action(path, (uint64_t)base->steps, &done, err);
     if (act == TS_BAD) { fprintf(stderr, "error: %s (delete it to restart the stage)\n", err); return 2; }
-    if (act == TS_DONE) { printf("\n== %s: %s is complete (step %llu), skipped\n", base->stage, path, (unsigned long long)done); return 0; }
+    if (act == TS_DONE) { printf("\n== %s: %s is complete (step %llu), skipped\n", label, path, (unsigned long long)done); return 0; }
     int have = act == TS_RESUME;
     TmdRun r = *base; r.out = path; r.student = student; r.resume = have ? path : NULL;
-    printf("\n== %s: %d steps -> %s%s\n", r.stage, r.steps, path, have ? " (resuming)" : "");
+    printf("\n== %s: %d steps at M %d -> %s%s%s%s\n", label, r.steps, r.M, path, have ? " (resuming)" : "", student ? ", from " : "", student ? student : "");
     return train_tmd_distill(&r, c, teacher);
 }
 
@@ -663,22 +660,25 @@ static int pipeline_evaluate(const Pipeline* p, const WanConfig* c, float* teach
         run_path(path, sizeof(path), p, tmd_ckpt[k]);
         float* h = load_student(path, ns); if (!h) return 2;
         TmdGpuStudent S; tmd_gpu_student_init(&S, &sc, h); free(h);
-        TmdGpuRollout ro; rollout_gpu_init(&ro, &sc, &e.a, t2->N, tmmf_defaults().gamma_inner);
+        TmdGpuRollout ro; rollout_gpu_init(&ro, &sc, &e.a, t2->N, tmmf_defaults(1).gamma_inner);
         for (int M = k ? 1 : t2->M; M <= t2->M; M++) {
             snprintf(nm, sizeof(nm), k ? "TMD M%d N%d H%d" : "TMD M%d N%d H%d after Stage 1", M, t2->N, t2->H);
             eval_gpu_student_row(&e, &rows[nr], nr, nm, &S, &ro, NULL, M, effective_nfe(M, t2->N, t2->H, c->num_layers)); nr++;
         }
         rollout_gpu_free(&ro); tmd_gpu_student_free(&S);
     }
-    // the DMD2-v baseline at every M' = 1..M (one student trained at M, KD-warmed at one step unless --kd-steps 0)
-    run_path(path, sizeof(path), p, "baseline.safetensors");
-    float* hb = load_student(path, nw); if (!hb) return 2;
-    WanGpuModel P; wan_gpu_model_init(&P, c, hb, 0, "DMD2-v student"); free(hb);
-    for (int M = 1; M <= p->baseline.M; M++) {
-        snprintf(nm, sizeof(nm), M == 1 && p->kd.steps == 0 ? "DMD2-v M%d (no KD)" : "DMD2-v M%d", M);
-        eval_gpu_student_row(&e, &rows[nr], nr, nm, NULL, NULL, &P, M, (double)M); nr++;
+    // the paper's DMD2-v baselines (gpu/stage_plan.h pipeline_stages), each sampled at its own M: M = 1 KD-warmed
+    // (unless --kd-steps 0), M >= 2 without KD
+    PipeStage st[PIPE_MAX_STAGES]; int nst = pipeline_stages(st, t2->M, p->kd.steps > 0, 0, 0);
+    for (int i = 0; i < nst; i++) {
+        if (st[i].kind != STAGE_BASELINE) continue;
+        run_path(path, sizeof(path), p, st[i].ckpt);
+        float* hb = load_student(path, nw); if (!hb) return 2;
+        WanGpuModel P; wan_gpu_model_init(&P, c, hb, 0, "DMD2-v student"); free(hb);
+        snprintf(nm, sizeof(nm), st[i].M > 1 ? "DMD2-v M%d" : st[i].from[0] ? "DMD2-v M%d (KD)" : "DMD2-v M%d (no KD)", st[i].M);
+        eval_gpu_student_row(&e, &rows[nr], nr, nm, NULL, NULL, &P, st[i].M, (double)st[i].M); nr++;
+        wan_gpu_model_free(&P);
     }
-    wan_gpu_model_free(&P);
     distill_print(rows, nr);
     printf("  (ms/sample: the device time of a batch of %d over %d; the teacher rows include the host solver's copies)\n", e.n, e.n);
     if (p->sheet) {
@@ -708,16 +708,18 @@ static int train_tmd_pipeline(Pipeline* p, const WanConfig* c, real* teacher) {
             int rc = train_teacher(&t, c, teacher); if (rc) return rc;
         }
     }
-    int rc = pipeline_stage(&p->stage1, p, c, teacher, NULL);                      // 2. Stage 1, TM-MF
-    run_path(path, sizeof(path), p, "stage1.safetensors");
-    char kd_path[1024]; run_path(kd_path, sizeof(kd_path), p, "kd_tmd.safetensors");
-    int kd_on = p->kd.steps > 0;                      // the KD pairs: the run's data (the world's captions or --data's contexts)
-    int kd_tmd = p->kd_tmd && kd_on;
-    if (!rc && kd_tmd) rc = pipeline_kd(p, c, teacher, 1, path, kd_path);          //    (--kd-tmd: KD-warm the TMD student)
-    if (!rc) rc = pipeline_stage(&p->stage2, p, c, teacher, kd_tmd ? kd_path : path); // 3. Stage 2, DMD2-v for TMD
-    run_path(kd_path, sizeof(kd_path), p, "kd.safetensors");
-    if (!rc && kd_on) rc = pipeline_kd(p, c, teacher, 0, NULL, kd_path);           // 4. the DMD2-v baseline: KD warm-up at one step,
-    if (!rc) rc = pipeline_stage(&p->baseline, p, c, teacher, kd_on ? kd_path : NULL);   // then DMD2-v
+    // 2. Stage 1 TM-MF, (--kd-tmd: the TMD student's KD warm-up), 3. Stage 2 DMD2-v with the rollout, 4. the DMD2-v
+    // baselines: KD warm-up and the one-step student, then the M-step student without KD (gpu/stage_plan.h)
+    PipeStage st[PIPE_MAX_STAGES]; int nst = pipeline_stages(st, p->stage2.M, p->kd.steps > 0, p->kd_tmd, 0);
+    int rc = 0;
+    for (int i = 0; i < nst && !rc; i++) {
+        char from[1024]; run_path(from, sizeof(from), p, st[i].from);
+        const char* student = st[i].from[0] ? from : NULL;
+        if (st[i].kind == STAGE_KD) { run_path(path, sizeof(path), p, st[i].ckpt); rc = pipeline_kd(p, c, teacher, st[i].tmd, student, path); }
+        else if (st[i].kind == STAGE_STAGE1) rc = pipeline_stage(&p->stage1, p, c, teacher, st[i].label, st[i].ckpt, student);
+        else if (st[i].kind == STAGE_STAGE2) rc = pipeline_stage(&p->stage2, p, c, teacher, st[i].label, st[i].ckpt, student);
+        else if (st[i].kind == STAGE_BASELINE) rc = pipeline_stage(&p->baseline[st[i].M == 1 ? 0 : 1], p, c, teacher, st[i].label, st[i].ckpt, student);
+    }
     if (!rc && !p->stage1.data) rc = pipeline_evaluate(p, c, teacher);             // 5. the table (the built-in world's scorer)
     if (!rc) printf("\npipeline done in %.0f s (run directory %s)\n", now_s() - t0, p->run_dir);
     return rc;
@@ -794,22 +796,22 @@ int main(int argc, char** argv) {
     const char* weights = NULL;
     const char* stage = NULL;
     const char* out = NULL;
-    int heads = 0, steps = -1, batch = 8, seed = 1, log_every = 10, save_every = -1, warmup = 50;
+    int heads = 0, steps = -1, batch = -1, seed = 1, log_every = 10, save_every = -1, warmup = 50;
     double lr = -1, wd = 0.01, max_grad_norm = 1.0, p_drop = 0.1, shift = 1.0;
     TmdRun tr; memset(&tr, 0, sizeof(tr));
     tr.M = 2; tr.N = 2; tr.H = 2; tr.update_every = 5; tr.clip_student = -1; tr.accum = 1;
     tr.gan_weight = 0.03; tr.disc_lr = 1e-4; tr.disc_width = 64; tr.disc_head = -1;   // paper's λ; cpu/distill_run.h's lr; width 64 for the world's 96 input channels (tiny: 16 for 4, Wan 1.3B: 512 for 384)
-    // the pipeline's defaults for the world preset (the method: cpu/distill_run.h distill_defaults; the step counts are
-    // sized for the README's goal of < 30 minutes on one H100 for the whole run, UNMEASURED so far)
+    // every stage's steps, batch, learning rates, clipping and the KD pairs' sampler: -1 takes gpu/stage_plan.h's table
+    // (the built-in world: cpu/distill_run.h's method, the step counts sized for the README's goal of < 30 minutes on one
+    // H100 for the whole run, UNMEASURED so far; a Wan2.1 teacher on --data: Table 7), printed at start
     const char* recompute = "auto";
     const char* disc_head = "auto";
     Pipeline pl; memset(&pl, 0, sizeof(pl));
     pl.run_dir = "run"; pl.sheet = NULL; pl.eval_n = 16; pl.eval_steps = 16; pl.cfg_eval = 2; pl.shift_eval = 3;
-    int teacher_steps = 3000, tmmf_steps = 1000, dmd_iters = 1500, tmmf_batch = 8, dmd_batch = 4;
-    double tmmf_lr = 3e-4, student_lr = 1e-4, fake_lr = 1e-4;
-    // the KD warm-up: cpu/distill_run.h's 128 pairs, 200 steps, batch 4; its lr 7e-4 goes with the tiny world's teacher lr
-    // 3e-3, this world's teacher trains at 3e-4, so KD takes Stage 1's 3e-4 (the other regression stage; UNMEASURED)
-    int kd_pairs = 128, kd_steps = 200, kd_batch = 4, kd_tmd = 0; double kd_lr = 3e-4; const char* kd_cache = NULL;
+    int teacher_steps = -1, tmmf_steps = -1, dmd_iters = -1, tmmf_batch = -1, dmd_batch = -1;
+    double tmmf_lr = -1, student_lr = -1, fake_lr = -1;
+    int kd_pairs = -1, kd_steps = -1, kd_batch = -1, kd_tmd = 0, kd_sampler_steps = -1, kd_skip_layer = -2; double kd_lr = -1, kd_cfg = -1, kd_shift = -1;
+    const char* kd_cache = NULL;
     int plan_only = 0, plan_ranks = 1, plan_cp = 1; double plan_gpu_gib = 80;   // --plan (gpu/shard_plan.h)
     Flag flags[] = {
         FLAG_STR("--stage", &stage, "run one stage only: teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; kd: the KD warm-up of a one-step student; baseline: DMD2-v. Without it: the whole pipeline"),
@@ -818,9 +820,9 @@ int main(int argc, char** argv) {
         FLAG_STR("--data", &tr.data, "a latent dataset: a file (./test_tmd pack; world/README.md) or a directory (./sample_tmd --dataset): Stage 1, Stage 2 and the baseline train on its latents and contexts, the KD warm-up's teacher pairs take its contexts, CFG uses its negative prompt; needs --weights (the teacher), no table; a Wan2.1 1.3B/14B teacher gets the paper's Table 7 defaults"),
         FLAG_STR("--weights", &weights, "the teacher (stage1/stage2/baseline, the pipeline: no teacher stage) or the teacher's start (--stage teacher): a Wan2.1 checkpoint (.safetensors, index.json or directory)"),
         FLAG_INT("--heads", &heads, "attention heads when the checkpoint does not say (0: infer)"),
-        FLAG_INT("--steps", &steps, "single stage: optimizer steps (-1: 1000)"),
-        FLAG_INT("--batch", &batch, "teacher (and a single stage): clips per step"),
-        FLAG_DOUBLE("--lr", &lr, "single stage: AdamW learning rate (-1: 3e-4; teacher: after the warm-up; stage2/baseline: also the fake score's)"),
+        FLAG_INT("--steps", &steps, "single stage: optimizer steps (-1: the stage table's, printed at start)"),
+        FLAG_INT("--batch", &batch, "teacher (also the pipeline's) and a single stage: clips per step (-1: the stage table's)"),
+        FLAG_DOUBLE("--lr", &lr, "single stage: AdamW learning rate (-1: the stage table's; teacher: after the warm-up, also the pipeline's; stage2/baseline: given, also the fake score's)"),
         FLAG_INT("--warmup", &warmup, "teacher: steps of linear learning-rate warm-up"),
         FLAG_DOUBLE("--wd", &wd, "AdamW decoupled weight decay"),
         FLAG_DOUBLE("--max-grad-norm", &max_grad_norm, "teacher: global gradient-norm clipping (<= 0: off)"),
@@ -832,7 +834,7 @@ int main(int argc, char** argv) {
         FLAG_STR("--out", &out, "single stage: where its checkpoint is written (default teacher.safetensors, stage1.safetensors, ...)"),
         FLAG_STR("--student", &tr.student, "--stage stage2 (and kd with --kd-tmd 1): the Stage 1 checkpoint the student starts from; --stage baseline: the KD checkpoint (none: the teacher)"),
         FLAG_STR("--resume", &tr.resume, "--stage stage1/stage2/kd/baseline: continue the run of this checkpoint (same settings; bit-identical to no interruption). The pipeline resumes by itself"),
-        FLAG_INT("--M", &tr.M, "TMD and DMD2-v: outer steps the students are trained for (the table samples M' = 1..M)"),
+        FLAG_INT("--M", &tr.M, "TMD and DMD2-v: outer steps the students are trained for (the pipeline: TMD sampled at M' = 1..M, the DMD2-v baselines at M = 1 and M)"),
         FLAG_INT("--N", &tr.N, "TMD: inner (flow-head) steps"),
         FLAG_INT("--head-blocks", &tr.H, "TMD: H, the DiT blocks of the flow head"),
         FLAG_INT_R("--accum", &tr.accum, 0, 4096, "stage1/stage2/baseline (and the pipeline's): micro-batches per optimizer step, gradients summed (the step's batch: ranks x batch x N); 0: Table 7's global batch of 64 over ranks x batch (the default with --data on a Wan2.1 teacher)"),
@@ -841,29 +843,33 @@ int main(int argc, char** argv) {
         FLAG_INT("--latent-height", &tr.lat_h, "--bench: latent H (480p: 60)"),
         FLAG_INT("--latent-width", &tr.lat_w, "--bench: latent W (480p: 104)"),
         FLAG_INT("--update-every", &tr.update_every, "stage2/baseline: the student is updated every k-th iteration, the fake score otherwise"),
-        FLAG_DOUBLE("--clip-student", &tr.clip_student, "the student's gradient-norm clipping (FastGen: 10 in Stage 2; 0: off; -1: single stage 10, pipeline Stage 1 off and Stage 2 10 as the CPU reference)"),
+        FLAG_DOUBLE("--clip-student", &tr.clip_student, "the student's gradient-norm clipping in every stage given (0: off; -1: the stage table's: Stage 1 off, Stage 2, baseline and KD 10, as FastGen and the CPU reference)"),
         FLAG_DOUBLE_R("--gan-weight", &tr.gan_weight, 0, 1000, "stage2/baseline: the GAN loss weight lambda (paper: 0.03; 0: no discriminator at all, nothing allocated)"),
         FLAG_DOUBLE_R("--disc-lr", &tr.disc_lr, 0, 1, "stage2/baseline: the discriminator's AdamW learning rate (betas 0.9, 0.99, wd 0.01, no clipping)"),
         FLAG_INT_R("--disc-width", &tr.disc_width, 2, 4096, "stage2/baseline: the strided head's width W, even: convolutions W/2, W/2, W, W, MLP hidden W (the CPU tiny run: 16)"),
         FLAG_STR("--disc-head", &disc_head, "stage2/baseline: the discriminator head: multiscale (FastGen's multiscale_down_mlp_large, the paper's 68M at 1.3B), strided (the Conv3D stack of --disc-width), auto (multiscale where the latent grid is >= 16 on every axis, i.e. Wan scale; else strided)"),
-        FLAG_INT("--teacher-steps", &teacher_steps, "pipeline: teacher flow-matching steps"),
-        FLAG_INT("--tmmf-steps", &tmmf_steps, "pipeline: Stage 1 (TM-MF) steps"),
-        FLAG_INT("--tmmf-batch", &tmmf_batch, "pipeline: Stage 1 batch"),
-        FLAG_DOUBLE("--tmmf-lr", &tmmf_lr, "pipeline: Stage 1 learning rate"),
-        FLAG_INT("--dmd-iters", &dmd_iters, "pipeline: Stage 2 and baseline iterations (student + fake score)"),
-        FLAG_INT("--dmd-batch", &dmd_batch, "pipeline: Stage 2 and baseline batch"),
-        FLAG_DOUBLE("--student-lr", &student_lr, "pipeline: Stage 2 and baseline student learning rate"),
-        FLAG_DOUBLE("--fake-lr", &fake_lr, "pipeline: the fake score's learning rate"),
-        FLAG_INT_R("--kd-steps", &kd_steps, 0, INT_MAX, "KD warm-up steps (pipeline: before the baseline's DMD2-v, 0: none; --stage kd: its steps); on the built-in world or --data (Table 7 gives no KD settings: the --kd-* defaults stay)"),
-        FLAG_INT_R("--kd-pairs", &kd_pairs, 1, INT_MAX, "KD warm-up: teacher ODE pairs (noise in the data's latent shape, a caption: the built-in world's or --data's context, the teacher's UniPC sample with --teacher-eval-steps, --cfg-eval, --shift-eval against the empty caption or --data's negative prompt)"),
-        FLAG_INT_R("--kd-batch", &kd_batch, 1, TMD_MAX_BATCH, "KD warm-up: pairs per step"),
-        FLAG_DOUBLE_R("--kd-lr", &kd_lr, 0, 1, "KD warm-up: AdamW learning rate (betas 0.9, 0.99, --wd, the student's clipping)"),
+        FLAG_INT("--teacher-steps", &teacher_steps, "pipeline: teacher flow-matching steps (-1: the stage table's)"),
+        FLAG_INT("--tmmf-steps", &tmmf_steps, "pipeline: Stage 1 (TM-MF) steps (-1: the stage table's)"),
+        FLAG_INT("--tmmf-batch", &tmmf_batch, "pipeline: Stage 1 batch (-1: the stage table's)"),
+        FLAG_DOUBLE("--tmmf-lr", &tmmf_lr, "pipeline: Stage 1 learning rate (-1: the stage table's)"),
+        FLAG_INT("--dmd-iters", &dmd_iters, "pipeline: Stage 2 and baseline iterations, student + fake score (-1: the stage table's for each M)"),
+        FLAG_INT("--dmd-batch", &dmd_batch, "pipeline: Stage 2 and baseline batch (-1: the stage table's)"),
+        FLAG_DOUBLE("--student-lr", &student_lr, "pipeline: Stage 2 and baseline student learning rate (-1: the stage table's)"),
+        FLAG_DOUBLE("--fake-lr", &fake_lr, "pipeline: the fake score's learning rate (-1: the stage table's)"),
+        FLAG_INT_R("--kd-steps", &kd_steps, -1, INT_MAX, "KD warm-up steps (pipeline: before the one-step baseline's DMD2-v, 0: none; --stage kd: its steps; -1: the stage table's: the world 200, Table 7's 10k (1.3B) / 5k (14B))"),
+        FLAG_INT_R("--kd-pairs", &kd_pairs, -1, INT_MAX, "KD warm-up: teacher ODE pairs: noise in the data's latent shape, a caption (the built-in world's or --data's context), the teacher's UniPC CFG sample against the empty caption or --data's negative prompt (-1: the stage table's: the world 128, Table 7's 10k)"),
+        FLAG_INT_R("--kd-batch", &kd_batch, -1, TMD_MAX_BATCH, "KD warm-up: pairs per step (-1: the stage table's)"),
+        FLAG_DOUBLE_R("--kd-lr", &kd_lr, -1, 1, "KD warm-up: AdamW learning rate, betas 0.9, 0.99, --wd, the student's clipping (-1: the stage table's: the world 3e-4, Table 7's 7e-5)"),
+        FLAG_INT_R("--kd-sampler-steps", &kd_sampler_steps, -1, 10000, "KD pairs: the teacher's UniPC steps (-1: the world's evaluation sampler's 16; a Wan2.1 teacher's 50, as Wan2.1's generate.py)"),
+        FLAG_DOUBLE_R("--kd-cfg", &kd_cfg, -1, 100, "KD pairs: the teacher's CFG scale (-1: the world's evaluation 2; Table 7's 5)"),
+        FLAG_DOUBLE_R("--kd-shift", &kd_shift, -1, 100, "KD pairs: the teacher sampler's shift (-1: the world's evaluation 3; Wan2.1 T2V's 5)"),
+        FLAG_INT_R("--kd-skip-layer", &kd_skip_layer, -2, 1000, "KD pairs: skip-layer guidance, the block dropped from the unconditional forward (FastGen's SLG; -1: none; -2: the stage table's: the world none, Table 7's 10)"),
         FLAG_BOOL("--kd-tmd", &kd_tmd, "KD: also KD-warm the TMD student after Stage 1 (pipeline); --stage kd: warm the TMD student of --student instead of the baseline's"),
         FLAG_STR("--kd-cache", &kd_cache, "KD: the teacher pairs' file, made once and reused when its data (world, or --data's dataset) and settings match (default RUN_DIR/kd_pairs.safetensors; --stage kd: kd_pairs.safetensors)"),
         FLAG_INT("--eval-n", &pl.eval_n, "pipeline: captions sampled and scored per table row (3 .. 64)"),
-        FLAG_INT("--teacher-eval-steps", &pl.eval_steps, "pipeline: steps of the teacher's reference row (UniPC); also the KD pairs' sampler"),
-        FLAG_DOUBLE("--cfg-eval", &pl.cfg_eval, "pipeline: the teacher's guidance when sampling; also the KD pairs'"),
-        FLAG_DOUBLE("--shift-eval", &pl.shift_eval, "pipeline: the teacher sampler's shift; also the KD pairs'"),
+        FLAG_INT("--teacher-eval-steps", &pl.eval_steps, "pipeline: steps of the teacher's reference row (UniPC)"),
+        FLAG_DOUBLE("--cfg-eval", &pl.cfg_eval, "pipeline: the teacher's guidance when sampling"),
+        FLAG_DOUBLE("--shift-eval", &pl.shift_eval, "pipeline: the teacher sampler's shift"),
         FLAG_STR("--sheet", &pl.sheet, "pipeline: the contact sheet PNG (none: RUN_DIR/table.png)"),
         FLAG_STR("--recompute", &recompute, "per-block activation recompute in every training step: auto (on when the step's memory plan without it does not fit the GPU's free memory), on, off"),
         FLAG_SWITCH("--plan", &plan_only, "print the per-rank memory plan of one --stage step (default stage2) of --preset on --ranks GPUs of --gpu-mem GiB, --cp per sample, and exit: 0 when it fits, 1 when not; host arithmetic only, no GPU needed (a Wan2.1 preset: Table 7's N, H, discriminator; 480p x 81 frames unless --latent-*; --batch per data-parallel group, default 1; --recompute off to plan without)"),
@@ -876,13 +882,13 @@ int main(int argc, char** argv) {
     if (stage && strcmp(stage, "teacher") && strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "kd") && strcmp(stage, "baseline")) {
         fprintf(stderr, "error: --stage '%s': expected teacher, stage1, stage2, kd or baseline (or no --stage: the whole pipeline)\n", stage); return 2;
     }
-    if (stage && !strcmp(stage, "kd") && (steps >= 0 || lr >= 0 || kd_steps < 1)) {
+    if (stage && !strcmp(stage, "kd") && (steps >= 0 || lr >= 0 || kd_steps == 0)) {
         fprintf(stderr, "error: --stage kd takes --kd-steps >= 1, --kd-batch and --kd-lr (found --steps %d, --lr %g, --kd-steps %d)\n", steps, lr, kd_steps); return 2;
     }
-    if (steps < -1 || batch < 1 || log_every < 1 || save_every < -1 || warmup < 0 || teacher_steps < 0 || tmmf_steps < 0 || dmd_iters < 0 ||
-        tmmf_batch < 1 || dmd_batch < 1 || tr.M < 1 || tr.N < 1 || tr.update_every < 1) {
+    if (steps < -1 || batch < -1 || batch == 0 || log_every < 1 || save_every < -1 || warmup < 0 || teacher_steps < -1 || tmmf_steps < -1 || dmd_iters < -1 ||
+        tmmf_batch < -1 || tmmf_batch == 0 || dmd_batch < -1 || dmd_batch == 0 || kd_batch == 0 || kd_pairs == 0 || kd_sampler_steps == 0 || tr.M < 1 || tr.N < 1 || tr.update_every < 1) {
         fprintf(stderr, "error: need --steps, --teacher-steps, --tmmf-steps, --dmd-iters, --save-every, --warmup >= 0 and --batch, --tmmf-batch, "
-                        "--dmd-batch, --log-every, --M, --N, --update-every >= 1\n"); return 2;
+                        "--dmd-batch, --kd-batch, --kd-pairs, --kd-sampler-steps, --log-every, --M, --N, --update-every >= 1 (-1: the stage table's)\n"); return 2;
     }
     if (strcmp(recompute, "auto") && strcmp(recompute, "on") && strcmp(recompute, "off")) {
         fprintf(stderr, "error: --recompute '%s': expected auto, on or off\n", recompute); return 2;
@@ -902,80 +908,96 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: --bench needs the latent shape: --latent-frames T --latent-height H --latent-width W (480p x 81 frames: 21 60 104)\n"); return 2;
     }
     if (tr.disc_width % 2) { fprintf(stderr, "error: --disc-width %d: expected an even width (the first two convolutions have W/2 channels)\n", tr.disc_width); return 2; }
-    if (!stage && (teacher_steps < 1 || tmmf_steps < 1 || dmd_iters < 1)) {
+    if (!stage && (teacher_steps == 0 || tmmf_steps == 0 || dmd_iters == 0)) {
         fprintf(stderr, "error: the pipeline needs --teacher-steps, --tmmf-steps, --dmd-iters >= 1 (found %d, %d, %d): every stage writes the "
                         "checkpoint the next one reads; give a trained teacher with --weights instead\n", teacher_steps, tmmf_steps, dmd_iters); return 2;
     }
-    if (!stage && 6 + 2 * tr.M > DISTILL_MAX_ROWS) {
-        fprintf(stderr, "error: --M %d: the pipeline's table has %d rows for M = %d and holds %d; use --M <= %d\n", tr.M, 6 + 2 * tr.M, tr.M,
-                DISTILL_MAX_ROWS, (DISTILL_MAX_ROWS - 6) / 2); return 2;
+    if (!stage && 8 + tr.M > DISTILL_MAX_ROWS) {   // real, 4 teacher rows, TMD after Stage 1, TMD at M' = 1..M, two baselines
+        fprintf(stderr, "error: --M %d: the pipeline's table has %d rows for M = %d and holds %d; use --M <= %d\n", tr.M, 8 + tr.M, tr.M,
+                DISTILL_MAX_ROWS, DISTILL_MAX_ROWS - 8); return 2;
     }
     if (!stage && (steps >= 0 || out || tr.student || tr.resume)) {
         fprintf(stderr, "error: --steps, --out, --student and --resume are for one --stage; the pipeline takes --teacher-steps, --tmmf-steps, "
                         "--dmd-iters and resumes from --run-dir by itself\n"); return 2;
     }
+    Table7 t7; const Table7* t7p = NULL;   // the stage table's scale: a Wan2.1 teacher on --data (Table 7), else the built-in world
     if (tr.data) {   // a real teacher distilled from a latent dataset: no teacher stage; Table 7 for the flags not given
-        char err[ST_ERRLEN]; WanConfig pc; Table7 t7;
+        char err[ST_ERRLEN]; WanConfig pc;
         if (!weights || (stage && !strcmp(stage, "teacher"))) { fprintf(stderr, "error: --data trains the students of a given teacher: add --weights TEACHER (and no --stage teacher)\n"); return 2; }
         if ((rc = train_data_peek_config(&pc, preset, weights, heads, err))) { fprintf(stderr, "error: %s\n", err); return rc; }
         TrainData probe;   // the file against the model now, before the weights are read
         if (train_data_open(&probe, tr.data, &pc, 0, 1, 0, 1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
         printf("data: %s, %lld samples, latents [%d, %d, %d, %d]\n", tr.data, (long long)probe.ld.n, probe.ld.C, probe.T, probe.H, probe.W);
         train_data_free(&probe);
-        if (table7_for(&pc, &t7)) {
-            int M = flag_given(argc, argv, "--M") ? tr.M : t7.M, s1 = stage && !strcmp(stage, "stage1");
+        if (table7_for(&pc, &t7)) {   // the architecture's and the discriminator's; every stage's own come from the stage table below
+            t7p = &t7;
             Table7Set set[] = {{"--M", &tr.M, NULL, (double)t7.M}, {"--N", &tr.N, NULL, (double)t7.N}, {"--head-blocks", &tr.H, NULL, (double)t7.H},
                                {"--disc-lr", NULL, &tr.disc_lr, t7.disc_lr}, {"--disc-width", &tr.disc_width, NULL, (double)table7_disc_width(&pc, t7.disc_params, NULL)},
-                               {"--accum", &tr.accum, NULL, 0},   // 0: the global batch over the ranks (train_tmd_distill)
-                               // the pipeline's stages
-                               {"--tmmf-steps", &tmmf_steps, NULL, (double)t7.stage1_steps}, {"--tmmf-lr", NULL, &tmmf_lr, t7.stage1_lr}, {"--tmmf-batch", &tmmf_batch, NULL, 1},
-                               {"--dmd-iters", &dmd_iters, NULL, (double)(M == 1 ? t7.stage2_steps_m1 : t7.stage2_steps_m2)}, {"--dmd-batch", &dmd_batch, NULL, 1},
-                               {"--student-lr", NULL, &student_lr, t7.student_lr}, {"--fake-lr", NULL, &fake_lr, t7.fake_lr},
-                               // one --stage (its --lr is also the fake score's)
-                               {"--steps", &steps, NULL, (double)(s1 ? t7.stage1_steps : M == 1 ? t7.stage2_steps_m1 : t7.stage2_steps_m2)},
-                               {"--lr", NULL, &lr, s1 ? t7.stage1_lr : t7.student_lr}, {"--batch", &batch, NULL, 1}};
-            int n = 13;
-            if (stage) { for (int k = 0; k < 3; k++) set[6 + k] = set[13 + k]; n = 9; }
-            if (stage && !strcmp(stage, "kd")) n = 5;   // --stage kd takes no --accum, --steps, --lr or --batch (its own are --kd-*)
-            table7_apply(&t7, set, n, argc, argv, stdout);
+                               {"--accum", &tr.accum, NULL, 0}};   // 0: the global batch over the ranks (train_tmd_distill)
+            table7_apply(&t7, set, stage && !strcmp(stage, "kd") ? 5 : 6, argc, argv, stdout);   // --stage kd takes no --accum
         }
-        if ((!stage && kd_steps > 0) || (stage && !strcmp(stage, "kd")))
-            printf("KD warm-up (Table 7 gives no KD settings; this trainer's defaults unless given): --kd-steps %d --kd-pairs %d --kd-batch %d --kd-lr %g\n",
-                   kd_steps, kd_pairs, kd_batch, kd_lr);
     }
-    if (lr < 0) lr = 3e-4;
-    if (steps < 0) steps = 1000;
+    // every stage's settings from one table (gpu/stage_plan.h), the flags given in their place; printed first
+    stage_defaults_print(stdout, tr.M, t7p);
+    int kind = stage ? stage_kind(stage) : -1;
+    StageDefaults st_teacher = stage_resolve(STAGE_TEACHER, 0, NULL, stage ? steps : teacher_steps, batch, lr, -1, -1);
+    StageDefaults st1 = stage_resolve(STAGE_STAGE1, tr.M, t7p, stage ? steps : tmmf_steps, stage ? batch : tmmf_batch, stage ? lr : tmmf_lr, -1, tr.clip_student);
+    StageDefaults st2 = stage_resolve(STAGE_STAGE2, tr.M, t7p, stage ? steps : dmd_iters, stage ? batch : dmd_batch, stage ? lr : student_lr, stage ? lr : fake_lr, tr.clip_student);
+    StageDefaults stb[2];   // the baselines: [0] at M = 1 (or the single stage's --M), [1] at Stage 2's M
+    for (int k = 0; k < 2; k++)
+        stb[k] = stage_resolve(STAGE_BASELINE, stage ? tr.M : k ? tr.M : 1, t7p, stage ? steps : dmd_iters, stage ? batch : dmd_batch, stage ? lr : student_lr,
+                               stage ? lr : fake_lr, tr.clip_student);
+    StageDefaults stk = stage_resolve(STAGE_KD, 1, t7p, kd_steps, kd_batch, kd_lr, -1, tr.clip_student);
+    KdDefaults kdd = kd_defaults(t7p);
+    if (kd_pairs > 0) kdd.pairs = kd_pairs;
+    if (kd_sampler_steps > 0) kdd.sampler_steps = kd_sampler_steps;
+    if (kd_cfg >= 0) kdd.cfg = kd_cfg;
+    if (kd_shift >= 0) kdd.shift = kd_shift;
+    if (kd_skip_layer >= -1) kdd.skip_layer = kd_skip_layer;
+    if (kd_shift == 0) { fprintf(stderr, "error: --kd-shift 0: expected a shift > 0 (1: none; -1: the stage table's)\n"); return 2; }
+    if (stk.batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --kd-batch %d: at most %d\n", stk.batch, TMD_MAX_BATCH); return 2; }
+    const StageDefaults* one = kind == STAGE_TEACHER ? &st_teacher : kind == STAGE_STAGE1 ? &st1 : kind == STAGE_STAGE2 ? &st2 : kind == STAGE_BASELINE ? &stb[0] : NULL;
+    if (one) { steps = one->steps; batch = one->batch; lr = one->lr; tr.clip_student = one->clip_student; }
+    else { batch = st_teacher.batch; lr = st_teacher.lr; steps = st_teacher.steps; }   // the pipeline's teacher (--stage kd: unused)
     TeacherRun tch = {steps, batch, seed, log_every, save_every < 0 ? 0 : save_every, warmup, lr, wd, max_grad_norm, p_drop, shift, out ? out : "teacher.safetensors"};
     char sheet[1024], kd_file[1024];
     if (!stage) {   // the pipeline's plan, printed before anything needs the GPU
         snprintf(sheet, sizeof(sheet), "%s/table.png", pl.run_dir);
         if (!pl.sheet) pl.sheet = sheet;
         pl.seed = seed; pl.have_teacher = weights != NULL;
-        pl.teacher = tch; pl.teacher.steps = teacher_steps; pl.teacher.save_every = 0;
+        pl.teacher = tch; pl.teacher.save_every = 0;
         TmdRun d = tr; d.seed = seed; d.log_every = log_every; d.save_every = save_every < 0 ? 100 : save_every; d.wd = wd;
-        pl.stage1 = d; pl.stage1.stage = "stage1"; pl.stage1.steps = tmmf_steps; pl.stage1.batch = tmmf_batch; pl.stage1.lr = pl.stage1.lr_fake = tmmf_lr;
-        pl.stage1.clip_student = tr.clip_student < 0 ? 0 : tr.clip_student;   // cpu/distill_run.h: Stage 1 unclipped
-        pl.stage2 = d; pl.stage2.stage = "stage2"; pl.stage2.steps = dmd_iters; pl.stage2.batch = dmd_batch; pl.stage2.lr = student_lr; pl.stage2.lr_fake = fake_lr;
-        pl.stage2.clip_student = tr.clip_student < 0 ? 10 : tr.clip_student;  // FastGen: the student at 10
-        pl.baseline = pl.stage2; pl.baseline.stage = "baseline";
+        pl.stage1 = d; pl.stage1.stage = "stage1"; pl.stage1.steps = st1.steps; pl.stage1.batch = st1.batch; pl.stage1.lr = pl.stage1.lr_fake = st1.lr;
+        pl.stage1.clip_student = st1.clip_student;
+        pl.stage2 = d; pl.stage2.stage = "stage2"; pl.stage2.steps = st2.steps; pl.stage2.batch = st2.batch; pl.stage2.lr = st2.lr; pl.stage2.lr_fake = st2.lr_fake;
+        pl.stage2.clip_student = st2.clip_student;
+        for (int k = 0; k < 2; k++) {
+            pl.baseline[k] = d; pl.baseline[k].stage = "baseline"; pl.baseline[k].M = k ? tr.M : 1; pl.baseline[k].steps = stb[k].steps; pl.baseline[k].batch = stb[k].batch;
+            pl.baseline[k].lr = stb[k].lr; pl.baseline[k].lr_fake = stb[k].lr_fake; pl.baseline[k].clip_student = stb[k].clip_student;
+        }
         snprintf(kd_file, sizeof(kd_file), "%s/kd_pairs.safetensors", pl.run_dir);
-        KdRun k = {NULL, NULL, NULL, kd_cache ? kd_cache : kd_file, 0, kd_steps, kd_batch, kd_pairs, seed, log_every, d.save_every, tr.N, tr.H,
-                   kd_lr, wd, pl.stage2.clip_student, pl.eval_steps, pl.cfg_eval, pl.shift_eval, tr.data};
+        KdRun k = {NULL, NULL, NULL, kd_cache ? kd_cache : kd_file, 0, stk.steps, stk.batch, kdd.pairs, seed, log_every, d.save_every, tr.N, tr.H,
+                   stk.lr, wd, stk.clip_student, kdd.sampler_steps, kdd.cfg, kdd.shift, kdd.skip_layer, tr.data};
         pl.kd = k; pl.kd_tmd = kd_tmd;
-        char gan_plan[160] = "no GAN terms (--gan-weight 0)";
+        char gan_plan[160] = "no GAN terms (--gan-weight 0)", slg[48] = "";
         if (tr.gan_weight > 0) snprintf(gan_plan, sizeof(gan_plan), "GAN weight %g (discriminator width %d, lr %g)", tr.gan_weight, tr.disc_width, tr.disc_lr);
+        if (kdd.skip_layer >= 0) snprintf(slg, sizeof(slg), ", skip-layer guidance at block %d", kdd.skip_layer);
         printf("train_tmd: the whole distillation of %s, checkpoints in %s/ (a rerun continues where this one stops)\n", tr.data ? "the teacher on --data" : "the built-in world", pl.run_dir);
         if (weights) printf("  1. teacher      from --weights %s (no teacher stage)\n", weights);
-        else printf("  1. teacher      flow matching, %d steps, batch %d, lr %g (skipped when %s/teacher.safetensors exists)\n", teacher_steps, batch, lr, pl.run_dir);
-        printf("  2. Stage 1      TM-MF, %d steps, batch %d, lr %g, M %d N %d H %d\n", tmmf_steps, tmmf_batch, tmmf_lr, tr.M, tr.N, tr.H);
-        printf("  3. Stage 2      DMD2-v with the flow-head rollout, %d iterations (student every %d-th), batch %d, lr %g / fake %g, %s\n",
-               dmd_iters, tr.update_every, dmd_batch, student_lr, fake_lr, gan_plan);
-        if (kd_tmd && kd_steps > 0) printf("     (--kd-tmd)   KD warm-up of the TMD student after Stage 1, as below\n");
-        if (kd_steps > 0)
-            printf("  4. baseline     KD warm-up of a plain Wan student at one step: %d steps, batch %d, lr %g on %d teacher ODE pairs (UniPC %d steps, CFG %g "
-                   "against %s, %s; cached in %s), then DMD2-v at M %d, the same settings\n", kd_steps, kd_batch, kd_lr, kd_pairs, pl.eval_steps, pl.cfg_eval,
-                   tr.data ? "the negative prompt" : "the empty caption", tr.data ? "the dataset's contexts" : "the world's captions", pl.kd.pairs_path, tr.M);
-        else printf("  4. baseline     DMD2-v on a plain Wan student at M %d, the same settings (no KD warm-up: --kd-steps 0)\n", tr.M);
+        else printf("  1. teacher      flow matching, %d steps, batch %d, lr %g (skipped when %s/teacher.safetensors exists)\n", tch.steps, tch.batch, tch.lr, pl.run_dir);
+        printf("  2. Stage 1      TM-MF, %d steps, batch %d, lr %g, %s, M %d N %d H %d\n", st1.steps, st1.batch, st1.lr,
+               st1.clip_student > 0 ? "the student clipped" : "unclipped", tr.M, tr.N, tr.H);
+        printf("  3. Stage 2      DMD2-v with the flow-head rollout, %d iterations (student every %d-th), batch %d, lr %g / fake %g, clip %g, %s\n",
+               st2.steps, tr.update_every, st2.batch, st2.lr, st2.lr_fake, st2.clip_student, gan_plan);
+        if (kd_tmd && stk.steps > 0) printf("     (--kd-tmd)   KD warm-up of the TMD student after Stage 1, as below\n");
+        if (stk.steps > 0)
+            printf("  4. baseline M1  KD warm-up of a plain Wan student at one step (%s/kd.safetensors): %d steps, batch %d, lr %g on %d teacher ODE pairs (UniPC %d steps, "
+                   "CFG %g against %s%s, %s; cached in %s), then DMD2-v at M 1: %d iterations (%s/baseline_m1.safetensors)\n", pl.run_dir, stk.steps, stk.batch, stk.lr,
+                   kdd.pairs, kdd.sampler_steps, kdd.cfg, tr.data ? "the negative prompt" : "the empty caption", slg, tr.data ? "the dataset's contexts" : "the world's captions",
+                   pl.kd.pairs_path, stb[0].steps, pl.run_dir);
+        else printf("  4. baseline M1  DMD2-v on a plain Wan student at M 1, %d iterations, no KD warm-up (--kd-steps 0)\n", stb[0].steps);
+        if (tr.M > 1) printf("     baseline M%d  DMD2-v on a plain Wan student at M %d, %d iterations, without KD (paper Table 4; %s/baseline_m%d.safetensors)\n",
+                             tr.M, tr.M, stb[1].steps, pl.run_dir, tr.M);
         if (tr.data) printf("  data           %s: latents and contexts, its negative prompt for CFG (no table: sample with ./sample_tmd)\n", tr.data);
         else printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n", pl.eval_n, pl.sheet);
         int world = comm_env_world();
@@ -999,16 +1021,16 @@ int main(int argc, char** argv) {
             wan_gpu_bench_weights(&c, params, (uint64_t)seed);
             printf("--bench: random teacher weights for %s (official init, a small random head), seed %d\n", c.name, seed);
         }
-        if (tr.clip_student < 0) tr.clip_student = 10.0;
         if (!strcmp(stage, "kd")) {
             KdRun k = {out ? out : (kd_tmd ? "kd_tmd.safetensors" : "kd.safetensors"), tr.resume, tr.student, kd_cache ? kd_cache : "kd_pairs.safetensors", kd_tmd,
-                       kd_steps, kd_batch, kd_pairs, seed, log_every, save_every < 0 ? 0 : save_every, tr.N, tr.H, kd_lr, wd, tr.clip_student,
-                       pl.eval_steps, pl.cfg_eval, pl.shift_eval, tr.data};
+                       stk.steps, stk.batch, kdd.pairs, seed, log_every, save_every < 0 ? 0 : save_every, tr.N, tr.H, stk.lr, wd, stk.clip_student,
+                       kdd.sampler_steps, kdd.cfg, kdd.shift, kdd.skip_layer, tr.data};
             rc = train_tmd_kd(&k, &c, params);
         } else {
-            tr.stage = stage; tr.out = out ? out : (!strcmp(stage, "stage1") ? "stage1.safetensors" : !strcmp(stage, "stage2") ? "stage2.safetensors" : "baseline.safetensors");
+            char bout[64]; snprintf(bout, sizeof(bout), "baseline_m%d.safetensors", tr.M);
+            tr.stage = stage; tr.out = out ? out : (!strcmp(stage, "stage1") ? "stage1.safetensors" : !strcmp(stage, "stage2") ? "stage2.safetensors" : bout);
             tr.steps = tr.bench ? tr.bench : steps; tr.batch = batch; tr.seed = seed; tr.log_every = log_every; tr.save_every = save_every < 0 ? 0 : save_every;
-            tr.lr = tr.lr_fake = lr; tr.wd = wd;
+            tr.lr = lr; tr.lr_fake = one->lr_fake; tr.wd = wd;   // the stage table's (a given --lr is the fake score's too)
             rc = train_tmd_distill(&tr, &c, params);
         }
     }

@@ -24,7 +24,7 @@ static double shifted_time(Rng* r, double gamma) { return clamp_time(time_shift(
 
 typedef struct {
     int M;              // outer steps the student is trained for: t_i uniform over {t_1..t_M}
-    double gamma_outer; // shift of the outer grid (t_student, 10)
+    double gamma_outer; // shift of the outer grid (t_student: outer_shift_default(M))
     int N;              // inner steps: the (s, r) grid s_j = shift_10(j/N)
     double gamma_inner; // shift of the inner grid (s_student, 10)
     double gamma_s;     // shift of s_mf (3)
@@ -37,7 +37,11 @@ typedef struct {
     int plain_tangent;  // 1: take du/ds along the conditional v instead of the guided v_g (ablation of fix 1)
 } TmmfConfig;
 
-static TmmfConfig tmmf_defaults(void) { TmmfConfig c = {2, 10, 2, 10, 3, 0.75, 3, 0.1, 5e-3, 1.0, 0, 0}; return c; }
+// Stage 1's settings for a student of M outer steps (t_student shift: outer_shift_default(M), the samplers' too)
+static TmmfConfig tmmf_defaults(int M) {
+    TmmfConfig c = {M, outer_shift_default(M), 2, 10, 3, 0.75, 3, 0.1, 5e-3, 1.0, 0, 0};
+    return c;
+}
 
 typedef struct {
     WanAct bb, bb_u;        // backbone activations: conditional (with gradients) and unconditional (guidance)
@@ -263,7 +267,7 @@ static void generator_backward(Generator* G, StudentParams* dS, WanParams* dP, c
 
 typedef struct {
     int M;                // outer steps of the student
-    double gamma_outer;   // t_student shift (10)
+    double gamma_outer;   // t_student shift (outer_shift_default(M))
     double gamma_dmd;     // t_dmd shift (5)
     double cfg;           // teacher guidance in the VSD gradient (5)
     double gan_weight;    // λ (0.03)
@@ -275,7 +279,11 @@ typedef struct {
                        // real data (the paper, App. A.3)
 } DmdConfig;
 
-static DmdConfig dmd_defaults(void) { DmdConfig c = {2, 10, 5, 5, 0.03, 5, 0, 0, 0}; return c; }
+// Stage 2's settings for a student of M outer steps (t_student shift: outer_shift_default(M), the samplers' too)
+static DmdConfig dmd_defaults(int M) {
+    DmdConfig c = {M, outer_shift_default(M), 5, 5, 0.03, 5, 0, 0, 0};
+    return c;
+}
 
 // the VSD gradient on x̂ (Eq. 11; DMD's normalised form): grad = (g_fake − g_teacher) / (mean|x̂ − g_teacher| + 1e-6),
 // the epsilon FastGen's variational_score_distillation_loss adds (l1: the paper's mean|g_fake − g_teacher| instead).

@@ -32,7 +32,7 @@ typedef struct {
     int kd_tmd;           // also KD-warm the one-step TMD student (the paper warms only the DMD2-v baseline)
     int M, N, H, fusion;
     int per_m; // 1: a separate student for every M in 1..M (the paper's protocol); 0: one at M, sampled at 1..M
-    double gamma_outer;   // t_student shift; 0: the default for each M (10, or 5 for M >= 3)
+    double gamma_outer;   // t_student shift; 0: the default for each M (outer_shift_default: 10, or 5 for M >= 4)
     double gamma_inner, gamma_dmd, cfg_dmd, cfg_tmmf;
     int baseline;        // also distill the DMD2-v baseline student (same Stage 2 settings; KD-warmed at M = 1)
     int eval_n;          // clips scored per row
@@ -379,8 +379,7 @@ static void distill_stage1(DistillWorld* W, const DistillOpts* o, int M, double*
     student_init(&sc, stu, W->teacher, o->seed + 5);
     StudentParams S, dS; student_carve(&sc, &S, stu); student_carve(&sc, &dS, gs);
     TmmfWork tw; tmmf_work_init(&tw, &sc, &W->g);
-    TmmfConfig tc = tmmf_defaults();
-    tc.M = M;
+    TmmfConfig tc = tmmf_defaults(M);
     tc.N = o->N;
     tc.gamma_outer = distill_outer_shift(o, M);
     tc.gamma_inner = o->gamma_inner;
@@ -540,8 +539,7 @@ static void distill_stage2(DistillWorld* W, const DistillOpts* o, int M, int tmd
     else { wan_carve(&sc->wan, &P, student_buf); wan_carve(&sc->wan, &dP, gstu); }
     Generator G; generator_init(&G, tmd, sc, g, o->N, o->gamma_inner); G.S = &S; G.P = &P; G.rollout_grad = o->rollout; G.xhat_eq15 = o->xhat_eq15;
     DmdWork w; dmd_work_init(&w, &sc->wan, g, &dc);
-    DmdConfig cf = dmd_defaults();
-    cf.M = M;
+    DmdConfig cf = dmd_defaults(M);
     cf.gamma_outer = distill_outer_shift(o, M);
     cf.gamma_dmd = o->gamma_dmd;
     cf.cfg = o->cfg_dmd;
@@ -612,7 +610,7 @@ static int distill_run(const DistillOpts* o, DistillRow* rows) {
     size_t ns = student_num_params(&sc), per = W.numel * DISTILL_SHEET_CLIPS;
     printf("  student: M 1..%d (%s), N %d, H %d (%s fusion), t_student shift %s\n", o->M,
            o->per_m ? "one student per M" : "one student", o->N, o->H, o->fusion ? "concat" : "gated",
-           o->gamma_outer > 0 ? "fixed" : "10 (5 for M >= 3)");
+           o->gamma_outer > 0 ? "fixed" : "10 (5 for M >= 4)");
     float* sheet = o->sheet ? (float*)calloc(per * DISTILL_MAX_ROWS, sizeof(float)) : NULL;
 #define KEEP (sheet ? sheet + per * nr : NULL)
     int nr = distill_teacher_rows(&W, o, rows, sheet);
@@ -703,7 +701,7 @@ static int distill_parse_flags(DistillOpts* o, int argc, char** argv, int first,
                   "the discriminator draws its own t and noise (default: the fake score's)"),
         FLAG_BOOL("--rollout", &o->rollout, "backpropagate through all N inner steps"),
         FLAG_DOUBLE_R("--cfg-dmd", &o->cfg_dmd, 0, 100, "teacher guidance in the VSD gradient"),
-        FLAG_DOUBLE_R("--shift-student", &o->gamma_outer, 0, 100, "t_student shift of the outer grid (0: 10, or 5 for M >= 3)"),
+        FLAG_DOUBLE_R("--shift-student", &o->gamma_outer, 0, 100, "t_student shift of the outer grid (0: outer_shift_default: 10, or 5 for M >= 4)"),
         FLAG_DOUBLE_R("--shift-inner", &o->gamma_inner, 0.01, 100, "shift of the inner grid"),
         FLAG_DOUBLE_R("--shift-dmd", &o->gamma_dmd, 0.01, 100, "t_dmd shift (1: none)"),
         FLAG_INT_R("--kd-pairs", &o->kd_pairs, 1, BIG, "KD warm-up: teacher ODE pairs"),

@@ -57,7 +57,7 @@ static void ds_stage2_(int tmd, const StudentConfig* sc, const WanGrid* g, doubl
     G.rollout_grad = 1;
     DmdWork w;
     dmd_work_init(&w, &sc->wan, g, &dc);
-    DmdConfig cf = dmd_defaults();
+    DmdConfig cf = dmd_defaults(2);
     AdamW os, of, od;
     adamw_init(&os, n_student, 1e-3, 0.9, 0.99, 1e-8, 0.01, err);
     adamw_init(&of, nw, 1e-3, 0.9, 0.99, 1e-8, 0.01, err);
@@ -166,7 +166,7 @@ static void test_distill_smoke(void) {
     student_carve(&sc, &dS, gs);
     TmmfWork tw;
     tmmf_work_init(&tw, &sc, &g);
-    TmmfConfig tc = tmmf_defaults();
+    TmmfConfig tc = tmmf_defaults(2);
     AdamW om;
     adamw_init(&om, ns, 3e-4, 0.9, 0.99, 1e-8, 0.01, err);
     stream_init(&ws, &wc, 3, 2);

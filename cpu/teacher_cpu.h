@@ -466,12 +466,17 @@ typedef struct {
     int rows_cond; // [rows, text_dim]
     const real* ctx_uncond;
     int rows_uncond; // [rows, text_dim]; 0 rows = the empty caption
+    // skip-layer guidance (slg 1): the unconditional forward leaves out block slg_block, so CFG's
+    // v = v_u' + w·(v_c − v_u') guides away from the model without that block (NVlabs/FastGen: WanT2V sample() passes
+    // skip_layers to the negative-condition call only, from the first step; Table 7's KD trajectories: skip-layer 10)
+    int slg, slg_block;
 } WanVelocity;
 
 static void wan_velocity(real* v, const real* x, double sigma, double t_model, int cond, void* user) {
     (void)sigma;
     WanVelocity* w = (WanVelocity*)user;
-    wan_forward(w->act, w->P, x, t_model, cond ? w->ctx_cond : w->ctx_uncond, cond ? w->rows_cond : w->rows_uncond);
+    wan_forward_skipping(w->act, w->P, x, t_model, cond ? w->ctx_cond : w->ctx_uncond, cond ? w->rows_cond : w->rows_uncond,
+                         !cond && w->slg ? w->slg_block : -1);
     const WanGrid* g = &w->act->g;
     memcpy(v, w->act->out, sizeof(real) * (size_t)w->act->cfg.out_dim * g->T * g->Hl * g->Wl);
 }

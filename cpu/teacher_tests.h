@@ -745,6 +745,64 @@ static void test_teacher_cfg(void) {
     free(noise);
 }
 
+
+// skip-layer guidance (the KD trajectories of Table 7: "skip-layer 10"; NVlabs/FastGen's Wan sampler drops the listed
+// blocks from the unconditional forward only): a forward that skips block k is the forward of the model with block k
+// removed; through wan_velocity the guided velocity is v_u' + w (v_c − v_u') with v_u' the skipping forward on the
+// unconditional caption, the conditional forward whole; slg off is plain CFG
+static void test_teacher_slg(void) {
+    printf("\n[teacher] skip-layer guidance: the unconditional forward without block k\n");
+    WanConfig c; char err[ST_ERRLEN];
+    wan_preset(&c, "tiny", err);
+    c.num_layers = 3;
+    int C = 3, T = 2, H = 8, W = 8, Lt = 4, k = 1;
+    size_t n = (size_t)C * T * H * W, np = wan_num_params(&c);
+    double* buf = tt_alloc_(np);
+    random_params(&c, buf, 4242);
+    WanParams P; wan_carve(&c, &P, buf);
+    WanConfig c2 = c; c2.num_layers = c.num_layers - 1;   // the same model with block k removed: blocks after k move up
+    WanParams P2 = P;
+    for (int l = k; l < c2.num_layers; l++) P2.blocks[l] = P.blocks[l + 1];
+    WanGrid g, g2; wan_grid(&g, &c, C, T, H, W, err); wan_grid(&g2, &c2, C, T, H, W, err);
+    WanAct act, act2; wan_act_init(&act, &c, &g); wan_act_init(&act2, &c2, &g2);
+    Rng r = rng_make(2718);
+    double* x = tt_randn_(n, &r, 0, 1);
+    double* ctx = tt_randn_((size_t)Lt * c.text_dim, &r, 0, 1);
+    double* whole = tt_alloc_(n); double* skipped = tt_alloc_(n); double* removed = tt_alloc_(n);
+    wan_forward(&act, &P, x, 700, ctx, Lt); memcpy(whole, act.out, sizeof(double) * n);
+    wan_forward_skipping(&act, &P, x, 700, ctx, Lt, k); memcpy(skipped, act.out, sizeof(double) * n);
+    wan_forward(&act2, &P2, x, 700, ctx, Lt); memcpy(removed, act2.out, sizeof(double) * n);
+    double d_rem = tt_maxabs_diff_(skipped, removed, n), d_whole = tt_maxabs_diff_(skipped, whole, n);
+    printf("  %d blocks, block %d skipped vs the model without it: max diff %.3g (want 0); vs the whole model %.3g (want > 0)\n",
+           c.num_layers, k, d_rem, d_whole);
+    EXPECT(d_rem == 0, "skipping block %d differs from removing it by %.3e", k, d_rem);
+    EXPECT(d_whole > 1e-6, "skipping block %d changed nothing (%.3e): the test cannot see a skip", k, d_whole);
+    wan_forward_skipping(&act, &P, x, 700, ctx, Lt, -1);
+    EXPECT(tt_maxabs_diff_(act.out, whole, n) == 0, "skip -1 is not the whole forward");
+    // through the sampler: 1 Euler step with CFG w = 5 and SLG at block k
+    SampleOpts o1 = {1, 5.0, 5.0, SOLVER_EULER, GRID_UNIPC, 1};
+    double sg[2]; teacher_sigmas(sg, 1, 5.0, GRID_UNIPC, err);
+    double tm = floor(1000 * sg[0]);
+    double* vc = tt_alloc_(n); double* vu = tt_alloc_(n); double* vus = tt_alloc_(n); double* want = tt_alloc_(n); double* out = tt_alloc_(n);
+    wan_forward(&act, &P, x, tm, ctx, Lt); memcpy(vc, act.out, sizeof(double) * n);
+    wan_forward(&act, &P, x, tm, NULL, 0); memcpy(vu, act.out, sizeof(double) * n);
+    wan_forward_skipping(&act, &P, x, tm, NULL, 0, k); memcpy(vus, act.out, sizeof(double) * n);
+    WanVelocity wv = {&act, &P, ctx, Lt, NULL, 0, 1, k};
+    int nfe = 0;
+    memcpy(out, x, sizeof(double) * n);
+    teacher_sample(out, n, wan_velocity, &wv, &o1, &nfe, err);
+    for (size_t i = 0; i < n; i++) want[i] = x[i] - sg[0] * (vus[i] + 5.0 * (vc[i] - vus[i]));
+    expect_close_d("SLG: 1 Euler step = x - sigma (v_u' + w (v_c - v_u')), v_u' without block 1", out, want, (long)n, 1e-13);
+    EXPECT(nfe == 2, "SLG costs no extra forward: NFE %d, want 2", nfe);
+    wv.slg = 0;
+    memcpy(out, x, sizeof(double) * n);
+    teacher_sample(out, n, wan_velocity, &wv, &o1, &nfe, err);
+    for (size_t i = 0; i < n; i++) want[i] = x[i] - sg[0] * (vu[i] + 5.0 * (vc[i] - vu[i]));
+    expect_close_d("SLG off: plain CFG", out, want, (long)n, 1e-13);
+    free(buf); free(x); free(ctx); free(whole); free(skipped); free(removed); free(vc); free(vu); free(vus); free(want); free(out);
+    wan_act_free(&act); wan_act_free(&act2);
+}
+
 // =========================================================================================================
 // a tiny teacher training run, then sampling it through the Wan adapter
 
@@ -835,7 +893,7 @@ static void test_teacher_training(void) {
 
     // sampling the trained model through wan_velocity: a 1-step Euler sample is x − σ_0·v_cfg with the model
     // fed floor(1000 σ_0) (checked against direct forwards), and UniPC with CFG reports 2 NFE per step
-    WanVelocity wv = {&act, &P, ctx[0], Lt, NULL, 0};
+    WanVelocity wv = {&act, &P, ctx[0], Lt, NULL, 0, 0, 0};
     EXPECT(wan_velocity_check(&wv, C, T, H, W, err) == 0, "%s", err);
     double* noise = tt_randn_(n, &r, 0, 1);
     double* x = tt_alloc_(n);
@@ -890,6 +948,7 @@ static void test_teacher(void) {
     test_teacher_flow_matching();
     test_teacher_solvers();
     test_teacher_cfg();
+    test_teacher_slg();
     test_teacher_training();
 #ifdef _OPENMP
     omp_set_num_threads(threads);

@@ -301,7 +301,7 @@ static void test_tmmf_grads(void) {
                   &w,
                   (double*)malloc(sizeof(double) * n),
                   (double*)malloc(sizeof(double) * 96),
-                  tmmf_defaults(),
+                  tmmf_defaults(2),
                   0};
     k.cf.p_tm = 0; k.cf.p_drop = 0; k.cf.c_norm = 1;
     Rng r = rng_make(44);
@@ -420,7 +420,7 @@ static void test_dmd_grads(void) {
                     &g,
                     (double*)malloc(sizeof(double) * n),
                     (double*)malloc(sizeof(double) * 96),
-                    dmd_defaults(),
+                    dmd_defaults(2),
                     0};
     for (size_t i = 0; i < n; i++) k.x[i] = rng_normal(&r);
     for (int i = 0; i < 96; i++) k.ctx[i] = rng_normal(&r);
@@ -496,7 +496,7 @@ static void test_dmd_grads(void) {
         dmd_work_free(&wm); free(mb); free(gmb);
     }
     // VSD: when the fake score equals the teacher (and guidance is 1), the gradient on x̂ vanishes
-    DmdConfig c1 = dmd_defaults(); c1.cfg = 1; c1.gan_weight = 0;
+    DmdConfig c1 = dmd_defaults(2); c1.cfg = 1; c1.gan_weight = 0;
     double* gsb = (double*)calloc(ns, sizeof(double)); StudentParams dS; student_carve(&sc, &dS, gsb);
     Rng r3 = rng_make(5);
     DmdStats st = dmd_student_sample(&G, &dS, NULL, &w, &T, &T, &D, &dc, &g, k.x, k.ctx, 3, NULL, 0, &c1, &r3, 1);
@@ -665,9 +665,9 @@ static void test_time_grids(void) {
         printf(")\n");
         EXPECT(worst < 1e-3, "outer grid M %d, shift %g does not cut to FastGen's list", cases[c].M, cases[c].gamma);
     }
-    EXPECT(outer_shift_default(1) == 10 && outer_shift_default(2) == 10 && outer_shift_default(3) == 5 &&
-               outer_shift_default(4) == 5,
-           "default t_student shift: 10 for M <= 2, 5 for M >= 3 (App. B.6)");
+    EXPECT(outer_shift_default(1) == 10 && outer_shift_default(2) == 10 && outer_shift_default(3) == 10 &&
+               outer_shift_default(4) == 5 && outer_shift_default(8) == 5,
+           "default t_student shift: 10 for M <= 3 (Table 7; Table 11 at 3 steps), 5 for M >= 4 (App. B.6)");
 }
 
 // ---- the TM-MF target's fixed point (fix 1), in closed form. Inner data y ~ N(μ, σ²I), noise y1 ~ N(0, I),
@@ -865,7 +865,7 @@ static void test_disc_multiscale(void) {
 static void check_critic_noise(Generator* G, DmdWork* w, WanParams* T, WanParams* F, DiscParams* D, DiscConfig* dc,
                                const WanGrid* g, const double* x, const double* ctx) {
     for (int own = 0; own < 2; own++) {
-        DmdConfig cf = dmd_defaults(); cf.gan_own_noise = own;
+        DmdConfig cf = dmd_defaults(2); cf.gan_own_noise = own;
         size_t nd = disc_carve(dc, NULL, NULL);
         double* sbuf = (double*)calloc(nd, sizeof(double));
         DiscParams scratch;

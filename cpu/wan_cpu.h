@@ -510,23 +510,37 @@ static size_t wan_act_bytes(const WanConfig* c, const WanGrid* g) {
 
 static real* wan_xs(const WanAct* a, int l) { return a->xs + (size_t)l * a->g.L * a->cfg.dim; }
 
-// embeddings and the first n blocks: after it, wan_xs(a, n) holds the residual stream after block n−1
-// (the TMD backbone's main feature when n = L − H; teacher features for the discriminator at any n)
-static void wan_forward_blocks(WanAct* a, const WanParams* P, const real* x, double t, const real* ctx, int Lt, int n) {
+// embeddings and the first n blocks, block `skip` left out (its input passed on unchanged; skip < 0: none): after it,
+// wan_xs(a, n) holds the residual stream after block n−1
+static void wan_forward_blocks_skipping_(WanAct* a, const WanParams* P, const real* x, double t, const real* ctx, int Lt, int n, int skip) {
     const WanConfig* c = &a->cfg;
     a->Lt = Lt;
     wan_time_forward(&a->time, P, c, t);
     wan_text_forward(&a->text, P, c, ctx, Lt);
     wan_patch_embed_forward(wan_xs(a, 0), a->patches, P, c, &a->g, x);
-    for (int l = 0; l < n; l++)
+    for (int l = 0; l < n; l++) {
+        if (l == skip) { memcpy(wan_xs(a, l + 1), wan_xs(a, l), sizeof(real) * (size_t)a->g.L * c->dim); continue; }
         wan_block_forward(wan_xs(a, l + 1), &a->blocks[l], &P->blocks[l], c, wan_xs(a, l), a->time.e0, a->text.c,
                           a->rope, a->g.L);
+    }
+}
+
+// embeddings and the first n blocks: after it, wan_xs(a, n) holds the residual stream after block n−1
+// (the TMD backbone's main feature when n = L − H; teacher features for the discriminator at any n)
+static void wan_forward_blocks(WanAct* a, const WanParams* P, const real* x, double t, const real* ctx, int Lt, int n) {
+    wan_forward_blocks_skipping_(a, P, x, t, ctx, Lt, n, -1);
+}
+
+// WanModel.forward for one sample with block `skip` left out (skip < 0: none): skip-layer guidance's unconditional
+// branch (NVlabs/FastGen fastgen/networks/Wan/network.py: the block loop `continue`s over the indices in skip_layers)
+static void wan_forward_skipping(WanAct* a, const WanParams* P, const real* x, double t, const real* ctx, int Lt, int skip) {
+    wan_forward_blocks_skipping_(a, P, x, t, ctx, Lt, a->cfg.num_layers, skip);
+    wan_head_forward(a->out, &a->head, P, &a->cfg, &a->g, wan_xs(a, a->cfg.num_layers), a->time.e);
 }
 
 // WanModel.forward for one sample: x [in_dim, T, Hl, Wl], t = timestep (1000·σ), ctx [Lt, text_dim]. → a->out
 static void wan_forward(WanAct* a, const WanParams* P, const real* x, double t, const real* ctx, int Lt) {
-    wan_forward_blocks(a, P, x, t, ctx, Lt, a->cfg.num_layers);
-    wan_head_forward(a->out, &a->head, P, &a->cfg, &a->g, wan_xs(a, a->cfg.num_layers), a->time.e);
+    wan_forward_skipping(a, P, x, t, ctx, Lt, -1);
 }
 
 // backward of wan_forward_blocks(..., n): dtop = d xs[n] (may be NULL); dfeat[l] (l = 1..n, the array and its

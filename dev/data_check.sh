@@ -26,7 +26,7 @@ t --stage stage1 --steps 1 --out "$W/s1_half.safetensors" > /dev/null
 t --stage stage1 --steps 2 --resume "$W/s1_half.safetensors" --out "$W/s1_resumed.safetensors" | grep -E "resumed|TM-MF step"
 cmp "$W/s1.safetensors" "$W/s1_resumed.safetensors" && echo "Stage 1 on --data: 1 + 1 resumed steps = 2 steps, byte for byte"
 t --stage stage2 --student "$W/s1.safetensors" --steps 2 --out "$W/s2.safetensors"
-K="--stage kd --kd-steps 2 --kd-pairs 3 --kd-batch 1 --teacher-eval-steps 2 --kd-cache $W/kd_pairs.safetensors"
+K="--stage kd --kd-steps 2 --kd-pairs 3 --kd-batch 1 --kd-sampler-steps 2 --kd-cache $W/kd_pairs.safetensors"
 t $K --out "$W/kd.safetensors"
 t $K --out "$W/kd_again.safetensors" | grep -E "KD: .*loaded|KD step"
 cmp "$W/kd.safetensors" "$W/kd_again.safetensors" && echo "KD on --data: the pairs reloaded from their cache train the same student, byte for byte"

@@ -187,7 +187,7 @@ static int plan_check(const MemPlan* p, double free_bytes, double reserve_bytes,
     if (p->total + reserve_bytes <= free_bytes) return 0;
     int big = 0; for (int i = 1; i < p->n; i++) if (p->item[i].bytes > p->item[big].bytes) big = i;
     snprintf(err, errlen, "the step needs %.2f GiB (+%.2f GiB reserved) but the GPU has %.2f GiB free; the largest item is %s (%.2f GiB). "
-             "Lower --batch, turn on --recompute, use the flash attention, or a smaller preset (sharding over GPUs is not implemented yet)",
+             "Lower --batch, turn on --recompute, use the flash attention, or a smaller preset; ./train_tmd --plan --ranks K --cp K2 prints the step on K GPUs (the optimizer state is sharded over ranks today, the weights and gradients not yet)",
              p->total / PLAN_GIB, reserve_bytes / PLAN_GIB, free_bytes / PLAN_GIB, p->item[big].name, p->item[big].bytes / PLAN_GIB);
     return 1;
 }

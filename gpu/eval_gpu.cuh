@@ -88,7 +88,7 @@ static void eval_gpu_teacher_row(EvalGpu* e, DistillRow* row, int r, const WanGp
     else snprintf(name, sizeof(name), "teacher Euler %d step%s, CFG %g", steps, steps > 1 ? "s" : "", cfg);
     size_t nx = e->numel * e->n;
     cudaCheck(cudaMemcpy(e->hx, e->noise, sizeof(float) * nx, cudaMemcpyDeviceToHost));
-    WanGpuVelocity vel = {&e->a, &T->w, e->ctx, e->ctx_u, e->x, e->stage, nx};
+    WanGpuVelocity vel = {&e->a, &T->w, e->ctx, e->ctx_u, e->x, e->stage, nx, 0, 0};
     SampleOpts so = {steps, shift, cfg, solver, GRID_UNIPC, 0};   // as cpu/distill_run.h distill_teacher_sample
     int nfe = 0;
     struct timespec t0, t1; clock_gettime(CLOCK_MONOTONIC, &t0);   // host wall time: the solver runs on the host, each evaluation copies the latents both ways
@@ -101,7 +101,7 @@ static void eval_gpu_teacher_row(EvalGpu* e, DistillRow* row, int r, const WanGp
 static void eval_gpu_student_row(EvalGpu* e, DistillRow* row, int r, const char* name, const TmdGpuStudent* S, TmdGpuRollout* ro,
                                  const WanGpuModel* P, int M, double nfe) {
     size_t nx = e->numel * e->n;
-    double gamma_outer = outer_shift_default(M);   // App. B.6: 10, or 5 for M >= 3
+    double gamma_outer = outer_shift_default(M);   // the trainers' (cpu/tmd_cpu.h)
     cudaCheck(cudaMemcpy(e->x, e->noise, sizeof(float) * nx, cudaMemcpyDeviceToDevice));
     cudaEvent_t e0, e1; cudaCheck(cudaEventCreate(&e0)); cudaCheck(cudaEventCreate(&e1));
     cudaCheck(cudaEventRecord(e0));

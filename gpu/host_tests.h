@@ -10,6 +10,8 @@
 #include "../lib/shard.h"   // the shard layout of a model's flat buffer over K ranks
 #include "shard_plan.h"     // the per-rank plan on many GPUs (./train_tmd --plan)
 #include "train_data.h"     // Table 7: the 1.3B and 14B students and discriminator sizes the plan targets use
+#include "../cpu/distill_run.h"     // distill_defaults: the CPU reference's method, which the world's stage table follows
+#include "stage_plan.h"             // train_tmd's stage table, its configs for M and the pipeline's stages
 
 // the plan for a preset at a latent grid, with the student's extras counted by the CPU reference's own layout
 // and the discriminator heads dc (NULL: none)
@@ -544,6 +546,91 @@ static void test_shard_plan(void) {
     printf("  cp 3 on 12 ranks -> %s\n", err);
 }
 
+// train_tmd's stages (gpu/stage_plan.h): the outer grid it trains on is the one its samplers sample on, for every M;
+// the single stages' defaults are the pipeline's, the CPU reference's and Table 7's; the pipeline trains the paper's
+// two DMD2-v baselines (M = 1 KD-warmed, M >= 2 without KD)
+static void test_stage_plan(void) {
+    printf("\n[stages] train_tmd's stage table, its outer grid for M, the pipeline's stages\n");
+    char err[ST_ERRLEN];
+    // 1. the trainers' t_student grid (Stage 1, Stage 2 and the baselines: stage_tmmf_config, stage_dmd_config, as
+    // train_tmd_distill builds them) against the samplers' (sample_tmd.cu and gpu/eval_gpu.cuh: outer_shift_default)
+    int bad = 0;
+    for (int M = 1; M <= 8; M++) {
+        TmmfConfig tc = stage_tmmf_config(M, 2, NULL); DmdConfig dc = stage_dmd_config(M, 0.03, 5);
+        double ts[65], td[65], tsamp[65];
+        outer_grid(ts, tc.M, tc.gamma_outer); outer_grid(td, dc.M, dc.gamma_outer); outer_grid(tsamp, M, outer_shift_default(M));
+        for (int i = 0; i <= M; i++) if (ts[i] != tsamp[i] || td[i] != tsamp[i] || tc.M != M || dc.M != M) bad++;
+    }
+    EXPECT(bad == 0, "the trainers' outer grid differs from the samplers' at %d points (M = 1..8)", bad);
+    {   // at M = 4 both are FastGen's 4-step list [0.999, 0.937, 0.833, 0.624] (γ 5, App. B.6), cut to 3 decimals
+        TmmfConfig tc = stage_tmmf_config(4, 2, NULL); DmdConfig dc = stage_dmd_config(4, 0.03, 5);
+        double ts[5], td[5], want[5] = {0, 0.624, 0.833, 0.937, 0.999}, worst = 0;
+        outer_grid(ts, 4, tc.gamma_outer); outer_grid(td, 4, dc.gamma_outer);
+        for (int i = 0; i <= 4; i++) worst = fmax(worst, fmax(fabs(floor(ts[i] * 1000) / 1000 - want[i]), fabs(floor(td[i] * 1000) / 1000 - want[i])));
+        printf("  M 4: Stage 1 trains at t = %.3f %.3f %.3f %.3f, Stage 2 at %.3f %.3f %.3f %.3f (FastGen: 0.624 0.833 0.937 0.999)\n",
+               ts[1], ts[2], ts[3], ts[4], td[1], td[2], td[3], td[4]);
+        EXPECT(worst < 1e-9, "M 4: the trainers' outer grid is not FastGen's 4-step list (worst %.3g)", worst);
+        TmmfConfig t3 = stage_tmmf_config(3, 2, NULL);
+        EXPECT(t3.gamma_outer == 10, "M 3: t_student shift %g, want 10 (Table 7's default; Table 11 at 3 steps)", t3.gamma_outer);
+    }
+    // 2. the world's table is the CPU reference's method (cpu/distill_run.h distill_defaults)
+    DistillOpts o = distill_defaults();
+    StageDefaults s1 = stage_defaults(STAGE_STAGE1, 2, NULL), s2 = stage_defaults(STAGE_STAGE2, 2, NULL), b1 = stage_defaults(STAGE_BASELINE, 1, NULL);
+    StageDefaults kd = stage_defaults(STAGE_KD, 1, NULL);
+    printf("  world: Stage 1 lr %g clip %g (CPU %g, %g); Stage 2 lr %g / fake %g clip %g (CPU %g / %g, %g)\n", s1.lr, s1.clip_student, o.tmmf_lr,
+           o.clip_tmmf, s2.lr, s2.lr_fake, s2.clip_student, o.student_lr, o.fake_lr, o.clip_student);
+    EXPECT(s1.lr == o.tmmf_lr && s1.clip_student == o.clip_tmmf, "world Stage 1: lr %g clip %g, the CPU reference's %g, %g", s1.lr, s1.clip_student, o.tmmf_lr, o.clip_tmmf);
+    EXPECT(s2.lr == o.student_lr && s2.lr_fake == o.fake_lr && s2.clip_student == o.clip_student && b1.lr == s2.lr && b1.clip_student == s2.clip_student,
+           "world Stage 2 / baseline: lr %g, fake %g, clip %g; the CPU reference's %g, %g, %g", s2.lr, s2.lr_fake, s2.clip_student, o.student_lr, o.fake_lr, o.clip_student);
+    EXPECT(kd.clip_student == o.clip_student, "world KD clip %g, the CPU's student clip %g", kd.clip_student, o.clip_student);
+    // a single stage resolves through the same table (no flags given: the table; a flag given: the flag)
+    StageDefaults r1 = stage_resolve(STAGE_STAGE1, 2, NULL, -1, -1, -1, -1, -1), r2 = stage_resolve(STAGE_STAGE2, 2, NULL, -1, -1, -1, -1, -1);
+    StageDefaults rg = stage_resolve(STAGE_STAGE2, 2, NULL, 7, 3, 2e-4, 2e-4, 1);
+    EXPECT(!memcmp(&r1, &s1, sizeof(r1)) && !memcmp(&r2, &s2, sizeof(r2)), "a stage with no flags is not the table's");
+    EXPECT(rg.steps == 7 && rg.batch == 3 && rg.lr == 2e-4 && rg.lr_fake == 2e-4 && rg.clip_student == 1, "the given flags did not win");
+    // Table 7 (1.3B, 14B) and the KD warm-up's settings, the teacher's trajectories sampled as Wan2.1 samples
+    WanConfig c13, c14; Table7 t13, t14;
+    wan_preset(&c13, "wan2.1-t2v-1.3b", err); wan_preset(&c14, "wan2.1-t2v-14b", err);
+    EXPECT(table7_for(&c13, &t13) && table7_for(&c14, &t14), "Table 7 not found for the presets");
+    StageDefaults w1 = stage_defaults(STAGE_STAGE1, 2, &t13), w2 = stage_defaults(STAGE_STAGE2, 2, &t13), wb1 = stage_defaults(STAGE_BASELINE, 1, &t13);
+    StageDefaults k13 = stage_defaults(STAGE_KD, 1, &t13), k14 = stage_defaults(STAGE_KD, 1, &t14);
+    EXPECT(w1.steps == 3000 && w1.lr == 3e-5 && w1.clip_student == 0, "1.3B Stage 1: %d steps, lr %g, clip %g; Table 7: 3k, 3e-5, none", w1.steps, w1.lr, w1.clip_student);
+    EXPECT(w2.steps == 4000 && wb1.steps == 12000 && w2.lr == 1e-5 && w2.lr_fake == 1e-5, "1.3B DMD2-v: %d (M 2) / %d (M 1) iterations, lr %g / %g",
+           w2.steps, wb1.steps, w2.lr, w2.lr_fake);
+    EXPECT(k13.steps == 10000 && k14.steps == 5000 && k13.lr == 7e-5 && k14.lr == 7e-5, "KD: %d / %d iterations at lr %g / %g; Table 7: 10k / 5k at 7e-5",
+           k13.steps, k14.steps, k13.lr, k14.lr);
+    KdDefaults kw = kd_defaults(&t13), kt = kd_defaults(NULL);
+    printf("  Wan2.1 1.3B KD pairs: %d, UniPC %d steps, CFG %g, shift %g, skip-layer %d; world: %d, %d, %g, %g, %d\n", kw.pairs, kw.sampler_steps, kw.cfg,
+           kw.shift, kw.skip_layer, kt.pairs, kt.sampler_steps, kt.cfg, kt.shift, kt.skip_layer);
+    EXPECT(kw.pairs == 10000 && kw.cfg == 5 && kw.skip_layer == 10 && kw.sampler_steps == 50 && kw.shift == 5,
+           "Wan KD pairs: %d at CFG %g, skip-layer %d, %d steps, shift %g; want 10k, 5, 10 (Table 7), 50, 5 (Wan2.1 generate.py)", kw.pairs, kw.cfg,
+           kw.skip_layer, kw.sampler_steps, kw.shift);
+    EXPECT(kt.skip_layer < 0 && kt.cfg == o.cfg_eval && kt.shift == o.shift_eval && kt.sampler_steps == o.teacher_eval_steps && kt.pairs == o.kd_pairs,
+           "world KD pairs differ from the CPU reference's (its evaluation sampler, %d pairs)", o.kd_pairs);
+    // 3. the pipeline's stages
+    PipeStage st[PIPE_MAX_STAGES];
+    int n = pipeline_stages(st, 2, 1, 0, 1);
+    printf("  pipeline, M 2, KD on:");
+    for (int i = 0; i < n; i++) printf(" %s%s%s%s", st[i].label, st[i].from[0] ? "(<- " : "", st[i].from, st[i].from[0] ? ")" : "");
+    printf("\n");
+    int i_kd = -1, i_b1 = -1, i_b2 = -1, i_s2 = -1;
+    for (int i = 0; i < n; i++) {
+        if (st[i].kind == STAGE_KD) i_kd = i;
+        if (st[i].kind == STAGE_STAGE2) i_s2 = i;
+        if (st[i].kind == STAGE_BASELINE && st[i].M == 1) i_b1 = i;
+        if (st[i].kind == STAGE_BASELINE && st[i].M == 2) i_b2 = i;
+        for (int j = 0; j < i; j++) EXPECT(strcmp(st[i].ckpt, st[j].ckpt), "two stages write %s", st[i].ckpt);
+    }
+    EXPECT(n == 6 && st[0].kind == STAGE_TEACHER && st[1].kind == STAGE_STAGE1, "M 2, KD on: %d stages, want teacher, stage1, stage2, kd, baseline_m1, baseline_m2", n);
+    EXPECT(i_kd >= 0 && i_b1 > i_kd && !strcmp(st[i_b1].from, st[i_kd].ckpt) && !st[i_kd].tmd, "the M = 1 baseline does not start from its KD warm-up");
+    EXPECT(i_b2 >= 0 && st[i_b2].from[0] == 0, "the M = 2 baseline must start from the teacher, without KD (found '%s')", i_b2 >= 0 ? st[i_b2].from : "no such stage");
+    EXPECT(i_s2 >= 0 && !strcmp(st[i_s2].from, "stage1.safetensors") && st[i_s2].M == 2, "Stage 2 starts from Stage 1 at M 2");
+    n = pipeline_stages(st, 1, 0, 0, 0);
+    EXPECT(n == 3 && st[2].kind == STAGE_BASELINE && st[2].M == 1 && st[2].from[0] == 0, "M 1, no KD, given teacher: stage1, stage2, baseline_m1 from the teacher");
+    n = pipeline_stages(st, 2, 1, 1, 0);
+    EXPECT(n == 6 && st[1].kind == STAGE_KD && st[1].tmd && !strcmp(st[2].from, "kd_tmd.safetensors"), "--kd-tmd: Stage 2 starts from the TMD student's KD warm-up");
+}
+
 static void test_gpu_host(const char* tmpdir) {
     test_distill_table(tmpdir);
     test_vbench(tmpdir);
@@ -551,4 +638,5 @@ static void test_gpu_host(const char* tmpdir) {
     test_train_state(tmpdir);
     test_shard_layout();
     test_shard_plan();
+    test_stage_plan();
 }

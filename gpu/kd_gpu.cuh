@@ -5,8 +5,10 @@
 //                    data per pair (gpu/kd_pairs.h kd_pairs_captions: the built-in world's training captions, or a
 //                    latent dataset's contexts), and the teacher's many-step CFG sample from z: cpu/teacher_cpu.h's
 //                    UniPC over the GPU teacher against the unconditional context the stages use (the world's empty
-//                    caption, the dataset's negative prompt), the evaluation's steps, CFG and shift (the CPU's KD pairs
-//                    use its evaluation settings too; gpu/eval_gpu.cuh eval_gpu_teacher_row samples the same way)
+//                    caption, the dataset's negative prompt) with gpu/stage_plan.h kd_defaults' sampler: the built-in
+//                    world's evaluation sampler (as the CPU's KD pairs), or a Wan2.1 teacher's own (UniPC 50 steps,
+//                    shift 5, Table 7's CFG 5 with skip-layer guidance at block 10: the unconditional forward without
+//                    that block, gpu/wan_gpu.cuh wan_gpu_forward_skipping)
 //   kd_pairs_get     the pairs of a run: loaded from their cache file when it was made with this run's data and
 //                    settings, else made and written there atomically (gpu/train_state.h); a cache of another world or
 //                    dataset or of other settings is refused by name (gpu/kd_pairs.h kd_pairs_check)
@@ -58,7 +60,9 @@ static int kd_pairs_sample(KdPairs* kp, const WanGpuModel* T, int Tl, int Hl, in
     else for (int b = 0; b < chunk; b++) cudaCheck(cudaMemcpy(cu + (size_t)b * nctx, uncond, sizeof(float) * nctx, cudaMemcpyHostToDevice));
     float* stage = (float*)xmalloc(nx, sizeof(float), "KD pairs: staging");
     real* x = (real*)xmalloc(nx, sizeof(real), "KD pairs: sample");
-    WanGpuVelocity vel = {&a, &T->w, cd, cu, xd, stage, nx};
+    if (s->skip_layer >= c->num_layers) { snprintf(err, ST_ERRLEN, "KD pairs: skip-layer guidance at block %d of a teacher of %d blocks; give --kd-skip-layer -1 "
+                                                  "(none) or a block below %d", s->skip_layer, c->num_layers, c->num_layers); return -1; }
+    WanGpuVelocity vel = {&a, &T->w, cd, cu, xd, stage, nx, s->skip_layer >= 0, s->skip_layer};
     SampleOpts so = {s->steps, s->shift, s->cfg, SOLVER_UNIPC, GRID_UNIPC, 0};   // as cpu/distill_run.h distill_teacher_sample
     int rc = 0;
     for (int i0 = 0; i0 < P && !rc; i0 += chunk) {
@@ -103,7 +107,7 @@ static int kd_pairs_get(KdPairs* kp, const char* path, const WanGpuModel* T, con
         if (kd_pairs_check(&have, &want, path, why) || ts_load(path, b, 3, &have, why)) {
             kd_pairs_free(kp);
             snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s. The pairs must come from this teacher and this run's data (the built-in world, or "
-                     "--data) with this run's --kd-pairs, --teacher-eval-steps, --cfg-eval, --shift-eval and --seed: delete the file (or give "
+                     "--data) with this run's --kd-pairs, --kd-sampler-steps, --kd-cfg, --kd-shift, --kd-skip-layer and --seed: delete the file (or give "
                      "another --kd-cache) to make them again", why);
             return -1;
         }

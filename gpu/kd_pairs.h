@@ -23,6 +23,7 @@ typedef struct {
 typedef struct {
     int pairs, steps; double cfg, shift;   // how many; the teacher's sampler: UniPC steps, CFG, shift
     uint64_t seed;                          // the noise and captions
+    int skip_layer;                         // skip-layer guidance: the block the unconditional forward drops (-1: none)
 } KdPairSettings;
 
 static void kd_pairs_alloc(KdPairs* kp, int P, size_t numel, size_t nctx) {
@@ -75,6 +76,7 @@ static void kd_pairs_meta(TsMeta* m, const WanConfig* c, const TrainData* td, co
     snprintf(b, sizeof(b), "%.17g", s->cfg); ts_meta_set(m, "cfg", b);
     snprintf(b, sizeof(b), "%.17g", s->shift); ts_meta_set(m, "shift", b);
     ts_meta_u64(m, "seed", s->seed);
+    if (s->skip_layer >= 0) ts_meta_u64(m, "skip_layer", (uint64_t)s->skip_layer);   // absent: none (caches written before it)
     snprintf(b, sizeof(b), "%016llx", (unsigned long long)teacher_hash); ts_meta_set(m, "teacher_fnv1a", b);
 }
 
@@ -94,6 +96,11 @@ static int kd_pairs_check(const TsMeta* have, const TsMeta* want, const char* pa
     }
     if (wd && !hd && hw) {
         st_errf(err, "%s holds pairs of the built-in world '%s', but this run's pairs come from the latent dataset (%s)", path, hw, wd);
+        return 1;
+    }
+    const char* hs = ts_meta_get(have, "skip_layer");   // recorded only when used: a run without it checks its absence
+    if (hs && !ts_meta_get(want, "skip_layer")) {
+        st_errf(err, "%s holds pairs sampled with skip-layer guidance at block %s, but this run's pairs are sampled without it", path, hs);
         return 1;
     }
     for (int i = 0; i < want->n; i++) {

@@ -145,6 +145,7 @@ typedef struct {
     float* x;                     // [B, n] device staging
     float* stage;                 // [B, n] host staging (fp32)
     size_t n;                     // B·elements per latent
+    int slg, slg_block;           // skip-layer guidance: the unconditional forward leaves out block slg_block (cpu/teacher_cpu.h WanVelocity)
 } WanGpuVelocity;
 
 // VelocityFn: v, x [B·n] on the host; every sample of the batch at the same σ (the solvers step the batch together)
@@ -155,7 +156,7 @@ static void wan_gpu_velocity(real* v, const real* x, double sigma, double t_mode
     cudaCheck(cudaMemcpy(w->x, w->stage, sizeof(float) * w->n, cudaMemcpyHostToDevice));
     double* t = (double*)malloc(sizeof(double) * w->a->B);
     for (int b = 0; b < w->a->B; b++) t[b] = t_model;
-    wan_gpu_forward(w->a, w->W, w->x, t, cond ? w->ctx_cond : w->ctx_uncond);
+    wan_gpu_forward_skipping(w->a, w->W, w->x, t, cond ? w->ctx_cond : w->ctx_uncond, !cond && w->slg ? w->slg_block : -1);
     free(t);
     cudaCheck(cudaMemcpy(w->stage, w->a->out, sizeof(float) * w->n, cudaMemcpyDeviceToHost));
     for (size_t i = 0; i < w->n; i++) v[i] = (real)w->stage[i];

@@ -129,7 +129,7 @@ static void test_tmmf_gpu_parity(int B, uint64_t seed, double p_drop, double p_t
     // dropped samples' cross-attention gradients are not identically zero, as they are with the world's empty caption)
     int Lt_u = p_drop > 0 ? c->text_len - 1 : 0;
     double* ctx_u = (double*)calloc(nctx, sizeof(double)); for (size_t i = 0; i < (size_t)Lt_u * c->text_dim; i++) ctx_u[i] = rng_normal(&pr);
-    TmmfConfig cf = tmmf_defaults(); cf.p_drop = p_drop; cf.p_tm = p_tm; cf.N = 3;
+    TmmfConfig cf = tmmf_defaults(2); cf.p_drop = p_drop; cf.p_tm = p_tm; cf.N = 3;
     // CPU: one sample at a time, each with its own stream; the same draws replayed for the GPU
     double* dS = (double*)calloc(ns, sizeof(double)); StudentParams dSp; student_carve(&sc, &dSp, dS);
     TmmfWork cw; tmmf_work_init(&cw, &sc, &g);
@@ -274,7 +274,7 @@ static void test_dmd_gpu_parity(int B, uint64_t seed, double tol, int tmd, int g
     double* x = (double*)malloc(sizeof(double) * B * numel); for (size_t i = 0; i < B * numel; i++) x[i] = rng_normal(&pr);
     double* ctx = (double*)calloc(B * nctx, sizeof(double)); int Lt[TMD_MAX_BATCH];
     for (int b = 0; b < B; b++) { Lt[b] = c->text_len - (b % 3); for (size_t i = 0; i < (size_t)Lt[b] * c->text_dim; i++) ctx[b * nctx + i] = rng_normal(&pr); }
-    DmdConfig cf = dmd_defaults(); cf.gan_weight = gan ? 1.0 : 0;
+    DmdConfig cf = dmd_defaults(2); cf.gan_weight = gan ? 1.0 : 0;
     // gan 2: the multiscale head (scales 1, 2 on this grid), whose critic pass runs in train mode (dropout keyed by t)
     DiscConfig dc = gan == 2 ? disc_config_multiscale(c, 8, T, Hl, Wl) : disc_config(c, 8, 8, 8, 8, 8); if (!gan) dc.n_heads = 0;
     size_t nd = disc_num_params(&dc);
@@ -448,6 +448,58 @@ static void test_kd_gpu_parity(int B, uint64_t seed, double tol, int tmd) {
     free(Sf); free(y1h); free(dS); free(dz); free(dt); free(dctx); free(Sb); free(teacher);
 }
 
+
+// the KD pairs' teacher samples on the GPU (gpu/kd_gpu.cuh kd_pairs_sample, as train_tmd makes them) against the CPU
+// reference's sampler (cpu/teacher_cpu.h teacher_sample over WanVelocity), with skip-layer guidance at block 1, CFG 5
+// against a negative prompt, 2 UniPC steps: the whole pair, not just one forward. The CPU's sample without skip-layer
+// guidance must differ (the comparison can see the skip).
+static void test_kd_pairs_slg_parity(uint64_t seed, double tol) {
+    char err[ST_ERRLEN];
+    WanConfig cfg = TMD_PARITY_CONFIG; const WanConfig* c = &cfg;
+    int T = 2, Hl = 4, Wl = 8, P = 2, skip = 1;
+    WanGrid g; if (wan_grid(&g, c, c->in_dim, T, Hl, Wl, err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    size_t nw = wan_num_params(c), numel = (size_t)c->out_dim * T * Hl * Wl, nctx = (size_t)c->text_len * c->text_dim;
+    double* teacher = (double*)calloc(nw, sizeof(double)); tmd_random_params_(c, teacher, seed);
+    float* Tf = (float*)malloc(sizeof(float) * nw);
+    for (size_t i = 0; i < nw; i++) { Tf[i] = (float)teacher[i]; teacher[i] = Tf[i]; }
+    Rng pr = rng_make(seed + 1);
+    KdPairs kp; kd_pairs_alloc(&kp, P, numel, nctx);
+    float* neg = (float*)malloc(sizeof(float) * nctx);
+    for (size_t k = 0; k < P * numel; k++) kp.noise[k] = (float)rng_normal(&pr);
+    for (size_t k = 0; k < P * nctx; k++) kp.ctx[k] = (float)rng_normal(&pr);
+    for (size_t k = 0; k < nctx; k++) neg[k] = (float)rng_normal(&pr);
+    KdPairSettings s = {P, 2, 5.0, 5.0, seed, skip};
+    WanGpuModel Tm; wan_gpu_model_init(&Tm, c, Tf, 0, "teacher");
+    int rc = kd_pairs_sample(&kp, &Tm, T, Hl, Wl, neg, &s, P, err);
+    EXPECT(rc == 0, "kd_pairs_sample: %s", err);
+    // the CPU, pair by pair, with the settings kd_pairs_sample uses (truncate_t 0)
+    WanParams Pw; wan_carve(c, &Pw, teacher);
+    WanAct act; wan_act_init(&act, c, &g);
+    double* want = (double*)malloc(sizeof(double) * P * numel); double* plain = (double*)malloc(sizeof(double) * P * numel);
+    double* ctxd = (double*)malloc(sizeof(double) * nctx); double* negd = (double*)malloc(sizeof(double) * nctx);
+    for (size_t k = 0; k < nctx; k++) negd[k] = neg[k];
+    SampleOpts so = {s.steps, s.shift, s.cfg, SOLVER_UNIPC, GRID_UNIPC, 0};
+    for (int i = 0; i < P; i++) {
+        for (size_t k = 0; k < nctx; k++) ctxd[k] = kp.ctx[i * nctx + k];
+        for (int slg = 1; slg >= 0; slg--) {
+            double* x = (slg ? want : plain) + i * numel;
+            for (size_t k = 0; k < numel; k++) x[k] = kp.noise[i * numel + k];
+            WanVelocity wv = {&act, &Pw, ctxd, c->text_len, negd, c->text_len, slg, skip};
+            if (teacher_sample(x, numel, wan_velocity, &wv, &so, NULL, err)) EXPECT(0, "CPU teacher_sample: %s", err);
+        }
+    }
+    double* got = (double*)malloc(sizeof(double) * P * numel);
+    for (size_t k = 0; k < P * numel; k++) got[k] = kp.target[k];
+    printf("  KD pairs: %d teacher samples, UniPC %d steps, CFG %g against a negative prompt, skip-layer guidance at block %d\n", P, s.steps, s.cfg, skip);
+    expect_close_scaled("KD pairs with skip-layer guidance: GPU kd_pairs_sample vs CPU teacher_sample", got, want, (long)(P * numel), tol);
+    double d = 0, mx = 0;
+    for (size_t k = 0; k < P * numel; k++) { d = fmax(d, fabs(want[k] - plain[k])); mx = fmax(mx, fabs(want[k])); }
+    printf("  the CPU's samples with and without skip-layer guidance differ by %.3g (max |x| %.3g)\n", d, mx);
+    EXPECT(d > 2 * tol * mx, "skip-layer guidance changed the samples by only %.3g (tolerance %.0e of %.3g): the comparison cannot see it", d, tol, mx);
+    wan_gpu_model_free(&Tm); wan_act_free(&act); kd_pairs_free(&kp);
+    free(teacher); free(Tf); free(neg); free(want); free(plain); free(ctxd); free(negd); free(got);
+}
+
 // recompute_check: every TM-MF and DMD2-v step also with activation recompute on, its gradients memcmp'd against the
 // plain run's
 // the discriminator heads alone, GPU vs CPU, on random teacher features: B samples, two heads (blocks 0 and 1) on a
@@ -547,6 +599,7 @@ static void test_tmd_gpu(int B, uint64_t seed, double tol, int recompute_check) 
     test_dmd_gpu_parity(B, seed + 3, tol, 0, 0, recompute_check);
     test_kd_gpu_parity(B, seed + 11, tol, 0);
     test_kd_gpu_parity(B, seed + 13, tol, 1);
+    test_kd_pairs_slg_parity(seed + 17, tol);
 #ifdef ENABLE_FP32
     // the heads alone: fp32 build here; the bf16 build's error at this size is not measured yet (test_gpu --disc-only
     // runs these two in either build and prints it)

@@ -126,13 +126,16 @@ typedef struct {
     int M, N, H;                                           // the headline students: 1.3B TMD-N2H5, 14B TMD-N4H5 (Tables 1, 2)
     double c_norm;                                         // adaptive normalisation c = c_norm·d: d (1.3B), 1e-5·d (14B)
     double disc_params;                                    // 68M (1.3B), 172M (14B)
+    // "Baselines, KD": the one-step DMD2-v baseline's warm-up on teacher trajectories
+    int kd_trajectories; double kd_cfg; int kd_skip_layer;  // 10k trajectories of the teacher at CFG 5 with skip-layer 10
+    double kd_lr; int kd_steps;                            // 7e-5 (FastGen's Wan KD config too); 10k (1.3B) / 5k (14B)
 } Table7;
 
 // 1 and *t for a config of the Wan2.1 1.3B or 14B shape (by shape, not name: an inferred checkpoint is named
 // "inferred"), else 0
 static int table7_for(const WanConfig* c, Table7* t) {
-    static const Table7 t13 = {"Wan2.1 T2V 1.3B", 3000, 3e-5, 12000, 4000, 1e-5, 1e-5, 1e-5, 64, 2, 2, 5, 1.0, 68e6};
-    static const Table7 t14 = {"Wan2.1 T2V 14B", 3000, 1e-5, 5000, 1000, 1e-5, 1e-5, 1e-5, 64, 2, 4, 5, 1e-5, 172e6};
+    static const Table7 t13 = {"Wan2.1 T2V 1.3B", 3000, 3e-5, 12000, 4000, 1e-5, 1e-5, 1e-5, 64, 2, 2, 5, 1.0, 68e6, 10000, 5, 10, 7e-5, 10000};
+    static const Table7 t14 = {"Wan2.1 T2V 14B", 3000, 1e-5, 5000, 1000, 1e-5, 1e-5, 1e-5, 64, 2, 4, 5, 1e-5, 172e6, 10000, 5, 10, 7e-5, 5000};
     for (int k = 0; k < 2; k++) {
         WanConfig p; char err[ST_ERRLEN];
         wan_preset(&p, k ? "wan2.1-t2v-14b" : "wan2.1-t2v-1.3b", err);

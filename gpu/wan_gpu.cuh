@@ -857,20 +857,30 @@ static void wan_gpu_head_backward(WanParamsF* dW, float* dx, float* de, const fl
 // embeddings and the first n blocks: afterwards wan_gpu_xs(a, n) holds the residual stream after block n−1 (the TMD
 // backbone's feature when n = L − H). x [B, C, T, Hl, Wl] fp32 (device); t [B] model timesteps (host, double);
 // ctx [B, text_len, text_dim] fp32 (device, zero-padded).
-static void wan_gpu_forward_blocks(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx, int n) {
+// skip: a block left out, its input passed on unchanged (skip-layer guidance, cpu/wan_cpu.h wan_forward_skipping); -1 none
+static void wan_gpu_forward_blocks_skipping_(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx, int n, int skip) {
     cudaStream_t s = a->stream;
     if (n > a->nblocks) { fprintf(stderr, "wan_gpu_forward_blocks: %d blocks asked of a plan for %d\n", n, a->nblocks); exit(1); }
     wan_gpu_time_forward(&a->time, W, t, a->B, s);
     wan_gpu_text_forward(&a->text, W, ctx, a->B, s);
     wan_gpu_patch_embed_forward(wan_gpu_xs(a, 0), a->patches, W, &a->g, x, s);
-    for (int l = 0; l < n; l++)
+    for (int l = 0; l < n; l++) {
+        if (l == skip) { cudaCheck(cudaMemcpyAsync(wan_gpu_xs(a, l + 1), wan_gpu_xs(a, l), sizeof(float) * a->B * a->g.L * a->cfg.dim, cudaMemcpyDeviceToDevice, s)); continue; }
         wan_gpu_block_forward(wan_gpu_xs(a, l + 1), &a->blocks[l], W, l, wan_gpu_xs(a, l), a->time.e0, a->text.c, a->rope, a->flash, &a->g, s);
+    }
+}
+static void wan_gpu_forward_blocks(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx, int n) {
+    wan_gpu_forward_blocks_skipping_(a, W, x, t, ctx, n, -1);
 }
 
+// WanModel.forward for B samples → a->out [B, out_dim, T, Hl, Wl], block `skip` left out (-1: none)
+static void wan_gpu_forward_skipping(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx, int skip) {
+    wan_gpu_forward_blocks_skipping_(a, W, x, t, ctx, a->cfg.num_layers, skip);
+    wan_gpu_head_forward(a->out, &a->head, W, &a->g_out, wan_gpu_xs(a, a->cfg.num_layers), a->time.e, a->stream);
+}
 // WanModel.forward for B samples → a->out [B, out_dim, T, Hl, Wl]
 static void wan_gpu_forward(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx) {
-    wan_gpu_forward_blocks(a, W, x, t, ctx, a->cfg.num_layers);
-    wan_gpu_head_forward(a->out, &a->head, W, &a->g_out, wan_gpu_xs(a, a->cfg.num_layers), a->time.e, a->stream);
+    wan_gpu_forward_skipping(a, W, x, t, ctx, -1);
 }
 
 static void wan_gpu_require_training_(const WanGpuAct* a, const char* fn) {

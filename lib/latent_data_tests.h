@@ -331,7 +331,7 @@ static void test_latent_data(const char* tmpdir) {
     // records the source, and one of the other world, another dataset or another dataset's contents is refused by name
     {
         WanConfig c; wan_preset(&c, "tiny", err);
-        KdPairSettings ks = {4, 2, 5.0, 3.0, 7};
+        KdPairSettings ks = {4, 2, 5.0, 3.0, 7, -1};
         TrainData tw, td;
         float* cw = (float*)malloc(sizeof(float) * 4 * (size_t)c.text_len * c.text_dim);
         float* cd = (float*)malloc(sizeof(float) * 4 * (size_t)c.text_len * c.text_dim);
@@ -370,6 +370,18 @@ static void test_latent_data(const char* tmpdir) {
         for (int k = 0; k < 9 && keys_ok; k++) keys_ok &= !strcmp(mw.key[k], keys[k]);
         EXPECT(keys_ok && !strcmp(ts_meta_get(&mw, "world"), "tiny"), "the world's KD cache metadata should keep its keys (%d of them)", mw.n);
         EXPECT(kd_pairs_check(&mw, &mw, "w.st", err) == 0, "a world cache of the same settings should load: %s", err);
+        {   // pairs sampled with skip-layer guidance (Table 7's KD trajectories) are not pairs sampled without, either way
+            KdPairSettings kslg = ks; kslg.skip_layer = 10; TsMeta ms;
+            kd_pairs_meta(&ms, &c, &tw, &kslg, 0x1234, hw);
+            err[0] = 0;
+            EXPECT(kd_pairs_check(&mw, &ms, "w.st", err) != 0 && strstr(err, "skip_layer = 10"), "a cache without skip-layer guidance in a run with it: %s", err);
+            printf("  pairs without skip-layer guidance, a run with it -> %s\n", err);
+            err[0] = 0;
+            EXPECT(kd_pairs_check(&ms, &mw, "w.st", err) != 0 && strstr(err, "skip-layer guidance at block 10"), "a cache with skip-layer guidance in a run without: %s", err);
+            printf("  pairs with skip-layer guidance, a run without -> %s\n", err);
+            err[0] = 0;
+            EXPECT(kd_pairs_check(&ms, &ms, "w.st", err) == 0, "a cache with the same skip-layer guidance should load: %s", err);
+        }
         if (rc == 0) {
             kd_pairs_meta(&md, &c, &td, &ks, 0x1234, hd);
             EXPECT(kd_pairs_check(&md, &md, "d.st", err) == 0, "a dataset cache of the same settings should load: %s", err);
