@@ -103,9 +103,28 @@ static void umt5_gpu_print_plan(const Umt5Gpu* m, FILE* f) {
             st_dtype_name(m->host.shared.dtype));
 }
 
-// W [rows, cols] in its stored dtype -> dst (device floatX at row offset 0), through the loader's row reader
+// W [rows, cols] in its stored dtype -> dst (device floatX at row offset 0), through the loader's row reader; BF16
+// weights into the bf16 build are copied as they are (the same bits the conversion would give), 64 MB at a time
 static int umt5_gpu_upload_(Umt5Gpu* m, floatX* dst, const UmMat* W, char* err) {
     int64_t R = W->rows, C = W->cols, chunk = (int64_t)m->host.chunk_rows;
+    if (W->dtype == ST_BF16 && sizeof(floatX) == 2) {
+        size_t bytes = (size_t)(R * C) * 2, step = (size_t)64 << 20;
+        unsigned char* buf = W->mem ? NULL : (unsigned char*)malloc(step);
+        if (!W->mem && !buf) { st_errf(err, "out of host memory staging %s", W->name); return 1; }
+        if (!W->mem && st_fseek(W->fp, W->begin) != 0) { free(buf); st_errf(err, "%s: cannot seek: %s", W->name, strerror(errno)); return 1; }
+        for (size_t o = 0; o < bytes; o += step) {
+            size_t n = bytes - o < step ? bytes - o : step;
+            const unsigned char* src = W->mem ? W->mem + o : buf;
+            if (!W->mem && fread(buf, 1, n, W->fp) != n) {
+                free(buf);
+                st_errf(err, "%s: could not read %zu bytes at %zu: %s; the file is truncated or changed since it was opened", W->name, n, o, strerror(errno));
+                return 1;
+            }
+            cudaCheck(cudaMemcpy((unsigned char*)dst + o, src, n, cudaMemcpyHostToDevice));
+        }
+        free(buf);
+        return 0;
+    }
     floatX* stage = (floatX*)malloc(sizeof(floatX) * (size_t)(chunk * C));
     if (!stage) { st_errf(err, "out of host memory staging %s", W->name); return 1; }
     for (int64_t r0 = 0; r0 < R; r0 += chunk) {
