@@ -180,7 +180,7 @@ static void test_frozen_model(const WanConfig* c, int B, int T, int H, int W, ui
 
 int main(int argc, char** argv) {
     const char* preset = NULL;
-    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, umt5_only = 0, umt5_small = 0, recompute = 0, frozen_only = 0;
+    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, umt5_only = 0, umt5_small = 0, vae_encoder_only = 0, recompute = 0, frozen_only = 0;
     Flag flags[] = {
         FLAG_STR("--preset", &preset, "a wan.h preset instead of the built-in parity config (tiny: the CPU tests' model)"),
         FLAG_INT("--batch", &B, "samples per batch (the GPU runs them at once; the CPU one by one)"),
@@ -190,6 +190,7 @@ int main(int argc, char** argv) {
         FLAG_INT("--seed", &seed, "random parameters and inputs"),
         FLAG_SWITCH("--vae-only", &vae_only, "only the VAE decoder's and encoder's checks (e.g. under a simulator)"),
         FLAG_SWITCH("--vae-small", &vae_small, "the VAE checks at the simulator's sizes (decoder: 3 latent frames of 2x2; encoder: 9 frames of 16x16 and 8x8)"),
+        FLAG_SWITCH("--vae-encoder-only", &vae_encoder_only, "only the VAE encoder's checks (with --vae-small at the simulator's sizes)"),
         FLAG_SWITCH("--umt5-only", &umt5_only, "only the umT5 encoder's checks (e.g. under a simulator)"),
         FLAG_SWITCH("--umt5-small", &umt5_small, "the umT5 checks without the 500-token peer case (the simulator's sizes)"),
         FLAG_SWITCH("--frozen-only", &frozen_only, "only the frozen-model check (a frozen model = a trainable one, bit for bit; e.g. under a simulator)"),
@@ -217,9 +218,10 @@ int main(int argc, char** argv) {
         gemm_free();
         return tests_failed ? 1 : 0;
     }
-    if (vae_only) {
-        printf("GPU parity: %s, the VAE decoder and encoder only\n", prop.name);
-        test_vae_gpu(vae_small);
+    if (vae_only || vae_encoder_only) {
+        printf("GPU parity: %s, the VAE %s only\n", prop.name, vae_only ? "decoder and encoder" : "encoder");
+        if (vae_only) test_vae_gpu(vae_small);
+        test_vae_gpu_encoder(vae_small);
         printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
         return tests_failed ? 1 : 0;
     }
@@ -392,6 +394,7 @@ int main(int argc, char** argv) {
     test_recompute_wan_gpu(&c, B, T, H, W, (uint64_t)seed + 11);
     test_tmd_gpu(B, (uint64_t)seed, PARITY_TOL, 1);
     test_vae_gpu(vae_small);
+    test_vae_gpu_encoder(vae_small);
     test_umt5_gpu(umt5_small);
     printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
     gemm_free();

@@ -196,8 +196,11 @@ static void test_vae_gpu(int small) {
         test_vae_gpu_case("a", 0, 0, 0, 0); test_vae_gpu_case("c", 0, 0, 0, 0);
         test_vae_gpu_case("c", 3, 36, 32, 7);   // 1152 pixels per latent frame: 2 key tiles (kernels/vae.cuh)
     }
-    // the encoder: 9 frames are 3 chunks (the first frame, then 4 and 4), so every cache is used with 0, 1 and 2 frames
-    // and each downsample3d time_conv passes its first chunk through and then strides over [remembered frame, chunk]
+}
+
+// the encoder: 9 frames are 3 chunks (the first frame, then 4 and 4), so every cache is used with 0, 1 and 2 frames and
+// each downsample3d time_conv passes its first chunk through and then strides over [remembered frame, chunk]
+static void test_vae_gpu_encoder(int small) {
     printf("\n[vae] the GPU VAE encoder (fp32) vs the CPU reference (double), tolerance %.0e of max|ref|\n", VAE_GPU_TOL);
     if (small) { test_vae_gpu_encode_case("a", 9, 16, 16); test_vae_gpu_encode_case("c", 9, 8, 8); }
     else { test_vae_gpu_encode_case("a", 0, 0, 0); test_vae_gpu_encode_case("b", 0, 0, 0); test_vae_gpu_encode_case("c", 0, 0, 0); }
