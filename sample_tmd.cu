@@ -7,7 +7,8 @@
 //             {prompt}-{i}.npy (latents; {prompt}-{i}.mp4 with --vae), 5 per prompt (25 for temporal_flickering
 //             prompts with --info), a manifest with every seed, resumable
 // --vae FILE: every sample is also decoded by the Wan2.1 VAE on the GPU and written as NAME.mp4 (NAME-b.mp4 in a batch)
-// through ffmpeg; --decode LATENT.npy --vae FILE decodes existing latents without sampling.
+// through ffmpeg; --decode LATENT.npy --vae FILE decodes existing latents without sampling; --encode VIDEO --vae FILE
+// encodes a video (.npy [3, T, H, W] in [-1, 1], or .mp4) into its latent on the GPU (real videos into a dataset).
 // Prompts: a model that fits a built-in world uses the world's text encoder; a real Wan2.1 model (--wan DIR, a
 // diffusers folder, or --weights/--text-encoder/--tokenizer/--vae one by one) gets umT5 contexts (tokenizer ->
 // umT5 -> [512, 4096] zero-padded, cpu/prompt_ctx.h), cached on disk by the encoder's fingerprint and the prompt
@@ -30,6 +31,7 @@
 #include "gpu/train_state.h"        // reading the student from a train_tmd checkpoint
 #include "lib/vbench.h"             // the VBench suite: names, seeds, manifest, resume
 #include "gpu/video_out.cuh"        // --vae: latents -> the GPU VAE decoder -> mp4
+#include "cpu/vae_cli.h"            // --encode: vae_read_mp4 (a video file's frames through ffmpeg)
 #include "world/png.h"              // the built-in world's clips: a PNG contact sheet and an mp4
 #include "cpu/prompt_ctx.h"         // real prompts: tokenizer -> umT5 -> context, the on-disk cache, the checks
 #include "lib/latent_data.h"        // --dataset: shards, manifest, resume, rank split
@@ -41,11 +43,12 @@ static const char* WAN_NEGATIVE_PROMPT =
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，"
     "多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走";
 
-// The umT5 encoder on the GPU (gpu/umt5_gpu.cuh, issue 21 item 1, written on another branch). Until it is merged the
-// CPU reference encodes (double precision: correct, slow); once merged, set UMT5_ON_GPU to 1 (or build with
-// NVEXTRA=-DUMT5_ON_GPU=1). The adapter below is the whole seam: cpu/prompt_ctx.h's PcBackend over umt5_gpu_*.
+// The umT5 encoder on the GPU (gpu/umt5_gpu.cuh: bf16 weights, fp32 accumulation; checked against the CPU reference
+// in fp32 under a simulator), opened at the first cache miss and freed before the DiT loads. A build with
+// NVEXTRA=-DUMT5_ON_GPU=0 encodes with the CPU reference instead (double precision: exact, ~15 CPU-s a prompt).
+// The adapter below is the whole seam: cpu/prompt_ctx.h's PcBackend over umt5_gpu_*.
 #ifndef UMT5_ON_GPU
-#define UMT5_ON_GPU 0
+#define UMT5_ON_GPU 1
 #endif
 #if UMT5_ON_GPU
 #include "gpu/umt5_gpu.cuh"
@@ -221,6 +224,59 @@ static int decode_latents(const VideoOutOpts* vopt, const char* path, const char
     int rc = videos_from_latents(&vo, z, nd == 5 ? (int)sh[0] : 1, out);
     video_out_free(&vo); free(z);
     return rc;
+}
+
+// --encode: a video (.npy [3, T, H, W] in [-1, 1], or an .mp4 read through ffmpeg) -> the VAE encoder on the GPU ->
+// its latent [z_dim, T', H/8, W/8] written to --out (.npy): the DiT's normalized latent, or the VAE's own with --vae-raw
+static int encode_video(const VideoOutOpts* vopt, const char* path, const char* out) {
+    char err[ST_ERRLEN];
+    if (!vopt->vae) { fprintf(stderr, "error: --encode needs --vae FILE (the Wan2.1 VAE: diffusers' vae/diffusion_pytorch_model.safetensors)\n"); return 2; }
+    float* x = NULL; int T = 0, H = 0, W = 0;
+    if (st_ends_with(path, ".mp4")) {
+        double* xd = NULL;
+        if (vae_read_mp4(path, &xd, &T, &H, &W, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+        size_t n = (size_t)3 * T * H * W;
+        x = (float*)malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++) x[i] = (float)xd[i];
+        free(xd);
+    } else {
+        int nd = 0; int64_t sh[ST_MAXDIM];
+        if (npy_read(path, &x, &nd, sh, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+        if (nd != 4 || sh[0] != 3) {
+            char got[256]; st_shape_str(got, nd, sh);
+            fprintf(stderr, "error: %s: video of shape %s, expected [3, T, H, W] in [-1, 1] (RGB first, no batch axis), or an .mp4\n", path, got);
+            free(x); return 1;
+        }
+        T = (int)sh[1]; H = (int)sh[2]; W = (int)sh[3];
+    }
+    Vae v;
+    if (vae_load(&v, vopt->vae, NULL, err)) { fprintf(stderr, "error: %s\n", err); free(x); return 1; }
+    int s = vae_spatial_factor(&v.c), Tl = vae_encoded_frames(&v.c, T);
+    if (T < 1 || (T - 1) % VAE_CHUNK || H < s || W < s || H % s || W % s) {   // before any GPU work
+        fprintf(stderr, "error: %s: video [3, %d, %d, %d]; the encoder takes 1 + 4k frames (1, 5, ..., 81) of a multiple of %d pixels "
+                "on each side; trim the video to %d frames and crop it to %dx%d\n", path, T, H, W, s, T < 1 ? 1 : 1 + (T - 1) / VAE_CHUNK * VAE_CHUNK,
+                H / s * s, W / s * s);
+        free(x); vae_free(&v); return 2;
+    }
+    if (!vopt->raw && v.c.z_dim != 16) { fprintf(stderr, "error: this VAE has z_dim %d; the DiT's normalization is Wan2.1's (z_dim 16): add --vae-raw\n", v.c.z_dim); free(x); vae_free(&v); return 2; }
+    require_gpu("sample_tmd");
+    VaeGpu g;
+    if (vae_gpu_init_encoder(&g, &v, H, W, err)) { fprintf(stderr, "error: %s\n", err); free(x); vae_free(&v); return 1; }
+    size_t nz = (size_t)v.c.z_dim * Tl * (H / s) * (W / s);
+    float* z = (float*)malloc(sizeof(float) * nz);
+    printf("encode: video [3, %d, %d, %d] -> latent [%d, %d, %d, %d] (%s)\n", T, H, W, v.c.z_dim, Tl, H / s, W / s, vopt->raw ? "the VAE's own" : "normalized, as the DiT sees it");
+    double t0 = now_s();
+    int rc = vae_gpu_encode(&g, z, x, T, !vopt->raw, stdout, err);
+    if (rc) fprintf(stderr, "error: %s\n", err);
+    else {
+        printf("encoded %d frames in %.2f s\n", T, now_s() - t0);
+        vae_gpu_print_plan(&g, stdout);
+        int64_t shape[4] = {v.c.z_dim, Tl, H / s, W / s};
+        if ((rc = npy_write(out, z, 4, shape, err))) fprintf(stderr, "error: %s\n", err);
+        else printf("wrote %s\n", out);
+    }
+    vae_gpu_free(&g); vae_free(&v); free(x); free(z);
+    return rc ? 1 : 0;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -438,7 +494,7 @@ int main(int argc, char** argv) {
     double shift = 3.0, cfg = 2.0;
     const char* student = NULL; const char* prompts = NULL; const char* extended = NULL; const char* info = NULL;
     int M = 2, N = 2, H = 2;
-    const char* decode = NULL;
+    const char* decode = NULL; const char* encode = NULL;
     VideoOutOpts vopt = {NULL, 0, 0};
     const char* wan = NULL; const char* text_encoder = NULL; const char* tokenizer = NULL; const char* ctx_cache = NULL;
     const char* dataset = NULL; int shard_size = 64;
@@ -477,9 +533,11 @@ int main(int argc, char** argv) {
         FLAG_INT_R("--shard-size", &shard_size, 1, 1 << 20, "--dataset: samples per shard file"),
         FLAG_STR("--vae", &vopt.vae, "the Wan2.1 VAE (.safetensors): decode every sample on the GPU to NAME.mp4 (NAME-b.mp4 in a batch; "
                  "{prompt}-{i}.mp4 with --prompts) through ffmpeg (default with --wan: its vae/)"),
-        FLAG_SWITCH("--vae-raw", &vopt.raw, "the latents are the VAE's own (diffusers' decode input), not the DiT's normalized ones"),
+        FLAG_SWITCH("--vae-raw", &vopt.raw, "the latents (read by --vae/--decode, written by --encode) are the VAE's own (diffusers' decode input), not the DiT's normalized ones"),
         FLAG_INT_R("--fps", &vopt.fps, 0, 240, "frames per second of the mp4 (0: 16 for --vae videos as Wan2.1 makes them, 4 for the built-in world's clips)"),
         FLAG_STR("--decode", &decode, "instead of sampling: decode these latents (.npy [B, C, T, h, w] or [C, T, h, w]) with --vae to mp4 beside --out"),
+        FLAG_STR("--encode", &encode, "instead of sampling: encode this video (.npy [3, T, H, W] in [-1, 1], or .mp4) with --vae on the GPU into its "
+                 "latent .npy at --out (normalized as the DiT sees it; --vae-raw: the VAE's own)"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./sample_tmd [flags]");
     int world_fps = vopt.fps ? vopt.fps : 4;
@@ -489,6 +547,7 @@ int main(int argc, char** argv) {
     if (strcmp(solver, "unipc") && strcmp(solver, "euler")) { fprintf(stderr, "error: --solver '%s': expected unipc or euler\n", solver); return 2; }
     if (batch < 1 || steps < 1) { fprintf(stderr, "error: need --batch >= 1 and --steps >= 1\n"); return 2; }
     if (decode) return decode_latents(&vopt, decode, out);
+    if (encode) return encode_video(&vopt, encode, out);
     char err[ST_ERRLEN];
     int real_prompts = wan || text_encoder || tokenizer;
     if (prompt && prompts) { fprintf(stderr, "error: give --prompt or --prompts, not both\n"); return 2; }

@@ -7,6 +7,8 @@
 //   ./test_gpu --recompute 1    the whole-model parity above with recompute on
 //   ./test_gpu --frozen-only    only the frozen-model check (also in the default run): a frozen model, which keeps fp32
 //                               only for the tensors read in fp32 in the bf16 build, = a trainable one, bit for bit
+//   ./test_gpu --umt5-only      only the umT5 text encoder against the CPU reference (gpu/umt5_gpu_tests.cuh; also in
+//                               the default run; --umt5-small leaves out the 500-token peer case)
 //   ./test_gpu --help           flags (a preset instead of the built-in tiny parity config, the batch, the seed)
 // The CPU reference runs in double, one sample at a time; the GPU runs the whole batch at once. Every comparison prints
 // max abs error, max |reference| and their ratio, the relative error of the tensor as a whole, against a tolerance:
@@ -31,6 +33,7 @@
 #include "kernels/adamw.cuh"      // the GPU AdamW
 #include "gpu/tmd_gpu_tests.cuh"  // TMD: the student and its training steps vs the CPU reference
 #include "gpu/vae_gpu_tests.cuh"  // the VAE decoder vs the CPU reference
+#include "gpu/umt5_gpu_tests.cuh" // the umT5 text encoder vs the CPU reference
 #include "gpu/recompute_tests.cuh" // activation recompute: bit-identical gradients with and without it
 #include "gpu/shard_gpu.cuh"      // the sharded optimizer step: one rank equals the plain step
 
@@ -232,7 +235,8 @@ static void test_frozen_model(const WanConfig* c, int B, int T, int H, int W, ui
 
 int main(int argc, char** argv) {
     const char* preset = NULL;
-    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, recompute = 0, frozen_only = 0, disc_only = 0, slg_only = 0;
+    int B = 2, seed = 1234, T = 2, H = 8, W = 8, vae_only = 0, vae_small = 0, umt5_only = 0, umt5_small = 0, vae_encoder_only = 0, recompute = 0, frozen_only = 0,
+        disc_only = 0, slg_only = 0;
     Flag flags[] = {
         FLAG_STR("--preset", &preset, "a wan.h preset instead of the built-in parity config (tiny: the CPU tests' model)"),
         FLAG_INT("--batch", &B, "samples per batch (the GPU runs them at once; the CPU one by one)"),
@@ -240,9 +244,12 @@ int main(int argc, char** argv) {
         FLAG_INT("--height", &H, "latent height"),
         FLAG_INT("--width", &W, "latent width"),
         FLAG_INT("--seed", &seed, "random parameters and inputs"),
-        FLAG_SWITCH("--vae-only", &vae_only, "only the VAE decoder's checks (e.g. under a simulator)"),
-        FLAG_SWITCH("--vae-small", &vae_small, "the VAE decoder's checks at the simulator's sizes (3 latent frames of 2x2)"),
+        FLAG_SWITCH("--vae-only", &vae_only, "only the VAE decoder's and encoder's checks (e.g. under a simulator)"),
+        FLAG_SWITCH("--vae-small", &vae_small, "the VAE checks at the simulator's sizes (decoder: 3 latent frames of 2x2; encoder: 9 frames of 16x16 and 8x8)"),
+        FLAG_SWITCH("--vae-encoder-only", &vae_encoder_only, "only the VAE encoder's checks (with --vae-small at the simulator's sizes)"),
         FLAG_SWITCH("--disc-only", &disc_only, "only the discriminator heads' checks, multiscale and strided (e.g. under a simulator)"),
+        FLAG_SWITCH("--umt5-only", &umt5_only, "only the umT5 encoder's checks (e.g. under a simulator)"),
+        FLAG_SWITCH("--umt5-small", &umt5_small, "the umT5 checks without the 500-token peer case (the simulator's sizes)"),
         FLAG_SWITCH("--frozen-only", &frozen_only, "only the frozen-model check (a frozen model = a trainable one, bit for bit; e.g. under a simulator)"),
         FLAG_SWITCH("--slg-only", &slg_only, "only the KD pairs' teacher samples with skip-layer guidance, GPU vs CPU (e.g. under a simulator)"),
         FLAG_INT("--recompute", &recompute, "1: the whole-model parity with per-block activation recompute on (the recompute checks run either way)"),
@@ -262,9 +269,17 @@ int main(int argc, char** argv) {
                prop.name, prop.major, prop.minor);
         return 0;
     }
-    if (vae_only) {
-        printf("GPU parity: %s, the VAE decoder only\n", prop.name);
-        test_vae_gpu(vae_small);
+    if (umt5_only) {
+        printf("GPU parity: %s, the umT5 encoder only\n", prop.name);
+        test_umt5_gpu(umt5_small);
+        printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
+        gemm_free();
+        return tests_failed ? 1 : 0;
+    }
+    if (vae_only || vae_encoder_only) {
+        printf("GPU parity: %s, the VAE %s only\n", prop.name, vae_only ? "decoder and encoder" : "encoder");
+        if (vae_only) test_vae_gpu(vae_small);
+        test_vae_gpu_encoder(vae_small);
         printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
         return tests_failed ? 1 : 0;
     }
@@ -464,6 +479,8 @@ int main(int argc, char** argv) {
     test_recompute_wan_gpu(&c, B, T, H, W, (uint64_t)seed + 11);
     test_tmd_gpu(B, (uint64_t)seed, PARITY_TOL, 1);
     test_vae_gpu(vae_small);
+    test_vae_gpu_encoder(vae_small);
+    test_umt5_gpu(umt5_small);
     printf("\nGPU parity: %d passed, %d failed\n", tests_passed, tests_failed);
     gemm_free();
     return tests_failed ? 1 : 0;

@@ -8,7 +8,8 @@
 // and pixels outside the frame are zero (the symmetric spatial padding). With up2 the input planes are H/2 x W/2
 // and are read nearest-neighbour up-sampled by 2 (WanUpsample + Conv2d 3x3 of upsample2d/3d, fused: the 4x larger
 // up-sampled tensor is never written). Layouts: x [Cin][T][H][W], cache [Cin][nc][H][W], w [Cout][Cin][KT][KH][KW]
-// (PyTorch's), out [Cout][T][H][W].
+// (PyTorch's), out [Cout][T][H][W]. With down2 (the encoder's spatial down-sampling) the input planes are 2H x 2W and
+// out(y, x) reads in(2y + kh, 2x + kw), zero past the right and bottom edge.
 //
 // Why an implicit GEMM and not im2col + cuBLAS: as a GEMM, M = Cout, N = T*H*W, K = Cin*KT*KH*KW. At the decoder's
 // full-resolution stage (96 channels, 4 frames of 480x832) the im2col matrix is K x N = 2592 x 1.6M, 16.6 GB in fp32
@@ -29,6 +30,8 @@ struct Conv3dShape {
     int KT, KH, KW;           // kernel; time padding KT-1 in front only, space (KH-1)/2 and (KW-1)/2 both sides
     int nc;                   // cache frames before x (0 .. KT-1)
     int up2;                  // input planes are (H/2) x (W/2), read up-sampled by 2
+    int down2;                // spatial stride 2 over input planes of 2H x 2W, zero padding right and bottom only (the
+                              // encoder's downsample2d/3d: F.pad (0, 1, 0, 1) then Conv2d 3x3 stride 2; even sizes)
 };
 
 // the input value at reduction index k for output pixel (t, y, x): zero outside the frame or before the cache
@@ -38,10 +41,16 @@ __device__ __forceinline__ float conv3d_gather(const float* __restrict__ x, cons
     int kh = r % s.KH; r /= s.KH;
     int kt = r % s.KT; int ic = r / s.KT;
     int f = t + kt - (s.KT - 1);
-    int yi = y + kh - (s.KH - 1) / 2, xi = xx + kw - (s.KW - 1) / 2;
-    if (yi < 0 || yi >= s.H || xi < 0 || xi >= s.W) return 0.f;
-    int Hi = s.up2 ? s.H / 2 : s.H, Wi = s.up2 ? s.W / 2 : s.W;
-    if (s.up2) { yi >>= 1; xi >>= 1; }
+    int yi, xi, Hi, Wi;
+    if (s.down2) {
+        yi = 2 * y + kh; xi = 2 * xx + kw; Hi = 2 * s.H; Wi = 2 * s.W;
+        if (yi >= Hi || xi >= Wi) return 0.f;   // the (0, 1, 0, 1) pad
+    } else {
+        yi = y + kh - (s.KH - 1) / 2; xi = xx + kw - (s.KW - 1) / 2;
+        if (yi < 0 || yi >= s.H || xi < 0 || xi >= s.W) return 0.f;
+        Hi = s.up2 ? s.H / 2 : s.H; Wi = s.up2 ? s.W / 2 : s.W;
+        if (s.up2) { yi >>= 1; xi >>= 1; }
+    }
     if (f >= 0) return x[(((size_t)ic * s.T + f) * Hi + yi) * Wi + xi];
     int c = s.nc + f;   // f = -1 is the cache's last frame
     if (c < 0) return 0.f;
@@ -97,12 +106,14 @@ __global__ void __launch_bounds__(256) conv3d_forward_kernel(float* __restrict__
     }
 }
 
-// out [Cout][T][H][W] = conv(x [Cin][T][H'][W'], cache [Cin][nc][H'][W']) with (H', W') = (H, W), or (H/2, W/2) with up2.
+// out [Cout][T][H][W] = conv(x [Cin][T][H'][W'], cache [Cin][nc][H'][W']) with (H', W') = (H, W), or (H/2, W/2) with up2,
+// or (2H, 2W) with down2.
 // cache may be NULL when nc == 0; b may be NULL. Overwrites out.
 static void conv3d_forward(float* out, const float* x, const float* cache, const float* w, const float* b, Conv3dShape s,
                            cudaStream_t stream) {
-    if (s.nc > s.KT - 1 || (s.nc > 0 && !cache) || (s.up2 && (s.H % 2 || s.W % 2))) {
-        fprintf(stderr, "conv3d_forward: bad shape (nc %d with KT %d, cache %p, up2 %d with %dx%d)\n", s.nc, s.KT, (const void*)cache, s.up2, s.H, s.W);
+    if (s.nc > s.KT - 1 || (s.nc > 0 && !cache) || (s.up2 && (s.H % 2 || s.W % 2)) || (s.down2 && (s.up2 || s.KH != 3 || s.KW != 3))) {
+        fprintf(stderr, "conv3d_forward: bad shape (nc %d with KT %d, cache %p, up2 %d with %dx%d, down2 %d with kernel %dx%d)\n", s.nc, s.KT,
+                (const void*)cache, s.up2, s.H, s.W, s.down2, s.KH, s.KW);
         exit(1);
     }
     long N = (long)s.T * s.H * s.W;

@@ -1,4 +1,4 @@
-// kernels/vae.cuh: the small kernels of the Wan2.1 VAE decoder on the GPU (gpu/vae_gpu.cuh), fp32 throughout; the
+// kernels/vae.cuh: the small kernels of the Wan2.1 VAE decoder and encoder on the GPU (gpu/vae_gpu.cuh), fp32 throughout; the
 // convolutions are kernels/conv3d.cuh. Each one is the twin of a loop of cpu/vae_cpu.h (named on each kernel), and the
 // whole decoder is checked against that CPU reference (gpu/vae_gpu_tests.cuh), not each kernel on its own.
 // Tensors are [C][T][H][W] (channel stride T*H*W) as on the CPU. Every kernel overwrites its output, except
@@ -10,6 +10,7 @@
 //   vae_time_interleave   upsample3d's time_conv output [2C][T] -> [C][2T] (frame 2t = channels [0, C), 2t+1 = [C, 2C))
 //   vae_cache_shift       the feature cache of a causal conv: the last 2 frames of [cache, x] (cpu vae_cache_push)
 //   vae_clamp_video       the decoded video to [-1, 1]
+//   vae_time_stride2      the encoder's downsample3d time_conv (stride 2 in time): the odd frames of a stride-1 conv
 #pragma once
 #include "common.cuh"
 #include "reduce.cuh"   // block_sum
@@ -148,5 +149,23 @@ __global__ void vae_clamp_video_kernel(float* x, size_t n) {
 // x = clamp(x, -1, 1) in place (cpu vae_decode's clamp)
 static void vae_clamp_video(float* x, size_t n, cudaStream_t stream) {
     vae_clamp_video_kernel<<<vae_grid_(n), VAE_THREADS, 0, stream>>>(x, n);
+    cudaCheck(cudaGetLastError());
+}
+
+// cpu vae_resample's downsample3d time_conv ((3,1,1), stride 2 in time, no padding, over [last frame of the previous
+// chunk, y]) as the odd output frames of the stride-1 causal conv over [cache, y] (kernels/conv3d.cuh, 2 cache frames:
+// output frame u reads frames u-2, u-1, u, so u = 2t + 1 reads the CPU's 2t-1, 2t, 2t+1 with frame -1 the cache's last).
+// out[c][t][p] = full[c][2t + 1][p], t < To
+__global__ void vae_time_stride2_kernel(float* out, const float* full, int C, int T, int To, size_t plane) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, n = (size_t)C * To * plane;
+    if (i >= n) return;
+    size_t p = i % plane, r = i / plane;
+    int t = (int)(r % To), c = (int)(r / To);
+    out[i] = full[((size_t)c * T + 2 * t + 1) * plane + p];
+}
+// full [C][T][plane] -> out [C][To][plane] (its odd frames); out must not alias full
+static void vae_time_stride2(float* out, const float* full, int C, int T, int To, size_t plane, cudaStream_t stream) {
+    size_t n = (size_t)C * To * plane;
+    vae_time_stride2_kernel<<<vae_grid_(n), VAE_THREADS, 0, stream>>>(out, full, C, T, To, plane);
     cudaCheck(cudaGetLastError());
 }

@@ -22,7 +22,7 @@ fi
 { echo "commit: $(git rev-parse HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo " (with uncommitted changes)")"; echo "command: dev/cuda/run_all.sh $which"; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version --format=csv 2>&1; nvcc --version | tail -1; } > "$out/gpu.txt"
 cat "$out/gpu.txt"
 
-order="random timestep patchify gelu rope rmsnorm layernorm residual fm_loss adamw gemm gemm_own conv3d vae"
+order="random timestep patchify gelu rope rmsnorm layernorm residual fm_loss adamw gemm gemm_own conv3d vae umt5"
 bins=""
 [ "$which" != fp32 ] && bins="$bins $order attention"
 [ "$which" != bf16 ] && for k in $order; do bins="$bins ${k}_fp32"; done   # gemm_own -> gemm_own_fp32
