@@ -1,11 +1,14 @@
 // cpu/ablate.h: the paper's claims in miniature, on the CPU tiny world: `./test_tmd ablate [--quick] [--seeds K]`.
 // One teacher (cached), one evaluation set and one evaluation noise for every row; each distilled row is trained
-// once per distillation seed and printed as mean ± sample standard deviation over the seeds. Tables:
+// once per distillation seed and printed as mean ± sample standard deviation over the seeds, with the evaluation's
+// own standard error in brackets (bootstrap over the evaluation captions); the teacher's rows do not depend on the
+// distillation seed and are measured once (n = 1). Every row also gets the per-caption distance to the distillation
+// target and the diversity (cpu/distill_table.h), and a last table gives the paired, seed-by-seed differences of the
+// claims. `--baseline 0` runs the TMD rows only. Tables:
 //   Table 1 shape: teacher (UniPC many steps, Euler 1/2/4), DMD2-v (KD-warmed at M = 1) and TMD at M = 1, 2
 //   Table 6: TM versus TM-MF pretraining, after Stage 1 and after Stage 2 (M = 2)
 //   Fig. 7:  flow-head rollout on versus off (M = 2)
-//   Fig. 9:  t_dmd shift 5 versus none for the one-step DMD2-v student, with a diversity measure (per-caption variance
-//            across noises)
+//   Fig. 9:  t_dmd shift 5 versus none for the one-step DMD2-v student (mode collapse shows in the diversity column)
 //   fusion gated versus concat (M = 2); an N and H sweep (M = 2)
 // Stage 1 checkpoints are shared between rows that differ only in Stage 2 (rollout, t_dmd shift).
 #pragma once
@@ -173,6 +176,7 @@ static int ablate_main(int argc, char** argv) {
             const AblSpec* sp = &specs[k];
             if (only && !strstr(only, sp->table))
                 continue; // (t1 rows also fill the t6, fig7, fig9, fusion and nh references)
+            if (!sp->tmd && !base.baseline) continue;   // --baseline 0: the TMD rows only
             DistillOpts o = base;
             o.seed = seed;
             o.M = sp->M;
