@@ -33,6 +33,7 @@ typedef struct {
         cond[ABL_MAX_SEEDS], diversity[ABL_MAX_SEEDS], total_se[ABL_MAX_SEEDS], cond_se[ABL_MAX_SEEDS];
     double cond_cap[ABL_MAX_SEEDS][DISTILL_MAX_CAPS];
     int n_cap;
+    int shared;   // measured once for every seed (the teacher's rows)
 } AblRow;
 
 static AblRow* abl_row(AblRow* rows, int* nr, const char* table, const char* name, double nfe) {
@@ -80,7 +81,7 @@ static void abl_print_table(FILE* f, const AblRow* rows, int nr, const char* tab
             if (r->n > 1) fprintf(f, " %.2f ± %.2f [%.2f] | %.2f ± %.2f |", mc, sc, abl_mean(r->cond_se, r->n), md, sd);
             else fprintf(f, " %.2f [%.2f] | %.2f |", mc, r->cond_se[0], md);
         } else if (any_cond) fprintf(f, " | |");
-        fprintf(f, " %d%s |\n", r->n, r->n == 1 ? ", shared" : "");
+        fprintf(f, " %d%s |\n", r->n, r->shared ? ", shared" : "");
     }
 }
 
@@ -163,8 +164,12 @@ static int ablate_main(int argc, char** argv) {
     DistillRow tr[8];
     // the teacher's rows do not depend on the distillation seed: measured once (n = 1, "shared")
     int nt = distill_teacher_rows(&W, &base, tr, NULL);
-    for (int i = 0; i < nt; i++) abl_add(abl_row(rows, &nr, "t1", tr[i].name, tr[i].nfe), &tr[i]);
-    abl_add(abl_row(rows, &nr, "fig9", tr[1].name, tr[1].nfe), &tr[1]);   // for scale
+    for (int i = 0; i < nt; i++) {
+        AblRow* r = abl_row(rows, &nr, "t1", tr[i].name, tr[i].nfe);
+        abl_add(r, &tr[i]); r->shared = 1;
+    }
+    AblRow* r9 = abl_row(rows, &nr, "fig9", tr[1].name, tr[1].nfe);   // for scale
+    abl_add(r9, &tr[1]); r9->shared = 1;
     for (int i = 0; i < nt; i++)
         printf("  %s: total %.1f (quality %.1f, semantic %.1f, Fréchet %.2f, to target %.2f, diversity %.2f)\n",
                tr[i].name, tr[i].total, tr[i].quality, tr[i].semantic, tr[i].frechet, tr[i].cond, tr[i].diversity);
