@@ -686,7 +686,7 @@ static const DistillRow* row_named(const DistillRow* r, int n, const char* name)
 }
 
 // The claims on seed 1 of the default run. Checked: what the paired seeds of dev/results/ablations-cpu.md support
-// (there, in every seed, by more than the evaluation's own sampling error; 2 seeds so far, the 3rd unfinished).
+// (there, in each of 3 paired seeds, by more than the evaluation's own sampling error).
 // Printed, not checked: the rest, which those runs leave within the evaluation's error, against the paper, or unrun.
 static void test_distill(void) {
     DistillOpts o = distill_defaults();
@@ -728,7 +728,7 @@ static void test_distill(void) {
         }
     }
     // checked: two steps beat one on what Stage 2 optimises, the per-caption distance to the target (paper: 84.68 vs
-    // 83.80 on VBench); seeds 1 and 2: M = 2 closer in both, by 3.9 and 3.5 unpaired standard errors
+    // 83.80 on VBench); seeds 1, 2, 3: M = 2 closer in every seed, by 3.9, 3.5 and 2.6 unpaired standard errors
     double d21 = r1->cond - r2->cond, se21 = score_boot_se(r1->cond_cap, r2->cond_cap, r1->n_cap);
     printf("  per-caption distance to the target: TMD M1 %.2f ± %.2f, M2 %.2f ± %.2f: M2 closer by %.2f (paired se "
            "%.2f)\n",
