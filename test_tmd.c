@@ -19,6 +19,7 @@
 #include "cpu/tmd_tests.h"     // TMD on the CPU: student, inner flow, TM-MF, DMD2-v (and cpu/distill_cpu.h itself)
 #include "world/world_tests.h" // the built-in world's tests (and world.h, text.h, score.h, png.h)
 #include "world/world_cli.h"   // ./test_tmd world gen | sheet | score | render | encode
+#include "world/score_cond_tests.h" // the per-caption distance to a target: planted generators ranked
 #include "cpu/distill_run.h"   // the whole method on the CPU in the tiny world: teacher, TM-MF, DMD2-v, table
 #include "cpu/distill_smoke_tests.h" // a few steps of every distillation stage
 #include "cpu/ablate.h"               // the paper's claims in miniature: ./test_tmd ablate
@@ -682,11 +683,13 @@ static const DistillRow* row_named(const DistillRow* r, int n, const char* name)
     for (int i = 0; i < n; i++)
         if (!strcmp(r[i].name, name)) return &r[i];
     EXPECT(0, "table has no row '%s'", name);
-    static const DistillRow none = {"", 0, 0, 0, -1, 0, 0, 0};
+    static const DistillRow none = {.total = -1};
     return &none;
 }
-static double row_total(const DistillRow* r, int n, const char* name) { return row_named(r, n, name)->total; }
 
+// The claims on seed 1 of the default run. Checked: what the paired seeds of dev/results/ablations-cpu.md support
+// (there, in each of 3 paired seeds, by more than the evaluation's own sampling error).
+// Printed, not checked: the rest, which those runs leave within the evaluation's error, against the paper, or unrun.
 static void test_distill(void) {
     DistillOpts o = distill_defaults();
     DistillRow rows[DISTILL_MAX_ROWS];
@@ -694,40 +697,60 @@ static void test_distill(void) {
     distill_print(rows, n);
     char nm[64];
     snprintf(nm, sizeof(nm), "teacher UniPC %d steps, CFG %g", o.teacher_eval_steps, o.cfg_eval);
-    double teacher = row_total(rows, n, nm);
+    const DistillRow* teacher = row_named(rows, n, nm);
     snprintf(nm, sizeof(nm), "teacher Euler 1 step, CFG %g", o.cfg_eval);
-    double euler1 = row_total(rows, n, nm);
+    const DistillRow* euler1 = row_named(rows, n, nm);
     snprintf(nm, sizeof(nm), "teacher Euler 2 steps, CFG %g", o.cfg_eval);
-    double euler2 = row_total(rows, n, nm);
+    const DistillRow* euler2 = row_named(rows, n, nm);
     snprintf(nm, sizeof(nm), "TMD M1 N%d H%d", o.N, o.H);
-    double tmd1 = row_total(rows, n, nm);
+    const DistillRow* r1 = row_named(rows, n, nm);
     snprintf(nm, sizeof(nm), "TMD M2 N%d H%d", o.N, o.H);
-    double tmd2 = row_total(rows, n, nm);
-    // the teacher learned the world: its many-step samples beat its own one-step Euler sample
-    printf("  teacher many-step %.1f vs its 1-step Euler %.1f\n", teacher, euler1);
-    EXPECT(teacher > euler1 + 5, "the tiny teacher did not learn: many-step %.1f vs 1-step %.1f", teacher, euler1);
-    // the claim in miniature: the student at M = 1 or 2 beats the teacher's Euler sampler at the same number of steps
-    // ...
-    double gain1 = tmd1 - euler1, gain2 = tmd2 - euler2;
-    printf("  TMD vs teacher Euler at the same steps: M=1 %+.1f, M=2 %+.1f\n", gain1, gain2);
-    EXPECT(gain1 > 0 || gain2 > 0, "TMD beat the teacher's Euler sampler at neither M = 1 (%+.1f) nor M = 2 (%+.1f)",
-           gain1, gain2);
-    // ... and comes close to the teacher's many-step CFG samples: within 10 points of toy-VBench total
-    double best = fmax(tmd1, tmd2);
-    printf("  best TMD %.1f vs teacher many-step %.1f: gap %.1f points (\"close\" = within 10)\n", best, teacher,
-           teacher - best);
-    EXPECT(teacher - best <= 10, "TMD's best total %.1f is %.1f points below the teacher's %.1f", best, teacher - best,
-           teacher);
-    // two steps beat one at what Stage 2 optimises: the distance to the distillation target (the teacher's samples at
-    // the VSD guidance). Two steps do not beat one on the toy VBench total here, because that target scores below the
-    // one-step student's misfit (dev/results/ablations-cpu.md); on Wan the target is the teacher's own best setting.
-    snprintf(nm, sizeof(nm), "TMD M1 N%d H%d", o.N, o.H);
-    double fd1 = row_named(rows, n, nm)->frechet_target;
-    snprintf(nm, sizeof(nm), "TMD M2 N%d H%d", o.N, o.H);
-    double fd2 = row_named(rows, n, nm)->frechet_target;
-    printf("  Fréchet distance to the distillation target: TMD M1 %.1f, M2 %.1f\n", fd1, fd2);
-    EXPECT(fd1 > 0 && fd2 > 0, "the table has no distance to the distillation target (M1 %g, M2 %g)", fd1, fd2);
-    EXPECT(fd2 < fd1, "two-step TMD is not closer to the distillation target than one-step (%.1f vs %.1f)", fd2, fd1);
+    const DistillRow* r2 = row_named(rows, n, nm);
+    // checked: the teacher learned the world (its many-step samples beat its own one-step Euler sample)
+    printf("  teacher many-step %.1f ± %.1f vs its 1-step Euler %.1f ± %.1f\n", teacher->total, teacher->total_se,
+           euler1->total, euler1->total_se);
+    EXPECT(teacher->total > euler1->total + 5, "the tiny teacher did not learn: many-step %.1f vs 1-step %.1f",
+           teacher->total, euler1->total);
+    // checked: the measure's floor. With the VSD guidance at the table's teacher guidance (the default), the teacher's
+    // row is a second draw of the distillation target: at 0 up to sampling error, and every student farther
+    EXPECT(r1->n_cap > 0 && r2->n_cap > 0 && teacher->n_cap > 0, "the table has no per-caption distance to the target");
+    if (r1->n_cap == 0 || r2->n_cap == 0 || teacher->n_cap == 0) return;
+    if (o.cfg_dmd == o.cfg_eval) {
+        printf("  the teacher's second draw is at %.2f ± %.2f from the target\n", teacher->cond, teacher->cond_se);
+        EXPECT(fabs(teacher->cond) < 3 * teacher->cond_se,
+               "the teacher's own second draw is at %.2f ± %.2f from its target: the measure is biased", teacher->cond,
+               teacher->cond_se);
+        for (int i = 0; i < n; i++) {
+            if (strncmp(rows[i].name, "TMD", 3)) continue;   // (DMD2-v: not run at this default in the seeds above)
+            double d = rows[i].cond - teacher->cond;
+            double se = score_boot_se(rows[i].cond_cap, teacher->cond_cap, rows[i].n_cap);
+            printf("  %-30s %.2f farther from the target than the teacher (paired se %.2f)\n", rows[i].name, d, se);
+            EXPECT(d > 3 * se, "%s is as close to the target as the teacher's own second draw (%+.2f, se %.2f)",
+                   rows[i].name, d, se);
+        }
+    }
+    // checked: two steps beat one on what Stage 2 optimises, the per-caption distance to the target (paper: 84.68 vs
+    // 83.80 on VBench); seeds 1, 2, 3: M = 2 closer in every seed, by 3.9, 3.5 and 2.6 unpaired standard errors
+    double d21 = r1->cond - r2->cond, se21 = score_boot_se(r1->cond_cap, r2->cond_cap, r1->n_cap);
+    printf("  per-caption distance to the target: TMD M1 %.2f ± %.2f, M2 %.2f ± %.2f: M2 closer by %.2f (paired se "
+           "%.2f)\n",
+           r1->cond, r1->cond_se, r2->cond, r2->cond_se, d21, se21);
+    EXPECT(d21 > 3 * se21, "two-step TMD is not clearly closer to the target than one-step: %.2f vs %.2f (paired se %.2f)",
+           r2->cond, r1->cond, se21);
+    // printed: what the 3-seed tables leave within the evaluation's error, or against the paper
+    printf("  not checked (within the evaluation's error, not reproduced, or not run; dev/results/ablations-cpu.md):\n");
+    printf("    toy VBench total, TMD M2 - M1: %+.1f (each ± %.1f / %.1f)\n", r2->total - r1->total, r2->total_se,
+           r1->total_se);
+    printf("    TMD vs teacher Euler at the same steps: M1 %+.1f, M2 %+.1f (total); per-caption distance %+.2f, %+.2f\n",
+           r1->total - euler1->total, r2->total - euler2->total, r1->cond - euler1->cond, r2->cond - euler2->cond);
+    printf("    best TMD %.1f vs the teacher's many-step %.1f: gap %.1f points\n", fmax(r1->total, r2->total),
+           teacher->total, teacher->total - fmax(r1->total, r2->total));
+    printf("    diversity (within-caption spread over the target's): TMD M1 %.2f, M2 %.2f, teacher %.2f\n",
+           r1->diversity, r2->diversity, teacher->diversity);
+    for (int i = 0; i < n; i++)
+        if (!strncmp(rows[i].name, "DMD2-v", 6))
+            printf("    %s: total %.1f, per-caption distance %.2f (TMD at the same M: see the table)\n", rows[i].name,
+                   rows[i].total, rows[i].cond);
 }
 
 // =========================================================================================================
@@ -1360,6 +1383,10 @@ static void test_world_group(void) {
     printf("\n[world] the built-in world: grammar, renderer, text encoder, toy VBench\n");
     test_world();
 }
+static void test_measure_group(void) {
+    printf("\n[measure] the per-caption distance to the distillation target and diversity\n");
+    test_score_cond();
+}
 static void test_umt5_group(void) {
     test_umt5(test_tmpdir);
 }
@@ -1391,6 +1418,7 @@ static const TestGroup TEST_GROUPS[] = {
     {"io", test_io_group, "safetensors and npy: round trips and one case per kind of corrupt file", FAST},
     {"inputs", test_bad_inputs, "bad input of every kind found so far: refused with a message, never a crash", FAST},
     {"world", test_world_group, "the built-in world: grammar, renderer, text encoder, toy VBench, PNG", FAST},
+    {"measure", test_measure_group, "the per-caption distance to a target: planted generators ranked correctly", FAST},
     {"grad", test_grad_group, "finite-difference gradient checks of every layer and the whole model", FAST},
     {"weights", test_names_and_roundtrip, "official <-> diffusers names, save/load round trip, bad checkpoints", FAST},
     {"peer", test_peer_diffusers, "CPU forward and backward vs diffusers' WanTransformer3DModel", FAST},

@@ -363,8 +363,9 @@ static void test_distill_table(const char* tmpdir) {
     EXPECT(strstr(line[4], "DMD2-v M1 (no KD yet)") && strstr(line[4], "1.00"), "DMD2-v row: %s", line[4]);
     EXPECT(!strstr(line[1], "target"), "no row has a distance to the distillation target, yet the header names one: %s", line[1]);
     printf("  %s", line[3]);
-    // with a distance to the distillation target on one row (./test_tmd distill): a last column, "-" where unmeasured
-    r[1].frechet_target = 90.94;
+    // with the per-caption distance to the distillation target on one row (./test_tmd distill): three last columns,
+    // "-" where unmeasured, and the total's standard error beside it where measured
+    r[1].n_cap = 16; r[1].cond = 3.14159; r[1].cond_se = 0.27; r[1].diversity = 0.875; r[1].total_se = 1.5;
     f = fopen(path, "w+");
     EXPECT(f != NULL, "cannot write %s", path);
     if (!f) return;
@@ -373,9 +374,11 @@ static void test_distill_table(const char* tmpdir) {
     nl = 0;
     while (nl < 8 && fgets(line[nl], sizeof(line[nl]), f)) nl++;
     fclose(f);
-    EXPECT(nl == 5 && strstr(line[1], "Fréchet to target"), "header with the target column: %s", nl > 1 ? line[1] : "(none)");
+    EXPECT(nl == 5 && strstr(line[1], "to target") && strstr(line[1], "diversity") && strstr(line[1], "± se"),
+           "header with the target columns: %s", nl > 1 ? line[1] : "(none)");
     if (nl < 5) return;
-    EXPECT(strstr(line[3], "90.9\n") != NULL, "TMD row ends with its distance to the target: %s", line[3]);
+    EXPECT(strstr(line[3], "70.0     1.5") && strstr(line[3], "3.14    0.27       0.88\n") != NULL,
+           "TMD row: total ± se, then distance, its se and diversity last: %s", line[3]);
     EXPECT(strstr(line[4], " -\n") != NULL, "an unmeasured row shows '-' in the last column: %s", line[4]);
 }
 

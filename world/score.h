@@ -58,6 +58,8 @@ static const double SC_FEAT_SCALE[SC_NFEAT] = {0.05, 0.05, 0.05, 0.05, 0.05, 0.0
 // what the scorer found in one clip
 typedef struct {
     double feat[SC_NFEAT];                  // Frechet features (unscaled)
+    double travel_x, travel_y;              // signed travel of the object-coloured mass over the clip / S
+    double mass_fill;                       // that mass's pixels / its bounding box (mean over frames; 0: none)
     double sharpness, temporal, background; // raw quality values
     int parsed;                             // 1 if the caption parsed (then the semantic values are set)
     double colour, shape, count, motion;    // semantic accuracies of this clip, each in [0, 1]
@@ -290,7 +292,29 @@ static inline void score_clip(ScoreClip* out, const float* clip, int T, int H, i
                     m1++;
                 }
             }
-        if (m0 > 0 && m1 > 0) out->feat[15] = hypot(c1x / m1 - c0x / m0, c1y / m1 - c0y / m0) / S;
+        if (m0 > 0 && m1 > 0) {
+            out->feat[15] = hypot(c1x / m1 - c0x / m0, c1y / m1 - c0y / m0) / S;
+            out->travel_x = (c1x / m1 - c0x / m0) / S;
+            out->travel_y = (c1y / m1 - c0y / m0) / S;
+        }
+        // fill of the object-coloured mass: pixels / its bounding box, mean over frames with any (shape, uncaptioned)
+        int nf = 0;
+        for (int t = 0; t < T; t++) {
+            int x0 = W, x1 = -1, y0 = H, y1 = -1, cnt = 0;
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++)
+                    if (cls[(size_t)t * plane + (size_t)y * W + x] < N_COLOURS) {
+                        cnt++;
+                        x0 = x < x0 ? x : x0;
+                        x1 = x > x1 ? x : x1;
+                        y0 = y < y0 ? y : y0;
+                        y1 = y > y1 ? y : y1;
+                    }
+            if (cnt == 0) continue;
+            out->mass_fill += (double)cnt / ((x1 - x0 + 1) * (y1 - y0 + 1));
+            nf++;
+        }
+        if (nf) out->mass_fill /= nf;
     }
     out->feat[10] = edge;
     out->feat[11] = out->sharpness;
@@ -546,6 +570,8 @@ static inline int score_ref_init(ScoreRef* ref, const float* clips, int n, int T
     return 0;
 }
 
+static inline void sc_combine(WorldScore* s);
+
 // Scores clips [n, 3, T, H, W] against their n captions. ref: Frechet reference from real clips of the same shape
 // (NULL: the frechet dim is skipped and quality averages the other three). cfg: the world whose held-out pairs
 // split the semantic score into seen / held-out (NULL: no split). per_clip: n results, or NULL.
@@ -622,7 +648,12 @@ static inline int score_clips(WorldScore* s, const float* clips, int n, int T, i
     else
         s->has[SC_FRECHET] = 0;
     if (!per_clip) free(cs);
-    // normalise and combine (VBench: total = (4 quality + semantic) / 5)
+    sc_combine(s);
+    return 0;
+}
+
+// normalises s->raw (where s->has) and combines (VBench: total = (4 quality + semantic) / 5)
+static inline void sc_combine(WorldScore* s) {
     double q = 0, sem = 0;
     int nq = 0, ns = 0;
     for (int d = 0; d < SC_NDIM; d++) {
@@ -637,9 +668,177 @@ static inline int score_clips(WorldScore* s, const float* clips, int n, int T, i
             ns++;
         }
     }
-    s->quality = q / nq;
-    s->semantic = sem / ns;
+    s->quality = nq ? q / nq : 0;
+    s->semantic = ns ? sem / ns : 0;
     s->total = (4 * s->quality + s->semantic) / 5;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Sampling error of the toy VBench: a bootstrap over the scored clips (one per caption), fixed seed
+
+#define SC_BOOT 1000 // bootstrap resamples
+
+// the standard error of the toy VBench total (in [0, 1]) of n analysed clips (score_clips' per_clip), by resampling
+// the clips with replacement and scoring each resample as score_clips would (the Frechet term refitted; ref NULL:
+// without it)
+static inline double score_total_se(const ScoreClip* cs, int n, const ScoreRef* ref) {
+    if (n < 2) return 0;
+    ScoreClip* rs = (ScoreClip*)malloc(sizeof(ScoreClip) * (size_t)n);
+    WRng r = wrng_seed(0x5c0e, 1, (uint64_t)n);
+    double m = 0, m2 = 0;
+    for (int b = 0; b < SC_BOOT; b++) {
+        WorldScore s;
+        memset(&s, 0, sizeof(s));
+        for (int i = 0; i < n; i++) {
+            const ScoreClip* c = &cs[wrng_int(&r, n)];
+            rs[i] = *c;
+            s.raw[SC_SHARPNESS] += c->sharpness / n;
+            s.raw[SC_TEMPORAL] += c->temporal / n;
+            s.raw[SC_BACKGROUND] += c->background / n;
+            if (!c->parsed) continue;
+            s.n_semantic++;
+            s.raw[SC_COLOUR] += c->colour;
+            s.raw[SC_SHAPE] += c->shape;
+            s.raw[SC_COUNT] += c->count;
+            s.raw[SC_MOTION] += c->motion;
+        }
+        for (int d = 0; d < SC_NDIM; d++) s.has[d] = !SC_IS_QUALITY[d] ? s.n_semantic > 0 : d != SC_FRECHET || ref;
+        for (int d = SC_COLOUR; d <= SC_MOTION; d++) s.raw[d] /= s.n_semantic ? s.n_semantic : 1;
+        if (ref) s.raw[SC_FRECHET] = score_frechet_to(rs, n, ref);
+        sc_combine(&s);
+        m += s.total;
+        m2 += s.total * s.total;
+    }
+    free(rs);
+    m /= SC_BOOT;
+    double v = m2 / SC_BOOT - m * m;
+    return v > 0 ? sqrt(v) : 0;
+}
+
+// the bootstrap standard error over captions of mean(a) (b NULL) or of the paired mean(a - b), a and b [n]
+static inline double score_boot_se(const double* a, const double* b, int n) {
+    if (n < 2) return 0;
+    WRng r = wrng_seed(0x5c0e, 2, (uint64_t)n);
+    double m = 0, m2 = 0;
+    for (int k = 0; k < SC_BOOT; k++) {
+        double s = 0;
+        for (int i = 0; i < n; i++) {
+            int j = wrng_int(&r, n);
+            s += (a[j] - (b ? b[j] : 0)) / n;
+        }
+        m += s;
+        m2 += s * s;
+    }
+    m /= SC_BOOT;
+    double v = m2 / SC_BOOT - m * m;
+    return v > 0 ? sqrt(v) : 0;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// The per-caption distance to a target distribution, and diversity
+//
+// The Frechet distance above compares the pooled features of all scored clips with a reference, one clip per
+// caption: a generator that ignores its caption but reproduces the mix of clips over all captions scores as well as
+// a faithful one, one collapsed to the reference's mean features scores better than most, and it cannot see a
+// generator that ignores its noise. Here every caption c has K generated clips (K noises) and K' target clips, and
+// the two sets are compared caption by caption with the energy distance (Szekely & Rizzo)
+//     ED_c = 2 E|x - y| - E|x - x'| - E|y - y'|        x, x' generated for c; y, y' target for c; |.| Euclidean
+// on the scaled Frechet features plus three that the caption fixes and the pooled features miss (the signed travel
+// of the object-coloured mass in x and in y, and that mass's fill, i.e. its shape): SC_NCFEAT in all. The
+// within-set means run over distinct pairs, so ED_c is 0 in expectation when the generated clips of caption c are
+// distributed like its target clips, and positive in expectation otherwise (twice the energy distance is a squared
+// metric between distributions). dist = mean of ED_c over captions.
+//   collapse (x = x' for every noise) drops the E|x - x'| term and leaves the cross term, so it pays;
+//   answering another caption pays the cross term even when the pooled mix of clips is right.
+// diversity = mean_c E|x - x'| / mean_c E|y - y'|: 1 when the generator varies with its noise as much as the target
+// does for the same caption, 0 when it ignores its noise.
+
+#define SC_NCFEAT (SC_NFEAT + 3)
+
+static inline void score_cond_features(const ScoreClip* c, double* f) {
+    for (int i = 0; i < SC_NFEAT; i++) f[i] = c->feat[i] / SC_FEAT_SCALE[i];
+    f[SC_NFEAT + 0] = c->travel_x / 0.08; // the scale of feature 15 (travel)
+    f[SC_NFEAT + 1] = c->travel_y / 0.08;
+    f[SC_NFEAT + 2] = c->mass_fill / 0.1; // triangle 0.5, circle 0.79, square 1
+}
+
+static inline double sc_fdist(const double* a, const double* b) {
+    double d = 0;
+    for (int i = 0; i < SC_NCFEAT; i++) d += (a[i] - b[i]) * (a[i] - b[i]);
+    return sqrt(d);
+}
+
+// ED of one caption between X [nx, SC_NCFEAT] and Y [ny, SC_NCFEAT] (nx, ny >= 2); sx, sy: E|x - x'|, E|y - y'|
+static inline double sc_energy(const double* X, int nx, const double* Y, int ny, double* sx, double* sy) {
+    double xy = 0, xx = 0, yy = 0;
+    for (int i = 0; i < nx; i++)
+        for (int j = 0; j < ny; j++) xy += sc_fdist(X + i * SC_NCFEAT, Y + j * SC_NCFEAT) / ((double)nx * ny);
+    for (int i = 0; i < nx; i++)
+        for (int j = i + 1; j < nx; j++) xx += sc_fdist(X + i * SC_NCFEAT, X + j * SC_NCFEAT) / (nx * (nx - 1) / 2.0);
+    for (int i = 0; i < ny; i++)
+        for (int j = i + 1; j < ny; j++) yy += sc_fdist(Y + i * SC_NCFEAT, Y + j * SC_NCFEAT) / (ny * (ny - 1) / 2.0);
+    *sx = xx;
+    *sy = yy;
+    return 2 * xy - xx - yy;
+}
+
+typedef struct {
+    int n_cap, k_gen, k_tgt;
+    double dist, dist_se;        // mean over captions of ED_c, and its bootstrap standard error over captions
+    double spread, spread_tgt;   // mean over captions of E|x - x'| and of E|y - y'|
+    double diversity, diversity_se; // spread / spread_tgt, and its bootstrap standard error over captions
+} CondScore;
+
+// gen: n_cap * k_gen analysed clips (score_clip), caption-major (clip k of caption c at c * k_gen + k); tgt: the
+// target's n_cap * k_tgt, the same captions in the same order. per_cap: the n_cap values ED_c, or NULL.
+// Returns 0, or 1 with err.
+static inline int score_cond(CondScore* s, double* per_cap, const ScoreClip* gen, int k_gen, const ScoreClip* tgt,
+                             int k_tgt, int n_cap, char* err) {
+    memset(s, 0, sizeof(*s));
+    if (n_cap < 1 || k_gen < 2 || k_tgt < 2) {
+        snprintf(err, ST_ERRLEN,
+                 "score: the per-caption distance needs >= 1 caption and >= 2 clips per caption on each side; found "
+                 "%d captions, %d generated and %d target clips each",
+                 n_cap, k_gen, k_tgt);
+        return 1;
+    }
+    double* X = (double*)malloc(sizeof(double) * SC_NCFEAT * (size_t)(k_gen + k_tgt));
+    double* Y = X + (size_t)SC_NCFEAT * k_gen;
+    double* ed = (double*)malloc(sizeof(double) * 3 * (size_t)n_cap);
+    double *sx = ed + n_cap, *sy = sx + n_cap;
+    for (int c = 0; c < n_cap; c++) {
+        for (int k = 0; k < k_gen; k++) score_cond_features(&gen[(size_t)c * k_gen + k], X + (size_t)k * SC_NCFEAT);
+        for (int k = 0; k < k_tgt; k++) score_cond_features(&tgt[(size_t)c * k_tgt + k], Y + (size_t)k * SC_NCFEAT);
+        ed[c] = sc_energy(X, k_gen, Y, k_tgt, &sx[c], &sy[c]);
+        s->dist += ed[c] / n_cap;
+        s->spread += sx[c] / n_cap;
+        s->spread_tgt += sy[c] / n_cap;
+        if (per_cap) per_cap[c] = ed[c];
+    }
+    s->n_cap = n_cap;
+    s->k_gen = k_gen;
+    s->k_tgt = k_tgt;
+    s->dist_se = score_boot_se(ed, NULL, n_cap);
+    s->diversity = s->spread_tgt > 0 ? s->spread / s->spread_tgt : 0;
+    if (n_cap >= 2 && s->spread_tgt > 0) { // the ratio's standard error, resampling captions
+        WRng r = wrng_seed(0x5c0e, 3, (uint64_t)n_cap);
+        double m = 0, m2 = 0;
+        for (int b = 0; b < SC_BOOT; b++) {
+            double a = 0, t = 0;
+            for (int i = 0; i < n_cap; i++) {
+                int j = wrng_int(&r, n_cap);
+                a += sx[j];
+                t += sy[j];
+            }
+            double q = t > 0 ? a / t : 0;
+            m += q;
+            m2 += q * q;
+        }
+        m /= SC_BOOT;
+        s->diversity_se = m2 / SC_BOOT - m * m > 0 ? sqrt(m2 / SC_BOOT - m * m) : 0;
+    }
+    free(X);
+    free(ed);
     return 0;
 }
 
