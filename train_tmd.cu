@@ -52,6 +52,7 @@ typedef struct {
     int bench, lat_t, lat_h, lat_w;               // --bench: steps on synthetic latents [T, H, W], timed, memory measured, nothing saved
     double lr, lr_fake, wd, clip_student;   // the student's and the fake score's learning rates
     double gan_weight, disc_lr; int disc_width;   // Stage 2's GAN terms (gan_weight 0: no discriminator at all)
+    double cfg_dmd;                               // the teacher's guidance in the VSD gradient (-1: gpu/stage_plan.h stage_cfg_dmd)
     int disc_head;                                // --disc-head: -1 auto, DISC_STRIDED, DISC_MULTISCALE
     const char* data;                             // a latent dataset (lib/latent_data.h); NULL: the built-in world
 } TmdRun;
@@ -245,6 +246,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     float* neg_d = NULL;   // the unconditional context: the negative prompt's (--data), else zeros (the world's empty caption)
     if (td.negative) { cudaCheck(cudaMalloc(&neg_d, sizeof(float) * nctx)); cudaCheck(cudaMemcpy(neg_d, td.negative, sizeof(float) * nctx, cudaMemcpyHostToDevice)); }
     DmdConfig dcf = stage_dmd_config(o->M, gan ? o->gan_weight : 0, o->update_every);
+    dcf.cfg = o->cfg_dmd >= 0 ? o->cfg_dmd : stage_cfg_dmd(has_t7 ? &t7 : NULL);   // the world: the CPU reference's 2; Table 7: 5
     TmmfGpuWork tw; GenGpu G; DmdGpuWork dw;
     if (!stage2) tmmf_gpu_work_init(&tw, &sc, B, td.T, td.H, td.W);
     else { gen_gpu_init(&G, !baseline, &sc, B, td.T, td.H, td.W, o->N, tcf.gamma_inner); G.S = &S; G.P = &Pm; dmd_gpu_work_init(&dw, c, B, td.T, td.H, td.W, &G.bb);
@@ -252,6 +254,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g, student clip %g%s\n", baseline ? (o->student ? "DMD2-v baseline (KD-warmed)" : "DMD2-v baseline (no KD)") : stage2 ? "Stage 2 DMD2-v" : "Stage 1 TM-MF",
            o->steps, B, o->M, o->N, o->H, effective_nfe(o->M, o->N, o->H, c->num_layers), o->lr, o->wd, o->clip_student,
            stage2 ? ", student every update_every-th iteration" : "");
+    if (stage2) printf("VSD: teacher guidance %g against %s, t_dmd shift %g, t_student shift %g\n", dcf.cfg, td.negative ? "the negative prompt" : "the empty caption",
+                       dcf.gamma_dmd, dcf.gamma_outer);
     if (stage2 && gan) printf("GAN terms: weight %g, discriminator %s (%zu parameters), lr %g (AdamW 0.9, 0.99, wd 0.01, no clipping)\n", o->gan_weight,
                               disc_kind_name(&dcfg), nd, o->disc_lr);
     else if (stage2) printf("GAN terms: off (--gan-weight 0)\n");
@@ -800,7 +804,7 @@ int main(int argc, char** argv) {
     double lr = -1, wd = 0.01, max_grad_norm = 1.0, p_drop = 0.1, shift = 1.0;
     TmdRun tr; memset(&tr, 0, sizeof(tr));
     tr.M = 2; tr.N = 2; tr.H = 2; tr.update_every = 5; tr.clip_student = -1; tr.accum = 1;
-    tr.gan_weight = 0.03; tr.disc_lr = 1e-4; tr.disc_width = 64; tr.disc_head = -1;   // paper's λ; cpu/distill_run.h's lr; width 64 for the world's 96 input channels (tiny: 16 for 4, Wan 1.3B: 512 for 384)
+    tr.gan_weight = 0.03; tr.disc_lr = 1e-4; tr.disc_width = 64; tr.disc_head = -1; tr.cfg_dmd = -1;   // paper's λ; cpu/distill_run.h's lr; width 64 for the world's 96 input channels (tiny: 16 for 4, Wan 1.3B: 512 for 384)
     // every stage's steps, batch, learning rates, clipping and the KD pairs' sampler: -1 takes gpu/stage_plan.h's table
     // (the built-in world: cpu/distill_run.h's method, the step counts sized for the README's goal of < 30 minutes on one
     // H100 for the whole run, UNMEASURED so far; a Wan2.1 teacher on --data: Table 7), printed at start
@@ -844,6 +848,7 @@ int main(int argc, char** argv) {
         FLAG_INT("--latent-width", &tr.lat_w, "--bench: latent W (480p: 104)"),
         FLAG_INT("--update-every", &tr.update_every, "stage2/baseline: the student is updated every k-th iteration, the fake score otherwise"),
         FLAG_DOUBLE("--clip-student", &tr.clip_student, "the student's gradient-norm clipping in every stage given (0: off; -1: the stage table's: Stage 1 off, Stage 2, baseline and KD 10, as FastGen and the CPU reference)"),
+        FLAG_DOUBLE_R("--cfg-dmd", &tr.cfg_dmd, -1, 100, "stage2/baseline: the teacher's guidance in the VSD gradient, i.e. the distillation target (-1: the stage table's: the world 2, its teacher's best guidance as in the CPU reference; a Wan2.1 teacher Table 7's 5)"),
         FLAG_DOUBLE_R("--gan-weight", &tr.gan_weight, 0, 1000, "stage2/baseline: the GAN loss weight lambda (paper: 0.03; 0: no discriminator at all, nothing allocated)"),
         FLAG_DOUBLE_R("--disc-lr", &tr.disc_lr, 0, 1, "stage2/baseline: the discriminator's AdamW learning rate (betas 0.9, 0.99, wd 0.01, no clipping)"),
         FLAG_INT_R("--disc-width", &tr.disc_width, 2, 4096, "stage2/baseline: the strided head's width W, even: convolutions W/2, W/2, W, W, MLP hidden W (the CPU tiny run: 16)"),

@@ -586,6 +586,7 @@ static void test_stage_plan(void) {
     EXPECT(s2.lr == o.student_lr && s2.lr_fake == o.fake_lr && s2.clip_student == o.clip_student && b1.lr == s2.lr && b1.clip_student == s2.clip_student,
            "world Stage 2 / baseline: lr %g, fake %g, clip %g; the CPU reference's %g, %g, %g", s2.lr, s2.lr_fake, s2.clip_student, o.student_lr, o.fake_lr, o.clip_student);
     EXPECT(kd.clip_student == o.clip_student, "world KD clip %g, the CPU's student clip %g", kd.clip_student, o.clip_student);
+    EXPECT(stage_cfg_dmd(NULL) == o.cfg_dmd, "world VSD guidance %g, the CPU reference's %g", stage_cfg_dmd(NULL), o.cfg_dmd);
     // a single stage resolves through the same table (no flags given: the table; a flag given: the flag)
     StageDefaults r1 = stage_resolve(STAGE_STAGE1, 2, NULL, -1, -1, -1, -1, -1), r2 = stage_resolve(STAGE_STAGE2, 2, NULL, -1, -1, -1, -1, -1);
     StageDefaults rg = stage_resolve(STAGE_STAGE2, 2, NULL, 7, 3, 2e-4, 2e-4, 1);
@@ -602,6 +603,7 @@ static void test_stage_plan(void) {
            w2.steps, wb1.steps, w2.lr, w2.lr_fake);
     EXPECT(k13.steps == 10000 && k14.steps == 5000 && k13.lr == 7e-5 && k14.lr == 7e-5, "KD: %d / %d iterations at lr %g / %g; Table 7: 10k / 5k at 7e-5",
            k13.steps, k14.steps, k13.lr, k14.lr);
+    EXPECT(stage_cfg_dmd(&t13) == 5 && stage_cfg_dmd(&t14) == 5, "Table 7's VSD guidance: %g / %g, want 5", stage_cfg_dmd(&t13), stage_cfg_dmd(&t14));
     KdDefaults kw = kd_defaults(&t13), kt = kd_defaults(NULL);
     printf("  Wan2.1 1.3B KD pairs: %d, UniPC %d steps, CFG %g, shift %g, skip-layer %d; world: %d, %d, %g, %g, %d\n", kw.pairs, kw.sampler_steps, kw.cfg,
            kw.shift, kw.skip_layer, kt.pairs, kt.sampler_steps, kt.cfg, kt.shift, kt.skip_layer);

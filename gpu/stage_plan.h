@@ -111,6 +111,12 @@ static DmdConfig stage_dmd_config(int M, double gan_weight, int update_every) {
     return c;
 }
 
+// the teacher's guidance in the VSD gradient (the distillation target): Table 7's 5 for a Wan2.1 teacher (Wan's own
+// best CFG); the built-in world's teacher at its own best, 2, as the CPU reference distills (cpu/distill_run.h
+// distill_defaults, where the reason is measured)
+#define STAGE_WORLD_CFG_DMD 2.0
+static double stage_cfg_dmd(const Table7* t7) { return t7 ? 5.0 : STAGE_WORLD_CFG_DMD; }
+
 // ---------------------------------------------------------------------------------------------------------
 // the pipeline's stages in order
 
