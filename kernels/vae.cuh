@@ -164,7 +164,7 @@ __global__ void vae_time_stride2_kernel(float* out, const float* full, int C, in
     out[i] = full[((size_t)c * T + 2 * t + 1) * plane + p];
 }
 // full [C][T][plane] -> out [C][To][plane] (its odd frames); out must not alias full
-static void vae_time_stride2(float* out, const float* full, int C, int T, int To, size_t plane, cudaStream_t stream) {
+static inline void vae_time_stride2(float* out, const float* full, int C, int T, int To, size_t plane, cudaStream_t stream) {
     size_t n = (size_t)C * To * plane;
     vae_time_stride2_kernel<<<vae_grid_(n), VAE_THREADS, 0, stream>>>(out, full, C, T, To, plane);
     cudaCheck(cudaGetLastError());
