@@ -84,22 +84,7 @@ ifneq ($(CUDA_GOALS),)
     # cuDNN's fused attention (kernels/attention_cudnn.cpp): bf16 builds with ATTN=flash only. Needs cuDNN 9 (the CUDA
     # toolkit's, or PyTorch's pip package) and cudnn-frontend's headers (pip install nvidia-cudnn-frontend, 1.13+).
     ifeq ($(CUDNN)$(ATTN)$(PRECISION),1flashBF16)
-      ifeq ($(CUDNN_FRONTEND_PATH),)
-        CUDNN_FRONTEND_PATH := $(shell python3 -c "import importlib.metadata as m; print(m.distribution('nvidia-cudnn-frontend').locate_file('include'))" 2>/dev/null)
-      endif
-      CUDNN_PROBE_SRC := printf '\043include <cudnn.h>\n\043include <cudnn_frontend_version.h>\n\043if CUDNN_MAJOR < 9 || CUDNN_FRONTEND_VERSION < 11300\n\043error too old\n\043endif\nint main(){return cudnnGetVersion() >= 90000 ? 0 : 1;}\n' > $(PROBE_DIR)/dnn.cu
-      ifeq ($(CUDNN_PATH),)
-        CUDNN_FOUND := $(shell $(CUDNN_PROBE_SRC) && $(NVCC) -isystem "$(CUDNN_FRONTEND_PATH)" $(PROBE_DIR)/dnn.cu -o $(PROBE_DIR)/dnn -lcudnn -lnvrtc 2>/dev/null && echo yes)
-        ifneq ($(CUDNN_FOUND),yes)
-          # not in the toolkit: PyTorch's cuDNN wheel (nvidia/cudnn/{include,lib}, libcudnn.so.9 without the .so link)
-          CUDNN_PATH := $(shell python3 -c "import importlib.metadata as m; p = [m.distribution(n).locate_file('nvidia/cudnn') for n in ('nvidia-cudnn-cu13', 'nvidia-cudnn-cu12') if list(m.distributions(name=n))]; print(p[0] if p else '')" 2>/dev/null)
-        endif
-      endif
-      ifneq ($(CUDNN_PATH),)
-        CUDNN_LINK := -L$(CUDNN_PATH)/lib -l:libcudnn.so.9 -Xlinker -rpath=$(CUDNN_PATH)/lib
-        CUDNN_FOUND := $(shell $(CUDNN_PROBE_SRC) && $(NVCC) -isystem "$(CUDNN_FRONTEND_PATH)" -I$(CUDNN_PATH)/include $(PROBE_DIR)/dnn.cu -o $(PROBE_DIR)/dnn \
-                         $(CUDNN_LINK) -lnvrtc 2>/dev/null && echo yes)
-      endif
+      include cudnn.mk
       ifeq ($(CUDNN_FOUND),yes)
         $(info [deps] cuDNN + cudnn-frontend: found (frontend headers in $(CUDNN_FRONTEND_PATH); cuDNN $(if $(CUDNN_PATH),in $(CUDNN_PATH),of the CUDA toolkit)): attention by cuDNN's fused SDPA, the own flash kernels as its fallback)
       else
