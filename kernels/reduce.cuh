@@ -2,6 +2,7 @@
 // the problem's sizes alone, so the same inputs give the same bits on every run (and for any number of SMs).
 //
 //   warp_sum, block_sum, block_sum2   sums over a warp / a block, the result in every thread
+//   block_max                         the max over a block (softmax's), the result in every thread
 //   column_partials_reduce            out[g, c] += Σ_p partials[g, p, c]: the second pass of the column sums
 //                                     (dγ, dβ, dgate, dbias) whose first pass writes one row of partials per block
 //   column_sum                        out[c] += Σ_n in[n, c] for a [rows, C] matrix (the dbias of a Linear)
@@ -34,6 +35,18 @@ template <typename T> __device__ inline T block_sum(T v, T* shared) {
     __syncthreads();
     v = lane < nwarps ? shared[lane] : (T)0;
     return warp_sum(v);                    // every warp sums the same values in the same order
+}
+
+// the max over the block, returned to every thread (block_sum's pattern and rules; shared: 32 floats)
+__device__ inline float block_max(float v, float* shared) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? shared[lane] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
 }
 
 // two sums at once (one pair of barriers). shared: 64 floats.

@@ -12,7 +12,7 @@
 #pragma once
 #include "common.cuh"
 #include "precision.cuh"
-#include "reduce.cuh"   // warp_sum, block_sum
+#include "reduce.cuh"   // warp_sum, block_sum, block_max
 
 #define UMT5_ATTN_THREADS 128
 
@@ -36,17 +36,6 @@ static void umt5_rmsnorm(Tout* out, const float* x, const float* w, int N, int C
     cudaCheck(cudaGetLastError());
 }
 
-__device__ inline float umt5_block_max(float v, float* shared) {
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    __syncthreads();
-    if (lane == 0) shared[warp] = v;
-    __syncthreads();
-    v = lane < nwarps ? shared[lane] : -INFINITY;
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
 // cpu umt5_encode's attention loop: one block per (query i, head h, prompt b). qkv [B·L, 3·H·dk] (q | k | v per row),
 // bias [num_buckets, H] (this layer's table), bucket [2L + 1]: the bucket of r = j − i at bucket[r + L], lens [B].
 // Shared memory: dk + L + 32 floats. Naive (the scores of one query in shared memory, K and V read from global memory
@@ -68,7 +57,7 @@ __global__ void __launch_bounds__(UMT5_ATTN_THREADS) umt5_attention_kernel(float
         p[j] = s;
         mx = fmaxf(mx, s);
     }
-    mx = umt5_block_max(mx, red);
+    mx = block_max(mx, red);
     float ls = 0.f;
     for (int j = tid; j < len; j += blockDim.x) { float e = expf(p[j] - mx); p[j] = e; ls += e; }
     float l = block_sum(ls, red);   // its barriers also publish p[] to every thread

@@ -13,7 +13,7 @@
 //   vae_time_stride2      the encoder's downsample3d time_conv (stride 2 in time): the odd frames of a stride-1 conv
 #pragma once
 #include "common.cuh"
-#include "reduce.cuh"   // block_sum
+#include "reduce.cuh"   // block_sum, block_max
 
 #define VAE_THREADS 256
 static inline unsigned vae_grid_(size_t n) { return (unsigned)((n + VAE_THREADS - 1) / VAE_THREADS); }
@@ -46,18 +46,6 @@ static void vae_residual_add(float* x, const float* y, size_t n, cudaStream_t st
     cudaCheck(cudaGetLastError());
 }
 
-// the max over the block, returned to every thread (block_sum's pattern; shared: 32 floats)
-__device__ inline float vae_block_max(float v, float* shared) {
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    __syncthreads();
-    if (lane == 0) shared[warp] = v;
-    __syncthreads();
-    v = lane < nwarps ? shared[lane] : -INFINITY;
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
 #define VAE_ATTN_TILE 1024   // keys per pass: the scores of one tile sit in shared memory
 // cpu vae_attention: one block per (query pixel i, frame t). The keys are taken a tile at a time with the running max
 // and sum of the softmax (the online softmax), so shared memory is C + C + VAE_ATTN_TILE floats whatever H*W is.
@@ -84,7 +72,7 @@ __global__ void __launch_bounds__(VAE_THREADS) vae_frame_attention_kernel(float*
             s[j] = d * scale;
             lm = fmaxf(lm, s[j]);
         }
-        float m_new = fmaxf(m, vae_block_max(lm, red));
+        float m_new = fmaxf(m, block_max(lm, red));
         float corr = expf(m - m_new);   // 0 on the first tile (m = -inf)
         float ls = 0.f;
         for (int j = tid; j < nt; j += blockDim.x) { float p = expf(s[j] - m_new); s[j] = p; ls += p; }
