@@ -55,7 +55,7 @@ NVCC_PATH := $(shell command -v $(NVCC) 2>/dev/null)
 # the targets that use it. The CUDA programs get its include and library flags (nvcc takes -I, -L and -l as they are),
 # without the deprecated C++ bindings (OpenMPI's mpicxx.h declares names of its own, e.g. CommType).
 MPICC ?= mpicc
-MPI_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test-mpi train_tmd_sim sample_tmd_sim dev/mpi/shard_gpu_check dev/mpi/shard_gpu_check_sim dev/mpi/cp_gpu_check dev/mpi/cp_gpu_check_sim,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+MPI_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test-mpi train_tmd_sim sample_tmd_sim dev/mpi/shard_gpu_check dev/mpi/shard_gpu_check_sim dev/mpi/cp_gpu_check dev/mpi/cp_gpu_check_sim dev/mpi/cp_test,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(MPI_GOALS),)
   MPI := $(shell printf '#include <mpi.h>\nint main(int c, char** v){int n = 0; MPI_Init(&c, &v); MPI_Comm_size(MPI_COMM_WORLD, &n); MPI_Finalize(); return n > 0 ? 0 : 1;}\n' > $(PROBE_DIR)/mpi.c && \
            $(MPICC) $(PROBE_DIR)/mpi.c -o $(PROBE_DIR)/mpi 2>/dev/null && echo yes)
