@@ -1,7 +1,8 @@
 // dev/mpi/cp_gpu_check.cu: context parallelism's DiT forward and backward (gpu/wan_gpu.cuh with WanGpuActOpts.cp,
 // gpu/cp_gpu.cuh) on K ranks against the same model on one rank, every rank its own GPU. Every rank runs both: the
-// plain plan over the whole sequence, then the plan of its L/K tokens with the group of all ranks; batch 2, a tiny
-// DiT, with and without per-block recompute.
+// plain plan over the whole sequence, then the plan of its L/K tokens with the group of all ranks; batch 3 (not
+// the group's size: a permutation with its two axes swapped then moves other elements), a tiny DiT, with and without
+// per-block recompute.
 //   the velocity      bit for bit: every per-token layer sees the same values, the attention over whole sequences of
 //                     each head is the serial one (the all-to-alls move bits), and the head's rows are gathered
 //   the latent's gradient  bit for bit after the sum over the group (each latent element is one token's, the other
@@ -37,7 +38,7 @@ int main(int argc, char** argv) {
     Comm grp; comm_split(&world, &grp, 0, world.rank);   // one group: every rank shares each sample
     gemm_init();
     const WanConfig* c = &CFG;
-    int B = 2, T = 2, Hl = 4, Wl = 4;   // 2 x 2 x 2 = 8 tokens a sample
+    int B = 3, T = 2, Hl = 4, Wl = 4;   // 2 x 2 x 2 = 8 tokens a sample
     size_t np = wan_num_params(c), nx = (size_t)B * c->in_dim * T * Hl * Wl, no = (size_t)B * c->out_dim * T * Hl * Wl, nctx = (size_t)B * c->text_len * c->text_dim;
     real* hp = (real*)calloc(np, sizeof(real)); random_params(c, hp, 11);
     float* pf = (float*)malloc(sizeof(float) * np); for (size_t i = 0; i < np; i++) pf[i] = (float)hp[i];
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < nx; i++) hx[i] = (float)rng_normal(&r);
     for (size_t i = 0; i < no; i++) hd[i] = (float)rng_normal(&r);
     for (int b = 0; b < B; b++) for (size_t i = 0; i < (size_t)(c->text_len - b) * c->text_dim; i++) hc[(size_t)b * c->text_len * c->text_dim + i] = (float)rng_normal(&r);
-    double ts[2] = {731.0, 142.5};
+    double ts[3] = {731.0, 142.5, 9.0};
     float *d_x = upload(hx, nx), *d_dout = upload(hd, no), *d_ctx = upload(hc, nctx), *dx, *dctx;
     cudaCheck(cudaMalloc(&dx, sizeof(float) * nx)); cudaCheck(cudaMalloc(&dctx, sizeof(float) * nctx));
     WanGpuModel m; wan_gpu_model_init(&m, c, pf, 1, "cp-check");
