@@ -541,7 +541,9 @@ static int wan_gpu_use_flash(const WanConfig* c) {
 // gradients are this rank's tokens' part: the parameters', de, dctx and dx (dx: zero outside this rank's tokens) are
 // summed over the group by the caller (comm_all_reduce on the group, or the world's all-reduce of the gradients).
 static int wan_gpu_cp_layout_(WanGpuAct* a, const WanGpuActOpts* o, char* err) {
-    if (o->share) { snprintf(err, ST_ERRLEN, "context parallelism with borrowed work sets (WanGpuActOpts.share) is not supported yet"); return -1; }
+    if (o->share && (!o->share->cp || o->share->cp->comm != o->cp)) {
+        snprintf(err, ST_ERRLEN, "a context-parallel plan borrows work sets only from a plan of the same group"); return -1;
+    }
     WanCp* cp = (WanCp*)calloc(1, sizeof(WanCp));
     if (cp_layout_init(&cp->lay, o->cp->world, o->cp->rank, a->B, a->g.L, a->cfg.num_heads, wan_head_dim(&a->cfg), err, ST_ERRLEN)) { free(cp); return -1; }
     cp->comm = o->cp; cp->g = a->g; cp->g_out = a->g_out;
@@ -554,7 +556,7 @@ static void wan_gpu_cp_alloc_(WanGpuAct* a) {
     WanCp* cp = a->cp; const CpLayout* p = &cp->lay;
     size_t nloc = (size_t)p->B * p->Lr * p->H * p->d, BL = (size_t)p->B * p->L, att = a->flash ? 0 : (size_t)p->B * p->Hk * p->L * p->L;
     size_t Pin = (size_t)a->g.P, Pout = (size_t)a->g_out.P, tr = a->training ? 1 : 0;
-    int nsets = act_block_sets(a->nblocks, a->training, a->recompute);
+    int nsets = a->borrowed ? 0 : act_block_sets(a->nblocks, a->training, a->recompute);   // borrowed: the lender's block set
     WanGpuArena ar; memset(&ar, 0, sizeof(ar));
     for (int pass = 0; pass < 2; pass++) {
         if (pass) { cp->base = (char*)cuda_malloc_named(ar.used, "context-parallel buffers", WAN_GPU_OOM_HINT); memset(&ar, 0, sizeof(ar)); ar.base = cp->base; }

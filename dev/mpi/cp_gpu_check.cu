@@ -2,7 +2,7 @@
 // gpu/cp_gpu.cuh) on K ranks against the same model on one rank, every rank its own GPU. Every rank runs both: the
 // plain plan over the whole sequence, then the plan of its L/K tokens with the group of all ranks; batch 3 (not
 // the group's size: a permutation with its two axes swapped then moves other elements), a tiny DiT, with and without
-// per-block recompute.
+// per-block recompute; with recompute also a forward-only plan that borrows the training plan's block set.
 //   the velocity      bit for bit: every per-token layer sees the same values, the attention over whole sequences of
 //                     each head is the serial one (the all-to-alls move bits), and the head's rows are gathered
 //   the latent's gradient  bit for bit after the sum over the group (each latent element is one token's, the other
@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
     int failures = 0;
     for (int rc = 0; rc <= 1; rc++) {
         wan_gpu_recompute = rc;
-        float* got[2][4]; size_t plain_bytes = 0;
+        float* got[2][4]; size_t plain_bytes = 0; float* fwd[2] = {NULL, NULL};
         for (int mode = 0; mode < 2; mode++) {   // 0: the whole sequence on this rank; 1: its tokens, the group sharing each sample
             WanGpuActOpts o; memset(&o, 0, sizeof(o)); o.cp = mode ? &grp : NULL;
             WanGpuAct a; if (wan_gpu_act_init_opts(&a, c, B, c->in_dim, T, Hl, Wl, 1, &o, err)) comm_abort(&world, err);
@@ -73,6 +73,14 @@ int main(int argc, char** argv) {
             }
             cudaCheck(cudaStreamSynchronize(a.stream));
             got[mode][1] = download(dx, nx); got[mode][2] = download(m.grads, np); got[mode][3] = download(dctx, nctx);
+            if (rc) {   // a forward-only plan borrowing this recomputing plan's block set (as TM-MF's unconditional pass does)
+                WanGpuActOpts f = o; f.share = &a; WanGpuAct u;
+                if (wan_gpu_act_init_opts(&u, c, B, c->in_dim, T, Hl, Wl, 0, &f, err)) comm_abort(&world, err);
+                wan_gpu_forward(&u, &m.w, d_x, ts, d_ctx);
+                cudaCheck(cudaStreamSynchronize(u.stream));
+                fwd[mode] = download(u.out, no);
+                wan_gpu_act_free(&u);
+            }
             if (!mode) plain_bytes = a.arena.used;
             if (mode && world.rank == 0 && rc == 0) printf("  [rank 0] %d tokens of %d a sample, heads %d..%d after the all-to-all; activation arena %.3f MiB (the whole sequence: %.3f MiB), "
                                                           "besides it the CP buffers\n", a.g.L, a.cp->lay.L, a.cp->lay.rank * a.cp->lay.Hk, (a.cp->lay.rank + 1) * a.cp->lay.Hk - 1,
@@ -88,6 +96,12 @@ int main(int argc, char** argv) {
             printf("  [rank %d] recompute %s, %-20s %zu of %zu differ (worst %.2e of the largest)%s: %s\n", world.rank, rc ? "on " : "off", what[k], diff, n[k], worst,
                    exact ? ", want bit for bit" : ", want <= 1e-5", ok ? "ok" : "FAIL");
             free(got[0][k]); free(got[1][k]);
+        }
+        if (rc) {
+            double worst; size_t diff = compare(fwd[1], fwd[0], no, &worst);
+            failures += diff != 0;
+            printf("  [rank %d] forward-only plan on the borrowed block set, velocity %zu of %zu differ, want bit for bit: %s\n", world.rank, diff, no, diff ? "FAIL" : "ok");
+            free(fwd[0]); free(fwd[1]);
         }
     }
     // the refusal: heads or tokens the group does not divide
