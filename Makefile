@@ -18,7 +18,7 @@
 #   make train_tmd_sim sample_tmd_sim   the builds for the GPGPU-Sim functional simulator (dev/sim.md)
 #   make world       generate the built-in world's datasets and a contact sheet into data/
 #   make test-mpi    lib/comm.h's collectives under mpirun (2 and 3 ranks) against a serial computation, the sharded
-#                    optimizer step against the replicated one, and a failing rank's abort (needs OpenMPI: apt-get install openmpi-bin libopenmpi-dev)
+#                    optimizer step against the replicated one, context parallelism's groups and layouts (lib/cp.h), and a failing rank's abort (needs OpenMPI: apt-get install openmpi-bin libopenmpi-dev)
 # Every dependency is detected by compiling against it, and reported on one line.
 
 CC      ?= gcc
@@ -55,7 +55,7 @@ NVCC_PATH := $(shell command -v $(NVCC) 2>/dev/null)
 # the targets that use it. The CUDA programs get its include and library flags (nvcc takes -I, -L and -l as they are),
 # without the deprecated C++ bindings (OpenMPI's mpicxx.h declares names of its own, e.g. CommType).
 MPICC ?= mpicc
-MPI_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test-mpi train_tmd_sim sample_tmd_sim dev/mpi/shard_gpu_check dev/mpi/shard_gpu_check_sim,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+MPI_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test-mpi train_tmd_sim sample_tmd_sim dev/mpi/shard_gpu_check dev/mpi/shard_gpu_check_sim dev/mpi/cp_gpu_check dev/mpi/cp_gpu_check_sim dev/mpi/cp_test,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(MPI_GOALS),)
   MPI := $(shell printf '#include <mpi.h>\nint main(int c, char** v){int n = 0; MPI_Init(&c, &v); MPI_Comm_size(MPI_COMM_WORLD, &n); MPI_Finalize(); return n > 0 ? 0 : 1;}\n' > $(PROBE_DIR)/mpi.c && \
            $(MPICC) $(PROBE_DIR)/mpi.c -o $(PROBE_DIR)/mpi 2>/dev/null && echo yes)
@@ -68,7 +68,7 @@ ifneq ($(MPI_GOALS),)
 endif
 
 # the CUDA probes cost seconds each, so they run only when a CUDA target is asked for
-CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu attention_cudnn.o dev/mpi/shard_gpu_check,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu attention_cudnn.o dev/mpi/shard_gpu_check dev/mpi/cp_gpu_check,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(CUDA_GOALS),)
   ifeq ($(NVCC_PATH),)
     $(info [deps] nvcc: not found (the CUDA programs train_tmd and sample_tmd are skipped; `make test` needs only a C compiler))
@@ -194,11 +194,18 @@ dev/mpi/shard_step_test: dev/mpi/shard_step_test.c lib/comm.h lib/shard.h
 	$(if $(filter yes,$(MPI)),,$(error make test-mpi needs MPI: apt-get install openmpi-bin libopenmpi-dev))
 	$(MPICC) $(CFLAGS) -DUSE_MPI $< -o $@ -lm
 
-test-mpi: dev/mpi/comm_test dev/mpi/shard_step_test
+dev/mpi/cp_test: dev/mpi/cp_test.c lib/comm.h lib/cp.h
+	$(if $(filter yes,$(MPI)),,$(error make test-mpi needs MPI: apt-get install openmpi-bin libopenmpi-dev))
+	$(MPICC) $(CFLAGS) -DUSE_MPI $< -o $@ -lm
+
+test-mpi: dev/mpi/comm_test dev/mpi/shard_step_test dev/mpi/cp_test
 	$(MPIENV) $(MPIRUN) -np 2 dev/mpi/comm_test
 	$(MPIENV) $(MPIRUN) -np 3 dev/mpi/comm_test
 	$(MPIENV) $(MPIRUN) -np 2 dev/mpi/shard_step_test
 	$(MPIENV) $(MPIRUN) -np 3 dev/mpi/shard_step_test
+	$(MPIENV) $(MPIRUN) -np 2 dev/mpi/cp_test 2
+	$(MPIENV) $(MPIRUN) -np 4 dev/mpi/cp_test 2
+	$(MPIENV) $(MPIRUN) -np 3 dev/mpi/cp_test 3
 	@rc=0; $(MPIENV) timeout 60 $(MPIRUN) -np 3 dev/mpi/comm_test --abort > dev/mpi/abort.log 2>&1 || rc=$$?; \
 	 if [ $$rc -eq 0 ] || [ $$rc -eq 124 ] || ! grep -q "fatal: comm_test --abort" dev/mpi/abort.log; then \
 	   cat dev/mpi/abort.log; echo "comm_test --abort: FAILED (exit $$rc; want non-zero with the failing rank's message, 124 is the timeout: a hang)"; exit 1; fi; \
@@ -249,6 +256,11 @@ dev/mpi/shard_gpu_check: dev/mpi/shard_gpu_check.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVFLAGS_ALL) $< -o $@ $(CUDA_LIBS)
 dev/mpi/shard_gpu_check_sim: dev/mpi/shard_gpu_check.cu $(CUDA_HEADERS)
 	$(NVCC) $(SIM_NVFLAGS) $< -o $@
+# context parallelism's DiT forward and backward on K ranks against one rank (dev/mpi/cp_gpu_check.cu)
+dev/mpi/cp_gpu_check: dev/mpi/cp_gpu_check.cu $(CUDA_HEADERS) $(CUDNN_OBJ)
+	$(NVCC) $(NVFLAGS_ALL) $< $(CUDNN_OBJ) -o $@ $(CUDA_LIBS)
+dev/mpi/cp_gpu_check_sim: dev/mpi/cp_gpu_check.cu $(CUDA_HEADERS)
+	$(NVCC) $(SIM_NVFLAGS) $< -o $@
 
 train_tmd_sim sample_tmd_sim: %_sim: %.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit))
@@ -258,4 +270,4 @@ world: test_tmd
 	./test_tmd world gen
 
 clean:
-CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu attention_cudnn.o dev/mpi/shard_gpu_check,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu attention_cudnn.o dev/mpi/shard_gpu_check dev/mpi/cp_gpu_check,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))

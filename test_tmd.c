@@ -24,6 +24,7 @@
 #include "cpu/distill_smoke_tests.h" // a few steps of every distillation stage
 #include "cpu/ablate.h"               // the paper's claims in miniature: ./test_tmd ablate
 #include "gpu/host_tests.h"           // the GPU programs' plain-C pieces: VBench suite logic, memory plan, checkpoints
+#include "lib/cp_tests.h"              // context parallelism's layouts against the serial computation
 #include "lib/philox_tests.h"          // the GPU noise's Box-Muller (lib/philox.h) against long-double libm
 #include "kernels/gemm_algo_cache_tests.h" // cuBLASLt's algorithm per GEMM shape: the cache's keys
 #include "lib/prompt_tests.h"          // real prompts: context cache, Wan folder parts, bad inputs, dataset directories
@@ -1395,6 +1396,7 @@ static void test_vae_group(void) {
 }
 static void test_gpu_host_group(void) {
     test_gpu_host(test_tmpdir);
+    test_cp();
     test_gemm_algo_cache();
 }
 static void test_grad_group(void) {

@@ -879,7 +879,7 @@ int main(int argc, char** argv) {
         FLAG_STR("--recompute", &recompute, "per-block activation recompute in every training step: auto (on when the step's memory plan without it does not fit the GPU's free memory), on, off"),
         FLAG_SWITCH("--plan", &plan_only, "print the per-rank memory plan of one --stage step (default stage2) of --preset on --ranks GPUs of --gpu-mem GiB, --cp per sample, and exit: 0 when it fits, 1 when not; host arithmetic only, no GPU needed (a Wan2.1 preset: Table 7's N, H, discriminator; 480p x 81 frames unless --latent-*; --batch per data-parallel group, default 1; --recompute off to plan without)"),
         FLAG_INT_R("--ranks", &plan_ranks, 1, 65536, "--plan: GPUs every model is sharded over (fully sharded data parallelism)"),
-        FLAG_INT_R("--cp", &plan_cp, 1, 1024, "--plan: context parallelism, GPUs that split each sample's tokens (divides --ranks, the heads and the tokens)"),
+        FLAG_INT_R("--cp", &plan_cp, 1, 1024, "--plan: context parallelism, GPUs that split each sample's tokens (divides --ranks, the heads and the tokens); training runs do not take it yet (README: Multi-GPU)"),
         FLAG_DOUBLE_R("--gpu-mem", &plan_gpu_gib, 1, 1e6, "--plan: one GPU's memory in GiB (an H100 80GB has 79.6 GiB, an H200 140.4)"),
         FLAG_END};
     int rc = flags_parse(flags, argc, argv, 1, "usage: ./train_tmd [flags]   (no flags: the whole distillation of the built-in world)");

@@ -67,6 +67,7 @@ STEPS=(
 "4|180|builds: the bf16 programs (sm_90)|make -j$J GPU_ARCH=sm_90 cuda \"$W\""
 "4|400|the built-in world end to end: teacher, Stage 1 / 2 (resume, recompute bit-identity), KD, baseline, sampling, the pipeline|world_end_to_end"
 "5|150|multi-GPU (2+ GPUs and mpirun): the sharded optimizer step over NCCL, then staged through MPI, against the replicated one|make GPU_ARCH=sm_90 dev/mpi/shard_gpu_check && mpirun --allow-run-as-root -np 2 dev/mpi/shard_gpu_check && mpirun --allow-run-as-root -np 2 -x TMD_COMM=mpi dev/mpi/shard_gpu_check"
+"5|150|multi-GPU: context parallelism's DiT forward and backward on 2 GPUs against one GPU (the simulated build: fp32, in-repo GEMM, naive attention, where the velocity must match bit for bit), over NCCL, then staged through MPI|rm -f dev/mpi/cp_gpu_check && make GPU_ARCH=sm_90 PRECISION=FP32 GEMM=own ATTN=naive dev/mpi/cp_gpu_check \"$W\" && mpirun --allow-run-as-root -np 2 dev/mpi/cp_gpu_check && mpirun --allow-run-as-root -np 2 -x TMD_COMM=mpi dev/mpi/cp_gpu_check"
 )
 
 total=(0 0 0 0 0 0)

@@ -97,6 +97,28 @@ static void comm_init(Comm* c, int* argc, char*** argv) {
     if (c->rank == 0) printf("comm: %d ranks, collectives over %s\n", c->world, c->nccl ? "NCCL" : "MPI, staged through host memory");
 }
 
+// a group of c's ranks: those passing the same color, ordered by key, every rank of c calling it (lib/comm.h
+// comm_host_split; ncclCommSplit on the NCCL backend). The group's collectives run over its ranks only, on the
+// group's rank numbers; the GPU stays c's. Finalize sub (comm_finalize) before c.
+static void comm_split(Comm* c, Comm* sub, int color, int key) {
+    memset(sub, 0, sizeof(*sub));
+#if defined(USE_NCCL) && !defined(USE_MPI)
+    if (c->world > 1 && !c->nccl) comm_abort(c, "comm_split without MPI needs NCCL");
+    sub->host.sub = 1; sub->host.world = 1;
+#else
+    comm_host_split(&c->host, &sub->host, color, key);
+#endif
+    sub->rank = sub->host.rank; sub->world = sub->host.world;
+#ifdef USE_NCCL
+    if (c->nccl) {
+        ncclCheck(c, ncclCommSplit(c->nccl_comm, color, key, &sub->nccl_comm, NULL));
+        int r = 0, n = 1;
+        ncclCheck(c, ncclCommUserRank(sub->nccl_comm, &r)); ncclCheck(c, ncclCommCount(sub->nccl_comm, &n));
+        sub->rank = r; sub->world = n; sub->host.rank = r; sub->host.world = n; sub->nccl = 1;
+    }
+#endif
+}
+
 static void comm_finalize(Comm* c) {
 #ifdef USE_NCCL
     if (c->nccl) ncclCommDestroy(c->nccl_comm);

@@ -50,6 +50,7 @@
 #include "../kernels/patchify.cuh"     // latent <-> tokens
 #include "../kernels/attention.cuh"    // flash and naive attention
 #include "../kernels/bench_prof.cuh"   // --bench: time per kernel class (off otherwise)
+#include "cp_gpu.cuh"                  // context parallelism: the group, the all-to-all's layouts
 #ifdef ENABLE_CUDNN
 #include "../kernels/attention_cudnn.h"  // cuDNN's fused attention (attention_cudnn.o), the flash path's default
 #endif
@@ -367,6 +368,9 @@ typedef struct {
     floatX* f1;                   // [N, F] ffn.0 pre-GELU
     floatX* f1a;                  // [N, F] GELU(f1)
     floatX* f2;                   // [N, D] ffn.2 output
+    const WanCp* cp;              // context parallelism (NULL: none): N = B·Lr, self-attention on the group's heads:
+    floatX *qh, *kh, *vh, *aoh;   //   [B, L, Hk·d] q, k, v and the attention output, head-sharded
+    float* atth;                  //   [B, Hk, L, L] probabilities (naive only; att is then unused)
 } WanGpuBlockAct;
 
 typedef struct {
@@ -401,7 +405,8 @@ typedef struct WanGpuAct_ {
     WanConfig cfg;
     int B, training, flash;       // batch; planned for a backward; flash attention
     int recompute;                // training with one block set, rebuilt per block in the backward (wan_gpu_recompute)
-    PatchGrid g;                  // the input grid (C = in_dim); token count g.L
+    PatchGrid g;                  // the input grid (C = in_dim); token count g.L (context parallelism: this rank's, L / cp)
+    WanCp* cp;                    // context parallelism (WanGpuActOpts.cp; NULL: none): the group, the whole grids, buffers
     PatchGrid g_out;              // the same grid with C = out_dim
     float* rope;                  // [L, head_dim/2, 2] (host-built table)
     float* patches;               // [N, in_dim·P] fp32
@@ -432,6 +437,7 @@ typedef struct {
     const struct WanGpuAct_* share;   // lender of the block set and the backward scratch (same config, batch, grid); NULL: own
     int blocks;                   // the blocks it runs (0: all); a training plan keeps levels 0..blocks
     int n_keep, keep[WAN_MAX_LAYERS + 1];   // forward only: residual levels kept for readers after the forward
+    Comm* cp;                     // context parallelism: the group sharing each sample (NULL or one rank: none)
 } WanGpuActOpts;
 
 static size_t wan_gpu_max_(size_t a, size_t b) { return a > b ? a : b; }
@@ -526,6 +532,55 @@ static int wan_gpu_use_flash(const WanConfig* c) {
 #endif
 }
 
+// context parallelism (WanGpuActOpts.cp, gpu/cp_gpu.cuh): the plan holds this rank's Lr = L / cp tokens of every
+// sample (a->g.L = Lr; the whole grids in a->cp), and a->cp's buffers beside the arena: the all-to-all's layouts, the
+// head-sharded q, k, v and attention output of every block set (and the naive attention's [B, Hk, L, L]), the whole
+// latent's patches and the gathered output. The forward's output a->out is the WHOLE velocity on every rank of the
+// group (the head's rows all-gathered: an out_dim·P-float row a token, small next to a block's activations), so every
+// loss downstream is computed identically on every rank of the group, none needs a reduction over it. The backward's
+// gradients are this rank's tokens' part: the parameters', de, dctx and dx (dx: zero outside this rank's tokens) are
+// summed over the group by the caller (comm_all_reduce on the group, or the world's all-reduce of the gradients).
+static int wan_gpu_cp_layout_(WanGpuAct* a, const WanGpuActOpts* o, char* err) {
+    if (o->share && (!o->share->cp || o->share->cp->comm != o->cp)) {
+        snprintf(err, ST_ERRLEN, "a context-parallel plan borrows work sets only from a plan of the same group"); return -1;
+    }
+    WanCp* cp = (WanCp*)calloc(1, sizeof(WanCp));
+    if (cp_layout_init(&cp->lay, o->cp->world, o->cp->rank, a->B, a->g.L, a->cfg.num_heads, wan_head_dim(&a->cfg), err, ST_ERRLEN)) { free(cp); return -1; }
+    cp->comm = o->cp; cp->g = a->g; cp->g_out = a->g_out;
+    a->g.L = a->g_out.L = cp->lay.Lr;
+    a->cp = cp;
+    return 0;
+}
+
+static void wan_gpu_cp_alloc_(WanGpuAct* a) {
+    WanCp* cp = a->cp; const CpLayout* p = &cp->lay;
+    size_t nloc = (size_t)p->B * p->Lr * p->H * p->d, BL = (size_t)p->B * p->L, att = a->flash ? 0 : (size_t)p->B * p->Hk * p->L * p->L;
+    size_t Pin = (size_t)a->g.P, Pout = (size_t)a->g_out.P, tr = a->training ? 1 : 0;
+    int nsets = a->borrowed ? 0 : act_block_sets(a->nblocks, a->training, a->recompute);   // borrowed: the lender's block set
+    WanGpuArena ar; memset(&ar, 0, sizeof(ar));
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) { cp->base = (char*)cuda_malloc_named(ar.used, "context-parallel buffers", WAN_GPU_OOM_HINT); memset(&ar, 0, sizeof(ar)); ar.base = cp->base; }
+        cp->send = wan_gpu_take<floatX>(&ar, nloc, "cp.a2a"); cp->recv = wan_gpu_take<floatX>(&ar, nloc, "cp.a2a");
+        cp->dqh = wan_gpu_take<floatX>(&ar, tr * nloc, "cp.bwd"); cp->dkh = wan_gpu_take<floatX>(&ar, tr * nloc, "cp.bwd");
+        cp->dvh = wan_gpu_take<floatX>(&ar, tr * nloc, "cp.bwd"); cp->daoh = wan_gpu_take<floatX>(&ar, tr * nloc, "cp.bwd");
+        cp->dS = wan_gpu_take<float>(&ar, tr * att, "cp.bwd");
+        cp->patches = wan_gpu_take<float>(&ar, BL * Pin, "cp.latent"); cp->y_all = wan_gpu_take<float>(&ar, BL * Pout, "cp.latent");
+        cp->y = wan_gpu_take<float>(&ar, BL * Pout, "cp.latent"); cp->out = wan_gpu_take<float>(&ar, BL * Pout, "cp.latent");
+        for (int l = 0; l < nsets; l++) {
+            WanGpuBlockAct* k = &a->blocks[l];
+            k->qh = wan_gpu_take<floatX>(&ar, nloc, "cp.block"); k->kh = wan_gpu_take<floatX>(&ar, nloc, "cp.block");
+            k->vh = wan_gpu_take<floatX>(&ar, nloc, "cp.block"); k->aoh = wan_gpu_take<floatX>(&ar, nloc, "cp.block");
+            k->atth = wan_gpu_take<float>(&ar, att, "cp.block");
+        }
+    }
+    for (int l = 0; l < WAN_MAX_LAYERS; l++) {
+        WanGpuBlockAct* k = &a->blocks[l];
+        if (l >= nsets) { k->qh = a->blocks[0].qh; k->kh = a->blocks[0].kh; k->vh = a->blocks[0].vh; k->aoh = a->blocks[0].aoh; k->atth = a->blocks[0].atth; }
+        k->cp = cp;
+    }
+    a->out = cp->out;
+}
+
 // Plans and allocates the activations for B latents [C, T, Hl, Wl]. training: keep every block's activations (or,
 // with wan_gpu_recompute set, only the blocks' inputs and one block set to rebuild them in) and the backward's
 // scratch; otherwise a forward-only plan (one block's activations, reused; two residual levels and o->keep's). o
@@ -546,6 +601,7 @@ static int wan_gpu_act_init_opts(WanGpuAct* a, const WanConfig* c, int B, int C,
     a->cfg = *c; a->B = B; a->training = training; a->flash = wan_gpu_use_flash(c); a->recompute = training && wan_gpu_recompute;
     a->g = patch_grid(B, C, T, Hl, Wl, c->patch[0], c->patch[1], c->patch[2]);
     a->g_out = patch_grid(B, c->out_dim, T, Hl, Wl, c->patch[0], c->patch[1], c->patch[2]);
+    if (o->cp && o->cp->world > 1 && wan_gpu_cp_layout_(a, o, err)) return -1;
     a->nblocks = o->blocks > 0 ? o->blocks : c->num_layers;
     if (a->nblocks > c->num_layers) { snprintf(err, ST_ERRLEN, "a plan of %d blocks for a %d-block model", a->nblocks, c->num_layers); return -1; }
     if (wan_gpu_stream_map_(a, o, err)) return -1;
@@ -564,10 +620,13 @@ static int wan_gpu_act_init_opts(WanGpuAct* a, const WanConfig* c, int B, int C,
     a->arena.base = a->base; a->arena.used = 0;
     wan_gpu_act_carve_(a, o->share);                     // carving pass
     if (a->arena.used != total) { fprintf(stderr, "wan_gpu_act_init: the two planning passes disagree (%zu vs %zu bytes)\n", total, a->arena.used); exit(1); }
-    float* rope = (float*)malloc(sizeof(float) * a->g.L * wan_head_dim(c));
+    size_t hd = (size_t)wan_head_dim(c);
+    float* rope = (float*)malloc(sizeof(float) * a->g.Fp * a->g.Hp * a->g.Wp * hd);
     rope_table_host(rope, a->g.Fp, a->g.Hp, a->g.Wp, wan_head_dim(c));
-    cudaCheck(cudaMemcpy(a->rope, rope, sizeof(float) * a->g.L * wan_head_dim(c), cudaMemcpyHostToDevice));
+    if (a->cp) cp_table_slice(rope, rope, &a->cp->lay, hd);   // RoPE from each token's GLOBAL position: this rank's rows (in place: they move down)
+    cudaCheck(cudaMemcpy(a->rope, rope, sizeof(float) * a->g.L * hd, cudaMemcpyHostToDevice));
     free(rope);
+    if (a->cp) wan_gpu_cp_alloc_(a);
     return 0;
 }
 
@@ -576,7 +635,11 @@ static int wan_gpu_act_init(WanGpuAct* a, const WanConfig* c, int B, int C, int 
     return wan_gpu_act_init_opts(a, c, B, C, T, Hl, Wl, training, NULL, err);
 }
 
-static void wan_gpu_act_free(WanGpuAct* a) { cudaCheck(cudaFree(a->base)); memset(a, 0, sizeof(*a)); }
+static void wan_gpu_act_free(WanGpuAct* a) {
+    cudaCheck(cudaFree(a->base));
+    if (a->cp) { cudaCheck(cudaFree(a->cp->base)); free(a->cp); }
+    memset(a, 0, sizeof(*a));
+}
 
 // the memory plan: bytes per buffer (summed over the blocks) and the total
 static void wan_gpu_act_print_plan(const WanGpuAct* a, FILE* f) {
@@ -757,7 +820,13 @@ static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuW
     rmsnorm_forward(a->k, a->k_rstd, a->k_pre, Bf->self_attn_norm_k_weight, N, D, eps, s);
     rope_forward<floatX>(a->q, a->q, rope, N, L, H, d, s);
     rope_forward<floatX>(a->k, a->k, rope, N, L, H, d, s);
-    wan_gpu_attention_forward(a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
+    if (a->cp) {   // context parallelism: the group's q, k, v to this rank's heads over whole sequences, and back
+        const CpLayout* p = &a->cp->lay;
+        cp_gpu_seq_to_heads(a->cp, a->qh, a->q, s); cp_gpu_seq_to_heads(a->cp, a->kh, a->k, s); cp_gpu_seq_to_heads(a->cp, a->vh, a->v, s);
+        wan_gpu_attention_forward(a->aoh, a->lse, a->atth, a->qh, a->kh, a->vh, flash, B, p->L, p->L, p->Hk, d, s);
+        cp_gpu_heads_to_seq(a->cp, a->ao, a->aoh, s);
+    } else
+        wan_gpu_attention_forward(a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
     matmul_forward<floatX>(a->sa, NULL, a->ao, Bx->self_attn_o_weight, Bx->self_attn_o_bias, N, D, D, 0, s);
     residual_forward_out<floatX>(a->x1, x_in, a->sa, gate1, 6 * D, B, L, D, s);      // x1 = x_in + sa·gate1, one pass
     // cross-attention
@@ -812,7 +881,14 @@ static void wan_gpu_block_backward(WanBlockF* dW, float* dx, float* de0, float* 
     // self-attention: x1 = x_in + sa·gate1
     residual_backward<floatX>(t1, dmod + 2 * D, sc->red, dx, a->sa, gate1, 6 * D, B, L, D, s);                    // t1 = d sa
     matmul_backward<floatX>(t2, DW(self_attn_o_weight), DW(self_attn_o_bias), sc->red, t1, a->ao, Bx->self_attn_o_weight, NULL, N, D, D, 0, s);  // t2 = d ao
-    wan_gpu_attention_backward(t3, sc->dk, sc->dv, sc, t2, a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
+    if (a->cp) {   // the backward of each all-to-all is the reverse one
+        const WanCp* cp = a->cp; const CpLayout* p = &cp->lay;
+        WanGpuScratch sh = *sc; sh.dS = cp->dS;   // the naive attention's [B, Hk, L, L] score gradients
+        cp_gpu_seq_to_heads(cp, cp->daoh, t2, s);
+        wan_gpu_attention_backward(cp->dqh, cp->dkh, cp->dvh, &sh, cp->daoh, a->aoh, a->lse, a->atth, a->qh, a->kh, a->vh, flash, B, p->L, p->L, p->Hk, d, s);
+        cp_gpu_heads_to_seq(cp, t3, cp->dqh, s); cp_gpu_heads_to_seq(cp, sc->dk, cp->dkh, s); cp_gpu_heads_to_seq(cp, sc->dv, cp->dvh, s);
+    } else
+        wan_gpu_attention_backward(t3, sc->dk, sc->dv, sc, t2, a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
     rope_backward<floatX>(t3, t3, rope, N, L, H, d, s);
     rope_backward<floatX>(sc->dk, sc->dk, rope, N, L, H, d, s);
     rmsnorm_backward(t3, DW(self_attn_norm_q_weight), sc->red, t3, a->q_pre, Bf->self_attn_norm_q_weight, a->q_rstd, N, D, s);     // t3 = d q_pre
@@ -836,14 +912,14 @@ static void wan_gpu_head_forward(float* out, WanGpuHeadAct* a, const WanGpuWeigh
     wan_gpu_mod_forward(a->mod, W->P.head_modulation, e, B, 2 * D, D, s);
     layernorm_modulate_forward<float>(a->hm, a->mean, a->rstd, x, a->mod, a->mod + D, 2 * D, B, L, D, (float)c->eps, s);
     matmul_forward<float>(a->y, NULL, a->hm, W->P.head_head_weight, W->P.head_head_bias, B * L, D, Po, 0, s);
-    unpatchify_forward<float>(out, a->y, *g_out, s);
+    if (out) unpatchify_forward<float>(out, a->y, *g_out, s);   // NULL: the rows a->y only (context parallelism gathers them)
 }
 
 // dout [B, out_dim, T, Hl, Wl]; dx (+=) [N, D]; de (+=) [B, D] may be NULL
 static void wan_gpu_head_backward(WanParamsF* dW, float* dx, float* de, const float* dout, const WanGpuHeadAct* a, const WanGpuWeights* W,
                                   const PatchGrid* g_out, const float* x, WanGpuScratch* sc, cudaStream_t s) {
     const WanConfig* c = &W->cfg; int B = g_out->B, L = g_out->L, D = c->dim, Po = g_out->P;
-    unpatchify_backward<float>(sc->dy, dout, *g_out, s);
+    if (dout) unpatchify_backward<float>(sc->dy, dout, *g_out, s);   // NULL: sc->dy holds the rows' gradient (context parallelism)
     matmul_backward<float>(sc->dhm, dW ? dW->head_head_weight : NULL, dW ? dW->head_head_bias : NULL, sc->red, sc->dy, a->hm,
                            W->P.head_head_weight, NULL, B * L, D, Po, 0, s);
     cudaCheck(cudaMemsetAsync(sc->dmod, 0, sizeof(float) * 2 * D * B, s));
@@ -863,7 +939,13 @@ static void wan_gpu_forward_blocks_skipping_(WanGpuAct* a, const WanGpuWeights* 
     if (n > a->nblocks) { fprintf(stderr, "wan_gpu_forward_blocks: %d blocks asked of a plan for %d\n", n, a->nblocks); exit(1); }
     wan_gpu_time_forward(&a->time, W, t, a->B, s);
     wan_gpu_text_forward(&a->text, W, ctx, a->B, s);
-    wan_gpu_patch_embed_forward(wan_gpu_xs(a, 0), a->patches, W, &a->g, x, s);
+    if (a->cp) {   // the whole latent's patches, this rank's rows embedded
+        const CpLayout* p = &a->cp->lay;
+        patchify_forward<float>(a->cp->patches, x, a->cp->g, s);
+        cp_copy_rows_gpu(a->patches, p->Lr, 0, a->cp->patches, p->L, cp_first_token(p), p->Lr, p->B, (size_t)a->g.P, s);
+        matmul_forward<float>(wan_gpu_xs(a, 0), NULL, a->patches, W->P.patch_embedding_weight, W->P.patch_embedding_bias, p->B * p->Lr, a->g.P, a->cfg.dim, 0, s);
+    } else
+        wan_gpu_patch_embed_forward(wan_gpu_xs(a, 0), a->patches, W, &a->g, x, s);
     for (int l = 0; l < n; l++) {
         if (l == skip) { cudaCheck(cudaMemcpyAsync(wan_gpu_xs(a, l + 1), wan_gpu_xs(a, l), sizeof(float) * a->B * a->g.L * a->cfg.dim, cudaMemcpyDeviceToDevice, s)); continue; }
         wan_gpu_block_forward(wan_gpu_xs(a, l + 1), &a->blocks[l], W, l, wan_gpu_xs(a, l), a->time.e0, a->text.c, a->rope, a->flash, &a->g, s);
@@ -876,7 +958,14 @@ static void wan_gpu_forward_blocks(WanGpuAct* a, const WanGpuWeights* W, const f
 // WanModel.forward for B samples → a->out [B, out_dim, T, Hl, Wl], block `skip` left out (-1: none)
 static void wan_gpu_forward_skipping(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx, int skip) {
     wan_gpu_forward_blocks_skipping_(a, W, x, t, ctx, a->cfg.num_layers, skip);
-    wan_gpu_head_forward(a->out, &a->head, W, &a->g_out, wan_gpu_xs(a, a->cfg.num_layers), a->time.e, a->stream);
+    wan_gpu_head_forward(a->cp ? NULL : a->out, &a->head, W, &a->g_out, wan_gpu_xs(a, a->cfg.num_layers), a->time.e, a->stream);
+    if (a->cp) {   // the group's rows [K2][B][Lr][P] gathered, in token order, unpatchified: the whole velocity on every rank
+        const WanCp* cp = a->cp; const CpLayout* p = &cp->lay; cudaStream_t s = a->stream;
+        size_t rows = (size_t)p->B * p->Lr * a->g_out.P;
+        comm_all_gather(cp->comm, cp->y_all, a->head.y, rows, COMM_F32, s);
+        cp_transpose12_gpu<float>(cp->y, cp->y_all, (size_t)p->K2, (size_t)p->B, (size_t)p->Lr * a->g_out.P, s);
+        unpatchify_forward<float>(a->out, cp->y, cp->g_out, s);
+    }
 }
 // WanModel.forward for B samples → a->out [B, out_dim, T, Hl, Wl]
 static void wan_gpu_forward(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx) {
@@ -913,7 +1002,15 @@ static void wan_gpu_backward_blocks(WanParamsF* dW, float* dx, float* dctx, cons
                                a->flash, &a->g, sc, s);
     }
     if (dfeat && dfeat[0]) wan_gpu_add<float>(sc->g, dfeat[0], ND, s);
-    wan_gpu_patch_embed_backward(dW, dx, sc->g, a->patches, W, &a->g, sc, s);
+    if (a->cp && dx) {   // this rank's rows of the patches' gradient, scattered into the whole latent's (zero elsewhere)
+        const CpLayout* p = &a->cp->lay; int P = a->g.P;
+        matmul_backward<float>(sc->dpatch, dW ? dW->patch_embedding_weight : NULL, dW ? dW->patch_embedding_bias : NULL, sc->red,
+                               sc->g, a->patches, W->P.patch_embedding_weight, NULL, p->B * p->Lr, P, D, 0, s);
+        cudaCheck(cudaMemsetAsync(a->cp->patches, 0, sizeof(float) * p->B * p->L * P, s));
+        cp_copy_rows_gpu(a->cp->patches, p->L, cp_first_token(p), sc->dpatch, p->Lr, 0, p->Lr, p->B, (size_t)P, s);
+        patchify_backward<float>(dx, a->cp->patches, a->cp->g, s);
+    } else
+        wan_gpu_patch_embed_backward(dW, dx, sc->g, a->patches, W, &a->g, sc, s);
     wan_gpu_time_backward(dW, &a->time, W, NULL, sc->de0, B, sc, s);
     wan_gpu_text_backward(dW, dctx, &a->text, W, sc->dc, B, sc, s);
 }
@@ -927,7 +1024,12 @@ static void wan_gpu_backward(WanParamsF* dW, float* dx, float* dctx, const float
     WanGpuScratch* sc = &a->s;
     cudaCheck(cudaMemsetAsync(sc->g, 0, sizeof(float) * ND, s));
     cudaCheck(cudaMemsetAsync(sc->de, 0, sizeof(float) * D * B, s));
-    wan_gpu_head_backward(dW, sc->g, sc->de, dout, &a->head, W, &a->g_out, wan_gpu_xs(a, c->num_layers), sc, s);
+    if (a->cp) {   // d out is the whole latent's on every rank (the losses are): this rank's rows of it
+        const CpLayout* p = &a->cp->lay; int P = a->g_out.P;
+        unpatchify_backward<float>(a->cp->y, dout, a->cp->g_out, s);
+        cp_copy_rows_gpu(sc->dy, p->Lr, 0, a->cp->y, p->L, cp_first_token(p), p->Lr, p->B, (size_t)P, s);
+    }
+    wan_gpu_head_backward(dW, sc->g, sc->de, a->cp ? NULL : dout, &a->head, W, &a->g_out, wan_gpu_xs(a, c->num_layers), sc, s);
     wan_gpu_time_backward(dW, &a->time, W, sc->de, NULL, B, sc, s);   // the head's path through e; the blocks' path through e0 below
     wan_gpu_backward_blocks(dW, dx, dctx, sc->g, c->num_layers, NULL, NULL, a, W);   // dtop is already in place
 }

@@ -15,6 +15,8 @@
 //            on every rank, in every run, whatever order the messages arrive in. MPI_SUM promises no order, so the
 //            pieces travel by an all-to-all (a reduce-scatter's traffic) and are summed here. NCCL's sums
 //            (gpu/comm.cuh) are deterministic for a fixed world and topology but in NCCL's order, not this one.
+//   groups   comm_host_split: the collectives over a subset of the ranks (context parallelism's group of one sample's
+//            ranks), MPI_Comm_split's colors and keys
 //   errors   every MPI call is checked; comm_host_abort(msg) prints "[rank r/K] fatal: msg" and takes every rank down
 //            (MPI_Abort), so a failing rank never leaves the others waiting in a collective
 #pragma once
@@ -36,6 +38,10 @@ typedef struct {
     int mpi;                  // 1: MPI is initialised (by comm_host_init or before it)
     int mpi_owned;            // 1: comm_host_init called MPI_Init, so comm_host_finalize calls MPI_Finalize
     void* tmp; size_t tmp_bytes;   // the sums' scratch, grown on demand
+    int sub;                  // 1: a group split from another (comm_host_split); its finalize frees only the group
+#ifdef USE_MPI
+    MPI_Comm mc;              // the ranks the collectives run over: MPI_COMM_WORLD, or a group's
+#endif
 } CommHost;
 
 // the rank and world a launcher announces in the environment (OpenMPI, MPICH/Slurm PMI), or def when none does
@@ -122,7 +128,7 @@ static void comm_host_init(CommHost* c, int* argc, char*** argv) {
     if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") && !getenv("PMIX_RANK")) { (void)argc; (void)argv; return; }
     int init = 0; MPI_Initialized(&init);
     if (!init) { mpiCheck(c, MPI_Init(argc, argv)); c->mpi_owned = 1; }
-    c->mpi = 1;
+    c->mpi = 1; c->mc = MPI_COMM_WORLD;
     mpiCheck(c, MPI_Comm_rank(MPI_COMM_WORLD, &c->rank));
     mpiCheck(c, MPI_Comm_size(MPI_COMM_WORLD, &c->world));
 #else
@@ -138,14 +144,35 @@ static void comm_host_init(CommHost* c, int* argc, char*** argv) {
 static void comm_host_finalize(CommHost* c) {
     free(c->tmp);
 #ifdef USE_MPI
-    if (c->mpi_owned) MPI_Finalize();
+    if (c->sub && c->world > 1) MPI_Comm_free(&c->mc);
+    else if (c->mpi_owned) MPI_Finalize();
 #endif
     memset(c, 0, sizeof(*c));
 }
 
+// a group of c's ranks (context parallelism's ranks of one sample, or the data-parallel ranks across samples): the ranks
+// that pass the same color, ordered by key, every rank of c calling it (MPI_Comm_split). sub's collectives run over the
+// group only, with the same semantics (its rank and world are the group's); an abort still ends every rank of the
+// launch. Finalize sub before c.
+static void comm_host_split(CommHost* c, CommHost* sub, int color, int key) {
+    memset(sub, 0, sizeof(*sub)); sub->sub = 1; sub->world = 1;
+    if (color < 0) comm_host_abort(c, "comm_host_split: the color must be >= 0");
+#ifdef USE_MPI
+    sub->mc = c->mc; sub->mpi = c->mpi;
+    if (c->world == 1) return;
+    mpiCheck(c, MPI_Comm_split(c->mc, color, key, &sub->mc));
+    mpiCheck(c, MPI_Comm_rank(sub->mc, &sub->rank));
+    mpiCheck(c, MPI_Comm_size(sub->mc, &sub->world));
+    if (sub->world == 1) { MPI_Comm_free(&sub->mc); sub->mc = c->mc; }   // a group of one runs no collective
+#else
+    (void)key;
+    if (c->world > 1) comm_no_mpi_(c, "comm_host_split");
+#endif
+}
+
 static void comm_host_barrier(CommHost* c) {
 #ifdef USE_MPI
-    if (c->world > 1) mpiCheck(c, MPI_Barrier(MPI_COMM_WORLD));
+    if (c->world > 1) mpiCheck(c, MPI_Barrier(c->mc));
 #else
     if (c->world > 1) comm_no_mpi_(c, "barrier");
 #endif
@@ -157,7 +184,7 @@ static void comm_host_all_gather(CommHost* c, void* recv, const void* send, size
     if (c->world == 1) { if (mine != send) memmove(mine, send, bytes); return; }
 #ifdef USE_MPI
     int n = comm_count_(c, count, "all_gather");
-    mpiCheck(c, MPI_Allgather(mine == send ? MPI_IN_PLACE : send, n, comm_mpi_type_(t), recv, n, comm_mpi_type_(t), MPI_COMM_WORLD));
+    mpiCheck(c, MPI_Allgather(mine == send ? MPI_IN_PLACE : send, n, comm_mpi_type_(t), recv, n, comm_mpi_type_(t), c->mc));
 #else
     comm_no_mpi_(c, "all_gather");
 #endif
@@ -169,7 +196,7 @@ static void comm_host_reduce_scatter(CommHost* c, void* recv, const void* send, 
 #ifdef USE_MPI
     int n = comm_count_(c, count, "reduce_scatter");
     void* parts = comm_tmp_(c, bytes * (size_t)c->world);   // [world][count]: every rank's piece of this rank's slice
-    mpiCheck(c, MPI_Alltoall(send, n, comm_mpi_type_(t), parts, n, comm_mpi_type_(t), MPI_COMM_WORLD));
+    mpiCheck(c, MPI_Alltoall(send, n, comm_mpi_type_(t), parts, n, comm_mpi_type_(t), c->mc));
     comm_sum_parts_(recv, parts, count, c->world, t);
 #else
     comm_no_mpi_(c, "reduce_scatter");
@@ -181,7 +208,7 @@ static void comm_host_all_to_all(CommHost* c, void* recv, const void* send, size
     if (c->world == 1) { memcpy(recv, send, count * comm_type_size(t)); return; }
 #ifdef USE_MPI
     int n = comm_count_(c, count, "all_to_all");
-    mpiCheck(c, MPI_Alltoall(send, n, comm_mpi_type_(t), recv, n, comm_mpi_type_(t), MPI_COMM_WORLD));
+    mpiCheck(c, MPI_Alltoall(send, n, comm_mpi_type_(t), recv, n, comm_mpi_type_(t), c->mc));
 #else
     comm_no_mpi_(c, "all_to_all");
 #endif
@@ -196,9 +223,9 @@ static void comm_host_all_reduce(CommHost* c, void* buf, size_t n, CommType t) {
     char* tmp = (char*)comm_tmp_(c, 2 * K * slice * es);
     char *padded = tmp, *parts = tmp + K * slice * es;
     memcpy(padded, buf, n * es); memset(padded + n * es, 0, (K * slice - n) * es);
-    mpiCheck(c, MPI_Alltoall(padded, ns, comm_mpi_type_(t), parts, ns, comm_mpi_type_(t), MPI_COMM_WORLD));
+    mpiCheck(c, MPI_Alltoall(padded, ns, comm_mpi_type_(t), parts, ns, comm_mpi_type_(t), c->mc));
     comm_sum_parts_(padded + (size_t)c->rank * slice * es, parts, slice, c->world, t);
-    mpiCheck(c, MPI_Allgather(MPI_IN_PLACE, ns, comm_mpi_type_(t), padded, ns, comm_mpi_type_(t), MPI_COMM_WORLD));
+    mpiCheck(c, MPI_Allgather(MPI_IN_PLACE, ns, comm_mpi_type_(t), padded, ns, comm_mpi_type_(t), c->mc));
     memcpy(buf, padded, n * es);
 #else
     (void)buf; (void)t; comm_no_mpi_(c, "all_reduce");
@@ -210,7 +237,7 @@ static void comm_host_broadcast(CommHost* c, void* buf, size_t n, CommType t, in
     if (c->world == 1) return;
 #ifdef USE_MPI
     int k = comm_count_(c, n, "broadcast");
-    mpiCheck(c, MPI_Bcast(buf, k, comm_mpi_type_(t), root, MPI_COMM_WORLD));
+    mpiCheck(c, MPI_Bcast(buf, k, comm_mpi_type_(t), root, c->mc));
 #else
     (void)buf; (void)n; (void)t; comm_no_mpi_(c, "broadcast");
 #endif
