@@ -115,3 +115,25 @@ static int kd_pairs_check(const TsMeta* have, const TsMeta* want, const char* pa
     }
     return 0;
 }
+
+// reads a cache file's pairs into kp (allocated for the P pairs `want` records) when its metadata is `want`'s; 1 with
+// what differs and what to do otherwise (train_tmd's KD warm-up, gpu/kd_gpu.cuh kd_pairs_get; the pairs sample_tmd
+// --dataset --kd-pairs writes, gpu/kd_dataset.h, are read by this)
+static int kd_pairs_load(KdPairs* kp, const char* path, const TsMeta* want, char* err) {
+    TsMeta have; memset(&have, 0, sizeof(have));
+    TsBuffer b[3] = {{"kd.noise", kp->noise, (size_t)kp->P * kp->numel}, {"kd.target", kp->target, (size_t)kp->P * kp->numel},
+                     {"kd.context", kp->ctx, (size_t)kp->P * kp->nctx}};
+    char why[ST_ERRLEN];
+    // the settings first: a cache of another size then says which setting differs, not which buffer
+    StFile sf;
+    if (st_open(&sf, path, why)) { snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s (delete it to make the pairs again)", why); return 1; }
+    for (int k = 0; k < sf.n_meta && k < TS_MAX_META; k++) ts_meta_set(&have, sf.meta_keys[k], sf.meta_vals[k]);
+    st_close(&sf);
+    if (kd_pairs_check(&have, want, path, why) || ts_load(path, b, 3, &have, why)) {
+        snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s. The pairs must come from this teacher and this run's data (the built-in world, or "
+                 "--data) with this run's --kd-pairs, --kd-sampler-steps, --kd-cfg, --kd-shift, --kd-skip-layer and --seed: delete the file (or give "
+                 "another --kd-cache) to make them again", why);
+        return 1;
+    }
+    return 0;
+}
