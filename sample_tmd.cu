@@ -539,6 +539,20 @@ static int dataset_kd_pairs(const char* dir, const LdsPlan* plan, TeacherRun* t,
     return rc;
 }
 
+// --kd-pairs: the pairs' sampler as train_tmd resolves it for this teacher (gpu/stage_plan.h kd_defaults; a flag
+// given wins), checked against the teacher's config before any GPU work
+static int kd_settings(KdPairSettings* k, const WanConfig* c, int pairs, int seed, int steps, double cfg, double shift, int skip_layer) {
+    Table7 t7; KdDefaults kdd = kd_defaults(table7_for(c, &t7) ? &t7 : NULL);
+    k->pairs = pairs; k->seed = (uint64_t)seed;
+    k->steps = steps > 0 ? steps : kdd.sampler_steps; k->cfg = cfg >= 0 ? cfg : kdd.cfg;
+    k->shift = shift >= 0 ? shift : kdd.shift; k->skip_layer = skip_layer >= -1 ? skip_layer : kdd.skip_layer;
+    if (k->skip_layer >= c->num_layers) {
+        fprintf(stderr, "error: --kd-skip-layer %d: the teacher has %d blocks; give -1 (none) or a block below %d\n", k->skip_layer, c->num_layers, c->num_layers);
+        return 1;
+    }
+    return 0;
+}
+
 static int env_int(const char* a, const char* b, int dflt) { const char* v = getenv(a); if (!v) v = getenv(b); return v ? atoi(v) : dflt; }
 
 int main(int argc, char** argv) {
@@ -628,6 +642,7 @@ int main(int argc, char** argv) {
     // 1. real prompts: the parts, the DiT's config from its header, the checks, every prompt encoded (and cached)
     //    before any GPU memory goes to the DiT
     PromptCtx pc; Conditioning cond; WanConfig pcfg;
+    KdPairSettings kd_set; memset(&kd_set, 0, sizeof(kd_set));   // --kd-pairs
     int rank = env_int("OMPI_COMM_WORLD_RANK", "PMI_RANK", 0), world = env_int("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);   // mpirun's
     char** lines = NULL; int n_lines = 0;
     if (prompts && vb_read_lines(extended ? extended : prompts, &lines, &n_lines, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
@@ -637,6 +652,7 @@ int main(int argc, char** argv) {
         if (!weights && parts.transformer[0]) weights = strdup(parts.transformer);
         if (!vopt.vae && parts.vae[0] && !dataset) vopt.vae = strdup(parts.vae);
         if ((rc = train_data_peek_config(&pcfg, preset, weights, heads, err))) { fprintf(stderr, "error: %s\n", err); return 2; }
+        if (kd_pairs && kd_settings(&kd_set, &pcfg, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;   // before umT5's GPU work
         if (!negative) negative = WAN_NEGATIVE_PROMPT;
         if (!strcmp(mode, "teacher")) {   // the official Wan2.1 sampler (generate.py: t2v 50 steps, shift 5.0, guide scale 5.0, UniPC)
             if (!flag_given(argc, argv, "--steps")) steps = 50;
@@ -668,7 +684,6 @@ int main(int argc, char** argv) {
     if (!negative) negative = "";
     SampleOpts so = {steps, shift, cfg, strcmp(solver, "euler") ? SOLVER_UNIPC : SOLVER_EULER, GRID_UNIPC, 1};
     LdsPlan plan; memset(&plan, 0, sizeof(plan));
-    KdPairSettings kd_set; memset(&kd_set, 0, sizeof(kd_set));
     if (dataset) {   // the plan, and a directory of another model or plan refused, before any GPU work
         char fp[40], info_s[1024];
         if (!weights) { fprintf(stderr, "error: --dataset needs the teacher: --wan DIR or --weights FILE\n"); return 2; }
@@ -680,16 +695,7 @@ int main(int argc, char** argv) {
                  weights, solver, steps, shift, cfg, cond.wc.C, cond.wc.T, cond.wc.H, cond.wc.W, seed, prompts);
         if (lds_plan_make(&plan, (const char* const*)lines, n_lines, (uint64_t)seed, shard_size, fp, info_s, err) ||
             lds_manifest_sync(dataset, &plan, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-        if (kd_pairs) {   // the pairs' sampler as train_tmd resolves it for this teacher (gpu/stage_plan.h kd_defaults), checked now
-            Table7 t7; KdDefaults kdd = kd_defaults(table7_for(&pcfg, &t7) ? &t7 : NULL);
-            kd_set.pairs = kd_pairs; kd_set.seed = (uint64_t)seed;
-            kd_set.steps = kd_sampler_steps > 0 ? kd_sampler_steps : kdd.sampler_steps; kd_set.cfg = kd_cfg >= 0 ? kd_cfg : kdd.cfg;
-            kd_set.shift = kd_shift >= 0 ? kd_shift : kdd.shift; kd_set.skip_layer = kd_skip_layer >= -1 ? kd_skip_layer : kdd.skip_layer;
-            if (kd_set.skip_layer >= pcfg.num_layers) {
-                fprintf(stderr, "error: --kd-skip-layer %d: the teacher has %d blocks; give -1 (none) or a block below %d\n", kd_set.skip_layer, pcfg.num_layers, pcfg.num_layers);
-                return 2;
-            }
-        }
+        if (kd_pairs && !real_prompts && kd_settings(&kd_set, &pcfg, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;
         int ndev = 0;   // under mpirun: one GPU per rank
         if (cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 1) cudaCheck(cudaSetDevice(rank % ndev));
     }
