@@ -540,8 +540,8 @@ static int dataset_kd_pairs(const char* dir, const LdsPlan* plan, TeacherRun* t,
 }
 
 // --kd-pairs: the pairs' sampler as train_tmd resolves it for this teacher (gpu/stage_plan.h kd_defaults; a flag
-// given wins), checked against the teacher's config before any GPU work
-static int kd_settings(KdPairSettings* k, const WanConfig* c, int pairs, int seed, int steps, double cfg, double shift, int skip_layer) {
+// given wins), checked against the teacher's config and against pairs already in dir before any GPU work
+static int kd_settings(KdPairSettings* k, const char* dir, const WanConfig* c, int pairs, int seed, int steps, double cfg, double shift, int skip_layer) {
     Table7 t7; KdDefaults kdd = kd_defaults(table7_for(c, &t7) ? &t7 : NULL);
     k->pairs = pairs; k->seed = (uint64_t)seed;
     k->steps = steps > 0 ? steps : kdd.sampler_steps; k->cfg = cfg >= 0 ? cfg : kdd.cfg;
@@ -550,6 +550,8 @@ static int kd_settings(KdPairSettings* k, const WanConfig* c, int pairs, int see
         fprintf(stderr, "error: --kd-skip-layer %d: the teacher has %d blocks; give -1 (none) or a block below %d\n", k->skip_layer, c->num_layers, c->num_layers);
         return 1;
     }
+    char err[ST_ERRLEN];
+    if (kd_ds_precheck(dir, k, err)) { fprintf(stderr, "error: %s\n", err); return 1; }   // pairs of other settings already there
     return 0;
 }
 
@@ -652,7 +654,7 @@ int main(int argc, char** argv) {
         if (!weights && parts.transformer[0]) weights = strdup(parts.transformer);
         if (!vopt.vae && parts.vae[0] && !dataset) vopt.vae = strdup(parts.vae);
         if ((rc = train_data_peek_config(&pcfg, preset, weights, heads, err))) { fprintf(stderr, "error: %s\n", err); return 2; }
-        if (kd_pairs && kd_settings(&kd_set, &pcfg, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;   // before umT5's GPU work
+        if (kd_pairs && kd_settings(&kd_set, dataset, &pcfg, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;   // before umT5's GPU work
         if (!negative) negative = WAN_NEGATIVE_PROMPT;
         if (!strcmp(mode, "teacher")) {   // the official Wan2.1 sampler (generate.py: t2v 50 steps, shift 5.0, guide scale 5.0, UniPC)
             if (!flag_given(argc, argv, "--steps")) steps = 50;
@@ -695,7 +697,7 @@ int main(int argc, char** argv) {
                  weights, solver, steps, shift, cfg, cond.wc.C, cond.wc.T, cond.wc.H, cond.wc.W, seed, prompts);
         if (lds_plan_make(&plan, (const char* const*)lines, n_lines, (uint64_t)seed, shard_size, fp, info_s, err) ||
             lds_manifest_sync(dataset, &plan, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-        if (kd_pairs && !real_prompts && kd_settings(&kd_set, &pcfg, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;
+        if (kd_pairs && !real_prompts && kd_settings(&kd_set, dataset, &pcfg, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;
         int ndev = 0;   // under mpirun: one GPU per rank
         if (cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 1) cudaCheck(cudaSetDevice(rank % ndev));
     }

@@ -137,6 +137,32 @@ static int kd_ds_assemble(const char* dir, const KdDsPlan* p, int rank, char* er
     return rc;
 }
 
+// before any GPU work: an assembled DIR/kd_pairs.safetensors of other settings (pairs, sampler, seed, skip-layer
+// guidance) is refused now; the teacher's and the dataset's fingerprints are compared after the dataset (kd_ds_run)
+static int kd_ds_precheck(const char* dir, const KdPairSettings* s, char* err) {
+    char path[1200]; snprintf(path, sizeof(path), "%s/" KD_DS_PAIRS_FILE, dir);
+    struct stat sb;
+    if (stat(path, &sb) != 0) return 0;
+    StFile f; TsMeta have, want; memset(&have, 0, sizeof(have)); memset(&want, 0, sizeof(want));
+    if (st_open(&f, path, err)) { char why[ST_ERRLEN]; snprintf(why, sizeof(why), "%s", err); st_errf(err, "%.800s; delete it to make the KD pairs again", why); return 1; }
+    for (int i = 0; i < f.n_meta && i < TS_MAX_META; i++) ts_meta_set(&have, f.meta_keys[i], f.meta_vals[i]);
+    st_close(&f);
+    ts_meta_set(&want, "kind", "kd_pairs");
+    kd_pairs_meta_settings(&want, s);
+    const char* hs = ts_meta_get(&have, "skip_layer");
+    for (int i = 0; i <= want.n; i++) {
+        const char* key = i < want.n ? want.key[i] : "skip_layer";
+        const char* w = i < want.n ? want.val[i] : NULL; const char* v = ts_meta_get(&have, key);
+        if (i == want.n && (!hs || ts_meta_get(&want, "skip_layer"))) break;   // the last round: a file with skip-layer guidance, a run without
+        if (!v || !w || strcmp(v, w)) {
+            st_errf(err, "%s holds KD pairs with %s = %s, this run's %s = %s: move it away or delete it to make this run's pairs, or give the "
+                    "settings it was made with (--kd-pairs, --kd-sampler-steps, --kd-cfg, --kd-shift, --kd-skip-layer, --seed)", path, key, v ? v : "(none)", key, w ? w : "(none)");
+            return 1;
+        }
+    }
+    return 0;
+}
+
 typedef struct { int chunks, mine, already, made, missing, assembled; } KdDsReport;
 
 // rank's chunks of the plan into dir, then the assembled file when every chunk is there (missing: chunks of other

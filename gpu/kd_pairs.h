@@ -59,6 +59,17 @@ static int kd_pairs_captions(float* ctx, TrainData* td, int P, uint64_t* context
     return rc;
 }
 
+// the settings' part of the cache's metadata (kd_pairs_meta; sample_tmd --kd-pairs checks an existing file's with it
+// before any GPU work)
+static void kd_pairs_meta_settings(TsMeta* m, const KdPairSettings* s) {
+    char b[64];
+    ts_meta_u64(m, "pairs", (uint64_t)s->pairs); ts_meta_u64(m, "sampler_steps", (uint64_t)s->steps);
+    snprintf(b, sizeof(b), "%.17g", s->cfg); ts_meta_set(m, "cfg", b);
+    snprintf(b, sizeof(b), "%.17g", s->shift); ts_meta_set(m, "shift", b);
+    ts_meta_u64(m, "seed", s->seed);
+    if (s->skip_layer >= 0) ts_meta_u64(m, "skip_layer", (uint64_t)s->skip_layer);   // absent: none (caches written before it)
+}
+
 // the cache's metadata. The world's pairs keep the keys they always had (kind, config, world, pairs, sampler_steps,
 // cfg, shift, seed, teacher_fnv1a), so caches written before --data still load; a dataset's replace "world" by "data"
 // (train_data_describe: the latents' count and shape, the order's seed) and "contexts_fnv1a" (the pairs' contexts and
@@ -72,11 +83,7 @@ static void kd_pairs_meta(TsMeta* m, const WanConfig* c, const TrainData* td, co
         train_data_describe(td, b, sizeof(b)); ts_meta_set(m, "data", b);
         snprintf(b, sizeof(b), "%016llx", (unsigned long long)contexts_hash); ts_meta_set(m, "contexts_fnv1a", b);
     }
-    ts_meta_u64(m, "pairs", (uint64_t)s->pairs); ts_meta_u64(m, "sampler_steps", (uint64_t)s->steps);
-    snprintf(b, sizeof(b), "%.17g", s->cfg); ts_meta_set(m, "cfg", b);
-    snprintf(b, sizeof(b), "%.17g", s->shift); ts_meta_set(m, "shift", b);
-    ts_meta_u64(m, "seed", s->seed);
-    if (s->skip_layer >= 0) ts_meta_u64(m, "skip_layer", (uint64_t)s->skip_layer);   // absent: none (caches written before it)
+    kd_pairs_meta_settings(m, s);
     snprintf(b, sizeof(b), "%016llx", (unsigned long long)teacher_hash); ts_meta_set(m, "teacher_fnv1a", b);
 }
 

@@ -505,6 +505,13 @@ static void test_kd_dataset(const char* tmp) {
     rc = kd_ds_run(dir, &q, &t3, 0, 1, &src, &rep, err);
     printf("  another --kd-cfg into the directory: %s\n", rc ? err : "ACCEPTED");
     EXPECT(rc != 0 && pt_contains(err, "cfg") && ksrc.calls == 0, "other settings must be refused: %s", err);
+    // the same, before any GPU work (sample_tmd's first check): other settings refused, this run's and a fresh directory accepted
+    KdPairSettings k4 = ks; k4.skip_layer = 10;
+    int pre_same = kd_ds_precheck(dir, &ks, err), pre_cfg = kd_ds_precheck(dir, &k3, err);
+    printf("  the early check (before GPU work): this run's settings %s; --kd-cfg 5 %s: %s\n", pre_same ? "REFUSED" : "accepted", pre_cfg ? "refused" : "ACCEPTED", err);
+    EXPECT(pre_same == 0 && pre_cfg != 0 && pt_contains(err, "cfg = 2") && pt_contains(err, "cfg = 5"), "the early check: %s", err);
+    EXPECT(kd_ds_precheck(dir, &k4, err) != 0 && pt_contains(err, "skip_layer"), "another skip-layer guidance: %s", err);
+    EXPECT(kd_ds_precheck(tmp, &ks, err) == 0, "a directory without pairs: %s", err);
     // a chunk of other settings left in the directory (the assembled file gone): made again, not mixed in
     EXPECT(remove(path) == 0, "rm");
     EXPECT(kd_ds_run(dir, &q, &t3, 0, 1, &src, &rep, err) == 0 && rep.made == 3, "the other settings' run: %s", err);
