@@ -541,7 +541,21 @@ static int dataset_kd_pairs(const char* dir, const LdsPlan* plan, TeacherRun* t,
 
 // --kd-pairs: the pairs' sampler as train_tmd resolves it for this teacher (gpu/stage_plan.h kd_defaults; a flag
 // given wins), checked against the teacher's config and against pairs already in dir before any GPU work
-static int kd_settings(KdPairSettings* k, const char* dir, const WanConfig* c, int pairs, int seed, int steps, double cfg, double shift, int skip_layer) {
+static int kd_settings(KdPairSettings* k, const char* dir, const WanConfig* dc, const char* kd_weights, int heads, int pairs, int seed,
+                       int steps, double cfg, double shift, int skip_layer) {
+    char err[ST_ERRLEN];
+    WanConfig kc = *dc;   // the pairs' teacher: the dataset's, or --kd-weights (it must take the dataset's latents and contexts)
+    if (kd_weights) {
+        if (train_data_peek_config(&kc, NULL, kd_weights, heads, err)) { fprintf(stderr, "error: --kd-weights: %s\n", err); return 1; }
+        if (kc.in_dim != dc->in_dim || kc.out_dim != dc->out_dim || kc.text_len != dc->text_len || kc.text_dim != dc->text_dim ||
+            kc.patch[0] != dc->patch[0] || kc.patch[1] != dc->patch[1] || kc.patch[2] != dc->patch[2]) {
+            fprintf(stderr, "error: --kd-weights %s: in/out %d/%d, text [%d, %d], patch (%d, %d, %d), but the dataset's teacher has %d/%d, [%d, %d], (%d, %d, %d); "
+                    "the KD pairs' teacher must take the dataset's latents and contexts\n", kd_weights, kc.in_dim, kc.out_dim, kc.text_len, kc.text_dim,
+                    kc.patch[0], kc.patch[1], kc.patch[2], dc->in_dim, dc->out_dim, dc->text_len, dc->text_dim, dc->patch[0], dc->patch[1], dc->patch[2]);
+            return 1;
+        }
+    }
+    const WanConfig* c = &kc;
     Table7 t7; KdDefaults kdd = kd_defaults(table7_for(c, &t7) ? &t7 : NULL);
     k->pairs = pairs; k->seed = (uint64_t)seed;
     k->steps = steps > 0 ? steps : kdd.sampler_steps; k->cfg = cfg >= 0 ? cfg : kdd.cfg;
@@ -550,7 +564,6 @@ static int kd_settings(KdPairSettings* k, const char* dir, const WanConfig* c, i
         fprintf(stderr, "error: --kd-skip-layer %d: the teacher has %d blocks; give -1 (none) or a block below %d\n", k->skip_layer, c->num_layers, c->num_layers);
         return 1;
     }
-    char err[ST_ERRLEN];
     if (kd_ds_precheck(dir, k, err)) { fprintf(stderr, "error: %s\n", err); return 1; }   // pairs of other settings already there
     return 0;
 }
@@ -574,6 +587,7 @@ int main(int argc, char** argv) {
     const char* wan = NULL; const char* text_encoder = NULL; const char* tokenizer = NULL; const char* ctx_cache = NULL;
     const char* dataset = NULL; int shard_size = 64;
     int kd_pairs = 0, kd_sampler_steps = -1, kd_skip_layer = -2; double kd_cfg = -1, kd_shift = -1;   // --dataset --kd-pairs: -1 (-2): train_tmd's stage table
+    const char* kd_weights = NULL;   // --kd-weights: the KD pairs' teacher when it is not the dataset's
     Flag flags[] = {
         FLAG_STR("--mode", &mode, "teacher; tmd, dmd2v: the distilled students"),
         FLAG_STR("--wan", &wan, "a diffusers Wan2.1 folder (transformer/, text_encoder/, tokenizer/, vae/): real prompts through umT5, the official "
@@ -610,6 +624,8 @@ int main(int argc, char** argv) {
         FLAG_INT_R("--kd-pairs", &kd_pairs, 0, INT_MAX, "--dataset: also make the KD warm-up's P teacher ODE pairs from the finished dataset, as train_tmd --stage kd "
                    "--data DIR --seed SEED makes them (same --seed): chunks (resumable, split over mpirun ranks), assembled to DIR/kd_pairs.safetensors for "
                    "train_tmd --kd-cache (0: none)"),
+        FLAG_STR("--kd-weights", &kd_weights, "--kd-pairs: the teacher of the train_tmd run the pairs are for (its --weights), when it is not the dataset's "
+                 "(e.g. a 1.3B distilled on a 14B-made dataset; default: the dataset's teacher)"),
         FLAG_INT_R("--kd-sampler-steps", &kd_sampler_steps, -1, 10000, "--kd-pairs: the teacher's UniPC steps (-1: train_tmd's stage table: 50 for a Wan2.1 teacher, 16 otherwise)"),
         FLAG_DOUBLE_R("--kd-cfg", &kd_cfg, -1, 100, "--kd-pairs: the teacher's CFG scale (-1: the stage table's: Table 7's 5 for Wan2.1, 2 otherwise)"),
         FLAG_DOUBLE_R("--kd-shift", &kd_shift, -1, 100, "--kd-pairs: the teacher sampler's shift (-1: the stage table's: 5 for Wan2.1, 3 otherwise)"),
@@ -636,6 +652,7 @@ int main(int argc, char** argv) {
     int real_prompts = wan || text_encoder || tokenizer;
     if (prompt && prompts) { fprintf(stderr, "error: give --prompt or --prompts, not both\n"); return 2; }
     if (dataset && (strcmp(mode, "teacher") || !prompts)) { fprintf(stderr, "error: --dataset makes the teacher's dataset: --mode teacher --prompts FILE --dataset DIR\n"); return 2; }
+    if (kd_weights && !kd_pairs) { fprintf(stderr, "error: --kd-weights is the teacher of --kd-pairs: add --kd-pairs P\n"); return 2; }
     if (kd_pairs && !dataset) { fprintf(stderr, "error: --kd-pairs makes the KD pairs beside a dataset: add --dataset DIR (with --mode teacher --prompts FILE)\n"); return 2; }
     if (!strcmp(mode, "teacher") && prompts && !dataset) { fprintf(stderr, "error: the teacher takes --prompts only with --dataset DIR (a VBench suite: --mode tmd or dmd2v)\n"); return 2; }
     if (real_prompts && !prompt && !prompts && !bench) { fprintf(stderr, "error: a real model needs --prompt \"...\" or --prompts FILE\n"); return 2; }
@@ -654,7 +671,7 @@ int main(int argc, char** argv) {
         if (!weights && parts.transformer[0]) weights = strdup(parts.transformer);
         if (!vopt.vae && parts.vae[0] && !dataset) vopt.vae = strdup(parts.vae);
         if ((rc = train_data_peek_config(&pcfg, preset, weights, heads, err))) { fprintf(stderr, "error: %s\n", err); return 2; }
-        if (kd_pairs && kd_settings(&kd_set, dataset, &pcfg, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;   // before umT5's GPU work
+        if (kd_pairs && kd_settings(&kd_set, dataset, &pcfg, kd_weights, heads, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;   // before umT5's GPU work
         if (!negative) negative = WAN_NEGATIVE_PROMPT;
         if (!strcmp(mode, "teacher")) {   // the official Wan2.1 sampler (generate.py: t2v 50 steps, shift 5.0, guide scale 5.0, UniPC)
             if (!flag_given(argc, argv, "--steps")) steps = 50;
@@ -697,7 +714,7 @@ int main(int argc, char** argv) {
                  weights, solver, steps, shift, cfg, cond.wc.C, cond.wc.T, cond.wc.H, cond.wc.W, seed, prompts);
         if (lds_plan_make(&plan, (const char* const*)lines, n_lines, (uint64_t)seed, shard_size, fp, info_s, err) ||
             lds_manifest_sync(dataset, &plan, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-        if (kd_pairs && !real_prompts && kd_settings(&kd_set, dataset, &pcfg, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;
+        if (kd_pairs && !real_prompts && kd_settings(&kd_set, dataset, &pcfg, kd_weights, heads, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;
         int ndev = 0;   // under mpirun: one GPU per rank
         if (cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 1) cudaCheck(cudaSetDevice(rank % ndev));
     }
@@ -741,7 +758,17 @@ int main(int argc, char** argv) {
         stage_end("teacher (dataset)");
         if (!rc && kd_pairs) {
             stage_begin(); t.dit_s = 0;
-            rc = dataset_kd_pairs(dataset, &plan, &t, &c, &kd_set, teacher_hash, shard_size, rank, world);
+            WanConfig kc = c;
+            if (kd_weights) {   // the pairs' teacher takes the dataset teacher's place on the device
+                real* kp = NULL;
+                teacher_run_free(&t);
+                printf("KD pairs: the teacher from --kd-weights %s\n", kd_weights);
+                if ((rc = wan_gpu_program_model("sample_tmd", &kc, &kp, NULL, kd_weights, heads)) || !kp) { free(neg); return rc ? rc : 2; }
+                teacher_hash = kd_teacher_hash(kp, wan_num_params(&kc));
+                if (teacher_run_init(&t, &kc, kp, batch, &cond, &so, err)) { fprintf(stderr, "error: %s\n", err); free(kp); return 1; }
+                free(kp);
+            }
+            rc = dataset_kd_pairs(dataset, &plan, &t, &kc, &kd_set, teacher_hash, shard_size, rank, world);
             printf("KD pairs: DiT time %.2f s\n", t.dit_s);
             stage_end("teacher (KD pairs)");
         }
