@@ -13,7 +13,7 @@
 #          umT5-XXL encoder benchmark (random BF16 weights, batch 16 x 100 tokens: ms per prompt against <= 20 ms), the
 #          1.3B forward of diffusers' eager WanTransformer3DModel (from the wheels dev/fetch_deps.sh put in dev/wheels/
 #          on a machine with PyPI), to set against tier 1's forward on the same kind of device
-#   tier 3: the rest of the kernel lab (dev/cuda/run_all.sh) and the latent-dataset check
+#   tier 3: the rest of the kernel lab (dev/cuda/run_all.sh), the latent-dataset check and the prompt chain at toy size
 #   tier 4: the built-in world end to end: teacher, Stage 1 and 2 with resume and recompute bit-identity, KD, the
 #          baseline, sampling, ./train_tmd's pipeline and its rerun; FULL=1 adds the default run (a session of its own)
 #   tier 5 (a machine with 2+ GPUs): the sharded optimizer step on 2 ranks, over NCCL and staged through MPI
@@ -70,6 +70,7 @@ STEPS=(
 "3|180|builds: the bf16 programs (sm_90)|make -j$J GPU_ARCH=sm_90 cuda \"$W\""
 "3|240|the rest of the kernel lab (dev/cuda/run_all.sh: every kernel vs its CPU twin, both precisions)|./dev/cuda/run_all.sh"
 "3|120|latent datasets: dev/data_check.sh|env TRAIN=./train_tmd dev/data_check.sh"
+"3|25|a sentence to latents (and an mp4 where ffmpeg is) and the dataset recipe with its KD pairs, toy size: dev/prompt_chain_check.sh|dev/prompt_chain_check.sh"
 "4|180|builds: the bf16 programs (sm_90)|make -j$J GPU_ARCH=sm_90 cuda \"$W\""
 "4|400|the built-in world end to end: teacher, Stage 1 / 2 (resume, recompute bit-identity), KD, baseline, sampling, the pipeline|world_end_to_end"
 "5|150|multi-GPU (2+ GPUs and mpirun): the sharded optimizer step over NCCL, then staged through MPI, against the replicated one|make GPU_ARCH=sm_90 dev/mpi/shard_gpu_check && mpirun --allow-run-as-root -np 2 dev/mpi/shard_gpu_check && mpirun --allow-run-as-root -np 2 -x TMD_COMM=mpi dev/mpi/shard_gpu_check"
