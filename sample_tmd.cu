@@ -18,7 +18,9 @@
 // stage prints its time and the GPU memory in use.
 // --dataset DIR (--mode teacher --prompts FILE): the paper's training data, the teacher's samples with their
 // contexts and the negative prompt's, in shards with a manifest, resumable, split over mpirun ranks
-// (lib/latent_data.h "Dataset directories"); ./train_tmd --data DIR reads it.
+// (lib/latent_data.h "Dataset directories"); ./train_tmd --data DIR reads it. With --kd-pairs P, then the KD warm-up's
+// teacher ODE pairs from that dataset, as train_tmd --stage kd --data DIR would make them (gpu/kd_dataset.h): chunks,
+// resumable and split over the ranks, assembled to DIR/kd_pairs.safetensors for train_tmd --kd-cache.
 // Output: the latents as .npy [batch, C, T, H, W] fp32 (the world's clips are in [-1, 1]).
 #include "wan.h"                    // config, presets, parameter layout, safetensors weights I/O
 #include "lib/flags.h"              // flag table: parser and usage from one place
@@ -36,6 +38,9 @@
 #include "cpu/prompt_ctx.h"         // real prompts: tokenizer -> umT5 -> context, the on-disk cache, the checks
 #include "lib/latent_data.h"        // --dataset: shards, manifest, resume, rank split
 #include "gpu/train_data.h"         // train_data_peek_config (the DiT's config from its header), flag_given
+#include "gpu/kd_gpu.cuh"           // --kd-pairs: the teacher's ODE pairs (kd_pairs_sample, kd_pairs_chunk), as train_tmd makes them
+#include "gpu/kd_dataset.h"        // --kd-pairs: the pairs beside the dataset in chunks (resume, rank split), assembled for train_tmd
+#include "gpu/stage_plan.h"        // kd_defaults: the pairs' sampler, as train_tmd's stage table
 
 // The official Wan2.1 negative prompt (Wan-Video/Wan2.1 wan/configs/shared_config.py, sample_neg_prompt, at 9737cba;
 // the official code feeds this Chinese text, the paper's Table 8 prints an English translation of it).
@@ -480,6 +485,89 @@ static int dataset_fingerprint(char* out, const char* weights, const Conditionin
     return 0;
 }
 
+// --dataset --kd-pairs: the KD warm-up's teacher pairs beside the dataset (gpu/kd_dataset.h), the noise and the
+// teacher's samples on the GPU exactly as train_tmd's kd_pairs_get makes them (Philox stream, kd_pairs_sample: UniPC
+// with CFG against the dataset's negative prompt, skip-layer guidance)
+typedef struct { TeacherRun* t; KdPairSettings s; int T, H, W; } KdMaker;
+static int kd_noise_gpu(void* u, uint64_t seed, uint64_t offset, size_t n, float* out, char* err) {
+    (void)u; (void)err;
+    float* d; cudaCheck(cudaMalloc(&d, sizeof(float) * n));
+    normal_fill(d, n, seed, offset, 0.f, 1.f, 0);
+    cudaCheck(cudaMemcpy(out, d, sizeof(float) * n, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaFree(d));
+    return 0;
+}
+static int kd_teacher_gpu(void* u, KdPairs* kp, const float* negative, char* err) {
+    KdMaker* m = (KdMaker*)u;
+    double t0 = pc_now();
+    int chunk = kd_pairs_chunk(&m->t->m.w.cfg, m->T, m->H, m->W, kp->numel, kp->nctx, kp->P, err);
+    int rc = !chunk || kd_pairs_sample(kp, &m->t->m, m->T, m->H, m->W, negative, &m->s, chunk, err) ? 1 : 0;
+    m->t->dit_s += pc_now() - t0;
+    return rc;
+}
+
+// the KD pairs of a finished dataset directory: this rank's chunks, then the assembled file (under mpirun a rank
+// first waits for the other ranks' dataset shards: the pairs' captions are drawn from the whole dataset)
+static int dataset_kd_pairs(const char* dir, const LdsPlan* plan, TeacherRun* t, const WanConfig* c, const KdPairSettings* ks, uint64_t teacher_hash,
+                            int chunk, int rank, int world) {
+    char err[ST_ERRLEN], path[1200];
+    for (int waited = 0;; waited += 10) {
+        int missing = 0; struct stat sb;
+        for (int k = 0; k < plan->n_shards; k++) { lds_shard_path(path, sizeof(path), dir, k); missing += stat(path, &sb) != 0; }
+        if (!missing) break;
+        if (world == 1) { fprintf(stderr, "error: KD pairs: %s lacks %d of its %d shards\n", dir, missing, plan->n_shards); return 1; }
+        if (waited % 600 == 0) { printf("KD pairs: waiting for the other ranks' %d dataset shards (the pairs' captions come from the whole dataset)\n", missing); fflush(stdout); }
+        sleep(10);
+    }
+    TrainData td; KdDsPlan kp; KdDsReport rep;
+    if (train_data_open(&td, dir, c, ks->seed, KD_STREAM, 0, 1, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+    if (kd_ds_plan_make(&kp, &td, c, ks, teacher_hash, chunk, err)) { fprintf(stderr, "error: %s\n", err); train_data_free(&td); return 1; }
+    char slg[48] = "no skip-layer guidance";
+    if (ks->skip_layer >= 0) snprintf(slg, sizeof(slg), "skip-layer guidance at block %d", ks->skip_layer);
+    printf("KD pairs %s: %d teacher ODE pairs in %d chunks of %d, rank %d of %d; UniPC %d steps, CFG %g against the negative prompt, shift %g, %s; "
+           "captions drawn as train_tmd --stage kd --data %s --seed %llu draws them\n", dir, kp.P, kp.n_chunks, kp.S, rank, world, ks->steps, ks->cfg, ks->shift, slg,
+           dir, (unsigned long long)ks->seed);
+    KdMaker m = {t, *ks, td.T, td.H, td.W};
+    KdDsSource src = {kd_noise_gpu, kd_teacher_gpu, &m};
+    int rc = kd_ds_run(dir, &kp, &td, rank, world, &src, &rep, err);
+    if (rc) fprintf(stderr, "error: %s\n", err);
+    else if (rep.assembled == 1) printf("KD pairs %s/" KD_DS_PAIRS_FILE ": already there, this run's; nothing to do\n", dir);
+    else printf("KD pairs %s: rank %d of %d: %d of %d chunks are this rank's, %d were already there, %d made now; %s\n", dir, rank, world, rep.mine,
+                rep.chunks, rep.already, rep.made, rep.assembled ? "all there: assembled " KD_DS_PAIRS_FILE " for train_tmd --kd-cache"
+                : "other ranks' chunks still missing (the last rank to finish, or a rerun, assembles them)");
+    kd_ds_plan_free(&kp); train_data_free(&td);
+    return rc;
+}
+
+// --kd-pairs: the pairs' sampler as train_tmd resolves it for this teacher (gpu/stage_plan.h kd_defaults; a flag
+// given wins), checked against the teacher's config and against pairs already in dir before any GPU work
+static int kd_settings(KdPairSettings* k, const char* dir, const WanConfig* dc, const char* kd_weights, int heads, int pairs, int seed,
+                       int steps, double cfg, double shift, int skip_layer) {
+    char err[ST_ERRLEN];
+    WanConfig kc = *dc;   // the pairs' teacher: the dataset's, or --kd-weights (it must take the dataset's latents and contexts)
+    if (kd_weights) {
+        if (train_data_peek_config(&kc, NULL, kd_weights, heads, err)) { fprintf(stderr, "error: --kd-weights: %s\n", err); return 1; }
+        if (kc.in_dim != dc->in_dim || kc.out_dim != dc->out_dim || kc.text_len != dc->text_len || kc.text_dim != dc->text_dim ||
+            kc.patch[0] != dc->patch[0] || kc.patch[1] != dc->patch[1] || kc.patch[2] != dc->patch[2]) {
+            fprintf(stderr, "error: --kd-weights %s: in/out %d/%d, text [%d, %d], patch (%d, %d, %d), but the dataset's teacher has %d/%d, [%d, %d], (%d, %d, %d); "
+                    "the KD pairs' teacher must take the dataset's latents and contexts\n", kd_weights, kc.in_dim, kc.out_dim, kc.text_len, kc.text_dim,
+                    kc.patch[0], kc.patch[1], kc.patch[2], dc->in_dim, dc->out_dim, dc->text_len, dc->text_dim, dc->patch[0], dc->patch[1], dc->patch[2]);
+            return 1;
+        }
+    }
+    const WanConfig* c = &kc;
+    Table7 t7; KdDefaults kdd = kd_defaults(table7_for(c, &t7) ? &t7 : NULL);
+    k->pairs = pairs; k->seed = (uint64_t)seed;
+    k->steps = steps > 0 ? steps : kdd.sampler_steps; k->cfg = cfg >= 0 ? cfg : kdd.cfg;
+    k->shift = shift >= 0 ? shift : kdd.shift; k->skip_layer = skip_layer >= -1 ? skip_layer : kdd.skip_layer;
+    if (k->skip_layer >= c->num_layers) {
+        fprintf(stderr, "error: --kd-skip-layer %d: the teacher has %d blocks; give -1 (none) or a block below %d\n", k->skip_layer, c->num_layers, c->num_layers);
+        return 1;
+    }
+    if (kd_ds_precheck(dir, k, err)) { fprintf(stderr, "error: %s\n", err); return 1; }   // pairs of other settings already there
+    return 0;
+}
+
 static int env_int(const char* a, const char* b, int dflt) { const char* v = getenv(a); if (!v) v = getenv(b); return v ? atoi(v) : dflt; }
 
 int main(int argc, char** argv) {
@@ -498,6 +586,8 @@ int main(int argc, char** argv) {
     VideoOutOpts vopt = {NULL, 0, 0};
     const char* wan = NULL; const char* text_encoder = NULL; const char* tokenizer = NULL; const char* ctx_cache = NULL;
     const char* dataset = NULL; int shard_size = 64;
+    int kd_pairs = 0, kd_sampler_steps = -1, kd_skip_layer = -2; double kd_cfg = -1, kd_shift = -1;   // --dataset --kd-pairs: -1 (-2): train_tmd's stage table
+    const char* kd_weights = NULL;   // --kd-weights: the KD pairs' teacher when it is not the dataset's
     Flag flags[] = {
         FLAG_STR("--mode", &mode, "teacher; tmd, dmd2v: the distilled students"),
         FLAG_STR("--wan", &wan, "a diffusers Wan2.1 folder (transformer/, text_encoder/, tokenizer/, vae/): real prompts through umT5, the official "
@@ -530,7 +620,17 @@ int main(int argc, char** argv) {
         FLAG_STR("--info", &info, "with --prompts: VBench_full_info.json (25 videos for temporal_flickering prompts)"),
         FLAG_STR("--dataset", &dataset, "teacher with --prompts: write the teacher's samples, contexts and the negative prompt's as a dataset directory "
                  "for ./train_tmd --data (shards + manifest; resumable; under mpirun each rank makes its share)"),
-        FLAG_INT_R("--shard-size", &shard_size, 1, 1 << 20, "--dataset: samples per shard file"),
+        FLAG_INT_R("--shard-size", &shard_size, 1, 1 << 20, "--dataset: samples per shard file (and KD pairs per chunk file with --kd-pairs)"),
+        FLAG_INT_R("--kd-pairs", &kd_pairs, 0, INT_MAX, "--dataset: also make the KD warm-up's P teacher ODE pairs from the finished dataset, as train_tmd --stage kd "
+                   "--data DIR --seed SEED makes them (same --seed): chunks (resumable, split over mpirun ranks), assembled to DIR/kd_pairs.safetensors for "
+                   "train_tmd --kd-cache (0: none)"),
+        FLAG_STR("--kd-weights", &kd_weights, "--kd-pairs: the teacher of the train_tmd run the pairs are for (its --weights), when it is not the dataset's "
+                 "(e.g. a 1.3B distilled on a 14B-made dataset; default: the dataset's teacher)"),
+        FLAG_INT_R("--kd-sampler-steps", &kd_sampler_steps, -1, 10000, "--kd-pairs: the teacher's UniPC steps (-1: train_tmd's stage table: 50 for a Wan2.1 teacher, 16 otherwise)"),
+        FLAG_DOUBLE_R("--kd-cfg", &kd_cfg, -1, 100, "--kd-pairs: the teacher's CFG scale (-1: the stage table's: Table 7's 5 for Wan2.1, 2 otherwise)"),
+        FLAG_DOUBLE_R("--kd-shift", &kd_shift, -1, 100, "--kd-pairs: the teacher sampler's shift (-1: the stage table's: 5 for Wan2.1, 3 otherwise)"),
+        FLAG_INT_R("--kd-skip-layer", &kd_skip_layer, -2, 1000, "--kd-pairs: skip-layer guidance, the block dropped from the unconditional forward (-1: none; "
+                   "-2: the stage table's: Table 7's 10 for Wan2.1, none otherwise)"),
         FLAG_STR("--vae", &vopt.vae, "the Wan2.1 VAE (.safetensors): decode every sample on the GPU to NAME.mp4 (NAME-b.mp4 in a batch; "
                  "{prompt}-{i}.mp4 with --prompts) through ffmpeg (default with --wan: its vae/)"),
         FLAG_SWITCH("--vae-raw", &vopt.raw, "the latents (read by --vae/--decode, written by --encode) are the VAE's own (diffusers' decode input), not the DiT's normalized ones"),
@@ -552,6 +652,8 @@ int main(int argc, char** argv) {
     int real_prompts = wan || text_encoder || tokenizer;
     if (prompt && prompts) { fprintf(stderr, "error: give --prompt or --prompts, not both\n"); return 2; }
     if (dataset && (strcmp(mode, "teacher") || !prompts)) { fprintf(stderr, "error: --dataset makes the teacher's dataset: --mode teacher --prompts FILE --dataset DIR\n"); return 2; }
+    if (kd_weights && !kd_pairs) { fprintf(stderr, "error: --kd-weights is the teacher of --kd-pairs: add --kd-pairs P\n"); return 2; }
+    if (kd_pairs && !dataset) { fprintf(stderr, "error: --kd-pairs makes the KD pairs beside a dataset: add --dataset DIR (with --mode teacher --prompts FILE)\n"); return 2; }
     if (!strcmp(mode, "teacher") && prompts && !dataset) { fprintf(stderr, "error: the teacher takes --prompts only with --dataset DIR (a VBench suite: --mode tmd or dmd2v)\n"); return 2; }
     if (real_prompts && !prompt && !prompts && !bench) { fprintf(stderr, "error: a real model needs --prompt \"...\" or --prompts FILE\n"); return 2; }
     if (!prompt) prompt = "big red circle moving right slow on black";   // a caption of the built-in world's grammar (world_caption)
@@ -559,6 +661,7 @@ int main(int argc, char** argv) {
     // 1. real prompts: the parts, the DiT's config from its header, the checks, every prompt encoded (and cached)
     //    before any GPU memory goes to the DiT
     PromptCtx pc; Conditioning cond; WanConfig pcfg;
+    KdPairSettings kd_set; memset(&kd_set, 0, sizeof(kd_set));   // --kd-pairs
     int rank = env_int("OMPI_COMM_WORLD_RANK", "PMI_RANK", 0), world = env_int("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1);   // mpirun's
     char** lines = NULL; int n_lines = 0;
     if (prompts && vb_read_lines(extended ? extended : prompts, &lines, &n_lines, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
@@ -568,6 +671,7 @@ int main(int argc, char** argv) {
         if (!weights && parts.transformer[0]) weights = strdup(parts.transformer);
         if (!vopt.vae && parts.vae[0] && !dataset) vopt.vae = strdup(parts.vae);
         if ((rc = train_data_peek_config(&pcfg, preset, weights, heads, err))) { fprintf(stderr, "error: %s\n", err); return 2; }
+        if (kd_pairs && kd_settings(&kd_set, dataset, &pcfg, kd_weights, heads, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;   // before umT5's GPU work
         if (!negative) negative = WAN_NEGATIVE_PROMPT;
         if (!strcmp(mode, "teacher")) {   // the official Wan2.1 sampler (generate.py: t2v 50 steps, shift 5.0, guide scale 5.0, UniPC)
             if (!flag_given(argc, argv, "--steps")) steps = 50;
@@ -610,6 +714,7 @@ int main(int argc, char** argv) {
                  weights, solver, steps, shift, cfg, cond.wc.C, cond.wc.T, cond.wc.H, cond.wc.W, seed, prompts);
         if (lds_plan_make(&plan, (const char* const*)lines, n_lines, (uint64_t)seed, shard_size, fp, info_s, err) ||
             lds_manifest_sync(dataset, &plan, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        if (kd_pairs && !real_prompts && kd_settings(&kd_set, dataset, &pcfg, kd_weights, heads, kd_pairs, seed, kd_sampler_steps, kd_cfg, kd_shift, kd_skip_layer)) return 2;
         int ndev = 0;   // under mpirun: one GPU per rank
         if (cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 1) cudaCheck(cudaSetDevice(rank % ndev));
     }
@@ -634,6 +739,7 @@ int main(int argc, char** argv) {
 
     if (dataset) {   // 3'. the paper's dataset recipe
         if (teacher_run_init(&t, &c, params, batch, &cond, &so, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+        uint64_t teacher_hash = kd_teacher_hash(params, wan_num_params(&c));   // --kd-pairs: the fingerprint train_tmd takes of the same weights
         free(params);
         stage_end("DiT load");
         float* neg = (float*)malloc(sizeof(float) * t.nctx); int neg_rows = 0;
@@ -650,6 +756,22 @@ int main(int argc, char** argv) {
         printf("dataset %s: rank %d of %d: %d of %d shards are this rank's, %d were already there, %d made now; DiT time %.2f s\n", dataset, rank, world,
                rep.mine, rep.shards, rep.already, rep.made, t.dit_s);
         stage_end("teacher (dataset)");
+        if (!rc && kd_pairs) {
+            stage_begin(); t.dit_s = 0;
+            WanConfig kc = c;
+            if (kd_weights) {   // the pairs' teacher takes the dataset teacher's place on the device
+                real* kp = NULL;
+                teacher_run_free(&t);
+                printf("KD pairs: the teacher from --kd-weights %s\n", kd_weights);
+                if ((rc = wan_gpu_program_model("sample_tmd", &kc, &kp, NULL, kd_weights, heads)) || !kp) { free(neg); return rc ? rc : 2; }
+                teacher_hash = kd_teacher_hash(kp, wan_num_params(&kc));
+                if (teacher_run_init(&t, &kc, kp, batch, &cond, &so, err)) { fprintf(stderr, "error: %s\n", err); free(kp); return 1; }
+                free(kp);
+            }
+            rc = dataset_kd_pairs(dataset, &plan, &t, &kc, &kd_set, teacher_hash, shard_size, rank, world);
+            printf("KD pairs: DiT time %.2f s\n", t.dit_s);
+            stage_end("teacher (KD pairs)");
+        }
         free(neg); lds_plan_free(&plan); teacher_run_free(&t); gemm_free();
         if (real_prompts) pc_close(&pc);
         vb_free_lines(lines, n_lines);

@@ -8,10 +8,12 @@
 #          lab, test_gpu bf16 and on the world preset (the flash path), the 1.3B forward bench with cuDNN and with the
 #          own flash kernel (TMD_CUDNN=0), the 1.3B Stage 1 and Stage 2 steps (train_tmd --bench) with the memory in
 #          use next to the plan and where the time goes
-#   tier 2: the fp32 parity builds (GEMM=own ATTN=naive, cuBLASLt; with --recompute 1), the VAE decoder parity, the
+#   tier 2: the fp32 parity builds (GEMM=own ATTN=naive, cuBLASLt; with --recompute 1), the VAE decoder and encoder
+#          parity, the umT5 encoder's parity alone (fp32; the bf16 one is in tier 1's test_gpu) and the umT5 lab with the
+#          umT5-XXL encoder benchmark (random BF16 weights, batch 16 x 100 tokens: ms per prompt against <= 20 ms), the
 #          1.3B forward of diffusers' eager WanTransformer3DModel (from the wheels dev/fetch_deps.sh put in dev/wheels/
 #          on a machine with PyPI), to set against tier 1's forward on the same kind of device
-#   tier 3: the rest of the kernel lab (dev/cuda/run_all.sh) and the latent-dataset check
+#   tier 3: the rest of the kernel lab (dev/cuda/run_all.sh), the latent-dataset check and the prompt chain at toy size
 #   tier 4: the built-in world end to end: teacher, Stage 1 and 2 with resume and recompute bit-identity, KD, the
 #          baseline, sampling, ./train_tmd's pipeline and its rerun; FULL=1 adds the default run (a session of its own)
 #   tier 5 (a machine with 2+ GPUs): the sharded optimizer step on 2 ranks, over NCCL and staged through MPI
@@ -44,14 +46,16 @@ W="NVEXTRA=-Werror all-warnings -Xcompiler -Werror"
 #     arch (they link the unit, so they wait for it); attention lab: its CPU twin at 96 rows and two heads plus ~30 s of timed kernels at 32,760
 #     tokens (6.6 TFLOP per self-attention forward at ~300 TFLOP/s, 28 runs per variant and direction); 1.3B forward
 #     bench: ~10 s of host weight init + 12 passes of ~0.5-0.8 s; 1.3B steps: init + 4 (Stage 1) or 7 (Stage 2) steps
-#     of ~2-6 s (3x / 4x a forward's FLOPs at 40 % of peak) plus the host-side plan and random weights. A step that
+#     of ~2-6 s (3x / 4x a forward's FLOPs at 40 % of peak) plus the host-side plan and random weights; umT5 lab: ~50 s
+#     to build one lab program, then ~45 s: host random weights of one XXL block (~190 M values), 9.3 GB uploaded, the
+#     kernel checks and 2 x (3 warm-up + DEV_REPS) encodes of ~18 TFLOP (16 x 100 tokens) at ~50 % of peak. A step that
 #     would pass the tier's budget is skipped with a line, so the results file is always written
 STEPS=(
 "1|180|builds: train_tmd sample_tmd test_gpu (bf16, sm_90, cuDNN where found) and the attention and GEMM labs|make -j$J GPU_ARCH=sm_90 cuda \"$W\" && make -C dev/cuda -j$J ARCH=sm_90 WERROR=1 attention gemm"
 "1|60|attention lab: flash, naive, cuDNN vs the CPU twin, Wan sizes, timings|dev/cuda/attention"
 "1|40|compute-sanitizer (memcheck) on the attention lab's small cases|compute-sanitizer --tool memcheck --error-exitcode 1 dev/cuda/attention --small"
 "1|30|GEMM lab (cuBLASLt vs the CPU twin, timings)|dev/cuda/gemm"
-"1|25|test_gpu bf16 (the parity config)|./test_gpu"
+"1|25|test_gpu bf16 (the parity config; also the VAE decoder and encoder, and the umT5 encoder against its bf16 tolerance)|./test_gpu"
 "1|25|test_gpu bf16 on the world preset (head dim 64: the flash / cuDNN path)|./test_gpu --preset world --frames 2 --height 16 --width 16"
 "1|30|1.3B forward, 480p x 81 frames, cuDNN attention|./sample_tmd $B13 --bench 5"
 "1|30|1.3B forward, the own flash attention (TMD_CUDNN=0)|env TMD_CUDNN=0 ./sample_tmd $B13 --bench 5"
@@ -59,11 +63,14 @@ STEPS=(
 "1|70|1.3B Stage 2 step with the GAN (bench, memory against the plan)|./train_tmd --stage stage2 --bench 6 $S13 --disc-width 570 --update-every 5"
 "2|180|fp32 builds: GEMM=own ATTN=naive and cuBLASLt (test_gpu)|make -j$J -B GPU_ARCH=sm_90 PRECISION=FP32 GEMM=own ATTN=naive test_gpu \"$W\" && cp test_gpu /tmp/test_gpu_fp32_own && make -j$J -B GPU_ARCH=sm_90 PRECISION=FP32 test_gpu \"$W\" && cp test_gpu /tmp/test_gpu_fp32"
 "2|60|fp32 parity, in-repo GEMM and cuBLASLt, and with recompute|/tmp/test_gpu_fp32_own && /tmp/test_gpu_fp32 && /tmp/test_gpu_fp32 --recompute 1"
-"2|60|the VAE decoder's parity (fp32)|/tmp/test_gpu_fp32_own --vae-only"
+"2|60|the VAE decoder's and encoder's parity (fp32)|/tmp/test_gpu_fp32_own --vae-only"
+"2|20|the umT5 encoder's parity alone (fp32, tolerance 1e-5; with the committed peer vectors' 500-token case)|/tmp/test_gpu_fp32_own --umt5-only"
+"2|100|umT5 lab: its kernels vs the CPU twins, then the umT5-XXL encoder at batch 16 x 100 tokens (random BF16 weights, 9.3 GB): ms per prompt against <= 20 ms|make -C dev/cuda -j$J ARCH=sm_90 WERROR=1 umt5 && dev/cuda/umt5"
 "2|120|1.3B forward vs diffusers' eager WanTransformer3DModel (diffusers from dev/wheels)|pip install --no-index --no-deps --find-links dev/wheels diffusers && python3 dev/bench/diffusers_forward.py 5"
 "3|180|builds: the bf16 programs (sm_90)|make -j$J GPU_ARCH=sm_90 cuda \"$W\""
 "3|240|the rest of the kernel lab (dev/cuda/run_all.sh: every kernel vs its CPU twin, both precisions)|./dev/cuda/run_all.sh"
 "3|120|latent datasets: dev/data_check.sh|env TRAIN=./train_tmd dev/data_check.sh"
+"3|25|a sentence to latents (and an mp4 where ffmpeg is) and the dataset recipe with its KD pairs, toy size: dev/prompt_chain_check.sh|dev/prompt_chain_check.sh"
 "4|180|builds: the bf16 programs (sm_90)|make -j$J GPU_ARCH=sm_90 cuda \"$W\""
 "4|400|the built-in world end to end: teacher, Stage 1 / 2 (resume, recompute bit-identity), KD, baseline, sampling, the pipeline|world_end_to_end"
 "5|150|multi-GPU (2+ GPUs and mpirun): the sharded optimizer step over NCCL, then staged through MPI, against the replicated one|make GPU_ARCH=sm_90 dev/mpi/shard_gpu_check && mpirun --allow-run-as-root -np 2 dev/mpi/shard_gpu_check && mpirun --allow-run-as-root -np 2 -x TMD_COMM=mpi dev/mpi/shard_gpu_check"

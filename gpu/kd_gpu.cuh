@@ -95,22 +95,7 @@ static int kd_pairs_get(KdPairs* kp, const char* path, const WanGpuModel* T, con
     FILE* f = fopen(path, "rb");
     if (f) {
         fclose(f);
-        TsMeta have; memset(&have, 0, sizeof(have));
-        TsBuffer b[3] = {{"kd.noise", kp->noise, (size_t)s->pairs * numel}, {"kd.target", kp->target, (size_t)s->pairs * numel},
-                         {"kd.context", kp->ctx, (size_t)s->pairs * nctx}};
-        char why[ST_ERRLEN];
-        // the settings first: a cache of another size then says which setting differs, not which buffer
-        StFile sf;
-        if (st_open(&sf, path, why)) { kd_pairs_free(kp); snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s (delete it to make the pairs again)", why); return -1; }
-        for (int k = 0; k < sf.n_meta && k < TS_MAX_META; k++) ts_meta_set(&have, sf.meta_keys[k], sf.meta_vals[k]);
-        st_close(&sf);
-        if (kd_pairs_check(&have, &want, path, why) || ts_load(path, b, 3, &have, why)) {
-            kd_pairs_free(kp);
-            snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s. The pairs must come from this teacher and this run's data (the built-in world, or "
-                     "--data) with this run's --kd-pairs, --kd-sampler-steps, --kd-cfg, --kd-shift, --kd-skip-layer and --seed: delete the file (or give "
-                     "another --kd-cache) to make them again", why);
-            return -1;
-        }
+        if (kd_pairs_load(kp, path, &want, err)) { kd_pairs_free(kp); return -1; }
         printf("KD: %d teacher pairs loaded from %s\n", s->pairs, path);
         return 0;
     }

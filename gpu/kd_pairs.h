@@ -59,6 +59,17 @@ static int kd_pairs_captions(float* ctx, TrainData* td, int P, uint64_t* context
     return rc;
 }
 
+// the settings' part of the cache's metadata (kd_pairs_meta; sample_tmd --kd-pairs checks an existing file's with it
+// before any GPU work)
+static void kd_pairs_meta_settings(TsMeta* m, const KdPairSettings* s) {
+    char b[64];
+    ts_meta_u64(m, "pairs", (uint64_t)s->pairs); ts_meta_u64(m, "sampler_steps", (uint64_t)s->steps);
+    snprintf(b, sizeof(b), "%.17g", s->cfg); ts_meta_set(m, "cfg", b);
+    snprintf(b, sizeof(b), "%.17g", s->shift); ts_meta_set(m, "shift", b);
+    ts_meta_u64(m, "seed", s->seed);
+    if (s->skip_layer >= 0) ts_meta_u64(m, "skip_layer", (uint64_t)s->skip_layer);   // absent: none (caches written before it)
+}
+
 // the cache's metadata. The world's pairs keep the keys they always had (kind, config, world, pairs, sampler_steps,
 // cfg, shift, seed, teacher_fnv1a), so caches written before --data still load; a dataset's replace "world" by "data"
 // (train_data_describe: the latents' count and shape, the order's seed) and "contexts_fnv1a" (the pairs' contexts and
@@ -72,11 +83,7 @@ static void kd_pairs_meta(TsMeta* m, const WanConfig* c, const TrainData* td, co
         train_data_describe(td, b, sizeof(b)); ts_meta_set(m, "data", b);
         snprintf(b, sizeof(b), "%016llx", (unsigned long long)contexts_hash); ts_meta_set(m, "contexts_fnv1a", b);
     }
-    ts_meta_u64(m, "pairs", (uint64_t)s->pairs); ts_meta_u64(m, "sampler_steps", (uint64_t)s->steps);
-    snprintf(b, sizeof(b), "%.17g", s->cfg); ts_meta_set(m, "cfg", b);
-    snprintf(b, sizeof(b), "%.17g", s->shift); ts_meta_set(m, "shift", b);
-    ts_meta_u64(m, "seed", s->seed);
-    if (s->skip_layer >= 0) ts_meta_u64(m, "skip_layer", (uint64_t)s->skip_layer);   // absent: none (caches written before it)
+    kd_pairs_meta_settings(m, s);
     snprintf(b, sizeof(b), "%016llx", (unsigned long long)teacher_hash); ts_meta_set(m, "teacher_fnv1a", b);
 }
 
@@ -112,6 +119,28 @@ static int kd_pairs_check(const TsMeta* have, const TsMeta* want, const char* pa
             st_errf(err, "%s: this run's pairs have %s = %s, the cache's %s%s", path, want->key[i], want->val[i], v ? v : "(missing)", what);
             return 1;
         }
+    }
+    return 0;
+}
+
+// reads a cache file's pairs into kp (allocated for the P pairs `want` records) when its metadata is `want`'s; 1 with
+// what differs and what to do otherwise (train_tmd's KD warm-up, gpu/kd_gpu.cuh kd_pairs_get; the pairs sample_tmd
+// --dataset --kd-pairs writes, gpu/kd_dataset.h, are read by this)
+static int kd_pairs_load(KdPairs* kp, const char* path, const TsMeta* want, char* err) {
+    TsMeta have; memset(&have, 0, sizeof(have));
+    TsBuffer b[3] = {{"kd.noise", kp->noise, (size_t)kp->P * kp->numel}, {"kd.target", kp->target, (size_t)kp->P * kp->numel},
+                     {"kd.context", kp->ctx, (size_t)kp->P * kp->nctx}};
+    char why[ST_ERRLEN];
+    // the settings first: a cache of another size then says which setting differs, not which buffer
+    StFile sf;
+    if (st_open(&sf, path, why)) { snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s (delete it to make the pairs again)", why); return 1; }
+    for (int k = 0; k < sf.n_meta && k < TS_MAX_META; k++) ts_meta_set(&have, sf.meta_keys[k], sf.meta_vals[k]);
+    st_close(&sf);
+    if (kd_pairs_check(&have, want, path, why) || ts_load(path, b, 3, &have, why)) {
+        snprintf(err, ST_ERRLEN, "KD pairs cache: %.700s. The pairs must come from this teacher and this run's data (the built-in world, or "
+                 "--data) with this run's --kd-pairs, --kd-sampler-steps, --kd-cfg, --kd-shift, --kd-skip-layer and --seed: delete the file (or give "
+                 "another --kd-cache) to make them again", why);
+        return 1;
     }
     return 0;
 }

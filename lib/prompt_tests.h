@@ -11,6 +11,7 @@
 #include "vbench.h"
 #include "../cpu/prompt_ctx.h"
 #include "../gpu/train_data.h"
+#include "../gpu/kd_dataset.h"   // sample_tmd --dataset --kd-pairs: the KD warm-up's pairs beside a dataset
 
 #define PT_DIR "dev/peer/vectors"
 
@@ -410,10 +411,130 @@ static void test_dataset_dir(const char* tmp) {
     lds_plan_free(&p);
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// the KD warm-up's pairs beside a dataset directory (gpu/kd_dataset.h): a fake noise stream (a function of the
+// element's index) and a fake teacher (a function of the pair's noise, caption and the negative prompt), so the file
+// train_tmd's KD stage loads (gpu/kd_pairs.h kd_pairs_load, as kd_pairs_get calls it) can be checked value by value
+typedef struct { int calls, fail_at_call, made_chunks; } KtSource;
+static float kt_noise_of(uint64_t seed, uint64_t e) { uint64_t x = splitmix64_mix(seed * 0x9E3779B97F4A7C15ull + e); return (float)((double)(x >> 11) / 9007199254740992.0 - 0.5); }
+static float kt_target_of(float z, const float* ctx, size_t nctx, size_t j, const float* neg) { return 0.5f * z + ctx[j % nctx] - 0.25f * neg[j % nctx]; }
+static int kt_noise(void* u, uint64_t seed, uint64_t offset, size_t n, float* out, char* err) {
+    (void)u; (void)err;
+    for (size_t i = 0; i < n; i++) out[i] = kt_noise_of(seed, offset + i);
+    return 0;
+}
+static int kt_teacher(void* u, KdPairs* kp, const float* neg, char* err) {
+    KtSource* s = (KtSource*)u;
+    if (s->fail_at_call >= 0 && s->calls == s->fail_at_call) { snprintf(err, ST_ERRLEN, "killed in the teacher's call %d", s->calls); return 1; }
+    s->calls++;
+    for (int i = 0; i < kp->P; i++)
+        for (size_t j = 0; j < kp->numel; j++) kp->target[i * kp->numel + j] = kt_target_of(kp->noise[i * kp->numel + j], kp->ctx + i * kp->nctx, kp->nctx, j, neg);
+    return 0;
+}
+
+static void test_kd_dataset(const char* tmp) {
+    printf("\n[prompts] sample_tmd --dataset --kd-pairs: the KD pairs beside a dataset -> train_tmd --stage kd's cache reader, resume, rank split\n");
+    char dir[700], err[ST_ERRLEN], path[1200], cmd[1500];
+    snprintf(dir, sizeof(dir), "%s/prompts/dataset", tmp);   // test_dataset_dir's finished dataset (7 samples)
+    snprintf(cmd, sizeof(cmd), "rm -f '%s'/kd*", dir); EXPECT(system(cmd) == 0, "rm");
+    WanConfig c; wan_preset(&c, "tiny", err);
+    KdPairSettings ks = {5, 2, 2.0, 3.0, 7, -1};   // 5 pairs, UniPC 2 steps, CFG 2, shift 3, train_tmd --seed 7, no skip-layer guidance
+    TrainData td; KdDsPlan p; KdDsReport rep;
+    int rc = train_data_open(&td, dir, &c, ks.seed, KD_STREAM, 0, 1, err);
+    EXPECT(rc == 0, "the dataset: %s", err);
+    if (rc) return;
+    EXPECT(kd_ds_plan_make(&p, &td, &c, &ks, 0x1234, 2, err) == 0, "plan: %s", err);
+    printf("  plan: %d pairs in %d chunks of %d; pair samples", p.P, p.n_chunks, p.S);
+    for (int i = 0; i < p.P; i++) printf(" %lld", (long long)p.sample[i]);
+    printf("\n");
+    EXPECT(p.n_chunks == 3 && kd_ds_chunk_count(&p, 2) == 1, "chunks");
+    KtSource ksrc = {0, -1, 0};
+    KdDsSource src = {kt_noise, kt_teacher, &ksrc};
+    // rank 1 of 2 (chunk 1), then rank 0 of 2 killed in its second chunk (chunk 2), then a rerun on 1 rank
+    EXPECT(kd_ds_run(dir, &p, &td, 1, 2, &src, &rep, err) == 0 && rep.mine == 1 && rep.made == 1 && rep.missing == 2 && !rep.assembled, "rank 1: %s", err);
+    ksrc.fail_at_call = 2;
+    rc = kd_ds_run(dir, &p, &td, 0, 2, &src, &rep, err);
+    printf("  rank 1 of 2 made chunk 1 (2 missing, nothing assembled); rank 0 of 2 killed: %s (made %d)\n", rc ? err : "NOT KILLED", rep.made);
+    EXPECT(rc != 0 && rep.made == 1, "the fake kill");
+    kd_ds_chunk_path(path, sizeof(path), dir, 2);
+    struct stat sb;
+    EXPECT(stat(path, &sb) != 0, "a killed chunk must not exist under its final name");
+    snprintf(path, sizeof(path), "%s/" KD_DS_PAIRS_FILE, dir);
+    EXPECT(stat(path, &sb) != 0, "nothing may be assembled before every chunk is there");
+    ksrc.fail_at_call = -1; ksrc.calls = 0;
+    EXPECT(kd_ds_run(dir, &p, &td, 0, 1, &src, &rep, err) == 0, "resume: %s", err);
+    printf("  resume on 1 rank: %d chunks already there, %d made, assembled %s\n", rep.already, rep.made, rep.assembled == 2 ? "now" : "NO");
+    EXPECT(rep.already == 2 && rep.made == 1 && ksrc.calls == 1 && rep.assembled == 2, "resume must make only the killed chunk, then assemble");
+    // train_tmd --stage kd --data DIR --seed 7 --kd-cache DIR/kd_pairs.safetensors: its captions, its metadata, its loader
+    TrainData t2; KdPairs kp, want_kp; uint64_t ch = 0; TsMeta want;
+    EXPECT(train_data_open(&t2, dir, &c, ks.seed, KD_STREAM, 0, 1, err) == 0, "%s", err);
+    kd_pairs_alloc(&kp, ks.pairs, t2.numel, t2.nctx); kd_pairs_alloc(&want_kp, ks.pairs, t2.numel, t2.nctx);
+    EXPECT(kd_pairs_captions(want_kp.ctx, &t2, ks.pairs, &ch, err) == 0, "%s", err);
+    kd_pairs_meta(&want, &c, &t2, &ks, 0x1234, ch);
+    rc = kd_pairs_load(&kp, path, &want, err);
+    printf("  train_tmd's KD cache reader on %s: %s\n", KD_DS_PAIRS_FILE, rc ? err : "loaded");
+    EXPECT(rc == 0, "the assembled pairs must load as train_tmd's cache: %s", err);
+    if (rc == 0) {
+        size_t bad_z = 0, bad_c = 0, bad_t = 0;
+        for (int i = 0; i < ks.pairs; i++) {
+            for (size_t j = 0; j < t2.numel; j++) {
+                float z = kt_noise_of(ks.seed * 1000003 + KD_STREAM, (uint64_t)i * t2.numel + j);
+                bad_z += kp.noise[i * t2.numel + j] != z;
+                bad_t += kp.target[i * t2.numel + j] != kt_target_of(z, want_kp.ctx + i * t2.nctx, t2.nctx, j, t2.negative);
+            }
+            bad_c += memcmp(kp.ctx + i * t2.nctx, want_kp.ctx + i * t2.nctx, sizeof(float) * t2.nctx) != 0;
+        }
+        printf("  pairs read back against train_tmd's own draw: noise %zu, captions %zu, teacher samples %zu values differ\n", bad_z, bad_c, bad_t);
+        EXPECT(bad_z == 0 && bad_c == 0 && bad_t == 0, "round trip: noise %zu, captions %zu, targets %zu differ", bad_z, bad_c, bad_t);
+    }
+    // train_tmd with another --seed, or another teacher: refused by name
+    KdPairSettings k2 = ks; k2.seed = 8; TsMeta w2;
+    kd_pairs_meta(&w2, &c, &t2, &k2, 0x1234, ch);
+    rc = kd_pairs_load(&kp, path, &w2, err);
+    EXPECT(rc != 0 && pt_contains(err, "seed"), "a train_tmd run of another --seed must refuse the pairs: %s", err);
+    kd_pairs_meta(&w2, &c, &t2, &ks, 0x9999, ch);
+    rc = kd_pairs_load(&kp, path, &w2, err);
+    EXPECT(rc != 0 && pt_contains(err, "another teacher"), "another teacher must refuse the pairs: %s", err);
+    kd_pairs_free(&kp); kd_pairs_free(&want_kp); train_data_free(&t2);
+    // a rerun: nothing made; a run of other settings into the directory: refused by name before any sampling
+    ksrc.calls = 0;
+    EXPECT(kd_ds_run(dir, &p, &td, 0, 1, &src, &rep, err) == 0 && rep.assembled == 1 && ksrc.calls == 0, "a finished run must make nothing: %s", err);
+    KdDsPlan q; KdPairSettings k3 = ks; k3.cfg = 5;
+    TrainData t3; EXPECT(train_data_open(&t3, dir, &c, ks.seed, KD_STREAM, 0, 1, err) == 0, "%s", err);
+    EXPECT(kd_ds_plan_make(&q, &t3, &c, &k3, 0x1234, 2, err) == 0, "%s", err);
+    rc = kd_ds_run(dir, &q, &t3, 0, 1, &src, &rep, err);
+    printf("  another --kd-cfg into the directory: %s\n", rc ? err : "ACCEPTED");
+    EXPECT(rc != 0 && pt_contains(err, "cfg") && ksrc.calls == 0, "other settings must be refused: %s", err);
+    // the same, before any GPU work (sample_tmd's first check): other settings refused, this run's and a fresh directory accepted
+    KdPairSettings k4 = ks; k4.skip_layer = 10;
+    int pre_same = kd_ds_precheck(dir, &ks, err), pre_cfg = kd_ds_precheck(dir, &k3, err);
+    printf("  the early check (before GPU work): this run's settings %s; --kd-cfg 5 %s: %s\n", pre_same ? "REFUSED" : "accepted", pre_cfg ? "refused" : "ACCEPTED", err);
+    EXPECT(pre_same == 0 && pre_cfg != 0 && pt_contains(err, "cfg = 2") && pt_contains(err, "cfg = 5"), "the early check: %s", err);
+    EXPECT(kd_ds_precheck(dir, &k4, err) != 0 && pt_contains(err, "skip_layer"), "another skip-layer guidance: %s", err);
+    EXPECT(kd_ds_precheck(tmp, &ks, err) == 0, "a directory without pairs: %s", err);
+    // a chunk of other settings left in the directory (the assembled file gone): made again, not mixed in
+    EXPECT(remove(path) == 0, "rm");
+    EXPECT(kd_ds_run(dir, &q, &t3, 0, 1, &src, &rep, err) == 0 && rep.made == 3, "the other settings' run: %s", err);
+    EXPECT(remove(path) == 0, "rm");
+    ksrc.calls = 0;
+    EXPECT(kd_ds_run(dir, &p, &td, 0, 1, &src, &rep, err) == 0 && rep.made == 3 && rep.already == 0 && rep.assembled == 2,
+           "chunks of other settings must be made again (made %d, already %d): %s", rep.made, rep.already, err);
+    kd_ds_plan_free(&q); train_data_free(&t3);
+    // bad input
+    KdPairSettings k0 = ks; k0.pairs = 0;
+    rc = kd_ds_plan_make(&q, &td, &c, &k0, 0x1234, 2, err);
+    EXPECT(rc != 0 && pt_contains(err, "--kd-pairs"), "no pairs: %s", err);
+    TrainData tw; EXPECT(train_data_open(&tw, NULL, &c, 1, KD_STREAM, 0, 1, err) == 0, "%s", err);
+    rc = kd_ds_plan_make(&q, &tw, &c, &ks, 0x1234, 2, err);
+    EXPECT(rc != 0 && pt_contains(err, "built-in world"), "the world: %s", err);
+    kd_ds_plan_free(&p); train_data_free(&td);
+}
+
 static void test_prompts(const char* tmpdir) {
     test_ctx_cache(tmpdir);
     test_prompt_pipeline(tmpdir);
     test_prompt_batches(tmpdir);
     test_wan_folder(tmpdir);
     test_dataset_dir(tmpdir);
+    test_kd_dataset(tmpdir);
 }
