@@ -18,6 +18,8 @@
 // column sums in shared memory (thread t owns columns t, t + blockDim, ...), writes them to scratch, and a second
 // pass adds the chunks in a fixed order.
 // Version 1 (the simple one), checked and timed by dev/cuda/layernorm.cu; not yet run on a GPU (dev/cuda/README.md).
+// Forward version 2 (one block per row in registers, 128-bit loads) where the shape allows, and with it the gated
+// residual add fused in front (residual_layernorm_modulate_forward / residual_layernorm_affine_forward): below.
 #pragma once
 #include "common.cuh"
 #include "precision.cuh"

@@ -10,6 +10,8 @@
 // Accumulated (+=): dw (fp32 parameter gradient).
 // dw is summed without atomics: per-chunk column sums in shared memory, then a fixed-order pass (kernels/reduce.cuh).
 // Version 1 (the simple one), checked and timed by dev/cuda/rmsnorm.cu; not yet run on a GPU (dev/cuda/README.md).
+// Forward version 2 (one block per row in registers, 128-bit loads) where the shape allows, and rmsnorm_rope_forward:
+// RMSNorm and the 3D RoPE of q or k in one pass (checked by dev/cuda/rope.cu against rmsnorm then rope).
 #pragma once
 #include "common.cuh"
 #include "precision.cuh"

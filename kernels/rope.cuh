@@ -18,7 +18,10 @@
 // by the same thread.
 // The official code rotates the fp32 RMSNorm output in float64 and rounds to bf16 once; here the input is the
 // floatX RMSNorm output (a second rounding in the bf16 build).
-// Rotation: version 1 (the simple one), checked and timed by dev/cuda/rope.cu; not yet run on a GPU (dev/cuda/README.md).
+// Rotation: version 1 (the simple one), checked and timed by dev/cuda/rope.cu; not yet run on a GPU (dev/cuda/README.md);
+// version 2 (one block per token row, 128-bit loads, no 64-bit division) where head_dim allows, bit-identical to it.
+// The forward of the DiT block runs RMSNorm + RoPE fused (kernels/rmsnorm.cuh rmsnorm_rope_forward); the backward runs
+// rope_backward then rmsnorm_backward (it reads q_pre and rstd, which the fused forward still writes).
 // Table: on the host (version 2; version 1 built it on the device with the same double math).
 #pragma once
 #include <math.h>
