@@ -66,7 +66,11 @@ static int plan_step(PlanInput* pin, int stage, const char* title, int verbose, 
 #ifdef ENABLE_FP32
     pin->fp32 = 1;
 #endif
+    // the attention workspace as cuDNN reports it for this step's shapes (allocated by the query, so it is counted
+    // back into the free memory); 0 without cuDNN: the plan's stated bound
+    if (pin->attn_workspace == 0) pin->attn_workspace = (double)wan_gpu_attn_workspace(&pin->wan, pin->batch, plan_tokens(pin));
     size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    free_b += wan_gpu_attn_workspace_held();
     char why[256];
     wan_gpu_recompute = plan_choose_recompute(pin, stage, recompute_mode, (double)free_b, 1.0 * PLAN_GIB, why, sizeof(why));
     MemPlan plan; distill_plan(&plan, pin, stage);

@@ -36,6 +36,7 @@ typedef struct {
     size_t B, L, D, F, H, Lc, N, ND, NcD, Pin, Pout, freq, text_dim, hd, layers, Ff, Hh;
     size_t slots;           // residual levels kept (act_stream_slots)
     int flash, gated;
+    int training;           // the block sets are read by a backward: keep the FFN's pre-activation (1 unless a forward-only plan)
     size_t red, head_red;   // the backward's reduction scratch (floats): the DiT's, one flow-head evaluation's
 } ActDims;
 
@@ -45,7 +46,7 @@ static ActDims act_dims(const WanConfig* c, int B, int L, int flash, int fuse_ff
     z.N = z.B * z.L; z.ND = z.N * z.D; z.NcD = z.B * z.Lc * z.D;
     z.Pin = (size_t)c->in_dim * wan_patch_numel(c); z.Pout = (size_t)c->out_dim * wan_patch_numel(c);
     z.freq = (size_t)c->freq_dim; z.text_dim = (size_t)c->text_dim; z.hd = (size_t)wan_head_dim(c); z.layers = (size_t)c->num_layers;
-    z.Ff = (size_t)fuse_ffn_dim; z.Hh = (size_t)head_blocks; z.flash = flash; z.gated = gated; z.slots = z.layers + 1;
+    z.Ff = (size_t)fuse_ffn_dim; z.Hh = (size_t)head_blocks; z.flash = flash; z.gated = gated; z.slots = z.layers + 1; z.training = 1;
     // the largest partial-sum buffer of any reduction in a block, the head or the embeddings (kernels' *_scratch_floats):
     // LN (2 column sets per chunk, per sample), RMSNorm, gates, Linear biases; gpu/wan_gpu.cuh checks it covers them
     size_t r = z.B * act_chunks(z.L) * 2 * z.D;
@@ -85,7 +86,7 @@ static ActDims act_dims(const WanConfig* c, int B, int L, int flash, int fuse_ff
     X(f32, k->x2, z.ND, "block.x1_x2") \
     X(f32, k->ln2_mean, z.N, "block.ln_stats") X(f32, k->ln2_rstd, z.N, "block.ln_stats") \
     X(fx, k->h2, z.ND, "block.h2") \
-    X(fx, k->f1, z.N * z.F, "block.ffn_hidden") X(fx, k->f1a, z.N * z.F, "block.ffn_hidden") \
+    X(fx, k->f1, z.training ? z.N * z.F : 0, "block.ffn_hidden") X(fx, k->f1a, z.N * z.F, "block.ffn_hidden") \
     X(fx, k->f2, z.ND, "block.ffn_out")
 
 // the output head's activations (WanGpuHeadAct)
@@ -153,6 +154,17 @@ static size_t act_scratch_bytes(ActDims z, size_t xbytes) { size_t bytes = 0; WA
 static size_t act_stream_bytes(ActDims z, size_t xbytes) { size_t bytes = 0; WAN_ACT_STREAM_BUFFERS(ACT_BYTES_, , z) return bytes; }
 static size_t act_head_eval_own_bytes(ActDims z, size_t xbytes) { size_t bytes = 0; TMD_HEAD_EVAL_BUFFERS(ACT_BYTES_, , z) return bytes; }
 
+// The attention's workspace (cuDNN's fused SDPA; the own flash and naive kernels need none), a stated upper bound for
+// B samples of L tokens when the build has no cuDNN to ask (a program with cuDNN plans what cudnn-frontend reports for
+// the step's shapes instead: kernels/attention_cudnn.h attention_cudnn_workspace_for). The bound: the backward of the
+// self-attention, the largest graph of a block (the cross-attention has the same queries and 512 keys), keeps an fp32
+// accumulator of dQ [B, H, L, d] and two fp32 row vectors [B, H, L] (the softmax statistics and dO·O), the
+// FlashAttention-2 backward's scratch; the forward's workspace is below it. 1.3B at 32,760 tokens: 196 MiB.
+static size_t act_attn_workspace_bound(const WanConfig* c, int B, int L) {
+    const size_t BHL = (size_t)B * c->num_heads * L;
+    return act_round(BHL * (size_t)wan_head_dim(c) * 4 + 2 * BHL * 4);
+}
+
 // how many block sets a WanGpuAct of `blocks` blocks carves: forward only or training with recompute one (shared by
 // every block), training without recompute one per block
 static int act_block_sets(int blocks, int training, int recompute) { return training && !recompute ? blocks : 1; }
@@ -168,6 +180,7 @@ static size_t act_wan_bytes_ex(const WanConfig* c, int B, int L, int training, i
                                int borrowed) {
     ActDims z = act_dims(c, B, L, flash, 0, 0, 1);
     z.slots = (size_t)act_stream_slots(training, blocks, n_keep);
+    z.training = training;   // a forward-only plan's block set has no GELU pre-activation (nothing reads it)
     return act_stream_bytes(z, xbytes) + (borrowed ? 0 : (size_t)act_block_sets(blocks, training, recompute) * act_block_set_bytes(z, xbytes)) +
            act_head_bytes(z, xbytes) + (training && !borrowed ? act_scratch_bytes(z, xbytes) : 0);
 }

@@ -228,10 +228,11 @@ __global__ void disc_pool_forward_kernel(float* pool, const float* x, int C, int
     for (int i = 0; i < S; i++) s += x[(size_t)c * S + i];
     pool[c] = s / S;
 }
-// its backward: g[c, i] = dpool[c] / S (OVERWRITES g)
-__global__ void disc_pool_backward_kernel(float* g, const float* dpool, int C, int S) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < (size_t)C * S) g[i] = dpool[i / S] / S;
+// its backward: g[c, i] = dpool[c] / S (OVERWRITES g); one block per channel c (no division per element)
+__global__ void disc_pool_backward_kernel(float* g, const float* dpool, int S) {
+    const float v = dpool[blockIdx.x] / S;
+    float* gc = g + (size_t)blockIdx.x * S;
+    for (int i = threadIdx.x; i < S; i += blockDim.x) gc[i] = v;
 }
 // the MLP: h1 = W0·pool + b0, a1 = LeakyReLU(h1), logit = w2·(a1·m) + b2, m the dropout factors of head h under
 // key (0: all 1) (one block)
@@ -276,24 +277,26 @@ __global__ void disc_mlp_backward_kernel(float* dpool, float* dh1, float* dw0, f
 // the multiscale head's kernels (channels-last [S, C], one sample)
 
 // x0 [S, C] (voxel s = (t·H + i)·W + j) from one sample's feature [L, D] (cpu/layers.h unpatchify_forward's order:
-// token (t/pt, i/ph, j/pw), within it (t%pt, i%ph, j%pw, c)); patchify_add inverts it into dfeat (+=). One thread per
-// element, a bijection: no two threads write one place.
-__device__ inline size_t disc_ms_feat_index_(size_t idx, int C, int T, int H, int W, int pt, int ph, int pw) {
-    int c = (int)(idx % C); size_t v = idx / C;
-    int j = (int)(v % W), i = (int)((v / W) % H), t = (int)(v / ((size_t)W * H));
-    size_t token = ((size_t)(t / pt) * (H / ph) + i / ph) * (W / pw) + j / pw;
-    return token * ((size_t)C * pt * ph * pw) + ((size_t)((t % pt) * ph + i % ph) * pw + j % pw) * C + c;
+// token (t/pt, i/ph, j/pw), within it (t%pt, i%ph, j%pw, c)); patchify_add inverts it into dfeat (+=). One block per
+// voxel (its place in the feature computed once, in 32-bit), the threads over its C channels, which are contiguous on
+// both sides; a bijection: no two threads write one place.
+__device__ inline size_t disc_ms_feat_row_(int v, int C, int H, int W, int pt, int ph, int pw) {
+    const int j = v % W, i = (v / W) % H, t = v / (W * H);
+    const size_t token = ((size_t)(t / pt) * (H / ph) + i / ph) * (W / pw) + j / pw;
+    return token * ((size_t)C * pt * ph * pw) + (size_t)(((t % pt) * ph + i % ph) * pw + j % pw) * C;
 }
-__global__ void disc_ms_unpatchify_kernel(floatX* x0, const float* feat, int C, int T, int H, int W, int pt, int ph, int pw) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)T * H * W * C) return;
-    x0[idx] = from_float<floatX>(feat[disc_ms_feat_index_(idx, C, T, H, W, pt, ph, pw)]);
+__global__ void disc_ms_unpatchify_kernel(floatX* x0, const float* feat, int C, int H, int W, int pt, int ph, int pw) {
+    const float* f = feat + disc_ms_feat_row_(blockIdx.x, C, H, W, pt, ph, pw);
+    floatX* o = x0 + (size_t)blockIdx.x * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = from_float<floatX>(f[c]);
 }
-__global__ void disc_ms_patchify_add_kernel(float* dfeat, const floatX* dx0, int C, int T, int H, int W, int pt, int ph, int pw) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)T * H * W * C) return;
-    dfeat[disc_ms_feat_index_(idx, C, T, H, W, pt, ph, pw)] += to_float(dx0[idx]);
+__global__ void disc_ms_patchify_add_kernel(float* dfeat, const floatX* dx0, int C, int H, int W, int pt, int ph, int pw) {
+    float* f = dfeat + disc_ms_feat_row_(blockIdx.x, C, H, W, pt, ph, pw);
+    const floatX* d = dx0 + (size_t)blockIdx.x * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) f[c] += to_float(d[c]);
 }
+// threads for a row-per-block kernel over C columns (n at a time): up to 256, a multiple of 32
+static int disc_ms_row_threads_(int C, int n) { int t = (C / n + 31) / 32 * 32; return t < 32 ? 32 : t > 256 ? 256 : t; }
 // out[i] = (floatX) in[i]; acc_out[i] += in[i]
 __global__ void disc_ms_cast_kernel(floatX* out, const float* in, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -320,37 +323,51 @@ __global__ void disc_ms_w3_grad_kernel(float* dw, const float* dwk, int C) {
     dw[idx] += dwk[(size_t)o * 27 * C + (size_t)tap * C + c];
 }
 // col [R, 27·C]: rows r0 .. r0 + R − 1 of a T x H x W map x [S, C], col[r, tap·C + c] = x[(t + a − 1, i + b − 1,
-// j + e − 1), c] for tap = (a·3 + b)·3 + e, zero outside the map (padding 1)
-__global__ void disc_ms_im2col_kernel(floatX* col, const floatX* x, int C, int T, int H, int W, size_t r0, int R) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)R * 27 * C) return;
-    int c = (int)(idx % C), tap = (int)((idx / C) % 27); size_t v = r0 + idx / (27 * (size_t)C);
-    int j = (int)(v % W) + tap % 3 - 1, i = (int)((v / W) % H) + (tap / 3) % 3 - 1, t = (int)(v / ((size_t)W * H)) + tap / 9 - 1;
-    col[idx] = (t < 0 || t >= T || i < 0 || i >= H || j < 0 || j >= W) ? from_float<floatX>(0.f)
-                                                                      : x[(((size_t)t * H + i) * W + j) * C + c];
+// j + e − 1), c] for tap = (a·3 + b)·3 + e, zero outside the map (padding 1). One block per row r (its voxel decoded
+// once, in 32-bit), the threads over the C channels of each tap: FLOATX_VEC16 at a time (a 128-bit copy) when vec.
+__global__ void disc_ms_im2col_kernel(floatX* col, const floatX* x, int C, int T, int H, int W, int r0, int vec) {
+    const int v = r0 + blockIdx.x, j0 = v % W, i0 = (v / W) % H, t0 = v / (W * H);
+    floatX* row = col + (size_t)blockIdx.x * 27 * C;
+    for (int tap = 0; tap < 27; tap++) {
+        const int j = j0 + tap % 3 - 1, i = i0 + (tap / 3) % 3 - 1, t = t0 + tap / 9 - 1;
+        const bool in = t >= 0 && t < T && i >= 0 && i < H && j >= 0 && j < W;
+        const floatX* src = in ? x + (((size_t)t * H + i) * W + j) * C : NULL;
+        floatX* dst = row + (size_t)tap * C;
+        if (vec) {
+            for (int c = FLOATX_VEC16 * threadIdx.x; c < C; c += FLOATX_VEC16 * blockDim.x)
+                *reinterpret_cast<uint4*>(dst + c) = in ? *reinterpret_cast<const uint4*>(src + c) : make_uint4(0, 0, 0, 0);
+        } else {
+            for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = in ? src[c] : from_float<floatX>(0.f);
+        }
+    }
+}
+static void disc_ms_im2col_(floatX* col, const floatX* x, int C, int T, int H, int W, size_t r0, int R, cudaStream_t s) {
+    const int vec = C % FLOATX_VEC16 == 0 && ((uintptr_t)col | (uintptr_t)x) % 16 == 0;
+    disc_ms_im2col_kernel<<<R, disc_ms_row_threads_(C, vec ? FLOATX_VEC16 : 1), 0, s>>>(col, x, C, T, H, W, (int)r0, vec);
+    cudaCheck(cudaGetLastError());
 }
 // AvgPool3d(kernel = stride = s), floor mode: p [(T/s)·(H/s)·(W/s), C] = the mean of each s³ cell of a [T·H·W, C]
 __global__ void disc_ms_avgpool_kernel(floatX* p, const floatX* a, int C, int T, int H, int W, int s) {
-    int To = T / s, Ho = H / s, Wo = W / s;
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)To * Ho * Wo * C) return;
-    int c = (int)(idx % C); size_t v = idx / C;
-    int j = (int)(v % Wo), i = (int)((v / Wo) % Ho), t = (int)(v / ((size_t)Wo * Ho));
-    float acc = 0.f;
-    for (int q = 0; q < s; q++)
-        for (int r = 0; r < s; r++)
-            for (int e = 0; e < s; e++) acc += to_float(a[((((size_t)t * s + q) * H + i * s + r) * W + j * s + e) * C + c]);
-    p[idx] = from_float<floatX>(acc / (float)(s * s * s));
+    const int Ho = H / s, Wo = W / s, v = blockIdx.x;   // one block per output voxel
+    const int j = v % Wo, i = (v / Wo) % Ho, t = v / (Wo * Ho);
+    const float cell = (float)(s * s * s);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float acc = 0.f;
+        for (int q = 0; q < s; q++)
+            for (int r = 0; r < s; r++)
+                for (int e = 0; e < s; e++) acc += to_float(a[((((size_t)t * s + q) * H + i * s + r) * W + j * s + e) * C + c]);
+        p[(size_t)v * C + c] = from_float<floatX>(acc / cell);
+    }
 }
-// its backward (OVERWRITES da [T·H·W, C]): dp of the voxel's cell / s³, 0 in the remainder floor mode drops
+// its backward (OVERWRITES da [T·H·W, C]): dp of the voxel's cell / s³, 0 in the remainder floor mode drops; one
+// block per input voxel
 __global__ void disc_ms_avgpool_backward_kernel(floatX* da, const floatX* dp, int C, int T, int H, int W, int s) {
-    int To = T / s, Ho = H / s, Wo = W / s;
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)T * H * W * C) return;
-    int c = (int)(idx % C); size_t v = idx / C;
-    int j = (int)(v % W) / s, i = (int)((v / W) % H) / s, t = (int)(v / ((size_t)W * H)) / s;
-    float g = (t < To && i < Ho && j < Wo) ? to_float(dp[(((size_t)t * Ho + i) * Wo + j) * C + c]) / (float)(s * s * s) : 0.f;
-    da[idx] = from_float<floatX>(g);
+    const int To = T / s, Ho = H / s, Wo = W / s, v = blockIdx.x;
+    const int j = (v % W) / s, i = ((v / W) % H) / s, t = v / (W * H) / s;
+    const bool in = t < To && i < Ho && j < Wo;
+    const float cell = (float)(s * s * s);
+    const floatX* g = dp + (((size_t)t * Ho + i) * Wo + j) * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) da[(size_t)v * C + c] = from_float<floatX>(in ? to_float(g[c]) / cell : 0.f);
 }
 
 // a GroupNorm + LeakyReLU after a convolution whose output z lacks its bias: x = z + b, xhat = (x − mean_g)·rstd_g,
@@ -406,25 +423,45 @@ __global__ void disc_ms_group_kernel(float* out, const float* in, const float* w
     for (int c = g * cg; c < (g + 1) * cg; c++) s += (double)in[c] * (w ? w[c] : 1.0);
     out[g] = which == 0 ? (float)(s / n) : which == 1 ? (float)(1.0 / sqrt(s / n + 1e-5)) : (float)s;
 }
-// out [rows, C] = LeakyReLU(GroupNorm(z + b)) from z [rows, ld]
-__global__ void disc_ms_norm_kernel(floatX* out, const floatX* z, int ld, int rows, int C, DiscMsNorm g) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)rows * C) return;
-    int c = (int)(idx % C); size_t r = idx / C;
-    float n = ((to_float(z[r * ld + c]) + g.b[c] - g.mean[c / g.cg]) * g.rstd[c / g.cg]) * g.gw[c] + g.gb[c];
-    out[idx] = from_float<floatX>(n > 0 ? n : (float)LEAKY_SLOPE * n);
+// out [rows, C] = LeakyReLU(GroupNorm(z + b)) from z [rows, ld]: one block per row, the threads over its channels,
+// FLOATX_VEC16 at a time (128-bit loads of z, stores of out) when vec (C and ld multiples of it, aligned rows)
+__device__ inline float disc_ms_norm_one_(float z, int c, const DiscMsNorm& g) {
+    const float n = ((z + g.b[c] - g.mean[c / g.cg]) * g.rstd[c / g.cg]) * g.gw[c] + g.gb[c];
+    return n > 0 ? n : (float)LEAKY_SLOPE * n;
+}
+__global__ void disc_ms_norm_kernel(floatX* out, const floatX* z, int ld, int C, DiscMsNorm g, int vec) {
+    const floatX* zr = z + (size_t)blockIdx.x * ld;
+    floatX* o = out + (size_t)blockIdx.x * C;
+    if (vec) {
+        for (int c = FLOATX_VEC16 * threadIdx.x; c < C; c += FLOATX_VEC16 * blockDim.x) {
+            float v[FLOATX_VEC16];
+            floatx_load16(zr + c, v);
+#pragma unroll
+            for (int k = 0; k < FLOATX_VEC16; k++) v[k] = disc_ms_norm_one_(v[k], c + k, g);
+            floatx_store16(o + c, v);
+        }
+    } else {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = from_float<floatX>(disc_ms_norm_one_(to_float(zr[c]), c, g));
+    }
+}
+static void disc_ms_norm_apply_(floatX* out, const floatX* z, int ld, int rows, int C, DiscMsNorm g, cudaStream_t s) {
+    const int vec = C % FLOATX_VEC16 == 0 && ld % FLOATX_VEC16 == 0 && ((uintptr_t)out | (uintptr_t)z) % 16 == 0;
+    disc_ms_norm_kernel<<<rows, disc_ms_row_threads_(C, vec ? FLOATX_VEC16 : 1), 0, s>>>(out, z, ld, C, g, vec);
+    cudaCheck(cudaGetLastError());
 }
 // groupnorm_backward's input gradient through the LeakyReLU (OVERWRITES dz [rows, ldo]): dz = rstd·(dxhat − Σdxhat/n
-// − xhat·Σ(dxhat·xhat)/n), dxhat = d n·gw; sd[g] = Σ dxhat, sdx[g] = Σ dxhat·xhat over the group (n = cg·rows)
+// − xhat·Σ(dxhat·xhat)/n), dxhat = d n·gw; sd[g] = Σ dxhat, sdx[g] = Σ dxhat·xhat over the group (n = cg·rows).
+// One block per row, the threads over its channels.
 __global__ void disc_ms_norm_backward_kernel(floatX* dz, int ldo, const floatX* z, int ld, int rows, int C, DiscMsNorm g,
                                              const floatX* dact, const float* dconst, const float* sdx, const float* sd) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)rows * C) return;
-    int c = (int)(idx % C), grp = c / g.cg; size_t r = idx / C;
-    float rs = g.rstd[grp], xh = (to_float(z[r * ld + c]) + g.b[c] - g.mean[grp]) * rs, n = xh * g.gw[c] + g.gb[c];
-    float da = dact ? to_float(dact[idx]) : dconst[c], dn = n > 0 ? da : (float)LEAKY_SLOPE * da;
-    float inv = 1.f / ((float)g.cg * (float)rows);
-    dz[r * ldo + c] = from_float<floatX>(rs * (dn * g.gw[c] - sd[grp] * inv - xh * sdx[grp] * inv));
+    const size_t r = blockIdx.x;
+    const float inv = 1.f / ((float)g.cg * (float)rows);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        const int grp = c / g.cg;
+        float rs = g.rstd[grp], xh = (to_float(z[r * ld + c]) + g.b[c] - g.mean[grp]) * rs, n = xh * g.gw[c] + g.gb[c];
+        float da = dact ? to_float(dact[r * C + c]) : dconst[c], dn = n > 0 ? da : (float)LEAKY_SLOPE * da;
+        dz[r * ldo + c] = from_float<floatX>(rs * (dn * g.gw[c] - sd[grp] * inv - xh * sdx[grp] * inv));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -569,7 +606,7 @@ static void disc_gpu_strided_backward_(DiscParamsF* dp, float* const* dfeat, con
                                                        dp ? dp->mlp_2_w[h] : NULL, dp ? dp->mlp_2_b[h] : NULL, a->pool[h] + b * C4,
                                                        a->h1[h] + b * Hd, a->a1[h] + b * Hd, p->mlp_0_w[h], p->mlp_2_w[h],
                                                        (float)dlogit[b * dc->n_heads + h], C4, Hd, 0, h);
-            disc_pool_backward_kernel<<<disc_blocks_((size_t)C4 * S), 256, 0, s>>>(a->gcur, a->dpool, C4, S);
+            disc_pool_backward_kernel<<<C4, 256, 0, s>>>(a->gcur, a->dpool, S);
             for (int k = DISC_CONVS - 1; k >= 0; k--) {
                 Shape4 ok = a->shp[k + 1]; size_t n = shape_numel(ok), Sk = (size_t)ok.T * ok.H * ok.W; int G = disc_groups(ok.C);
                 disc_leaky_backward_kernel<<<disc_blocks_(n), 256, 0, s>>>(a->gtmp, a->gcur, a->nrm[h][k] + b * n, n);   // d nrm
@@ -630,7 +667,7 @@ static void disc_ms_norm_backward_(floatX* dz, int ldo, const floatX* z, int ld,
     disc_ms_colsum_(w, z, ld, rows, C, DISC_MS_BWD, g, dact, dconst, 1.0, dgw, dgb, s);   // Σ d n·xhat, Σ d n per channel
     disc_ms_group_kernel<<<(G + 255) / 256, 256, 0, s>>>(w->gs1, w->sum1, g.gw, G, g.cg, 1.0, 2);   // Σ dxhat·xhat per group
     disc_ms_group_kernel<<<(G + 255) / 256, 256, 0, s>>>(w->gs2, w->sum2, g.gw, G, g.cg, 1.0, 2);   // Σ dxhat
-    disc_ms_norm_backward_kernel<<<disc_ms_blocks_((size_t)rows * C), 256, 0, s>>>(dz, ldo, z, ld, rows, C, g, dact, dconst, w->gs1, w->gs2);
+    disc_ms_norm_backward_kernel<<<rows, disc_ms_row_threads_(C, 1), 0, s>>>(dz, ldo, z, ld, rows, C, g, dact, dconst, w->gs1, w->gs2);
     if (db) {
         DiscMsNorm none = g; none.b = NULL;
         disc_ms_colsum_(w, dz, ldo, rows, C, DISC_MS_SUM, none, NULL, NULL, 1.0, db, NULL, s);   // the conv bias: Σ d z
@@ -641,7 +678,7 @@ static void disc_ms_conv3_(floatX* out, const floatX* x, const floatX* wk, Shape
     int C = m.C; size_t S = shape_voxels(m);
     for (size_t r0 = 0; r0 < S; r0 += R) {
         int Rn = (int)(S - r0 < R ? S - r0 : R);
-        disc_ms_im2col_kernel<<<disc_ms_blocks_((size_t)Rn * 27 * C), 256, 0, s>>>(w->col, x, C, m.T, m.H, m.W, r0, Rn);
+        disc_ms_im2col_(w->col, x, C, m.T, m.H, m.W, r0, Rn, s);
         matmul_forward<floatX>(out + r0 * C, NULL, w->col, wk, NULL, Rn, 27 * C, C, 0, s);
     }
 }
@@ -652,7 +689,7 @@ static void disc_ms_conv3_dweight_(float* dwk, const floatX* dout, const floatX*
     cudaCheck(cudaMemsetAsync(dwk, 0, sizeof(float) * 27 * C * C, s));
     for (size_t r0 = 0; r0 < S; r0 += R) {
         int Rn = (int)(S - r0 < R ? S - r0 : R);
-        disc_ms_im2col_kernel<<<disc_ms_blocks_((size_t)Rn * 27 * C), 256, 0, s>>>(w->col, x, C, m.T, m.H, m.W, r0, Rn);
+        disc_ms_im2col_(w->col, x, C, m.T, m.H, m.W, r0, Rn, s);
         matmul_backward<floatX>(NULL, dwk, NULL, NULL, dout + r0 * C, w->col, wk, NULL, Rn, 27 * C, C, 0, s);
     }
 }
@@ -663,10 +700,10 @@ static const floatX* disc_ms_branch_forward_(DiscGpuAct* a, const DiscParamsF* p
     int S = (int)a->dims.S; Shape4 m1 = a->cout[2 * i], m3 = a->cin[2 * i + 1];
     DiscMsNorm g1 = disc_ms_norm_(p, dc, h, i, 0, w);
     disc_ms_stats_(w, w->z1 + (size_t)i * C, nsC, S, C, g1, s);
-    disc_ms_norm_kernel<<<disc_ms_blocks_((size_t)S * C), 256, 0, s>>>(w->a1, w->z1 + (size_t)i * C, nsC, S, C, g1);
+    disc_ms_norm_apply_(w->a1, w->z1 + (size_t)i * C, nsC, S, C, g1, s);
     const floatX* x = w->a1;
     if (sc > 1) {
-        disc_ms_avgpool_kernel<<<disc_ms_blocks_(shape_numel(m3)), 256, 0, s>>>(w->p, w->a1, C, m1.T, m1.H, m1.W, sc);
+        disc_ms_avgpool_kernel<<<(unsigned)shape_voxels(m3), disc_ms_row_threads_(C, 1), 0, s>>>(w->p, w->a1, C, m1.T, m1.H, m1.W, sc);
         x = w->p;
     }
     disc_ms_w3_kernel<<<disc_ms_blocks_((size_t)27 * C * C), 256, 0, s>>>(w->w3k, with_wt ? w->w3t : NULL, p->conv_w[h][2 * i + 1], C);
@@ -679,8 +716,8 @@ static const floatX* disc_ms_branch_forward_(DiscGpuAct* a, const DiscParamsF* p
 static void disc_ms_head_input_(DiscGpuAct* a, const DiscParamsF* p, const WanGpuAct* ta, int b, int h, cudaStream_t s) {
     const DiscConfig* dc = &a->dc; DiscMsScratch* w = a->w; int C = dc->in_ch, S = (int)a->dims.S;
     size_t LD = (size_t)ta->g.L * ta->cfg.dim;
-    disc_ms_unpatchify_kernel<<<disc_ms_blocks_((size_t)S * C), 256, 0, s>>>(w->x0, wan_gpu_xs(ta, dc->layers[h] + 1) + b * LD, C, a->x0s.T,
-                                                                            a->x0s.H, a->x0s.W, a->pt, a->ph, a->pw);
+    disc_ms_unpatchify_kernel<<<S, disc_ms_row_threads_(C, 1), 0, s>>>(w->x0, wan_gpu_xs(ta, dc->layers[h] + 1) + b * LD, C, a->x0s.H, a->x0s.W,
+                                                                     a->pt, a->ph, a->pw);
     for (int i = 0; i < dc->n_scales; i++)
         disc_ms_cast_kernel<<<disc_ms_blocks_((size_t)C * C), 256, 0, s>>>(w->w1 + (size_t)i * C * C, p->conv_w[h][2 * i], (size_t)C * C);
     matmul_forward<floatX>(w->z1, NULL, w->x0, w->w1, NULL, S, C, (int)a->dims.nsC, 0, s);
@@ -740,7 +777,7 @@ static void disc_gpu_ms_backward_(DiscParamsF* dp, float* const* dfeat, const do
                     disc_ms_w3_grad_kernel<<<disc_ms_blocks_((size_t)27 * C * C), 256, 0, s>>>(dp->conv_w[h][k3], w->dw3, C);
                 }
                 disc_ms_conv3_(sc > 1 ? w->dp : w->da, w->dz2, w->w3t, m3, w, a->dims.R, s);   // d x3: the flipped convolution
-                if (sc > 1) disc_ms_avgpool_backward_kernel<<<disc_ms_blocks_(shape_numel(m1)), 256, 0, s>>>(w->da, w->dp, C, m1.T, m1.H, m1.W, sc);
+                if (sc > 1) disc_ms_avgpool_backward_kernel<<<(unsigned)shape_voxels(m1), disc_ms_row_threads_(C, 1), 0, s>>>(w->da, w->dp, C, m1.T, m1.H, m1.W, sc);
                 // the 1x1x1 block's GroupNorm and LeakyReLU: d z1 of this branch, in its columns of dz1
                 disc_ms_norm_backward_(w->dz1 + (size_t)i * C, nsC, w->z1 + (size_t)i * C, nsC, S, C, disc_ms_norm_(p, dc, h, i, 0, w), w->da, NULL,
                                        dp ? dp->norm_w[h][k1] : NULL, dp ? dp->norm_b[h][k1] : NULL, dp ? dp->conv_b[h][k1] : NULL, w, s);
@@ -754,8 +791,7 @@ static void disc_gpu_ms_backward_(DiscParamsF* dp, float* const* dfeat, const do
             }
             if (dfe) {   // d x0 = d z1 · W1 (into a1, free by now), then back to the feature's token layout
                 matmul_backward<floatX>(w->a1, NULL, NULL, NULL, w->dz1, w->x0, w->w1, NULL, S, C, nsC, 0, s);
-                disc_ms_patchify_add_kernel<<<disc_ms_blocks_((size_t)S * C), 256, 0, s>>>(dfe + b * LD, w->a1, C, a->x0s.T, a->x0s.H, a->x0s.W,
-                                                                                         a->pt, a->ph, a->pw);
+                disc_ms_patchify_add_kernel<<<S, disc_ms_row_threads_(C, 1), 0, s>>>(dfe + b * LD, w->a1, C, a->x0s.H, a->x0s.W, a->pt, a->ph, a->pw);
             }
             cudaCheck(cudaGetLastError());
         }
@@ -765,8 +801,10 @@ static void disc_gpu_ms_backward_(DiscParamsF* dp, float* const* dfeat, const do
 // the host copy a->logit[b·n_heads + h] is ready on return (one synchronisation)
 static void disc_gpu_forward(DiscGpuAct* a, const DiscParamsF* p, const DiscConfig* dc, const WanGpuAct* ta) {
     cudaStream_t s = ta->stream;
+    const int prof = bench_prof_begin(PROF_DISC, s);   // --bench: the discriminator's class (its GEMMs fold into it)
     if (dc->kind == DISC_MULTISCALE) disc_gpu_ms_forward_(a, p, dc, ta);
     else disc_gpu_strided_forward_(a, p, dc, ta);
+    bench_prof_end(prof, 0, s);
     float lf[TMD_MAX_BATCH * DISC_MAX_HEADS];
     size_t nl = (size_t)a->B * dc->n_heads;
     cudaCheck(cudaMemcpyAsync(lf, dc->kind == DISC_MULTISCALE ? a->k.logit_d : a->logit_d, sizeof(float) * nl, cudaMemcpyDeviceToHost, s));
@@ -777,6 +815,8 @@ static void disc_gpu_forward(DiscGpuAct* a, const DiscParamsF* p, const DiscConf
 // dfeat[layers[h] + 1] [B, L, D] (+=, the array or its entries may be NULL: not computed)
 static void disc_gpu_backward(DiscParamsF* dp, float* const* dfeat, const double* dlogit, DiscGpuAct* a, const DiscParamsF* p,
                               const DiscConfig* dc, const WanGpuAct* ta) {
+    const int prof = bench_prof_begin(PROF_DISC, ta->stream);
     if (dc->kind == DISC_MULTISCALE) disc_gpu_ms_backward_(dp, dfeat, dlogit, a, p, dc, ta);
     else disc_gpu_strided_backward_(dp, dfeat, dlogit, a, p, dc, ta);
+    bench_prof_end(prof, 0, ta->stream);
 }

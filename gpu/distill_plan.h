@@ -51,6 +51,8 @@ typedef struct {
     int naive_attention;    // 1: the naive attention path (materialised scores)
     int fp32;               // 1: the all-fp32 build
     int kd_pairs;           // KD warm-up: teacher ODE pairs kept on the device
+    double attn_workspace;  // the attention's workspace in bytes (cuDNN's, as it reports it); 0: the stated bound
+                            // act_attn_workspace_bound (flash attention; the naive path needs none)
 } PlanInput;
 
 static void plan_add(MemPlan* p, const char* name, double bytes, const char* what) {
@@ -104,6 +106,15 @@ static double plan_kd_pairs_bytes(const PlanInput* in) {
     return (double)in->kd_pairs * (2 * latent + (double)c->text_len * c->text_dim) * 4.0;
 }
 
+// the attention's one workspace, shared by every attention call of the step (kernels/attention_cudnn.cpp): what cuDNN
+// reported (in->attn_workspace), else the stated bound; none on the naive path
+static void plan_attn_workspace(MemPlan* p, const PlanInput* in) {
+    if (in->naive_attention) return;
+    double ws = in->attn_workspace > 0 ? in->attn_workspace : (double)act_attn_workspace_bound(&in->wan, in->batch, plan_tokens(in));
+    plan_add(p, "attention workspace", ws, in->attn_workspace > 0 ? "cuDNN's fused SDPA, the size cudnn-frontend reports for the step's shapes"
+                                                                  : "upper bound (fp32 dQ + 2 row vectors of the self-attention backward)");
+}
+
 // Stage 1 plan (stage 1), Stage 2 plan (stage 2) or the KD warm-up's plan (stage 3: a TMD student when student_extra
 // > 0, else the plain Wan student of the DMD2-v baseline) of one micro-step; stage 0: the teacher's flow-matching step
 // (gpu/teacher_gpu.cuh: the model trainable, one training arena, five latents per sample and the captions)
@@ -118,6 +129,7 @@ static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
         plan_add(p, "teacher (trainable)", Pw * plan_trainable_bytes_per_param(in), what);
         plan_add(p, "teacher activations", plan_wan_arena(in, 1, 0, 0, 0), in->recompute ? "the whole model (training); per-block recompute" : "the whole model (training); every block's activations kept");
         plan_add(p, "latents and captions", B * (latent * 5 + (double)c->text_len * c->text_dim + 1) * 4.0, "x, x1, x_sigma, target, dv, the captions (fp32)");
+        plan_attn_workspace(p, in);
         return;
     }
     snprintf(what, sizeof(what), "%.3fB params x %g B (master, grad, AdamW m+v%s)", Ps / 1e9, plan_trainable_bytes_per_param(in), in->fp32 ? "" : ", bf16 copy");
@@ -170,6 +182,7 @@ static void distill_plan(MemPlan* p, const PlanInput* in, int stage) {
                  in->disc.kind == DISC_MULTISCALE ? "multiscale: per-sample vectors + one head's maps (scratch shared by real and fake)"
                                                   : "strided: every map of every head, real and fake (fp32)");
     }
+    plan_attn_workspace(p, in);
     plan_add(p, "latents and noise", B * latent * 4.0 * (stage == 1 ? 12 : stage == 2 ? 16 : 8), "x, x1, y1, x_t, eps, x_hat and their gradients (fp32)");
     plan_add(p, "captions", B * (double)in->wan.text_len * c->text_dim * 4.0 * (stage == 3 ? 1 : 2),
              stage == 3 ? "the batch's umT5 rows (fp32)" : "the step's conditional and unconditional umT5 rows (fp32)");

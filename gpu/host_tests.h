@@ -168,9 +168,10 @@ static void test_distill_plan(void) {
         EXPECT(keep - rec == (size_t)(in.wan.num_layers - 1) * set, "world: keeping every block costs %zu bytes more than recompute; want %d block sets of %zu",
                keep - rec, in.wan.num_layers - 1, set);
         EXPECT(hk - hr == (size_t)in.H * set, "world: a flow-head evaluation keeps %zu bytes more without recompute; want %d block sets", hk - hr, in.H);
-        size_t level = act_round((size_t)L * in.wan.dim * 4);
-        EXPECT(rec - fwd == act_scratch_bytes(z, 2) + (size_t)(in.wan.num_layers - 1) * level,
-               "world: a recomputing training arena is the forward arena + the backward scratch + %d more residual levels", in.wan.num_layers - 1);
+        size_t level = act_round((size_t)L * in.wan.dim * 4), pre = act_round((size_t)L * in.wan.ffn_dim * 2);
+        EXPECT(rec - fwd == act_scratch_bytes(z, 2) + (size_t)(in.wan.num_layers - 1) * level + pre,
+               "world: a recomputing training arena is the forward arena + the backward scratch + %d more residual levels + the FFN's "
+               "GELU pre-activation (a forward-only block set has none)", in.wan.num_layers - 1);
         size_t lent = act_wan_bytes_ex(&in.wan, 1, L, 1, 1, 1, 2, in.wan.num_layers, 0, 1);
         EXPECT(rec - lent == set + act_scratch_bytes(z, 2), "world: borrowing the work sets saves one block set and the scratch");
         printf("  world, bf16, flash, batch 1 (%d tokens): training arena %.2f MiB keeping every block, %.2f MiB with recompute (block set %.2f MiB)\n", L,
@@ -193,6 +194,16 @@ static void test_distill_plan(void) {
            plan_item(&p2, "discriminator (trainable)") == 16.0 * (double)disc_1b3,
            "weights: 18 B per trainable parameter, 14 B for the fake score (its gradients are the student's buffer), 16 B for "
            "the discriminator (fp32, no copy) (1.3B has %.0f parameters, the student %zu more)", Pw, in.student_extra);
+    // the attention workspace: without cuDNN's report, the stated bound (the self-attention backward's fp32 dQ and two
+    // row vectors: 12 heads x 32,760 tokens x (128 + 2) x 4 B), inside the plan; none on the naive path; cuDNN's figure when given
+    {
+        double ws = plan_item(&p2, "attention workspace"), want = 12.0 * 32760 * (128 + 2) * 4;
+        EXPECT(ws >= want && ws < want + 256, "1.3B attention workspace %.0f B, want the bound %.0f", ws, want);
+        PlanInput rep = in; rep.attn_workspace = 123456789.0; MemPlan pr; distill_plan(&pr, &rep, 2);
+        EXPECT(plan_item(&pr, "attention workspace") == 123456789.0 && pr.total - p2.total == 123456789.0 - ws, "the plan must hold cuDNN's reported workspace");
+        PlanInput nv = in; nv.naive_attention = 1; MemPlan pn; distill_plan(&pn, &nv, 1);
+        EXPECT(plan_item(&pn, "attention workspace") < 0, "the naive attention has no workspace item");
+    }
     test_frozen_plan();
     test_disc_plan();
     double gib80 = 80.0 * PLAN_GIB, reserve = 2.0 * PLAN_GIB;

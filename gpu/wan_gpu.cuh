@@ -451,9 +451,11 @@ typedef float act_type_f32;
 typedef floatX act_type_fx;
 #define WAN_GPU_TAKE_(type, field, n, name) field = wan_gpu_take<act_type_##type>(ar, (size_t)(n), name);
 
-// one block's activations for B samples of L tokens; flash: the attention path (WanGpuAct.flash)
-static void wan_gpu_block_act_carve(WanGpuBlockAct* k, WanGpuArena* ar, const WanConfig* c, int B, int L, int flash) {
+// one block's activations for B samples of L tokens; flash: the attention path (WanGpuAct.flash); training 0: a
+// forward-only set (no FFN pre-activation, f1 NULL: the block forward then writes none)
+static void wan_gpu_block_act_carve(WanGpuBlockAct* k, WanGpuArena* ar, const WanConfig* c, int B, int L, int flash, int training = 1) {
     ActDims z = act_dims(c, B, L, flash, 0, 0, 1);
+    z.training = training;
     WAN_BLOCK_ACT_BUFFERS(WAN_GPU_TAKE_, k, z)
 }
 
@@ -487,7 +489,7 @@ static void wan_gpu_act_carve_(WanGpuAct* a, const WanGpuAct* share) {
     WAN_ACT_STREAM_BUFFERS(WAN_GPU_TAKE_, a, z)
     int nsets = act_block_sets(a->nblocks, a->training, a->recompute);
     if (share) a->blocks[0] = share->blocks[0];   // the lender's one set (gpu/act_plan.h: borrowed work sets)
-    else for (int l = 0; l < nsets; l++) wan_gpu_block_act_carve(&a->blocks[l], ar, c, a->B, a->g.L, a->flash);
+    else for (int l = 0; l < nsets; l++) wan_gpu_block_act_carve(&a->blocks[l], ar, c, a->B, a->g.L, a->flash, a->training);
     for (int l = share ? 1 : nsets; l < c->num_layers; l++) a->blocks[l] = a->blocks[0];   // forward only or recompute: one set, reused by every block
     wan_gpu_head_act_carve(&a->head, ar, c, a->B, a->g.L);
     if (a->training && share) a->s = share->s;
@@ -579,6 +581,29 @@ static void wan_gpu_cp_alloc_(WanGpuAct* a) {
         k->cp = cp;
     }
     a->out = cp->out;
+}
+
+// the attention workspace a step of B samples of L tokens needs, as cuDNN reports it for the block's two shapes
+// (self- and cross-attention); 0 where cuDNN does not run them (the plan then holds gpu/act_plan.h's stated bound;
+// the own kernels need none)
+static size_t wan_gpu_attn_workspace(const WanConfig* c, int B, int L) {
+#ifdef ENABLE_CUDNN
+    if (!wan_gpu_use_flash(c)) return 0;
+    const size_t s = attention_cudnn_workspace_for(B, L, L, c->num_heads, wan_head_dim(c));
+    const size_t x = attention_cudnn_workspace_for(B, L, c->text_len, c->num_heads, wan_head_dim(c));
+    return s > x ? s : x;
+#else
+    (void)c; (void)B; (void)L; return 0;
+#endif
+}
+
+// the attention workspace allocated so far (cuDNN's; the own kernels hold none)
+static size_t wan_gpu_attn_workspace_held(void) {
+#ifdef ENABLE_CUDNN
+    return attention_cudnn_workspace_bytes();
+#else
+    return 0;
+#endif
 }
 
 // Plans and allocates the activations for B latents [C, T, Hl, Wl]. training: keep every block's activations (or,
@@ -798,6 +823,24 @@ static void wan_gpu_attention_backward_(floatX* dq, floatX* dk, floatX* dv, WanG
     attention_backward_naive<floatX>(dq, dk, dv, sc->dS, dout, att, q, k, v, B, Nq, Nk, H, d, s);
 }
 
+// Bytes the memory-bound passes of one block's forward move (everything but the GEMMs and the attention), by
+// arithmetic: E = N·D elements (1.3B at 480p × 81 frames: N = 32760, D = 1536, E = 50.3 M), bf16 floatX (2 bytes),
+// fp32 stream (4 bytes); the per-row statistics (8·N) and the modulation vectors are left out (< 1 MB).
+//   pass                         unfused (before)                     fused (now)
+//   LN1 + modulation             x 4E read, h1 2E written      6E     6E (LN1 stays alone: its input is the block's)
+//   q, k RMSNorm                 2 × (2E read + 2E written)    8E     } 2 × (2E read + 2E written) = 8E: RMSNorm and
+//   q, k RoPE                    2 × (2E read + 2E written)    8E     } RoPE in one pass (rmsnorm_rope_forward)
+//   x1 = x + sa·gate1            4E + 2E read, 4E written     10E     } x1 and norm3(x1) in one pass: x 4E + sa 2E
+//   norm3(x1)                    x1 4E read, y3 2E written     6E     } read, x1 4E + y3 2E written = 12E
+//   cross q RMSNorm              2E read + 2E written          4E     4E
+//   x2 = x1 + ca                 4E + 2E read, 4E written     10E     } x2 and LN2 + modulation in one pass: 12E
+//   LN2 + modulation             x2 4E read, h2 2E written     6E     }
+//   out = x2 + f2·gate2          4E + 2E read, 4E written     10E     10E
+//   GELU pre-activation f1       2·N·F written (the GEMM's    0.59 GB written only by a training plan (a forward-
+//                                aux output), every forward           only plan carves no f1)
+//   total                        68E = 3.42 GB + 0.59 GB              52E = 2.62 GB (inference; training + 0.59 GB)
+// (Before residual_forward_out, three copies of x added 24E: the 92E ≈ 4.6 GB of the review.) At the H100's 3.35 TB/s
+// that is ≈ 1.20 ms → ≈ 0.78 ms per block, ≈ 36 → ≈ 23 ms per 30-block forward: arithmetic, not measured.
 // x_out [N, D] fp32 may not alias x_in; NULL: the output is not written (the backward's recompute of the activations,
 // which needs everything but the last residual add). l: the block's index in W. e0: [B, 6D] fp32; ctx: [B·text_len, D] floatX;
 // rope: the grid's table; flash: the attention path (WanGpuAct.flash); g: the token grid.
@@ -816,10 +859,8 @@ static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuW
     matmul_forward<floatX>(a->q_pre, NULL, a->h1, Bx->self_attn_q_weight, Bx->self_attn_q_bias, N, D, D, 0, s);
     matmul_forward<floatX>(a->k_pre, NULL, a->h1, Bx->self_attn_k_weight, Bx->self_attn_k_bias, N, D, D, 0, s);
     matmul_forward<floatX>(a->v, NULL, a->h1, Bx->self_attn_v_weight, Bx->self_attn_v_bias, N, D, D, 0, s);
-    rmsnorm_forward(a->q, a->q_rstd, a->q_pre, Bf->self_attn_norm_q_weight, N, D, eps, s);
-    rmsnorm_forward(a->k, a->k_rstd, a->k_pre, Bf->self_attn_norm_k_weight, N, D, eps, s);
-    rope_forward<floatX>(a->q, a->q, rope, N, L, H, d, s);
-    rope_forward<floatX>(a->k, a->k, rope, N, L, H, d, s);
+    rmsnorm_rope_forward(a->q, a->q_rstd, a->q_pre, Bf->self_attn_norm_q_weight, rope, N, L, H, d, eps, s);   // RMSNorm and RoPE, one pass
+    rmsnorm_rope_forward(a->k, a->k_rstd, a->k_pre, Bf->self_attn_norm_k_weight, rope, N, L, H, d, eps, s);
     if (a->cp) {   // context parallelism: the group's q, k, v to this rank's heads over whole sequences, and back
         const CpLayout* p = &a->cp->lay;
         cp_gpu_seq_to_heads(a->cp, a->qh, a->q, s); cp_gpu_seq_to_heads(a->cp, a->kh, a->k, s); cp_gpu_seq_to_heads(a->cp, a->vh, a->v, s);
@@ -828,9 +869,9 @@ static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuW
     } else
         wan_gpu_attention_forward(a->ao, a->lse, a->att, a->q, a->k, a->v, flash, B, L, L, H, d, s);
     matmul_forward<floatX>(a->sa, NULL, a->ao, Bx->self_attn_o_weight, Bx->self_attn_o_bias, N, D, D, 0, s);
-    residual_forward_out<floatX>(a->x1, x_in, a->sa, gate1, 6 * D, B, L, D, s);      // x1 = x_in + sa·gate1, one pass
-    // cross-attention
-    layernorm_affine_forward<floatX>(a->y3, a->ln3_mean, a->ln3_rstd, a->x1, Bf->norm3_weight, Bf->norm3_bias, N, D, eps, s);
+    // cross-attention; x1 = x_in + sa·gate1 and norm3(x1) in one pass
+    residual_layernorm_affine_forward<floatX, floatX>(a->y3, a->ln3_mean, a->ln3_rstd, a->x1, x_in, a->sa, gate1, 6 * D, Bf->norm3_weight,
+                                                      Bf->norm3_bias, B, L, D, eps, s);
     matmul_forward<floatX>(a->cq_pre, NULL, a->y3, Bx->cross_attn_q_weight, Bx->cross_attn_q_bias, N, D, D, 0, s);
     rmsnorm_forward(a->cq, a->cq_rstd, a->cq_pre, Bf->cross_attn_norm_q_weight, N, D, eps, s);
     matmul_forward<floatX>(a->ck_pre, NULL, ctx, Bx->cross_attn_k_weight, Bx->cross_attn_k_bias, Nc, D, D, 0, s);
@@ -838,9 +879,10 @@ static void wan_gpu_block_forward(float* x_out, WanGpuBlockAct* a, const WanGpuW
     matmul_forward<floatX>(a->cv, NULL, ctx, Bx->cross_attn_v_weight, Bx->cross_attn_v_bias, Nc, D, D, 0, s);
     wan_gpu_attention_forward(a->cao, a->clse, a->catt, a->cq, a->ck, a->cv, flash, B, L, Lc, H, d, s);
     matmul_forward<floatX>(a->ca, NULL, a->cao, Bx->cross_attn_o_weight, Bx->cross_attn_o_bias, N, D, D, 0, s);
-    residual_forward_out<floatX>(a->x2, a->x1, a->ca, (const float*)NULL, 0, B, L, D, s);
-    // FFN
-    layernorm_modulate_forward<floatX>(a->h2, a->ln2_mean, a->ln2_rstd, a->x2, shift2, scale2, 6 * D, B, L, D, eps, s);
+    // FFN; x2 = x1 + ca and its modulated norm in one pass
+    residual_layernorm_modulate_forward<floatX, floatX>(a->h2, a->ln2_mean, a->ln2_rstd, a->x2, a->x1, a->ca, (const float*)NULL, shift2,
+                                                        scale2, 6 * D, B, L, D, eps, s);
+    // the pre-activation f1 only where a backward will read it (a forward-only plan carves none: NULL, not written)
     matmul_forward<floatX>(a->f1a, a->f1, a->h2, Bx->ffn_0_weight, Bx->ffn_0_bias, N, D, F, 1, s);
     matmul_forward<floatX>(a->f2, NULL, a->f1a, Bx->ffn_2_weight, Bx->ffn_2_bias, N, F, D, 0, s);
     if (!x_out) return;
@@ -857,6 +899,7 @@ static void wan_gpu_block_backward(WanBlockF* dW, float* dx, float* de0, float* 
     const WanBlockF* Bf = &W->P.blocks[l];
     const WanBlockX* Bx = &W->X.blocks[l];
 #define DW(field) (dW ? dW->field : (float*)NULL)
+    if (!a->f1) { fprintf(stderr, "wan_gpu_block_backward: block %d's activations come from a forward-only set (no FFN pre-activation)\n", l); exit(1); }
     float* dmod = sc->dmod;
     cudaCheck(cudaMemsetAsync(dmod, 0, sizeof(float) * 6 * D * B, s));
     const float *scale1 = a->mod + D, *gate1 = a->mod + 2 * D, *scale2 = a->mod + 4 * D, *gate2 = a->mod + 5 * D;

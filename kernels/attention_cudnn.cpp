@@ -148,6 +148,17 @@ static void execute(fe::graph::Graph* g, std::unordered_map<int64_t, void*>& pac
     CUDNN_ATT_CHECK_CUDA(cudaGetLastError());
 }
 
+size_t attention_cudnn_workspace_for(int B, int Nq, int Nk, int H, int d) {
+    if (!attention_cudnn_enabled()) return 0;
+    size_t ws = 0;
+    for (int backward = 0; backward < 2; backward++) {
+        fe::graph::Graph* g = lookup_graph(backward, B, Nq, Nk, H, d);
+        int64_t w = 0;
+        if (g && g->get_workspace_size(w).is_good() && (size_t)w > ws) ws = (size_t)w;
+    }
+    return ws;
+}
+
 int attention_forward_cudnn(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const __nv_bfloat16* k,
                             const __nv_bfloat16* v, int B, int Nq, int Nk, int H, int d, cudaStream_t stream) {
     if (!attention_cudnn_enabled()) return 0;

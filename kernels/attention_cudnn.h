@@ -13,7 +13,9 @@
 // (environment TMD_CUDNN=0, or no handle), or cuDNN cannot run this shape (checked once per shape when its graph is
 // built; one line on stderr names the shape and cuDNN's reason). Graphs are built once per shape and direction and
 // cached; the backward asks for cuDNN's deterministic algorithm (the project's runs resume and recompute bit-exactly).
-// The workspace grows to the largest graph's need (cudaMalloc, outside the memory plan; one line says how much).
+// The workspace grows to the largest graph's need (cudaMalloc; one line says how much). The memory plan counts it:
+// a program asks attention_cudnn_workspace_for the step's shapes before it plans (gpu/distill_plan.h "attention
+// workspace"; without cuDNN the plan holds a stated upper bound, gpu/act_plan.h act_attn_workspace_bound).
 #pragma once
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
@@ -31,3 +33,7 @@ int attention_cudnn_enabled(void);
 
 // the cuDNN workspace in bytes (0 before the first graph)
 size_t attention_cudnn_workspace_bytes(void);
+
+// the larger of the forward's and the backward's workspace for one shape, as cudnn-frontend reports it (the graphs are
+// built and cached now, and the workspace grown to it); 0 when cuDNN is off or cannot run the shape
+size_t attention_cudnn_workspace_for(int B, int Nq, int Nk, int H, int d);

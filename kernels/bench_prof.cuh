@@ -15,21 +15,24 @@
 #include <cuda_runtime.h>
 #include "common.cuh"
 
-// PROF_DISC: for the discriminator's forward and backward calls (gpu/distill_gpu.cuh), not bracketed yet: its line
-// says so, and its time is in "everything else" until they are
+// PROF_DISC: the discriminator's forward and backward calls (gpu/disc_gpu.cuh disc_gpu_forward / disc_gpu_backward),
+// its GEMMs included: a bracket opened inside another (a GEMM inside the discriminator) records no pair of its own and
+// adds its FLOPs to the open one, so no time is counted twice and the discriminator's rate is its GEMMs' FLOPs over
+// its whole time (im2col, GroupNorm and the reductions included)
 enum { PROF_ATTN_FWD, PROF_ATTN_BWD, PROF_GEMM, PROF_DISC, PROF_CLASSES };
 static const char* const PROF_NAMES[PROF_CLASSES] = {"attention forward", "attention backward", "GEMM (cuBLASLt)", "discriminator"};
 #define PROF_PAIRS 2048   // event pairs in flight before a harvest (a harvest waits for the stream)
 
 typedef struct {
     int enabled, n, created;
+    int open;             // the slot of the bracket now open, or -1 (brackets do not overlap; an inner one folds into it)
     cudaEvent_t ev[2 * PROF_PAIRS];
     int cls[PROF_PAIRS];
     double flops[PROF_PAIRS];
     double ms[PROF_CLASSES], fl[PROF_CLASSES];
     long calls[PROF_CLASSES];
 } BenchProf;
-static BenchProf bench_prof;
+static BenchProf bench_prof = {0, 0, 0, -1};
 
 // sums the recorded pairs into their classes and empties the pool (waits for the last pair)
 static void bench_prof_harvest(void) {
@@ -43,9 +46,11 @@ static void bench_prof_harvest(void) {
     bench_prof.n = 0;
 }
 
-// opens a pair of class cls on stream s; returns its slot (or -1 when off), to pass to bench_prof_end
+// opens a pair of class cls on stream s; returns its slot (or -1 when off; inside an open bracket −2 − that bracket's
+// slot, which bench_prof_end credits with the FLOPs), to pass to bench_prof_end
 static inline int bench_prof_begin(int cls, cudaStream_t s) {
     if (!bench_prof.enabled) return -1;
+    if (bench_prof.open >= 0) return -2 - bench_prof.open;
     if (!bench_prof.created) {
         for (int i = 0; i < 2 * PROF_PAIRS; i++) cudaCheck(cudaEventCreate(&bench_prof.ev[i]));
         bench_prof.created = 1;
@@ -54,12 +59,15 @@ static inline int bench_prof_begin(int cls, cudaStream_t s) {
     const int slot = bench_prof.n++;
     bench_prof.cls[slot] = cls;
     bench_prof.flops[slot] = 0;
+    bench_prof.open = slot;
     cudaCheck(cudaEventRecord(bench_prof.ev[2 * slot], s));
     return slot;
 }
 static inline void bench_prof_end(int slot, double flops, cudaStream_t s) {
-    if (slot < 0) return;
-    bench_prof.flops[slot] = flops;
+    if (slot == -1) return;
+    if (slot <= -2) { bench_prof.flops[-2 - slot] += flops; return; }   // folded into the open bracket
+    bench_prof.flops[slot] += flops;
+    bench_prof.open = -1;
     cudaCheck(cudaEventRecord(bench_prof.ev[2 * slot + 1], s));
 }
 

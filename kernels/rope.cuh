@@ -18,7 +18,10 @@
 // by the same thread.
 // The official code rotates the fp32 RMSNorm output in float64 and rounds to bf16 once; here the input is the
 // floatX RMSNorm output (a second rounding in the bf16 build).
-// Rotation: version 1 (the simple one), checked and timed by dev/cuda/rope.cu; not yet run on a GPU (dev/cuda/README.md).
+// Rotation: version 1 (the simple one), checked and timed by dev/cuda/rope.cu; not yet run on a GPU (dev/cuda/README.md);
+// version 2 (one block per token row, 128-bit loads, no 64-bit division) where head_dim allows, bit-identical to it.
+// The forward of the DiT block runs RMSNorm + RoPE fused (kernels/rmsnorm.cuh rmsnorm_rope_forward); the backward runs
+// rope_backward then rmsnorm_backward (it reads q_pre and rstd, which the fused forward still writes).
 // Table: on the host (version 2; version 1 built it on the device with the same double math).
 #pragma once
 #include <math.h>
@@ -56,8 +59,37 @@ __global__ void rope_rotate_kernel(T* out, const T* inp, const float* cs, size_t
     out[2 * q + 1] = from_float<T>(a * si + b * co);
 }
 
+// version 2 of the rotation: one block per token row n (its table row n mod L: one 32-bit modulo per row), each thread
+// FLOATX_VEC16 consecutive elements (a 128-bit load and store; the pairs of one load lie in one head when head_dim is a
+// multiple of FLOATX_VEC16). The arithmetic is version 1's, so the results are bit-identical to it.
+__global__ void rope_rotate_v2_kernel(floatX* out, const floatX* inp, const float* cs, int L, int head_dim, int C, float sin_sign) {
+    const size_t base = (size_t)blockIdx.x * C;
+    const float* tab = cs + (size_t)(blockIdx.x % L) * head_dim;   // [head_dim/2, 2]
+    for (int c = FLOATX_VEC16 * threadIdx.x; c < C; c += FLOATX_VEC16 * blockDim.x) {
+        float o[FLOATX_VEC16];
+        floatx_load16(inp + base + c, o);
+        const int p0 = (c % head_dim) / 2;
+#pragma unroll
+        for (int i = 0; i < FLOATX_VEC16 / 2; i++) {
+            const float co = tab[2 * (p0 + i)], si = sin_sign * tab[2 * (p0 + i) + 1], a = o[2 * i], b = o[2 * i + 1];
+            o[2 * i] = a * co - b * si;
+            o[2 * i + 1] = a * si + b * co;
+        }
+        floatx_store16(out + base + c, o);
+    }
+}
+
+// version 2 for floatX rows that fit it (head_dim a multiple of FLOATX_VEC16, 16-byte aligned, at most 2^31 − 1
+// rows), version 1 otherwise
 template <typename T>
 static void rope_rotate_(T* out, const T* inp, const float* cs, int N, int L, int H, int head_dim, float sin_sign, cudaStream_t stream) {
+    const int C = H * head_dim;
+    if (sizeof(T) == sizeof(floatX) && head_dim % FLOATX_VEC16 == 0 && ((uintptr_t)out | (uintptr_t)inp) % 16 == 0 && N > 0 && L > 0) {
+        const int t = C / FLOATX_VEC16 >= 128 ? 128 : ((C / FLOATX_VEC16 + 31) / 32) * 32;
+        rope_rotate_v2_kernel<<<N, t, 0, stream>>>((floatX*)out, (const floatX*)inp, cs, L, head_dim, C, sin_sign);
+        cudaCheck(cudaGetLastError());
+        return;
+    }
     size_t npairs = (size_t)N * H * (head_dim / 2);
     rope_rotate_kernel<T><<<(unsigned)((npairs + 255) / 256), 256, 0, stream>>>(out, inp, cs, npairs, L, H, head_dim / 2, sin_sign);
     cudaCheck(cudaGetLastError());

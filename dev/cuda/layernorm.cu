@@ -6,8 +6,11 @@
 //   modulate backward   dx (+= into random values) fp32 rtol 1e-5;  d shift, d scale (+= into d mod [B, 6, C]; the
 //                       other four chunks must stay untouched) fp32 sums over L tokens, rtol 1e-4;  bitwise repeatable
 //   affine forward      out = LN(x)·w + b;  affine backward dx, dw, db (sums over all B·L tokens), same tolerances
+//   residual + LN       x_out = x_in + y·gate[b] and the modulated or affine LN of x_out in one pass: vs the CPU twin,
+//                       and bit for bit vs residual_forward_out + layernorm_*_forward (version 2 where C allows it)
 // Timing at the Wan sizes, bytes moved per call (N = B·L rows, X = sizeof(floatX)):
 //   forward:  x 4·N·C read + out X·N·C written + mean, rstd 8·N written
+//   residual + LN fused: x_in 4·N·C + y X·N·C read, x_out 4·N·C + out X·N·C written (unfused: x_out read back, 4·N·C more)
 //   backward: dout X·N·C + x 4·N·C read, dx 8·N·C read and written, mean, rstd 8·N read,
 //             partials 2C floats per 32-row chunk written once and read once
 #include "dev_common.cuh"
@@ -93,6 +96,70 @@ static void test_size(Size s, HostRng* rng) {
     check("dx (+=)", dev_download(d_dx, NC), dx_ref, 1e-5, 1e-5);
     check("dw (+=)", dev_download(d_dw, C), dw_ref, 1e-4, 1e-4);
     check("db (+=)", dev_download(d_db, C), db_ref, 1e-4, 1e-4);
+
+    // ---- the gated residual add fused with the norm after it (layernorm_residual_forward_): x_out = x_in + y·gate[b],
+    // then the modulated (FFN's norm2) or the affine (norm3) LN of x_out. Against the CPU twin in double, and bit for bit
+    // against the unfused pair residual_forward_out + layernorm_*_forward (out, mean, rstd and x_out), out of place and
+    // in place (x_out = x_in). gate: chunk 2 of mod.
+    std::vector<float> y = rand_uniform(NC, rng, -2.f, 2.f); round_to<floatX>(y);
+    {
+        const std::vector<double> yd = to_double(y);
+        floatX *d_y = dev_upload<floatX>(y), *d_out2 = dev_alloc<floatX>(NC);
+        float *d_xo = dev_alloc<float>(NC), *d_xo2 = dev_alloc<float>(NC), *d_mean2 = dev_alloc<float>(N), *d_rstd2 = dev_alloc<float>(N);
+        const int v2 = layernorm_v2_threads((int)N, C, 0) > 0;
+        for (int form = 0; form < 2; form++)          // 0: modulate (shift chunk 0, scale chunk 1), 1: affine (w, b)
+            for (int gated = 1; gated >= 0; gated--) {
+                const float* gate = gated ? d_mod + 2 * C : NULL;
+                std::vector<double> xr = xd;          // x_out in double
+                for (size_t n = 0; n < N; n++)
+                    for (int c = 0; c < C; c++) xr[n * C + c] += yd[n * C + c] * (gated ? modd[(n / L) * 6 * C + 2 * C + c] : 1.0);
+                std::vector<double> ref(NC), m_ref(N), r_ref(N);
+                if (form == 0)
+                    for (int b = 0; b < B; b++) {
+                        size_t o = (size_t)b * L * C;
+                        layernorm_forward(&xhat[o], &m_ref[(size_t)b * L], &r_ref[(size_t)b * L], &xr[o], NULL, NULL, L, C, (double)eps);
+                        modulate_forward(&ref[o], &xhat[o], &modd[(size_t)b * 6 * C], &modd[(size_t)b * 6 * C + C], L, C);
+                    }
+                else layernorm_forward(ref.data(), m_ref.data(), r_ref.data(), xr.data(), wd.data(), bd.data(), (int)N, C, (double)eps);
+                printf("  residual + %s LN in one pass (%s, %s)\n", form ? "affine" : "modulated", gated ? "gated" : "plain add",
+                       v2 ? "version 2" : "fallback: residual_forward_out + version 1");
+                auto fused = [&](float* xo, const float* xi) {
+                    if (form == 0) residual_layernorm_modulate_forward<floatX, floatX>(d_out, d_mean, d_rstd, xo, xi, d_y, gate, d_mod, d_mod + C,
+                                                                                       6 * C, B, L, C, eps, 0);
+                    else residual_layernorm_affine_forward<floatX, floatX>(d_out, d_mean, d_rstd, xo, xi, d_y, gate, 6 * C, d_w, d_b, B, L, C, eps, 0);
+                };
+                dev_poison(d_out, NC * sizeof(floatX)); dev_poison(d_mean, N * 4); dev_poison(d_rstd, N * 4); dev_poison(d_xo, NC * 4);
+                fused(d_xo, d_x);
+                check("x_out", dev_download(d_xo, NC), xr, 1e-5, 1e-6);
+                check("out", dev_download(d_out, NC), ref, TOL_X, 1e-5);
+                check("mean", dev_download(d_mean, N), m_ref, 1e-5, 1e-5);
+                check("rstd", dev_download(d_rstd, N), r_ref, 1e-5, 1e-6);
+                residual_forward_out<floatX>(d_xo2, d_x, d_y, gate, 6 * C, B, L, C, 0);
+                if (form == 0) layernorm_modulate_forward<floatX>(d_out2, d_mean2, d_rstd2, d_xo2, d_mod, d_mod + C, 6 * C, B, L, C, eps, 0);
+                else layernorm_affine_forward<floatX>(d_out2, d_mean2, d_rstd2, d_xo2, d_w, d_b, (int)N, C, eps, 0);
+                check_true("bitwise equal to the unfused pair (x_out, out, mean, rstd)",
+                           dev_same_bits(d_xo, d_xo2, NC * 4) && dev_same_bits(d_out, d_out2, NC * sizeof(floatX)) &&
+                           dev_same_bits(d_mean, d_mean2, N * 4) && dev_same_bits(d_rstd, d_rstd2, N * 4));
+                dev_set(d_xo, x);
+                fused(d_xo, d_xo);
+                check_true("in place (x_out = x_in): bitwise equal too", dev_same_bits(d_xo, d_xo2, NC * 4) &&
+                           dev_same_bits(d_out, d_out2, NC * sizeof(floatX)));
+            }
+        if (s.time) {
+            const size_t X = sizeof(floatX);
+            float ms = bench_ms([&] { residual_layernorm_modulate_forward<floatX, floatX>(d_out, d_mean, d_rstd, d_xo, d_x, d_y, d_mod + 2 * C,
+                                                                                          d_mod, d_mod + C, 6 * C, B, L, C, eps, 0); });
+            report_bw("residual + modulated LN, fused", (double)NC * (4 + X + 4 + X) + 8.0 * N, ms);
+            ms = bench_ms([&] {
+                residual_forward_out<floatX>(d_xo2, d_x, d_y, d_mod + 2 * C, 6 * C, B, L, C, 0);
+                layernorm_modulate_forward<floatX>(d_out2, d_mean2, d_rstd2, d_xo2, d_mod, d_mod + C, 6 * C, B, L, C, eps, 0);
+            });
+            report_bw("the same unfused (2 passes)", (double)NC * (4 + X + 4 + 4 + X) + 8.0 * N, ms);
+        }
+        float* fb[] = {d_xo, d_xo2, d_mean2, d_rstd2};
+        for (float* p : fb) cudaCheck(cudaFree(p));
+        cudaCheck(cudaFree(d_y)); cudaCheck(cudaFree(d_out2));
+    }
 
     if (s.time) {
         size_t X = sizeof(floatX), nchunks = reduce_num_chunks(L);

@@ -4,10 +4,14 @@
 //   table      cs [L, d/2, 2] fp32 from host double math (rope_table_host), rtol 1e-6 (+1e-6 abs): one fp32 rounding
 //   forward    out = R(θ)·x   floatX, rtol TOL_X (the twin uses the double table: this also covers the fp32 table)
 //   backward   dinp = R(−θ)·dout   floatX, rtol TOL_X;  in place gives the same bits;  backward(forward(x)) ≈ x
+//   version 2  (one block per token row, 128-bit loads) bit for bit version 1's kernel, forward and backward
+//   fused      rmsnorm_rope_forward: RoPE(x·rstd·w) in one pass vs the CPU twin (cpu/layers.h rmsnorm_forward, then
+//              rope_forward), rtol TOL_X; vs rmsnorm_forward then rope_forward on the GPU: bit for bit in the fp32 build
+//              (the same arithmetic), in bf16 within 2·TOL_X (the unfused pair rounds the product once more); rstd bitwise
 // Timing at the Wan sizes, bytes moved per call (X = sizeof(floatX), N = B·L tokens, D = H·d):
 //   rotate: x X·N·D read + out X·N·D written + the table 4·L·d read once (its rows are reused by every head)
 #include "dev_common.cuh"
-#include "../../kernels/rope.cuh"
+#include "../../kernels/rmsnorm.cuh"   // includes kernels/rope.cuh; rmsnorm_rope_forward, the fused q/k pass
 
 typedef struct { int Fp, Hp, Wp, B, H, d, time; } Size;
 
@@ -48,11 +52,56 @@ static void test_size(Size s, HostRng* rng) {
     rope_backward(d_out, d_out, d_cs, N, L, H, d, 0);
     check("backward(forward(x)) = x", dev_download(d_out, ND), xd, 2 * TOL_X, TOL_X);
 
+    // version 2 (rope_forward / rope_backward where head_dim allows) against version 1's kernel, launched directly
+    {
+        const size_t npairs = ND / 2;
+        const int v2 = d % FLOATX_VEC16 == 0;
+        rope_forward(d_out, d_x, d_cs, N, L, H, d, 0);
+        rope_rotate_kernel<floatX><<<(unsigned)((npairs + 255) / 256), 256>>>(d_dinp, d_x, d_cs, npairs, L, H, d / 2, 1.f);
+        cudaCheck(cudaGetLastError());
+        bool same = dev_same_bits(d_out, d_dinp, ND * sizeof(floatX));
+        rope_backward(d_out, d_dout, d_cs, N, L, H, d, 0);
+        rope_rotate_kernel<floatX><<<(unsigned)((npairs + 255) / 256), 256>>>(d_dinp, d_dout, d_cs, npairs, L, H, d / 2, -1.f);
+        cudaCheck(cudaGetLastError());
+        same = same && dev_same_bits(d_out, d_dinp, ND * sizeof(floatX));
+        printf("  rotation %s\n", v2 ? "version 2 (128-bit, one block per row)" : "version 1 (head_dim not a multiple of the vector width)");
+        check_true("bitwise equal to version 1's kernel (forward, backward)", same);
+    }
+    // RMSNorm over D = H·d and RoPE in one pass (the self-attention's q and k)
+    const int C = H * d;
+    const float eps = 1e-6f;
+    std::vector<float> w = rand_uniform(C, rng, 0.5f, 1.5f);
+    float *d_w = dev_upload<float>(w), *d_rstd = dev_alloc<float>(N), *d_rstd2 = dev_alloc<float>(N);
+    {
+        std::vector<double> wd = to_double(w), nrm(ND), rstd_ref(N), ref(ND);
+        rmsnorm_forward(nrm.data(), rstd_ref.data(), xd.data(), wd.data(), N, C, (double)eps);
+        for (int b = 0; b < B; b++) rope_forward(&ref[b * per_sample], &nrm[b * per_sample], cs_ref.data(), L, H, d);
+        printf("  RMSNorm + RoPE in one pass (%s)\n", rmsnorm_v2_threads(N, C, d, 0) ? "version 2" : "fallback: rmsnorm_forward then rope_forward");
+        dev_poison(d_out, ND * sizeof(floatX)); dev_poison(d_rstd, N * 4);
+        rmsnorm_rope_forward(d_out, d_rstd, d_x, d_w, d_cs, N, L, H, d, eps, 0);
+        check("out = RoPE(x·rstd·w)", dev_download(d_out, ND), ref, TOL_X, 1e-5);
+        check("rstd", dev_download(d_rstd, N), rstd_ref, 1e-5, 1e-6);
+        rmsnorm_forward(d_dinp, d_rstd2, d_x, d_w, N, C, eps, 0);
+        rope_forward(d_dinp, d_dinp, d_cs, N, L, H, d, 0);
+        check_true("rstd bitwise equal to rmsnorm_forward's", dev_same_bits(d_rstd, d_rstd2, N * 4));
+#ifdef ENABLE_FP32
+        check_true("out bitwise equal to rmsnorm_forward then rope_forward", dev_same_bits(d_out, d_dinp, ND * sizeof(floatX)));
+#else
+        check("out vs rmsnorm_forward then rope_forward (one rounding fewer)", dev_download(d_out, ND), to_double(dev_download(d_dinp, ND)),
+              2 * TOL_X, 1e-5);
+#endif
+    }
+
     if (s.time) {
         size_t X = sizeof(floatX);
         float ms = bench_ms([&] { rope_forward(d_out, d_x, d_cs, N, L, H, d, 0); });
         report_bw("forward (and backward)", 2.0 * ND * X + 4.0 * T, ms);
+        ms = bench_ms([&] { rmsnorm_rope_forward(d_out, d_rstd, d_x, d_w, d_cs, N, L, H, d, eps, 0); });
+        report_bw("RMSNorm + RoPE, fused", 2.0 * ND * X + 4.0 * N + 4.0 * T, ms);
+        ms = bench_ms([&] { rmsnorm_forward(d_out, d_rstd, d_x, d_w, N, C, eps, 0); rope_forward(d_out, d_out, d_cs, N, L, H, d, 0); });
+        report_bw("the same unfused (2 passes)", 4.0 * ND * X + 4.0 * N + 4.0 * T, ms);
     }
+    cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_rstd)); cudaCheck(cudaFree(d_rstd2));
     floatX* xb[] = {d_x, d_dout, d_dout2, d_out, d_dinp};
     for (floatX* p : xb) cudaCheck(cudaFree(p));
     cudaCheck(cudaFree(d_cs));
