@@ -1,7 +1,8 @@
 // dev/mpi/ckpt_diff.c: two train_tmd checkpoints compared buffer by buffer (the multi-rank records of dev/results:
 // K ranks against one rank at the same global batch, resumed against uninterrupted). Per buffer: elements whose bits
-// differ, the largest absolute difference and the largest relative one (|a − b| / max(|a|, |b|), over elements with
-// max(|a|, |b|) > 1e-30); then the metadata entries that differ. Exit 0 when every buffer is bit-identical, 1 when
+// differ, the largest absolute difference, the largest elementwise relative one (|a − b| / max(|a|, |b|), over elements
+// with max(|a|, |b|) > 1e-30: large where a sum cancels to a small value) and the normwise one ‖a − b‖₂ / ‖a‖₂; then
+// the metadata entries that differ. Exit 0 when every buffer is bit-identical, 1 when
 // some differ, 2 on a bad file or buffers of different sizes.
 //   cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L dev/mpi/ckpt_diff.c -o dev/mpi/ckpt_diff -lm
 //   dev/mpi/ckpt_diff A.safetensors B.safetensors
@@ -18,16 +19,17 @@ int main(int argc, char** argv) {
         if (!tb || tb->numel != ta->numel) { fprintf(stderr, "error: %s: %s in %s\n", ta->name, tb ? "another size" : "missing", argv[2]); return 2; }
         float* x = (float*)malloc(sizeof(float) * (size_t)ta->numel); float* y = (float*)malloc(sizeof(float) * (size_t)ta->numel);
         if (!x || !y || st_read_float(&a, ta, x, err) || st_read_float(&b, tb, y, err)) { fprintf(stderr, "error: %s\n", x && y ? err : "out of memory"); return 2; }
-        size_t nd = 0; double mabs = 0, mrel = 0, mag = 0;
+        size_t nd = 0; double mabs = 0, mrel = 0, mag = 0, d2 = 0, a2 = 0;
         for (int64_t k = 0; k < ta->numel; k++) {
             if (memcmp(&x[k], &y[k], sizeof(float))) nd++;
             double d = fabs((double)x[k] - (double)y[k]), s = fmax(fabs((double)x[k]), fabs((double)y[k]));
             if (d > mabs) mabs = d;
             if (s > 1e-30 && d / s > mrel) mrel = d / s;
             if (s > mag) mag = s;
+            d2 += d * d; a2 += (double)x[k] * x[k];
         }
-        printf("  %-20s %9lld elements: %9zu differ in their bits, max |a-b| %.3e, max relative %.3e (max |a| %.3e)\n", ta->name, (long long)ta->numel,
-               nd, mabs, mrel, mag);
+        printf("  %-18s %7lld elements: %7zu differ in their bits, max |a-b| %.2e (max |a| %.2e), max elementwise relative %.2e, normwise %.2e\n",
+               ta->name, (long long)ta->numel, nd, mabs, mag, mrel, a2 > 0 ? sqrt(d2 / a2) : 0.0);
         differ |= nd > 0;
         free(x); free(y);
     }
