@@ -100,14 +100,32 @@ static void train_update_(Comm* dp, ShardOpt* so, float* p, floatX* x, float* m,
     shard_opt_step(so, dp, p, x, g, lr, wd, clip, step, gscale, scratch, gnorm, s);
 }
 
+// a rank's share of the global batch's noise: the step's K·B samples take the stream positions [offset, offset + K·nB)
+// of `seed`, rank r's B samples [nB] from offset + r·nB (kernels/random.cuh: an element's value depends only on its
+// position), and the offset moves past the whole batch; one rank: the plain normal_fill
+static void rank_normal_fill(float* out, size_t nB, uint64_t seed, uint64_t* offset, const Comm* dp, cudaStream_t s) {
+    normal_fill(out, nB, seed, *offset + (uint64_t)dp->rank * nB, 0.f, 1.f, s);
+    *offset += (uint64_t)dp->world * nB;
+}
+
+// an error that one rank can meet alone (a file, the device's memory): on one rank the message and rc as always; with
+// several, the message and every rank taken down with it (comm_abort: MPI_Abort), never the others left waiting in
+// the next collective
+static int distill_fail(Comm* dp, const char* msg, int rc) {
+    if (dp->world > 1) comm_abort(dp, msg);
+    fprintf(stderr, "error: %s\n", msg);
+    return rc;
+}
+
 static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher) {
     char err[ST_ERRLEN];
     int baseline = !strcmp(o->stage, "baseline"), stage2 = baseline || !strcmp(o->stage, "stage2");
     int stage_id = baseline ? 3 : stage2 ? 2 : 1;
     Comm dp; comm_init(&dp, NULL, NULL);   // data parallelism: one rank without mpirun
+    if (dp.rank > 0 && !freopen("/dev/null", "w", stdout)) comm_abort(&dp, "cannot silence stdout");   // rank 0 logs; every rank's stderr stays
     TrainData td;                    // x, c ~ p_data: the world's stream or --data's latents, this rank's share
     if (o->bench ? train_data_open_synthetic(&td, c, o->lat_t, o->lat_h, o->lat_w, (uint64_t)o->seed, err)
-                 : train_data_open(&td, o->data, c, (uint64_t)o->seed, stage_id, dp.rank, dp.world, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+                 : train_data_open(&td, o->data, c, (uint64_t)o->seed, stage_id, dp.rank, dp.world, err)) return distill_fail(&dp, err, 2);
     StudentConfig sc; sc.wan = *c; sc.head_blocks = o->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
     if (o->H < 1 || o->H >= c->num_layers) { fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1); return 2; }
     if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
@@ -130,7 +148,6 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     if (A > 1 && dp.rank == 0)
         printf("gradient accumulation: %d micro-batches of %d per optimizer step%s: a batch of %d per step\n", A, B,
                dp.world > 1 ? " on each rank" : "", A * B * dp.world);
-    if (dp.world > 1 && o->resume) { fprintf(stderr, "error: --resume of a %d-rank run is not implemented (the checkpoint holds rank 0's streams only)\n", dp.world); return 2; }
     // the student starts as the teacher (student_init); Stage 2 starts from Stage 1's checkpoint (--student)
     float* hs = (float*)malloc(sizeof(float) * ns); float* hm = (float*)calloc(ns, sizeof(float)); float* hv = (float*)calloc(ns, sizeof(float));
     float* hf = (float*)malloc(sizeof(float) * nw); float* hfm = (float*)calloc(nw, sizeof(float)); float* hfv = (float*)calloc(nw, sizeof(float));
@@ -145,7 +162,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     TsMeta want; memset(&want, 0, sizeof(want));
     ts_meta_set(&want, "stage", o->stage); ts_meta_set(&want, "config", c->name);
     if (o->data) { char dd[256]; train_data_describe(&td, dd, sizeof(dd)); ts_meta_set(&want, "data", dd); }
-    ts_meta_u64(&want, "M", o->M); ts_meta_u64(&want, "N", o->N); ts_meta_u64(&want, "head_blocks", o->H); ts_meta_u64(&want, "batch", B);
+    ts_meta_u64(&want, "M", o->M); ts_meta_u64(&want, "N", o->N); ts_meta_u64(&want, "head_blocks", o->H);
+    ts_meta_u64(&want, "batch", (uint64_t)B * dp.world);   // the global batch (gpu/train_state.h ts_check_layout)
     if (A > 1) ts_meta_u64(&want, "accum", (uint64_t)A);   // (absent: 1, as checkpoints written before accumulation)
     if (stage2) {
         char gw[32]; snprintf(gw, sizeof(gw), "%.17g", o->gan_weight); ts_meta_set(&want, "gan_weight", gw);
@@ -155,35 +173,38 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                         {"fake_score.params", hf, nw}, {"fake_score.adam_m", hfm, nw}, {"fake_score.adam_v", hfv, nw},
                         {"disc.params", hd, nd}, {"disc.adam_m", hdm, nd}, {"disc.adam_v", hdv, nd}};
     int nbufs = gan ? 9 : stage2 ? 6 : 3;
-    // every stream is seeded by (seed, stage, rank); rank 0's are a single-GPU run's
-    uint64_t rank_salt = (uint64_t)dp.rank * 0x9E3779B97F4A7C15ull;
-    uint64_t step = 0, s_steps = 0, f_steps = 0, d_steps = 0, rng_seed = (uint64_t)o->seed * 31 + stage_id + rank_salt, rng_counter = 0;
-    uint64_t philox_seed = (uint64_t)o->seed * 1000003 + stage_id + rank_salt, philox_offset = 0, data = 0;
+    // every stream is seeded by (seed, stage) and is the global batch's, the same on every rank (each keeps its own
+    // samples: train_data_next, rank_normal_fill, the draws below), so K ranks of batch B are one rank of batch K·B
+    // and the checkpoint holds one set of streams
+    uint64_t step = 0, s_steps = 0, f_steps = 0, d_steps = 0, rng_seed = (uint64_t)o->seed * 31 + stage_id, rng_counter = 0;
+    uint64_t philox_seed = (uint64_t)o->seed * 1000003 + stage_id, philox_offset = 0, data = 0, ranks_before = 1;
     if (stage2 && !o->resume && !o->bench && (!baseline || o->student)) {   // the Stage 1 (or KD-warmed) student; the baseline's KD-warmed one
         if (!o->student) { fprintf(stderr, "error: --stage stage2 needs --student FILE (the checkpoint ./train_tmd --stage stage1 wrote)\n"); return 2; }
         TsMeta m1; TsBuffer b1[1] = {{"student.params", hs, ns}};
-        if (ts_load(o->student, b1, 1, &m1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+        if (ts_load(o->student, b1, 1, &m1, err)) return distill_fail(&dp, err, 2);
         const char* from = ts_meta_get(&m1, "stage");
         printf("student from %s (%s, step %s)\n", o->student, from && !strncmp(from, "kd", 2) ? "KD warm-up" : "Stage 1",
                ts_meta_get(&m1, "step") ? ts_meta_get(&m1, "step") : "?");
     }
     if (o->resume) {
         TsMeta have;
-        if (ts_load(o->resume, bufs, nbufs, &have, err) || ts_check_settings(&have, &want, o->resume, err) ||
+        if (ts_load(o->resume, bufs, nbufs, &have, err) || ts_check_layout(&have, dp.world, B, o->resume, err) || ts_check_settings(&have, &want, o->resume, err) ||
             ts_meta_get_u64(&have, "step", &step, o->resume, err) || ts_meta_get_u64(&have, "student_steps", &s_steps, o->resume, err) ||
             ts_meta_get_u64(&have, "fake_steps", &f_steps, o->resume, err) || ts_meta_get_u64(&have, "rng_seed", &rng_seed, o->resume, err) ||
             ts_meta_get_u64(&have, "rng_counter", &rng_counter, o->resume, err) || ts_meta_get_u64(&have, "philox_seed", &philox_seed, o->resume, err) ||
             ts_meta_get_u64(&have, "philox_offset", &philox_offset, o->resume, err) || ts_meta_get_u64(&have, "data_stream", &data, o->resume, err) ||
-            (gan && ts_meta_get_u64(&have, "disc_steps", &d_steps, o->resume, err))) {
-            fprintf(stderr, "error: %s\n", err); return 2;
-        }
+            (gan && ts_meta_get_u64(&have, "disc_steps", &d_steps, o->resume, err)) ||
+            (ts_meta_get(&have, "ranks") && ts_meta_get_u64(&have, "ranks", &ranks_before, o->resume, err)))
+            return distill_fail(&dp, err, 2);
         const char* ha = ts_meta_get(&have, "accum");   // absent: 1 (want names it only when > 1)
         if ((ha ? strtoull(ha, NULL, 10) : 1) != (unsigned long long)A) {
             fprintf(stderr, "error: %s: this run has accum = %d but the checkpoint was written with %s; resume with the same --accum, or start a new run\n",
                     o->resume, A, ha ? ha : "1"); return 2;
         }
         train_data_set_state(&td, data);
-        printf("resumed %s at step %llu\n", o->resume, (unsigned long long)step);
+        printf("resumed %s at step %llu", o->resume, (unsigned long long)step);
+        if (ranks_before != (uint64_t)dp.world) printf(" (written by %llu rank%s, re-sharded over %d)", (unsigned long long)ranks_before, ranks_before > 1 ? "s" : "", dp.world);
+        printf("\n");
     }
     double plan_total = 0;   // the plan's bytes (--bench compares what the device reports against it)
     // the memory plan of the step before anything is allocated (the DiT arenas exactly as gpu/wan_gpu.cuh and
@@ -191,7 +212,7 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
     {
         PlanInput pin = stage_plan_input(c, stage2 ? 2 : 1, td.T, td.H, td.W, B, o->N, o->H, baseline, gan ? &dcfg : NULL, 0, !wan_gpu_use_flash(c));
         char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s", o->stage, c->name, B, FLOATX_NAME);
-        if (plan_step(&pin, stage2 ? 2 : 1, title, dp.rank == 0, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
+        if (plan_step(&pin, stage2 ? 2 : 1, title, dp.rank == 0, err, sizeof(err))) return distill_fail(&dp, err, 1);
         MemPlan mp; distill_plan(&mp, &pin, stage2 ? 2 : 1); plan_total = mp.total;
     }
     gemm_init();
@@ -280,26 +301,26 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         if (o->bench) { cudaCheck(cudaDeviceSynchronize()); tb = now_s(); }
         for (int k = 0; k < A; k++) {
             // x, c ~ p_data (--bench: one synthetic batch, made once: the steps time the GPU, not the host's normals)
-            if ((!o->bench || (step == 0 && k == 0)) && train_data_next(&td, B, clips, ctx, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+            if ((!o->bench || (step == 0 && k == 0)) && train_data_next(&td, B, clips, ctx, err)) return distill_fail(&dp, err, 1);
             cudaCheck(cudaMemcpy(x_d, clips, sizeof(float) * numel * B, cudaMemcpyHostToDevice));
             cudaCheck(cudaMemcpy(ctx_d, ctx, sizeof(float) * nctx * B, cudaMemcpyHostToDevice));
             size_t nB = numel * B;
-            normal_fill(x1, nB, philox_seed, philox_offset, 0.f, 1.f, s0); philox_offset += nB;       // x1 ~ N(0, I)
-            normal_fill(y1, nB, philox_seed, philox_offset, 0.f, 1.f, s0); philox_offset += nB;       // y1 ~ N(0, I) (inner noise)
+            rank_normal_fill(x1, nB, philox_seed, &philox_offset, &dp, s0);       // x1 ~ N(0, I)
+            rank_normal_fill(y1, nB, philox_seed, &philox_offset, &dp, s0);       // y1 ~ N(0, I) (inner noise)
             if (!stage2) {
                 // Stage 1 (Sec. 3.1): t_i from the outer grid, x_{t_i} = (1 − t_i)x + t_i x1, y = x1 − x, (s, r) on the
                 // inner grid, loss ‖u_θ − û‖²/sg(‖u_θ − û‖² + c), û = v_g − (s − r)·du/ds (Eq. 14, App. A.2)
-                TmmfDraw d; memset(&d, 0, sizeof(d)); d.B = B;
-                for (int b = 0; b < B; b++) tmmf_draw_sample(&d, b, &tcf, &rng, NULL, NULL, 0);
+                TmmfDraw d, other; memset(&d, 0, sizeof(d)); d.B = B;   // the global batch's draws; this rank keeps its B
+                for (int g = 0; g < dp.world * B; g++) { int b = g - dp.rank * B, mine = b >= 0 && b < B; tmmf_draw_sample(mine ? &d : &other, mine ? b : 0, &tcf, &rng, NULL, NULL, 0); }
                 TmmfGpuStats st = tmmf_gpu_step(&S, &tw, &d, x_d, x1, y1, ctx_d, neg_d, &tcf, mscale, 1);
                 finite &= st.finite;
                 for (int b = 0; b < B; b++) { la += st.loss[b] / (B * A); lb += st.mse[b] / (B * A); }
                 continue;
             }
-            normal_fill(eps, nB, philox_seed, philox_offset, 0.f, 1.f, s0); philox_offset += nB;   // ε for x̂_t
+            rank_normal_fill(eps, nB, philox_seed, &philox_offset, &dp, s0);   // ε for x̂_t
             // Stage 2 (Sec. 3.2): x_{t_i} from real data, x̂ = x_{t_i} − t_i·INNERFLOW(m_θ(x_{t_i}))  (Eq. 15, 17)
-            DmdDraw d; memset(&d, 0, sizeof(d)); d.B = B;
-            for (int b = 0; b < B; b++) dmd_draw_sample(&d, b, &dcf, &rng, NULL, NULL, NULL, 0);
+            DmdDraw d, other; memset(&d, 0, sizeof(d)); d.B = B;   // the global batch's draws; this rank keeps its B
+            for (int g = 0; g < dp.world * B; g++) { int b = g - dp.rank * B, mine = b >= 0 && b < B; dmd_draw_sample(mine ? &d : &other, mine ? b : 0, &dcf, &rng, NULL, NULL, NULL, 0); }
             if (student_turn) {
                 // student: VSD gradient (g_fake − g_teacher)/mean|x̂ − g_teacher| through every inner step (Eq. 11)
                 DmdGpuStats st = dmd_gpu_student_step(&G, &dw, &T.w, &F.w, &d, x_d, x1, y1, eps, ctx_d, neg_d, &dcf, mscale);
@@ -313,10 +334,12 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
                 for (int b = 0; b < B; b++) { lb += st.dsm[b] / (B * A); ld += st.gan_d[b] / (B * A); }
             }
         }
-        if (dp.world > 1) {   // every rank skips the update together (the sharded step is a collective): any rank's non-finite loss
-            float f = (float)finite; cudaCheck(cudaMemcpy(scratch, &f, sizeof(float), cudaMemcpyHostToDevice));
-            comm_all_reduce(&dp, scratch, 1, COMM_F32, s0);
-            cudaCheck(cudaMemcpy(&f, scratch, sizeof(float), cudaMemcpyDeviceToHost)); finite = f == (float)dp.world;
+        if (dp.world > 1) {   // every rank skips the update together (the sharded step is a collective): any rank's non-finite
+            // loss; the logged losses are the means over the ranks (each rank's is the mean over its B)
+            double r[5] = {(double)finite, la, lb, lg, ld}; cudaCheck(cudaMemcpy(scratch, r, sizeof(r), cudaMemcpyHostToDevice));
+            comm_all_reduce(&dp, scratch, 5, COMM_F64, s0);
+            cudaCheck(cudaMemcpy(r, scratch, sizeof(r), cudaMemcpyDeviceToHost)); finite = r[0] == (double)dp.world;
+            la = r[1] / dp.world; lb = r[2] / dp.world; lg = r[3] / dp.world; ld = r[4] / dp.world;
         }
         if (!finite) {   // a micro-batch's loss was not finite: no update (its gradients stay unused)
             skipped++;
@@ -387,7 +410,8 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
             ts_meta_u64(&meta, "rng_seed", rng.seed); ts_meta_u64(&meta, "rng_counter", rng.counter);
             ts_meta_u64(&meta, "philox_seed", philox_seed); ts_meta_u64(&meta, "philox_offset", philox_offset); ts_meta_u64(&meta, "data_stream", train_data_state(&td));
             if (gan) ts_meta_u64(&meta, "disc_steps", (uint64_t)d_step);
-            if (ts_save(o->out, bufs, nbufs, &meta, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+            ts_meta_u64(&meta, "ranks", (uint64_t)dp.world);   // the layout that wrote it (the file itself is the same for any)
+            if (ts_save(o->out, bufs, nbufs, &meta, err)) return distill_fail(&dp, err, 1);
             printf("wrote %s (step %llu)\n", o->out, (unsigned long long)step);
         }
     }
@@ -547,6 +571,7 @@ static int train_teacher(const TeacherRun* o, const WanConfig* c, real* params) 
     char err[ST_ERRLEN];
     WorldConfig wc;
     if (teacher_gpu_world_for(&wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    if (comm_env_world() > 1) { fprintf(stderr, "error: the teacher's training runs on one GPU (it is not data-parallel); run it without mpirun\n"); return 2; }
     int batch = o->batch, steps = o->steps;
     size_t np = wan_num_params(c);
     {   // the step's memory plan; --recompute decides the activations' mode (auto: on only when needed)

@@ -12,6 +12,7 @@
 #include "train_data.h"     // Table 7: the 1.3B and 14B students and discriminator sizes the plan targets use
 #include "../cpu/distill_run.h"     // distill_defaults: the CPU reference's method, which the world's stage table follows
 #include "stage_plan.h"             // train_tmd's stage table, its configs for M and the pipeline's stages
+#include "multirank_tests.h"         // a multi-rank run's checkpoint, resume layout and data split
 
 // the plan for a preset at a latent grid, with the student's extras counted by the CPU reference's own layout
 // and the discriminator heads dc (NULL: none)
@@ -652,6 +653,7 @@ static void test_gpu_host(const char* tmpdir) {
     test_vbench(tmpdir);
     test_distill_plan();
     test_train_state(tmpdir);
+    test_multirank(tmpdir);
     test_shard_layout();
     test_shard_plan();
     test_stage_plan();

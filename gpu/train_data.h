@@ -25,8 +25,8 @@ typedef struct {
     uint64_t order_seed;
 } TrainData;
 
-// path NULL: the built-in world that fits c (teacher_gpu_world_for's rule), its stream seeded as train_tmd always
-// has: (seed, stage_id, rank)
+// path NULL: the built-in world that fits c (teacher_gpu_world_for's rule), its stream seeded by (seed, stage_id) and
+// the same on every rank (train_data_next splits each step's batch by rank, as the file's order is split)
 static int train_data_open(TrainData* td, const char* path, const WanConfig* c, uint64_t seed, int stage_id, int rank, int world, char* err) {
     memset(td, 0, sizeof(*td));
     td->rank = rank; td->world = world; td->text_len = c->text_len;
@@ -42,7 +42,7 @@ static int train_data_open(TrainData* td, const char* path, const WanConfig* c, 
                      c->name, c->in_dim, c->text_len, c->text_dim);
             return 1;
         }
-        td->stream = wrng_seed(seed, (uint64_t)stage_id, (uint64_t)rank);
+        td->stream = wrng_seed(seed, (uint64_t)stage_id, 0);
         td->T = td->wc.T; td->H = td->wc.H; td->W = td->wc.W;
         td->numel = world_clip_numel(&td->wc);
         return 0;
@@ -83,7 +83,9 @@ static void train_data_free(TrainData* td) {
     memset(td, 0, sizeof(*td));
 }
 
-// the next B samples of this rank: x [B, numel], ctx [B, text_len·text_dim]; nonzero with a message on a bad sample
+// the next B samples of this rank: x [B, numel], ctx [B, text_len·text_dim]; nonzero with a message on a bad sample.
+// A step of `world` ranks takes world·B samples of the one stream, rank r the B from r·B: so K ranks of batch B see
+// exactly the samples of one rank of batch K·B, and the state is one integer whatever the number of ranks
 static int train_data_next(TrainData* td, int B, float* x, float* ctx, char* err) {
     if (td->synthetic) {
         Rng r = rng_make(td->stream.s++);
@@ -91,7 +93,14 @@ static int train_data_next(TrainData* td, int B, float* x, float* ctx, char* err
         for (size_t i = 0; i < (size_t)B * td->nctx; i++) ctx[i] = (float)rng_normal(&r);
         return 0;
     }
-    if (!td->from_file) { world_sample_batch(&td->wc, &td->stream, WORLD_TRAIN, B, x, ctx, NULL, NULL); return 0; }
+    if (!td->from_file) {   // the world: every rank draws the step's world·B scenes and renders its own B
+        for (int g = 0; g < td->world * B; g++) {
+            int b = g - td->rank * B;
+            if (b >= 0 && b < B) world_sample_batch(&td->wc, &td->stream, WORLD_TRAIN, 1, x + (size_t)b * td->numel, ctx + (size_t)b * td->nctx, NULL, NULL);
+            else { WorldScene skip; world_sample_scene(&td->wc, &td->stream, WORLD_TRAIN, &skip); }
+        }
+        return 0;
+    }
     int64_t idx[64];
     if (B > 64) { snprintf(err, ST_ERRLEN, "batch %d: the data loader takes at most 64 per rank", B); return 1; }
     ld_order_batch(&td->order, &td->position, td->rank, td->world, B, idx);

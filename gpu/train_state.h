@@ -95,3 +95,28 @@ static int ts_stage_action(const char* path, uint64_t steps, uint64_t* done, cha
     if (!have) return TS_FRESH;
     return *done >= steps ? TS_DONE : TS_RESUME;
 }
+
+// A checkpoint of a data-parallel run (mpirun -np K) is the same file as a one-rank run's: rank 0 writes the whole
+// weights and the AdamW moments gathered from the ranks' slices (gpu/shard_gpu.cuh shard_opt_gather_moments), and
+// one set of streams, because every stream is the global batch's (train_tmd: each rank draws the step's K·B samples'
+// scalars and data and keeps its own B; its Philox noise is its slice of the global batch's offsets). So the file has
+// no per-rank state. Its "batch" is the global batch of a micro-batch (K·B; a one-rank run's B, as before) and
+// "ranks" the K that wrote it (absent: 1). A resume on K' ranks with batch B' continues the same sample stream when
+// K'·B' is the checkpoint's global batch: the same K is the uninterrupted run, another K re-shards on load (each rank
+// slices the whole buffers it read); any other B' is refused with the batch that would fit. 0, or 1 with the message.
+static int ts_check_layout(const TsMeta* have, int ranks, int batch, const char* path, char* err) {
+    uint64_t gb = 0, k0 = 1;
+    if (ts_meta_get_u64(have, "batch", &gb, path, err)) return 1;
+    if (ts_meta_get(have, "ranks") && ts_meta_get_u64(have, "ranks", &k0, path, err)) return 1;
+    if ((uint64_t)ranks * (uint64_t)batch == gb) return 0;
+    if (gb % (uint64_t)ranks == 0)
+        st_errf(err, "%s: the checkpoint's global batch is %llu (%llu rank%s x batch %llu), this run's %d (%d rank%s x --batch %d); "
+                "resume with --batch %llu on %d rank%s to keep the global batch (or start a new run)", path, (unsigned long long)gb,
+                (unsigned long long)k0, k0 > 1 ? "s" : "", (unsigned long long)(gb / k0), ranks * batch, ranks, ranks > 1 ? "s" : "", batch,
+                (unsigned long long)(gb / (uint64_t)ranks), ranks, ranks > 1 ? "s" : "");
+    else
+        st_errf(err, "%s: the checkpoint's global batch is %llu (%llu rank%s x batch %llu), which %d ranks cannot split evenly; resume on a "
+                "number of ranks that divides %llu with --batch %llu / ranks (or start a new run)", path, (unsigned long long)gb,
+                (unsigned long long)k0, k0 > 1 ? "s" : "", (unsigned long long)(gb / k0), ranks, (unsigned long long)gb, (unsigned long long)gb);
+    return 1;
+}
