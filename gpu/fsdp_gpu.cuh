@@ -5,8 +5,9 @@
 //   gather  all-gathers the unit's slices (fp32 master and, bf16 build, the floatX copy) into one of TWO gathered-unit
 //           buffers and hands out views in which only that unit's tensors are set (a reader of another unit gets NULL
 //           and faults instead of reading stale weights); the next unit (forward: u + 1, backward: u − 1) is then
-//           gathered on a second stream into the other buffer, an event ordering it after the last kernel that read that
-//           buffer and another ordering the unit's first reader after the gather. A unit asked for again while held
+//           gathered into the other buffer: with NCCL on a second stream, an event ordering it after the last kernel
+//           that read that buffer and another ordering the unit's first reader after the gather (not yet run: no
+//           multi-GPU machine); host-staged (MPI, the simulator) and on one rank in order on the compute stream. A unit asked for again while held
 //           (the backward's recompute, the head after the last block) is not gathered again.
 //   grads   zeroes the unit's gradient buffer (padded to K slices) when the unit's backward opens it: one buffer for
 //           the embeddings (open from the head's path through e until the end of the backward), one for the block or
@@ -69,15 +70,18 @@ static void fsdp_unit_view_(const FsdpWan* f, int u, void* view, void* buf, size
     }
 }
 
-// unit u's slices all-gathered into buffer b on the side stream, after the last reader of b (its freed event)
+// unit u's slices all-gathered into buffer b: with NCCL on the side stream, after the last reader of b (its freed
+// event); staged through the host (or one rank) on the compute stream itself, in order: those collectives block the
+// host anyway, so a second stream would overlap nothing
 static void fsdp_fill_(FsdpWan* f, int b, int u) {
     const ShardUnit* x = &f->L.unit[u];
-    cudaCheck(cudaStreamWaitEvent(f->side, f->freed[b], 0));
-    comm_all_gather(f->comm, f->gathered[b], f->w_shard + x->shard_offset, x->slice, COMM_F32, f->side);
+    cudaStream_t st = f->comm->nccl ? f->side : f->s;
+    if (f->comm->nccl) cudaCheck(cudaStreamWaitEvent(f->side, f->freed[b], 0));
+    comm_all_gather(f->comm, f->gathered[b], f->w_shard + x->shard_offset, x->slice, COMM_F32, st);
 #ifndef ENABLE_FP32
-    comm_all_gather(f->comm, f->gathered_x[b], f->x_shard + x->shard_offset, x->slice, COMM_BF16, f->side);
+    comm_all_gather(f->comm, f->gathered_x[b], f->x_shard + x->shard_offset, x->slice, COMM_BF16, st);
 #endif
-    cudaCheck(cudaEventRecord(f->ready[b], f->side));
+    if (f->comm->nccl) cudaCheck(cudaEventRecord(f->ready[b], f->side));
     f->held[b] = u; f->gathers++;
     WanGpuWeights* w = &f->view[b];
     memset(w, 0, sizeof(*w)); w->cfg = f->cfg;
@@ -88,10 +92,10 @@ static void fsdp_fill_(FsdpWan* f, int b, int u) {
 static const WanGpuWeights* fsdp_gather_(WanGpuUnits* self, int u, int backward) {
     FsdpWan* f = (FsdpWan*)self;
     if (u < 0 || u >= f->n_wan_units) { char m[96]; snprintf(m, sizeof(m), "fsdp: unit %d asked of %d", u, f->n_wan_units); comm_abort(f->comm, m); }
-    if (f->cur >= 0) cudaCheck(cudaEventRecord(f->freed[f->cur], f->s));   // every reader of the last buffer is enqueued before here
+    if (f->comm->nccl && f->cur >= 0) cudaCheck(cudaEventRecord(f->freed[f->cur], f->s));   // every reader of the last buffer is enqueued before here
     int b = f->held[0] == u ? 0 : f->held[1] == u ? 1 : -1;
     if (b < 0) { b = f->cur == 0 ? 1 : 0; fsdp_fill_(f, b, u); }
-    cudaCheck(cudaStreamWaitEvent(f->s, f->ready[b], 0));
+    if (f->comm->nccl) cudaCheck(cudaStreamWaitEvent(f->s, f->ready[b], 0));
     f->cur = b;
     int next = backward ? u - 1 : u + 1;   // the prefetch: the unit the loop asks for next
     if (next >= 0 && next < f->n_wan_units && f->held[1 - b] != next) fsdp_fill_(f, 1 - b, next);
