@@ -55,7 +55,7 @@ NVCC_PATH := $(shell command -v $(NVCC) 2>/dev/null)
 # the targets that use it. The CUDA programs get its include and library flags (nvcc takes -I, -L and -l as they are),
 # without the deprecated C++ bindings (OpenMPI's mpicxx.h declares names of its own, e.g. CommType).
 MPICC ?= mpicc
-MPI_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test-mpi train_tmd_sim sample_tmd_sim dev/mpi/shard_gpu_check dev/mpi/shard_gpu_check_sim dev/mpi/cp_gpu_check dev/mpi/cp_gpu_check_sim dev/mpi/cp_test,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+MPI_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test-mpi train_tmd_sim sample_tmd_sim dev/mpi/shard_gpu_check dev/mpi/shard_gpu_check_sim dev/mpi/cp_gpu_check dev/mpi/cp_gpu_check_sim dev/mpi/cp_test dev/mpi/fsdp_gpu_check dev/mpi/fsdp_gpu_check_sim,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(MPI_GOALS),)
   MPI := $(shell printf '#include <mpi.h>\nint main(int c, char** v){int n = 0; MPI_Init(&c, &v); MPI_Comm_size(MPI_COMM_WORLD, &n); MPI_Finalize(); return n > 0 ? 0 : 1;}\n' > $(PROBE_DIR)/mpi.c && \
            $(MPICC) $(PROBE_DIR)/mpi.c -o $(PROBE_DIR)/mpi 2>/dev/null && echo yes)
@@ -68,7 +68,7 @@ ifneq ($(MPI_GOALS),)
 endif
 
 # the CUDA probes cost seconds each, so they run only when a CUDA target is asked for
-CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu attention_cudnn.o dev/mpi/shard_gpu_check dev/mpi/cp_gpu_check,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu attention_cudnn.o dev/mpi/shard_gpu_check dev/mpi/cp_gpu_check dev/mpi/fsdp_gpu_check,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
 ifneq ($(CUDA_GOALS),)
   ifeq ($(NVCC_PATH),)
     $(info [deps] nvcc: not found (the CUDA programs train_tmd and sample_tmd are skipped; `make test` needs only a C compiler))
@@ -261,6 +261,11 @@ dev/mpi/cp_gpu_check: dev/mpi/cp_gpu_check.cu $(CUDA_HEADERS) $(CUDNN_OBJ)
 	$(NVCC) $(NVFLAGS_ALL) $< $(CUDNN_OBJ) -o $@ $(CUDA_LIBS)
 dev/mpi/cp_gpu_check_sim: dev/mpi/cp_gpu_check.cu $(CUDA_HEADERS)
 	$(NVCC) $(SIM_NVFLAGS) $< -o $@
+# fully sharded training steps of a tiny DiT against the replicated ones, under mpirun (dev/mpi/fsdp_gpu_check.cu)
+dev/mpi/fsdp_gpu_check: dev/mpi/fsdp_gpu_check.cu $(CUDA_HEADERS) $(CUDNN_OBJ)
+	$(NVCC) $(NVFLAGS_ALL) $< $(CUDNN_OBJ) -o $@ $(CUDA_LIBS)
+dev/mpi/fsdp_gpu_check_sim: dev/mpi/fsdp_gpu_check.cu $(CUDA_HEADERS)
+	$(NVCC) $(SIM_NVFLAGS) $< -o $@
 
 train_tmd_sim sample_tmd_sim: %_sim: %.cu $(CUDA_HEADERS)
 	$(if $(NVCC_PATH),,$(error nvcc not found: the CUDA programs need the CUDA toolkit))
@@ -270,4 +275,5 @@ world: test_tmd
 	./test_tmd world gen
 
 clean:
-CUDA_GOALS := $(filter all train_tmd sample_tmd test_gpu cuda test test-gpu attention_cudnn.o dev/mpi/shard_gpu_check dev/mpi/cp_gpu_check,$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all))
+	rm -f test_tmd test_tmd_asan train_tmd sample_tmd test_gpu train_tmd_sim sample_tmd_sim attention_cudnn.o dev/mpi/abort.log \
+	      $(addprefix dev/mpi/,comm_test shard_step_test shard_gpu_check shard_gpu_check_sim cp_test cp_gpu_check cp_gpu_check_sim ckpt_diff fsdp_gpu_check fsdp_gpu_check_sim)

@@ -529,8 +529,16 @@ static void test_shard_plan(void) {
                 EXPECT(plan_item(&sh, "fake score (trainable)") == fs && plan_item(&sh, "teacher (frozen)") == fz && plan_item(&sh, "discriminator (trainable)") == 16.0 * ld.shard_numel,
                        "%s: fake score %.0f (want %.0f), teacher %.0f (want %.0f), discriminator", big[b], plan_item(&sh, "fake score (trainable)"), fs, plan_item(&sh, "teacher (frozen)"), fz);
                 EXPECT(plan_item(&sh, "discriminator activations") == plan_item(&whole, "discriminator activations"), "the discriminator runs on the whole (gathered) sample");
-                EXPECT(plan_item(&sh, "gathered weights") == 2.0 * 2.0 * (double)ls.max_unit_padded && ls.max_unit_padded == ls.unit[1].slice * 16,
-                       "two bf16 buffers of the largest unit (a block): %.0f", plan_item(&sh, "gathered weights"));
+                // what gpu/fsdp_gpu.cuh allocates per model (lib/shard.h shard_fsdp_buffers), from the layouts' units: the
+                // student and the fake score trainable, the teacher frozen; 2 x (fp32 + bf16) of the largest padded unit
+                // each, and per trainable model the embeddings' and one unit's gradient
+                double us = 0, uw = 0;
+                for (int u = 0; u < ls.n_units; u++) us = fmax(us, 16.0 * ls.unit[u].slice);
+                for (int u = 0; u < lw.n_units; u++) uw = fmax(uw, 16.0 * lw.unit[u].slice);
+                double gw = 2 * 6.0 * us + 2 * (2 * 6.0 * uw), ug = 4.0 * (16.0 * ls.unit[0].slice + us) + 4.0 * (16.0 * lw.unit[0].slice + uw);
+                EXPECT(plan_item(&sh, "gathered weights") == gw && plan_item(&sh, "unit gradients (fp32)") == ug && us == (double)ls.unit[1].slice * 16,
+                       "%s: gathered weights %.0f (want %.0f: 3 models x 2 x 6 B x the largest unit), unit gradients %.0f (want %.0f)",
+                       big[b], plan_item(&sh, "gathered weights"), gw, plan_item(&sh, "unit gradients (fp32)"), ug);
             }
         }
     }

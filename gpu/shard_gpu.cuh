@@ -10,11 +10,11 @@
 // One rank (K = 1, the identity layout) aliases the model's own buffers and runs exactly train_tmd's plain step (the
 // norm over the whole gradient, adamw_update over the whole buffer): bit for bit the same, checked in test_gpu.
 // train_tmd uses it with more than one rank (mpirun): the models' whole moments then only carry the checkpoint
-// (shard_opt_gather_moments before each save). What this is not yet: FSDP. The model still holds its whole fp32 weights, bf16 copy and gradients (the forward and
-// backward read and write them whole); only the moments and the master weights' update are 1/K. The full design
-// (README "Multi-GPU"): per-unit all-gather of the bf16 weights just before the unit runs (prefetch of the next unit on
-// a second stream), dropped after; per-unit reduce-scatter of the gradient as soon as the unit's backward is done;
-// the fp32-read tensors gathered with their unit. Not yet run on more than one GPU.
+// (shard_opt_gather_moments before each save). train_tmd still gives every model its whole fp32 weights, bf16 copy and
+// gradients (its forward and backward read and write them whole), so there only the moments and the master weights'
+// update are 1/K. The fully sharded path over these slices is gpu/fsdp_gpu.cuh (per-unit gathers and reduce-scatters;
+// shard_opt_step with grads and params NULL), checked in dev/mpi/fsdp_gpu_check.cu, not yet wired into train_tmd.
+// Not yet run on more than one GPU.
 #pragma once
 #include "comm.cuh"
 #include "../lib/shard.h"
@@ -85,11 +85,14 @@ static void shard_opt_gather_moments(ShardOpt* o, Comm* comm, float* opt_m, floa
 }
 
 // one optimizer step: train_tmd.cu tmd_adamw_'s arithmetic (gscale = 1/ranks makes the summed gradient a mean; clip
-// the per-network norm clipping, 0 off) over the slices. grads: this rank's gradient, not yet summed over the ranks.
+// the per-network norm clipping, 0 off) over the slices. grads: this rank's gradient, not yet summed over the ranks;
+// NULL when the slices o->g already hold the sum (gpu/fsdp_gpu.cuh reduce-scatters each unit as its backward ends).
+// params NULL: no whole weights to refresh (FSDP: the next forward gathers the slices; with one rank, aliased, the
+// slices are the model's buffers and params_x its floatX copy, which AdamW writes).
 static void shard_opt_step(ShardOpt* o, Comm* comm, float* params, floatX* params_x, float* grads, double lr, double wd, double clip, long step,
                            double gscale, double* scratch, double* gnorm, cudaStream_t s) {
     const ShardLayout* L = &o->L;
-    if (!o->aliased)
+    if (!o->aliased && grads)
         for (int u = 0; u < L->n_units; u++) {   // 1. the summed gradient's slices
             const ShardUnit* x = &L->unit[u];
             cudaCheck(cudaMemcpyAsync(o->stage, grads + x->offset, sizeof(float) * x->numel, cudaMemcpyDeviceToDevice, s));
@@ -107,7 +110,7 @@ static void shard_opt_step(ShardOpt* o, Comm* comm, float* params, floatX* param
     copy = NULL;
 #endif
     adamw_update(o->master, copy, o->m, o->v, o->g, L->shard_numel, (float)lr, 0.9f, 0.99f, 1e-8f, (float)wd, (float)k, step, s);   // 3.
-    if (o->aliased) return;
+    if (o->aliased || !params) return;
     for (int u = 0; u < L->n_units; u++) {   // 4. the whole weights back
         const ShardUnit* x = &L->unit[u];
         comm_all_gather(comm, o->stage, o->master + x->shard_offset, x->slice, COMM_F32, s);

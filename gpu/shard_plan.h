@@ -6,10 +6,10 @@
 //                read (18 B, the fake score 14 B: it borrows the student's gradient shard as on one GPU); the frozen
 //                teacher's bf16 shard and the tensors it reads in fp32 (gpu/frozen_weights.h), sharded with it; the
 //                discriminator's fp32 shard (16 B), one unit per head
-//   gathered     the bf16 working weights of one unit (a block, the embeddings, the head), all-gathered just before it
-//                runs: two buffers, the running unit's and the prefetched next one's, shared by every model of the step
-//                (they run one after another); the backward's fp32 gradient of one unit, reduce-scattered as soon as the
-//                unit is done: two, one in flight while the next unit's backward writes the other
+//   gathered     the working weights of one unit (a block, the embeddings, the head), all-gathered just before it runs,
+//                fp32 and bf16 (gpu/fsdp_gpu.cuh): per model two buffers, the running unit's and the prefetched next
+//                one's; per trainable model the embeddings' fp32 gradient and the running unit's, reduce-scattered as
+//                soon as the unit is done (lib/shard.h shard_fsdp_buffers: the list the provider allocates)
 //   activations  distill_plan's items for a sample of L/K2 tokens (every DiT arena, the latents and the rollout states
 //                are token-wise, so they split); the captions are replicated (cross-attention stays local); the
 //                discriminator's features are gathered over the K2 ranks and its heads run on the whole sample (the
@@ -18,7 +18,8 @@
 //   all-to-all   Ulysses: q, k, v and the attention output switch from sequence- to head-sharded and back: 4
 //                receive buffers of [B, L/K2, D] in the forward, 4 more for their gradients in the backward
 //   NCCL         its channel buffers and streams, an estimate (SHARD_PLAN_NCCL_GIB), with more than one rank
-// Not yet run on hardware: no allocation follows this plan yet (the trainer allocates distill_plan's single-GPU step).
+// Not yet run on hardware. The gathered units and unit gradients are what gpu/fsdp_gpu.cuh allocates (lib/shard.h's
+// list); train_tmd does not use that path yet (it allocates distill_plan's single-GPU step on every rank).
 #pragma once
 #include <math.h>
 #include "distill_plan.h"
@@ -50,6 +51,14 @@ static int shard_plan_layouts(const PlanInput* in, int K, ShardLayout* student, 
     return 0;
 }
 
+// the device buffers of one model's FSDP provider (lib/shard.h's list, what gpu/fsdp_gpu.cuh allocates), split into
+// the gathered weights and the unit gradients
+static void shard_plan_provider_(const ShardLayout* l, int trainable, int fp32, double* gathered, double* grads) {
+    ShardBuf b[SHARD_FSDP_MAX_BUFS];
+    int n = shard_fsdp_buffers(l, trainable, fp32, b);
+    for (int i = 0; i < n; i++) *(strstr(b[i].name, "gradient") ? grads : gathered) += (double)b[i].bytes;
+}
+
 // 0 and the per-rank plan of `stage` (distill_plan's numbering) on sp->ranks ranks, sp->cp per sample; -1 and a message
 // when the layout is impossible (cp not dividing the ranks, the heads or the tokens)
 static int shard_plan(MemPlan* p, const PlanInput* in, int stage, const ShardPlanInput* sp, char* err, size_t errlen) {
@@ -75,26 +84,24 @@ static int shard_plan(MemPlan* p, const PlanInput* in, int stage, const ShardPla
     if (shard_plan_layouts(in, K, &ls, &lw, &ld, err, errlen)) return -1;
     double xb = in->fp32 ? 4 : 2, bpp = plan_trainable_bytes_per_param(in);
     char what[128];
-    size_t max_unit = 0, max_train_unit = 0;   // the largest gathered unit of any model, of any trainable model
+    double gathered = 0, unit_grads = 0; int providers = 0;   // lib/shard.h shard_fsdp_buffers of each model's provider
     for (int i = 0; i < split.n; i++) {
         const PlanItem* it = &split.item[i];
         if (!strcmp(it->name, "student (trainable)") || !strcmp(it->name, "teacher (trainable)")) {
             const ShardLayout* l = !strcmp(it->name, "student (trainable)") ? &ls : &lw;
             snprintf(what, sizeof(what), "%.1fM of %.3fB params a rank x %g B (master, grad, AdamW m+v%s)", l->shard_numel / 1e6, l->numel / 1e9, bpp, in->fp32 ? "" : ", bf16 shard");
             plan_add(p, it->name, (double)l->shard_numel * bpp, what);
-            if (l->max_unit_padded > max_train_unit) max_train_unit = l->max_unit_padded;
-            if (l->max_unit_padded > max_unit) max_unit = l->max_unit_padded;
+            shard_plan_provider_(l, 1, in->fp32, &gathered, &unit_grads); providers++;
         } else if (!strcmp(it->name, "fake score (trainable)")) {
             snprintf(what, sizeof(what), "%.1fM params a rank x %g B (master, AdamW m+v%s; the student's gradient shard)", lw.shard_numel / 1e6,
                      plan_fake_score_bytes_per_param(in), in->fp32 ? "" : ", bf16 shard");
             plan_add(p, it->name, (double)lw.shard_numel * plan_fake_score_bytes_per_param(in), what);
-            if (lw.max_unit_padded > max_train_unit) max_train_unit = lw.max_unit_padded;
-            if (lw.max_unit_padded > max_unit) max_unit = lw.max_unit_padded;
+            shard_plan_provider_(&lw, 1, in->fp32, &gathered, &unit_grads); providers++;
         } else if (!strcmp(it->name, "teacher (frozen)")) {
             double f32 = in->fp32 ? 0 : ceil((double)wan_gpu_fp32_params(c) / K) * 4.0;
             snprintf(what, sizeof(what), "%.1fM params a rank x %g B%s", lw.shard_numel / 1e6, xb, in->fp32 ? " (fp32)" : " (bf16) + its fp32-read tensors' shard");
             plan_add(p, it->name, (double)lw.shard_numel * xb + f32, what);
-            if (lw.max_unit_padded > max_unit) max_unit = lw.max_unit_padded;
+            shard_plan_provider_(&lw, 0, in->fp32, &gathered, &unit_grads); providers++;
         } else if (!strcmp(it->name, "discriminator (trainable)")) {
             snprintf(what, sizeof(what), "%.2fM params a rank x 16 B (fp32 weights, grad, AdamW m+v), %d heads", ld.shard_numel / 1e6, in->disc_heads);
             plan_add(p, it->name, (double)ld.shard_numel * 16.0, what);
@@ -109,12 +116,9 @@ static int shard_plan(MemPlan* p, const PlanInput* in, int stage, const ShardPla
         }
     }
     if (K > 1) {
-        snprintf(what, sizeof(what), "2 x %.1fM params x %g B: the running unit and the prefetched next (largest unit, padded)", max_unit / 1e6, xb);
-        plan_add(p, "gathered weights", 2.0 * (double)max_unit * xb, what);
-        if (max_train_unit) {
-            snprintf(what, sizeof(what), "2 x %.1fM x 4 B: a unit's gradient reduce-scattered while the next one's backward runs", max_train_unit / 1e6);
-            plan_add(p, "unit gradients (fp32)", 2.0 * (double)max_train_unit * 4.0, what);
-        }
+        snprintf(what, sizeof(what), "%d models x 2 units (running, prefetched), fp32%s, largest unit padded (gpu/fsdp_gpu.cuh)", providers, in->fp32 ? "" : " + bf16");
+        plan_add(p, "gathered weights", gathered, what);
+        if (unit_grads > 0) plan_add(p, "unit gradients (fp32)", unit_grads, "per trainable model: the embeddings' and the running unit's, padded to K slices");
         plan_add(p, "NCCL buffers", SHARD_PLAN_NCCL_GIB * PLAN_GIB, "channel buffers and streams (an estimate)");
     }
     if (K2 > 1) {

@@ -70,11 +70,24 @@ WAN_DEFINE_PARAMS(WanParamsX, WanBlockX, floatX)   // floatX views: the copy the
 
 // views of one set of Wan weights: P over the fp32 master weights, X over their floatX copy (X == P's memory in the
 // fp32 build). A TMD student carves these over the front of its own buffer (Wan parameters first, extras after).
-typedef struct { WanConfig cfg; WanParamsF P; WanParamsX X; } WanGpuWeights;
+// units: NULL when P and X view the whole model (every model but a fully sharded one), else the provider below
+typedef struct WanGpuWeights_ { WanConfig cfg; WanParamsF P; WanParamsX X; struct WanGpuUnits_* units; } WanGpuWeights;
+
+// Fully sharded weights (gpu/fsdp_gpu.cuh): no rank holds the whole model; the loops below ask for each UNIT just before
+// it runs (lib/shard.h's Wan units: 0 the embeddings, 1 + l block l, num_layers + 1 the head) and get views in which
+// only that unit's tensors are set, and a trainable model's backward hands each unit's gradient back when it is done.
+typedef struct WanGpuUnits_ {
+    const WanGpuWeights* (*gather)(struct WanGpuUnits_* self, int unit, int backward);   // the unit's weights, readable on the stream
+    WanParamsF* (*grads)(struct WanGpuUnits_* self, int unit);   // where the unit's backward accumulates (zeroed when it opens)
+    void (*done)(struct WanGpuUnits_* self, int unit);           // the unit's backward is finished: its gradient reduce-scattered
+} WanGpuUnits;
+static const WanGpuWeights* wan_gpu_unit_(const WanGpuWeights* W, int u, int backward) { return W->units ? W->units->gather(W->units, u, backward) : W; }
+static WanParamsF* wan_gpu_unit_grads_(const WanGpuWeights* W, WanParamsF* dW, int u) { return dW && W->units ? W->units->grads(W->units, u) : dW; }
+static void wan_gpu_unit_done_(const WanGpuWeights* W, const WanParamsF* dW, int u) { if (dW && W->units) W->units->done(W->units, u); }
 
 // carves params [n] fp32 and params_x [n] floatX (device memory, wan_num_params(c) elements) into w
 static void wan_gpu_weights_view(WanGpuWeights* w, const WanConfig* c, float* params, floatX* params_x) {
-    w->cfg = *c;
+    w->cfg = *c; w->units = NULL;
     wan_carve_view(c, &w->P, sizeof(w->P), params, sizeof(float));
     wan_carve_view(c, &w->X, sizeof(w->X), params_x, sizeof(floatX));
 }
@@ -980,18 +993,19 @@ static void wan_gpu_head_backward(WanParamsF* dW, float* dx, float* de, const fl
 static void wan_gpu_forward_blocks_skipping_(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx, int n, int skip) {
     cudaStream_t s = a->stream;
     if (n > a->nblocks) { fprintf(stderr, "wan_gpu_forward_blocks: %d blocks asked of a plan for %d\n", n, a->nblocks); exit(1); }
-    wan_gpu_time_forward(&a->time, W, t, a->B, s);
-    wan_gpu_text_forward(&a->text, W, ctx, a->B, s);
+    const WanGpuWeights* We = wan_gpu_unit_(W, 0, 0);
+    wan_gpu_time_forward(&a->time, We, t, a->B, s);
+    wan_gpu_text_forward(&a->text, We, ctx, a->B, s);
     if (a->cp) {   // the whole latent's patches, this rank's rows embedded
         const CpLayout* p = &a->cp->lay;
         patchify_forward<float>(a->cp->patches, x, a->cp->g, s);
         cp_copy_rows_gpu(a->patches, p->Lr, 0, a->cp->patches, p->L, cp_first_token(p), p->Lr, p->B, (size_t)a->g.P, s);
-        matmul_forward<float>(wan_gpu_xs(a, 0), NULL, a->patches, W->P.patch_embedding_weight, W->P.patch_embedding_bias, p->B * p->Lr, a->g.P, a->cfg.dim, 0, s);
+        matmul_forward<float>(wan_gpu_xs(a, 0), NULL, a->patches, We->P.patch_embedding_weight, We->P.patch_embedding_bias, p->B * p->Lr, a->g.P, a->cfg.dim, 0, s);
     } else
-        wan_gpu_patch_embed_forward(wan_gpu_xs(a, 0), a->patches, W, &a->g, x, s);
+        wan_gpu_patch_embed_forward(wan_gpu_xs(a, 0), a->patches, We, &a->g, x, s);
     for (int l = 0; l < n; l++) {
         if (l == skip) { cudaCheck(cudaMemcpyAsync(wan_gpu_xs(a, l + 1), wan_gpu_xs(a, l), sizeof(float) * a->B * a->g.L * a->cfg.dim, cudaMemcpyDeviceToDevice, s)); continue; }
-        wan_gpu_block_forward(wan_gpu_xs(a, l + 1), &a->blocks[l], W, l, wan_gpu_xs(a, l), a->time.e0, a->text.c, a->rope, a->flash, &a->g, s);
+        wan_gpu_block_forward(wan_gpu_xs(a, l + 1), &a->blocks[l], wan_gpu_unit_(W, 1 + l, 0), l, wan_gpu_xs(a, l), a->time.e0, a->text.c, a->rope, a->flash, &a->g, s);
     }
 }
 static void wan_gpu_forward_blocks(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx, int n) {
@@ -1001,7 +1015,8 @@ static void wan_gpu_forward_blocks(WanGpuAct* a, const WanGpuWeights* W, const f
 // WanModel.forward for B samples → a->out [B, out_dim, T, Hl, Wl], block `skip` left out (-1: none)
 static void wan_gpu_forward_skipping(WanGpuAct* a, const WanGpuWeights* W, const float* x, const double* t, const float* ctx, int skip) {
     wan_gpu_forward_blocks_skipping_(a, W, x, t, ctx, a->cfg.num_layers, skip);
-    wan_gpu_head_forward(a->cp ? NULL : a->out, &a->head, W, &a->g_out, wan_gpu_xs(a, a->cfg.num_layers), a->time.e, a->stream);
+    wan_gpu_head_forward(a->cp ? NULL : a->out, &a->head, wan_gpu_unit_(W, a->cfg.num_layers + 1, 0), &a->g_out, wan_gpu_xs(a, a->cfg.num_layers), a->time.e,
+                         a->stream);
     if (a->cp) {   // the group's rows [K2][B][Lr][P] gathered, in token order, unpatchified: the whole velocity on every rank
         const WanCp* cp = a->cp; const CpLayout* p = &cp->lay; cudaStream_t s = a->stream;
         size_t rows = (size_t)p->B * p->Lr * a->g_out.P;
@@ -1039,23 +1054,29 @@ static void wan_gpu_backward_blocks(WanParamsF* dW, float* dx, float* dctx, cons
     int need_dc = dW != NULL || dctx != NULL;
     for (int l = n - 1; l >= 0; l--) {
         if (dfeat && dfeat[l + 1]) wan_gpu_add<float>(sc->g, dfeat[l + 1], ND, s);
+        const WanGpuWeights* Wl = wan_gpu_unit_(W, 1 + l, 1);   // one gather serves the recompute and the backward
+        WanParamsF* dWl = wan_gpu_unit_grads_(W, dW, 1 + l);
         if (a->recompute)   // the activations of block l, rebuilt from its kept input xs[l] into the one shared set
-            wan_gpu_block_forward(NULL, &a->blocks[l], W, l, wan_gpu_xs(a, l), a->time.e0, a->text.c, a->rope, a->flash, &a->g, s);
-        wan_gpu_block_backward(dW ? &dW->blocks[l] : NULL, sc->g, sc->de0, need_dc ? sc->dc : NULL, &a->blocks[l], W, l, a->text.c, a->rope,
+            wan_gpu_block_forward(NULL, &a->blocks[l], Wl, l, wan_gpu_xs(a, l), a->time.e0, a->text.c, a->rope, a->flash, &a->g, s);
+        wan_gpu_block_backward(dWl ? &dWl->blocks[l] : NULL, sc->g, sc->de0, need_dc ? sc->dc : NULL, &a->blocks[l], Wl, l, a->text.c, a->rope,
                                a->flash, &a->g, sc, s);
+        wan_gpu_unit_done_(W, dW, 1 + l);
     }
     if (dfeat && dfeat[0]) wan_gpu_add<float>(sc->g, dfeat[0], ND, s);
+    const WanGpuWeights* We = wan_gpu_unit_(W, 0, 1);
+    WanParamsF* dWe = wan_gpu_unit_grads_(W, dW, 0);
     if (a->cp && dx) {   // this rank's rows of the patches' gradient, scattered into the whole latent's (zero elsewhere)
         const CpLayout* p = &a->cp->lay; int P = a->g.P;
-        matmul_backward<float>(sc->dpatch, dW ? dW->patch_embedding_weight : NULL, dW ? dW->patch_embedding_bias : NULL, sc->red,
-                               sc->g, a->patches, W->P.patch_embedding_weight, NULL, p->B * p->Lr, P, D, 0, s);
+        matmul_backward<float>(sc->dpatch, dWe ? dWe->patch_embedding_weight : NULL, dWe ? dWe->patch_embedding_bias : NULL, sc->red,
+                               sc->g, a->patches, We->P.patch_embedding_weight, NULL, p->B * p->Lr, P, D, 0, s);
         cudaCheck(cudaMemsetAsync(a->cp->patches, 0, sizeof(float) * p->B * p->L * P, s));
         cp_copy_rows_gpu(a->cp->patches, p->L, cp_first_token(p), sc->dpatch, p->Lr, 0, p->Lr, p->B, (size_t)P, s);
         patchify_backward<float>(dx, a->cp->patches, a->cp->g, s);
     } else
-        wan_gpu_patch_embed_backward(dW, dx, sc->g, a->patches, W, &a->g, sc, s);
-    wan_gpu_time_backward(dW, &a->time, W, NULL, sc->de0, B, sc, s);
-    wan_gpu_text_backward(dW, dctx, &a->text, W, sc->dc, B, sc, s);
+        wan_gpu_patch_embed_backward(dWe, dx, sc->g, a->patches, We, &a->g, sc, s);
+    wan_gpu_time_backward(dWe, &a->time, We, NULL, sc->de0, B, sc, s);
+    wan_gpu_text_backward(dWe, dctx, &a->text, We, sc->dc, B, sc, s);
+    wan_gpu_unit_done_(W, dW, 0);
 }
 
 // dout [B, out_dim, T, Hl, Wl] → dW (+=, NULL: frozen), dx (+=, may be NULL), dctx (+=, [B, text_len, text_dim], may be NULL)
@@ -1072,8 +1093,11 @@ static void wan_gpu_backward(WanParamsF* dW, float* dx, float* dctx, const float
         unpatchify_backward<float>(a->cp->y, dout, a->cp->g_out, s);
         cp_copy_rows_gpu(sc->dy, p->Lr, 0, a->cp->y, p->L, cp_first_token(p), p->Lr, p->B, (size_t)P, s);
     }
-    wan_gpu_head_backward(dW, sc->g, sc->de, a->cp ? NULL : dout, &a->head, W, &a->g_out, wan_gpu_xs(a, c->num_layers), sc, s);
-    wan_gpu_time_backward(dW, &a->time, W, sc->de, NULL, B, sc, s);   // the head's path through e; the blocks' path through e0 below
+    wan_gpu_head_backward(wan_gpu_unit_grads_(W, dW, c->num_layers + 1), sc->g, sc->de, a->cp ? NULL : dout, &a->head, wan_gpu_unit_(W, c->num_layers + 1, 1),
+                          &a->g_out, wan_gpu_xs(a, c->num_layers), sc, s);
+    wan_gpu_unit_done_(W, dW, c->num_layers + 1);
+    // the head's path through e; the blocks' path through e0 below (a sharded model's embeddings stay open until then)
+    wan_gpu_time_backward(wan_gpu_unit_grads_(W, dW, 0), &a->time, wan_gpu_unit_(W, 0, 1), sc->de, NULL, B, sc, s);
     wan_gpu_backward_blocks(dW, dx, dctx, sc->g, c->num_layers, NULL, NULL, a, W);   // dtop is already in place
 }
 

@@ -128,3 +128,33 @@ static int shard_layout_wan(ShardLayout* L, const WanConfig* c, size_t extra, in
     return shard_layout_init(L, np, numel, n, K, align, err, errlen);
 }
 #endif
+
+// The device buffers of one model's fully sharded step besides its slices (gpu/fsdp_gpu.cuh's provider): what the
+// allocator walks (fsdp_wan_init allocates exactly these) and what the memory plan sums (gpu/shard_plan.h), so the
+// two cannot drift apart. fp32: the fp32 build (the floatX copy IS the fp32 buffer); trainable: the unit gradients.
+//   2 gathered units in fp32 (the master: the block's norms and modulation, the embeddings and the head read fp32)
+//   2 gathered units in bf16 (bf16 build: what the GEMMs read)
+//   the embeddings' gradient (open through the whole backward: the head's path through e reaches them first) and the
+//   running unit's gradient, fp32, padded to K slices (the reduce-scatter's input)
+#define SHARD_FSDP_MAX_BUFS 6
+typedef struct { const char* name; size_t bytes; } ShardBuf;
+static int shard_fsdp_buffers(const ShardLayout* L, int trainable, int fp32, ShardBuf* out) {
+    int n = 0; size_t nu = L->max_unit_padded;
+    out[n].name = "a gathered unit (fp32)"; out[n++].bytes = 4 * nu;
+    out[n].name = "the prefetched unit (fp32)"; out[n++].bytes = 4 * nu;
+    if (!fp32) {
+        out[n].name = "a gathered unit (bf16)"; out[n++].bytes = 2 * nu;
+        out[n].name = "the prefetched unit (bf16)"; out[n++].bytes = 2 * nu;
+    }
+    if (trainable) {
+        out[n].name = "the embeddings' unit gradient"; out[n++].bytes = 4 * shard_padded(L, 0);
+        out[n].name = "a unit's gradient"; out[n++].bytes = 4 * nu;
+    }
+    return n;
+}
+static size_t shard_fsdp_bytes(const ShardLayout* L, int trainable, int fp32) {
+    ShardBuf b[SHARD_FSDP_MAX_BUFS]; size_t s = 0;
+    int n = shard_fsdp_buffers(L, trainable, fp32, b);
+    for (int i = 0; i < n; i++) s += b[i].bytes;
+    return s;
+}
