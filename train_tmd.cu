@@ -564,9 +564,9 @@ static int distill_draw_batch(DistillRun* run, int k) {
     return 0;
 }
 
-// Algorithm 2, stage_one (Stage 1, Sec. 3.1): t_i from the outer grid, x_{t_i} = (1 − t_i)x + t_i x1, y = x1 − x, (s,
-// r) on the inner grid, loss ‖u_θ − û‖²/sg(‖u_θ − û‖² + c), û = v_g − (s − r)·du/ds (Eq. 14, App. A.2); the student's
-// gradient accumulated
+// Algorithm 2, stage_one (Stage 1, Sec. 3.1): t_i from the outer grid, x_{t_i} = (1 − t_i)x + t_i x1, y = x1 − x,
+// (s, r) on the inner grid, loss ‖u_θ − û‖²/sg(‖u_θ − û‖² + c), û = v_g − (s − r)·du/ds (Eq. 14, App. A.2); the
+// student's gradient accumulated
 static void tmmf_accumulate(DistillRun* run, StepSums* l) {
     int B = run->B, A = run->A;
     TmmfDraw d;
@@ -629,8 +629,8 @@ static void distill_update(DistillRun* run, int student_turn, const StepSums* l)
     Comm* dp = &run->dp;
     cudaStream_t s0 = run->s0;
     int finite = l->finite;
-    if (dp->world >
-        1) { // every rank skips the update together (the sharded step is a collective): any rank's non-finite loss
+    // every rank skips the update together (the sharded step is a collective): any rank's non-finite loss
+    if (dp->world > 1) {
         float f = (float)finite;
         cudaCheck(cudaMemcpy(run->scratch, &f, sizeof(float), cudaMemcpyHostToDevice));
         comm_all_reduce(dp, run->scratch, 1, COMM_F32, s0);
@@ -703,9 +703,8 @@ static void distill_bench_step(DistillRun* run, int student_turn) {
            ms, step == 1 ? " (the first: warm-up, not counted)" : "");
 }
 
-// the log, on rank 0 every --log-every steps and at the last: the interval's mean losses ("-" where the interval had
-// no step of that kind: Stage 2 alternates student and critic), the student's last gradient norm ("-" where the
-// interval had none: a resumed run's first log), the time per step
+// the log, on rank 0 every --log-every steps and at the last: the interval's mean losses, the student's last gradient
+// norm, the time per step
 static void distill_log(DistillRun* run) {
     const TmdRun* o = run->o;
     uint64_t step = run->step;
