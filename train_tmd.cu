@@ -117,328 +117,807 @@ static int distill_fail(Comm* dp, const char* msg, int rc) {
     return rc;
 }
 
-static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher) {
+// One run of Stage 1, Stage 2 or the DMD2-v baseline (train_tmd_distill below): its settings, the host copies of what
+// a checkpoint holds, the models on the device, the counters and streams, the batch and work buffers, the log's sums.
+// distill_setup fills it, the steps of the loop read and advance it, distill_teardown frees it.
+typedef struct { // the trained student, whichever it is: the TMD student or the baseline's plain Wan model
+    float *params, *grads, *opt_m, *opt_v;
+    floatX* params_x;
+    long* step;
+} TrainedView;
+typedef struct {
+    const TmdRun* o;
+    const WanConfig* c;
     char err[ST_ERRLEN];
-    int baseline = !strcmp(o->stage, "baseline"), stage2 = baseline || !strcmp(o->stage, "stage2");
-    int stage_id = baseline ? 3 : stage2 ? 2 : 1;
-    Comm dp; comm_init(&dp, NULL, NULL);   // data parallelism: one rank without mpirun
-    if (dp.rank > 0 && !freopen("/dev/null", "w", stdout)) comm_abort(&dp, "cannot silence stdout");   // rank 0 logs; every rank's stderr stays
-    TrainData td;                    // x, c ~ p_data: the world's stream or --data's latents, this rank's share
-    if (o->bench ? train_data_open_synthetic(&td, c, o->lat_t, o->lat_h, o->lat_w, (uint64_t)o->seed, err)
-                 : train_data_open(&td, o->data, c, (uint64_t)o->seed, stage_id, dp.rank, dp.world, err)) return distill_fail(&dp, err, 2);
-    StudentConfig sc; sc.wan = *c; sc.head_blocks = o->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
-    if (o->H < 1 || o->H >= c->num_layers) { fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1); return 2; }
-    if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
-    size_t nw = wan_num_params(c), ns = baseline ? nw : student_num_params(&sc), numel = td.numel, nctx = td.nctx;
-    int B = o->batch;
+    int baseline, stage2, stage_id; // stage_id: 1 Stage 1, 2 Stage 2, 3 the baseline (the streams' salt)
+    Comm dp;                        // data parallelism: one rank without mpirun
+    TrainData td;                   // x, c ~ p_data: the world's stream or --data's latents, this rank's share
+    StudentConfig sc;
+    size_t nw, ns, nd;  // parameters: the teacher's (= the fake score's), the student's, the discriminator's
+    size_t numel, nctx; // floats of one latent, of one context
+    int B, A;           // the micro-batch, micro-batches per optimizer step
+    int gan;            // Stage 2's GAN terms: the discriminator of dcfg
+    DiscConfig dcfg;
+    double gscale, mscale; // 1/ranks (the all-reduced gradient's mean), 1/(B·A) (the step's mean)
+    float *hs, *hm, *hv;   // the host copies a checkpoint holds: the student, its AdamW moments,
+    float *hf, *hfm, *hfv; // the fake score, its moments,
+    float *hd, *hdm, *hdv; // the discriminator, its moments
+    TsMeta want;           // the settings a checkpoint is written with and resumed against
+    TsBuffer bufs[9];
+    int nbufs;
+    uint64_t step, s_steps, f_steps, d_steps; // iterations, and the optimizer steps of each network
+    uint64_t rng_seed, rng_counter, philox_seed, philox_offset, data; // the streams' states (data: the data stream's)
+    double plan_total; // the plan's bytes (--bench compares what the device reports against it)
+    TmdGpuStudent S;   // the trained student: the TMD student,
+    WanGpuModel Pm;    // or the baseline's plain Wan model;
+    TrainedView V;     // V views whichever it is
+    WanGpuModel T, F;  // Stage 2: the frozen teacher and the fake score
+    DiscGpuModel D;    // the discriminator (with the GAN terms) and its AdamW moments dm, dv
+    float *dm, *dv;
+    long d_step;
+    ShardOpt so_v, so_f, so_d; // several ranks: each model's optimizer sharded over them
+    Rng rng;                   // the host stream of the draws (t_i, (s, r), t)
+    float *clips, *ctx;        // one micro-batch on the host
+    float *x_d, *ctx_d, *x1, *y1, *eps;
+    double* scratch;
+    Table7 t7;
+    int has_t7;
+    TmmfConfig tcf;
+    DmdConfig dcf;
+    float* neg_d;   // the unconditional context: the negative prompt's (--data), else zeros
+    TmmfGpuWork tw; // Stage 1's work buffers, or Stage 2's generator and DMD2-v buffers
+    GenGpu G;
+    DmdGpuWork dw;
+    cudaStream_t s0;
+    double t0, acc_a, acc_b, acc_g, acc_d, gn; // the log: interval sums, the student's last gradient norm
+    int na, nb;
+    long skipped;
+    double tb, bench_ms[2][64], bench_total_ms; // --bench: step times after the first, [critic, student]
+    int nbench[2];
+} DistillRun;
+
+// one optimizer step's loss sums over its micro-batches (Stage 1: loss, mse; Stage 2: vsd, gan_g or dsm, gan_d)
+typedef struct {
+    int finite;
+    double la, lb, lg, ld;
+} StepSums;
+
+// setup, the stage and its sizes: the data (this rank's share), the student's and the discriminator's configs, the
+// micro-batch and the gradient accumulation. 0, or 2 with the error printed
+static int distill_config(DistillRun* run, const TmdRun* o, const WanConfig* c) {
+    char* err = run->err;
+    run->o = o;
+    run->c = c;
+    run->baseline = !strcmp(o->stage, "baseline");
+    run->stage2 = run->baseline || !strcmp(o->stage, "stage2");
+    run->stage_id = run->baseline ? 3 : run->stage2 ? 2 : 1;
+    comm_init(&run->dp, NULL, NULL); // data parallelism: one rank without mpirun
+    if (run->dp.rank > 0 && !freopen("/dev/null", "w", stdout))
+        comm_abort(&run->dp, "cannot silence stdout"); // rank 0 logs; every rank's stderr stays
+    if (o->bench ? train_data_open_synthetic(&run->td, c, o->lat_t, o->lat_h, o->lat_w, (uint64_t)o->seed, err)
+                 : train_data_open(&run->td, o->data, c, (uint64_t)o->seed, run->stage_id, run->dp.rank, run->dp.world,
+                                   err))
+        return distill_fail(&run->dp, err, 2);
+    StudentConfig* sc = &run->sc;
+    sc->wan = *c;
+    sc->head_blocks = o->H;
+    sc->fusion = FUSION_GATED;
+    sc->fuse_ffn_dim = c->ffn_dim;
+    if (o->H < 1 || o->H >= c->num_layers) {
+        fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1);
+        return 2;
+    }
+    if (o->batch > TMD_MAX_BATCH) {
+        fprintf(stderr, "error: --batch %d: at most %d\n", o->batch, TMD_MAX_BATCH);
+        return 2;
+    }
+    run->nw = wan_num_params(c);
+    run->ns = run->baseline ? run->nw : student_num_params(sc);
+    run->numel = run->td.numel;
+    run->nctx = run->td.nctx;
+    int B = run->B = o->batch;
     // the discriminator heads (Stage 2 with gan_weight > 0) on the preset's feature layers (disc_layers_for), PyTorch's
-    // default init: FastGen's multiscale_down_mlp_large (cpu/disc_cpu.h; auto: where the latent grid has all five of its
-    // pooling scales, i.e. Wan scale) or cpu/distill_run.h's strided Conv3D stack, widths W/2, W/2, W, W, MLP hidden W
-    int gan = stage2 && o->gan_weight > 0;
-    DiscConfig dcfg; memset(&dcfg, 0, sizeof(dcfg));
-    int ms = o->disc_head == DISC_MULTISCALE || (o->disc_head < 0 && disc_multiscale_fits(td.T, td.H, td.W));
-    if (gan && ms) dcfg = disc_config_multiscale(c, 1024, td.T, td.H, td.W);
-    else if (gan) dcfg = disc_config(c, o->disc_width / 2, o->disc_width / 2, o->disc_width, o->disc_width, o->disc_width);
-    size_t nd = gan ? disc_num_params(&dcfg) : 0;
-    double gscale = 1.0 / dp.world;
+    // default init: FastGen's multiscale_down_mlp_large (cpu/disc_cpu.h; auto: where the latent grid has all five of
+    // its pooling scales, i.e. Wan scale) or cpu/distill_run.h's strided Conv3D stack, widths W/2, W/2, W, W, MLP
+    // hidden W
+    int gan = run->gan = run->stage2 && o->gan_weight > 0;
+    const TrainData* td = &run->td;
+    int ms = o->disc_head == DISC_MULTISCALE || (o->disc_head < 0 && disc_multiscale_fits(td->T, td->H, td->W));
+    if (gan && ms)
+        run->dcfg = disc_config_multiscale(c, 1024, td->T, td->H, td->W);
+    else if (gan)
+        run->dcfg = disc_config(c, o->disc_width / 2, o->disc_width / 2, o->disc_width, o->disc_width, o->disc_width);
+    run->nd = gan ? disc_num_params(&run->dcfg) : 0;
+    run->gscale = 1.0 / run->dp.world;
     // gradient accumulation: A micro-batches of B per optimizer step; 0 asks for Table 7's global batch over the ranks
-    Table7 t7a; int A = o->accum;
-    if (A < 1) A = table7_for(c, &t7a) ? (t7a.global_batch + dp.world * B - 1) / (dp.world * B) : 1;
-    double mscale = 1.0 / ((double)B * A);
-    if (A > 1 && dp.rank == 0)
+    Table7 t7a;
+    int A = o->accum;
+    if (A < 1) A = table7_for(c, &t7a) ? (t7a.global_batch + run->dp.world * B - 1) / (run->dp.world * B) : 1;
+    run->A = A;
+    run->mscale = 1.0 / ((double)B * A);
+    if (A > 1 && run->dp.rank == 0)
         printf("gradient accumulation: %d micro-batches of %d per optimizer step%s: a batch of %d per step\n", A, B,
-               dp.world > 1 ? " on each rank" : "", A * B * dp.world);
-    // the student starts as the teacher (student_init); Stage 2 starts from Stage 1's checkpoint (--student)
-    float* hs = (float*)malloc(sizeof(float) * ns); float* hm = (float*)calloc(ns, sizeof(float)); float* hv = (float*)calloc(ns, sizeof(float));
-    float* hf = (float*)malloc(sizeof(float) * nw); float* hfm = (float*)calloc(nw, sizeof(float)); float* hfv = (float*)calloc(nw, sizeof(float));
-    if (baseline) memcpy(hs, teacher, sizeof(float) * nw);   // the baseline's student starts as the teacher
-    else student_init(&sc, hs, teacher, (uint64_t)o->seed);
-    memcpy(hf, teacher, sizeof(float) * nw);   // the fake score starts as the teacher
-    float *hd = NULL, *hdm = NULL, *hdv = NULL;
-    if (gan) {
-        hd = (float*)malloc(sizeof(float) * nd); hdm = (float*)calloc(nd, sizeof(float)); hdv = (float*)calloc(nd, sizeof(float));
-        disc_init(&dcfg, hd, (uint64_t)o->seed + 99);   // cpu/distill_run.h's seed
+               run->dp.world > 1 ? " on each rank" : "", A * B * run->dp.world);
+    return 0;
+}
+
+// setup, the host copies: the student starts as the teacher (student_init) or, for Stage 2, from Stage 1's checkpoint
+// (--student, distill_load_student), the fake score as the teacher, the discriminator from its seed; what a checkpoint
+// of this run holds (its settings, its buffers) and every stream's seed: (seed, stage, rank), rank 0's a single GPU's
+static void distill_host_init(DistillRun* run, float* teacher) {
+    const TmdRun* o = run->o;
+    const WanConfig* c = run->c;
+    size_t ns = run->ns, nw = run->nw, nd = run->nd;
+    run->hs = (float*)malloc(sizeof(float) * ns);
+    run->hm = (float*)calloc(ns, sizeof(float));
+    run->hv = (float*)calloc(ns, sizeof(float));
+    run->hf = (float*)malloc(sizeof(float) * nw);
+    run->hfm = (float*)calloc(nw, sizeof(float));
+    run->hfv = (float*)calloc(nw, sizeof(float));
+    if (run->baseline)
+        memcpy(run->hs, teacher, sizeof(float) * nw); // the baseline's student starts as the teacher
+    else
+        student_init(&run->sc, run->hs, teacher, (uint64_t)o->seed);
+    memcpy(run->hf, teacher, sizeof(float) * nw); // the fake score starts as the teacher
+    if (run->gan) {
+        run->hd = (float*)malloc(sizeof(float) * nd);
+        run->hdm = (float*)calloc(nd, sizeof(float));
+        run->hdv = (float*)calloc(nd, sizeof(float));
+        disc_init(&run->dcfg, run->hd, (uint64_t)o->seed + 99); // cpu/distill_run.h's seed
     }
-    TsMeta want; memset(&want, 0, sizeof(want));
-    ts_meta_set(&want, "stage", o->stage); ts_meta_set(&want, "config", c->name);
-    if (o->data) { char dd[256]; train_data_describe(&td, dd, sizeof(dd)); ts_meta_set(&want, "data", dd); }
-    ts_meta_u64(&want, "M", o->M); ts_meta_u64(&want, "N", o->N); ts_meta_u64(&want, "head_blocks", o->H);
-    ts_meta_u64(&want, "batch", (uint64_t)B * dp.world);   // the global batch (gpu/train_state.h ts_check_layout)
-    if (A > 1) ts_meta_u64(&want, "accum", (uint64_t)A);   // (absent: 1, as checkpoints written before accumulation)
-    if (stage2) {
-        char gw[32]; snprintf(gw, sizeof(gw), "%.17g", o->gan_weight); ts_meta_set(&want, "gan_weight", gw);
-        ts_meta_u64(&want, "disc_width", gan ? (uint64_t)o->disc_width : 0);
+    TsMeta* want = &run->want;
+    ts_meta_set(want, "stage", o->stage);
+    ts_meta_set(want, "config", c->name);
+    if (o->data) {
+        char dd[256];
+        train_data_describe(&run->td, dd, sizeof(dd));
+        ts_meta_set(want, "data", dd);
     }
-    TsBuffer bufs[9] = {{"student.params", hs, ns}, {"student.adam_m", hm, ns}, {"student.adam_v", hv, ns},
-                        {"fake_score.params", hf, nw}, {"fake_score.adam_m", hfm, nw}, {"fake_score.adam_v", hfv, nw},
-                        {"disc.params", hd, nd}, {"disc.adam_m", hdm, nd}, {"disc.adam_v", hdv, nd}};
-    int nbufs = gan ? 9 : stage2 ? 6 : 3;
+    ts_meta_u64(want, "M", o->M);
+    ts_meta_u64(want, "N", o->N);
+    ts_meta_u64(want, "head_blocks", o->H);
+    ts_meta_u64(want, "batch", (uint64_t)run->B * run->dp.world); // the global batch (gpu/train_state.h ts_check_layout)
+    if (run->A > 1)
+        ts_meta_u64(want, "accum", (uint64_t)run->A); // (absent: 1, as checkpoints written before accumulation)
+    if (run->stage2) {
+        char gw[32];
+        snprintf(gw, sizeof(gw), "%.17g", o->gan_weight);
+        ts_meta_set(want, "gan_weight", gw);
+        ts_meta_u64(want, "disc_width", run->gan ? (uint64_t)o->disc_width : 0);
+    }
+    TsBuffer bufs[9] = {
+        {"student.params", run->hs, ns},    {"student.adam_m", run->hm, ns},     {"student.adam_v", run->hv, ns},
+        {"fake_score.params", run->hf, nw}, {"fake_score.adam_m", run->hfm, nw}, {"fake_score.adam_v", run->hfv, nw},
+        {"disc.params", run->hd, nd},       {"disc.adam_m", run->hdm, nd},       {"disc.adam_v", run->hdv, nd}};
+    memcpy(run->bufs, bufs, sizeof(bufs));
+    run->nbufs = run->gan ? 9 : run->stage2 ? 6 : 3;
     // every stream is seeded by (seed, stage) and is the global batch's, the same on every rank (each keeps its own
-    // samples: train_data_next, rank_normal_fill, the draws below), so K ranks of batch B are one rank of batch K·B
+    // samples: train_data_next, rank_normal_fill, distill_draw_batch), so K ranks of batch B are one rank of batch K·B
     // and the checkpoint holds one set of streams
-    uint64_t step = 0, s_steps = 0, f_steps = 0, d_steps = 0, rng_seed = (uint64_t)o->seed * 31 + stage_id, rng_counter = 0;
-    uint64_t philox_seed = (uint64_t)o->seed * 1000003 + stage_id, philox_offset = 0, data = 0, ranks_before = 1;
-    if (stage2 && !o->resume && !o->bench && (!baseline || o->student)) {   // the Stage 1 (or KD-warmed) student; the baseline's KD-warmed one
-        if (!o->student) { fprintf(stderr, "error: --stage stage2 needs --student FILE (the checkpoint ./train_tmd --stage stage1 wrote)\n"); return 2; }
-        TsMeta m1; TsBuffer b1[1] = {{"student.params", hs, ns}};
-        if (ts_load(o->student, b1, 1, &m1, err)) return distill_fail(&dp, err, 2);
+    run->step = run->s_steps = run->f_steps = run->d_steps = 0;
+    run->rng_seed = (uint64_t)o->seed * 31 + run->stage_id;
+    run->rng_counter = 0;
+    run->philox_seed = (uint64_t)o->seed * 1000003 + run->stage_id;
+    run->philox_offset = run->data = 0;
+}
+
+// setup, Stage 2's student (and the baseline's KD-warmed one): the weights of the Stage 1 (or KD) checkpoint --student
+static int distill_load_student(DistillRun* run) {
+    const TmdRun* o = run->o;
+    char* err = run->err;
+    if (run->stage2 && !o->resume && !o->bench && (!run->baseline || o->student)) {
+        if (!o->student) {
+            fprintf(stderr,
+                    "error: --stage stage2 needs --student FILE (the checkpoint ./train_tmd --stage stage1 wrote)\n");
+            return 2;
+        }
+        TsMeta m1;
+        TsBuffer b1[1] = {{"student.params", run->hs, run->ns}};
+        if (ts_load(o->student, b1, 1, &m1, err)) return distill_fail(&run->dp, err, 2);
         const char* from = ts_meta_get(&m1, "stage");
-        printf("student from %s (%s, step %s)\n", o->student, from && !strncmp(from, "kd", 2) ? "KD warm-up" : "Stage 1",
+        printf("student from %s (%s, step %s)\n", o->student,
+               from && !strncmp(from, "kd", 2) ? "KD warm-up" : "Stage 1",
                ts_meta_get(&m1, "step") ? ts_meta_get(&m1, "step") : "?");
     }
+    return 0;
+}
+
+// setup, --resume: every buffer, counter and stream of the checkpoint, its settings checked against this run's
+static int distill_resume(DistillRun* run) {
+    const TmdRun* o = run->o;
+    char* err = run->err;
     if (o->resume) {
         TsMeta have;
-        if (ts_load(o->resume, bufs, nbufs, &have, err) || ts_check_layout(&have, dp.world, B, o->resume, err) || ts_check_settings(&have, &want, o->resume, err) ||
-            ts_meta_get_u64(&have, "step", &step, o->resume, err) || ts_meta_get_u64(&have, "student_steps", &s_steps, o->resume, err) ||
-            ts_meta_get_u64(&have, "fake_steps", &f_steps, o->resume, err) || ts_meta_get_u64(&have, "rng_seed", &rng_seed, o->resume, err) ||
-            ts_meta_get_u64(&have, "rng_counter", &rng_counter, o->resume, err) || ts_meta_get_u64(&have, "philox_seed", &philox_seed, o->resume, err) ||
-            ts_meta_get_u64(&have, "philox_offset", &philox_offset, o->resume, err) || ts_meta_get_u64(&have, "data_stream", &data, o->resume, err) ||
-            (gan && ts_meta_get_u64(&have, "disc_steps", &d_steps, o->resume, err)) ||
+        uint64_t ranks_before = 1; // the rank count that wrote it (absent: 1)
+        if (ts_load(o->resume, run->bufs, run->nbufs, &have, err) ||
+            ts_check_layout(&have, run->dp.world, run->B, o->resume, err) ||
+            ts_check_settings(&have, &run->want, o->resume, err) ||
+            ts_meta_get_u64(&have, "step", &run->step, o->resume, err) ||
+            ts_meta_get_u64(&have, "student_steps", &run->s_steps, o->resume, err) ||
+            ts_meta_get_u64(&have, "fake_steps", &run->f_steps, o->resume, err) ||
+            ts_meta_get_u64(&have, "rng_seed", &run->rng_seed, o->resume, err) ||
+            ts_meta_get_u64(&have, "rng_counter", &run->rng_counter, o->resume, err) ||
+            ts_meta_get_u64(&have, "philox_seed", &run->philox_seed, o->resume, err) ||
+            ts_meta_get_u64(&have, "philox_offset", &run->philox_offset, o->resume, err) ||
+            ts_meta_get_u64(&have, "data_stream", &run->data, o->resume, err) ||
+            (run->gan && ts_meta_get_u64(&have, "disc_steps", &run->d_steps, o->resume, err)) ||
             (ts_meta_get(&have, "ranks") && ts_meta_get_u64(&have, "ranks", &ranks_before, o->resume, err)))
-            return distill_fail(&dp, err, 2);
-        const char* ha = ts_meta_get(&have, "accum");   // absent: 1 (want names it only when > 1)
-        if ((ha ? strtoull(ha, NULL, 10) : 1) != (unsigned long long)A) {
-            fprintf(stderr, "error: %s: this run has accum = %d but the checkpoint was written with %s; resume with the same --accum, or start a new run\n",
-                    o->resume, A, ha ? ha : "1"); return 2;
+            return distill_fail(&run->dp, err, 2);
+        const char* ha = ts_meta_get(&have, "accum"); // absent: 1 (want names it only when > 1)
+        if ((ha ? strtoull(ha, NULL, 10) : 1) != (unsigned long long)run->A) {
+            fprintf(stderr,
+                    "error: %s: this run has accum = %d but the checkpoint was written with %s; resume with the same "
+                    "--accum, or start a new run\n",
+                    o->resume, run->A, ha ? ha : "1");
+            return 2;
         }
-        train_data_set_state(&td, data);
-        printf("resumed %s at step %llu", o->resume, (unsigned long long)step);
-        if (ranks_before != (uint64_t)dp.world) printf(" (written by %llu rank%s, re-sharded over %d)", (unsigned long long)ranks_before, ranks_before > 1 ? "s" : "", dp.world);
+        train_data_set_state(&run->td, run->data);
+        printf("resumed %s at step %llu", o->resume, (unsigned long long)run->step);
+        if (ranks_before != (uint64_t)run->dp.world)
+            printf(" (written by %llu rank%s, re-sharded over %d)", (unsigned long long)ranks_before,
+                   ranks_before > 1 ? "s" : "", run->dp.world);
         printf("\n");
     }
-    double plan_total = 0;   // the plan's bytes (--bench compares what the device reports against it)
-    // the memory plan of the step before anything is allocated (the DiT arenas exactly as gpu/wan_gpu.cuh and
-    // gpu/tmd_gpu.cuh allocate them, with or without per-block recompute), refused with the numbers when the device cannot hold it
-    {
-        PlanInput pin = stage_plan_input(c, stage2 ? 2 : 1, td.T, td.H, td.W, B, o->N, o->H, baseline, gan ? &dcfg : NULL, 0, !wan_gpu_use_flash(c));
-        char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s", o->stage, c->name, B, FLOATX_NAME);
-        if (plan_step(&pin, stage2 ? 2 : 1, title, dp.rank == 0, err, sizeof(err))) return distill_fail(&dp, err, 1);
-        MemPlan mp; distill_plan(&mp, &pin, stage2 ? 2 : 1); plan_total = mp.total;
-    }
+    return 0;
+}
+
+// setup, the memory plan of the step before anything is allocated (the DiT arenas exactly as gpu/wan_gpu.cuh and
+// gpu/tmd_gpu.cuh allocate them, with or without per-block recompute), refused with the numbers when the device cannot
+// hold it (1)
+static int distill_plan_memory(DistillRun* run) {
+    const TmdRun* o = run->o;
+    const WanConfig* c = run->c;
+    const TrainData* td = &run->td;
+    int stage = run->stage2 ? 2 : 1;
+    PlanInput pin = stage_plan_input(c, stage, td->T, td->H, td->W, run->B, o->N, o->H, run->baseline,
+                                     run->gan ? &run->dcfg : NULL, 0, !wan_gpu_use_flash(c));
+    char title[160];
+    snprintf(title, sizeof(title), "%s, %s, batch %d, %s", o->stage, c->name, run->B, FLOATX_NAME);
+    if (plan_step(&pin, stage, title, run->dp.rank == 0, run->err, sizeof(run->err)))
+        return distill_fail(&run->dp, run->err, 1);
+    MemPlan mp;
+    distill_plan(&mp, &pin, stage);
+    run->plan_total = mp.total;
+    return 0;
+}
+
+// setup, the models on the device: the trained student (V views it) with its moments; Stage 2's frozen teacher and
+// fake score; the discriminator with its AdamW moments and its attachment to the Stage 2 work (distill_work_init)
+static void distill_models_init(DistillRun* run, float* teacher) {
+    const WanConfig* c = run->c;
+    size_t ns = run->ns, nw = run->nw, nd = run->nd;
+    TrainedView* V = &run->V;
     gemm_init();
-    // the trained student: the TMD student, or the baseline's plain Wan model; V views whichever it is
-    TmdGpuStudent S; WanGpuModel Pm; memset(&S, 0, sizeof(S)); memset(&Pm, 0, sizeof(Pm));
-    struct { float *params, *grads, *opt_m, *opt_v; floatX* params_x; long* step; } V;
-    if (baseline) { wan_gpu_model_init(&Pm, c, hs, 1, "DMD2-v student"); V.params = Pm.params; V.params_x = Pm.params_x; V.grads = Pm.grads; V.opt_m = Pm.opt_m; V.opt_v = Pm.opt_v; V.step = &Pm.step; }
-    else { tmd_gpu_student_init(&S, &sc, hs); V.params = S.params; V.params_x = S.params_x; V.grads = S.grads; V.opt_m = S.opt_m; V.opt_v = S.opt_v; V.step = &S.step; }
-    cudaCheck(cudaMemcpy(V.opt_m, hm, sizeof(float) * ns, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(V.opt_v, hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
-    *V.step = (long)s_steps;
-    WanGpuModel T, F; memset(&T, 0, sizeof(T)); memset(&F, 0, sizeof(F));
-    if (stage2) {   // the frozen teacher and the fake score: Stage 2 only (Stage 1's guided velocity is the student's own: tmmf_gpu_step)
-        wan_gpu_model_init(&T, c, teacher, 0, "teacher");
+    if (run->baseline) {
+        WanGpuModel* Pm = &run->Pm;
+        wan_gpu_model_init(Pm, c, run->hs, 1, "DMD2-v student");
+        V->params = Pm->params;
+        V->params_x = Pm->params_x;
+        V->grads = Pm->grads;
+        V->opt_m = Pm->opt_m;
+        V->opt_v = Pm->opt_v;
+        V->step = &Pm->step;
+    } else {
+        TmdGpuStudent* S = &run->S;
+        tmd_gpu_student_init(S, &run->sc, run->hs);
+        V->params = S->params;
+        V->params_x = S->params_x;
+        V->grads = S->grads;
+        V->opt_m = S->opt_m;
+        V->opt_v = S->opt_v;
+        V->step = &S->step;
+    }
+    cudaCheck(cudaMemcpy(V->opt_m, run->hm, sizeof(float) * ns, cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(V->opt_v, run->hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
+    *V->step = (long)run->s_steps;
+    // the frozen teacher and the fake score: Stage 2 only (Stage 1's guided velocity is the student's own:
+    // tmmf_gpu_step)
+    if (run->stage2) {
+        WanGpuModel* F = &run->F;
+        wan_gpu_model_init(&run->T, c, teacher, 0, "teacher");
         // The fake score's gradients live in the student's buffer (V.grads: ns >= nw floats; the baseline's student Pm
         // has exactly nw). Every iteration below is the student's or the critic's, never both: the student's zeroes
-        // V.grads, accumulates the student's gradient (dmd_gpu_student_step reads the fake score's weights F.w only, and
-        // the GAN term goes through the frozen teacher with no parameter gradient), all-reduces and steps; the critic's
-        // zeroes F.grads (the buffer's first nw floats), accumulates the fake score's (dmd_gpu_critic_step runs the
-        // generator forward only; the discriminator's go to D.grads), all-reduces and steps. Each gradient is read only
-        // by its own iteration's all-reduce and AdamW (which also gives the logged norm), and the checkpoint holds
-        // weights and moments, no gradients. So one buffer serves both, in turn: nw x 4 bytes less on the device.
-        wan_gpu_model_init_borrowing(&F, c, hf, V.grads, ns, "fake score");
-        cudaCheck(cudaMemcpy(F.opt_m, hfm, sizeof(float) * nw, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(F.opt_v, hfv, sizeof(float) * nw, cudaMemcpyHostToDevice));
-        F.step = (long)f_steps;
+        // V.grads, accumulates the student's gradient (dmd_gpu_student_step reads the fake score's weights F.w only,
+        // and the GAN term goes through the frozen teacher with no parameter gradient), all-reduces and steps; the
+        // critic's zeroes F.grads (the buffer's first nw floats), accumulates the fake score's (dmd_gpu_critic_step
+        // runs the generator forward only; the discriminator's go to D.grads), all-reduces and steps. Each gradient is
+        // read only by its own iteration's all-reduce and AdamW (which also gives the logged norm), and the checkpoint
+        // holds weights and moments, no gradients. So one buffer serves both, in turn: nw x 4 bytes less on the device.
+        wan_gpu_model_init_borrowing(F, c, run->hf, V->grads, ns, "fake score");
+        cudaCheck(cudaMemcpy(F->opt_m, run->hfm, sizeof(float) * nw, cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(F->opt_v, run->hfv, sizeof(float) * nw, cudaMemcpyHostToDevice));
+        F->step = (long)run->f_steps;
     }
-    // the discriminator, its AdamW moments, and its attachment to the Stage 2 work below (with the frozen teacher)
-    DiscGpuModel D; memset(&D, 0, sizeof(D)); float *dm = NULL, *dv = NULL; long d_step = (long)d_steps;
-    if (gan) {
-        disc_gpu_model_init(&D, &dcfg, hd);
-        dm = (float*)cuda_malloc_named(sizeof(float) * nd, "discriminator AdamW m", WAN_GPU_OOM_HINT);
-        dv = (float*)cuda_malloc_named(sizeof(float) * nd, "discriminator AdamW v", WAN_GPU_OOM_HINT);
-        cudaCheck(cudaMemcpy(dm, hdm, sizeof(float) * nd, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(dv, hdv, sizeof(float) * nd, cudaMemcpyHostToDevice));
+    run->d_step = (long)run->d_steps;
+    if (run->gan) {
+        disc_gpu_model_init(&run->D, &run->dcfg, run->hd);
+        run->dm = (float*)cuda_malloc_named(sizeof(float) * nd, "discriminator AdamW m", WAN_GPU_OOM_HINT);
+        run->dv = (float*)cuda_malloc_named(sizeof(float) * nd, "discriminator AdamW v", WAN_GPU_OOM_HINT);
+        cudaCheck(cudaMemcpy(run->dm, run->hdm, sizeof(float) * nd, cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(run->dv, run->hdv, sizeof(float) * nd, cudaMemcpyHostToDevice));
     }
-    // several ranks: each model's optimizer sharded over them (lib/shard.h layouts; the discriminator one unit per head)
-    ShardOpt so_v, so_f, so_d; memset(&so_v, 0, sizeof(so_v)); memset(&so_f, 0, sizeof(so_f)); memset(&so_d, 0, sizeof(so_d));
-    if (dp.world > 1) {
+}
+
+// setup, several ranks: each model's optimizer sharded over them (lib/shard.h layouts; the discriminator one unit per
+// head)
+static void distill_shard_init(DistillRun* run) {
+    Comm* dp = &run->dp;
+    if (dp->world > 1) {
         ShardLayout lv, lf, ld;
-        if (shard_layout_wan(&lv, c, ns - nw, dp.world, 64, err, sizeof(err)) || shard_layout_wan(&lf, c, 0, dp.world, 64, err, sizeof(err))) comm_abort(&dp, err);
-        shard_opt_init(&so_v, &dp, &lv, V.params, V.grads, V.opt_m, V.opt_v, 0);
-        if (stage2) shard_opt_init(&so_f, &dp, &lf, F.params, F.grads, F.opt_m, F.opt_v, 0);
-        if (gan) {
-            size_t per[DISC_MAX_HEADS]; const char* names[DISC_MAX_HEADS];
-            for (int h = 0; h < dcfg.n_heads; h++) { per[h] = nd / (size_t)dcfg.n_heads; names[h] = "disc.head"; }
-            if (shard_layout_init(&ld, names, per, dcfg.n_heads, dp.world, 64, err, sizeof(err)) || ld.numel != nd) comm_abort(&dp, "the discriminator's heads are not of one size");
-            shard_opt_init(&so_d, &dp, &ld, D.params, D.grads, dm, dv, 0);
+        if (shard_layout_wan(&lv, run->c, run->ns - run->nw, dp->world, 64, run->err, sizeof(run->err)) ||
+            shard_layout_wan(&lf, run->c, 0, dp->world, 64, run->err, sizeof(run->err)))
+            comm_abort(dp, run->err);
+        TrainedView* V = &run->V;
+        shard_opt_init(&run->so_v, dp, &lv, V->params, V->grads, V->opt_m, V->opt_v, 0);
+        if (run->stage2)
+            shard_opt_init(&run->so_f, dp, &lf, run->F.params, run->F.grads, run->F.opt_m, run->F.opt_v, 0);
+        if (run->gan) {
+            size_t per[DISC_MAX_HEADS];
+            const char* names[DISC_MAX_HEADS];
+            for (int h = 0; h < run->dcfg.n_heads; h++) {
+                per[h] = run->nd / (size_t)run->dcfg.n_heads;
+                names[h] = "disc.head";
+            }
+            if (shard_layout_init(&ld, names, per, run->dcfg.n_heads, dp->world, 64, run->err, sizeof(run->err)) ||
+                ld.numel != run->nd)
+                comm_abort(dp, "the discriminator's heads are not of one size");
+            shard_opt_init(&run->so_d, dp, &ld, run->D.params, run->D.grads, run->dm, run->dv, 0);
         }
     }
-    Rng rng = {rng_seed, rng_counter};
-    float* clips = (float*)malloc(sizeof(float) * numel * B); float* ctx = (float*)malloc(sizeof(float) * nctx * B);
-    float *x_d, *ctx_d, *x1, *y1, *eps; double* scratch;
-    cudaCheck(cudaMalloc(&x_d, sizeof(float) * numel * B)); cudaCheck(cudaMalloc(&ctx_d, sizeof(float) * nctx * B));
-    cudaCheck(cudaMalloc(&x1, sizeof(float) * numel * B)); cudaCheck(cudaMalloc(&y1, sizeof(float) * numel * B)); cudaCheck(cudaMalloc(&eps, sizeof(float) * numel * B));
-    cudaCheck(cudaMalloc(&scratch, sizeof(double) * (ADAMW_NORM_BLOCKS + 1)));
-    Table7 t7; int has_t7 = table7_for(c, &t7);
-    TmmfConfig tcf = stage_tmmf_config(o->M, o->N, has_t7 ? &t7 : NULL);   // t_student shift outer_shift_default(M), the samplers'; App. A.2's c
-    float* neg_d = NULL;   // the unconditional context: the negative prompt's (--data), else zeros (the world's empty caption)
-    if (td.negative) { cudaCheck(cudaMalloc(&neg_d, sizeof(float) * nctx)); cudaCheck(cudaMemcpy(neg_d, td.negative, sizeof(float) * nctx, cudaMemcpyHostToDevice)); }
-    DmdConfig dcf = stage_dmd_config(o->M, gan ? o->gan_weight : 0, o->update_every);
-    dcf.cfg = o->cfg_dmd >= 0 ? o->cfg_dmd : stage_cfg_dmd(has_t7 ? &t7 : NULL);   // the world: the CPU reference's 2; Table 7: 5
-    TmmfGpuWork tw; GenGpu G; DmdGpuWork dw;
-    if (!stage2) tmmf_gpu_work_init(&tw, &sc, B, td.T, td.H, td.W);
-    else { gen_gpu_init(&G, !baseline, &sc, B, td.T, td.H, td.W, o->N, tcf.gamma_inner); G.S = &S; G.P = &Pm; dmd_gpu_work_init(&dw, c, B, td.T, td.H, td.W, &G.bb);
-           if (gan) dmd_gpu_work_attach_disc(&dw, &D, &T.w); }
-    printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g, student clip %g%s\n", baseline ? (o->student ? "DMD2-v baseline (KD-warmed)" : "DMD2-v baseline (no KD)") : stage2 ? "Stage 2 DMD2-v" : "Stage 1 TM-MF",
-           o->steps, B, o->M, o->N, o->H, effective_nfe(o->M, o->N, o->H, c->num_layers), o->lr, o->wd, o->clip_student,
-           stage2 ? ", student every update_every-th iteration" : "");
-    if (stage2) printf("VSD: teacher guidance %g against %s, t_dmd shift %g, t_student shift %g\n", dcf.cfg, td.negative ? "the negative prompt" : "the empty caption",
-                       dcf.gamma_dmd, dcf.gamma_outer);
-    if (stage2 && gan) printf("GAN terms: weight %g, discriminator %s (%zu parameters), lr %g (AdamW 0.9, 0.99, wd 0.01, no clipping)\n", o->gan_weight,
-                              disc_kind_name(&dcfg), nd, o->disc_lr);
-    else if (stage2) printf("GAN terms: off (--gan-weight 0)\n");
-    cudaStream_t s0 = 0;
-    double t0 = now_s(), acc_a = 0, acc_b = 0, acc_g = 0, acc_d = 0, gn = 0; int na = 0, nb = 0; long skipped = 0;
-    double tb = 0, bench_ms[2][64], bench_total_ms = 0; int nbench[2] = {0, 0};   // --bench: step times after the first, [critic, student]
-    while (step < (uint64_t)o->steps) {
-        // one optimizer step of one network: Stage 1 the student; Stage 2 the student every update_every-th iteration,
-        // the critic (fake score and discriminator) otherwise; its gradients summed over A micro-batches of B samples
-        // (each scaled 1/(B·A): the mean over the step's batch) and, with several ranks, all-reduced
-        int student_turn = !stage2 || step % (uint64_t)o->update_every == 0;
-        if (student_turn) cudaCheck(cudaMemsetAsync(V.grads, 0, sizeof(float) * ns, s0));
-        else {
-            cudaCheck(cudaMemsetAsync(F.grads, 0, sizeof(float) * nw, s0));
-            if (gan) cudaCheck(cudaMemsetAsync(D.grads, 0, sizeof(float) * nd, s0));
-        }
-        int finite = 1; double la = 0, lb = 0, lg = 0, ld = 0;
-        if (o->bench) { cudaCheck(cudaDeviceSynchronize()); tb = now_s(); }
-        for (int k = 0; k < A; k++) {
-            // x, c ~ p_data (--bench: one synthetic batch, made once: the steps time the GPU, not the host's normals)
-            if ((!o->bench || (step == 0 && k == 0)) && train_data_next(&td, B, clips, ctx, err)) return distill_fail(&dp, err, 1);
-            cudaCheck(cudaMemcpy(x_d, clips, sizeof(float) * numel * B, cudaMemcpyHostToDevice));
-            cudaCheck(cudaMemcpy(ctx_d, ctx, sizeof(float) * nctx * B, cudaMemcpyHostToDevice));
-            size_t nB = numel * B;
-            rank_normal_fill(x1, nB, philox_seed, &philox_offset, &dp, s0);       // x1 ~ N(0, I)
-            rank_normal_fill(y1, nB, philox_seed, &philox_offset, &dp, s0);       // y1 ~ N(0, I) (inner noise)
-            if (!stage2) {
-                // Stage 1 (Sec. 3.1): t_i from the outer grid, x_{t_i} = (1 − t_i)x + t_i x1, y = x1 − x, (s, r) on the
-                // inner grid, loss ‖u_θ − û‖²/sg(‖u_θ − û‖² + c), û = v_g − (s − r)·du/ds (Eq. 14, App. A.2)
-                TmmfDraw d, other; memset(&d, 0, sizeof(d)); d.B = B;   // the global batch's draws; this rank keeps its B
-                for (int g = 0; g < dp.world * B; g++) { int b = g - dp.rank * B, mine = b >= 0 && b < B; tmmf_draw_sample(mine ? &d : &other, mine ? b : 0, &tcf, &rng, NULL, NULL, 0); }
-                TmmfGpuStats st = tmmf_gpu_step(&S, &tw, &d, x_d, x1, y1, ctx_d, neg_d, &tcf, mscale, 1);
-                finite &= st.finite;
-                for (int b = 0; b < B; b++) { la += st.loss[b] / (B * A); lb += st.mse[b] / (B * A); }
-                continue;
-            }
-            rank_normal_fill(eps, nB, philox_seed, &philox_offset, &dp, s0);   // ε for x̂_t
-            // Stage 2 (Sec. 3.2): x_{t_i} from real data, x̂ = x_{t_i} − t_i·INNERFLOW(m_θ(x_{t_i}))  (Eq. 15, 17)
-            DmdDraw d, other; memset(&d, 0, sizeof(d)); d.B = B;   // the global batch's draws; this rank keeps its B
-            for (int g = 0; g < dp.world * B; g++) { int b = g - dp.rank * B, mine = b >= 0 && b < B; dmd_draw_sample(mine ? &d : &other, mine ? b : 0, &dcf, &rng, NULL, NULL, NULL, 0); }
-            if (student_turn) {
-                // student: VSD gradient (g_fake − g_teacher)/mean|x̂ − g_teacher| through every inner step (Eq. 11)
-                DmdGpuStats st = dmd_gpu_student_step(&G, &dw, &T.w, &F.w, &d, x_d, x1, y1, eps, ctx_d, neg_d, &dcf, mscale);
-                finite &= st.finite;
-                for (int b = 0; b < B; b++) { la += st.vsd[b] / (B * A); lg += st.gan_g[b] / (B * A); }
-            } else {
-                // critic: the fake score's denoising score matching on the detached x̂ (DMD2) and, with the GAN
-                // terms, the discriminator's loss on teacher features of real and fake x_t (one step each)
-                DmdGpuStats st = dmd_gpu_critic_step(&G, &dw, &F, &d, x_d, x1, y1, eps, ctx_d, &dcf, mscale);
-                finite &= st.finite;
-                for (int b = 0; b < B; b++) { lb += st.dsm[b] / (B * A); ld += st.gan_d[b] / (B * A); }
-            }
-        }
-        if (dp.world > 1) {   // every rank skips the update together (the sharded step is a collective): any rank's non-finite
-            // loss; the logged losses are the means over the ranks (each rank's is the mean over its B)
-            double r[5] = {(double)finite, la, lb, lg, ld}; cudaCheck(cudaMemcpy(scratch, r, sizeof(r), cudaMemcpyHostToDevice));
-            comm_all_reduce(&dp, scratch, 5, COMM_F64, s0);
-            cudaCheck(cudaMemcpy(r, scratch, sizeof(r), cudaMemcpyDeviceToHost)); finite = r[0] == (double)dp.world;
-            la = r[1] / dp.world; lb = r[2] / dp.world; lg = r[3] / dp.world; ld = r[4] / dp.world;
-        }
-        if (!finite) {   // a micro-batch's loss was not finite: no update (its gradients stay unused)
-            skipped++;
-            if (!stage2) fprintf(stderr, "Stage 1 step %llu skipped: non-finite loss\n", (unsigned long long)step + 1);
-        } else if (!stage2) {
-            S.step++;
-            train_update_(&dp, &so_v, S.params, S.params_x, S.opt_m, S.opt_v, S.grads, ns, o->lr, o->wd, o->clip_student, S.step, gscale, scratch, &gn, s0);
-            acc_a += la; acc_b += lb; na++; nb++;
-        } else if (student_turn) {
-            ++*V.step;
-            train_update_(&dp, &so_v, V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip_student, *V.step, gscale, scratch, &gn, s0);
-            acc_a += la; acc_g += lg; na++;
-        } else {
-            F.step++; double gf;
-            train_update_(&dp, &so_f, F.params, F.params_x, F.opt_m, F.opt_v, F.grads, nw, o->lr_fake, o->wd, 0, F.step, gscale, scratch, &gf, s0);
-            if (gan) { d_step++; double gd;   // FastGen clips only the student
-                       train_update_(&dp, &so_d, D.params, NULL, dm, dv, D.grads, nd, o->disc_lr, 0.01, 0, d_step, gscale, scratch, &gd, s0); }
-            acc_b += lb; acc_d += ld; nb++;
-        }
-        step++;
-        if (o->bench) {   // the step's wall time (synchronized), by kind; the device memory in use after the first step
-            cudaCheck(cudaDeviceSynchronize());
-            double ms = 1e3 * (now_s() - tb);
-            if (step == 1) {
-                size_t fr = 0, tot = 0; cudaCheck(cudaMemGetInfo(&fr, &tot));
-                printf("bench: device memory in use after the first step %.2f GiB of %.2f GiB (the plan: %.2f GiB for the step, + the CUDA context and "
-                       "library workspaces)\n", (double)(tot - fr) / PLAN_GIB, (double)tot / PLAN_GIB, plan_total / PLAN_GIB);
-            }
-            if (step > 1 && nbench[student_turn] < 64) bench_ms[student_turn][nbench[student_turn]++] = ms;
-            if (step > 1) bench_total_ms += ms;
-            if (step == 1) { bench_prof.enabled = 1; bench_prof_reset(); }   // from step 2: time per kernel class
-            printf("bench: step %llu (%s) %.1f ms%s\n", (unsigned long long)step, !stage2 ? "TM-MF" : student_turn ? "student" : "critic", ms,
-                   step == 1 ? " (the first: warm-up, not counted)" : "");
-        }
-        if (dp.rank == 0 && (step % (uint64_t)o->log_every == 0 || step == (uint64_t)o->steps)) {
-            cudaCheck(cudaDeviceSynchronize());
-            double el = now_s() - t0, per = el / (double)o->log_every;
-            // interval means; "-" where the interval had no step of that kind (Stage 2 alternates student and critic)
-            // the grad norm is the student's last step's ("-" where the interval had none: a resumed run's first log)
-            char va[32] = "-", vb[32] = "-", vg[32] = "-", vd[32] = "-", vn[32] = "-", ganlog[80] = "";
-            if (na) { snprintf(va, sizeof(va), "%.4f", acc_a / na); snprintf(vg, sizeof(vg), "%.3f", acc_g / na); snprintf(vn, sizeof(vn), "%.3f", gn); }
-            if (nb) { snprintf(vb, sizeof(vb), "%.4f", acc_b / nb); snprintf(vd, sizeof(vd), "%.3f", acc_d / nb); }
-            if (gan) snprintf(ganlog, sizeof(ganlog), "  gan_g %s  gan_d %s", vg, vd);
-            printf("%s step %6llu/%d  %s %s  %s %s%s  grad norm %s  %.1f ms/step  ETA %.0f s  skipped %ld\n", stage2 ? "DMD2-v" : "TM-MF",
-                   (unsigned long long)step, o->steps, stage2 ? "vsd" : "loss", va, stage2 ? "dsm" : "mse", vb,
-                   ganlog, vn, 1e3 * per, per * (double)(o->steps - (int)step), skipped);
-            acc_a = acc_b = acc_g = acc_d = 0; na = nb = 0; t0 = now_s();
-        }
-        int save_now = !o->bench && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps);
-        if (save_now && dp.world > 1) {   // the moments' slices into the models' whole buffers (every rank: collectives)
-            shard_opt_gather_moments(&so_v, &dp, V.opt_m, V.opt_v, s0);
-            if (stage2) shard_opt_gather_moments(&so_f, &dp, F.opt_m, F.opt_v, s0);
-            if (gan) shard_opt_gather_moments(&so_d, &dp, dm, dv, s0);
-        }
-        if (dp.rank == 0 && save_now) {
-            cudaCheck(cudaMemcpy(hs, V.params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
-            cudaCheck(cudaMemcpy(hm, V.opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hv, V.opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
-            if (stage2) {
-                cudaCheck(cudaMemcpy(hf, F.params, sizeof(float) * nw, cudaMemcpyDeviceToHost));
-                cudaCheck(cudaMemcpy(hfm, F.opt_m, sizeof(float) * nw, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hfv, F.opt_v, sizeof(float) * nw, cudaMemcpyDeviceToHost));
-            }
-            if (gan) {
-                cudaCheck(cudaMemcpy(hd, D.params, sizeof(float) * nd, cudaMemcpyDeviceToHost));
-                cudaCheck(cudaMemcpy(hdm, dm, sizeof(float) * nd, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hdv, dv, sizeof(float) * nd, cudaMemcpyDeviceToHost));
-            }
-            TsMeta meta = want;
-            ts_meta_u64(&meta, "step", step); ts_meta_u64(&meta, "student_steps", (uint64_t)*V.step); ts_meta_u64(&meta, "fake_steps", (uint64_t)F.step);
-            ts_meta_u64(&meta, "rng_seed", rng.seed); ts_meta_u64(&meta, "rng_counter", rng.counter);
-            ts_meta_u64(&meta, "philox_seed", philox_seed); ts_meta_u64(&meta, "philox_offset", philox_offset); ts_meta_u64(&meta, "data_stream", train_data_state(&td));
-            if (gan) ts_meta_u64(&meta, "disc_steps", (uint64_t)d_step);
-            ts_meta_u64(&meta, "ranks", (uint64_t)dp.world);   // the layout that wrote it (the file itself is the same for any)
-            if (ts_save(o->out, bufs, nbufs, &meta, err)) return distill_fail(&dp, err, 1);
-            printf("wrote %s (step %llu)\n", o->out, (unsigned long long)step);
-        }
+}
+
+// setup, the step's inputs and work: the host stream of the draws, the micro-batch's buffers, TM-MF's and DMD2-v's
+// settings (t_student shift outer_shift_default(M), the samplers'; App. A.2's c; the VSD guidance), the unconditional
+// context, Stage 1's or Stage 2's work buffers
+static void distill_work_init(DistillRun* run) {
+    const TmdRun* o = run->o;
+    const TrainData* td = &run->td;
+    size_t numel = run->numel, nctx = run->nctx;
+    int B = run->B;
+    Rng rng = {run->rng_seed, run->rng_counter};
+    run->rng = rng;
+    run->clips = (float*)malloc(sizeof(float) * numel * B);
+    run->ctx = (float*)malloc(sizeof(float) * nctx * B);
+    cudaCheck(cudaMalloc(&run->x_d, sizeof(float) * numel * B));
+    cudaCheck(cudaMalloc(&run->ctx_d, sizeof(float) * nctx * B));
+    cudaCheck(cudaMalloc(&run->x1, sizeof(float) * numel * B));
+    cudaCheck(cudaMalloc(&run->y1, sizeof(float) * numel * B));
+    cudaCheck(cudaMalloc(&run->eps, sizeof(float) * numel * B));
+    cudaCheck(cudaMalloc(&run->scratch, sizeof(double) * (ADAMW_NORM_BLOCKS + 1)));
+    run->has_t7 = table7_for(run->c, &run->t7);
+    const Table7* t7 = run->has_t7 ? &run->t7 : NULL;
+    run->tcf = stage_tmmf_config(o->M, o->N, t7); // t_student shift outer_shift_default(M), the samplers'; App. A.2's c
+    // the unconditional context: the negative prompt's (--data), else zeros (the world's empty caption)
+    if (td->negative) {
+        cudaCheck(cudaMalloc(&run->neg_d, sizeof(float) * nctx));
+        cudaCheck(cudaMemcpy(run->neg_d, td->negative, sizeof(float) * nctx, cudaMemcpyHostToDevice));
     }
-    for (int k = 1; o->bench && k >= 0; k--) {   // the median step time of each kind (the first step excluded)
-        int n = nbench[k]; double* v = bench_ms[k];
+    run->dcf = stage_dmd_config(o->M, run->gan ? o->gan_weight : 0, o->update_every);
+    run->dcf.cfg = o->cfg_dmd >= 0 ? o->cfg_dmd : stage_cfg_dmd(t7); // the world: the CPU reference's 2; Table 7: 5
+    if (!run->stage2)
+        tmmf_gpu_work_init(&run->tw, &run->sc, B, td->T, td->H, td->W);
+    else {
+        GenGpu* G = &run->G;
+        gen_gpu_init(G, !run->baseline, &run->sc, B, td->T, td->H, td->W, o->N, run->tcf.gamma_inner);
+        G->S = &run->S;
+        G->P = &run->Pm;
+        dmd_gpu_work_init(&run->dw, run->c, B, td->T, td->H, td->W, &G->bb);
+        if (run->gan) dmd_gpu_work_attach_disc(&run->dw, &run->D, &run->T.w);
+    }
+    run->s0 = 0;
+}
+
+// setup, the run's settings, printed before the first step
+static void distill_print_settings(const DistillRun* run) {
+    const TmdRun* o = run->o;
+    const DmdConfig* dcf = &run->dcf;
+    int stage2 = run->stage2;
+    printf("%s: %d steps, batch %d, M %d, N %d, H %d (effective NFE at M: %.3f), lr %g, wd %g, student clip %g%s\n",
+           run->baseline ? (o->student ? "DMD2-v baseline (KD-warmed)" : "DMD2-v baseline (no KD)")
+           : stage2      ? "Stage 2 DMD2-v"
+                         : "Stage 1 TM-MF",
+           o->steps, run->B, o->M, o->N, o->H, effective_nfe(o->M, o->N, o->H, run->c->num_layers), o->lr, o->wd,
+           o->clip_student, stage2 ? ", student every update_every-th iteration" : "");
+    if (stage2)
+        printf("VSD: teacher guidance %g against %s, t_dmd shift %g, t_student shift %g\n", dcf->cfg,
+               run->td.negative ? "the negative prompt" : "the empty caption", dcf->gamma_dmd, dcf->gamma_outer);
+    if (stage2 && run->gan)
+        printf(
+            "GAN terms: weight %g, discriminator %s (%zu parameters), lr %g (AdamW 0.9, 0.99, wd 0.01, no clipping)\n",
+            o->gan_weight, disc_kind_name(&run->dcfg), run->nd, o->disc_lr);
+    else if (stage2)
+        printf("GAN terms: off (--gan-weight 0)\n");
+}
+
+// setup (Algorithm 2's models, optimizers, data and sharding): the stage's sizes, the host copies, --student and
+// --resume, the memory plan, the models on the device, the sharded optimizers, the work buffers. 0, or the exit code of
+// a refusal (printed)
+static int distill_setup(DistillRun* run, const TmdRun* o, const WanConfig* c, float* teacher) {
+    int rc;
+    if ((rc = distill_config(run, o, c))) return rc;
+    distill_host_init(run, teacher);
+    if ((rc = distill_load_student(run)) || (rc = distill_resume(run)) || (rc = distill_plan_memory(run))) return rc;
+    distill_models_init(run, teacher);
+    distill_shard_init(run);
+    distill_work_init(run);
+    distill_print_settings(run);
+    return 0;
+}
+
+// the iteration's gradients start at zero: the student's on its turn (every Stage 1 step), else the critic's (the
+// fake score's and the discriminator's)
+static void distill_zero_grads(DistillRun* run, int student_turn) {
+    if (student_turn)
+        cudaCheck(cudaMemsetAsync(run->V.grads, 0, sizeof(float) * run->ns, run->s0));
+    else {
+        cudaCheck(cudaMemsetAsync(run->F.grads, 0, sizeof(float) * run->nw, run->s0));
+        if (run->gan) cudaCheck(cudaMemsetAsync(run->D.grads, 0, sizeof(float) * run->nd, run->s0));
+    }
+}
+
+// Algorithm 2, "Given x ~ p_data, x1 ~ N(0, I)": micro-batch k's clips and captions, x1, the inner noise y1 and, in
+// Stage 2, ε for x̂_t (Philox). 0, or 1 with the error printed
+static int distill_draw_batch(DistillRun* run, int k) {
+    const TmdRun* o = run->o;
+    int B = run->B;
+    cudaStream_t s0 = run->s0;
+    // x, c ~ p_data (--bench: one synthetic batch, made once: the steps time the GPU, not the host's normals)
+    if ((!o->bench || (run->step == 0 && k == 0)) && train_data_next(&run->td, B, run->clips, run->ctx, run->err))
+        return distill_fail(&run->dp, run->err, 1);
+    cudaCheck(cudaMemcpy(run->x_d, run->clips, sizeof(float) * run->numel * B, cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(run->ctx_d, run->ctx, sizeof(float) * run->nctx * B, cudaMemcpyHostToDevice));
+    size_t nB = run->numel * B;
+    rank_normal_fill(run->x1, nB, run->philox_seed, &run->philox_offset, &run->dp, s0); // x1 ~ N(0, I)
+    rank_normal_fill(run->y1, nB, run->philox_seed, &run->philox_offset, &run->dp, s0); // y1 ~ N(0, I) (inner noise)
+    if (run->stage2) rank_normal_fill(run->eps, nB, run->philox_seed, &run->philox_offset, &run->dp, s0); // ε for x̂_t
+    return 0;
+}
+
+// Algorithm 2, stage_one (Stage 1, Sec. 3.1): t_i from the outer grid, x_{t_i} = (1 − t_i)x + t_i x1, y = x1 − x,
+// (s, r) on the inner grid, loss ‖u_θ − û‖²/sg(‖u_θ − û‖² + c), û = v_g − (s − r)·du/ds (Eq. 14, App. A.2); the
+// student's gradient accumulated
+static void tmmf_accumulate(DistillRun* run, StepSums* l) {
+    int B = run->B, A = run->A;
+    TmmfDraw d, other; // the global batch's draws; this rank keeps its B
+    memset(&d, 0, sizeof(d));
+    d.B = B;
+    for (int g = 0; g < run->dp.world * B; g++) {
+        int b = g - run->dp.rank * B, mine = b >= 0 && b < B;
+        tmmf_draw_sample(mine ? &d : &other, mine ? b : 0, &run->tcf, &run->rng, NULL, NULL, 0);
+    }
+    TmmfGpuStats st = tmmf_gpu_step(&run->S, &run->tw, &d, run->x_d, run->x1, run->y1, run->ctx_d, run->neg_d,
+                                    &run->tcf, run->mscale, 1);
+    l->finite &= st.finite;
+    for (int b = 0; b < B; b++) {
+        l->la += st.loss[b] / (B * A);
+        l->lb += st.mse[b] / (B * A);
+    }
+}
+
+// Stage 2's draws (Sec. 3.2): each sample's t_i (x_{t_i} from real data) and the VSD loss's t, from the host stream
+static void dmd_draw(DistillRun* run, DmdDraw* d) {
+    DmdDraw other; // the global batch's draws; this rank keeps its B
+    int B = run->B;
+    memset(d, 0, sizeof(*d));
+    d->B = B;
+    for (int g = 0; g < run->dp.world * B; g++) {
+        int b = g - run->dp.rank * B, mine = b >= 0 && b < B;
+        dmd_draw_sample(mine ? d : &other, mine ? b : 0, &run->dcf, &run->rng, NULL, NULL, NULL, 0);
+    }
+}
+
+// Algorithm 2, else (Stage 2, Sec. 3.2): x̂ = x_{t_i} − t_i·INNERFLOW(m_θ(x_{t_i})) (Eq. 15, 17) and L = VSD(x̂) +
+// λ·Discriminator(x̂): the VSD gradient (g_fake − g_teacher)/mean|x̂ − g_teacher| through every inner step (Eq. 11)
+// and the GAN term through the frozen teacher's features; the student's gradient accumulated
+static void generator_accumulate(DistillRun* run, StepSums* l) {
+    int B = run->B, A = run->A;
+    DmdDraw d;
+    dmd_draw(run, &d);
+    DmdGpuStats st = dmd_gpu_student_step(&run->G, &run->dw, &run->T.w, &run->F.w, &d, run->x_d, run->x1, run->y1,
+                                          run->eps, run->ctx_d, run->neg_d, &run->dcf, run->mscale);
+    l->finite &= st.finite;
+    for (int b = 0; b < B; b++) {
+        l->la += st.vsd[b] / (B * A);
+        l->lg += st.gan_g[b] / (B * A);
+    }
+}
+
+// DMD2's critic (the iterations between the student's): the fake score's denoising score matching on the detached x̂
+// and, with the GAN terms, the discriminator's loss on teacher features of real and fake x_t (one step each); the fake
+// score's and the discriminator's gradients accumulated
+static void critic_accumulate(DistillRun* run, StepSums* l) {
+    int B = run->B, A = run->A;
+    DmdDraw d;
+    dmd_draw(run, &d);
+    DmdGpuStats st = dmd_gpu_critic_step(&run->G, &run->dw, &run->F, &d, run->x_d, run->x1, run->y1, run->eps,
+                                         run->ctx_d, &run->dcf, run->mscale);
+    l->finite &= st.finite;
+    for (int b = 0; b < B; b++) {
+        l->lb += st.dsm[b] / (B * A);
+        l->ld += st.gan_d[b] / (B * A);
+    }
+}
+
+// Algorithm 2, θ = step(θ, ∇θ L): AdamW on the network whose turn it was (on the critic's turn the fake score and the
+// discriminator; FastGen clips only the student), with several ranks sharded; no update on any rank when a loss of any
+// rank was not finite (its gradients stay unused). The loss sums go to the log's interval sums
+static void distill_update(DistillRun* run, int student_turn, const StepSums* l) {
+    const TmdRun* o = run->o;
+    Comm* dp = &run->dp;
+    cudaStream_t s0 = run->s0;
+    int finite = l->finite;
+    StepSums mean = *l;
+    // every rank skips the update together (the sharded step is a collective): any rank's non-finite loss; the logged
+    // losses are the means over the ranks (each rank's is the mean over its B)
+    if (dp->world > 1) {
+        double r[5] = {(double)finite, l->la, l->lb, l->lg, l->ld};
+        cudaCheck(cudaMemcpy(run->scratch, r, sizeof(r), cudaMemcpyHostToDevice));
+        comm_all_reduce(dp, run->scratch, 5, COMM_F64, s0);
+        cudaCheck(cudaMemcpy(r, run->scratch, sizeof(r), cudaMemcpyDeviceToHost));
+        finite = r[0] == (double)dp->world;
+        mean.la = r[1] / dp->world, mean.lb = r[2] / dp->world, mean.lg = r[3] / dp->world, mean.ld = r[4] / dp->world;
+    }
+    l = &mean;
+    if (!finite) { // a micro-batch's loss was not finite: no update (its gradients stay unused)
+        run->skipped++;
+        if (!run->stage2)
+            fprintf(stderr, "Stage 1 step %llu skipped: non-finite loss\n", (unsigned long long)run->step + 1);
+    } else if (!run->stage2) {
+        TmdGpuStudent* S = &run->S;
+        S->step++;
+        train_update_(dp, &run->so_v, S->params, S->params_x, S->opt_m, S->opt_v, S->grads, run->ns, o->lr, o->wd,
+                      o->clip_student, S->step, run->gscale, run->scratch, &run->gn, s0);
+        run->acc_a += l->la;
+        run->acc_b += l->lb;
+        run->na++;
+        run->nb++;
+    } else if (student_turn) {
+        TrainedView* V = &run->V;
+        ++*V->step;
+        train_update_(dp, &run->so_v, V->params, V->params_x, V->opt_m, V->opt_v, V->grads, run->ns, o->lr, o->wd,
+                      o->clip_student, *V->step, run->gscale, run->scratch, &run->gn, s0);
+        run->acc_a += l->la;
+        run->acc_g += l->lg;
+        run->na++;
+    } else {
+        WanGpuModel* F = &run->F;
+        F->step++;
+        double gf;
+        train_update_(dp, &run->so_f, F->params, F->params_x, F->opt_m, F->opt_v, F->grads, run->nw, o->lr_fake, o->wd,
+                      0, F->step, run->gscale, run->scratch, &gf, s0);
+        if (run->gan) {
+            run->d_step++;
+            double gd; // FastGen clips only the student
+            train_update_(dp, &run->so_d, run->D.params, NULL, run->dm, run->dv, run->D.grads, run->nd, o->disc_lr,
+                          0.01, 0, run->d_step, run->gscale, run->scratch, &gd, s0);
+        }
+        run->acc_b += l->lb;
+        run->acc_d += l->ld;
+        run->nb++;
+    }
+}
+
+// --bench, after each step: its wall time (synchronized), by kind; the device memory in use after the first step;
+// from the second step on, the time per kernel class (kernels/bench_prof.cuh)
+static void distill_bench_step(DistillRun* run, int student_turn) {
+    cudaCheck(cudaDeviceSynchronize());
+    double ms = 1e3 * (now_s() - run->tb);
+    uint64_t step = run->step;
+    if (step == 1) {
+        size_t fr = 0, tot = 0;
+        cudaCheck(cudaMemGetInfo(&fr, &tot));
+        printf(
+            "bench: device memory in use after the first step %.2f GiB of %.2f GiB (the plan: %.2f GiB for the step, "
+            "+ the CUDA context and library workspaces)\n",
+            (double)(tot - fr) / PLAN_GIB, (double)tot / PLAN_GIB, run->plan_total / PLAN_GIB);
+    }
+    if (step > 1 && run->nbench[student_turn] < 64) run->bench_ms[student_turn][run->nbench[student_turn]++] = ms;
+    if (step > 1) run->bench_total_ms += ms;
+    if (step == 1) { // from step 2: time per kernel class
+        bench_prof.enabled = 1;
+        bench_prof_reset();
+    }
+    printf("bench: step %llu (%s) %.1f ms%s\n", (unsigned long long)step,
+           !run->stage2   ? "TM-MF"
+           : student_turn ? "student"
+                          : "critic",
+           ms, step == 1 ? " (the first: warm-up, not counted)" : "");
+}
+
+// the log, on rank 0 every --log-every steps and at the last: the interval's mean losses, the student's last gradient
+// norm, the time per step
+static void distill_log(DistillRun* run) {
+    const TmdRun* o = run->o;
+    uint64_t step = run->step;
+    if (run->dp.rank == 0 && (step % (uint64_t)o->log_every == 0 || step == (uint64_t)o->steps)) {
+        cudaCheck(cudaDeviceSynchronize());
+        double el = now_s() - run->t0, per = el / (double)o->log_every;
+        // interval means; "-" where the interval had no step of that kind (Stage 2 alternates student and critic)
+        // the grad norm is the student's last step's ("-" where the interval had none: a resumed run's first log)
+        char va[32] = "-", vb[32] = "-", vg[32] = "-", vd[32] = "-", vn[32] = "-", ganlog[80] = "";
+        if (run->na) {
+            snprintf(va, sizeof(va), "%.4f", run->acc_a / run->na);
+            snprintf(vg, sizeof(vg), "%.3f", run->acc_g / run->na);
+            snprintf(vn, sizeof(vn), "%.3f", run->gn);
+        }
+        if (run->nb) {
+            snprintf(vb, sizeof(vb), "%.4f", run->acc_b / run->nb);
+            snprintf(vd, sizeof(vd), "%.3f", run->acc_d / run->nb);
+        }
+        if (run->gan) snprintf(ganlog, sizeof(ganlog), "  gan_g %s  gan_d %s", vg, vd);
+        printf("%s step %6llu/%d  %s %s  %s %s%s  grad norm %s  %.1f ms/step  ETA %.0f s  skipped %ld\n",
+               run->stage2 ? "DMD2-v" : "TM-MF", (unsigned long long)step, o->steps, run->stage2 ? "vsd" : "loss", va,
+               run->stage2 ? "dsm" : "mse", vb, ganlog, vn, 1e3 * per, per * (double)(o->steps - (int)step),
+               run->skipped);
+        run->acc_a = run->acc_b = run->acc_g = run->acc_d = 0;
+        run->na = run->nb = 0;
+        run->t0 = now_s();
+    }
+}
+
+// the checkpoint, every --save-every steps and at the last (not with --bench): every model's weights and moments,
+// the step counters and every stream, written atomically by rank 0. 0, or 1 with the error printed
+static int distill_save(DistillRun* run) {
+    const TmdRun* o = run->o;
+    Comm* dp = &run->dp;
+    uint64_t step = run->step;
+    size_t ns = run->ns, nw = run->nw, nd = run->nd;
+    TrainedView* V = &run->V;
+    WanGpuModel* F = &run->F;
+    int save_now =
+        !o->bench && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps);
+    if (save_now && dp->world > 1) { // the moments' slices into the models' whole buffers (every rank: collectives)
+        shard_opt_gather_moments(&run->so_v, dp, V->opt_m, V->opt_v, run->s0);
+        if (run->stage2) shard_opt_gather_moments(&run->so_f, dp, F->opt_m, F->opt_v, run->s0);
+        if (run->gan) shard_opt_gather_moments(&run->so_d, dp, run->dm, run->dv, run->s0);
+    }
+    if (dp->rank == 0 && save_now) {
+        cudaCheck(cudaMemcpy(run->hs, V->params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(run->hm, V->opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(run->hv, V->opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+        if (run->stage2) {
+            cudaCheck(cudaMemcpy(run->hf, F->params, sizeof(float) * nw, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(run->hfm, F->opt_m, sizeof(float) * nw, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(run->hfv, F->opt_v, sizeof(float) * nw, cudaMemcpyDeviceToHost));
+        }
+        if (run->gan) {
+            cudaCheck(cudaMemcpy(run->hd, run->D.params, sizeof(float) * nd, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(run->hdm, run->dm, sizeof(float) * nd, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(run->hdv, run->dv, sizeof(float) * nd, cudaMemcpyDeviceToHost));
+        }
+        TsMeta meta = run->want;
+        ts_meta_u64(&meta, "step", step);
+        ts_meta_u64(&meta, "student_steps", (uint64_t)*V->step);
+        ts_meta_u64(&meta, "fake_steps", (uint64_t)F->step);
+        ts_meta_u64(&meta, "rng_seed", run->rng.seed);
+        ts_meta_u64(&meta, "rng_counter", run->rng.counter);
+        ts_meta_u64(&meta, "philox_seed", run->philox_seed);
+        ts_meta_u64(&meta, "philox_offset", run->philox_offset);
+        ts_meta_u64(&meta, "data_stream", train_data_state(&run->td));
+        if (run->gan) ts_meta_u64(&meta, "disc_steps", (uint64_t)run->d_step);
+        ts_meta_u64(&meta, "ranks", (uint64_t)run->dp.world); // the layout that wrote it (the file is the same for any)
+        if (ts_save(o->out, run->bufs, run->nbufs, &meta, run->err)) return distill_fail(&run->dp, run->err, 1);
+        printf("wrote %s (step %llu)\n", o->out, (unsigned long long)step);
+    }
+    return 0;
+}
+
+// --bench, at the end: the median step time of each kind (the first step excluded), then where the time went
+// (kernels/bench_prof.cuh: the steps after the first, all kinds together)
+static void distill_bench_report(DistillRun* run) {
+    const TmdRun* o = run->o;
+    const TrainData* td = &run->td;
+    const WanConfig* c = run->c;
+    for (int k = 1; o->bench && k >= 0; k--) { // the median step time of each kind (the first step excluded)
+        int n = run->nbench[k];
+        double* v = run->bench_ms[k];
         if (!n) continue;
-        for (int i = 1; i < n; i++) for (int j = i; j > 0 && v[j] < v[j - 1]; j--) { double q = v[j]; v[j] = v[j - 1]; v[j - 1] = q; }
-        printf("bench: %s, %s, batch %d x %d micro-batches, latent [%d, %d, %d, %d] (%d tokens), %s, recompute %s: median %.1f ms per step "
-               "(min %.1f, max %.1f, %d steps)\n", o->stage, !stage2 ? "TM-MF step" : k ? "student step" : "critic step", B, A, c->in_dim, td.T, td.H, td.W,
-               (td.T / c->patch[0]) * (td.H / c->patch[1]) * (td.W / c->patch[2]), FLOATX_NAME, wan_gpu_recompute ? "on" : "off", v[n / 2], v[0], v[n - 1], n);
+        for (int i = 1; i < n; i++)
+            for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+                double q = v[j];
+                v[j] = v[j - 1];
+                v[j - 1] = q;
+            }
+        printf("bench: %s, %s, batch %d x %d micro-batches, latent [%d, %d, %d, %d] (%d tokens), %s, recompute %s: "
+               "median %.1f ms per step (min %.1f, max %.1f, %d steps)\n",
+               o->stage,
+               !run->stage2 ? "TM-MF step"
+               : k          ? "student step"
+                            : "critic step",
+               run->B, run->A, c->in_dim, td->T, td->H, td->W,
+               (td->T / c->patch[0]) * (td->H / c->patch[1]) * (td->W / c->patch[2]), FLOATX_NAME,
+               wan_gpu_recompute ? "on" : "off", v[n / 2], v[0], v[n - 1], n);
     }
-    if (o->bench && o->steps > 1) {   // kernels/bench_prof.cuh: the steps after the first, all kinds together
+    if (o->bench && o->steps > 1) { // kernels/bench_prof.cuh: the steps after the first, all kinds together
         char what[96];
         snprintf(what, sizeof(what), "one %s step (wall time, host gaps in 'everything else')", o->stage);
-        bench_prof_report(stdout, what, bench_total_ms / (o->steps - 1), o->steps - 1);
+        bench_prof_report(stdout, what, run->bench_total_ms / (o->steps - 1), o->steps - 1);
         bench_prof.enabled = 0;
     }
-    if (!stage2) tmmf_gpu_work_free(&tw); else { gen_gpu_free(&G); dmd_gpu_work_free(&dw); wan_gpu_model_free(&F); wan_gpu_model_free(&T); }
-    if (gan) { disc_gpu_model_free(&D); cudaCheck(cudaFree(dm)); cudaCheck(cudaFree(dv)); }
-    if (baseline) wan_gpu_model_free(&Pm); else tmd_gpu_student_free(&S);
-    shard_opt_free(&so_v); shard_opt_free(&so_f); shard_opt_free(&so_d);
-    gemm_free(); comm_finalize(&dp);
-    cudaCheck(cudaFree(x_d)); cudaCheck(cudaFree(ctx_d)); cudaCheck(cudaFree(x1)); cudaCheck(cudaFree(y1)); cudaCheck(cudaFree(eps)); cudaCheck(cudaFree(scratch));
-    if (neg_d) cudaCheck(cudaFree(neg_d));
-    train_data_free(&td);
-    free(clips); free(ctx); free(hs); free(hm); free(hv); free(hf); free(hfm); free(hfv); free(hd); free(hdm); free(hdv);
-    printf("%s: done, %llu steps, %ld skipped\n", o->stage, (unsigned long long)step, skipped);
+}
+
+// teardown: every device and host buffer of the run freed, the collectives finalized
+static void distill_teardown(DistillRun* run) {
+    if (!run->stage2)
+        tmmf_gpu_work_free(&run->tw);
+    else {
+        gen_gpu_free(&run->G);
+        dmd_gpu_work_free(&run->dw);
+        wan_gpu_model_free(&run->F);
+        wan_gpu_model_free(&run->T);
+    }
+    if (run->gan) {
+        disc_gpu_model_free(&run->D);
+        cudaCheck(cudaFree(run->dm));
+        cudaCheck(cudaFree(run->dv));
+    }
+    if (run->baseline)
+        wan_gpu_model_free(&run->Pm);
+    else
+        tmd_gpu_student_free(&run->S);
+    shard_opt_free(&run->so_v);
+    shard_opt_free(&run->so_f);
+    shard_opt_free(&run->so_d);
+    gemm_free();
+    comm_finalize(&run->dp);
+    cudaCheck(cudaFree(run->x_d));
+    cudaCheck(cudaFree(run->ctx_d));
+    cudaCheck(cudaFree(run->x1));
+    cudaCheck(cudaFree(run->y1));
+    cudaCheck(cudaFree(run->eps));
+    cudaCheck(cudaFree(run->scratch));
+    if (run->neg_d) cudaCheck(cudaFree(run->neg_d));
+    train_data_free(&run->td);
+    free(run->clips);
+    free(run->ctx);
+    free(run->hs);
+    free(run->hm);
+    free(run->hv);
+    free(run->hf);
+    free(run->hfm);
+    free(run->hfv);
+    free(run->hd);
+    free(run->hdm);
+    free(run->hdv);
+}
+
+// TMD, paper Algorithm 2 (the student update step of both stages) as a loop of optimizer steps, each of one network:
+// Stage 1 the student (TM-MF); Stage 2 and the baseline the student every update_every-th iteration (DMD2-v with the
+// flow-head rollout), the critic (fake score and discriminator) otherwise. Each step's gradients are summed over A
+// micro-batches of B samples (each scaled 1/(B·A): the mean over the step's batch) and, with several ranks, all-reduced
+static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher) {
+    DistillRun run;
+    memset(&run, 0, sizeof(run));
+    int rc = distill_setup(&run, o, c, teacher); // models, optimizers, data, sharding
+    if (rc) return rc;
+    run.t0 = now_s();
+    while (run.step < (uint64_t)o->steps) {
+        // whose step: Stage 1 always the student's; Stage 2 the student's every update_every-th, else the critic's
+        int student_turn = !run.stage2 || run.step % (uint64_t)o->update_every == 0;
+        distill_zero_grads(&run, student_turn);
+        StepSums l = {1, 0, 0, 0, 0};
+        if (o->bench) { // --bench: the step's wall time from here
+            cudaCheck(cudaDeviceSynchronize());
+            run.tb = now_s();
+        }
+        for (int k = 0; k < run.A; k++) {              // A micro-batches, their gradients summed
+            if (distill_draw_batch(&run, k)) return 1; // given x ~ p_data, x1 ~ N(0, I) (and y1, ε)
+            if (!run.stage2)                           // stage_one: L = MeanFlow(u, v, s, r) (Eq. 9, 13, 14)
+                tmmf_accumulate(&run, &l);
+            else if (student_turn) // else: x̂ = x1 − INNERFLOW(m), L = VSD(x̂) + λ·Discriminator(x̂) (Eq. 11, 15)
+                generator_accumulate(&run, &l);
+            else // DMD2's critic: the fake score's denoising score matching, the discriminator's loss
+                critic_accumulate(&run, &l);
+        }
+        distill_update(&run, student_turn, &l); // θ = step(θ, ∇θ L)
+        run.step++;
+        if (o->bench) distill_bench_step(&run, student_turn);
+        distill_log(&run);
+        if (distill_save(&run)) return 1; // the checkpoint (--save-every, the last step)
+    }
+    distill_bench_report(&run);
+    distill_teardown(&run);
+    printf("%s: done, %llu steps, %ld skipped\n", o->stage, (unsigned long long)run.step, run.skipped);
     return 0;
 }
 
