@@ -14,7 +14,8 @@
 //             prompt as CFG's unconditional input; a Wan2.1 teacher samples as Table 7 says, CFG 5 with skip-layer
 //             guidance at block 10) made once and cached, then mean (g_θ(z, T_MAX) − x_teacher)² with AdamW; the
 //             baseline's plain Wan student from the teacher, or with --kd-tmd 1 the TMD student from --student
-//   baseline  the DMD2-v baseline: the same Stage 2 loop with a plain Wan student started from its KD warm-up (--student;
+//   baseline  the DMD2-v baseline: the same Stage 2 loop with a plain Wan student started from its KD warm-up
+//   (--student;
 //             without it, from the teacher). The pipeline trains the paper's two (Table 4): M = 1 KD-warmed
 //             (run/baseline_m1.safetensors; --kd-steps 0: no warm-up) and M = --M without KD (run/baseline_m2...)
 // Every stage's steps, batch, learning rates and clipping come from one table per scale (gpu/stage_plan.h: the
@@ -22,42 +23,47 @@
 // The model comes from --preset (random init, official init_weights) or --weights (a checkpoint: official Wan2.1 or
 // diffusers names); the trained teacher is written with wan.h's writer (F32, config in __metadata__).
 #include <time.h>
-#include "wan.h"                    // config, presets, parameter layout, safetensors weights I/O
-#include "lib/flags.h"              // flag table: parser and usage from one place
-#include "lib/timer.h"              // now_s: the wall clock of the logs
-#include "world/world.h"            // the built-in world: clips and captions for training
-#include "kernels/common.cuh"       // cudaCheck, require_gpu, named allocations
-#include "gpu/wan_gpu.cuh"          // the DiT on the GPU
-#include "gpu/teacher_gpu.cuh"      // flow-matching step, AdamW, Wan's initialisation
-#include "gpu/distill_gpu.cuh"      // TMD: the student, TM-MF and DMD2-v steps (and gpu/tmd_gpu.cuh)
-#include "gpu/train_state.h"        // checkpoints: every buffer and stream of a run, atomic, resumable bit for bit
-#include "gpu/comm.cuh"             // the collectives: NCCL, or MPI staged through the host (mpirun -np K ./train_tmd ...)
-#include "gpu/shard_gpu.cuh"        // the sharded optimizer step of a multi-rank run
-#include "gpu/distill_plan.h"       // the memory plan of a step, printed and checked before allocating
-#include "gpu/shard_plan.h"        // the per-rank plan on many GPUs (sharded states, split sequence): --plan
-#include "gpu/eval_gpu.cuh"         // the pipeline's table: every row sampled on the GPU, scored by the toy VBench
-#include "gpu/train_data.h"         // (x, c) ~ p_data: the built-in world or a latent dataset (--data); Table 7's defaults
-#include "gpu/kd_gpu.cuh"           // the KD warm-up: teacher ODE pairs (made once, cached) and the KD step
-#include "gpu/stage_plan.h"         // the stages' defaults (world, Table 7), their configs for M, the pipeline's stages
-#include <sys/stat.h>               // mkdir: the run directory
-
+#include "wan.h"               // config, presets, parameter layout, safetensors weights I/O
+#include "lib/flags.h"         // flag table: parser and usage from one place
+#include "lib/timer.h"         // now_s: the wall clock of the logs
+#include "world/world.h"       // the built-in world: clips and captions for training
+#include "kernels/common.cuh"  // cudaCheck, require_gpu, named allocations
+#include "gpu/wan_gpu.cuh"     // the DiT on the GPU
+#include "gpu/teacher_gpu.cuh" // flow-matching step, AdamW, Wan's initialisation
+#include "gpu/distill_gpu.cuh" // TMD: the student, TM-MF and DMD2-v steps (and gpu/tmd_gpu.cuh)
+#include "gpu/train_state.h"   // checkpoints: every buffer and stream of a run, atomic, resumable bit for bit
+#include "gpu/comm.cuh"        // the collectives: NCCL, or MPI staged through the host (mpirun -np K ./train_tmd ...)
+#include "gpu/shard_gpu.cuh"   // the sharded optimizer step of a multi-rank run
+#include "gpu/distill_plan.h"  // the memory plan of a step, printed and checked before allocating
+#include "gpu/shard_plan.h"    // the per-rank plan on many GPUs (sharded states, split sequence): --plan
+#include "gpu/eval_gpu.cuh"    // the pipeline's table: every row sampled on the GPU, scored by the toy VBench
+#include "gpu/train_data.h"    // (x, c) ~ p_data: the built-in world or a latent dataset (--data); Table 7's defaults
+#include "gpu/kd_gpu.cuh"      // the KD warm-up: teacher ODE pairs (made once, cached) and the KD step
+#include "gpu/stage_plan.h"    // the stages' defaults (world, Table 7), their configs for M, the pipeline's stages
+#include <sys/stat.h>          // mkdir: the run directory
 
 // ---------------------------------------------------------------------------------------------------------
 // TMD: paper Algorithm 2 on the built-in world. Stage 1 trains the decoupled student with TM-MF; Stage 2 runs
 // DMD2-v with the flow-head rollout (student every `update_every`-th iteration, the fake score otherwise).
 typedef struct {
-    const char* stage; const char* student; const char* resume; const char* out;
+    const char* stage;
+    const char* student;
+    const char* resume;
+    const char* out;
     int steps, batch, seed, log_every, save_every, M, N, H, update_every;
-    int accum;                                    // micro-batches per optimizer step (0: Table 7's global batch, or 1)
-    int bench, lat_t, lat_h, lat_w;               // --bench: steps on synthetic latents [T, H, W], timed, memory measured, nothing saved
-    double lr, lr_fake, wd, clip_student;   // the student's and the fake score's learning rates
-    double gan_weight, disc_lr; int disc_width;   // Stage 2's GAN terms (gan_weight 0: no discriminator at all)
-    double cfg_dmd;                               // the teacher's guidance in the VSD gradient (-1: gpu/stage_plan.h stage_cfg_dmd)
-    int disc_head;                                // --disc-head: -1 auto, DISC_STRIDED, DISC_MULTISCALE
-    const char* data;                             // a latent dataset (lib/latent_data.h); NULL: the built-in world
+    int accum; // micro-batches per optimizer step (0: Table 7's global batch, or 1)
+    int bench, lat_t, lat_h,
+        lat_w; // --bench: steps on synthetic latents [T, H, W], timed, memory measured, nothing saved
+    double lr, lr_fake, wd, clip_student; // the student's and the fake score's learning rates
+    double gan_weight, disc_lr;
+    int disc_width;   // Stage 2's GAN terms (gan_weight 0: no discriminator at all)
+    double cfg_dmd;   // the teacher's guidance in the VSD gradient (-1: gpu/stage_plan.h stage_cfg_dmd)
+    int disc_head;    // --disc-head: -1 auto, DISC_STRIDED, DISC_MULTISCALE
+    const char* data; // a latent dataset (lib/latent_data.h); NULL: the built-in world
 } TmdRun;
 
-static int recompute_mode = -1;   // --recompute: -1 auto, 0 off, 1 on (gpu/distill_plan.h plan_choose_recompute; sets wan_gpu_recompute)
+static int recompute_mode =
+    -1; // --recompute: -1 auto, 0 off, 1 on (gpu/distill_plan.h plan_choose_recompute; sets wan_gpu_recompute)
 
 // the memory plan of one step of `stage` (distill_plan's numbering), printed and checked against the free device
 // memory before anything is allocated; --recompute decides the activations' mode (auto: on only when it must).
@@ -68,35 +74,48 @@ static int plan_step(PlanInput* pin, int stage, const char* title, int verbose, 
 #endif
     // the attention workspace as cuDNN reports it for this step's shapes (allocated by the query, so it is counted
     // back into the free memory); 0 without cuDNN: the plan's stated bound
-    if (pin->attn_workspace == 0) pin->attn_workspace = (double)wan_gpu_attn_workspace(&pin->wan, pin->batch, plan_tokens(pin));
-    size_t free_b = 0, total_b = 0; cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    if (pin->attn_workspace == 0)
+        pin->attn_workspace = (double)wan_gpu_attn_workspace(&pin->wan, pin->batch, plan_tokens(pin));
+    size_t free_b = 0, total_b = 0;
+    cudaCheck(cudaMemGetInfo(&free_b, &total_b));
     free_b += wan_gpu_attn_workspace_held();
     char why[256];
-    wan_gpu_recompute = plan_choose_recompute(pin, stage, recompute_mode, (double)free_b, 1.0 * PLAN_GIB, why, sizeof(why));
-    MemPlan plan; distill_plan(&plan, pin, stage);
-    if (verbose) { printf("%s\n", why); plan_print(&plan, title, stdout); }
+    wan_gpu_recompute =
+        plan_choose_recompute(pin, stage, recompute_mode, (double)free_b, 1.0 * PLAN_GIB, why, sizeof(why));
+    MemPlan plan;
+    distill_plan(&plan, pin, stage);
+    if (verbose) {
+        printf("%s\n", why);
+        plan_print(&plan, title, stdout);
+    }
     return plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, errlen);
 }
 
 // g holds the gradient summed over the data-parallel ranks; gscale = 1/ranks makes it their mean (1 on one GPU)
-static void tmd_adamw_(float* p, floatX* copy, float* m, float* v, float* g, size_t n, double lr, double wd, double clip, long step,
-                       double gscale, double* scratch, double* gnorm, cudaStream_t s) {
+static void tmd_adamw_(float* p, floatX* copy, float* m, float* v, float* g, size_t n, double lr, double wd,
+                       double clip, long step, double gscale, double* scratch, double* gnorm, cudaStream_t s) {
     adamw_grad_norm_squared(scratch, scratch + 1, g, n, s);
-    double n2; cudaCheck(cudaMemcpy(&n2, scratch, sizeof(double), cudaMemcpyDeviceToHost));
+    double n2;
+    cudaCheck(cudaMemcpy(&n2, scratch, sizeof(double), cudaMemcpyDeviceToHost));
     *gnorm = sqrt(n2) * gscale;
-    double k = clip > 0 ? fmin(1.0, clip / (*gnorm + 1e-6)) : 1.0;   // per-network clipping (FastGen: the student at 10)
+    double k = clip > 0 ? fmin(1.0, clip / (*gnorm + 1e-6)) : 1.0; // per-network clipping (FastGen: the student at 10)
     k *= gscale;
 #ifdef ENABLE_FP32
     copy = NULL;
 #endif
-    adamw_update(p, copy, m, v, g, n, (float)lr, 0.9f, 0.99f, 1e-8f, (float)wd, (float)k, step, s);   // Table 7: betas 0.9, 0.99
+    adamw_update(p, copy, m, v, g, n, (float)lr, 0.9f, 0.99f, 1e-8f, (float)wd, (float)k, step,
+                 s); // Table 7: betas 0.9, 0.99
 }
 
 // one model's optimizer step: on one rank the plain step on the whole buffer (g as it is); on several, g is this rank's
 // gradient and the step is sharded (gpu/shard_gpu.cuh: reduce-scatter, the norm from the slices, AdamW on 1/K, gathers)
-static void train_update_(Comm* dp, ShardOpt* so, float* p, floatX* x, float* m, float* v, float* g, size_t n, double lr, double wd, double clip,
-                          long step, double gscale, double* scratch, double* gnorm, cudaStream_t s) {
-    if (dp->world == 1) { tmd_adamw_(p, x, m, v, g, n, lr, wd, clip, step, gscale, scratch, gnorm, s); return; }
+static void train_update_(Comm* dp, ShardOpt* so, float* p, floatX* x, float* m, float* v, float* g, size_t n,
+                          double lr, double wd, double clip, long step, double gscale, double* scratch, double* gnorm,
+                          cudaStream_t s) {
+    if (dp->world == 1) {
+        tmd_adamw_(p, x, m, v, g, n, lr, wd, clip, step, gscale, scratch, gnorm, s);
+        return;
+    }
     shard_opt_step(so, dp, p, x, g, lr, wd, clip, step, gscale, scratch, gnorm, s);
 }
 
@@ -194,9 +213,9 @@ static int distill_config(DistillRun* run, const TmdRun* o, const WanConfig* c) 
     comm_init(&run->dp, NULL, NULL); // data parallelism: one rank without mpirun
     if (run->dp.rank > 0 && !freopen("/dev/null", "w", stdout))
         comm_abort(&run->dp, "cannot silence stdout"); // rank 0 logs; every rank's stderr stays
-    if (o->bench ? train_data_open_synthetic(&run->td, c, o->lat_t, o->lat_h, o->lat_w, (uint64_t)o->seed, err)
-                 : train_data_open(&run->td, o->data, c, (uint64_t)o->seed, run->stage_id, run->dp.rank, run->dp.world,
-                                   err))
+    if (o->bench
+            ? train_data_open_synthetic(&run->td, c, o->lat_t, o->lat_h, o->lat_w, (uint64_t)o->seed, err)
+            : train_data_open(&run->td, o->data, c, (uint64_t)o->seed, run->stage_id, run->dp.rank, run->dp.world, err))
         return distill_fail(&run->dp, err, 2);
     StudentConfig* sc = &run->sc;
     sc->wan = *c;
@@ -276,7 +295,8 @@ static void distill_host_init(DistillRun* run, float* teacher) {
     ts_meta_u64(want, "M", o->M);
     ts_meta_u64(want, "N", o->N);
     ts_meta_u64(want, "head_blocks", o->H);
-    ts_meta_u64(want, "batch", (uint64_t)run->B * run->dp.world); // the global batch (gpu/train_state.h ts_check_layout)
+    ts_meta_u64(want, "batch",
+                (uint64_t)run->B * run->dp.world); // the global batch (gpu/train_state.h ts_check_layout)
     if (run->A > 1)
         ts_meta_u64(want, "accum", (uint64_t)run->A); // (absent: 1, as checkpoints written before accumulation)
     if (run->stage2) {
@@ -925,91 +945,190 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
 // the KD warm-up of a one-step student (paper Table 4 and App. A.3: the one-step DMD2-v baseline starts from knowledge
 // distillation on teacher ODE pairs; --kd-tmd warms the TMD student too): the pairs are made once by the GPU teacher
 // from the run's data (the built-in world's captions, or --data's contexts and negative prompt, in its latent shape)
-// and cached (gpu/kd_gpu.cuh), then x̂ = g_θ(z, T_MAX) is regressed onto the teacher's sample, loss mean (x̂ − x_teacher)²,
-// AdamW as the other stages with the student's clipping (cpu/distill_run.h distill_kd, its oracle kd_sample)
+// and cached (gpu/kd_gpu.cuh), then x̂ = g_θ(z, T_MAX) is regressed onto the teacher's sample, loss mean (x̂ −
+// x_teacher)², AdamW as the other stages with the student's clipping (cpu/distill_run.h distill_kd, its oracle
+// kd_sample)
 typedef struct {
-    const char* out; const char* resume; const char* student; const char* pairs_path;
-    int tmd;                              // 0: the baseline's plain Wan student (from the teacher); 1: the TMD student (from --student)
+    const char* out;
+    const char* resume;
+    const char* student;
+    const char* pairs_path;
+    int tmd; // 0: the baseline's plain Wan student (from the teacher); 1: the TMD student (from --student)
     int steps, batch, pairs, seed, log_every, save_every, N, H;
     double lr, wd, clip;
-    int sampler_steps; double cfg, shift; // the pairs' teacher sampler (UniPC; gpu/stage_plan.h kd_defaults: the world's evaluation
-    int skip_layer;                       // sampler, as the CPU's; a Wan2.1 teacher's own); skip-layer guidance's block (-1: none)
-    const char* data;                     // the pairs' captions: a latent dataset's contexts (--data); NULL: the built-in world's
+    int sampler_steps;
+    double cfg, shift; // the pairs' teacher sampler (UniPC; gpu/stage_plan.h kd_defaults: the world's evaluation
+    int skip_layer;    // sampler, as the CPU's; a Wan2.1 teacher's own); skip-layer guidance's block (-1: none)
+    const char* data;  // the pairs' captions: a latent dataset's contexts (--data); NULL: the built-in world's
 } KdRun;
 
 static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
     char err[ST_ERRLEN];
-    TrainData td;   // the pairs' captions and latent shape: the built-in world's training stream or --data's contexts (stream KD_STREAM)
-    if (train_data_open(&td, o->data, c, (uint64_t)o->seed, KD_STREAM, 0, 1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-    StudentConfig sc; sc.wan = *c; sc.head_blocks = o->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
-    if (o->tmd && (o->H < 1 || o->H >= c->num_layers)) { fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1); return 2; }
-    if (o->batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --kd-batch %d: at most %d\n", o->batch, TMD_MAX_BATCH); return 2; }
-    if (comm_env_world() > 1) { fprintf(stderr, "error: the KD warm-up runs on one GPU (it is not data-parallel); run it without mpirun\n"); return 2; }
+    TrainData td; // the pairs' captions and latent shape: the built-in world's training stream or --data's contexts
+                  // (stream KD_STREAM)
+    if (train_data_open(&td, o->data, c, (uint64_t)o->seed, KD_STREAM, 0, 1, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
+    StudentConfig sc;
+    sc.wan = *c;
+    sc.head_blocks = o->H;
+    sc.fusion = FUSION_GATED;
+    sc.fuse_ffn_dim = c->ffn_dim;
+    if (o->tmd && (o->H < 1 || o->H >= c->num_layers)) {
+        fprintf(stderr, "error: --head-blocks %d: expected 1 .. %d\n", o->H, c->num_layers - 1);
+        return 2;
+    }
+    if (o->batch > TMD_MAX_BATCH) {
+        fprintf(stderr, "error: --kd-batch %d: at most %d\n", o->batch, TMD_MAX_BATCH);
+        return 2;
+    }
+    if (comm_env_world() > 1) {
+        fprintf(stderr, "error: the KD warm-up runs on one GPU (it is not data-parallel); run it without mpirun\n");
+        return 2;
+    }
     size_t nw = wan_num_params(c), ns = o->tmd ? student_num_params(&sc) : nw, numel = td.numel, nctx = td.nctx;
     int B = o->batch;
     const char* stage = o->tmd ? "kd-tmd" : "kd";
-    float* hs = (float*)malloc(sizeof(float) * ns); float* hm = (float*)calloc(ns, sizeof(float)); float* hv = (float*)calloc(ns, sizeof(float));
-    if (!o->tmd) memcpy(hs, teacher, sizeof(float) * nw);   // the baseline's student starts as the teacher
-    else if (!o->resume) {                                   // the TMD student: Stage 1's
-        if (!o->student) { fprintf(stderr, "error: the KD warm-up of the TMD student (--kd-tmd 1) needs --student FILE (the checkpoint ./train_tmd --stage stage1 wrote)\n"); return 2; }
-        TsMeta m1; TsBuffer b1[1] = {{"student.params", hs, ns}};
-        if (ts_load(o->student, b1, 1, &m1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-        printf("student from %s (Stage 1, step %s)\n", o->student, ts_meta_get(&m1, "step") ? ts_meta_get(&m1, "step") : "?");
+    float* hs = (float*)malloc(sizeof(float) * ns);
+    float* hm = (float*)calloc(ns, sizeof(float));
+    float* hv = (float*)calloc(ns, sizeof(float));
+    if (!o->tmd)
+        memcpy(hs, teacher, sizeof(float) * nw); // the baseline's student starts as the teacher
+    else if (!o->resume) {                       // the TMD student: Stage 1's
+        if (!o->student) {
+            fprintf(stderr, "error: the KD warm-up of the TMD student (--kd-tmd 1) needs --student FILE (the "
+                            "checkpoint ./train_tmd --stage stage1 wrote)\n");
+            return 2;
+        }
+        TsMeta m1;
+        TsBuffer b1[1] = {{"student.params", hs, ns}};
+        if (ts_load(o->student, b1, 1, &m1, err)) {
+            fprintf(stderr, "error: %s\n", err);
+            return 2;
+        }
+        printf("student from %s (Stage 1, step %s)\n", o->student,
+               ts_meta_get(&m1, "step") ? ts_meta_get(&m1, "step") : "?");
     }
-    TsMeta want; memset(&want, 0, sizeof(want));
-    ts_meta_set(&want, "stage", stage); ts_meta_set(&want, "config", c->name); ts_meta_u64(&want, "batch", B); ts_meta_u64(&want, "kd_pairs", o->pairs);
-    if (o->data) { char dd[256]; train_data_describe(&td, dd, sizeof(dd)); ts_meta_set(&want, "data", dd); }
-    if (o->tmd) { ts_meta_u64(&want, "N", o->N); ts_meta_u64(&want, "head_blocks", o->H); }
+    TsMeta want;
+    memset(&want, 0, sizeof(want));
+    ts_meta_set(&want, "stage", stage);
+    ts_meta_set(&want, "config", c->name);
+    ts_meta_u64(&want, "batch", B);
+    ts_meta_u64(&want, "kd_pairs", o->pairs);
+    if (o->data) {
+        char dd[256];
+        train_data_describe(&td, dd, sizeof(dd));
+        ts_meta_set(&want, "data", dd);
+    }
+    if (o->tmd) {
+        ts_meta_u64(&want, "N", o->N);
+        ts_meta_u64(&want, "head_blocks", o->H);
+    }
     TsBuffer bufs[3] = {{"student.params", hs, ns}, {"student.adam_m", hm, ns}, {"student.adam_v", hv, ns}};
-    uint64_t step = 0, s_steps = 0, philox_seed = (uint64_t)o->seed * 1000003 + KD_STREAM + 1 + o->tmd, philox_offset = 0;
+    uint64_t step = 0, s_steps = 0, philox_seed = (uint64_t)o->seed * 1000003 + KD_STREAM + 1 + o->tmd,
+             philox_offset = 0;
     if (o->resume) {
         TsMeta have;
         if (ts_load(o->resume, bufs, 3, &have, err) || ts_check_settings(&have, &want, o->resume, err) ||
-            ts_meta_get_u64(&have, "step", &step, o->resume, err) || ts_meta_get_u64(&have, "student_steps", &s_steps, o->resume, err) ||
-            ts_meta_get_u64(&have, "philox_seed", &philox_seed, o->resume, err) || ts_meta_get_u64(&have, "philox_offset", &philox_offset, o->resume, err)) {
-            fprintf(stderr, "error: %s\n", err); return 2;
+            ts_meta_get_u64(&have, "step", &step, o->resume, err) ||
+            ts_meta_get_u64(&have, "student_steps", &s_steps, o->resume, err) ||
+            ts_meta_get_u64(&have, "philox_seed", &philox_seed, o->resume, err) ||
+            ts_meta_get_u64(&have, "philox_offset", &philox_offset, o->resume, err)) {
+            fprintf(stderr, "error: %s\n", err);
+            return 2;
         }
         printf("resumed %s at step %llu\n", o->resume, (unsigned long long)step);
     }
-    {   // the memory plan of a KD step (the teacher that makes the pairs comes and goes before it), refused when it cannot fit
-        PlanInput pin = stage_plan_input(c, 3, td.T, td.H, td.W, B, o->N, o->H, !o->tmd, NULL, o->pairs, !wan_gpu_use_flash(c));
-        char title[160]; snprintf(title, sizeof(title), "%s, %s, batch %d, %s", stage, c->name, B, FLOATX_NAME);
-        if (plan_step(&pin, 3, title, 1, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
+    { // the memory plan of a KD step (the teacher that makes the pairs comes and goes before it), refused when it
+      // cannot fit
+        PlanInput pin =
+            stage_plan_input(c, 3, td.T, td.H, td.W, B, o->N, o->H, !o->tmd, NULL, o->pairs, !wan_gpu_use_flash(c));
+        char title[160];
+        snprintf(title, sizeof(title), "%s, %s, batch %d, %s", stage, c->name, B, FLOATX_NAME);
+        if (plan_step(&pin, 3, title, 1, err, sizeof(err))) {
+            fprintf(stderr, "error: %s\n", err);
+            return 1;
+        }
     }
     gemm_init();
-    // the teacher ODE pairs: read from the cache, or made by the frozen teacher (on the device only for that) and cached
+    // the teacher ODE pairs: read from the cache, or made by the frozen teacher (on the device only for that) and
+    // cached
     KdPairs kp;
     {
-        WanGpuModel T; wan_gpu_model_init(&T, c, teacher, 0, "teacher");
+        WanGpuModel T;
+        wan_gpu_model_init(&T, c, teacher, 0, "teacher");
         KdPairSettings ps = {o->pairs, o->sampler_steps, o->cfg, o->shift, (uint64_t)o->seed, o->skip_layer};
         int rc = kd_pairs_get(&kp, o->pairs_path, &T, teacher, &td, &ps, err);
         wan_gpu_model_free(&T);
-        if (rc) { fprintf(stderr, "error: %s\n", err); return 2; }
+        if (rc) {
+            fprintf(stderr, "error: %s\n", err);
+            return 2;
+        }
     }
-    TmdGpuStudent S; WanGpuModel Pm; memset(&S, 0, sizeof(S)); memset(&Pm, 0, sizeof(Pm));
-    struct { float *params, *grads, *opt_m, *opt_v; floatX* params_x; long* step; } V;
-    if (!o->tmd) { wan_gpu_model_init(&Pm, c, hs, 1, "DMD2-v student"); V.params = Pm.params; V.params_x = Pm.params_x; V.grads = Pm.grads; V.opt_m = Pm.opt_m; V.opt_v = Pm.opt_v; V.step = &Pm.step; }
-    else { tmd_gpu_student_init(&S, &sc, hs); V.params = S.params; V.params_x = S.params_x; V.grads = S.grads; V.opt_m = S.opt_m; V.opt_v = S.opt_v; V.step = &S.step; }
-    cudaCheck(cudaMemcpy(V.opt_m, hm, sizeof(float) * ns, cudaMemcpyHostToDevice)); cudaCheck(cudaMemcpy(V.opt_v, hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
+    TmdGpuStudent S;
+    WanGpuModel Pm;
+    memset(&S, 0, sizeof(S));
+    memset(&Pm, 0, sizeof(Pm));
+    struct {
+        float *params, *grads, *opt_m, *opt_v;
+        floatX* params_x;
+        long* step;
+    } V;
+    if (!o->tmd) {
+        wan_gpu_model_init(&Pm, c, hs, 1, "DMD2-v student");
+        V.params = Pm.params;
+        V.params_x = Pm.params_x;
+        V.grads = Pm.grads;
+        V.opt_m = Pm.opt_m;
+        V.opt_v = Pm.opt_v;
+        V.step = &Pm.step;
+    } else {
+        tmd_gpu_student_init(&S, &sc, hs);
+        V.params = S.params;
+        V.params_x = S.params_x;
+        V.grads = S.grads;
+        V.opt_m = S.opt_m;
+        V.opt_v = S.opt_v;
+        V.step = &S.step;
+    }
+    cudaCheck(cudaMemcpy(V.opt_m, hm, sizeof(float) * ns, cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(V.opt_v, hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
     *V.step = (long)s_steps;
-    GenGpu G; gen_gpu_init(&G, o->tmd, &sc, B, td.T, td.H, td.W, o->N, tmmf_defaults(1).gamma_inner); G.S = &S; G.P = &Pm;
-    KdGpuWork w; kd_gpu_work_init(&w, &kp, B, numel, nctx); kd_pairs_free(&kp);
-    float* y1 = NULL; double* scratch;
+    GenGpu G;
+    gen_gpu_init(&G, o->tmd, &sc, B, td.T, td.H, td.W, o->N, tmmf_defaults(1).gamma_inner);
+    G.S = &S;
+    G.P = &Pm;
+    KdGpuWork w;
+    kd_gpu_work_init(&w, &kp, B, numel, nctx);
+    kd_pairs_free(&kp);
+    float* y1 = NULL;
+    double* scratch;
     if (o->tmd) cudaCheck(cudaMalloc(&y1, sizeof(float) * numel * B));
     cudaCheck(cudaMalloc(&scratch, sizeof(double) * (ADAMW_NORM_BLOCKS + 1)));
-    printf("KD warm-up of the %s: %d steps, batch %d, %d teacher pairs, lr %g, wd %g, clip %g: x_hat = g(z, t = %.3f) regressed onto the teacher's sample\n",
-           o->tmd ? "one-step TMD student" : "DMD2-v baseline's student", o->steps, B, o->pairs, o->lr, o->wd, o->clip, T_MAX);
+    printf("KD warm-up of the %s: %d steps, batch %d, %d teacher pairs, lr %g, wd %g, clip %g: x_hat = g(z, t = %.3f) "
+           "regressed onto the teacher's sample\n",
+           o->tmd ? "one-step TMD student" : "DMD2-v baseline's student", o->steps, B, o->pairs, o->lr, o->wd, o->clip,
+           T_MAX);
     cudaStream_t s0 = 0;
-    double t0 = now_s(), acc = 0, gn = 0, first = NAN, last = NAN; int na = 0; long skipped = 0;
+    double t0 = now_s(), acc = 0, gn = 0, first = NAN, last = NAN;
+    int na = 0;
+    long skipped = 0;
     while (step < (uint64_t)o->steps) {
-        kd_gpu_batch(&w, step, s0);                                                         // pairs (step·B + b) mod P
-        if (o->tmd) { normal_fill(y1, numel * B, philox_seed, philox_offset, 0.f, 1.f, s0); philox_offset += numel * B; }   // inner noise
+        kd_gpu_batch(&w, step, s0); // pairs (step·B + b) mod P
+        if (o->tmd) {
+            normal_fill(y1, numel * B, philox_seed, philox_offset, 0.f, 1.f, s0);
+            philox_offset += numel * B;
+        } // inner noise
         cudaCheck(cudaMemsetAsync(V.grads, 0, sizeof(float) * ns, s0));
-        KdGpuStats st = kd_gpu_step(&G, &w, w.zb, w.tb, y1, w.cb, 1.0 / B);                 // ∇ mean_b mean (g_θ(z_b) − x_teacher,b)²
-        if (!st.finite) { skipped++; fprintf(stderr, "KD step %llu skipped: non-finite loss\n", (unsigned long long)step + 1); }
-        else {
+        KdGpuStats st = kd_gpu_step(&G, &w, w.zb, w.tb, y1, w.cb, 1.0 / B); // ∇ mean_b mean (g_θ(z_b) − x_teacher,b)²
+        if (!st.finite) {
+            skipped++;
+            fprintf(stderr, "KD step %llu skipped: non-finite loss\n", (unsigned long long)step + 1);
+        } else {
             ++*V.step;
-            tmd_adamw_(V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip, *V.step, 1.0, scratch, &gn, s0);
+            tmd_adamw_(V.params, V.params_x, V.opt_m, V.opt_v, V.grads, ns, o->lr, o->wd, o->clip, *V.step, 1.0,
+                       scratch, &gn, s0);
             for (int b = 0; b < B; b++) acc += st.mse[b] / B;
             na++;
         }
@@ -1017,86 +1136,146 @@ static int train_tmd_kd(const KdRun* o, const WanConfig* c, float* teacher) {
         if (step % (uint64_t)o->log_every == 0 || step == (uint64_t)o->steps) {
             cudaCheck(cudaDeviceSynchronize());
             double el = now_s() - t0, per = el / (double)o->log_every;
-            last = na ? acc / na : NAN; if (isnan(first)) first = last;
-            printf("KD step %6llu/%d  mse %.4f  grad norm %.3f  %.1f ms/step  ETA %.0f s  skipped %ld\n", (unsigned long long)step, o->steps, last, gn,
-                   1e3 * per, per * (double)(o->steps - (int)step), skipped);
-            acc = 0; na = 0; t0 = now_s();
+            last = na ? acc / na : NAN;
+            if (isnan(first)) first = last;
+            printf("KD step %6llu/%d  mse %.4f  grad norm %.3f  %.1f ms/step  ETA %.0f s  skipped %ld\n",
+                   (unsigned long long)step, o->steps, last, gn, 1e3 * per, per * (double)(o->steps - (int)step),
+                   skipped);
+            acc = 0;
+            na = 0;
+            t0 = now_s();
         }
         if ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps) {
             cudaCheck(cudaMemcpy(hs, V.params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
-            cudaCheck(cudaMemcpy(hm, V.opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost)); cudaCheck(cudaMemcpy(hv, V.opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(hm, V.opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(hv, V.opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
             TsMeta meta = want;
-            ts_meta_u64(&meta, "step", step); ts_meta_u64(&meta, "student_steps", (uint64_t)*V.step);
-            ts_meta_u64(&meta, "philox_seed", philox_seed); ts_meta_u64(&meta, "philox_offset", philox_offset);
-            if (ts_save(o->out, bufs, 3, &meta, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+            ts_meta_u64(&meta, "step", step);
+            ts_meta_u64(&meta, "student_steps", (uint64_t)*V.step);
+            ts_meta_u64(&meta, "philox_seed", philox_seed);
+            ts_meta_u64(&meta, "philox_offset", philox_offset);
+            if (ts_save(o->out, bufs, 3, &meta, err)) {
+                fprintf(stderr, "error: %s\n", err);
+                return 1;
+            }
             printf("wrote %s (step %llu)\n", o->out, (unsigned long long)step);
         }
     }
-    kd_gpu_work_free(&w); gen_gpu_free(&G);
-    if (o->tmd) tmd_gpu_student_free(&S); else wan_gpu_model_free(&Pm);
+    kd_gpu_work_free(&w);
+    gen_gpu_free(&G);
+    if (o->tmd)
+        tmd_gpu_student_free(&S);
+    else
+        wan_gpu_model_free(&Pm);
     if (y1) cudaCheck(cudaFree(y1));
-    cudaCheck(cudaFree(scratch)); gemm_free();
-    free(hs); free(hm); free(hv); train_data_free(&td);
-    printf("%s: done, %llu steps, %ld skipped; mse %.4f in the first logged interval, %.4f in the last\n", stage, (unsigned long long)step, skipped, first, last);
+    cudaCheck(cudaFree(scratch));
+    gemm_free();
+    free(hs);
+    free(hm);
+    free(hv);
+    train_data_free(&td);
+    printf("%s: done, %llu steps, %ld skipped; mse %.4f in the first logged interval, %.4f in the last\n", stage,
+           (unsigned long long)step, skipped, first, last);
     return 0;
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // the teacher: flow matching on the built-in world. params [wan_num_params(c)] host: the start (NULL: official
 // init_weights from seed), overwritten with the trained teacher, which is also written to `out`
-typedef struct { int steps, batch, seed, log_every, save_every, warmup; double lr, wd, max_grad_norm, p_drop, shift; const char* out; } TeacherRun;
+typedef struct {
+    int steps, batch, seed, log_every, save_every, warmup;
+    double lr, wd, max_grad_norm, p_drop, shift;
+    const char* out;
+} TeacherRun;
 
 static int train_teacher(const TeacherRun* o, const WanConfig* c, real* params) {
     char err[ST_ERRLEN];
     WorldConfig wc;
-    if (teacher_gpu_world_for(&wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-    if (comm_env_world() > 1) { fprintf(stderr, "error: the teacher's training runs on one GPU (it is not data-parallel); run it without mpirun\n"); return 2; }
+    if (teacher_gpu_world_for(&wc, c, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
+    if (comm_env_world() > 1) {
+        fprintf(stderr,
+                "error: the teacher's training runs on one GPU (it is not data-parallel); run it without mpirun\n");
+        return 2;
+    }
     int batch = o->batch, steps = o->steps;
     size_t np = wan_num_params(c);
-    {   // the step's memory plan; --recompute decides the activations' mode (auto: on only when needed)
-        PlanInput pin; memset(&pin, 0, sizeof(pin));
-        pin.wan = *c; pin.T = wc.T; pin.Hl = wc.H; pin.Wl = wc.W; pin.batch = batch; pin.naive_attention = !wan_gpu_use_flash(c);
-        if (plan_step(&pin, 0, "teacher flow matching", 1, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
+    { // the step's memory plan; --recompute decides the activations' mode (auto: on only when needed)
+        PlanInput pin;
+        memset(&pin, 0, sizeof(pin));
+        pin.wan = *c;
+        pin.T = wc.T;
+        pin.Hl = wc.H;
+        pin.Wl = wc.W;
+        pin.batch = batch;
+        pin.naive_attention = !wan_gpu_use_flash(c);
+        if (plan_step(&pin, 0, "teacher flow matching", 1, err, sizeof(err))) {
+            fprintf(stderr, "error: %s\n", err);
+            return 1;
+        }
     }
     gemm_init();
-    WanGpuModel m; wan_gpu_model_init(&m, c, params, 1, "teacher");
+    WanGpuModel m;
+    wan_gpu_model_init(&m, c, params, 1, "teacher");
     TeacherGpu t;
-    if (teacher_gpu_init(&t, &m, batch, wc.C, wc.T, wc.H, wc.W, (uint64_t)o->seed * 17, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+    if (teacher_gpu_init(&t, &m, batch, wc.C, wc.T, wc.H, wc.W, (uint64_t)o->seed * 17, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
     wan_gpu_act_print_plan(&t.a, stdout);
-    printf("teacher: %d steps, batch %d clips [%d, %d, %d, %d] of world '%s', lr %g (warm-up %d), wd %g, clip %g, p_drop %g, shift %g\n",
-           steps, batch, wc.C, wc.T, wc.H, wc.W, wc.name, o->lr, o->warmup, o->wd, o->max_grad_norm, o->p_drop, o->shift);
+    printf("teacher: %d steps, batch %d clips [%d, %d, %d, %d] of world '%s', lr %g (warm-up %d), wd %g, clip %g, "
+           "p_drop %g, shift %g\n",
+           steps, batch, wc.C, wc.T, wc.H, wc.W, wc.name, o->lr, o->warmup, o->wd, o->max_grad_norm, o->p_drop,
+           o->shift);
     size_t numel = world_clip_numel(&wc), nctx = (size_t)wc.text_len * wc.text_dim;
     float* clips = (float*)malloc(sizeof(float) * numel * batch);
     float* ctx = (float*)malloc(sizeof(float) * nctx * batch);
     WRng stream = wrng_seed((uint64_t)o->seed, 0, 0);
     FlowMatchOpts fo = {o->p_drop, o->shift, 0};
     TeacherGpuOpt opt = {o->lr, 0.9, 0.99, 1e-8, o->wd, o->max_grad_norm};
-    double t0 = now_s(), acc = 0; int na = 0;
+    double t0 = now_s(), acc = 0;
+    int na = 0;
     for (int step = 0; step < steps; step++) {
         world_sample_batch(&wc, &stream, WORLD_TRAIN, batch, clips, ctx, NULL, NULL);
-        opt.lr = o->lr * fmin(1.0, (step + 1) / (double)(o->warmup > 0 ? o->warmup : 1));   // linear warm-up
+        opt.lr = o->lr * fmin(1.0, (step + 1) / (double)(o->warmup > 0 ? o->warmup : 1)); // linear warm-up
         double loss, gn = 0;
         int r = teacher_gpu_step(&t, clips, ctx, &fo, &opt, &loss, &gn, err);
-        if (r < 0) { fprintf(stderr, "error: %s\n", err); return 1; }
-        if (r == 0) { acc += loss; na++; }
+        if (r < 0) {
+            fprintf(stderr, "error: %s\n", err);
+            return 1;
+        }
+        if (r == 0) {
+            acc += loss;
+            na++;
+        }
         if ((step + 1) % o->log_every == 0 || step + 1 == steps) {
             double el = now_s() - t0;
-            printf("teacher step %5d/%d  flow-matching loss %.5f  grad norm %.3f  lr %.2e  skipped %ld  %.1f ms/step  ETA %.0f s\n", step + 1, steps,
-                   na ? acc / na : NAN, gn, opt.lr, t.skipped, 1e3 * el / (step + 1), el / (step + 1) * (steps - step - 1));
-            acc = 0; na = 0;
+            printf("teacher step %5d/%d  flow-matching loss %.5f  grad norm %.3f  lr %.2e  skipped %ld  %.1f ms/step  "
+                   "ETA %.0f s\n",
+                   step + 1, steps, na ? acc / na : NAN, gn, opt.lr, t.skipped, 1e3 * el / (step + 1),
+                   el / (step + 1) * (steps - step - 1));
+            acc = 0;
+            na = 0;
         }
         if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || step + 1 == steps) {
             cudaCheck(cudaMemcpy(params, m.params, sizeof(float) * np, cudaMemcpyDeviceToHost));
-            char stepstr[32]; snprintf(stepstr, sizeof(stepstr), "%ld", m.step);
+            char stepstr[32];
+            snprintf(stepstr, sizeof(stepstr), "%ld", m.step);
             const char* meta[] = {"note", "teacher trained by ./train_tmd on the built-in world", "step", stepstr};
-            if (wan_save(o->out, c, params, meta, 2, err)) { fprintf(stderr, "error: %s\n", err); return 1; }
+            if (wan_save(o->out, c, params, meta, 2, err)) {
+                fprintf(stderr, "error: %s\n", err);
+                return 1;
+            }
             printf("wrote %s (step %ld)\n", o->out, m.step);
         }
     }
     teacher_gpu_free(&t);
     wan_gpu_model_free(&m);
     gemm_free();
-    free(clips); free(ctx);
+    free(clips);
+    free(ctx);
     return 0;
 }
 
@@ -1104,47 +1283,84 @@ static int train_teacher(const TeacherRun* o, const WanConfig* c, real* params) 
 // the whole distillation with no arguments: teacher, Stage 1, Stage 2, the DMD2-v baseline, the table. Each stage's
 // checkpoint is in the run directory; a finished one is skipped, one that stopped part-way resumes from its last save.
 typedef struct {
-    const char* run_dir; const char* sheet;
-    TeacherRun teacher; int have_teacher;      // have_teacher: --weights gave it, no teacher stage
-    TmdRun stage1, stage2, baseline[2];        // stage, steps and settings (baseline: [0] at M = 1, [1] at Stage 2's M); out/student/resume filled in here
-    KdRun kd; int kd_tmd;                      // the KD warm-up (kd.steps 0: none); kd_tmd: also the TMD student's
-    int eval_n, eval_steps; double cfg_eval, shift_eval; int seed;
+    const char* run_dir;
+    const char* sheet;
+    TeacherRun teacher;
+    int have_teacher;                   // have_teacher: --weights gave it, no teacher stage
+    TmdRun stage1, stage2, baseline[2]; // stage, steps and settings (baseline: [0] at M = 1, [1] at Stage 2's M);
+                                        // out/student/resume filled in here
+    KdRun kd;
+    int kd_tmd; // the KD warm-up (kd.steps 0: none); kd_tmd: also the TMD student's
+    int eval_n, eval_steps;
+    double cfg_eval, shift_eval;
+    int seed;
 } Pipeline;
 
-static void run_path(char* dst, size_t n, const Pipeline* p, const char* file) { snprintf(dst, n, "%s/%s", p->run_dir, file); }
+static void run_path(char* dst, size_t n, const Pipeline* p, const char* file) {
+    snprintf(dst, n, "%s/%s", p->run_dir, file);
+}
 
 // one distillation stage of the pipeline into the run directory's `ckpt`: skipped when that checkpoint is complete,
 // resumed when it is part-way
-static int pipeline_stage(const TmdRun* base, const Pipeline* p, const WanConfig* c, float* teacher, const char* label, const char* ckpt, const char* student) {
-    char path[1024], err[ST_ERRLEN]; uint64_t done = 0;
+static int pipeline_stage(const TmdRun* base, const Pipeline* p, const WanConfig* c, float* teacher, const char* label,
+                          const char* ckpt, const char* student) {
+    char path[1024], err[ST_ERRLEN];
+    uint64_t done = 0;
     run_path(path, sizeof(path), p, ckpt);
     int act = ts_stage_action(path, (uint64_t)base->steps, &done, err);
-    if (act == TS_BAD) { fprintf(stderr, "error: %s (delete it to restart the stage)\n", err); return 2; }
-    if (act == TS_DONE) { printf("\n== %s: %s is complete (step %llu), skipped\n", label, path, (unsigned long long)done); return 0; }
+    if (act == TS_BAD) {
+        fprintf(stderr, "error: %s (delete it to restart the stage)\n", err);
+        return 2;
+    }
+    if (act == TS_DONE) {
+        printf("\n== %s: %s is complete (step %llu), skipped\n", label, path, (unsigned long long)done);
+        return 0;
+    }
     int have = act == TS_RESUME;
-    TmdRun r = *base; r.out = path; r.student = student; r.resume = have ? path : NULL;
-    printf("\n== %s: %d steps at M %d -> %s%s%s%s\n", label, r.steps, r.M, path, have ? " (resuming)" : "", student ? ", from " : "", student ? student : "");
+    TmdRun r = *base;
+    r.out = path;
+    r.student = student;
+    r.resume = have ? path : NULL;
+    printf("\n== %s: %d steps at M %d -> %s%s%s%s\n", label, r.steps, r.M, path, have ? " (resuming)" : "",
+           student ? ", from " : "", student ? student : "");
     return train_tmd_distill(&r, c, teacher);
 }
 
 // the KD warm-up of the baseline's student (tmd 0) or of the TMD student from `student` (tmd 1), like pipeline_stage
-static int pipeline_kd(const Pipeline* p, const WanConfig* c, float* teacher, int tmd, const char* student, const char* path) {
-    char err[ST_ERRLEN]; uint64_t done = 0;
+static int pipeline_kd(const Pipeline* p, const WanConfig* c, float* teacher, int tmd, const char* student,
+                       const char* path) {
+    char err[ST_ERRLEN];
+    uint64_t done = 0;
     const char* name = tmd ? "kd-tmd" : "kd";
     int act = ts_stage_action(path, (uint64_t)p->kd.steps, &done, err);
-    if (act == TS_BAD) { fprintf(stderr, "error: %s (delete it to restart the stage)\n", err); return 2; }
-    if (act == TS_DONE) { printf("\n== %s: %s is complete (step %llu), skipped\n", name, path, (unsigned long long)done); return 0; }
-    KdRun r = p->kd; r.tmd = tmd; r.out = path; r.student = student; r.resume = act == TS_RESUME ? path : NULL;
+    if (act == TS_BAD) {
+        fprintf(stderr, "error: %s (delete it to restart the stage)\n", err);
+        return 2;
+    }
+    if (act == TS_DONE) {
+        printf("\n== %s: %s is complete (step %llu), skipped\n", name, path, (unsigned long long)done);
+        return 0;
+    }
+    KdRun r = p->kd;
+    r.tmd = tmd;
+    r.out = path;
+    r.student = student;
+    r.resume = act == TS_RESUME ? path : NULL;
     printf("\n== %s: KD warm-up, %d steps -> %s%s\n", name, r.steps, path, r.resume ? " (resuming)" : "");
     return train_tmd_kd(&r, c, teacher);
 }
 
 // the students' parameters from a stage checkpoint into a fresh host buffer (NULL with a message)
 static float* load_student(const char* path, size_t n) {
-    char err[ST_ERRLEN]; TsMeta meta;
+    char err[ST_ERRLEN];
+    TsMeta meta;
     float* h = (float*)malloc(sizeof(float) * n);
     TsBuffer b[1] = {{"student.params", h, n}};
-    if (ts_load(path, b, 1, &meta, err)) { fprintf(stderr, "error: %s\n", err); free(h); return NULL; }
+    if (ts_load(path, b, 1, &meta, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        free(h);
+        return NULL;
+    }
     return h;
 }
 
@@ -1152,87 +1368,141 @@ static float* load_student(const char* path, size_t n) {
 static int pipeline_evaluate(const Pipeline* p, const WanConfig* c, float* teacher) {
     char err[ST_ERRLEN], path[1024], nm[48];
     WorldConfig wc;
-    if (teacher_gpu_world_for(&wc, c, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    if (teacher_gpu_world_for(&wc, c, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
     const TmdRun* t2 = &p->stage2;
-    StudentConfig sc; sc.wan = *c; sc.head_blocks = t2->H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c->ffn_dim;
+    StudentConfig sc;
+    sc.wan = *c;
+    sc.head_blocks = t2->H;
+    sc.fusion = FUSION_GATED;
+    sc.fuse_ffn_dim = c->ffn_dim;
     size_t ns = student_num_params(&sc), nw = wan_num_params(c);
     gemm_init();
     EvalGpu e;
-    if (eval_gpu_init(&e, c, &wc, p->eval_n, (uint64_t)p->seed, p->sheet != NULL, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+    if (eval_gpu_init(&e, c, &wc, p->eval_n, (uint64_t)p->seed, p->sheet != NULL, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
     printf("\n== evaluation: %d captions of world '%s', every row from the same noise\n", e.n, wc.name);
-    DistillRow rows[DISTILL_MAX_ROWS]; int nr = 0;
+    DistillRow rows[DISTILL_MAX_ROWS];
+    int nr = 0;
     eval_gpu_real_row(&e, &rows[nr++]);
-    WanGpuModel T; wan_gpu_model_init(&T, c, teacher, 0, "teacher");
-    eval_gpu_teacher_row(&e, &rows[nr], nr, &T, p->eval_steps, SOLVER_UNIPC, p->shift_eval, p->cfg_eval); nr++;
-    for (int k = 1; k <= 4; k *= 2) { eval_gpu_teacher_row(&e, &rows[nr], nr, &T, k, SOLVER_EULER, p->shift_eval, p->cfg_eval); nr++; }
+    WanGpuModel T;
+    wan_gpu_model_init(&T, c, teacher, 0, "teacher");
+    eval_gpu_teacher_row(&e, &rows[nr], nr, &T, p->eval_steps, SOLVER_UNIPC, p->shift_eval, p->cfg_eval);
+    nr++;
+    for (int k = 1; k <= 4; k *= 2) {
+        eval_gpu_teacher_row(&e, &rows[nr], nr, &T, k, SOLVER_EULER, p->shift_eval, p->cfg_eval);
+        nr++;
+    }
     wan_gpu_model_free(&T);
     // TMD: after Stage 1 at M, then the Stage 2 student at every M' = 1..M (one student trained at M)
     const char* tmd_ckpt[2] = {"stage1.safetensors", "stage2.safetensors"};
     for (int k = 0; k < 2; k++) {
         run_path(path, sizeof(path), p, tmd_ckpt[k]);
-        float* h = load_student(path, ns); if (!h) return 2;
-        TmdGpuStudent S; tmd_gpu_student_init(&S, &sc, h); free(h);
-        TmdGpuRollout ro; rollout_gpu_init(&ro, &sc, &e.a, t2->N, tmmf_defaults(1).gamma_inner);
+        float* h = load_student(path, ns);
+        if (!h) return 2;
+        TmdGpuStudent S;
+        tmd_gpu_student_init(&S, &sc, h);
+        free(h);
+        TmdGpuRollout ro;
+        rollout_gpu_init(&ro, &sc, &e.a, t2->N, tmmf_defaults(1).gamma_inner);
         for (int M = k ? 1 : t2->M; M <= t2->M; M++) {
             snprintf(nm, sizeof(nm), k ? "TMD M%d N%d H%d" : "TMD M%d N%d H%d after Stage 1", M, t2->N, t2->H);
-            eval_gpu_student_row(&e, &rows[nr], nr, nm, &S, &ro, NULL, M, effective_nfe(M, t2->N, t2->H, c->num_layers)); nr++;
+            eval_gpu_student_row(&e, &rows[nr], nr, nm, &S, &ro, NULL, M,
+                                 effective_nfe(M, t2->N, t2->H, c->num_layers));
+            nr++;
         }
-        rollout_gpu_free(&ro); tmd_gpu_student_free(&S);
+        rollout_gpu_free(&ro);
+        tmd_gpu_student_free(&S);
     }
     // the paper's DMD2-v baselines (gpu/stage_plan.h pipeline_stages), each sampled at its own M: M = 1 KD-warmed
     // (unless --kd-steps 0), M >= 2 without KD
-    PipeStage st[PIPE_MAX_STAGES]; int nst = pipeline_stages(st, t2->M, p->kd.steps > 0, 0, 0);
+    PipeStage st[PIPE_MAX_STAGES];
+    int nst = pipeline_stages(st, t2->M, p->kd.steps > 0, 0, 0);
     for (int i = 0; i < nst; i++) {
         if (st[i].kind != STAGE_BASELINE) continue;
         run_path(path, sizeof(path), p, st[i].ckpt);
-        float* hb = load_student(path, nw); if (!hb) return 2;
-        WanGpuModel P; wan_gpu_model_init(&P, c, hb, 0, "DMD2-v student"); free(hb);
-        snprintf(nm, sizeof(nm), st[i].M > 1 ? "DMD2-v M%d" : st[i].from[0] ? "DMD2-v M%d (KD)" : "DMD2-v M%d (no KD)", st[i].M);
-        eval_gpu_student_row(&e, &rows[nr], nr, nm, NULL, NULL, &P, st[i].M, (double)st[i].M); nr++;
+        float* hb = load_student(path, nw);
+        if (!hb) return 2;
+        WanGpuModel P;
+        wan_gpu_model_init(&P, c, hb, 0, "DMD2-v student");
+        free(hb);
+        snprintf(nm, sizeof(nm),
+                 st[i].M > 1     ? "DMD2-v M%d"
+                 : st[i].from[0] ? "DMD2-v M%d (KD)"
+                                 : "DMD2-v M%d (no KD)",
+                 st[i].M);
+        eval_gpu_student_row(&e, &rows[nr], nr, nm, NULL, NULL, &P, st[i].M, (double)st[i].M);
+        nr++;
         wan_gpu_model_free(&P);
     }
     distill_print(rows, nr);
-    printf("  (ms/sample: the device time of a batch of %d over %d; the teacher rows include the host solver's copies)\n", e.n, e.n);
+    printf(
+        "  (ms/sample: the device time of a batch of %d over %d; the teacher rows include the host solver's copies)\n",
+        e.n, e.n);
     if (p->sheet) {
-        if (eval_gpu_sheet(&e, rows, nr, p->sheet, err)) fprintf(stderr, "error: %s\n", err);
-        else printf("  contact sheet: %s\n", p->sheet);
+        if (eval_gpu_sheet(&e, rows, nr, p->sheet, err))
+            fprintf(stderr, "error: %s\n", err);
+        else
+            printf("  contact sheet: %s\n", p->sheet);
     }
-    eval_gpu_free(&e); gemm_free();
+    eval_gpu_free(&e);
+    gemm_free();
     return 0;
 }
 
 static int train_tmd_pipeline(Pipeline* p, const WanConfig* c, real* teacher) {
     char path[1024], err[ST_ERRLEN];
     double t0 = now_s();
-    if (mkdir(p->run_dir, 0777) && errno != EEXIST) { fprintf(stderr, "error: cannot create the run directory %s: %s\n", p->run_dir, strerror(errno)); return 1; }
+    if (mkdir(p->run_dir, 0777) && errno != EEXIST) {
+        fprintf(stderr, "error: cannot create the run directory %s: %s\n", p->run_dir, strerror(errno));
+        return 1;
+    }
     run_path(path, sizeof(path), p, "teacher.safetensors");
-    if (!p->have_teacher) {                                                         // 1. the teacher
+    if (!p->have_teacher) { // 1. the teacher
         FILE* f = fopen(path, "rb");
         if (f) {
             fclose(f);
-            WanConfig lc = *c; real* lb = NULL;
-            if (wan_load(path, &lc, 0, 0, &lb, err)) { fprintf(stderr, "error: %s (delete it to retrain the teacher)\n", err); return 2; }
-            memcpy(teacher, lb, sizeof(real) * wan_num_params(c)); free(lb);
+            WanConfig lc = *c;
+            real* lb = NULL;
+            if (wan_load(path, &lc, 0, 0, &lb, err)) {
+                fprintf(stderr, "error: %s (delete it to retrain the teacher)\n", err);
+                return 2;
+            }
+            memcpy(teacher, lb, sizeof(real) * wan_num_params(c));
+            free(lb);
             printf("\n== teacher: %s exists, skipped\n", path);
         } else {
-            TeacherRun t = p->teacher; t.out = path;
+            TeacherRun t = p->teacher;
+            t.out = path;
             printf("\n== teacher: %d steps -> %s\n", t.steps, path);
-            int rc = train_teacher(&t, c, teacher); if (rc) return rc;
+            int rc = train_teacher(&t, c, teacher);
+            if (rc) return rc;
         }
     }
     // 2. Stage 1 TM-MF, (--kd-tmd: the TMD student's KD warm-up), 3. Stage 2 DMD2-v with the rollout, 4. the DMD2-v
     // baselines: KD warm-up and the one-step student, then the M-step student without KD (gpu/stage_plan.h)
-    PipeStage st[PIPE_MAX_STAGES]; int nst = pipeline_stages(st, p->stage2.M, p->kd.steps > 0, p->kd_tmd, 0);
+    PipeStage st[PIPE_MAX_STAGES];
+    int nst = pipeline_stages(st, p->stage2.M, p->kd.steps > 0, p->kd_tmd, 0);
     int rc = 0;
     for (int i = 0; i < nst && !rc; i++) {
-        char from[1024]; run_path(from, sizeof(from), p, st[i].from);
+        char from[1024];
+        run_path(from, sizeof(from), p, st[i].from);
         const char* student = st[i].from[0] ? from : NULL;
-        if (st[i].kind == STAGE_KD) { run_path(path, sizeof(path), p, st[i].ckpt); rc = pipeline_kd(p, c, teacher, st[i].tmd, student, path); }
-        else if (st[i].kind == STAGE_STAGE1) rc = pipeline_stage(&p->stage1, p, c, teacher, st[i].label, st[i].ckpt, student);
-        else if (st[i].kind == STAGE_STAGE2) rc = pipeline_stage(&p->stage2, p, c, teacher, st[i].label, st[i].ckpt, student);
-        else if (st[i].kind == STAGE_BASELINE) rc = pipeline_stage(&p->baseline[st[i].M == 1 ? 0 : 1], p, c, teacher, st[i].label, st[i].ckpt, student);
+        if (st[i].kind == STAGE_KD) {
+            run_path(path, sizeof(path), p, st[i].ckpt);
+            rc = pipeline_kd(p, c, teacher, st[i].tmd, student, path);
+        } else if (st[i].kind == STAGE_STAGE1)
+            rc = pipeline_stage(&p->stage1, p, c, teacher, st[i].label, st[i].ckpt, student);
+        else if (st[i].kind == STAGE_STAGE2)
+            rc = pipeline_stage(&p->stage2, p, c, teacher, st[i].label, st[i].ckpt, student);
+        else if (st[i].kind == STAGE_BASELINE)
+            rc = pipeline_stage(&p->baseline[st[i].M == 1 ? 0 : 1], p, c, teacher, st[i].label, st[i].ckpt, student);
     }
-    if (!rc && !p->stage1.data) rc = pipeline_evaluate(p, c, teacher);             // 5. the table (the built-in world's scorer)
+    if (!rc && !p->stage1.data) rc = pipeline_evaluate(p, c, teacher); // 5. the table (the built-in world's scorer)
     if (!rc) printf("\npipeline done in %.0f s (run directory %s)\n", now_s() - t0, p->run_dir);
     return rc;
 }
@@ -1241,65 +1511,125 @@ static int train_tmd_pipeline(Pipeline* p, const WanConfig* c, real* teacher) {
 // arithmetic only (gpu/shard_plan.h: no CUDA call, so it runs on any machine), then the same step's total at other
 // rank counts. A Wan2.1 preset takes Table 7's N, H and discriminator size for the flags not given, and 480p x 81
 // frames (latent 21 x 60 x 104) without --latent-*. Returns 0 when the step fits, 1 (with the numbers) when not.
-static int train_tmd_plan(int argc, char** argv, const char* preset, const char* stage, int batch, TmdRun o, int kd_tmd, int kd_pairs, int K, int K2,
-                          double gpu_gib, const char* recompute) {
-    char err[ST_ERRLEN]; WanConfig c; Table7 t7;
-    if (!preset) { fprintf(stderr, "error: --plan needs --preset (wan2.1-t2v-14b, wan2.1-t2v-1.3b, world, tiny)\n"); return 2; }
-    if (wan_preset(&c, preset, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+static int train_tmd_plan(int argc, char** argv, const char* preset, const char* stage, int batch, TmdRun o, int kd_tmd,
+                          int kd_pairs, int K, int K2, double gpu_gib, const char* recompute) {
+    char err[ST_ERRLEN];
+    WanConfig c;
+    Table7 t7;
+    if (!preset) {
+        fprintf(stderr, "error: --plan needs --preset (wan2.1-t2v-14b, wan2.1-t2v-1.3b, world, tiny)\n");
+        return 2;
+    }
+    if (wan_preset(&c, preset, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
     if (!stage) stage = "stage2";
-    int id = !strcmp(stage, "teacher") ? 0 : !strcmp(stage, "stage1") ? 1 : !strcmp(stage, "stage2") || !strcmp(stage, "baseline") ? 2 : !strcmp(stage, "kd") ? 3 : -1;
-    if (id < 0) { fprintf(stderr, "error: --plan --stage '%s': expected teacher, stage1, stage2, baseline or kd\n", stage); return 2; }
+    int id = !strcmp(stage, "teacher")                                ? 0
+             : !strcmp(stage, "stage1")                               ? 1
+             : !strcmp(stage, "stage2") || !strcmp(stage, "baseline") ? 2
+             : !strcmp(stage, "kd")                                   ? 3
+                                                                      : -1;
+    if (id < 0) {
+        fprintf(stderr, "error: --plan --stage '%s': expected teacher, stage1, stage2, baseline or kd\n", stage);
+        return 2;
+    }
     int t7ok = table7_for(&c, &t7);
     if (t7ok && !flag_given(argc, argv, "--N")) o.N = t7.N;
     if (t7ok && !flag_given(argc, argv, "--head-blocks")) o.H = t7.H;
     if (t7ok && !flag_given(argc, argv, "--disc-width")) o.disc_width = table7_disc_width(&c, t7.disc_params, NULL);
     if (!flag_given(argc, argv, "--batch")) batch = 1;
     if (o.lat_t <= 0 || o.lat_h <= 0 || o.lat_w <= 0) {
-        if (!t7ok) { fprintf(stderr, "error: --plan for %s needs the latent grid: --latent-frames T --latent-height H --latent-width W\n", c.name); return 2; }
-        o.lat_t = 21; o.lat_h = 60; o.lat_w = 104;   // 480p x 81 frames through the Wan VAE (4x temporal, 8x spatial)
+        if (!t7ok) {
+            fprintf(
+                stderr,
+                "error: --plan for %s needs the latent grid: --latent-frames T --latent-height H --latent-width W\n",
+                c.name);
+            return 2;
+        }
+        o.lat_t = 21;
+        o.lat_h = 60;
+        o.lat_w = 104; // 480p x 81 frames through the Wan VAE (4x temporal, 8x spatial)
     }
-    if (o.lat_t % c.patch[0] || o.lat_h % c.patch[1] || o.lat_w % c.patch[2] || batch < 1 || o.H < 1 || o.H >= c.num_layers || o.N < 1) {
-        fprintf(stderr, "error: --plan: the latent grid %d x %d x %d must divide into patches (%d, %d, %d), --batch >= 1, --N >= 1, --head-blocks 1 .. %d\n",
-                o.lat_t, o.lat_h, o.lat_w, c.patch[0], c.patch[1], c.patch[2], c.num_layers - 1); return 2;
+    if (o.lat_t % c.patch[0] || o.lat_h % c.patch[1] || o.lat_w % c.patch[2] || batch < 1 || o.H < 1 ||
+        o.H >= c.num_layers || o.N < 1) {
+        fprintf(stderr,
+                "error: --plan: the latent grid %d x %d x %d must divide into patches (%d, %d, %d), --batch >= 1, --N "
+                ">= 1, --head-blocks 1 .. %d\n",
+                o.lat_t, o.lat_h, o.lat_w, c.patch[0], c.patch[1], c.patch[2], c.num_layers - 1);
+        return 2;
     }
     int baseline = !strcmp(stage, "baseline"), kd = id == 3;
-    StudentConfig sc; sc.wan = c; sc.head_blocks = o.H; sc.fusion = FUSION_GATED; sc.fuse_ffn_dim = c.ffn_dim;
-    PlanInput pin; memset(&pin, 0, sizeof(pin));
-    pin.wan = c; pin.T = o.lat_t; pin.Hl = o.lat_h; pin.Wl = o.lat_w; pin.batch = batch; pin.N = o.N; pin.H = o.H;
+    StudentConfig sc;
+    sc.wan = c;
+    sc.head_blocks = o.H;
+    sc.fusion = FUSION_GATED;
+    sc.fuse_ffn_dim = c.ffn_dim;
+    PlanInput pin;
+    memset(&pin, 0, sizeof(pin));
+    pin.wan = c;
+    pin.T = o.lat_t;
+    pin.Hl = o.lat_h;
+    pin.Wl = o.lat_w;
+    pin.batch = batch;
+    pin.N = o.N;
+    pin.H = o.H;
     pin.student_extra = baseline || id == 0 || (kd && !kd_tmd) ? 0 : student_num_params(&sc) - wan_num_params(&c);
-    pin.baseline = baseline; pin.fuse_ffn_dim = sc.fuse_ffn_dim; pin.recompute = strcmp(recompute, "off") != 0;
-    pin.naive_attention = !wan_gpu_use_flash(&c); pin.kd_pairs = kd ? kd_pairs : 0;
+    pin.baseline = baseline;
+    pin.fuse_ffn_dim = sc.fuse_ffn_dim;
+    pin.recompute = strcmp(recompute, "off") != 0;
+    pin.naive_attention = !wan_gpu_use_flash(&c);
+    pin.kd_pairs = kd ? kd_pairs : 0;
 #ifdef ENABLE_FP32
     pin.fp32 = 1;
 #endif
     if (id == 2 && o.gan_weight > 0) {
         // the head the training path builds (train_tmd_distill): multiscale where the grid has all its scales (auto)
         int ms = o.disc_head == DISC_MULTISCALE || (o.disc_head < 0 && disc_multiscale_fits(o.lat_t, o.lat_h, o.lat_w));
-        DiscConfig dcfg = ms ? disc_config_multiscale(&c, 1024, o.lat_t, o.lat_h, o.lat_w)
-                             : disc_config(&c, o.disc_width / 2, o.disc_width / 2, o.disc_width, o.disc_width, o.disc_width);
-        pin.disc_params = disc_num_params(&dcfg); pin.disc_heads = dcfg.n_heads; pin.disc = dcfg;
-        for (int h = 0; h < dcfg.n_heads; h++) if (dcfg.layers[h] + 1 > pin.disc_top) pin.disc_top = dcfg.layers[h] + 1;
+        DiscConfig dcfg =
+            ms ? disc_config_multiscale(&c, 1024, o.lat_t, o.lat_h, o.lat_w)
+               : disc_config(&c, o.disc_width / 2, o.disc_width / 2, o.disc_width, o.disc_width, o.disc_width);
+        pin.disc_params = disc_num_params(&dcfg);
+        pin.disc_heads = dcfg.n_heads;
+        pin.disc = dcfg;
+        for (int h = 0; h < dcfg.n_heads; h++)
+            if (dcfg.layers[h] + 1 > pin.disc_top) pin.disc_top = dcfg.layers[h] + 1;
     }
     ShardPlanInput sp = {K, K2, gpu_gib * PLAN_GIB};
     MemPlan p;
-    if (shard_plan(&p, &pin, id, &sp, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 2; }
+    if (shard_plan(&p, &pin, id, &sp, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
     char title[256];
-    snprintf(title, sizeof(title), "%s, %s, one rank of %d (cp %d: %d data-parallel group%s of batch %d), latent %d x %d x %d (%d tokens, %d a rank), N %d H %d, %s, recompute %s",
-             stage, c.name, K, K2, K / K2, K / K2 > 1 ? "s" : "", batch, o.lat_t, o.lat_h, o.lat_w, plan_tokens(&pin), plan_tokens(&pin) / K2, o.N, o.H,
-             pin.fp32 ? "fp32" : "bf16", pin.recompute ? "on" : "off");
+    snprintf(title, sizeof(title),
+             "%s, %s, one rank of %d (cp %d: %d data-parallel group%s of batch %d), latent %d x %d x %d (%d tokens, %d "
+             "a rank), N %d H %d, %s, recompute %s",
+             stage, c.name, K, K2, K / K2, K / K2 > 1 ? "s" : "", batch, o.lat_t, o.lat_h, o.lat_w, plan_tokens(&pin),
+             plan_tokens(&pin) / K2, o.N, o.H, pin.fp32 ? "fp32" : "bf16", pin.recompute ? "on" : "off");
     plan_print(&p, title, stdout);
-    printf("  sharded states %.2f GiB, the rest %.2f GiB; %.2f GiB reserved (CUDA context, workspaces); a GPU: %.2f GiB\n",
-           shard_plan_states(&p) / PLAN_GIB, (p.total - shard_plan_states(&p)) / PLAN_GIB, SHARD_PLAN_RESERVE_GIB, gpu_gib);
-    printf("the same step on other rank counts, GiB a rank (ranks/cp: cp %d where it divides the ranks, else 1):\n ", K2);
+    printf(
+        "  sharded states %.2f GiB, the rest %.2f GiB; %.2f GiB reserved (CUDA context, workspaces); a GPU: %.2f GiB\n",
+        shard_plan_states(&p) / PLAN_GIB, (p.total - shard_plan_states(&p)) / PLAN_GIB, SHARD_PLAN_RESERVE_GIB,
+        gpu_gib);
+    printf("the same step on other rank counts, GiB a rank (ranks/cp: cp %d where it divides the ranks, else 1):\n ",
+           K2);
     int Ks[] = {1, 2, 4, 8, 16, 32, 64};
     for (int k = 0; k < 7; k++) {
-        ShardPlanInput q = {Ks[k], Ks[k] % K2 ? 1 : K2, sp.gpu_bytes}; MemPlan m; char e2[ST_ERRLEN];
+        ShardPlanInput q = {Ks[k], Ks[k] % K2 ? 1 : K2, sp.gpu_bytes};
+        MemPlan m;
+        char e2[ST_ERRLEN];
         if (shard_plan(&m, &pin, id, &q, e2, sizeof(e2))) continue;
-        printf(" %d/%d: %.1f%s", Ks[k], q.cp, m.total / PLAN_GIB, shard_plan_check(&m, &q, e2, sizeof(e2)) ? " (does not fit)" : "");
+        printf(" %d/%d: %.1f%s", Ks[k], q.cp, m.total / PLAN_GIB,
+               shard_plan_check(&m, &q, e2, sizeof(e2)) ? " (does not fit)" : "");
     }
     printf("\n");
-    if (shard_plan_check(&p, &sp, err, sizeof(err))) { fprintf(stderr, "error: %s\n", err); return 1; }
-    printf("fits: %.2f GiB a rank of %.2f GiB (%.2f GiB free after the reserve)\n", p.total / PLAN_GIB, gpu_gib, gpu_gib - SHARD_PLAN_RESERVE_GIB - p.total / PLAN_GIB);
+    if (shard_plan_check(&p, &sp, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    printf("fits: %.2f GiB a rank of %.2f GiB (%.2f GiB free after the reserve)\n", p.total / PLAN_GIB, gpu_gib,
+           gpu_gib - SHARD_PLAN_RESERVE_GIB - p.total / PLAN_GIB);
     return 0;
 }
 
@@ -1310,155 +1640,320 @@ int main(int argc, char** argv) {
     const char* out = NULL;
     int heads = 0, steps = -1, batch = -1, seed = 1, log_every = 10, save_every = -1, warmup = 50;
     double lr = -1, wd = 0.01, max_grad_norm = 1.0, p_drop = 0.1, shift = 1.0;
-    TmdRun tr; memset(&tr, 0, sizeof(tr));
-    tr.M = 2; tr.N = 2; tr.H = 2; tr.update_every = 5; tr.clip_student = -1; tr.accum = 1;
-    tr.gan_weight = 0.03; tr.disc_lr = 1e-4; tr.disc_width = 64; tr.disc_head = -1; tr.cfg_dmd = -1;   // paper's λ; cpu/distill_run.h's lr; width 64 for the world's 96 input channels (tiny: 16 for 4, Wan 1.3B: 512 for 384)
+    TmdRun tr;
+    memset(&tr, 0, sizeof(tr));
+    tr.M = 2;
+    tr.N = 2;
+    tr.H = 2;
+    tr.update_every = 5;
+    tr.clip_student = -1;
+    tr.accum = 1;
+    tr.gan_weight = 0.03;
+    tr.disc_lr = 1e-4;
+    tr.disc_width = 64;
+    tr.disc_head = -1;
+    tr.cfg_dmd = -1; // paper's λ; cpu/distill_run.h's lr; width 64 for the world's 96 input channels (tiny: 16 for 4,
+                     // Wan 1.3B: 512 for 384)
     // every stage's steps, batch, learning rates, clipping and the KD pairs' sampler: -1 takes gpu/stage_plan.h's table
-    // (the built-in world: cpu/distill_run.h's method, the step counts sized for the README's goal of < 30 minutes on one
-    // H100 for the whole run, UNMEASURED so far; a Wan2.1 teacher on --data: Table 7), printed at start
+    // (the built-in world: cpu/distill_run.h's method, the step counts sized for the README's goal of < 30 minutes on
+    // one H100 for the whole run, UNMEASURED so far; a Wan2.1 teacher on --data: Table 7), printed at start
     const char* recompute = "auto";
     const char* disc_head = "auto";
-    Pipeline pl; memset(&pl, 0, sizeof(pl));
-    pl.run_dir = "run"; pl.sheet = NULL; pl.eval_n = 16; pl.eval_steps = 16; pl.cfg_eval = 2; pl.shift_eval = 3;
+    Pipeline pl;
+    memset(&pl, 0, sizeof(pl));
+    pl.run_dir = "run";
+    pl.sheet = NULL;
+    pl.eval_n = 16;
+    pl.eval_steps = 16;
+    pl.cfg_eval = 2;
+    pl.shift_eval = 3;
     int teacher_steps = -1, tmmf_steps = -1, dmd_iters = -1, tmmf_batch = -1, dmd_batch = -1;
     double tmmf_lr = -1, student_lr = -1, fake_lr = -1;
-    int kd_pairs = -1, kd_steps = -1, kd_batch = -1, kd_tmd = 0, kd_sampler_steps = -1, kd_skip_layer = -2; double kd_lr = -1, kd_cfg = -1, kd_shift = -1;
+    int kd_pairs = -1, kd_steps = -1, kd_batch = -1, kd_tmd = 0, kd_sampler_steps = -1, kd_skip_layer = -2;
+    double kd_lr = -1, kd_cfg = -1, kd_shift = -1;
     const char* kd_cache = NULL;
-    int plan_only = 0, plan_ranks = 1, plan_cp = 1; double plan_gpu_gib = 80;   // --plan (gpu/shard_plan.h)
+    int plan_only = 0, plan_ranks = 1, plan_cp = 1;
+    double plan_gpu_gib = 80; // --plan (gpu/shard_plan.h)
     Flag flags[] = {
-        FLAG_STR("--stage", &stage, "run one stage only: teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; kd: the KD warm-up of a one-step student; baseline: DMD2-v. Without it: the whole pipeline"),
-        FLAG_STR("--run-dir", &pl.run_dir, "pipeline: the directory of every stage's checkpoint (a rerun continues where the last one stopped)"),
-        FLAG_STR("--preset", &preset, "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
-        FLAG_STR("--data", &tr.data, "a latent dataset: a file (./test_tmd pack; world/README.md) or a directory (./sample_tmd --dataset): Stage 1, Stage 2 and the baseline train on its latents and contexts, the KD warm-up's teacher pairs take its contexts, CFG uses its negative prompt; needs --weights (the teacher), no table; a Wan2.1 1.3B/14B teacher gets the paper's Table 7 defaults"),
-        FLAG_STR("--weights", &weights, "the teacher (stage1/stage2/baseline, the pipeline: no teacher stage) or the teacher's start (--stage teacher): a Wan2.1 checkpoint (.safetensors, index.json or directory)"),
+        FLAG_STR("--stage", &stage,
+                 "run one stage only: teacher (flow matching on the built-in world); stage1, stage2: the TMD stages; "
+                 "kd: the KD warm-up of a one-step student; baseline: DMD2-v. Without it: the whole pipeline"),
+        FLAG_STR("--run-dir", &pl.run_dir,
+                 "pipeline: the directory of every stage's checkpoint (a rerun continues where the last one stopped)"),
+        FLAG_STR(
+            "--preset", &preset,
+            "model preset: wan2.1-t2v-1.3b, wan2.1-t2v-14b, world, tiny (none: world, or inferred from --weights)"),
+        FLAG_STR("--data", &tr.data,
+                 "a latent dataset: a file (./test_tmd pack; world/README.md) or a directory (./sample_tmd --dataset): "
+                 "Stage 1, Stage 2 and the baseline train on its latents and contexts, the KD warm-up's teacher pairs "
+                 "take its contexts, CFG uses its negative prompt; needs --weights (the teacher), no table; a Wan2.1 "
+                 "1.3B/14B teacher gets the paper's Table 7 defaults"),
+        FLAG_STR("--weights", &weights,
+                 "the teacher (stage1/stage2/baseline, the pipeline: no teacher stage) or the teacher's start (--stage "
+                 "teacher): a Wan2.1 checkpoint (.safetensors, index.json or directory)"),
         FLAG_INT("--heads", &heads, "attention heads when the checkpoint does not say (0: infer)"),
         FLAG_INT("--steps", &steps, "single stage: optimizer steps (-1: the stage table's, printed at start)"),
-        FLAG_INT("--batch", &batch, "teacher (also the pipeline's) and a single stage: clips per step (-1: the stage table's)"),
-        FLAG_DOUBLE("--lr", &lr, "single stage: AdamW learning rate (-1: the stage table's; teacher: after the warm-up, also the pipeline's; stage2/baseline: given, also the fake score's)"),
+        FLAG_INT("--batch", &batch,
+                 "teacher (also the pipeline's) and a single stage: clips per step (-1: the stage table's)"),
+        FLAG_DOUBLE("--lr", &lr,
+                    "single stage: AdamW learning rate (-1: the stage table's; teacher: after the warm-up, also the "
+                    "pipeline's; stage2/baseline: given, also the fake score's)"),
         FLAG_INT("--warmup", &warmup, "teacher: steps of linear learning-rate warm-up"),
         FLAG_DOUBLE("--wd", &wd, "AdamW decoupled weight decay"),
         FLAG_DOUBLE("--max-grad-norm", &max_grad_norm, "teacher: global gradient-norm clipping (<= 0: off)"),
         FLAG_DOUBLE("--p-drop", &p_drop, "teacher: condition dropout to the empty caption (classifier-free guidance)"),
         FLAG_DOUBLE("--shift", &shift, "teacher: training timestep shift: sigma = shift_gamma(u), u ~ U(0, 1)"),
-        FLAG_INT("--seed", &seed, "initialisation, data stream, timesteps and noise (pipeline: also the evaluation set and its noise)"),
+        FLAG_INT("--seed", &seed,
+                 "initialisation, data stream, timesteps and noise (pipeline: also the evaluation set and its noise)"),
         FLAG_INT("--log-every", &log_every, "print the mean loss every N steps"),
-        FLAG_INT("--save-every", &save_every, "also write the checkpoint every N steps (-1: single stage 0, only at the end; pipeline Stage 1/2/baseline 100)"),
-        FLAG_STR("--out", &out, "single stage: where its checkpoint is written (default teacher.safetensors, stage1.safetensors, ...)"),
-        FLAG_STR("--student", &tr.student, "--stage stage2 (and kd with --kd-tmd 1): the Stage 1 checkpoint the student starts from; --stage baseline: the KD checkpoint (none: the teacher)"),
-        FLAG_STR("--resume", &tr.resume, "--stage stage1/stage2/kd/baseline: continue the run of this checkpoint (same settings; bit-identical to no interruption). The pipeline resumes by itself"),
-        FLAG_INT("--M", &tr.M, "TMD and DMD2-v: outer steps the students are trained for (the pipeline: TMD sampled at M' = 1..M, the DMD2-v baselines at M = 1 and M)"),
+        FLAG_INT("--save-every", &save_every,
+                 "also write the checkpoint every N steps (-1: single stage 0, only at the end; pipeline Stage "
+                 "1/2/baseline 100)"),
+        FLAG_STR(
+            "--out", &out,
+            "single stage: where its checkpoint is written (default teacher.safetensors, stage1.safetensors, ...)"),
+        FLAG_STR("--student", &tr.student,
+                 "--stage stage2 (and kd with --kd-tmd 1): the Stage 1 checkpoint the student starts from; --stage "
+                 "baseline: the KD checkpoint (none: the teacher)"),
+        FLAG_STR("--resume", &tr.resume,
+                 "--stage stage1/stage2/kd/baseline: continue the run of this checkpoint (same settings; bit-identical "
+                 "to no interruption). The pipeline resumes by itself"),
+        FLAG_INT("--M", &tr.M,
+                 "TMD and DMD2-v: outer steps the students are trained for (the pipeline: TMD sampled at M' = 1..M, "
+                 "the DMD2-v baselines at M = 1 and M)"),
         FLAG_INT("--N", &tr.N, "TMD: inner (flow-head) steps"),
         FLAG_INT("--head-blocks", &tr.H, "TMD: H, the DiT blocks of the flow head"),
-        FLAG_INT_R("--accum", &tr.accum, 0, 4096, "stage1/stage2/baseline (and the pipeline's): micro-batches per optimizer step, gradients summed (the step's batch: ranks x batch x N); 0: Table 7's global batch of 64 over ranks x batch (the default with --data on a Wan2.1 teacher)"),
-        FLAG_INT_R("--bench", &tr.bench, 0, 64, "with --stage stage1/stage2/baseline: run N steps on one synthetic batch (N(0, 1) latents of --latent-frames/height/width and contexts; random teacher weights without --weights), print each step's wall time, the median per kind after the first, and the device memory in use against the plan; nothing saved"),
+        FLAG_INT_R("--accum", &tr.accum, 0, 4096,
+                   "stage1/stage2/baseline (and the pipeline's): micro-batches per optimizer step, gradients summed "
+                   "(the step's batch: ranks x batch x N); 0: Table 7's global batch of 64 over ranks x batch (the "
+                   "default with --data on a Wan2.1 teacher)"),
+        FLAG_INT_R("--bench", &tr.bench, 0, 64,
+                   "with --stage stage1/stage2/baseline: run N steps on one synthetic batch (N(0, 1) latents of "
+                   "--latent-frames/height/width and contexts; random teacher weights without --weights), print each "
+                   "step's wall time, the median per kind after the first, and the device memory in use against the "
+                   "plan; nothing saved"),
         FLAG_INT("--latent-frames", &tr.lat_t, "--bench: latent T (1.3B/14B at 480p x 81 frames: 21)"),
         FLAG_INT("--latent-height", &tr.lat_h, "--bench: latent H (480p: 60)"),
         FLAG_INT("--latent-width", &tr.lat_w, "--bench: latent W (480p: 104)"),
-        FLAG_INT("--update-every", &tr.update_every, "stage2/baseline: the student is updated every k-th iteration, the fake score otherwise"),
-        FLAG_DOUBLE("--clip-student", &tr.clip_student, "the student's gradient-norm clipping in every stage given (0: off; -1: the stage table's: Stage 1 off, Stage 2, baseline and KD 10, as FastGen and the CPU reference)"),
-        FLAG_DOUBLE_R("--cfg-dmd", &tr.cfg_dmd, -1, 100, "stage2/baseline: the teacher's guidance in the VSD gradient, i.e. the distillation target (-1: the stage table's: the world 2, its teacher's best guidance as in the CPU reference; a Wan2.1 teacher Table 7's 5)"),
-        FLAG_DOUBLE_R("--gan-weight", &tr.gan_weight, 0, 1000, "stage2/baseline: the GAN loss weight lambda (paper: 0.03; 0: no discriminator at all, nothing allocated)"),
-        FLAG_DOUBLE_R("--disc-lr", &tr.disc_lr, 0, 1, "stage2/baseline: the discriminator's AdamW learning rate (betas 0.9, 0.99, wd 0.01, no clipping)"),
-        FLAG_INT_R("--disc-width", &tr.disc_width, 2, 4096, "stage2/baseline: the strided head's width W, even: convolutions W/2, W/2, W, W, MLP hidden W (the CPU tiny run: 16)"),
-        FLAG_STR("--disc-head", &disc_head, "stage2/baseline: the discriminator head: multiscale (FastGen's multiscale_down_mlp_large, the paper's 68M at 1.3B), strided (the Conv3D stack of --disc-width), auto (multiscale where the latent grid is >= 16 on every axis, i.e. Wan scale; else strided)"),
+        FLAG_INT("--update-every", &tr.update_every,
+                 "stage2/baseline: the student is updated every k-th iteration, the fake score otherwise"),
+        FLAG_DOUBLE("--clip-student", &tr.clip_student,
+                    "the student's gradient-norm clipping in every stage given (0: off; -1: the stage table's: Stage 1 "
+                    "off, Stage 2, baseline and KD 10, as FastGen and the CPU reference)"),
+        FLAG_DOUBLE_R(
+            "--cfg-dmd", &tr.cfg_dmd, -1, 100,
+            "stage2/baseline: the teacher's guidance in the VSD gradient, i.e. the distillation target (-1: the stage "
+            "table's: the world 2, its teacher's best guidance as in the CPU reference; a Wan2.1 teacher Table 7's 5)"),
+        FLAG_DOUBLE_R(
+            "--gan-weight", &tr.gan_weight, 0, 1000,
+            "stage2/baseline: the GAN loss weight lambda (paper: 0.03; 0: no discriminator at all, nothing allocated)"),
+        FLAG_DOUBLE_R(
+            "--disc-lr", &tr.disc_lr, 0, 1,
+            "stage2/baseline: the discriminator's AdamW learning rate (betas 0.9, 0.99, wd 0.01, no clipping)"),
+        FLAG_INT_R("--disc-width", &tr.disc_width, 2, 4096,
+                   "stage2/baseline: the strided head's width W, even: convolutions W/2, W/2, W, W, MLP hidden W (the "
+                   "CPU tiny run: 16)"),
+        FLAG_STR("--disc-head", &disc_head,
+                 "stage2/baseline: the discriminator head: multiscale (FastGen's multiscale_down_mlp_large, the "
+                 "paper's 68M at 1.3B), strided (the Conv3D stack of --disc-width), auto (multiscale where the latent "
+                 "grid is >= 16 on every axis, i.e. Wan scale; else strided)"),
         FLAG_INT("--teacher-steps", &teacher_steps, "pipeline: teacher flow-matching steps (-1: the stage table's)"),
         FLAG_INT("--tmmf-steps", &tmmf_steps, "pipeline: Stage 1 (TM-MF) steps (-1: the stage table's)"),
         FLAG_INT("--tmmf-batch", &tmmf_batch, "pipeline: Stage 1 batch (-1: the stage table's)"),
         FLAG_DOUBLE("--tmmf-lr", &tmmf_lr, "pipeline: Stage 1 learning rate (-1: the stage table's)"),
-        FLAG_INT("--dmd-iters", &dmd_iters, "pipeline: Stage 2 and baseline iterations, student + fake score (-1: the stage table's for each M)"),
+        FLAG_INT("--dmd-iters", &dmd_iters,
+                 "pipeline: Stage 2 and baseline iterations, student + fake score (-1: the stage table's for each M)"),
         FLAG_INT("--dmd-batch", &dmd_batch, "pipeline: Stage 2 and baseline batch (-1: the stage table's)"),
-        FLAG_DOUBLE("--student-lr", &student_lr, "pipeline: Stage 2 and baseline student learning rate (-1: the stage table's)"),
+        FLAG_DOUBLE("--student-lr", &student_lr,
+                    "pipeline: Stage 2 and baseline student learning rate (-1: the stage table's)"),
         FLAG_DOUBLE("--fake-lr", &fake_lr, "pipeline: the fake score's learning rate (-1: the stage table's)"),
-        FLAG_INT_R("--kd-steps", &kd_steps, -1, INT_MAX, "KD warm-up steps (pipeline: before the one-step baseline's DMD2-v, 0: none; --stage kd: its steps; -1: the stage table's: the world 200, Table 7's 10k (1.3B) / 5k (14B))"),
-        FLAG_INT_R("--kd-pairs", &kd_pairs, -1, INT_MAX, "KD warm-up: teacher ODE pairs: noise in the data's latent shape, a caption (the built-in world's or --data's context), the teacher's UniPC CFG sample against the empty caption or --data's negative prompt (-1: the stage table's: the world 128, Table 7's 10k)"),
+        FLAG_INT_R("--kd-steps", &kd_steps, -1, INT_MAX,
+                   "KD warm-up steps (pipeline: before the one-step baseline's DMD2-v, 0: none; --stage kd: its steps; "
+                   "-1: the stage table's: the world 200, Table 7's 10k (1.3B) / 5k (14B))"),
+        FLAG_INT_R("--kd-pairs", &kd_pairs, -1, INT_MAX,
+                   "KD warm-up: teacher ODE pairs: noise in the data's latent shape, a caption (the built-in world's "
+                   "or --data's context), the teacher's UniPC CFG sample against the empty caption or --data's "
+                   "negative prompt (-1: the stage table's: the world 128, Table 7's 10k)"),
         FLAG_INT_R("--kd-batch", &kd_batch, -1, TMD_MAX_BATCH, "KD warm-up: pairs per step (-1: the stage table's)"),
-        FLAG_DOUBLE_R("--kd-lr", &kd_lr, -1, 1, "KD warm-up: AdamW learning rate, betas 0.9, 0.99, --wd, the student's clipping (-1: the stage table's: the world 3e-4, Table 7's 7e-5)"),
-        FLAG_INT_R("--kd-sampler-steps", &kd_sampler_steps, -1, 10000, "KD pairs: the teacher's UniPC steps (-1: the world's evaluation sampler's 16; a Wan2.1 teacher's 50, as Wan2.1's generate.py)"),
-        FLAG_DOUBLE_R("--kd-cfg", &kd_cfg, -1, 100, "KD pairs: the teacher's CFG scale (-1: the world's evaluation 2; Table 7's 5)"),
-        FLAG_DOUBLE_R("--kd-shift", &kd_shift, -1, 100, "KD pairs: the teacher sampler's shift (-1: the world's evaluation 3; Wan2.1 T2V's 5)"),
-        FLAG_INT_R("--kd-skip-layer", &kd_skip_layer, -2, 1000, "KD pairs: skip-layer guidance, the block dropped from the unconditional forward (FastGen's SLG; -1: none; -2: the stage table's: the world none, Table 7's 10)"),
-        FLAG_BOOL("--kd-tmd", &kd_tmd, "KD: also KD-warm the TMD student after Stage 1 (pipeline); --stage kd: warm the TMD student of --student instead of the baseline's"),
-        FLAG_STR("--kd-cache", &kd_cache, "KD: the teacher pairs' file, made once and reused when its data (world, or --data's dataset) and settings match (default RUN_DIR/kd_pairs.safetensors; --stage kd: kd_pairs.safetensors)"),
+        FLAG_DOUBLE_R("--kd-lr", &kd_lr, -1, 1,
+                      "KD warm-up: AdamW learning rate, betas 0.9, 0.99, --wd, the student's clipping (-1: the stage "
+                      "table's: the world 3e-4, Table 7's 7e-5)"),
+        FLAG_INT_R("--kd-sampler-steps", &kd_sampler_steps, -1, 10000,
+                   "KD pairs: the teacher's UniPC steps (-1: the world's evaluation sampler's 16; a Wan2.1 teacher's "
+                   "50, as Wan2.1's generate.py)"),
+        FLAG_DOUBLE_R("--kd-cfg", &kd_cfg, -1, 100,
+                      "KD pairs: the teacher's CFG scale (-1: the world's evaluation 2; Table 7's 5)"),
+        FLAG_DOUBLE_R("--kd-shift", &kd_shift, -1, 100,
+                      "KD pairs: the teacher sampler's shift (-1: the world's evaluation 3; Wan2.1 T2V's 5)"),
+        FLAG_INT_R("--kd-skip-layer", &kd_skip_layer, -2, 1000,
+                   "KD pairs: skip-layer guidance, the block dropped from the unconditional forward (FastGen's SLG; "
+                   "-1: none; -2: the stage table's: the world none, Table 7's 10)"),
+        FLAG_BOOL("--kd-tmd", &kd_tmd,
+                  "KD: also KD-warm the TMD student after Stage 1 (pipeline); --stage kd: warm the TMD student of "
+                  "--student instead of the baseline's"),
+        FLAG_STR("--kd-cache", &kd_cache,
+                 "KD: the teacher pairs' file, made once and reused when its data (world, or --data's dataset) and "
+                 "settings match (default RUN_DIR/kd_pairs.safetensors; --stage kd: kd_pairs.safetensors)"),
         FLAG_INT("--eval-n", &pl.eval_n, "pipeline: captions sampled and scored per table row (3 .. 64)"),
         FLAG_INT("--teacher-eval-steps", &pl.eval_steps, "pipeline: steps of the teacher's reference row (UniPC)"),
         FLAG_DOUBLE("--cfg-eval", &pl.cfg_eval, "pipeline: the teacher's guidance when sampling"),
         FLAG_DOUBLE("--shift-eval", &pl.shift_eval, "pipeline: the teacher sampler's shift"),
         FLAG_STR("--sheet", &pl.sheet, "pipeline: the contact sheet PNG (none: RUN_DIR/table.png)"),
-        FLAG_STR("--recompute", &recompute, "per-block activation recompute in every training step: auto (on when the step's memory plan without it does not fit the GPU's free memory), on, off"),
-        FLAG_SWITCH("--plan", &plan_only, "print the per-rank memory plan of one --stage step (default stage2) of --preset on --ranks GPUs of --gpu-mem GiB, --cp per sample, and exit: 0 when it fits, 1 when not; host arithmetic only, no GPU needed (a Wan2.1 preset: Table 7's N, H, discriminator; 480p x 81 frames unless --latent-*; --batch per data-parallel group, default 1; --recompute off to plan without)"),
-        FLAG_INT_R("--ranks", &plan_ranks, 1, 65536, "--plan: GPUs every model is sharded over (fully sharded data parallelism)"),
-        FLAG_INT_R("--cp", &plan_cp, 1, 1024, "--plan: context parallelism, GPUs that split each sample's tokens (divides --ranks, the heads and the tokens); training runs do not take it yet (README: Multi-GPU)"),
-        FLAG_DOUBLE_R("--gpu-mem", &plan_gpu_gib, 1, 1e6, "--plan: one GPU's memory in GiB (an H100 80GB has 79.6 GiB, an H200 140.4)"),
+        FLAG_STR("--recompute", &recompute,
+                 "per-block activation recompute in every training step: auto (on when the step's memory plan without "
+                 "it does not fit the GPU's free memory), on, off"),
+        FLAG_SWITCH("--plan", &plan_only,
+                    "print the per-rank memory plan of one --stage step (default stage2) of --preset on --ranks GPUs "
+                    "of --gpu-mem GiB, --cp per sample, and exit: 0 when it fits, 1 when not; host arithmetic only, no "
+                    "GPU needed (a Wan2.1 preset: Table 7's N, H, discriminator; 480p x 81 frames unless --latent-*; "
+                    "--batch per data-parallel group, default 1; --recompute off to plan without)"),
+        FLAG_INT_R("--ranks", &plan_ranks, 1, 65536,
+                   "--plan: GPUs every model is sharded over (fully sharded data parallelism)"),
+        FLAG_INT_R("--cp", &plan_cp, 1, 1024,
+                   "--plan: context parallelism, GPUs that split each sample's tokens (divides --ranks, the heads and "
+                   "the tokens); training runs do not take it yet (README: Multi-GPU)"),
+        FLAG_DOUBLE_R("--gpu-mem", &plan_gpu_gib, 1, 1e6,
+                      "--plan: one GPU's memory in GiB (an H100 80GB has 79.6 GiB, an H200 140.4)"),
         FLAG_END};
-    int rc = flags_parse(flags, argc, argv, 1, "usage: ./train_tmd [flags]   (no flags: the whole distillation of the built-in world)");
+    int rc = flags_parse(flags, argc, argv, 1,
+                         "usage: ./train_tmd [flags]   (no flags: the whole distillation of the built-in world)");
     if (rc) return rc == 1 ? 0 : 2;
-    if (stage && strcmp(stage, "teacher") && strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "kd") && strcmp(stage, "baseline")) {
-        fprintf(stderr, "error: --stage '%s': expected teacher, stage1, stage2, kd or baseline (or no --stage: the whole pipeline)\n", stage); return 2;
+    if (stage && strcmp(stage, "teacher") && strcmp(stage, "stage1") && strcmp(stage, "stage2") &&
+        strcmp(stage, "kd") && strcmp(stage, "baseline")) {
+        fprintf(stderr,
+                "error: --stage '%s': expected teacher, stage1, stage2, kd or baseline (or no --stage: the whole "
+                "pipeline)\n",
+                stage);
+        return 2;
     }
     if (stage && !strcmp(stage, "kd") && (steps >= 0 || lr >= 0 || kd_steps == 0)) {
-        fprintf(stderr, "error: --stage kd takes --kd-steps >= 1, --kd-batch and --kd-lr (found --steps %d, --lr %g, --kd-steps %d)\n", steps, lr, kd_steps); return 2;
+        fprintf(stderr,
+                "error: --stage kd takes --kd-steps >= 1, --kd-batch and --kd-lr (found --steps %d, --lr %g, "
+                "--kd-steps %d)\n",
+                steps, lr, kd_steps);
+        return 2;
     }
-    if (steps < -1 || batch < -1 || batch == 0 || log_every < 1 || save_every < -1 || warmup < 0 || teacher_steps < -1 || tmmf_steps < -1 || dmd_iters < -1 ||
-        tmmf_batch < -1 || tmmf_batch == 0 || dmd_batch < -1 || dmd_batch == 0 || kd_batch == 0 || kd_pairs == 0 || kd_sampler_steps == 0 || tr.M < 1 || tr.N < 1 || tr.update_every < 1) {
-        fprintf(stderr, "error: need --steps, --teacher-steps, --tmmf-steps, --dmd-iters, --save-every, --warmup >= 0 and --batch, --tmmf-batch, "
-                        "--dmd-batch, --kd-batch, --kd-pairs, --kd-sampler-steps, --log-every, --M, --N, --update-every >= 1 (-1: the stage table's)\n"); return 2;
+    if (steps < -1 || batch < -1 || batch == 0 || log_every < 1 || save_every < -1 || warmup < 0 ||
+        teacher_steps < -1 || tmmf_steps < -1 || dmd_iters < -1 || tmmf_batch < -1 || tmmf_batch == 0 ||
+        dmd_batch < -1 || dmd_batch == 0 || kd_batch == 0 || kd_pairs == 0 || kd_sampler_steps == 0 || tr.M < 1 ||
+        tr.N < 1 || tr.update_every < 1) {
+        fprintf(stderr, "error: need --steps, --teacher-steps, --tmmf-steps, --dmd-iters, --save-every, --warmup >= 0 "
+                        "and --batch, --tmmf-batch, "
+                        "--dmd-batch, --kd-batch, --kd-pairs, --kd-sampler-steps, --log-every, --M, --N, "
+                        "--update-every >= 1 (-1: the stage table's)\n");
+        return 2;
     }
     if (strcmp(recompute, "auto") && strcmp(recompute, "on") && strcmp(recompute, "off")) {
-        fprintf(stderr, "error: --recompute '%s': expected auto, on or off\n", recompute); return 2;
+        fprintf(stderr, "error: --recompute '%s': expected auto, on or off\n", recompute);
+        return 2;
     }
     recompute_mode = !strcmp(recompute, "on") ? 1 : !strcmp(recompute, "off") ? 0 : -1;
-    if (!strcmp(disc_head, "multiscale")) tr.disc_head = DISC_MULTISCALE;
-    else if (!strcmp(disc_head, "strided")) tr.disc_head = DISC_STRIDED;
-    else if (strcmp(disc_head, "auto")) { fprintf(stderr, "error: --disc-head %s: expected multiscale, strided or auto\n", disc_head); return 2; }
-    if (plan_only) return train_tmd_plan(argc, argv, preset, stage, batch, tr, kd_tmd, kd_pairs, plan_ranks, plan_cp, plan_gpu_gib, recompute);
-    if (flag_given(argc, argv, "--ranks") || flag_given(argc, argv, "--cp") || flag_given(argc, argv, "--gpu-mem")) {
-        fprintf(stderr, "error: --ranks, --cp and --gpu-mem go with --plan (a training run takes its ranks from mpirun -np K)\n"); return 2;
+    if (!strcmp(disc_head, "multiscale"))
+        tr.disc_head = DISC_MULTISCALE;
+    else if (!strcmp(disc_head, "strided"))
+        tr.disc_head = DISC_STRIDED;
+    else if (strcmp(disc_head, "auto")) {
+        fprintf(stderr, "error: --disc-head %s: expected multiscale, strided or auto\n", disc_head);
+        return 2;
     }
-    if (tr.bench && (!stage || (strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "baseline")) || tr.data || tr.resume || steps >= 0)) {
-        fprintf(stderr, "error: --bench N times N steps of one --stage stage1, stage2 or baseline on synthetic data: no --data, --resume or --steps\n"); return 2;
+    if (plan_only)
+        return train_tmd_plan(argc, argv, preset, stage, batch, tr, kd_tmd, kd_pairs, plan_ranks, plan_cp, plan_gpu_gib,
+                              recompute);
+    if (flag_given(argc, argv, "--ranks") || flag_given(argc, argv, "--cp") || flag_given(argc, argv, "--gpu-mem")) {
+        fprintf(
+            stderr,
+            "error: --ranks, --cp and --gpu-mem go with --plan (a training run takes its ranks from mpirun -np K)\n");
+        return 2;
+    }
+    if (tr.bench && (!stage || (strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "baseline")) ||
+                     tr.data || tr.resume || steps >= 0)) {
+        fprintf(stderr, "error: --bench N times N steps of one --stage stage1, stage2 or baseline on synthetic data: "
+                        "no --data, --resume or --steps\n");
+        return 2;
     }
     if (tr.bench && (tr.lat_t <= 0 || tr.lat_h <= 0 || tr.lat_w <= 0)) {
-        fprintf(stderr, "error: --bench needs the latent shape: --latent-frames T --latent-height H --latent-width W (480p x 81 frames: 21 60 104)\n"); return 2;
+        fprintf(stderr, "error: --bench needs the latent shape: --latent-frames T --latent-height H --latent-width W "
+                        "(480p x 81 frames: 21 60 104)\n");
+        return 2;
     }
-    if (tr.disc_width % 2) { fprintf(stderr, "error: --disc-width %d: expected an even width (the first two convolutions have W/2 channels)\n", tr.disc_width); return 2; }
+    if (tr.disc_width % 2) {
+        fprintf(stderr,
+                "error: --disc-width %d: expected an even width (the first two convolutions have W/2 channels)\n",
+                tr.disc_width);
+        return 2;
+    }
     if (!stage && (teacher_steps == 0 || tmmf_steps == 0 || dmd_iters == 0)) {
-        fprintf(stderr, "error: the pipeline needs --teacher-steps, --tmmf-steps, --dmd-iters >= 1 (found %d, %d, %d): every stage writes the "
-                        "checkpoint the next one reads; give a trained teacher with --weights instead\n", teacher_steps, tmmf_steps, dmd_iters); return 2;
+        fprintf(stderr,
+                "error: the pipeline needs --teacher-steps, --tmmf-steps, --dmd-iters >= 1 (found %d, %d, %d): every "
+                "stage writes the "
+                "checkpoint the next one reads; give a trained teacher with --weights instead\n",
+                teacher_steps, tmmf_steps, dmd_iters);
+        return 2;
     }
-    if (!stage && 8 + tr.M > DISTILL_MAX_ROWS) {   // real, 4 teacher rows, TMD after Stage 1, TMD at M' = 1..M, two baselines
-        fprintf(stderr, "error: --M %d: the pipeline's table has %d rows for M = %d and holds %d; use --M <= %d\n", tr.M, 8 + tr.M, tr.M,
-                DISTILL_MAX_ROWS, DISTILL_MAX_ROWS - 8); return 2;
+    if (!stage &&
+        8 + tr.M > DISTILL_MAX_ROWS) { // real, 4 teacher rows, TMD after Stage 1, TMD at M' = 1..M, two baselines
+        fprintf(stderr, "error: --M %d: the pipeline's table has %d rows for M = %d and holds %d; use --M <= %d\n",
+                tr.M, 8 + tr.M, tr.M, DISTILL_MAX_ROWS, DISTILL_MAX_ROWS - 8);
+        return 2;
     }
     if (!stage && (steps >= 0 || out || tr.student || tr.resume)) {
-        fprintf(stderr, "error: --steps, --out, --student and --resume are for one --stage; the pipeline takes --teacher-steps, --tmmf-steps, "
-                        "--dmd-iters and resumes from --run-dir by itself\n"); return 2;
+        fprintf(stderr, "error: --steps, --out, --student and --resume are for one --stage; the pipeline takes "
+                        "--teacher-steps, --tmmf-steps, "
+                        "--dmd-iters and resumes from --run-dir by itself\n");
+        return 2;
     }
-    Table7 t7; const Table7* t7p = NULL;   // the stage table's scale: a Wan2.1 teacher on --data (Table 7), else the built-in world
-    if (tr.data) {   // a real teacher distilled from a latent dataset: no teacher stage; Table 7 for the flags not given
-        char err[ST_ERRLEN]; WanConfig pc;
-        if (!weights || (stage && !strcmp(stage, "teacher"))) { fprintf(stderr, "error: --data trains the students of a given teacher: add --weights TEACHER (and no --stage teacher)\n"); return 2; }
-        if ((rc = train_data_peek_config(&pc, preset, weights, heads, err))) { fprintf(stderr, "error: %s\n", err); return rc; }
-        TrainData probe;   // the file against the model now, before the weights are read
-        if (train_data_open(&probe, tr.data, &pc, 0, 1, 0, 1, err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-        printf("data: %s, %lld samples, latents [%d, %d, %d, %d]\n", tr.data, (long long)probe.ld.n, probe.ld.C, probe.T, probe.H, probe.W);
+    Table7 t7;
+    const Table7* t7p = NULL; // the stage table's scale: a Wan2.1 teacher on --data (Table 7), else the built-in world
+    if (tr.data) { // a real teacher distilled from a latent dataset: no teacher stage; Table 7 for the flags not given
+        char err[ST_ERRLEN];
+        WanConfig pc;
+        if (!weights || (stage && !strcmp(stage, "teacher"))) {
+            fprintf(stderr, "error: --data trains the students of a given teacher: add --weights TEACHER (and no "
+                            "--stage teacher)\n");
+            return 2;
+        }
+        if ((rc = train_data_peek_config(&pc, preset, weights, heads, err))) {
+            fprintf(stderr, "error: %s\n", err);
+            return rc;
+        }
+        TrainData probe; // the file against the model now, before the weights are read
+        if (train_data_open(&probe, tr.data, &pc, 0, 1, 0, 1, err)) {
+            fprintf(stderr, "error: %s\n", err);
+            return 2;
+        }
+        printf("data: %s, %lld samples, latents [%d, %d, %d, %d]\n", tr.data, (long long)probe.ld.n, probe.ld.C,
+               probe.T, probe.H, probe.W);
         train_data_free(&probe);
-        if (table7_for(&pc, &t7)) {   // the architecture's and the discriminator's; every stage's own come from the stage table below
+        if (table7_for(
+                &pc,
+                &t7)) { // the architecture's and the discriminator's; every stage's own come from the stage table below
             t7p = &t7;
-            Table7Set set[] = {{"--M", &tr.M, NULL, (double)t7.M}, {"--N", &tr.N, NULL, (double)t7.N}, {"--head-blocks", &tr.H, NULL, (double)t7.H},
-                               {"--disc-lr", NULL, &tr.disc_lr, t7.disc_lr}, {"--disc-width", &tr.disc_width, NULL, (double)table7_disc_width(&pc, t7.disc_params, NULL)},
-                               {"--accum", &tr.accum, NULL, 0}};   // 0: the global batch over the ranks (train_tmd_distill)
-            table7_apply(&t7, set, stage && !strcmp(stage, "kd") ? 5 : 6, argc, argv, stdout);   // --stage kd takes no --accum
+            Table7Set set[] = {
+                {"--M", &tr.M, NULL, (double)t7.M},
+                {"--N", &tr.N, NULL, (double)t7.N},
+                {"--head-blocks", &tr.H, NULL, (double)t7.H},
+                {"--disc-lr", NULL, &tr.disc_lr, t7.disc_lr},
+                {"--disc-width", &tr.disc_width, NULL, (double)table7_disc_width(&pc, t7.disc_params, NULL)},
+                {"--accum", &tr.accum, NULL, 0}}; // 0: the global batch over the ranks (train_tmd_distill)
+            table7_apply(&t7, set, stage && !strcmp(stage, "kd") ? 5 : 6, argc, argv,
+                         stdout); // --stage kd takes no --accum
         }
     }
     // every stage's settings from one table (gpu/stage_plan.h), the flags given in their place; printed first
     stage_defaults_print(stdout, tr.M, t7p);
     int kind = stage ? stage_kind(stage) : -1;
     StageDefaults st_teacher = stage_resolve(STAGE_TEACHER, 0, NULL, stage ? steps : teacher_steps, batch, lr, -1, -1);
-    StageDefaults st1 = stage_resolve(STAGE_STAGE1, tr.M, t7p, stage ? steps : tmmf_steps, stage ? batch : tmmf_batch, stage ? lr : tmmf_lr, -1, tr.clip_student);
-    StageDefaults st2 = stage_resolve(STAGE_STAGE2, tr.M, t7p, stage ? steps : dmd_iters, stage ? batch : dmd_batch, stage ? lr : student_lr, stage ? lr : fake_lr, tr.clip_student);
-    StageDefaults stb[2];   // the baselines: [0] at M = 1 (or the single stage's --M), [1] at Stage 2's M
+    StageDefaults st1 = stage_resolve(STAGE_STAGE1, tr.M, t7p, stage ? steps : tmmf_steps, stage ? batch : tmmf_batch,
+                                      stage ? lr : tmmf_lr, -1, tr.clip_student);
+    StageDefaults st2 = stage_resolve(STAGE_STAGE2, tr.M, t7p, stage ? steps : dmd_iters, stage ? batch : dmd_batch,
+                                      stage ? lr : student_lr, stage ? lr : fake_lr, tr.clip_student);
+    StageDefaults stb[2]; // the baselines: [0] at M = 1 (or the single stage's --M), [1] at Stage 2's M
     for (int k = 0; k < 2; k++)
-        stb[k] = stage_resolve(STAGE_BASELINE, stage ? tr.M : k ? tr.M : 1, t7p, stage ? steps : dmd_iters, stage ? batch : dmd_batch, stage ? lr : student_lr,
+        stb[k] = stage_resolve(STAGE_BASELINE,
+                               stage ? tr.M
+                               : k   ? tr.M
+                                     : 1,
+                               t7p, stage ? steps : dmd_iters, stage ? batch : dmd_batch, stage ? lr : student_lr,
                                stage ? lr : fake_lr, tr.clip_student);
     StageDefaults stk = stage_resolve(STAGE_KD, 1, t7p, kd_steps, kd_batch, kd_lr, -1, tr.clip_student);
     KdDefaults kdd = kd_defaults(t7p);
@@ -1467,56 +1962,144 @@ int main(int argc, char** argv) {
     if (kd_cfg >= 0) kdd.cfg = kd_cfg;
     if (kd_shift >= 0) kdd.shift = kd_shift;
     if (kd_skip_layer >= -1) kdd.skip_layer = kd_skip_layer;
-    if (kd_shift == 0) { fprintf(stderr, "error: --kd-shift 0: expected a shift > 0 (1: none; -1: the stage table's)\n"); return 2; }
-    if (stk.batch > TMD_MAX_BATCH) { fprintf(stderr, "error: --kd-batch %d: at most %d\n", stk.batch, TMD_MAX_BATCH); return 2; }
-    const StageDefaults* one = kind == STAGE_TEACHER ? &st_teacher : kind == STAGE_STAGE1 ? &st1 : kind == STAGE_STAGE2 ? &st2 : kind == STAGE_BASELINE ? &stb[0] : NULL;
-    if (one) { steps = one->steps; batch = one->batch; lr = one->lr; tr.clip_student = one->clip_student; }
-    else { batch = st_teacher.batch; lr = st_teacher.lr; steps = st_teacher.steps; }   // the pipeline's teacher (--stage kd: unused)
-    TeacherRun tch = {steps, batch, seed, log_every, save_every < 0 ? 0 : save_every, warmup, lr, wd, max_grad_norm, p_drop, shift, out ? out : "teacher.safetensors"};
+    if (kd_shift == 0) {
+        fprintf(stderr, "error: --kd-shift 0: expected a shift > 0 (1: none; -1: the stage table's)\n");
+        return 2;
+    }
+    if (stk.batch > TMD_MAX_BATCH) {
+        fprintf(stderr, "error: --kd-batch %d: at most %d\n", stk.batch, TMD_MAX_BATCH);
+        return 2;
+    }
+    const StageDefaults* one = kind == STAGE_TEACHER    ? &st_teacher
+                               : kind == STAGE_STAGE1   ? &st1
+                               : kind == STAGE_STAGE2   ? &st2
+                               : kind == STAGE_BASELINE ? &stb[0]
+                                                        : NULL;
+    if (one) {
+        steps = one->steps;
+        batch = one->batch;
+        lr = one->lr;
+        tr.clip_student = one->clip_student;
+    } else {
+        batch = st_teacher.batch;
+        lr = st_teacher.lr;
+        steps = st_teacher.steps;
+    } // the pipeline's teacher (--stage kd: unused)
+    TeacherRun tch = {steps, batch,         seed,   log_every, save_every < 0 ? 0 : save_every,  warmup, lr,
+                      wd,    max_grad_norm, p_drop, shift,     out ? out : "teacher.safetensors"};
     char sheet[1024], kd_file[1024];
-    if (!stage) {   // the pipeline's plan, printed before anything needs the GPU
+    if (!stage) { // the pipeline's plan, printed before anything needs the GPU
         snprintf(sheet, sizeof(sheet), "%s/table.png", pl.run_dir);
         if (!pl.sheet) pl.sheet = sheet;
-        pl.seed = seed; pl.have_teacher = weights != NULL;
-        pl.teacher = tch; pl.teacher.save_every = 0;
-        TmdRun d = tr; d.seed = seed; d.log_every = log_every; d.save_every = save_every < 0 ? 100 : save_every; d.wd = wd;
-        pl.stage1 = d; pl.stage1.stage = "stage1"; pl.stage1.steps = st1.steps; pl.stage1.batch = st1.batch; pl.stage1.lr = pl.stage1.lr_fake = st1.lr;
+        pl.seed = seed;
+        pl.have_teacher = weights != NULL;
+        pl.teacher = tch;
+        pl.teacher.save_every = 0;
+        TmdRun d = tr;
+        d.seed = seed;
+        d.log_every = log_every;
+        d.save_every = save_every < 0 ? 100 : save_every;
+        d.wd = wd;
+        pl.stage1 = d;
+        pl.stage1.stage = "stage1";
+        pl.stage1.steps = st1.steps;
+        pl.stage1.batch = st1.batch;
+        pl.stage1.lr = pl.stage1.lr_fake = st1.lr;
         pl.stage1.clip_student = st1.clip_student;
-        pl.stage2 = d; pl.stage2.stage = "stage2"; pl.stage2.steps = st2.steps; pl.stage2.batch = st2.batch; pl.stage2.lr = st2.lr; pl.stage2.lr_fake = st2.lr_fake;
+        pl.stage2 = d;
+        pl.stage2.stage = "stage2";
+        pl.stage2.steps = st2.steps;
+        pl.stage2.batch = st2.batch;
+        pl.stage2.lr = st2.lr;
+        pl.stage2.lr_fake = st2.lr_fake;
         pl.stage2.clip_student = st2.clip_student;
         for (int k = 0; k < 2; k++) {
-            pl.baseline[k] = d; pl.baseline[k].stage = "baseline"; pl.baseline[k].M = k ? tr.M : 1; pl.baseline[k].steps = stb[k].steps; pl.baseline[k].batch = stb[k].batch;
-            pl.baseline[k].lr = stb[k].lr; pl.baseline[k].lr_fake = stb[k].lr_fake; pl.baseline[k].clip_student = stb[k].clip_student;
+            pl.baseline[k] = d;
+            pl.baseline[k].stage = "baseline";
+            pl.baseline[k].M = k ? tr.M : 1;
+            pl.baseline[k].steps = stb[k].steps;
+            pl.baseline[k].batch = stb[k].batch;
+            pl.baseline[k].lr = stb[k].lr;
+            pl.baseline[k].lr_fake = stb[k].lr_fake;
+            pl.baseline[k].clip_student = stb[k].clip_student;
         }
         snprintf(kd_file, sizeof(kd_file), "%s/kd_pairs.safetensors", pl.run_dir);
-        KdRun k = {NULL, NULL, NULL, kd_cache ? kd_cache : kd_file, 0, stk.steps, stk.batch, kdd.pairs, seed, log_every, d.save_every, tr.N, tr.H,
-                   stk.lr, wd, stk.clip_student, kdd.sampler_steps, kdd.cfg, kdd.shift, kdd.skip_layer, tr.data};
-        pl.kd = k; pl.kd_tmd = kd_tmd;
+        KdRun k = {NULL,
+                   NULL,
+                   NULL,
+                   kd_cache ? kd_cache : kd_file,
+                   0,
+                   stk.steps,
+                   stk.batch,
+                   kdd.pairs,
+                   seed,
+                   log_every,
+                   d.save_every,
+                   tr.N,
+                   tr.H,
+                   stk.lr,
+                   wd,
+                   stk.clip_student,
+                   kdd.sampler_steps,
+                   kdd.cfg,
+                   kdd.shift,
+                   kdd.skip_layer,
+                   tr.data};
+        pl.kd = k;
+        pl.kd_tmd = kd_tmd;
         char gan_plan[160] = "no GAN terms (--gan-weight 0)", slg[48] = "";
-        if (tr.gan_weight > 0) snprintf(gan_plan, sizeof(gan_plan), "GAN weight %g (discriminator width %d, lr %g)", tr.gan_weight, tr.disc_width, tr.disc_lr);
+        if (tr.gan_weight > 0)
+            snprintf(gan_plan, sizeof(gan_plan), "GAN weight %g (discriminator width %d, lr %g)", tr.gan_weight,
+                     tr.disc_width, tr.disc_lr);
         if (kdd.skip_layer >= 0) snprintf(slg, sizeof(slg), ", skip-layer guidance at block %d", kdd.skip_layer);
-        printf("train_tmd: the whole distillation of %s, checkpoints in %s/ (a rerun continues where this one stops)\n", tr.data ? "the teacher on --data" : "the built-in world", pl.run_dir);
-        if (weights) printf("  1. teacher      from --weights %s (no teacher stage)\n", weights);
-        else printf("  1. teacher      flow matching, %d steps, batch %d, lr %g (skipped when %s/teacher.safetensors exists)\n", tch.steps, tch.batch, tch.lr, pl.run_dir);
+        printf("train_tmd: the whole distillation of %s, checkpoints in %s/ (a rerun continues where this one stops)\n",
+               tr.data ? "the teacher on --data" : "the built-in world", pl.run_dir);
+        if (weights)
+            printf("  1. teacher      from --weights %s (no teacher stage)\n", weights);
+        else
+            printf("  1. teacher      flow matching, %d steps, batch %d, lr %g (skipped when %s/teacher.safetensors "
+                   "exists)\n",
+                   tch.steps, tch.batch, tch.lr, pl.run_dir);
         printf("  2. Stage 1      TM-MF, %d steps, batch %d, lr %g, %s, M %d N %d H %d\n", st1.steps, st1.batch, st1.lr,
                st1.clip_student > 0 ? "the student clipped" : "unclipped", tr.M, tr.N, tr.H);
-        printf("  3. Stage 2      DMD2-v with the flow-head rollout, %d iterations (student every %d-th), batch %d, lr %g / fake %g, clip %g, %s\n",
+        printf("  3. Stage 2      DMD2-v with the flow-head rollout, %d iterations (student every %d-th), batch %d, lr "
+               "%g / fake %g, clip %g, %s\n",
                st2.steps, tr.update_every, st2.batch, st2.lr, st2.lr_fake, st2.clip_student, gan_plan);
-        if (kd_tmd && stk.steps > 0) printf("     (--kd-tmd)   KD warm-up of the TMD student after Stage 1, as below\n");
+        if (kd_tmd && stk.steps > 0)
+            printf("     (--kd-tmd)   KD warm-up of the TMD student after Stage 1, as below\n");
         if (stk.steps > 0)
-            printf("  4. baseline M1  KD warm-up of a plain Wan student at one step (%s/kd.safetensors): %d steps, batch %d, lr %g on %d teacher ODE pairs (UniPC %d steps, "
-                   "CFG %g against %s%s, %s; cached in %s), then DMD2-v at M 1: %d iterations (%s/baseline_m1.safetensors)\n", pl.run_dir, stk.steps, stk.batch, stk.lr,
-                   kdd.pairs, kdd.sampler_steps, kdd.cfg, tr.data ? "the negative prompt" : "the empty caption", slg, tr.data ? "the dataset's contexts" : "the world's captions",
-                   pl.kd.pairs_path, stb[0].steps, pl.run_dir);
-        else printf("  4. baseline M1  DMD2-v on a plain Wan student at M 1, %d iterations, no KD warm-up (--kd-steps 0)\n", stb[0].steps);
-        if (tr.M > 1) printf("     baseline M%d  DMD2-v on a plain Wan student at M %d, %d iterations, without KD (paper Table 4; %s/baseline_m%d.safetensors)\n",
-                             tr.M, tr.M, stb[1].steps, pl.run_dir, tr.M);
-        if (tr.data) printf("  data           %s: latents and contexts, its negative prompt for CFG (no table: sample with ./sample_tmd)\n", tr.data);
-        else printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n", pl.eval_n, pl.sheet);
+            printf("  4. baseline M1  KD warm-up of a plain Wan student at one step (%s/kd.safetensors): %d steps, "
+                   "batch %d, lr %g on %d teacher ODE pairs (UniPC %d steps, "
+                   "CFG %g against %s%s, %s; cached in %s), then DMD2-v at M 1: %d iterations "
+                   "(%s/baseline_m1.safetensors)\n",
+                   pl.run_dir, stk.steps, stk.batch, stk.lr, kdd.pairs, kdd.sampler_steps, kdd.cfg,
+                   tr.data ? "the negative prompt" : "the empty caption", slg,
+                   tr.data ? "the dataset's contexts" : "the world's captions", pl.kd.pairs_path, stb[0].steps,
+                   pl.run_dir);
+        else
+            printf(
+                "  4. baseline M1  DMD2-v on a plain Wan student at M 1, %d iterations, no KD warm-up (--kd-steps 0)\n",
+                stb[0].steps);
+        if (tr.M > 1)
+            printf("     baseline M%d  DMD2-v on a plain Wan student at M %d, %d iterations, without KD (paper Table "
+                   "4; %s/baseline_m%d.safetensors)\n",
+                   tr.M, tr.M, stb[1].steps, pl.run_dir, tr.M);
+        if (tr.data)
+            printf("  data           %s: latents and contexts, its negative prompt for CFG (no table: sample with "
+                   "./sample_tmd)\n",
+                   tr.data);
+        else
+            printf("  5. table        %d captions per row from the same noise, toy VBench scores, contact sheet %s\n",
+                   pl.eval_n, pl.sheet);
         int world = comm_env_world();
-        if (world > 1) { fprintf(stderr, "error: the pipeline runs on one GPU; run the stages under mpirun one at a time with --stage\n"); return 2; }
+        if (world > 1) {
+            fprintf(stderr,
+                    "error: the pipeline runs on one GPU; run the stages under mpirun one at a time with --stage\n");
+            return 2;
+        }
     }
-    WanConfig c; real* params;
+    WanConfig c;
+    real* params;
     rc = wan_gpu_program_model("train_tmd", &c, &params, preset, weights, heads);
     if (rc) return rc;
     if (!params && (!stage || !strcmp(stage, "teacher"))) {
@@ -1524,26 +2107,66 @@ int main(int argc, char** argv) {
         wan_gpu_init_train(&c, params, (uint64_t)seed);
         printf("initialised %s from scratch (official init_weights), seed %d\n", c.name, seed);
     }
-    if (!stage) rc = train_tmd_pipeline(&pl, &c, params);
-    else if (!strcmp(stage, "teacher")) rc = train_teacher(&tch, &c, params);
+    if (!stage)
+        rc = train_tmd_pipeline(&pl, &c, params);
+    else if (!strcmp(stage, "teacher"))
+        rc = train_teacher(&tch, &c, params);
     else {
         // one TMD stage: the student (gpu/tmd_gpu.cuh) built from this teacher, Stage 1 TM-MF or Stage 2 DMD2-v
-        if (!weights && !tr.bench) { fprintf(stderr, "error: --stage %s needs the teacher: --weights teacher.safetensors (./train_tmd --stage teacher writes it)\n", stage); free(params); return 2; }
-        if (!params) {   // --bench without --weights: the official init with a small random head (timing does not depend on the values)
+        if (!weights && !tr.bench) {
+            fprintf(stderr,
+                    "error: --stage %s needs the teacher: --weights teacher.safetensors (./train_tmd --stage teacher "
+                    "writes it)\n",
+                    stage);
+            free(params);
+            return 2;
+        }
+        if (!params) { // --bench without --weights: the official init with a small random head (timing does not depend
+                       // on the values)
             params = (real*)malloc(sizeof(real) * wan_num_params(&c));
             wan_gpu_bench_weights(&c, params, (uint64_t)seed);
-            printf("--bench: random teacher weights for %s (official init, a small random head), seed %d\n", c.name, seed);
+            printf("--bench: random teacher weights for %s (official init, a small random head), seed %d\n", c.name,
+                   seed);
         }
         if (!strcmp(stage, "kd")) {
-            KdRun k = {out ? out : (kd_tmd ? "kd_tmd.safetensors" : "kd.safetensors"), tr.resume, tr.student, kd_cache ? kd_cache : "kd_pairs.safetensors", kd_tmd,
-                       stk.steps, stk.batch, kdd.pairs, seed, log_every, save_every < 0 ? 0 : save_every, tr.N, tr.H, stk.lr, wd, stk.clip_student,
-                       kdd.sampler_steps, kdd.cfg, kdd.shift, kdd.skip_layer, tr.data};
+            KdRun k = {out ? out : (kd_tmd ? "kd_tmd.safetensors" : "kd.safetensors"),
+                       tr.resume,
+                       tr.student,
+                       kd_cache ? kd_cache : "kd_pairs.safetensors",
+                       kd_tmd,
+                       stk.steps,
+                       stk.batch,
+                       kdd.pairs,
+                       seed,
+                       log_every,
+                       save_every < 0 ? 0 : save_every,
+                       tr.N,
+                       tr.H,
+                       stk.lr,
+                       wd,
+                       stk.clip_student,
+                       kdd.sampler_steps,
+                       kdd.cfg,
+                       kdd.shift,
+                       kdd.skip_layer,
+                       tr.data};
             rc = train_tmd_kd(&k, &c, params);
         } else {
-            char bout[64]; snprintf(bout, sizeof(bout), "baseline_m%d.safetensors", tr.M);
-            tr.stage = stage; tr.out = out ? out : (!strcmp(stage, "stage1") ? "stage1.safetensors" : !strcmp(stage, "stage2") ? "stage2.safetensors" : bout);
-            tr.steps = tr.bench ? tr.bench : steps; tr.batch = batch; tr.seed = seed; tr.log_every = log_every; tr.save_every = save_every < 0 ? 0 : save_every;
-            tr.lr = lr; tr.lr_fake = one->lr_fake; tr.wd = wd;   // the stage table's (a given --lr is the fake score's too)
+            char bout[64];
+            snprintf(bout, sizeof(bout), "baseline_m%d.safetensors", tr.M);
+            tr.stage = stage;
+            tr.out = out ? out
+                         : (!strcmp(stage, "stage1")   ? "stage1.safetensors"
+                            : !strcmp(stage, "stage2") ? "stage2.safetensors"
+                                                       : bout);
+            tr.steps = tr.bench ? tr.bench : steps;
+            tr.batch = batch;
+            tr.seed = seed;
+            tr.log_every = log_every;
+            tr.save_every = save_every < 0 ? 0 : save_every;
+            tr.lr = lr;
+            tr.lr_fake = one->lr_fake;
+            tr.wd = wd; // the stage table's (a given --lr is the fake score's too)
             rc = train_tmd_distill(&tr, &c, params);
         }
     }

@@ -1,5 +1,5 @@
-// gpu/comm.cuh: lib/comm.h's collectives over DEVICE buffers, for the multi-rank CUDA programs (mpirun -np K ./train_tmd).
-// One interface, two backends, the semantics (counts per rank, in-place forms, layouts) lib/comm.h's:
+// gpu/comm.cuh: lib/comm.h's collectives over DEVICE buffers, for the multi-rank CUDA programs (mpirun -np K
+// ./train_tmd). One interface, two backends, the semantics (counts per rank, in-place forms, layouts) lib/comm.h's:
 //   NCCL        when the build has NCCL (-DUSE_NCCL) and more than one rank runs (TMD_COMM=mpi picks the other):
 //               the collectives run on the given stream, fp32/bf16/fp64, sums in NCCL's order (deterministic for a
 //               fixed world and topology, not lib/comm.h's rank order); the all-to-all is NCCL's grouped send/recv
@@ -20,16 +20,17 @@
 #include <nccl.h>
 #endif
 
-#define COMM_STAGE_ELEMS ((size_t)16 << 20)   // host-staged all_reduce segment (64 MiB of fp32)
+#define COMM_STAGE_ELEMS ((size_t)16 << 20) // host-staged all_reduce segment (64 MiB of fp32)
 
 typedef struct {
-    CommHost host;          // rank, world, MPI (lib/comm.h)
+    CommHost host; // rank, world, MPI (lib/comm.h)
     int rank, world;
-    int nccl;               // 1: NCCL runs the collectives; 0: staged through the host (MPI), or one rank
+    int nccl; // 1: NCCL runs the collectives; 0: staged through the host (MPI), or one rank
 #ifdef USE_NCCL
     ncclComm_t nccl_comm;
 #endif
-    char* stage; size_t stage_bytes;   // host staging buffer, grown on demand
+    char* stage;
+    size_t stage_bytes; // host staging buffer, grown on demand
 } Comm;
 
 static void comm_abort(Comm* c, const char* msg) {
@@ -40,9 +41,18 @@ static void comm_abort(Comm* c, const char* msg) {
 }
 
 #ifdef USE_NCCL
-#define ncclCheck(c, call) do { ncclResult_t r_ = (call); if (r_ != ncclSuccess) { char m_[512]; \
-    snprintf(m_, sizeof(m_), "[NCCL error] %s:%d: %s: %s", __FILE__, __LINE__, #call, ncclGetErrorString(r_)); comm_abort(c, m_); } } while (0)
-static ncclDataType_t comm_nccl_type_(CommType t) { return t == COMM_F32 ? ncclFloat : t == COMM_BF16 ? ncclBfloat16 : ncclFloat64; }
+#define ncclCheck(c, call)                                                                                             \
+    do {                                                                                                               \
+        ncclResult_t r_ = (call);                                                                                      \
+        if (r_ != ncclSuccess) {                                                                                       \
+            char m_[512];                                                                                              \
+            snprintf(m_, sizeof(m_), "[NCCL error] %s:%d: %s: %s", __FILE__, __LINE__, #call, ncclGetErrorString(r_)); \
+            comm_abort(c, m_);                                                                                         \
+        }                                                                                                              \
+    } while (0)
+static ncclDataType_t comm_nccl_type_(CommType t) {
+    return t == COMM_F32 ? ncclFloat : t == COMM_BF16 ? ncclBfloat16 : ncclFloat64;
+}
 
 // the NCCL id from rank 0 to the others: over MPI, or through a file every rank can read
 static void comm_nccl_id_(Comm* c, ncclUniqueId* id) {
@@ -50,19 +60,30 @@ static void comm_nccl_id_(Comm* c, ncclUniqueId* id) {
 #ifdef USE_MPI
     mpiCheck(&c->host, MPI_Bcast(id, (int)sizeof(*id), MPI_BYTE, 0, MPI_COMM_WORLD));
 #else
-    const char* path = getenv("TMD_NCCL_ID_FILE"); if (!path) path = "nccl_id.bin";
+    const char* path = getenv("TMD_NCCL_ID_FILE");
+    if (!path) path = "nccl_id.bin";
     char m[1200];
     if (c->rank == 0) {
-        char tmp[1100]; snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        char tmp[1100];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
         FILE* f = fopen(tmp, "wb");
         if (!f || fwrite(id, sizeof(*id), 1, f) != 1 || fclose(f) != 0 || rename(tmp, path) != 0) {
-            snprintf(m, sizeof(m), "cannot write the NCCL id to %s (set TMD_NCCL_ID_FILE to a path every rank can read)", path); comm_abort(c, m);
+            snprintf(m, sizeof(m),
+                     "cannot write the NCCL id to %s (set TMD_NCCL_ID_FILE to a path every rank can read)", path);
+            comm_abort(c, m);
         }
     } else {
-        for (int tries = 0;; tries++) {   // rank 0 renames the file into place once it is whole
+        for (int tries = 0;; tries++) { // rank 0 renames the file into place once it is whole
             FILE* f = fopen(path, "rb");
-            if (f) { size_t got = fread(id, sizeof(*id), 1, f); fclose(f); if (got == 1) break; }
-            if (tries > 6000) { snprintf(m, sizeof(m), "waited 10 minutes for the NCCL id in %s from rank 0", path); comm_abort(c, m); }
+            if (f) {
+                size_t got = fread(id, sizeof(*id), 1, f);
+                fclose(f);
+                if (got == 1) break;
+            }
+            if (tries > 6000) {
+                snprintf(m, sizeof(m), "waited 10 minutes for the NCCL id in %s from rank 0", path);
+                comm_abort(c, m);
+            }
             usleep(100000);
         }
     }
@@ -75,15 +96,23 @@ static void comm_init(Comm* c, int* argc, char*** argv) {
     memset(c, 0, sizeof(*c));
 #if defined(USE_NCCL) && !defined(USE_MPI)
     // NCCL alone: ranks from the launcher's environment (lib/comm.h would refuse several ranks without MPI)
-    c->host.world = comm_env_world(); c->host.rank = comm_env_int("OMPI_COMM_WORLD_RANK", "PMI_RANK", 0);
-    (void)argc; (void)argv;
+    c->host.world = comm_env_world();
+    c->host.rank = comm_env_int("OMPI_COMM_WORLD_RANK", "PMI_RANK", 0);
+    (void)argc;
+    (void)argv;
 #else
     comm_host_init(&c->host, argc, argv);
 #endif
-    c->rank = c->host.rank; c->world = c->host.world;
-    if (c->world < 1 || c->rank < 0 || c->rank >= c->world) { char m[96]; snprintf(m, sizeof(m), "rank %d of %d is not a valid pair", c->rank, c->world); comm_abort(c, m); }
+    c->rank = c->host.rank;
+    c->world = c->host.world;
+    if (c->world < 1 || c->rank < 0 || c->rank >= c->world) {
+        char m[96];
+        snprintf(m, sizeof(m), "rank %d of %d is not a valid pair", c->rank, c->world);
+        comm_abort(c, m);
+    }
     if (c->world == 1) return;
-    int ndev = 0; cudaCheck(cudaGetDeviceCount(&ndev));
+    int ndev = 0;
+    cudaCheck(cudaGetDeviceCount(&ndev));
     int local = comm_env_int("OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", c->rank);
     cudaCheck(cudaSetDevice(local % (ndev > 0 ? ndev : 1)));
 #ifdef USE_NCCL
@@ -92,9 +121,14 @@ static void comm_init(Comm* c, int* argc, char*** argv) {
 #ifndef USE_MPI
     if (!c->nccl) comm_abort(c, "TMD_COMM=mpi, but this build has no MPI: install OpenMPI and rebuild");
 #endif
-    if (c->nccl) { ncclUniqueId id; comm_nccl_id_(c, &id); ncclCheck(c, ncclCommInitRank(&c->nccl_comm, c->world, id, c->rank)); }
+    if (c->nccl) {
+        ncclUniqueId id;
+        comm_nccl_id_(c, &id);
+        ncclCheck(c, ncclCommInitRank(&c->nccl_comm, c->world, id, c->rank));
+    }
 #endif
-    if (c->rank == 0) printf("comm: %d ranks, collectives over %s\n", c->world, c->nccl ? "NCCL" : "MPI, staged through host memory");
+    if (c->rank == 0)
+        printf("comm: %d ranks, collectives over %s\n", c->world, c->nccl ? "NCCL" : "MPI, staged through host memory");
 }
 
 // a group of c's ranks: those passing the same color, ordered by key, every rank of c calling it (lib/comm.h
@@ -104,17 +138,24 @@ static void comm_split(Comm* c, Comm* sub, int color, int key) {
     memset(sub, 0, sizeof(*sub));
 #if defined(USE_NCCL) && !defined(USE_MPI)
     if (c->world > 1 && !c->nccl) comm_abort(c, "comm_split without MPI needs NCCL");
-    sub->host.sub = 1; sub->host.world = 1;
+    sub->host.sub = 1;
+    sub->host.world = 1;
 #else
     comm_host_split(&c->host, &sub->host, color, key);
 #endif
-    sub->rank = sub->host.rank; sub->world = sub->host.world;
+    sub->rank = sub->host.rank;
+    sub->world = sub->host.world;
 #ifdef USE_NCCL
     if (c->nccl) {
         ncclCheck(c, ncclCommSplit(c->nccl_comm, color, key, &sub->nccl_comm, NULL));
         int r = 0, n = 1;
-        ncclCheck(c, ncclCommUserRank(sub->nccl_comm, &r)); ncclCheck(c, ncclCommCount(sub->nccl_comm, &n));
-        sub->rank = r; sub->world = n; sub->host.rank = r; sub->host.world = n; sub->nccl = 1;
+        ncclCheck(c, ncclCommUserRank(sub->nccl_comm, &r));
+        ncclCheck(c, ncclCommCount(sub->nccl_comm, &n));
+        sub->rank = r;
+        sub->world = n;
+        sub->host.rank = r;
+        sub->host.world = n;
+        sub->nccl = 1;
     }
 #endif
 }
@@ -132,21 +173,39 @@ static void comm_finalize(Comm* c) {
 
 static char* comm_stage_(Comm* c, size_t bytes) {
     if (bytes > c->stage_bytes) {
-        free(c->stage); c->stage = (char*)malloc(bytes); c->stage_bytes = bytes;
-        if (!c->stage) { char m[120]; snprintf(m, sizeof(m), "out of host memory for %zu bytes of staging", bytes); comm_abort(c, m); }
+        free(c->stage);
+        c->stage = (char*)malloc(bytes);
+        c->stage_bytes = bytes;
+        if (!c->stage) {
+            char m[120];
+            snprintf(m, sizeof(m), "out of host memory for %zu bytes of staging", bytes);
+            comm_abort(c, m);
+        }
     }
     return c->stage;
 }
-static void comm_d2h_(void* h, const void* d, size_t bytes, cudaStream_t s) { cudaCheck(cudaMemcpyAsync(h, d, bytes, cudaMemcpyDeviceToHost, s)); cudaCheck(cudaStreamSynchronize(s)); }
-static void comm_h2d_(void* d, const void* h, size_t bytes, cudaStream_t s) { cudaCheck(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, s)); cudaCheck(cudaStreamSynchronize(s)); }
+static void comm_d2h_(void* h, const void* d, size_t bytes, cudaStream_t s) {
+    cudaCheck(cudaMemcpyAsync(h, d, bytes, cudaMemcpyDeviceToHost, s));
+    cudaCheck(cudaStreamSynchronize(s));
+}
+static void comm_h2d_(void* d, const void* h, size_t bytes, cudaStream_t s) {
+    cudaCheck(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, s));
+    cudaCheck(cudaStreamSynchronize(s));
+}
 
 // send [count] -> recv [world][count]; in place when send == recv + rank*count
 static void comm_all_gather(Comm* c, void* recv, const void* send, size_t count, CommType t, cudaStream_t s) {
     size_t bytes = count * comm_type_size(t);
     char* mine = (char*)recv + (size_t)c->rank * bytes;
-    if (c->world == 1) { if ((const void*)mine != send) cudaCheck(cudaMemcpyAsync(mine, send, bytes, cudaMemcpyDeviceToDevice, s)); return; }
+    if (c->world == 1) {
+        if ((const void*)mine != send) cudaCheck(cudaMemcpyAsync(mine, send, bytes, cudaMemcpyDeviceToDevice, s));
+        return;
+    }
 #ifdef USE_NCCL
-    if (c->nccl) { ncclCheck(c, ncclAllGather(send, recv, count, comm_nccl_type_(t), c->nccl_comm, s)); return; }
+    if (c->nccl) {
+        ncclCheck(c, ncclAllGather(send, recv, count, comm_nccl_type_(t), c->nccl_comm, s));
+        return;
+    }
 #endif
     char* h = comm_stage_(c, bytes * (size_t)c->world);
     comm_d2h_(h + (size_t)c->rank * bytes, send, bytes, s);
@@ -154,12 +213,19 @@ static void comm_all_gather(Comm* c, void* recv, const void* send, size_t count,
     comm_h2d_(recv, h, bytes * (size_t)c->world, s);
 }
 
-// send [world][count] -> recv [count], the sum over ranks of their slice `rank`; in place when recv == send + rank*count
+// send [world][count] -> recv [count], the sum over ranks of their slice `rank`; in place when recv == send +
+// rank*count
 static void comm_reduce_scatter(Comm* c, void* recv, const void* send, size_t count, CommType t, cudaStream_t s) {
     size_t bytes = count * comm_type_size(t);
-    if (c->world == 1) { if (recv != send) cudaCheck(cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDeviceToDevice, s)); return; }
+    if (c->world == 1) {
+        if (recv != send) cudaCheck(cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDeviceToDevice, s));
+        return;
+    }
 #ifdef USE_NCCL
-    if (c->nccl) { ncclCheck(c, ncclReduceScatter(send, recv, count, comm_nccl_type_(t), ncclSum, c->nccl_comm, s)); return; }
+    if (c->nccl) {
+        ncclCheck(c, ncclReduceScatter(send, recv, count, comm_nccl_type_(t), ncclSum, c->nccl_comm, s));
+        return;
+    }
 #endif
     char* h = comm_stage_(c, bytes * (size_t)c->world);
     comm_d2h_(h, send, bytes * (size_t)c->world, s);
@@ -171,12 +237,15 @@ static void comm_reduce_scatter(Comm* c, void* recv, const void* send, size_t co
 static void comm_all_reduce(Comm* c, void* buf, size_t n, CommType t, cudaStream_t s) {
     if (c->world == 1 || n == 0) return;
 #ifdef USE_NCCL
-    if (c->nccl) { ncclCheck(c, ncclAllReduce(buf, buf, n, comm_nccl_type_(t), ncclSum, c->nccl_comm, s)); return; }
+    if (c->nccl) {
+        ncclCheck(c, ncclAllReduce(buf, buf, n, comm_nccl_type_(t), ncclSum, c->nccl_comm, s));
+        return;
+    }
 #endif
     size_t es = comm_type_size(t);
     for (size_t off = 0; off < n; off += COMM_STAGE_ELEMS) {
         size_t k = n - off < COMM_STAGE_ELEMS ? n - off : COMM_STAGE_ELEMS;
-        char* h = comm_stage_(c, k * es), *d = (char*)buf + off * es;
+        char *h = comm_stage_(c, k * es), *d = (char*)buf + off * es;
         comm_d2h_(h, d, k * es, s);
         comm_host_all_reduce(&c->host, h, k, t);
         comm_h2d_(d, h, k * es, s);
@@ -187,12 +256,16 @@ static void comm_all_reduce(Comm* c, void* buf, size_t n, CommType t, cudaStream
 static void comm_all_to_all(Comm* c, void* recv, const void* send, size_t count, CommType t, cudaStream_t s) {
     size_t bytes = count * comm_type_size(t);
     if (recv == send) comm_abort(c, "comm_all_to_all: recv and send must be different buffers");
-    if (c->world == 1) { cudaCheck(cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDeviceToDevice, s)); return; }
+    if (c->world == 1) {
+        cudaCheck(cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDeviceToDevice, s));
+        return;
+    }
 #ifdef USE_NCCL
     if (c->nccl) {
         ncclCheck(c, ncclGroupStart());
         for (int j = 0; j < c->world; j++) {
-            ncclCheck(c, ncclSend((const char*)send + (size_t)j * bytes, count, comm_nccl_type_(t), j, c->nccl_comm, s));
+            ncclCheck(c,
+                      ncclSend((const char*)send + (size_t)j * bytes, count, comm_nccl_type_(t), j, c->nccl_comm, s));
             ncclCheck(c, ncclRecv((char*)recv + (size_t)j * bytes, count, comm_nccl_type_(t), j, c->nccl_comm, s));
         }
         ncclCheck(c, ncclGroupEnd());
@@ -207,10 +280,17 @@ static void comm_all_to_all(Comm* c, void* recv, const void* send, size_t count,
 
 // buf [n] from rank root to every rank
 static void comm_broadcast(Comm* c, void* buf, size_t n, CommType t, int root, cudaStream_t s) {
-    if (root < 0 || root >= c->world) { char m[96]; snprintf(m, sizeof(m), "comm_broadcast from rank %d of %d", root, c->world); comm_abort(c, m); }
+    if (root < 0 || root >= c->world) {
+        char m[96];
+        snprintf(m, sizeof(m), "comm_broadcast from rank %d of %d", root, c->world);
+        comm_abort(c, m);
+    }
     if (c->world == 1) return;
 #ifdef USE_NCCL
-    if (c->nccl) { ncclCheck(c, ncclBroadcast(buf, buf, n, comm_nccl_type_(t), root, c->nccl_comm, s)); return; }
+    if (c->nccl) {
+        ncclCheck(c, ncclBroadcast(buf, buf, n, comm_nccl_type_(t), root, c->nccl_comm, s));
+        return;
+    }
 #endif
     size_t bytes = n * comm_type_size(t);
     char* h = comm_stage_(c, bytes);
@@ -224,9 +304,11 @@ static void comm_barrier(Comm* c, cudaStream_t s) {
     cudaCheck(cudaStreamSynchronize(s));
     if (c->world == 1) return;
 #if defined(USE_NCCL) && !defined(USE_MPI)
-    float* one; cudaCheck(cudaMalloc(&one, sizeof(float)));
+    float* one;
+    cudaCheck(cudaMalloc(&one, sizeof(float)));
     ncclCheck(c, ncclAllReduce(one, one, 1, ncclFloat, ncclSum, c->nccl_comm, s));
-    cudaCheck(cudaStreamSynchronize(s)); cudaCheck(cudaFree(one));
+    cudaCheck(cudaStreamSynchronize(s));
+    cudaCheck(cudaFree(one));
 #else
     comm_host_barrier(&c->host);
 #endif

@@ -12,8 +12,7 @@
 #include "../kernels/patchify.cuh"
 
 // out[j][i][c] = in[i][j][c], i < n1, j < n2, c < chunk (lib/cp.h cp_transpose12, in elements)
-template <typename T>
-__global__ void cp_transpose12_kernel(T* out, const T* in, size_t n1, size_t n2, size_t chunk) {
+template <typename T> __global__ void cp_transpose12_kernel(T* out, const T* in, size_t n1, size_t n2, size_t chunk) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= n1 * n2 * chunk) return;
     size_t c = idx % chunk, t = idx / chunk, i = t % n1, j = t / n1;
@@ -27,13 +26,16 @@ static void cp_transpose12_gpu(T* out, const T* in, size_t n1, size_t n2, size_t
 }
 
 // out [B][Lo][row] rows [o0, o0+n) = in [B][Li][row] rows [i0, i0+n) (lib/cp.h cp_copy_rows)
-__global__ void cp_copy_rows_kernel(float* out, int Lo, int o0, const float* in, int Li, int i0, int n, int B, size_t row) {
+__global__ void cp_copy_rows_kernel(float* out, int Lo, int o0, const float* in, int Li, int i0, int n, int B,
+                                    size_t row) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)B * n * row) return;
-    size_t c = idx % row, t = idx / row; int i = (int)(t % n), b = (int)(t / n);
+    size_t c = idx % row, t = idx / row;
+    int i = (int)(t % n), b = (int)(t / n);
     out[((size_t)b * Lo + o0 + i) * row + c] = in[((size_t)b * Li + i0 + i) * row + c];
 }
-static void cp_copy_rows_gpu(float* out, int Lo, int o0, const float* in, int Li, int i0, int n, int B, size_t row, cudaStream_t s) {
+static void cp_copy_rows_gpu(float* out, int Lo, int o0, const float* in, int Li, int i0, int n, int B, size_t row,
+                             cudaStream_t s) {
     size_t total = (size_t)B * n * row;
     cp_copy_rows_kernel<<<(unsigned)((total + 255) / 256), 256, 0, s>>>(out, Lo, o0, in, Li, i0, n, B, row);
     cudaCheck(cudaGetLastError());
@@ -42,17 +44,17 @@ static void cp_copy_rows_gpu(float* out, int Lo, int o0, const float* in, int Li
 // the group and its scratch (one per activation plan; the layers run one after another on one stream)
 // (gpu/wan_gpu.cuh wan_gpu_act_init_opts allocates it, beside the activation arena)
 typedef struct {
-    Comm* comm;              // the ranks sharing each sample (comm_split of the world)
-    CpLayout lay;            // B, L, H, d; Lr and Hk a rank
-    PatchGrid g, g_out;      // the whole latent's grids (the plan's own grids hold Lr tokens)
-    floatX *send, *recv;     // [B·Lr·H·d] the all-to-all's send and receive layouts
-    floatX *dqh, *dkh, *dvh, *daoh;   // [B, L, Hk·d] the head-sharded gradients (training)
-    float* dS;               // [B, Hk, L, L] the naive attention's score gradients (training, naive only)
-    float* patches;          // [B, L, in_dim·P] the whole latent's patches; the backward's latent-side gradient rows
-    float* y_all;            // [K2, B, Lr, out_dim·P] the head's rows all-gathered (then [B, L, ..] of d out in the backward)
-    float* y;                // [B, L, out_dim·P] the head's rows in token order
-    float* out;              // [B, out_dim, T, Hl, Wl] the velocity (the plan's out points here)
-    char* base;              // the one allocation
+    Comm* comm;                     // the ranks sharing each sample (comm_split of the world)
+    CpLayout lay;                   // B, L, H, d; Lr and Hk a rank
+    PatchGrid g, g_out;             // the whole latent's grids (the plan's own grids hold Lr tokens)
+    floatX *send, *recv;            // [B·Lr·H·d] the all-to-all's send and receive layouts
+    floatX *dqh, *dkh, *dvh, *daoh; // [B, L, Hk·d] the head-sharded gradients (training)
+    float* dS;                      // [B, Hk, L, L] the naive attention's score gradients (training, naive only)
+    float* patches; // [B, L, in_dim·P] the whole latent's patches; the backward's latent-side gradient rows
+    float* y_all;   // [K2, B, Lr, out_dim·P] the head's rows all-gathered (then [B, L, ..] of d out in the backward)
+    float* y;       // [B, L, out_dim·P] the head's rows in token order
+    float* out;     // [B, out_dim, T, Hl, Wl] the velocity (the plan's out points here)
+    char* base;     // the one allocation
 } WanCp;
 
 static CommType cp_floatx_type(void) { return sizeof(floatX) == 2 ? COMM_BF16 : COMM_F32; }

@@ -15,28 +15,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../wan.h"   // the parameter layout (official names)
+#include "../wan.h" // the parameter layout (official names)
 
 // name: an official Wan2.1 tensor name of wan.h's layout ("blocks.3.norm3.weight", "head.modulation", ...)
 static int wan_gpu_reads_fp32(const char* name) {
     static const char* top[] = {"patch_embedding.", "time_embedding.", "time_projection.", "head."};
-    static const char* in_block[] = {"modulation", "self_attn.norm_q.weight", "self_attn.norm_k.weight", "norm3.weight", "norm3.bias",
-                                     "cross_attn.norm_q.weight", "cross_attn.norm_k.weight"};
-    for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) if (!strncmp(name, top[i], strlen(top[i]))) return 1;
+    static const char* in_block[] = {
+        "modulation", "self_attn.norm_q.weight",  "self_attn.norm_k.weight", "norm3.weight",
+        "norm3.bias", "cross_attn.norm_q.weight", "cross_attn.norm_k.weight"};
+    for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++)
+        if (!strncmp(name, top[i], strlen(top[i]))) return 1;
     if (strncmp(name, "blocks.", 7)) return 0;
-    const char* field = strchr(name + 7, '.');   // past "blocks.N."
+    const char* field = strchr(name + 7, '.'); // past "blocks.N."
     if (!field) return 0;
-    for (size_t i = 0; i < sizeof(in_block) / sizeof(in_block[0]); i++) if (!strcmp(field + 1, in_block[i])) return 1;
+    for (size_t i = 0; i < sizeof(in_block) / sizeof(in_block[0]); i++)
+        if (!strcmp(field + 1, in_block[i])) return 1;
     return 0;
 }
 
 // parameters of config c that the GPU reads in fp32 (the elements of a frozen bf16 model's fp32 buffer)
 static size_t wan_gpu_fp32_params(const WanConfig* c) {
     WanTensor* t = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
-    if (!t) { fprintf(stderr, "wan_gpu_fp32_params: out of host memory for the layout table\n"); exit(1); }
+    if (!t) {
+        fprintf(stderr, "wan_gpu_fp32_params: out of host memory for the layout table\n");
+        exit(1);
+    }
     int nt = wan_layout(c, t, NULL, NULL, NULL);
     size_t n = 0;
-    for (int i = 0; i < nt; i++) if (wan_gpu_reads_fp32(t[i].name)) n += t[i].numel;
+    for (int i = 0; i < nt; i++)
+        if (wan_gpu_reads_fp32(t[i].name)) n += t[i].numel;
     free(t);
     return n;
 }

@@ -7,8 +7,8 @@
 //           and faults instead of reading stale weights); the next unit (forward: u + 1, backward: u − 1) is then
 //           gathered into the other buffer: with NCCL on a second stream, an event ordering it after the last kernel
 //           that read that buffer and another ordering the unit's first reader after the gather (not yet run: no
-//           multi-GPU machine); host-staged (MPI, the simulator) and on one rank in order on the compute stream. A unit asked for again while held
-//           (the backward's recompute, the head after the last block) is not gathered again.
+//           multi-GPU machine); host-staged (MPI, the simulator) and on one rank in order on the compute stream. A unit
+//           asked for again while held (the backward's recompute, the head after the last block) is not gathered again.
 //   grads   zeroes the unit's gradient buffer (padded to K slices) when the unit's backward opens it: one buffer for
 //           the embeddings (open from the head's path through e until the end of the backward), one for the block or
 //           head running
@@ -23,38 +23,42 @@
 // unit's gather moves 6 bytes a parameter in the bf16 build, 4 in the fp32 build (where the copy IS the master).
 // The device buffers are lib/shard.h's shard_fsdp_buffers list (gpu/shard_plan.h sums the same list); each model has
 // its own two gathered units (sharing one pair between the step's models, which run one after another, would save
-// them twice over). Not yet: the TMD student's flow head (gpu/tmd_gpu.cuh reads the student's last blocks, head and extras whole), the
-// discriminator, train_tmd's models (they still allocate whole buffers), the gradient's reduce-scatter on the second
-// stream (it runs on the compute stream), NCCL on hardware.
+// them twice over). Not yet: the TMD student's flow head (gpu/tmd_gpu.cuh reads the student's last blocks, head and
+// extras whole), the discriminator, train_tmd's models (they still allocate whole buffers), the gradient's
+// reduce-scatter on the second stream (it runs on the compute stream), NCCL on hardware.
 #pragma once
 #include <stdint.h>
 #include "wan_gpu.cuh"
 #include "shard_gpu.cuh"
 
 typedef struct {
-    WanGpuUnits hook;           // first member: what WanGpuWeights.units points at
+    WanGpuUnits hook; // first member: what WanGpuWeights.units points at
     Comm* comm;
     ShardLayout L;
     WanConfig cfg;
-    int n_wan_units;            // embeddings, blocks, head (a student's flow-head unit, if the layout has one, is not asked for here)
-    const float* w_shard;       // [L.shard_numel] this rank's fp32 slices
-    const floatX* x_shard;      // [L.shard_numel] their floatX copy (the fp32 build: w_shard)
-    float* g_shard;             // [L.shard_numel] the summed gradient's slices (NULL: frozen)
-    float* gathered[2];         // [L.max_unit_padded] fp32
-    floatX* gathered_x[2];      // [L.max_unit_padded] floatX (the fp32 build: gathered)
-    int held[2];                // the unit each buffer holds, -1 none
-    int cur;                    // the buffer handed out last, -1 none
-    WanGpuWeights view[2];      // views over each buffer, only its unit's tensors set
-    float* ugrad[2];            // [L.unit[0] padded], [L.max_unit_padded]: the embeddings' gradient, the running unit's
-    int open[2];                // the unit whose gradient each holds, -1 none
-    WanParamsF gview[2];        // views over ugrad
-    WanParamsF offsets;         // the whole layout carved over address FSDP_PROBE_ with 1-byte elements: pointer − probe = element
-    cudaStream_t s, side;       // compute stream (the model's activations'), the gathers' stream
+    int n_wan_units; // embeddings, blocks, head (a student's flow-head unit, if the layout has one, is not asked for
+                     // here)
+    const float* w_shard;  // [L.shard_numel] this rank's fp32 slices
+    const floatX* x_shard; // [L.shard_numel] their floatX copy (the fp32 build: w_shard)
+    float* g_shard;        // [L.shard_numel] the summed gradient's slices (NULL: frozen)
+    float* gathered[2];    // [L.max_unit_padded] fp32
+    floatX* gathered_x[2]; // [L.max_unit_padded] floatX (the fp32 build: gathered)
+    int held[2];           // the unit each buffer holds, -1 none
+    int cur;               // the buffer handed out last, -1 none
+    WanGpuWeights view[2]; // views over each buffer, only its unit's tensors set
+    float* ugrad[2];       // [L.unit[0] padded], [L.max_unit_padded]: the embeddings' gradient, the running unit's
+    int open[2];           // the unit whose gradient each holds, -1 none
+    WanParamsF gview[2];   // views over ugrad
+    WanParamsF
+        offsets; // the whole layout carved over address FSDP_PROBE_ with 1-byte elements: pointer − probe = element
+    cudaStream_t s, side; // compute stream (the model's activations'), the gathers' stream
     cudaEvent_t ready[2], freed[2];
-    long gathers;               // all-gathers issued (prefetches included), for the logs and the checks
+    long gathers; // all-gathers issued (prefetches included), for the logs and the checks
 } FsdpWan;
 
-#define FSDP_PROBE_ ((uintptr_t)1 << 40)   // an address never dereferenced: the offsets' carving base (wan_carve_view writes base + element)
+#define FSDP_PROBE_                                                                                                    \
+    ((uintptr_t)1                                                                                                      \
+     << 40) // an address never dereferenced: the offsets' carving base (wan_carve_view writes base + element)
 
 // views of unit u over buf (esz bytes an element): every pointer slot of the whole layout inside unit u rebased into
 // buf, every other slot NULL. view is a WAN_DEFINE_PARAMS struct (WanParamsF or WanParamsX: the same pointer slots).
@@ -62,7 +66,8 @@ static void fsdp_unit_view_(const FsdpWan* f, int u, void* view, void* buf, size
     const ShardUnit* x = &f->L.unit[u];
     size_t nslot = sizeof(WanParamsF) / sizeof(void*);
     for (size_t k = 0; k < nslot; k++) {
-        void* p; memcpy(&p, (const char*)&f->offsets + k * sizeof(void*), sizeof(p));
+        void* p;
+        memcpy(&p, (const char*)&f->offsets + k * sizeof(void*), sizeof(p));
         uintptr_t e = (uintptr_t)p - FSDP_PROBE_;
         void* q = NULL;
         if (p && e >= x->offset && e < x->offset + x->numel) q = (char*)buf + (e - x->offset) * esz;
@@ -82,22 +87,32 @@ static void fsdp_fill_(FsdpWan* f, int b, int u) {
     comm_all_gather(f->comm, f->gathered_x[b], f->x_shard + x->shard_offset, x->slice, COMM_BF16, st);
 #endif
     if (f->comm->nccl) cudaCheck(cudaEventRecord(f->ready[b], f->side));
-    f->held[b] = u; f->gathers++;
+    f->held[b] = u;
+    f->gathers++;
     WanGpuWeights* w = &f->view[b];
-    memset(w, 0, sizeof(*w)); w->cfg = f->cfg;
+    memset(w, 0, sizeof(*w));
+    w->cfg = f->cfg;
     fsdp_unit_view_(f, u, &w->P, f->gathered[b], sizeof(float));
     fsdp_unit_view_(f, u, &w->X, f->gathered_x[b], sizeof(floatX));
 }
 
 static const WanGpuWeights* fsdp_gather_(WanGpuUnits* self, int u, int backward) {
     FsdpWan* f = (FsdpWan*)self;
-    if (u < 0 || u >= f->n_wan_units) { char m[96]; snprintf(m, sizeof(m), "fsdp: unit %d asked of %d", u, f->n_wan_units); comm_abort(f->comm, m); }
-    if (f->comm->nccl && f->cur >= 0) cudaCheck(cudaEventRecord(f->freed[f->cur], f->s));   // every reader of the last buffer is enqueued before here
+    if (u < 0 || u >= f->n_wan_units) {
+        char m[96];
+        snprintf(m, sizeof(m), "fsdp: unit %d asked of %d", u, f->n_wan_units);
+        comm_abort(f->comm, m);
+    }
+    if (f->comm->nccl && f->cur >= 0)
+        cudaCheck(cudaEventRecord(f->freed[f->cur], f->s)); // every reader of the last buffer is enqueued before here
     int b = f->held[0] == u ? 0 : f->held[1] == u ? 1 : -1;
-    if (b < 0) { b = f->cur == 0 ? 1 : 0; fsdp_fill_(f, b, u); }
+    if (b < 0) {
+        b = f->cur == 0 ? 1 : 0;
+        fsdp_fill_(f, b, u);
+    }
     if (f->comm->nccl) cudaCheck(cudaStreamWaitEvent(f->s, f->ready[b], 0));
     f->cur = b;
-    int next = backward ? u - 1 : u + 1;   // the prefetch: the unit the loop asks for next
+    int next = backward ? u - 1 : u + 1; // the prefetch: the unit the loop asks for next
     if (next >= 0 && next < f->n_wan_units && f->held[1 - b] != next) fsdp_fill_(f, 1 - b, next);
     return &f->view[b];
 }
@@ -107,8 +122,13 @@ static WanParamsF* fsdp_grads_(WanGpuUnits* self, int u) {
     int k = u == 0 ? 0 : 1;
     if (!f->g_shard) comm_abort(f->comm, "fsdp: a gradient asked of a frozen model");
     if (f->open[k] == u) return &f->gview[k];
-    if (f->open[k] >= 0) { char m[128]; snprintf(m, sizeof(m), "fsdp: unit %d's gradient opened while unit %d's is not done", u, f->open[k]); comm_abort(f->comm, m); }
-    cudaCheck(cudaMemsetAsync(f->ugrad[k], 0, sizeof(float) * shard_padded(&f->L, u), f->s));   // the padding stays 0 for the sums
+    if (f->open[k] >= 0) {
+        char m[128];
+        snprintf(m, sizeof(m), "fsdp: unit %d's gradient opened while unit %d's is not done", u, f->open[k]);
+        comm_abort(f->comm, m);
+    }
+    cudaCheck(cudaMemsetAsync(f->ugrad[k], 0, sizeof(float) * shard_padded(&f->L, u),
+                              f->s)); // the padding stays 0 for the sums
     fsdp_unit_view_(f, u, &f->gview[k], f->ugrad[k], sizeof(float));
     f->open[k] = u;
     return &f->gview[k];
@@ -117,35 +137,51 @@ static WanParamsF* fsdp_grads_(WanGpuUnits* self, int u) {
 static void fsdp_done_(WanGpuUnits* self, int u) {
     FsdpWan* f = (FsdpWan*)self;
     int k = u == 0 ? 0 : 1;
-    if (f->open[k] != u) { char m[96]; snprintf(m, sizeof(m), "fsdp: unit %d done but not open", u); comm_abort(f->comm, m); }
+    if (f->open[k] != u) {
+        char m[96];
+        snprintf(m, sizeof(m), "fsdp: unit %d done but not open", u);
+        comm_abort(f->comm, m);
+    }
     const ShardUnit* x = &f->L.unit[u];
     float* mine = f->ugrad[k] + (size_t)f->comm->rank * x->slice;
-    comm_reduce_scatter(f->comm, mine, f->ugrad[k], x->slice, COMM_F32, f->s);   // in place: this rank's slice summed
+    comm_reduce_scatter(f->comm, mine, f->ugrad[k], x->slice, COMM_F32, f->s); // in place: this rank's slice summed
     wan_gpu_add<float>(f->g_shard + x->shard_offset, mine, x->slice, f->s);
     f->open[k] = -1;
 }
 
 // the provider of a Wan model sharded by L (shard_layout_wan of c, comm's world) over this rank's slices; s: the stream
-// the model's activations run on. g_shard NULL: frozen. After it: W->units = &f->hook on a WanGpuWeights whose cfg is c.
-static void fsdp_wan_init(FsdpWan* f, Comm* comm, const ShardLayout* L, const WanConfig* c, const float* w_shard, const floatX* x_shard,
-                          float* g_shard, cudaStream_t s) {
+// the model's activations run on. g_shard NULL: frozen. After it: W->units = &f->hook on a WanGpuWeights whose cfg is
+// c.
+static void fsdp_wan_init(FsdpWan* f, Comm* comm, const ShardLayout* L, const WanConfig* c, const float* w_shard,
+                          const floatX* x_shard, float* g_shard, cudaStream_t s) {
     memset(f, 0, sizeof(*f));
-    f->hook.gather = fsdp_gather_; f->hook.grads = fsdp_grads_; f->hook.done = fsdp_done_;
-    f->comm = comm; f->L = *L; f->cfg = *c; f->n_wan_units = c->num_layers + 2;
-    if (L->K != comm->world || L->n_units < f->n_wan_units || L->unit[f->n_wan_units - 1].offset + L->unit[f->n_wan_units - 1].numel != wan_num_params(c)) {
-        char m[160]; snprintf(m, sizeof(m), "fsdp_wan_init: a layout of %d units over %d ranks is not %s's Wan units over %d ranks", L->n_units, L->K, c->name, comm->world);
+    f->hook.gather = fsdp_gather_;
+    f->hook.grads = fsdp_grads_;
+    f->hook.done = fsdp_done_;
+    f->comm = comm;
+    f->L = *L;
+    f->cfg = *c;
+    f->n_wan_units = c->num_layers + 2;
+    if (L->K != comm->world || L->n_units < f->n_wan_units ||
+        L->unit[f->n_wan_units - 1].offset + L->unit[f->n_wan_units - 1].numel != wan_num_params(c)) {
+        char m[160];
+        snprintf(m, sizeof(m), "fsdp_wan_init: a layout of %d units over %d ranks is not %s's Wan units over %d ranks",
+                 L->n_units, L->K, c->name, comm->world);
         comm_abort(comm, m);
     }
 #ifdef ENABLE_FP32
     x_shard = w_shard;
 #endif
-    f->w_shard = w_shard; f->x_shard = x_shard; f->g_shard = g_shard; f->s = s;
+    f->w_shard = w_shard;
+    f->x_shard = x_shard;
+    f->g_shard = g_shard;
+    f->s = s;
 #ifdef ENABLE_FP32
     int fp32 = 1;
 #else
     int fp32 = 0;
 #endif
-    ShardBuf bufs[SHARD_FSDP_MAX_BUFS];   // lib/shard.h's list, in its order: what gpu/shard_plan.h counts
+    ShardBuf bufs[SHARD_FSDP_MAX_BUFS]; // lib/shard.h's list, in its order: what gpu/shard_plan.h counts
     int nb = shard_fsdp_buffers(L, g_shard != NULL, fp32, bufs), k = 0;
     void* mem[SHARD_FSDP_MAX_BUFS];
     for (int i = 0; i < nb; i++) mem[i] = cuda_malloc_named(bufs[i].bytes, bufs[i].name, "more ranks");
@@ -155,10 +191,12 @@ static void fsdp_wan_init(FsdpWan* f, Comm* comm, const ShardLayout* L, const Wa
 #else
     for (int b = 0; b < 2; b++) f->gathered_x[b] = (floatX*)mem[k++];
 #endif
-    if (g_shard) for (int b = 0; b < 2; b++) f->ugrad[b] = (float*)mem[k++];
+    if (g_shard)
+        for (int b = 0; b < 2; b++) f->ugrad[b] = (float*)mem[k++];
     if (k != nb) comm_abort(comm, "fsdp_wan_init: lib/shard.h's buffer list and this carving disagree");
     for (int b = 0; b < 2; b++) {
-        f->held[b] = -1; f->open[b] = -1;
+        f->held[b] = -1;
+        f->open[b] = -1;
         cudaCheck(cudaEventCreateWithFlags(&f->ready[b], cudaEventDisableTiming));
         cudaCheck(cudaEventCreateWithFlags(&f->freed[b], cudaEventDisableTiming));
     }
@@ -169,8 +207,10 @@ static void fsdp_wan_init(FsdpWan* f, Comm* comm, const ShardLayout* L, const Wa
 
 // every gather done and the buffers' hold forgotten (the shards change under the optimizer: call after each step)
 static void fsdp_wan_release(FsdpWan* f) {
-    cudaCheck(cudaStreamSynchronize(f->side)); cudaCheck(cudaStreamSynchronize(f->s));
-    f->held[0] = f->held[1] = -1; f->cur = -1;
+    cudaCheck(cudaStreamSynchronize(f->side));
+    cudaCheck(cudaStreamSynchronize(f->s));
+    f->held[0] = f->held[1] = -1;
+    f->cur = -1;
 }
 
 static void fsdp_wan_free(FsdpWan* f) {
@@ -181,7 +221,8 @@ static void fsdp_wan_free(FsdpWan* f) {
         cudaCheck(cudaFree(f->gathered_x[b]));
 #endif
         if (f->ugrad[b]) cudaCheck(cudaFree(f->ugrad[b]));
-        cudaCheck(cudaEventDestroy(f->ready[b])); cudaCheck(cudaEventDestroy(f->freed[b]));
+        cudaCheck(cudaEventDestroy(f->ready[b]));
+        cudaCheck(cudaEventDestroy(f->freed[b]));
     }
     cudaCheck(cudaStreamDestroy(f->side));
     memset(f, 0, sizeof(*f));

@@ -25,26 +25,36 @@
 #include "distill_plan.h"
 #include "../lib/shard.h"
 
-#define SHARD_PLAN_ALIGN 64          // slice alignment (elements): 128-byte bf16 and 256-byte fp32 slices
-#define SHARD_PLAN_NCCL_GIB 0.5      // NCCL's buffers per rank (channels x peers x NCCL_BUFFSIZE, 4 MiB by default): an estimate
-#define SHARD_PLAN_RESERVE_GIB 1.0   // the CUDA context and library workspaces (train_tmd.cu's reserve for the single-GPU plan)
+#define SHARD_PLAN_ALIGN 64 // slice alignment (elements): 128-byte bf16 and 256-byte fp32 slices
+#define SHARD_PLAN_NCCL_GIB                                                                                            \
+    0.5 // NCCL's buffers per rank (channels x peers x NCCL_BUFFSIZE, 4 MiB by default): an estimate
+#define SHARD_PLAN_RESERVE_GIB                                                                                         \
+    1.0 // the CUDA context and library workspaces (train_tmd.cu's reserve for the single-GPU plan)
 
 typedef struct {
-    int ranks;         // K: every model sharded over all of them
-    int cp;            // K2: ranks per sample (context parallelism); K / K2 data-parallel groups, each of `batch` samples
-    double gpu_bytes;  // one GPU's memory
+    int ranks; // K: every model sharded over all of them
+    int cp;    // K2: ranks per sample (context parallelism); K / K2 data-parallel groups, each of `batch` samples
+    double gpu_bytes; // one GPU's memory
 } ShardPlanInput;
 
 // the shard layouts of the step's models: student (with the flow head's extras), the plain Wan model (fake score,
 // frozen teacher), the discriminator (one unit per head)
-static int shard_plan_layouts(const PlanInput* in, int K, ShardLayout* student, ShardLayout* wan, ShardLayout* disc, char* err, size_t errlen) {
+static int shard_plan_layouts(const PlanInput* in, int K, ShardLayout* student, ShardLayout* wan, ShardLayout* disc,
+                              char* err, size_t errlen) {
     if (shard_layout_wan(student, &in->wan, in->student_extra, K, SHARD_PLAN_ALIGN, err, errlen)) return -1;
     if (shard_layout_wan(wan, &in->wan, 0, K, SHARD_PLAN_ALIGN, err, errlen)) return -1;
     memset(disc, 0, sizeof(*disc));
     if (in->disc_heads > 0) {
-        size_t per[SHARD_MAX_UNITS]; const char* names[SHARD_MAX_UNITS];
-        if (in->disc_heads > SHARD_MAX_UNITS) { snprintf(err, errlen, "%d discriminator heads, at most %d", in->disc_heads, SHARD_MAX_UNITS); return -1; }
-        for (int h = 0; h < in->disc_heads; h++) { per[h] = in->disc_params / (size_t)in->disc_heads; names[h] = "disc.head"; }
+        size_t per[SHARD_MAX_UNITS];
+        const char* names[SHARD_MAX_UNITS];
+        if (in->disc_heads > SHARD_MAX_UNITS) {
+            snprintf(err, errlen, "%d discriminator heads, at most %d", in->disc_heads, SHARD_MAX_UNITS);
+            return -1;
+        }
+        for (int h = 0; h < in->disc_heads; h++) {
+            per[h] = in->disc_params / (size_t)in->disc_heads;
+            names[h] = "disc.head";
+        }
         per[in->disc_heads - 1] += in->disc_params % (size_t)in->disc_heads;
         if (shard_layout_init(disc, names, per, in->disc_heads, K, SHARD_PLAN_ALIGN, err, errlen)) return -1;
     }
@@ -65,9 +75,17 @@ static int shard_plan(MemPlan* p, const PlanInput* in, int stage, const ShardPla
     memset(p, 0, sizeof(*p));
     const WanConfig* c = &in->wan;
     int K = sp->ranks, K2 = sp->cp, L = plan_tokens(in);
-    if (K < 1 || K2 < 1 || K % K2) { snprintf(err, errlen, "--ranks %d --cp %d: expected ranks >= 1 and cp a divisor of the ranks (K / cp data-parallel groups)", K, K2); return -1; }
+    if (K < 1 || K2 < 1 || K % K2) {
+        snprintf(err, errlen,
+                 "--ranks %d --cp %d: expected ranks >= 1 and cp a divisor of the ranks (K / cp data-parallel groups)",
+                 K, K2);
+        return -1;
+    }
     if (c->num_heads % K2 || L % K2) {
-        int n = snprintf(err, errlen, "--cp %d: the all-to-all splits the %d heads and the %d tokens evenly, so cp must divide both (for %s at this size:", K2, c->num_heads, L, c->name);
+        int n = snprintf(err, errlen,
+                         "--cp %d: the all-to-all splits the %d heads and the %d tokens evenly, so cp must divide both "
+                         "(for %s at this size:",
+                         K2, c->num_heads, L, c->name);
         for (int d = 1; d <= c->num_heads && n > 0 && (size_t)n < errlen; d++)
             if (c->num_heads % d == 0 && L % d == 0) n += snprintf(err + n, errlen - (size_t)n, " %d", d);
         if (n > 0 && (size_t)n < errlen) snprintf(err + n, errlen - (size_t)n, ")");
@@ -78,55 +96,78 @@ static int shard_plan(MemPlan* p, const PlanInput* in, int stage, const ShardPla
     // the split sample: a latent grid of L/K2 tokens (one patch high, L/K2 patches wide) with the same patch, so every
     // token-wise buffer is 1/K2 of the whole's; the caption rows do not depend on it
     PlanInput cpin = *in;
-    if (K2 > 1) { cpin.T = c->patch[0]; cpin.Hl = c->patch[1]; cpin.Wl = c->patch[2] * (L / K2); }
+    if (K2 > 1) {
+        cpin.T = c->patch[0];
+        cpin.Hl = c->patch[1];
+        cpin.Wl = c->patch[2] * (L / K2);
+    }
     distill_plan(&split, &cpin, stage);
     ShardLayout ls, lw, ld;
     if (shard_plan_layouts(in, K, &ls, &lw, &ld, err, errlen)) return -1;
     double xb = in->fp32 ? 4 : 2, bpp = plan_trainable_bytes_per_param(in);
     char what[128];
-    double gathered = 0, unit_grads = 0; int providers = 0;   // lib/shard.h shard_fsdp_buffers of each model's provider
+    double gathered = 0, unit_grads = 0;
+    int providers = 0; // lib/shard.h shard_fsdp_buffers of each model's provider
     for (int i = 0; i < split.n; i++) {
         const PlanItem* it = &split.item[i];
         if (!strcmp(it->name, "student (trainable)") || !strcmp(it->name, "teacher (trainable)")) {
             const ShardLayout* l = !strcmp(it->name, "student (trainable)") ? &ls : &lw;
-            snprintf(what, sizeof(what), "%.1fM of %.3fB params a rank x %g B (master, grad, AdamW m+v%s)", l->shard_numel / 1e6, l->numel / 1e9, bpp, in->fp32 ? "" : ", bf16 shard");
+            snprintf(what, sizeof(what), "%.1fM of %.3fB params a rank x %g B (master, grad, AdamW m+v%s)",
+                     l->shard_numel / 1e6, l->numel / 1e9, bpp, in->fp32 ? "" : ", bf16 shard");
             plan_add(p, it->name, (double)l->shard_numel * bpp, what);
-            shard_plan_provider_(l, 1, in->fp32, &gathered, &unit_grads); providers++;
+            shard_plan_provider_(l, 1, in->fp32, &gathered, &unit_grads);
+            providers++;
         } else if (!strcmp(it->name, "fake score (trainable)")) {
-            snprintf(what, sizeof(what), "%.1fM params a rank x %g B (master, AdamW m+v%s; the student's gradient shard)", lw.shard_numel / 1e6,
-                     plan_fake_score_bytes_per_param(in), in->fp32 ? "" : ", bf16 shard");
+            snprintf(what, sizeof(what),
+                     "%.1fM params a rank x %g B (master, AdamW m+v%s; the student's gradient shard)",
+                     lw.shard_numel / 1e6, plan_fake_score_bytes_per_param(in), in->fp32 ? "" : ", bf16 shard");
             plan_add(p, it->name, (double)lw.shard_numel * plan_fake_score_bytes_per_param(in), what);
-            shard_plan_provider_(&lw, 1, in->fp32, &gathered, &unit_grads); providers++;
+            shard_plan_provider_(&lw, 1, in->fp32, &gathered, &unit_grads);
+            providers++;
         } else if (!strcmp(it->name, "teacher (frozen)")) {
             double f32 = in->fp32 ? 0 : ceil((double)wan_gpu_fp32_params(c) / K) * 4.0;
-            snprintf(what, sizeof(what), "%.1fM params a rank x %g B%s", lw.shard_numel / 1e6, xb, in->fp32 ? " (fp32)" : " (bf16) + its fp32-read tensors' shard");
+            snprintf(what, sizeof(what), "%.1fM params a rank x %g B%s", lw.shard_numel / 1e6, xb,
+                     in->fp32 ? " (fp32)" : " (bf16) + its fp32-read tensors' shard");
             plan_add(p, it->name, (double)lw.shard_numel * xb + f32, what);
-            shard_plan_provider_(&lw, 0, in->fp32, &gathered, &unit_grads); providers++;
+            shard_plan_provider_(&lw, 0, in->fp32, &gathered, &unit_grads);
+            providers++;
         } else if (!strcmp(it->name, "discriminator (trainable)")) {
-            snprintf(what, sizeof(what), "%.2fM params a rank x 16 B (fp32 weights, grad, AdamW m+v), %d heads", ld.shard_numel / 1e6, in->disc_heads);
+            snprintf(what, sizeof(what), "%.2fM params a rank x 16 B (fp32 weights, grad, AdamW m+v), %d heads",
+                     ld.shard_numel / 1e6, in->disc_heads);
             plan_add(p, it->name, (double)ld.shard_numel * 16.0, what);
         } else if (!strcmp(it->name, "GAN feature gradients") || !strcmp(it->name, "discriminator activations")) {
-            int j = 0; while (j < whole.n - 1 && strcmp(whole.item[j].name, it->name)) j++;
+            int j = 0;
+            while (j < whole.n - 1 && strcmp(whole.item[j].name, it->name)) j++;
             snprintf(what, sizeof(what), "%s%s", whole.item[j].what, K2 > 1 ? " (the whole sample, gathered)" : "");
             plan_add(p, it->name, whole.item[j].bytes, what);
         } else {
             snprintf(what, sizeof(what), "%s", it->what);
-            if (K2 > 1 && strcmp(it->name, "captions")) { size_t n = strlen(what); snprintf(what + n, sizeof(what) - n, "; %d of %d tokens", L / K2, L); }
+            if (K2 > 1 && strcmp(it->name, "captions")) {
+                size_t n = strlen(what);
+                snprintf(what + n, sizeof(what) - n, "; %d of %d tokens", L / K2, L);
+            }
             plan_add(p, it->name, it->bytes, what);
         }
     }
     if (K > 1) {
-        snprintf(what, sizeof(what), "%d models x 2 units (running, prefetched), fp32%s, largest unit padded (gpu/fsdp_gpu.cuh)", providers, in->fp32 ? "" : " + bf16");
+        snprintf(what, sizeof(what),
+                 "%d models x 2 units (running, prefetched), fp32%s, largest unit padded (gpu/fsdp_gpu.cuh)", providers,
+                 in->fp32 ? "" : " + bf16");
         plan_add(p, "gathered weights", gathered, what);
-        if (unit_grads > 0) plan_add(p, "unit gradients (fp32)", unit_grads, "per trainable model: the embeddings' and the running unit's, padded to K slices");
+        if (unit_grads > 0)
+            plan_add(p, "unit gradients (fp32)", unit_grads,
+                     "per trainable model: the embeddings' and the running unit's, padded to K slices");
         plan_add(p, "NCCL buffers", SHARD_PLAN_NCCL_GIB * PLAN_GIB, "channel buffers and streams (an estimate)");
     }
     if (K2 > 1) {
         double BLD = (double)in->batch * (L / K2) * c->dim;
-        snprintf(what, sizeof(what), "q, k, v, attention out and their gradients: 8 x [%d, %d, %d] x %g B", in->batch, L / K2, c->dim, xb);
+        snprintf(what, sizeof(what), "q, k, v, attention out and their gradients: 8 x [%d, %d, %d] x %g B", in->batch,
+                 L / K2, c->dim, xb);
         plan_add(p, "cp all-to-all buffers", 8.0 * BLD * xb, what);
         if (in->disc_heads > 0 && stage == 2) {
-            snprintf(what, sizeof(what), "%d feature levels of the whole sample [%d, %d, %d] fp32 (the discriminator's input)", in->disc_heads, in->batch, L, c->dim);
+            snprintf(what, sizeof(what),
+                     "%d feature levels of the whole sample [%d, %d, %d] fp32 (the discriminator's input)",
+                     in->disc_heads, in->batch, L, c->dim);
             plan_add(p, "gathered GAN features", (double)in->disc_heads * in->batch * L * c->dim * 4.0, what);
         }
     }
@@ -137,10 +178,16 @@ static int shard_plan(MemPlan* p, const PlanInput* in, int stage, const ShardPla
 static int shard_plan_check(const MemPlan* p, const ShardPlanInput* sp, char* err, size_t errlen) {
     double reserve = SHARD_PLAN_RESERVE_GIB * PLAN_GIB;
     if (p->total + reserve <= sp->gpu_bytes) return 0;
-    int big = 0; for (int i = 1; i < p->n; i++) if (p->item[i].bytes > p->item[big].bytes) big = i;
-    snprintf(err, errlen, "the step needs %.2f GiB a rank (+%.2f GiB reserved) on %d ranks (cp %d), but a GPU has %.2f GiB; the largest item is %s "
-             "(%.2f GiB). More ranks shard the states thinner (--ranks), more context parallelism splits the activations (--cp), or lower --batch",
-             p->total / PLAN_GIB, reserve / PLAN_GIB, sp->ranks, sp->cp, sp->gpu_bytes / PLAN_GIB, p->item[big].name, p->item[big].bytes / PLAN_GIB);
+    int big = 0;
+    for (int i = 1; i < p->n; i++)
+        if (p->item[i].bytes > p->item[big].bytes) big = i;
+    snprintf(err, errlen,
+             "the step needs %.2f GiB a rank (+%.2f GiB reserved) on %d ranks (cp %d), but a GPU has %.2f GiB; the "
+             "largest item is %s "
+             "(%.2f GiB). More ranks shard the states thinner (--ranks), more context parallelism splits the "
+             "activations (--cp), or lower --batch",
+             p->total / PLAN_GIB, reserve / PLAN_GIB, sp->ranks, sp->cp, sp->gpu_bytes / PLAN_GIB, p->item[big].name,
+             p->item[big].bytes / PLAN_GIB);
     return 1;
 }
 

@@ -18,19 +18,27 @@
 #include "../kernels/common.cuh"
 #include "../kernels/reduce.cuh"
 
-#define TMD_MAX_BATCH 64
+#define TMD_MAX_BATCH  64
 #define TMD_RED_BLOCKS 128
 
-typedef struct { float a[TMD_MAX_BATCH], b[TMD_MAX_BATCH], c[TMD_MAX_BATCH]; } Coef3;
+typedef struct {
+    float a[TMD_MAX_BATCH], b[TMD_MAX_BATCH], c[TMD_MAX_BATCH];
+} Coef3;
 
 // all samples share the coefficients (ca, cb, cc)
 static inline Coef3 coef3_all(int B, double ca, double cb, double cc) {
-    Coef3 k; memset(&k, 0, sizeof(k));
-    for (int i = 0; i < B && i < TMD_MAX_BATCH; i++) { k.a[i] = (float)ca; k.b[i] = (float)cb; k.c[i] = (float)cc; }
+    Coef3 k;
+    memset(&k, 0, sizeof(k));
+    for (int i = 0; i < B && i < TMD_MAX_BATCH; i++) {
+        k.a[i] = (float)ca;
+        k.b[i] = (float)cb;
+        k.c[i] = (float)cc;
+    }
     return k;
 }
 
-__global__ void combine3_kernel(float* out, Coef3 k, const float* a, const float* b, const float* c, size_t n, size_t total) {
+__global__ void combine3_kernel(float* out, Coef3 k, const float* a, const float* b, const float* c, size_t n,
+                                size_t total) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     int s = (int)(i / n);
@@ -40,18 +48,22 @@ __global__ void combine3_kernel(float* out, Coef3 k, const float* a, const float
 }
 
 // out may alias a, b or c (each element reads its own index only)
-static inline void combine3(float* out, const Coef3& k, const float* a, const float* b, const float* c, int B, size_t n, cudaStream_t st) {
-    if (B > TMD_MAX_BATCH) { fprintf(stderr, "combine3: batch %d > TMD_MAX_BATCH %d; lower --batch\n", B, TMD_MAX_BATCH); exit(1); }
+static inline void combine3(float* out, const Coef3& k, const float* a, const float* b, const float* c, int B, size_t n,
+                            cudaStream_t st) {
+    if (B > TMD_MAX_BATCH) {
+        fprintf(stderr, "combine3: batch %d > TMD_MAX_BATCH %d; lower --batch\n", B, TMD_MAX_BATCH);
+        exit(1);
+    }
     size_t total = (size_t)B * n;
     combine3_kernel<<<(unsigned)((total + 255) / 256), 256, 0, st>>>(out, k, a, b, c, n, total);
     cudaCheck(cudaGetLastError());
 }
 
 // grid (TMD_RED_BLOCKS, B), block 256: partials[b, blk] = Σ over the block's strided elements of f(a − b)
-template <int ABS>
-__global__ void diff_partials_kernel(double* partials, const float* a, const float* b, size_t n) {
+template <int ABS> __global__ void diff_partials_kernel(double* partials, const float* a, const float* b, size_t n) {
     __shared__ double red[32];
-    const float* x = a + (size_t)blockIdx.y * n; const float* y = b ? b + (size_t)blockIdx.y * n : NULL;
+    const float* x = a + (size_t)blockIdx.y * n;
+    const float* y = b ? b + (size_t)blockIdx.y * n : NULL;
     double s = 0.0;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         double d = (double)x[i] - (y ? (double)y[i] : 0.0);
@@ -69,13 +81,15 @@ __global__ void partials_final_kernel(double* out, const double* partials, int n
 }
 
 // out [B] doubles (device); scratch: B·TMD_RED_BLOCKS doubles
-static inline void sum_sq_diff(double* out, double* scratch, const float* a, const float* b, int B, size_t n, cudaStream_t st) {
+static inline void sum_sq_diff(double* out, double* scratch, const float* a, const float* b, int B, size_t n,
+                               cudaStream_t st) {
     diff_partials_kernel<0><<<dim3(TMD_RED_BLOCKS, B), 256, 0, st>>>(scratch, a, b, n);
     cudaCheck(cudaGetLastError());
     partials_final_kernel<<<B, 256, 0, st>>>(out, scratch, TMD_RED_BLOCKS);
     cudaCheck(cudaGetLastError());
 }
-static inline void sum_abs_diff(double* out, double* scratch, const float* a, const float* b, int B, size_t n, cudaStream_t st) {
+static inline void sum_abs_diff(double* out, double* scratch, const float* a, const float* b, int B, size_t n,
+                                cudaStream_t st) {
     diff_partials_kernel<1><<<dim3(TMD_RED_BLOCKS, B), 256, 0, st>>>(scratch, a, b, n);
     cudaCheck(cudaGetLastError());
     partials_final_kernel<<<B, 256, 0, st>>>(out, scratch, TMD_RED_BLOCKS);

@@ -8,33 +8,76 @@
 #pragma once
 #include "../lib/safetensors.h"
 
-typedef struct { const char* name; float* data; size_t n; } TsBuffer;   // one flat fp32 buffer (host)
+typedef struct {
+    const char* name;
+    float* data;
+    size_t n;
+} TsBuffer; // one flat fp32 buffer (host)
 #define TS_MAX_META 32
-typedef struct { int n; char key[TS_MAX_META][48]; char val[TS_MAX_META][256]; } TsMeta;
+typedef struct {
+    int n;
+    char key[TS_MAX_META][48];
+    char val[TS_MAX_META][256];
+} TsMeta;
 
 static void ts_meta_set(TsMeta* m, const char* key, const char* val) {
-    for (int i = 0; i < m->n; i++) if (!strcmp(m->key[i], key)) { snprintf(m->val[i], sizeof(m->val[i]), "%s", val); return; }
-    if (m->n >= TS_MAX_META) { fprintf(stderr, "ts_meta_set: more than %d metadata keys\n", TS_MAX_META); exit(1); }
-    snprintf(m->key[m->n], sizeof(m->key[0]), "%s", key); snprintf(m->val[m->n], sizeof(m->val[0]), "%s", val); m->n++;
+    for (int i = 0; i < m->n; i++)
+        if (!strcmp(m->key[i], key)) {
+            snprintf(m->val[i], sizeof(m->val[i]), "%s", val);
+            return;
+        }
+    if (m->n >= TS_MAX_META) {
+        fprintf(stderr, "ts_meta_set: more than %d metadata keys\n", TS_MAX_META);
+        exit(1);
+    }
+    snprintf(m->key[m->n], sizeof(m->key[0]), "%s", key);
+    snprintf(m->val[m->n], sizeof(m->val[0]), "%s", val);
+    m->n++;
 }
-static void ts_meta_u64(TsMeta* m, const char* key, uint64_t v) { char b[32]; snprintf(b, sizeof(b), "%llu", (unsigned long long)v); ts_meta_set(m, key, b); }
-static const char* ts_meta_get(const TsMeta* m, const char* key) { for (int i = 0; i < m->n; i++) if (!strcmp(m->key[i], key)) return m->val[i]; return NULL; }
+static void ts_meta_u64(TsMeta* m, const char* key, uint64_t v) {
+    char b[32];
+    snprintf(b, sizeof(b), "%llu", (unsigned long long)v);
+    ts_meta_set(m, key, b);
+}
+static const char* ts_meta_get(const TsMeta* m, const char* key) {
+    for (int i = 0; i < m->n; i++)
+        if (!strcmp(m->key[i], key)) return m->val[i];
+    return NULL;
+}
 // parses an unsigned metadata value; 1 with a message when missing or not a number
 static int ts_meta_get_u64(const TsMeta* m, const char* key, uint64_t* v, const char* path, char* err) {
-    const char* s = ts_meta_get(m, key); char* end = NULL;
-    if (!s) { st_errf(err, "%s: checkpoint has no '%s' entry; was it written by train_tmd?", path, key); return 1; }
-    errno = 0; unsigned long long x = strtoull(s, &end, 10);
-    if (errno || !end || *end || end == s) { st_errf(err, "%s: checkpoint entry '%s' is '%s', expected an unsigned integer", path, key, s); return 1; }
-    *v = (uint64_t)x; return 0;
+    const char* s = ts_meta_get(m, key);
+    char* end = NULL;
+    if (!s) {
+        st_errf(err, "%s: checkpoint has no '%s' entry; was it written by train_tmd?", path, key);
+        return 1;
+    }
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (errno || !end || *end || end == s) {
+        st_errf(err, "%s: checkpoint entry '%s' is '%s', expected an unsigned integer", path, key, s);
+        return 1;
+    }
+    *v = (uint64_t)x;
+    return 0;
 }
 
 static int ts_save(const char* path, const TsBuffer* bufs, int nb, const TsMeta* meta, char* err) {
     StOut* o = (StOut*)calloc(nb ? nb : 1, sizeof(StOut));
     const char** kv = (const char**)calloc(2 * (meta->n + 1), sizeof(char*));
-    for (int i = 0; i < nb; i++) { o[i].name = bufs[i].name; o[i].ndim = 1; o[i].shape[0] = (int64_t)bufs[i].n; o[i].f32 = bufs[i].data; }
-    for (int i = 0; i < meta->n; i++) { kv[2 * i] = meta->key[i]; kv[2 * i + 1] = meta->val[i]; }
+    for (int i = 0; i < nb; i++) {
+        o[i].name = bufs[i].name;
+        o[i].ndim = 1;
+        o[i].shape[0] = (int64_t)bufs[i].n;
+        o[i].f32 = bufs[i].data;
+    }
+    for (int i = 0; i < meta->n; i++) {
+        kv[2 * i] = meta->key[i];
+        kv[2 * i + 1] = meta->val[i];
+    }
     int rc = st_write(path, o, nb, kv, meta->n, err);
-    free(o); free(kv);
+    free(o);
+    free(kv);
     return rc;
 }
 
@@ -47,10 +90,21 @@ static int ts_load(const char* path, TsBuffer* bufs, int nb, TsMeta* meta, char*
     for (int k = 0; k < f.n_meta && k < TS_MAX_META; k++) ts_meta_set(meta, f.meta_keys[k], f.meta_vals[k]);
     for (int i = 0; i < nb && !rc; i++) {
         const StTensor* t = st_find(&f, bufs[i].name);
-        if (!t) { st_errf(err, "%s: checkpoint has no buffer '%s'; it was written by another stage or version (resume the same --stage)", path, bufs[i].name); rc = 1; break; }
+        if (!t) {
+            st_errf(err,
+                    "%s: checkpoint has no buffer '%s'; it was written by another stage or version (resume the same "
+                    "--stage)",
+                    path, bufs[i].name);
+            rc = 1;
+            break;
+        }
         if (t->numel != (int64_t)bufs[i].n) {
-            st_errf(err, "%s: buffer '%s' has %lld elements, this run needs %zu; the checkpoint is of another model or config (--preset, --head-blocks, --fusion)",
-                    path, bufs[i].name, (long long)t->numel, bufs[i].n); rc = 1; break;
+            st_errf(err,
+                    "%s: buffer '%s' has %lld elements, this run needs %zu; the checkpoint is of another model or "
+                    "config (--preset, --head-blocks, --fusion)",
+                    path, bufs[i].name, (long long)t->numel, bufs[i].n);
+            rc = 1;
+            break;
         }
         rc = st_read_float(&f, t, bufs[i].data, err);
     }
@@ -63,7 +117,9 @@ static int ts_check_settings(const TsMeta* have, const TsMeta* want, const char*
     for (int i = 0; i < want->n; i++) {
         const char* v = ts_meta_get(have, want->key[i]);
         if (!v || strcmp(v, want->val[i])) {
-            st_errf(err, "%s: this run has %s = %s but the checkpoint was written with %s; resume with the same settings, or start a new run",
+            st_errf(err,
+                    "%s: this run has %s = %s but the checkpoint was written with %s; resume with the same settings, "
+                    "or start a new run",
                     path, want->key[i], want->val[i], v ? v : "(missing)");
             return 1;
         }
@@ -79,7 +135,8 @@ static int ts_peek_step(const char* path, uint64_t* step, char* err) {
     fclose(f);
     StFile sf;
     if (st_open(&sf, path, err)) return -1;
-    TsMeta meta; memset(&meta, 0, sizeof(meta));
+    TsMeta meta;
+    memset(&meta, 0, sizeof(meta));
     for (int k = 0; k < sf.n_meta && k < TS_MAX_META; k++) ts_meta_set(&meta, sf.meta_keys[k], sf.meta_vals[k]);
     st_close(&sf);
     return ts_meta_get_u64(&meta, "step", step, path, err) ? -1 : 1;
@@ -110,13 +167,19 @@ static int ts_check_layout(const TsMeta* have, int ranks, int batch, const char*
     if (ts_meta_get(have, "ranks") && ts_meta_get_u64(have, "ranks", &k0, path, err)) return 1;
     if ((uint64_t)ranks * (uint64_t)batch == gb) return 0;
     if (gb % (uint64_t)ranks == 0)
-        st_errf(err, "%s: the checkpoint's global batch is %llu (%llu rank%s x batch %llu), this run's %d (%d rank%s x --batch %d); "
-                "resume with --batch %llu on %d rank%s to keep the global batch (or start a new run)", path, (unsigned long long)gb,
-                (unsigned long long)k0, k0 > 1 ? "s" : "", (unsigned long long)(gb / k0), ranks * batch, ranks, ranks > 1 ? "s" : "", batch,
-                (unsigned long long)(gb / (uint64_t)ranks), ranks, ranks > 1 ? "s" : "");
+        st_errf(err,
+                "%s: the checkpoint's global batch is %llu (%llu rank%s x batch %llu), this run's %d (%d rank%s x "
+                "--batch %d); "
+                "resume with --batch %llu on %d rank%s to keep the global batch (or start a new run)",
+                path, (unsigned long long)gb, (unsigned long long)k0, k0 > 1 ? "s" : "", (unsigned long long)(gb / k0),
+                ranks * batch, ranks, ranks > 1 ? "s" : "", batch, (unsigned long long)(gb / (uint64_t)ranks), ranks,
+                ranks > 1 ? "s" : "");
     else
-        st_errf(err, "%s: the checkpoint's global batch is %llu (%llu rank%s x batch %llu), which %d ranks cannot split evenly; resume on a "
-                "number of ranks that divides %llu with --batch %llu / ranks (or start a new run)", path, (unsigned long long)gb,
-                (unsigned long long)k0, k0 > 1 ? "s" : "", (unsigned long long)(gb / k0), ranks, (unsigned long long)gb, (unsigned long long)gb);
+        st_errf(err,
+                "%s: the checkpoint's global batch is %llu (%llu rank%s x batch %llu), which %d ranks cannot split "
+                "evenly; resume on a "
+                "number of ranks that divides %llu with --batch %llu / ranks (or start a new run)",
+                path, (unsigned long long)gb, (unsigned long long)k0, k0 > 1 ? "s" : "", (unsigned long long)(gb / k0),
+                ranks, (unsigned long long)gb, (unsigned long long)gb);
     return 1;
 }

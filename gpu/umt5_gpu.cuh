@@ -4,7 +4,8 @@
 //
 // API (stable: sample_tmd's prompt plumbing calls exactly this):
 //   Umt5Gpu m; char err[ST_ERRLEN];
-//   umt5_gpu_open(&m, "text_encoder/", max_batch, text_len, err);  // a .safetensors, an index.json or a folder; uploads
+//   umt5_gpu_open(&m, "text_encoder/", max_batch, text_len, err);  // a .safetensors, an index.json or a folder;
+//   uploads
 //                                                                  // the weights, prints the memory plan; 0 = ok
 //   umt5_gpu_encode(&m, ids, lens, B, ctx, err);  // ids[b][0..lens[b]) (with </s>, as spm_wan_ids gives them),
 //                                                 // 1 <= B <= max_batch, 1 <= lens[b] <= text_len; ctx: host float
@@ -35,46 +36,46 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../cpu/umt5_cpu.h"          // Umt5Config, Umt5Model (loader, config inference, checks), umt5_bucket: the oracle
-#include "../kernels/common.cuh"      // cudaCheck, cuda_malloc_named
-#include "../kernels/precision.cuh"   // floatX
-#include "../kernels/residual.cuh"    // residual_forward: h += o(att), h += wo(g)
-#include "../kernels/umt5.cuh"        // T5 RMSNorm, attention with the position bias and the padding mask, gated GELU
+#include "../cpu/umt5_cpu.h"        // Umt5Config, Umt5Model (loader, config inference, checks), umt5_bucket: the oracle
+#include "../kernels/common.cuh"    // cudaCheck, cuda_malloc_named
+#include "../kernels/precision.cuh" // floatX
+#include "../kernels/residual.cuh"  // residual_forward: h += o(att), h += wo(g)
+#include "../kernels/umt5.cuh"      // T5 RMSNorm, attention with the position bias and the padding mask, gated GELU
 #ifdef GEMM_OWN
-#include "../kernels/gemm_tiled.cuh"  // Linear layers: the in-repo tiled GEMM
+#include "../kernels/gemm_tiled.cuh" // Linear layers: the in-repo tiled GEMM
 #else
-#include "../kernels/gemm.cuh"        // Linear layers: cuBLASLt
+#include "../kernels/gemm.cuh" // Linear layers: cuBLASLt
 #endif
 
 typedef struct {
-    floatX* qkv;        // [3·inner, d]: q, k, v weights stacked (one GEMM)
-    floatX* o;          // [d, inner]
-    floatX* wi;         // [2·d_ff, d]: wi_0 then wi_1 (one GEMM)
-    floatX* wo;         // [d, d_ff]
-    float *ln1, *ln2;   // [d] each: layer.0.layer_norm, layer.1.layer_norm
-    float* rel_bias;    // [num_buckets, num_heads]: this block's own table
+    floatX* qkv;      // [3·inner, d]: q, k, v weights stacked (one GEMM)
+    floatX* o;        // [d, inner]
+    floatX* wi;       // [2·d_ff, d]: wi_0 then wi_1 (one GEMM)
+    floatX* wo;       // [d, d_ff]
+    float *ln1, *ln2; // [d] each: layer.0.layer_norm, layer.1.layer_norm
+    float* rel_bias;  // [num_buckets, num_heads]: this block's own table
 } Umt5GpuLayer;
 
 typedef struct Umt5Gpu {
-    Umt5Model host;           // config, open files (the embedding rows are read from there), the loader's checks
-    Umt5GpuLayer* layer;      // [num_layers], views into `weights`
-    float* final_ln;          // [d]
-    void* weights;            // one device allocation: every layer's matrices, then the fp32 tensors
+    Umt5Model host;      // config, open files (the embedding rows are read from there), the loader's checks
+    Umt5GpuLayer* layer; // [num_layers], views into `weights`
+    float* final_ln;     // [d]
+    void* weights;       // one device allocation: every layer's matrices, then the fp32 tensors
     size_t weight_bytes, act_bytes;
     int max_batch, text_len;
     // activations for max_batch · text_len rows, sized once
-    float* h;                 // [N, d] fp32: the residual stream; the final RMSNorm writes the output over it
-    floatX* n;                // [N, d]: an RMSNorm's output (a GEMM input)
-    floatX* qkv;              // [N, 3·inner]
-    floatX* att;              // [N, inner]: attention output before o
-    floatX* ab;               // [N, 2·d_ff]: wi_0 n | wi_1 n
-    floatX* g;                // [N, d_ff]: the gated product
-    floatX* tmp;              // [N, d]: o(att) and wo(g) before the residual add
-    int* bucket;              // [2·text_len + 1]: bucket of r = j − i at r + L (rebuilt for each batch's L)
-    int* lens;                // [max_batch]
-    float* hbuf;              // host staging [N, d]: the embedded tokens in, the output back
-    double* row;              // host [d]: one embedding row as the loader gives it
-    int* hbucket;             // host [2·text_len + 1]
+    float* h;     // [N, d] fp32: the residual stream; the final RMSNorm writes the output over it
+    floatX* n;    // [N, d]: an RMSNorm's output (a GEMM input)
+    floatX* qkv;  // [N, 3·inner]
+    floatX* att;  // [N, inner]: attention output before o
+    floatX* ab;   // [N, 2·d_ff]: wi_0 n | wi_1 n
+    floatX* g;    // [N, d_ff]: the gated product
+    floatX* tmp;  // [N, d]: o(att) and wo(g) before the residual add
+    int* bucket;  // [2·text_len + 1]: bucket of r = j − i at r + L (rebuilt for each batch's L)
+    int* lens;    // [max_batch]
+    float* hbuf;  // host staging [N, d]: the embedded tokens in, the output back
+    double* row;  // host [d]: one embedding row as the loader gives it
+    int* hbucket; // host [2·text_len + 1]
     cudaStream_t stream;
 } Umt5Gpu;
 
@@ -86,8 +87,10 @@ static size_t umt5_gpu_weight_bytes_(const Umt5Config* c) {
     return (size_t)c->num_layers * (mats * sizeof(floatX) + small * sizeof(float)) + d * sizeof(float);
 }
 static size_t umt5_gpu_act_bytes_(const Umt5Config* c, int max_batch, int max_len) {
-    size_t N = (size_t)max_batch * max_len, d = (size_t)c->d_model, inner = (size_t)c->num_heads * c->d_kv, F = (size_t)c->d_ff;
-    return N * d * sizeof(float) + N * (2 * d + 4 * inner + 3 * F) * sizeof(floatX) + (2 * (size_t)max_len + 1 + max_batch) * sizeof(int);
+    size_t N = (size_t)max_batch * max_len, d = (size_t)c->d_model, inner = (size_t)c->num_heads * c->d_kv,
+           F = (size_t)c->d_ff;
+    return N * d * sizeof(float) + N * (2 * d + 4 * inner + 3 * F) * sizeof(floatX) +
+           (2 * (size_t)max_len + 1 + max_batch) * sizeof(int);
 }
 static size_t umt5_gpu_plan_bytes(const Umt5Config* c, int max_batch, int max_len) {
     return umt5_gpu_weight_bytes_(c) + umt5_gpu_act_bytes_(c, max_batch, max_len);
@@ -96,8 +99,11 @@ static size_t umt5_gpu_plan_bytes(const Umt5Config* c, int max_batch, int max_le
 static void umt5_gpu_print_plan(const Umt5Gpu* m, FILE* f) {
     const Umt5Config* c = &m->host.c;
     size_t emb = (size_t)c->vocab * c->d_model;
-    fprintf(f, "umT5 on the GPU (%s weights, fp32 accumulation): %.2f GB of block weights (%zu parameters), activations for %d x %d "
-            "tokens %.2f GB: %.2f GB in all; the embedding table (%zu parameters, %.2f GB as %s) stays in the file, read per token\n",
+    fprintf(f,
+            "umT5 on the GPU (%s weights, fp32 accumulation): %.2f GB of block weights (%zu parameters), activations "
+            "for %d x %d "
+            "tokens %.2f GB: %.2f GB in all; the embedding table (%zu parameters, %.2f GB as %s) stays in the file, "
+            "read per token\n",
             FLOATX_NAME, m->weight_bytes / 1e9, umt5_num_params(c) - emb, m->max_batch, m->text_len, m->act_bytes / 1e9,
             (m->weight_bytes + m->act_bytes) / 1e9, emb, emb * (double)st_dtype_sizes[m->host.shared.dtype] / 1e9,
             st_dtype_name(m->host.shared.dtype));
@@ -110,14 +116,23 @@ static int umt5_gpu_upload_(Umt5Gpu* m, floatX* dst, const UmMat* W, char* err) 
     if (W->dtype == ST_BF16 && sizeof(floatX) == 2) {
         size_t bytes = (size_t)(R * C) * 2, step = (size_t)64 << 20;
         unsigned char* buf = W->mem ? NULL : (unsigned char*)malloc(step);
-        if (!W->mem && !buf) { st_errf(err, "out of host memory staging %s", W->name); return 1; }
-        if (!W->mem && st_fseek(W->fp, W->begin) != 0) { free(buf); st_errf(err, "%s: cannot seek: %s", W->name, strerror(errno)); return 1; }
+        if (!W->mem && !buf) {
+            st_errf(err, "out of host memory staging %s", W->name);
+            return 1;
+        }
+        if (!W->mem && st_fseek(W->fp, W->begin) != 0) {
+            free(buf);
+            st_errf(err, "%s: cannot seek: %s", W->name, strerror(errno));
+            return 1;
+        }
         for (size_t o = 0; o < bytes; o += step) {
             size_t n = bytes - o < step ? bytes - o : step;
             const unsigned char* src = W->mem ? W->mem + o : buf;
             if (!W->mem && fread(buf, 1, n, W->fp) != n) {
                 free(buf);
-                st_errf(err, "%s: could not read %zu bytes at %zu: %s; the file is truncated or changed since it was opened", W->name, n, o, strerror(errno));
+                st_errf(err,
+                        "%s: could not read %zu bytes at %zu: %s; the file is truncated or changed since it was opened",
+                        W->name, n, o, strerror(errno));
                 return 1;
             }
             cudaCheck(cudaMemcpy((unsigned char*)dst + o, src, n, cudaMemcpyHostToDevice));
@@ -126,10 +141,16 @@ static int umt5_gpu_upload_(Umt5Gpu* m, floatX* dst, const UmMat* W, char* err) 
         return 0;
     }
     floatX* stage = (floatX*)malloc(sizeof(floatX) * (size_t)(chunk * C));
-    if (!stage) { st_errf(err, "out of host memory staging %s", W->name); return 1; }
+    if (!stage) {
+        st_errf(err, "out of host memory staging %s", W->name);
+        return 1;
+    }
     for (int64_t r0 = 0; r0 < R; r0 += chunk) {
         int64_t nr = R - r0 < chunk ? R - r0 : chunk;
-        if (um_read_rows(&m->host, W, r0, nr, m->host.wrows, err)) { free(stage); return 1; }
+        if (um_read_rows(&m->host, W, r0, nr, m->host.wrows, err)) {
+            free(stage);
+            return 1;
+        }
         for (int64_t i = 0; i < nr * C; i++) stage[i] = from_float<floatX>((float)m->host.wrows[i]);
         cudaCheck(cudaMemcpy(dst + r0 * C, stage, sizeof(floatX) * (size_t)(nr * C), cudaMemcpyHostToDevice));
     }
@@ -138,7 +159,10 @@ static int umt5_gpu_upload_(Umt5Gpu* m, floatX* dst, const UmMat* W, char* err) 
 }
 static void umt5_gpu_upload_f_(float* dst, const double* src, size_t n) {
     float* f = (float*)malloc(sizeof(float) * n);
-    if (!f) { fprintf(stderr, "umt5_gpu: out of host memory\n"); exit(1); }
+    if (!f) {
+        fprintf(stderr, "umt5_gpu: out of host memory\n");
+        exit(1);
+    }
     for (size_t i = 0; i < n; i++) f[i] = (float)src[i];
     cudaCheck(cudaMemcpy(dst, f, sizeof(float) * n, cudaMemcpyHostToDevice));
     free(f);
@@ -147,8 +171,12 @@ static void umt5_gpu_upload_f_(float* dst, const double* src, size_t n) {
 static void umt5_gpu_close(Umt5Gpu* m) {
     if (!m) return;
     void* dev[10] = {m->weights, m->h, m->n, m->qkv, m->att, m->ab, m->g, m->tmp, m->bucket, m->lens};
-    for (int i = 0; i < 10; i++) if (dev[i]) cudaCheck(cudaFree(dev[i]));
-    free(m->layer); free(m->hbuf); free(m->row); free(m->hbucket);
+    for (int i = 0; i < 10; i++)
+        if (dev[i]) cudaCheck(cudaFree(dev[i]));
+    free(m->layer);
+    free(m->hbuf);
+    free(m->row);
+    free(m->hbucket);
     umt5_close(&m->host);
     memset(m, 0, sizeof(*m));
 }
@@ -157,49 +185,76 @@ static void umt5_gpu_close(Umt5Gpu* m) {
 // activations for max_batch prompts of up to text_len tokens. On failure the model is closed.
 static int umt5_gpu_init(Umt5Gpu* m, Umt5Model* host, int max_batch, int text_len, char* err) {
     memset(m, 0, sizeof(*m));
-    m->host = *host; memset(host, 0, sizeof(*host));
+    m->host = *host;
+    memset(host, 0, sizeof(*host));
     const Umt5Config* c = &m->host.c;
     if (max_batch < 1 || text_len < 1) {
-        st_errf(err, "umt5_gpu_open: max_batch %d and text_len %d must be >= 1 (Wan: text_len 512)", max_batch, text_len);
-        umt5_close(&m->host); return 1;
+        st_errf(err, "umt5_gpu_open: max_batch %d and text_len %d must be >= 1 (Wan: text_len 512)", max_batch,
+                text_len);
+        umt5_close(&m->host);
+        return 1;
     }
-    m->max_batch = max_batch; m->text_len = text_len; m->stream = 0;
-    size_t d = (size_t)c->d_model, inner = (size_t)c->num_heads * c->d_kv, F = (size_t)c->d_ff, L = (size_t)c->num_layers;
+    m->max_batch = max_batch;
+    m->text_len = text_len;
+    m->stream = 0;
+    size_t d = (size_t)c->d_model, inner = (size_t)c->num_heads * c->d_kv, F = (size_t)c->d_ff,
+           L = (size_t)c->num_layers;
     m->weight_bytes = umt5_gpu_weight_bytes_(c);
     m->act_bytes = umt5_gpu_act_bytes_(c, max_batch, text_len);
-    m->weights = cuda_malloc_named(m->weight_bytes, "umT5 weights", "the encoder's blocks must fit: free the device first (the DiT is loaded after it)");
+    m->weights = cuda_malloc_named(m->weight_bytes, "umT5 weights",
+                                   "the encoder's blocks must fit: free the device first (the DiT is loaded after it)");
     m->layer = (Umt5GpuLayer*)calloc(L, sizeof(Umt5GpuLayer));
-    if (!m->layer) { st_errf(err, "out of host memory"); umt5_close(&m->host); cudaCheck(cudaFree(m->weights)); return 1; }
+    if (!m->layer) {
+        st_errf(err, "out of host memory");
+        umt5_close(&m->host);
+        cudaCheck(cudaFree(m->weights));
+        return 1;
+    }
     // carve: the floatX matrices of every layer first, then the fp32 tensors (alignment: every size is a multiple of
     // 4 bytes; cuBLASLt is told each pointer's alignment)
     floatX* wx = (floatX*)m->weights;
     for (size_t i = 0; i < L; i++) {
         Umt5GpuLayer* Y = &m->layer[i];
-        Y->qkv = wx; wx += 3 * inner * d;
-        Y->o = wx; wx += d * inner;
-        Y->wi = wx; wx += 2 * F * d;
-        Y->wo = wx; wx += d * F;
+        Y->qkv = wx;
+        wx += 3 * inner * d;
+        Y->o = wx;
+        wx += d * inner;
+        Y->wi = wx;
+        wx += 2 * F * d;
+        Y->wo = wx;
+        wx += d * F;
     }
     float* wf = (float*)wx;
     for (size_t i = 0; i < L; i++) {
         Umt5GpuLayer* Y = &m->layer[i];
-        Y->ln1 = wf; wf += d;
-        Y->ln2 = wf; wf += d;
-        Y->rel_bias = wf; wf += (size_t)c->num_buckets * c->num_heads;
+        Y->ln1 = wf;
+        wf += d;
+        Y->ln2 = wf;
+        wf += d;
+        Y->rel_bias = wf;
+        wf += (size_t)c->num_buckets * c->num_heads;
     }
     m->final_ln = wf;
     int rc = 0;
     for (size_t i = 0; i < L && !rc; i++) {
-        const Umt5Layer* H = &m->host.layer[i]; Umt5GpuLayer* Y = &m->layer[i];
+        const Umt5Layer* H = &m->host.layer[i];
+        Umt5GpuLayer* Y = &m->layer[i];
         rc = umt5_gpu_upload_(m, Y->qkv, &H->q, err) || umt5_gpu_upload_(m, Y->qkv + inner * d, &H->k, err) ||
              umt5_gpu_upload_(m, Y->qkv + 2 * inner * d, &H->v, err) || umt5_gpu_upload_(m, Y->o, &H->o, err) ||
              umt5_gpu_upload_(m, Y->wi, &H->wi0, err) || umt5_gpu_upload_(m, Y->wi + F * d, &H->wi1, err) ||
              umt5_gpu_upload_(m, Y->wo, &H->wo, err);
         if (rc) break;
-        umt5_gpu_upload_f_(Y->ln1, H->ln1, d); umt5_gpu_upload_f_(Y->ln2, H->ln2, d);
+        umt5_gpu_upload_f_(Y->ln1, H->ln1, d);
+        umt5_gpu_upload_f_(Y->ln2, H->ln2, d);
         umt5_gpu_upload_f_(Y->rel_bias, H->rel_bias, (size_t)c->num_buckets * c->num_heads);
     }
-    if (rc) { free(m->layer); cudaCheck(cudaFree(m->weights)); umt5_close(&m->host); memset(m, 0, sizeof(*m)); return 1; }
+    if (rc) {
+        free(m->layer);
+        cudaCheck(cudaFree(m->weights));
+        umt5_close(&m->host);
+        memset(m, 0, sizeof(*m));
+        return 1;
+    }
     umt5_gpu_upload_f_(m->final_ln, m->host.final_ln, d);
     size_t N = (size_t)max_batch * text_len;
     const char* knobs = "encode fewer prompts at once (max_batch) or shorter ones (text_len)";
@@ -215,7 +270,11 @@ static int umt5_gpu_init(Umt5Gpu* m, Umt5Model* host, int max_batch, int text_le
     m->hbuf = (float*)malloc(sizeof(float) * N * d);
     m->row = (double*)malloc(sizeof(double) * d);
     m->hbucket = (int*)malloc(sizeof(int) * (2 * (size_t)text_len + 1));
-    if (!m->hbuf || !m->row || !m->hbucket) { st_errf(err, "out of host memory for %zu x %zu staging floats", N, d); umt5_gpu_close(m); return 1; }
+    if (!m->hbuf || !m->row || !m->hbucket) {
+        st_errf(err, "out of host memory for %zu x %zu staging floats", N, d);
+        umt5_gpu_close(m);
+        return 1;
+    }
     gemm_init();
     return 0;
 }
@@ -229,10 +288,13 @@ static int umt5_gpu_open(Umt5Gpu* m, const char* weights, int max_batch, int tex
     size_t need = umt5_gpu_plan_bytes(&host.c, max_batch, text_len), free_b = 0, total_b = 0;
     cudaCheck(cudaMemGetInfo(&free_b, &total_b));
     if (need > free_b) {
-        st_errf(err, "%s: the umT5 encoder needs %.2f GB on the device (weights and activations for %d x %d tokens), %.2f GB of "
-                "%.2f GB are free; free the device first or encode fewer prompts at once", weights, need / 1e9, max_batch, text_len,
-                free_b / 1e9, total_b / 1e9);
-        umt5_close(&host); return 1;
+        st_errf(
+            err,
+            "%s: the umT5 encoder needs %.2f GB on the device (weights and activations for %d x %d tokens), %.2f GB of "
+            "%.2f GB are free; free the device first or encode fewer prompts at once",
+            weights, need / 1e9, max_batch, text_len, free_b / 1e9, total_b / 1e9);
+        umt5_close(&host);
+        return 1;
     }
     if (umt5_gpu_init(m, &host, max_batch, text_len, err)) return 1;
     umt5_gpu_print_plan(m, stdout);
@@ -243,17 +305,27 @@ static int umt5_gpu_open(Umt5Gpu* m, const char* weights, int max_batch, int tex
 static int umt5_gpu_encode(Umt5Gpu* m, const int* const* ids, const int* lens, int B, float* ctx_out, char* err) {
     const Umt5Config* c = &m->host.c;
     int d = c->d_model, H = c->num_heads, dk = c->d_kv, inner = H * dk, F = c->d_ff;
-    if (B < 1 || B > m->max_batch) { st_errf(err, "umt5_gpu_encode: %d prompts, the encoder was opened for 1 to %d at once", B, m->max_batch); return 1; }
+    if (B < 1 || B > m->max_batch) {
+        st_errf(err, "umt5_gpu_encode: %d prompts, the encoder was opened for 1 to %d at once", B, m->max_batch);
+        return 1;
+    }
     int L = 0;
     for (int b = 0; b < B; b++) {
         if (lens[b] < 1 || lens[b] > m->text_len) {
-            st_errf(err, "prompt %d has %d tokens; need 1 to %d (text_len; an empty prompt still has </s>, a longer one is cut by the tokenizer)", b, lens[b], m->text_len);
+            st_errf(err,
+                    "prompt %d has %d tokens; need 1 to %d (text_len; an empty prompt still has </s>, a longer one is "
+                    "cut by the tokenizer)",
+                    b, lens[b], m->text_len);
             return 1;
         }
-        for (int i = 0; i < lens[b]; i++) if (ids[b][i] < 0 || ids[b][i] >= c->vocab) {
-            st_errf(err, "prompt %d: token %d of %d is id %d, outside the encoder's vocabulary of %d; was the tokenizer made for these weights?", b, i, lens[b], ids[b][i], c->vocab);
-            return 1;
-        }
+        for (int i = 0; i < lens[b]; i++)
+            if (ids[b][i] < 0 || ids[b][i] >= c->vocab) {
+                st_errf(err,
+                        "prompt %d: token %d of %d is id %d, outside the encoder's vocabulary of %d; was the tokenizer "
+                        "made for these weights?",
+                        b, i, lens[b], ids[b][i], c->vocab);
+                return 1;
+            }
         if (lens[b] > L) L = lens[b];
     }
     // the embedding on the host: token i of prompt b at row b·L + i; the padding holds the pad token 0

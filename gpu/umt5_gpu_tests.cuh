@@ -33,56 +33,84 @@
 // a random encoder of config c held in memory, every matrix its own BF16 values (uniform, variance 1/fan_in), norms
 // near 1, bias tables uniform in [-1, 1]; *hold owns the matrices (free it after umt5_close)
 static void umt5_gpu_random_model_(Umt5Model* m, const Umt5Config* c, uint64_t seed, unsigned char** hold) {
-    memset(m, 0, sizeof(*m)); m->c = *c;
+    memset(m, 0, sizeof(*m));
+    m->c = *c;
     size_t d = (size_t)c->d_model, inner = (size_t)c->num_heads * c->d_kv, F = (size_t)c->d_ff;
-    size_t per[7] = {inner * d, inner * d, inner * d, d * inner, F * d, F * d, d * F}, cols[7] = {d, d, d, inner, d, d, F};
+    size_t per[7] = {inner * d, inner * d, inner * d, d * inner, F * d, F * d, d * F},
+           cols[7] = {d, d, d, inner, d, d, F};
     size_t total = (size_t)c->vocab * d;
     for (int i = 0; i < 7; i++) total += per[i] * (size_t)c->num_layers;
     *hold = (unsigned char*)malloc(total * 2);
     m->layer = (Umt5Layer*)calloc((size_t)c->num_layers, sizeof(Umt5Layer));
     Rng r = rng_make(seed);
     size_t off = 0;
-    UmMat* all[8 * 64]; size_t nall = 0;   // at most 63 layers in these tests
+    UmMat* all[8 * 64];
+    size_t nall = 0; // at most 63 layers in these tests
     for (int li = 0; li < c->num_layers; li++) {
         Umt5Layer* Y = &m->layer[li];
         UmMat* mats[7] = {&Y->q, &Y->k, &Y->v, &Y->o, &Y->wi0, &Y->wi1, &Y->wo};
-        for (int i = 0; i < 7; i++) { mats[i]->rows = (int64_t)(per[i] / cols[i]); mats[i]->cols = (int64_t)cols[i]; all[nall++] = mats[i]; }
-        Y->ln1 = (double*)malloc(sizeof(double) * d); Y->ln2 = (double*)malloc(sizeof(double) * d);
+        for (int i = 0; i < 7; i++) {
+            mats[i]->rows = (int64_t)(per[i] / cols[i]);
+            mats[i]->cols = (int64_t)cols[i];
+            all[nall++] = mats[i];
+        }
+        Y->ln1 = (double*)malloc(sizeof(double) * d);
+        Y->ln2 = (double*)malloc(sizeof(double) * d);
         Y->rel_bias = (double*)malloc(sizeof(double) * (size_t)c->num_buckets * c->num_heads);
-        for (size_t k = 0; k < d; k++) { Y->ln1[k] = 1 + 0.2 * (rng_uniform(&r) - 0.5); Y->ln2[k] = 1 + 0.2 * (rng_uniform(&r) - 0.5); }
+        for (size_t k = 0; k < d; k++) {
+            Y->ln1[k] = 1 + 0.2 * (rng_uniform(&r) - 0.5);
+            Y->ln2[k] = 1 + 0.2 * (rng_uniform(&r) - 0.5);
+        }
         for (int k = 0; k < c->num_buckets * c->num_heads; k++) Y->rel_bias[k] = 2 * rng_uniform(&r) - 1;
     }
-    m->shared.rows = c->vocab; m->shared.cols = (int64_t)d; all[nall++] = &m->shared;
+    m->shared.rows = c->vocab;
+    m->shared.cols = (int64_t)d;
+    all[nall++] = &m->shared;
     for (size_t i = 0; i < nall; i++) {
         UmMat* W = all[i];
         double a = W == &m->shared ? 1.0 : sqrt(3.0 / (double)W->cols);
         size_t n = (size_t)(W->rows * W->cols);
         for (size_t k = 0; k < n; k++) {
-            float v = (float)(a * (2 * rng_uniform(&r) - 1)); uint32_t u; memcpy(&u, &v, 4);
-            uint16_t h = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);   // round to nearest even
+            float v = (float)(a * (2 * rng_uniform(&r) - 1));
+            uint32_t u;
+            memcpy(&u, &v, 4);
+            uint16_t h = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16); // round to nearest even
             memcpy(*hold + 2 * (off + k), &h, 2);
         }
-        W->fp = NULL; W->mem = *hold + 2 * off; W->begin = 0; W->dtype = ST_BF16; W->name = "random";
+        W->fp = NULL;
+        W->mem = *hold + 2 * off;
+        W->begin = 0;
+        W->dtype = ST_BF16;
+        W->name = "random";
         off += n;
     }
     m->final_ln = (double*)malloc(sizeof(double) * d);
     for (size_t k = 0; k < d; k++) m->final_ln[k] = 1 + 0.2 * (rng_uniform(&r) - 0.5);
     char err[ST_ERRLEN];
-    if (umt5_alloc_scratch(m, err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    if (umt5_alloc_scratch(m, err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
 }
 
 // the CPU reference of prompt (ids, len) as it should come out of the GPU: [len, d]
 static double* umt5_gpu_cpu_ref_(Umt5Model* m, const int* ids, int len) {
     double* out = (double*)malloc(sizeof(double) * (size_t)len * m->c.d_model);
     char err[ST_ERRLEN];
-    if (umt5_encode(m, ids, len, out, err)) { EXPECT(0, "CPU reference: %s", err); memset(out, 0, sizeof(double) * (size_t)len * m->c.d_model); }
+    if (umt5_encode(m, ids, len, out, err)) {
+        EXPECT(0, "CPU reference: %s", err);
+        memset(out, 0, sizeof(double) * (size_t)len * m->c.d_model);
+    }
     return out;
 }
 
 // max |a - b| / max |b| over n values
 static double umt5_gpu_rel_(const double* a, const double* b, size_t n) {
     double e = 0, mx = 0;
-    for (size_t i = 0; i < n; i++) { e = fmax(e, fabs(a[i] - b[i])); mx = fmax(mx, fabs(b[i])); }
+    for (size_t i = 0; i < n; i++) {
+        e = fmax(e, fabs(a[i] - b[i]));
+        mx = fmax(mx, fabs(b[i]));
+    }
     return e / (mx > 0 ? mx : 1);
 }
 
@@ -100,14 +128,21 @@ static double* umt5_gpu_rows_(const float* ctx, int b, int len, int text_len, in
 // One batch on a random config: each prompt against the CPU alone, the padding rows zero; then the two wrong encoders.
 static void test_umt5_gpu_random(const Umt5Config* c, const int* lens, int B, int text_len, uint64_t seed) {
     char err[ST_ERRLEN], name[160];
-    Umt5Model host; unsigned char* hold = NULL;
+    Umt5Model host;
+    unsigned char* hold = NULL;
     umt5_gpu_random_model_(&host, c, seed, &hold);
-    printf("  random "); umt5_config_print(c, stdout);
+    printf("  random ");
+    umt5_config_print(c, stdout);
     Umt5Gpu g;
-    if (umt5_gpu_init(&g, &host, B, text_len, err)) { EXPECT(0, "%s", err); free(hold); return; }
+    if (umt5_gpu_init(&g, &host, B, text_len, err)) {
+        EXPECT(0, "%s", err);
+        free(hold);
+        return;
+    }
     umt5_gpu_print_plan(&g, stdout);
     Rng r = rng_make(seed + 1);
-    int** ids = (int**)malloc(sizeof(int*) * B); int L = 0;
+    int** ids = (int**)malloc(sizeof(int*) * B);
+    int L = 0;
     for (int b = 0; b < B; b++) {
         ids[b] = (int*)malloc(sizeof(int) * text_len);
         for (int i = 0; i < text_len; i++) ids[b][i] = 1 + (int)(rng_uniform(&r) * (c->vocab - 1));
@@ -115,14 +150,15 @@ static void test_umt5_gpu_random(const Umt5Config* c, const int* lens, int B, in
     }
     int d = c->d_model;
     float* ctx = (float*)malloc(sizeof(float) * (size_t)B * text_len * d);
-    for (size_t i = 0; i < (size_t)B * text_len * d; i++) ctx[i] = NAN;   // every value must be written
-    if (umt5_gpu_encode(&g, (const int* const*)ids, lens, B, ctx, err)) { EXPECT(0, "%s", err); }
-    else {
+    for (size_t i = 0; i < (size_t)B * text_len * d; i++) ctx[i] = NAN; // every value must be written
+    if (umt5_gpu_encode(&g, (const int* const*)ids, lens, B, ctx, err)) {
+        EXPECT(0, "%s", err);
+    } else {
         // the wrong encoders on the CPU: (a) the blocks after the first without their position bias
         Umt5Model* hm = &g.host;
         double** keep = (double**)malloc(sizeof(double*) * c->num_layers);
         double* zeros = (double*)calloc((size_t)c->num_buckets * c->num_heads, sizeof(double));
-        double far_nobias = 0, far_nomask = 0, worst = 0;   // the wrong encoders: the farthest prompt of the batch
+        double far_nobias = 0, far_nomask = 0, worst = 0; // the wrong encoders: the farthest prompt of the batch
         for (int b = 0; b < B; b++) {
             double pad_max;
             double* got = umt5_gpu_rows_(ctx, b, lens[b], text_len, d, &pad_max);
@@ -130,29 +166,42 @@ static void test_umt5_gpu_random(const Umt5Config* c, const int* lens, int B, in
             snprintf(name, sizeof(name), "prompt %d of %d (%d tokens, batch padded to %d)", b, B, lens[b], L);
             expect_close_scaled(name, got, ref, (long)lens[b] * d, UMT5_GPU_TOL);
             worst = fmax(worst, umt5_gpu_rel_(got, ref, (size_t)lens[b] * d));
-            EXPECT(pad_max == 0, "prompt %d: the padding rows %d..%d are not zero (max %g)", b, lens[b], text_len - 1, pad_max);
-            for (int li = 1; li < c->num_layers; li++) { keep[li] = hm->layer[li].rel_bias; hm->layer[li].rel_bias = zeros; }
+            EXPECT(pad_max == 0, "prompt %d: the padding rows %d..%d are not zero (max %g)", b, lens[b], text_len - 1,
+                   pad_max);
+            for (int li = 1; li < c->num_layers; li++) {
+                keep[li] = hm->layer[li].rel_bias;
+                hm->layer[li].rel_bias = zeros;
+            }
             double* wrong = umt5_gpu_cpu_ref_(hm, ids[b], lens[b]);
             for (int li = 1; li < c->num_layers; li++) hm->layer[li].rel_bias = keep[li];
-            far_nobias = fmax(far_nobias, umt5_gpu_rel_(got, wrong, (size_t)lens[b] * d));   // 0 for a 1-token prompt: one key, any bias
+            far_nobias =
+                fmax(far_nobias,
+                     umt5_gpu_rel_(got, wrong, (size_t)lens[b] * d)); // 0 for a 1-token prompt: one key, any bias
             free(wrong);
-            if (lens[b] < L) {   // (b) the padding keys not masked: the prompt run on L tokens, pad id 0 after its own
+            if (lens[b] < L) { // (b) the padding keys not masked: the prompt run on L tokens, pad id 0 after its own
                 int* padded = (int*)malloc(sizeof(int) * L);
                 for (int i = 0; i < L; i++) padded[i] = i < lens[b] ? ids[b][i] : 0;
                 double* un = umt5_gpu_cpu_ref_(hm, padded, L);
                 far_nomask = fmax(far_nomask, umt5_gpu_rel_(got, un, (size_t)lens[b] * d));
-                free(un); free(padded);
+                free(un);
+                free(padded);
             }
-            free(got); free(ref);
+            free(got);
+            free(ref);
         }
-        printf("  padding rows: all zero; worst prompt %.3e; the GPU against wrong encoders (must be far, farthest prompt): blocks > 0 "
-               "without their position bias %.3e, padding keys unmasked %.3e\n", worst, far_nobias, far_nomask);
+        printf("  padding rows: all zero; worst prompt %.3e; the GPU against wrong encoders (must be far, farthest "
+               "prompt): blocks > 0 "
+               "without their position bias %.3e, padding keys unmasked %.3e\n",
+               worst, far_nobias, far_nomask);
         EXPECT(far_nobias > 10 * UMT5_GPU_TOL && far_nomask > 10 * UMT5_GPU_TOL,
-               "the check cannot tell a wrong encoder: %.3e (no bias) %.3e (no mask) against tolerance %.0e", far_nobias, far_nomask, UMT5_GPU_TOL);
-        free(keep); free(zeros);
+               "the check cannot tell a wrong encoder: %.3e (no bias) %.3e (no mask) against tolerance %.0e",
+               far_nobias, far_nomask, UMT5_GPU_TOL);
+        free(keep);
+        free(zeros);
         // a second encode of the same batch gives the same bits (no atomics, buffers fully rewritten)
         float* again = (float*)malloc(sizeof(float) * (size_t)B * text_len * d);
-        if (umt5_gpu_encode(&g, (const int* const*)ids, lens, B, again, err)) EXPECT(0, "%s", err);
+        if (umt5_gpu_encode(&g, (const int* const*)ids, lens, B, again, err))
+            EXPECT(0, "%s", err);
         else {
             int same = memcmp(again, ctx, sizeof(float) * (size_t)B * text_len * d) == 0;
             printf("  a second encode of the same batch: %s\n", same ? "the same bits" : "DIFFERENT");
@@ -160,12 +209,15 @@ static void test_umt5_gpu_random(const Umt5Config* c, const int* lens, int B, in
         }
         free(again);
         // bad input: an id past the vocabulary, a prompt longer than text_len, too many prompts
-        int keep_id = ids[0][0]; ids[0][0] = c->vocab;
+        int keep_id = ids[0][0];
+        ids[0][0] = c->vocab;
         int rc = umt5_gpu_encode(&g, (const int* const*)ids, lens, B, ctx, err);
         printf("  id %d with a vocabulary of %d -> %s\n", c->vocab, c->vocab, rc ? err : "(accepted!)");
         EXPECT(rc != 0 && strstr(err, "vocabulary"), "an out-of-vocabulary id was accepted");
         ids[0][0] = keep_id;
-        int* long_lens = (int*)malloc(sizeof(int) * B); memcpy(long_lens, lens, sizeof(int) * B); long_lens[0] = text_len + 1;
+        int* long_lens = (int*)malloc(sizeof(int) * B);
+        memcpy(long_lens, lens, sizeof(int) * B);
+        long_lens[0] = text_len + 1;
         rc = umt5_gpu_encode(&g, (const int* const*)ids, long_lens, B, ctx, err);
         printf("  a prompt of %d tokens with text_len %d -> %s\n", text_len + 1, text_len, rc ? err : "(accepted!)");
         EXPECT(rc != 0 && strstr(err, "tokens"), "a prompt over text_len was accepted");
@@ -175,16 +227,23 @@ static void test_umt5_gpu_random(const Umt5Config* c, const int* lens, int B, in
         free(long_lens);
     }
     for (int b = 0; b < B; b++) free(ids[b]);
-    free(ids); free(ctx);
-    umt5_gpu_close(&g); free(hold);
+    free(ids);
+    free(ctx);
+    umt5_gpu_close(&g);
+    free(hold);
 }
 
 // a committed peer model through the real loader, its cases in one batch, against transformers' fp64 outputs
 static void test_umt5_gpu_peer(const char* dir, const char* const* cases, int ncases) {
     char err[ST_ERRLEN], path[512], nm[160];
-    StFile io; snprintf(path, sizeof(path), "%s/umt5_io.safetensors", UMT5_GPU_PEER_DIR);
-    if (st_open(&io, path, err)) { EXPECT(0, "%s", err); return; }
-    int* lens = (int*)malloc(sizeof(int) * ncases); int** ids = (int**)calloc((size_t)ncases, sizeof(int*));
+    StFile io;
+    snprintf(path, sizeof(path), "%s/umt5_io.safetensors", UMT5_GPU_PEER_DIR);
+    if (st_open(&io, path, err)) {
+        EXPECT(0, "%s", err);
+        return;
+    }
+    int* lens = (int*)malloc(sizeof(int) * ncases);
+    int** ids = (int**)calloc((size_t)ncases, sizeof(int*));
     double** want = (double**)calloc((size_t)ncases, sizeof(double*));
     int ok = 1, text_len = 0;
     for (int k = 0; k < ncases && ok; k++) {
@@ -192,44 +251,66 @@ static void test_umt5_gpu_peer(const char* dir, const char* const* cases, int nc
         const StTensor* t = st_find(&io, nm);
         snprintf(nm, sizeof(nm), "out64_%s", cases[k]);
         const StTensor* o = st_find(&io, nm);
-        if (!t || !o) { EXPECT(0, "%s: case %s missing (dev/peer/make_umt5_vectors.py)", path, cases[k]); ok = 0; break; }
+        if (!t || !o) {
+            EXPECT(0, "%s: case %s missing (dev/peer/make_umt5_vectors.py)", path, cases[k]);
+            ok = 0;
+            break;
+        }
         double* idf = (double*)malloc(sizeof(double) * (size_t)t->numel);
         want[k] = (double*)malloc(sizeof(double) * (size_t)o->numel);
-        if (st_read_double(&io, t, idf, err) || st_read_double(&io, o, want[k], err)) { EXPECT(0, "%s", err); ok = 0; free(idf); break; }
-        lens[k] = (int)t->numel; ids[k] = (int*)malloc(sizeof(int) * lens[k]);
+        if (st_read_double(&io, t, idf, err) || st_read_double(&io, o, want[k], err)) {
+            EXPECT(0, "%s", err);
+            ok = 0;
+            free(idf);
+            break;
+        }
+        lens[k] = (int)t->numel;
+        ids[k] = (int*)malloc(sizeof(int) * lens[k]);
         for (int i = 0; i < lens[k]; i++) ids[k][i] = (int)idf[i];
         free(idf);
         if (lens[k] > text_len) text_len = lens[k];
     }
-    text_len += 3;   // a few padding rows after the longest
+    text_len += 3; // a few padding rows after the longest
     snprintf(path, sizeof(path), "%s/%s", UMT5_GPU_PEER_DIR, dir);
     Umt5Gpu g;
-    if (ok && umt5_gpu_open(&g, path, ncases, text_len, err)) { EXPECT(0, "%s", err); ok = 0; }
+    if (ok && umt5_gpu_open(&g, path, ncases, text_len, err)) {
+        EXPECT(0, "%s", err);
+        ok = 0;
+    }
     if (ok) {
         int d = g.host.c.d_model;
-        printf("  %s (%s, %d file%s): ", dir, st_dtype_name(g.host.shared.dtype), g.host.set.n_files, g.host.set.n_files > 1 ? "s" : "");
+        printf("  %s (%s, %d file%s): ", dir, st_dtype_name(g.host.shared.dtype), g.host.set.n_files,
+               g.host.set.n_files > 1 ? "s" : "");
         umt5_config_print(&g.host.c, stdout);
         float* ctx = (float*)malloc(sizeof(float) * (size_t)ncases * text_len * d);
-        if (umt5_gpu_encode(&g, (const int* const*)ids, lens, ncases, ctx, err)) EXPECT(0, "%s", err);
-        else for (int k = 0; k < ncases; k++) {
-            double pad_max;
-            double* got = umt5_gpu_rows_(ctx, k, lens[k], text_len, d, &pad_max);
-            snprintf(nm, sizeof(nm), "%s (%d tokens) vs fp64, batch of %d", cases[k], lens[k], ncases);
-            expect_close_scaled(nm, got, want[k], (long)lens[k] * d, UMT5_GPU_TOL);
-            EXPECT(pad_max == 0, "%s: padding rows not zero (max %g)", cases[k], pad_max);
-            free(got);
-        }
+        if (umt5_gpu_encode(&g, (const int* const*)ids, lens, ncases, ctx, err))
+            EXPECT(0, "%s", err);
+        else
+            for (int k = 0; k < ncases; k++) {
+                double pad_max;
+                double* got = umt5_gpu_rows_(ctx, k, lens[k], text_len, d, &pad_max);
+                snprintf(nm, sizeof(nm), "%s (%d tokens) vs fp64, batch of %d", cases[k], lens[k], ncases);
+                expect_close_scaled(nm, got, want[k], (long)lens[k] * d, UMT5_GPU_TOL);
+                EXPECT(pad_max == 0, "%s: padding rows not zero (max %g)", cases[k], pad_max);
+                free(got);
+            }
         free(ctx);
         umt5_gpu_close(&g);
     }
-    for (int k = 0; k < ncases; k++) { free(ids[k]); free(want[k]); }
-    free(ids); free(want); free(lens);
+    for (int k = 0; k < ncases; k++) {
+        free(ids[k]);
+        free(want[k]);
+    }
+    free(ids);
+    free(want);
+    free(lens);
     st_close(&io);
 }
 
 // small: the simulator's sizes (umt5_b's 500-token case left out)
 static void test_umt5_gpu(int small) {
-    printf("\n[umt5] the GPU umT5 encoder (%s, GEMM: %s) vs the CPU reference (double), tolerance %.0e of max|ref| per prompt\n",
+    printf("\n[umt5] the GPU umT5 encoder (%s, GEMM: %s) vs the CPU reference (double), tolerance %.0e of max|ref| per "
+           "prompt\n",
            FLOATX_NAME,
 #ifdef GEMM_OWN
            "in-repo tiled",

@@ -21,25 +21,29 @@
 // The scalars are computed in double on the host and rounded once, as torch.optim.AdamW does with its Python-float
 // hyperparameters: omb1 = 1 − β1, omb2 = 1 − β2 (not 1 − fp32(β2): fp32(0.999) is 3e-8 off, which would make
 // 1 − β2 wrong by 5e-5 relative), decay = 1 − lr·wd.
-__global__ void adamw_kernel(float* params, floatX* params_copy, float* m, float* v, const float* grads, size_t n, float lr,
-                             float beta1, float beta2, float omb1, float omb2, float eps, float decay, float bc1, float bc2, float grad_scale) {
+__global__ void adamw_kernel(float* params, floatX* params_copy, float* m, float* v, const float* grads, size_t n,
+                             float lr, float beta1, float beta2, float omb1, float omb2, float eps, float decay,
+                             float bc1, float bc2, float grad_scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float g = grad_scale * grads[i];
     float mi = beta1 * m[i] + omb1 * g;
     float vi = beta2 * v[i] + omb2 * g * g;
     float p = params[i] * decay - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
-    m[i] = mi; v[i] = vi; params[i] = p;
+    m[i] = mi;
+    v[i] = vi;
+    params[i] = p;
     if (params_copy) params_copy[i] = from_float<floatX>(p);
 }
 
 // step: the optimizer step count k after this update (1 for the first update). Hyperparameters in double (see above).
-static inline void adamw_update(float* params, floatX* params_copy, float* m, float* v, const float* grads, size_t n, double lr,
-                                double beta1, double beta2, double eps, double weight_decay, double grad_scale, long step, cudaStream_t stream) {
+static inline void adamw_update(float* params, floatX* params_copy, float* m, float* v, const float* grads, size_t n,
+                                double lr, double beta1, double beta2, double eps, double weight_decay,
+                                double grad_scale, long step, cudaStream_t stream) {
     float bc1 = (float)(1.0 - pow(beta1, (double)step)), bc2 = (float)(1.0 - pow(beta2, (double)step));
-    adamw_kernel<<<(unsigned)((n + 255) / 256), 256, 0, stream>>>(params, params_copy, m, v, grads, n, (float)lr, (float)beta1, (float)beta2,
-                                                                   (float)(1.0 - beta1), (float)(1.0 - beta2), (float)eps,
-                                                                   (float)(1.0 - lr * weight_decay), bc1, bc2, (float)grad_scale);
+    adamw_kernel<<<(unsigned)((n + 255) / 256), 256, 0, stream>>>(
+        params, params_copy, m, v, grads, n, (float)lr, (float)beta1, (float)beta2, (float)(1.0 - beta1),
+        (float)(1.0 - beta2), (float)eps, (float)(1.0 - lr * weight_decay), bc1, bc2, (float)grad_scale);
     cudaCheck(cudaGetLastError());
 }
 
@@ -70,7 +74,8 @@ __global__ void grad_norm_final_kernel(double* out, const double* partials, int 
 }
 
 // out[0] = Σ_i grads[i]² (device double; NaN/Inf propagate). scratch: ADAMW_NORM_BLOCKS doubles.
-static inline void adamw_grad_norm_squared(double* out, double* scratch, const float* grads, size_t n, cudaStream_t stream) {
+static inline void adamw_grad_norm_squared(double* out, double* scratch, const float* grads, size_t n,
+                                           cudaStream_t stream) {
     grad_norm_partials_kernel<<<ADAMW_NORM_BLOCKS, 256, 0, stream>>>(scratch, grads, n);
     cudaCheck(cudaGetLastError());
     grad_norm_final_kernel<<<1, 1024, 0, stream>>>(out, scratch, ADAMW_NORM_BLOCKS);

@@ -1,7 +1,7 @@
 // kernels/attention.cuh: multi-head attention on the GPU (non-causal, no mask), the 71% of the 1.3B model's FLOPs:
 // a flash-style fused forward and a FlashAttention-2-style deterministic backward on bf16 tensor cores
-// (mma.sync.m16n8k16 through inline PTX), plus a naive version of both that materialises the scores (tests, tiny models).
-// Born in dev/cuda/attention.cu (checks against a CPU twin, timings); the design is in dev/cuda/attention.md.
+// (mma.sync.m16n8k16 through inline PTX), plus a naive version of both that materialises the scores (tests, tiny
+// models). Born in dev/cuda/attention.cu (checks against a CPU twin, timings); the design is in dev/cuda/attention.md.
 //
 // What it computes, per batch b and head h (the math of attention_forward / attention_backward in cpu/layers.h):
 //   S = q·kᵀ / √d        P = softmax_rows(S)        out = P·v        lse_i = log Σ_j exp(S_ij)
@@ -47,33 +47,33 @@
 #include <string.h>
 #include <math.h>
 #include <cuda_bf16.h>
-#include "common.cuh"      // cudaCheck
-#include "precision.cuh"   // to_float, from_float<T> (the naive path's conversions)
+#include "common.cuh"    // cudaCheck
+#include "precision.cuh" // to_float, from_float<T> (the naive path's conversions)
 
 typedef __nv_bfloat16 bf16;
 
 #define ATTN_LOG2E 1.4426950408889634f
 #define ATTN_LN2   0.6931471805599453f
-#define ATTN_PAD   8      // bf16 elements of padding at the end of every shared-memory row (16 bytes)
+#define ATTN_PAD   8 // bf16 elements of padding at the end of every shared-memory row (16 bytes)
 
 // The flash kernels and their launchers. A build with -DATTN_NAIVE (make ATTN=naive) leaves them out entirely, so the
 // program carries no tensor-core or async-copy instructions (a functional simulator cannot parse or run them).
 #ifndef ATTN_NAIVE
 
 // tile sizes of the flash kernels for head dim D (see the table above)
-template <int D>
-struct AttnTiles {
+template <int D> struct AttnTiles {
     static_assert(D == 64 || D == 128, "the flash kernels cover head dims 64 and 128");
     static constexpr int WARPS = 8, THREADS = 32 * WARPS;
-    static constexpr int LDS = D + ATTN_PAD;                      // shared-memory row stride, in elements
-    static constexpr int FWD_BQ = 16 * WARPS, FWD_BK = 64;        // forward: query rows per block, keys per tile
-    static constexpr int DKV_BK = 16 * WARPS, DKV_BQ = D == 128 ? 32 : 64;  // dK/dV: keys per block, queries per tile
-    static constexpr int DQ_BQ = 16 * WARPS, DQ_BK = D == 128 ? 32 : 64;    // dQ: query rows per block, keys per tile
-    static constexpr size_t FWD_SMEM = (size_t)(FWD_BQ + 4 * FWD_BK) * LDS * sizeof(bf16);        // Q, 2×K, 2×V
-    static constexpr size_t DKV_SMEM = (size_t)(2 * DKV_BK + 4 * DKV_BQ) * LDS * sizeof(bf16)     // K, V, 2×Q, 2×dO
-                                     + (size_t)4 * DKV_BQ * sizeof(float);                        // 2×lse, 2×delta
-    static constexpr size_t DQ_SMEM = (size_t)(2 * DQ_BQ + 4 * DQ_BK) * LDS * sizeof(bf16);       // Q, dO, 2×K, 2×V
-    static_assert(FWD_SMEM <= 227 * 1024 && DKV_SMEM <= 227 * 1024 && DQ_SMEM <= 227 * 1024, "over the per-block smem limit");
+    static constexpr int LDS = D + ATTN_PAD;               // shared-memory row stride, in elements
+    static constexpr int FWD_BQ = 16 * WARPS, FWD_BK = 64; // forward: query rows per block, keys per tile
+    static constexpr int DKV_BK = 16 * WARPS, DKV_BQ = D == 128 ? 32 : 64; // dK/dV: keys per block, queries per tile
+    static constexpr int DQ_BQ = 16 * WARPS, DQ_BK = D == 128 ? 32 : 64;   // dQ: query rows per block, keys per tile
+    static constexpr size_t FWD_SMEM = (size_t)(FWD_BQ + 4 * FWD_BK) * LDS * sizeof(bf16);    // Q, 2×K, 2×V
+    static constexpr size_t DKV_SMEM = (size_t)(2 * DKV_BK + 4 * DKV_BQ) * LDS * sizeof(bf16) // K, V, 2×Q, 2×dO
+                                       + (size_t)4 * DKV_BQ * sizeof(float);                  // 2×lse, 2×delta
+    static constexpr size_t DQ_SMEM = (size_t)(2 * DQ_BQ + 4 * DQ_BK) * LDS * sizeof(bf16);   // Q, dO, 2×K, 2×V
+    static_assert(FWD_SMEM <= 227 * 1024 && DKV_SMEM <= 227 * 1024 && DQ_SMEM <= 227 * 1024,
+                  "over the per-block smem limit");
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -85,12 +85,14 @@ __device__ __forceinline__ uint32_t attn_smem_u32(const void* p) { return (uint3
 // 16-byte global -> shared copy that bypasses L1; valid == false reads nothing and writes 16 zero bytes
 // (cp.async's src-size operand: bytes past src-size are zero-filled)
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(attn_smem_u32(smem)), "l"(gmem), "r"(valid ? 16 : 0)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(attn_smem_u32(smem)), "l"(gmem),
+                 "r"(valid ? 16 : 0)
                  : "memory");
 }
 // 4-byte global -> shared copy (through L1; .cg takes only 16 bytes); valid == false writes 4 zero bytes
 __device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool valid) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(attn_smem_u32(smem)), "l"(gmem), "r"(valid ? 4 : 0)
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(attn_smem_u32(smem)), "l"(gmem),
+                 "r"(valid ? 4 : 0)
                  : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
@@ -98,23 +100,28 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 
 __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(attn_smem_u32(p)) : "memory");
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(attn_smem_u32(p))
+                 : "memory");
 }
 __device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], const bf16* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(attn_smem_u32(p)) : "memory");
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(attn_smem_u32(p))
+                 : "memory");
 }
 
 // c[16×8] += a[16×16] · b[16×8], bf16 inputs, fp32 accumulate
 __device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
 // two floats -> one .b32 of two bf16, lo in the low half (the lower-indexed fragment element)
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);   // .x = lo is stored first, i.e. in the low 16 bits
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); // .x = lo is stored first, i.e. in the low 16 bits
     uint32_t u;
     memcpy(&u, &v, sizeof(u));
     return u;
@@ -122,15 +129,15 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 
 // the C fragments of n8 tiles 2kk and 2kk+1 (a 16×16 block of P or dS) as the A fragment of one k16 step
 __device__ __forceinline__ void c_to_a_frag(uint32_t a[4], const float c0[4], const float c1[4]) {
-    a[0] = pack_bf16x2(c0[0], c0[1]);   // row g,   k 2t, 2t+1      (tile 2kk,   c0 c1)
-    a[1] = pack_bf16x2(c0[2], c0[3]);   // row g+8, k 2t, 2t+1      (tile 2kk,   c2 c3)
-    a[2] = pack_bf16x2(c1[0], c1[1]);   // row g,   k 2t+8, 2t+9    (tile 2kk+1, c0 c1)
-    a[3] = pack_bf16x2(c1[2], c1[3]);   // row g+8, k 2t+8, 2t+9    (tile 2kk+1, c2 c3)
+    a[0] = pack_bf16x2(c0[0], c0[1]); // row g,   k 2t, 2t+1      (tile 2kk,   c0 c1)
+    a[1] = pack_bf16x2(c0[2], c0[3]); // row g+8, k 2t, 2t+1      (tile 2kk,   c2 c3)
+    a[2] = pack_bf16x2(c1[0], c1[1]); // row g,   k 2t+8, 2t+9    (tile 2kk+1, c0 c1)
+    a[3] = pack_bf16x2(c1[2], c1[3]); // row g+8, k 2t+8, 2t+9    (tile 2kk+1, c2 c3)
 }
 
 // A fragment (16×16) at rows m0.., cols k0.. of a row-major [m][k] smem array with row stride ld.
-// Lane l addresses row (l&7) of matrix l>>3; matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15)
-// land in a[0..3], which is the A fragment order.
+// Lane l addresses row (l&7) of matrix l>>3; matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k
+// 8-15) land in a[0..3], which is the A fragment order.
 __device__ __forceinline__ void load_frag_a(uint32_t a[4], const bf16* s, int ld, int m0, int k0, int lane) {
     ldsm_x4(a, s + (m0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + k0 + (lane >> 4) * 8);
 }
@@ -138,19 +145,27 @@ __device__ __forceinline__ void load_frag_a(uint32_t a[4], const bf16* s, int ld
 // B fragments of two adjacent n8 tiles (n0..n0+7 -> b0, n0+8..n0+15 -> b1) for the k16 step at k0, when smem holds
 // B transposed, [n][k] (e.g. K for S = Q·Kᵀ: a row is a key = n, a column is a head-dim index = k).
 // Matrices: (n 0-7, k 0-7) -> b0[0], (n 0-7, k 8-15) -> b0[1], (n 8-15, k 0-7) -> b1[0], (n 8-15, k 8-15) -> b1[1].
-__device__ __forceinline__ void load_frag_b_nk(uint32_t b0[2], uint32_t b1[2], const bf16* s, int ld, int n0, int k0, int lane) {
+__device__ __forceinline__ void load_frag_b_nk(uint32_t b0[2], uint32_t b1[2], const bf16* s, int ld, int n0, int k0,
+                                               int lane) {
     uint32_t r[4];
     ldsm_x4(r, s + (n0 + (lane & 7) + (lane >> 4) * 8) * ld + k0 + ((lane >> 3) & 1) * 8);
-    b0[0] = r[0]; b0[1] = r[1]; b1[0] = r[2]; b1[1] = r[3];
+    b0[0] = r[0];
+    b0[1] = r[1];
+    b1[0] = r[2];
+    b1[1] = r[3];
 }
 
 // the same two B fragments when smem holds B as [k][n] (e.g. V for O = P·V: a row is a key = k, a column is a
 // head-dim index = n): ldmatrix .trans. Matrices: (k 0-7, n 0-7) -> b0[0], (k 8-15, n 0-7) -> b0[1],
 // (k 0-7, n 8-15) -> b1[0], (k 8-15, n 8-15) -> b1[1].
-__device__ __forceinline__ void load_frag_b_kn(uint32_t b0[2], uint32_t b1[2], const bf16* s, int ld, int k0, int n0, int lane) {
+__device__ __forceinline__ void load_frag_b_kn(uint32_t b0[2], uint32_t b1[2], const bf16* s, int ld, int k0, int n0,
+                                               int lane) {
     uint32_t r[4];
     ldsm_x4_trans(r, s + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + n0 + (lane >> 4) * 8);
-    b0[0] = r[0]; b0[1] = r[1]; b1[0] = r[2]; b1[1] = r[3];
+    b0[0] = r[0];
+    b0[1] = r[1];
+    b1[0] = r[2];
+    b1[1] = r[3];
 }
 
 // stages rows [row0, row0 + ROWS) of one head into smem [ROWS][D + ATTN_PAD]; global row r starts at g + r·stride.
@@ -158,14 +173,14 @@ __device__ __forceinline__ void load_frag_b_kn(uint32_t b0[2], uint32_t b1[2], c
 // consecutive chunks of a row, so a warp reads whole rows.
 template <int D, int ROWS, int THREADS>
 __device__ __forceinline__ void load_tile_async(bf16* s, const bf16* g, size_t stride, int row0, int n) {
-    constexpr int CPR = D / 8, CHUNKS = ROWS * CPR;   // 16-byte chunks per row, per tile
+    constexpr int CPR = D / 8, CHUNKS = ROWS * CPR; // 16-byte chunks per row, per tile
 #pragma unroll
     for (int it = 0; it < (CHUNKS + THREADS - 1) / THREADS; it++) {
         const int c = it * THREADS + threadIdx.x;
         if (CHUNKS % THREADS != 0 && c >= CHUNKS) break;
         const int r = c / CPR, col = (c % CPR) * 8;
         const bool valid = row0 + r < n;
-        const bf16* src = g + (size_t)(valid ? row0 + r : 0) * stride + col;   // row 0 always exists (n >= 1)
+        const bf16* src = g + (size_t)(valid ? row0 + r : 0) * stride + col; // row 0 always exists (n >= 1)
         cp_async_16(s + r * (D + ATTN_PAD) + col, src, valid);
     }
 }
@@ -177,18 +192,19 @@ __device__ __forceinline__ void load_tile_async(bf16* s, const bf16* g, size_t s
 
 template <int D>
 __global__ void __launch_bounds__(AttnTiles<D>::THREADS, 1)
-attention_forward_flash_kernel(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
-                               const bf16* __restrict__ k, const bf16* __restrict__ v, int Nq, int Nk, int H, float scale_log2) {
+    attention_forward_flash_kernel(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
+                                   const bf16* __restrict__ k, const bf16* __restrict__ v, int Nq, int Nk, int H,
+                                   float scale_log2) {
     typedef AttnTiles<D> T;
     constexpr int BQ = T::FWD_BQ, BK = T::FWD_BK, LDS = T::LDS, NT = T::THREADS;
     extern __shared__ __align__(16) unsigned char attn_smem[];
-    bf16* sQ = reinterpret_cast<bf16*>(attn_smem);   // [BQ][LDS]
-    bf16* sK = sQ + BQ * LDS;                          // [2][BK][LDS], double-buffered
-    bf16* sV = sK + 2 * BK * LDS;                      // [2][BK][LDS]
+    bf16* sQ = reinterpret_cast<bf16*>(attn_smem); // [BQ][LDS]
+    bf16* sK = sQ + BQ * LDS;                      // [2][BK][LDS], double-buffered
+    bf16* sV = sK + 2 * BK * LDS;                  // [2][BK][LDS]
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int q0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z;
-    const size_t stride = (size_t)H * D;   // elements between consecutive tokens
+    const size_t stride = (size_t)H * D; // elements between consecutive tokens
     const bf16* qh = q + (size_t)b * Nq * stride + (size_t)h * D;
     const bf16* kh = k + (size_t)b * Nk * stride + (size_t)h * D;
     const bf16* vh = v + (size_t)b * Nk * stride + (size_t)h * D;
@@ -200,11 +216,11 @@ attention_forward_flash_kernel(bf16* __restrict__ out, float* __restrict__ lse, 
     cp_async_wait_all();
     __syncthreads();
 
-    uint32_t qf[D / 16][4];   // this warp's 16 query rows as A fragments, one per k16 step of the head dim
+    uint32_t qf[D / 16][4]; // this warp's 16 query rows as A fragments, one per k16 step of the head dim
 #pragma unroll
     for (int kd = 0; kd < D / 16; kd++) load_frag_a(qf[kd], sQ, LDS, warp * 16, kd * 16, lane);
 
-    float o[D / 8][4];   // O accumulator: n8 tile dn covers head-dim columns 8dn..8dn+7
+    float o[D / 8][4]; // O accumulator: n8 tile dn covers head-dim columns 8dn..8dn+7
 #pragma unroll
     for (int dn = 0; dn < D / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
@@ -212,7 +228,7 @@ attention_forward_flash_kernel(bf16* __restrict__ out, float* __restrict__ lse, 
     const int ntiles = (Nk + BK - 1) / BK;
     for (int kt = 0; kt < ntiles; kt++) {
         const int buf = kt & 1;
-        if (kt > 0) {   // tile kt has landed, and every warp is done with tile kt-1 (whose buffer is refilled next)
+        if (kt > 0) { // tile kt has landed, and every warp is done with tile kt-1 (whose buffer is refilled next)
             cp_async_wait_all();
             __syncthreads();
         }
@@ -260,11 +276,11 @@ attention_forward_flash_kernel(bf16* __restrict__ out, float* __restrict__ lse, 
         }
         float corr[2], msafe[2], rowsum[2] = {0.f, 0.f};
 #pragma unroll
-        for (int r = 0; r < 2; r++) {   // a row lives in the 4 threads of a quad
+        for (int r = 0; r < 2; r++) { // a row lives in the 4 threads of a quad
             mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 1));
             mnew[r] = fmaxf(mnew[r], __shfl_xor_sync(0xffffffffu, mnew[r], 2));
-            msafe[r] = mnew[r] == -INFINITY ? 0.f : mnew[r];   // never -inf - -inf
-            corr[r] = exp2f(m[r] - msafe[r]);                   // 0 on the first tile (m = -inf)
+            msafe[r] = mnew[r] == -INFINITY ? 0.f : mnew[r]; // never -inf - -inf
+            corr[r] = exp2f(m[r] - msafe[r]);                // 0 on the first tile (m = -inf)
             m[r] = mnew[r];
         }
 #pragma unroll
@@ -280,8 +296,10 @@ attention_forward_flash_kernel(bf16* __restrict__ out, float* __restrict__ lse, 
         l[1] = l[1] * corr[1] + rowsum[1];
 #pragma unroll
         for (int dn = 0; dn < D / 8; dn++) {
-            o[dn][0] *= corr[0]; o[dn][1] *= corr[0];
-            o[dn][2] *= corr[1]; o[dn][3] *= corr[1];
+            o[dn][0] *= corr[0];
+            o[dn][1] *= corr[0];
+            o[dn][2] *= corr[1];
+            o[dn][3] *= corr[1];
         }
 
         // O += P·V: P (bf16) straight from the S accumulators; V fragments by ldmatrix.trans
@@ -327,9 +345,9 @@ attention_forward_flash_kernel(bf16* __restrict__ out, float* __restrict__ lse, 
 
 __global__ void attention_backward_preprocess_kernel(float* __restrict__ delta, const bf16* __restrict__ dout,
                                                      const bf16* __restrict__ out, int B, int Nq, int H, int d) {
-    const size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;   // flat (b, i, h)
+    const size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; // flat (b, i, h)
     const int lane = threadIdx.x & 31;
-    if (row >= (size_t)B * Nq * H) return;   // warp-uniform
+    if (row >= (size_t)B * Nq * H) return; // warp-uniform
     const bf16* o = out + row * d;
     const bf16* go = dout + row * d;
     float acc = 0.f;
@@ -351,7 +369,8 @@ __global__ void attention_backward_preprocess_kernel(float* __restrict__ delta, 
 
 // stages lse (natural log) and δ of query rows [q0, q0 + BQ) into smem, zeros past Nq (async: no warp waits here)
 template <int BQ, int THREADS>
-__device__ __forceinline__ void load_rowstats_async(float* sL, float* sD, const float* lse_h, const float* delta_h, int q0, int Nq) {
+__device__ __forceinline__ void load_rowstats_async(float* sL, float* sD, const float* lse_h, const float* delta_h,
+                                                    int q0, int Nq) {
     for (int i = threadIdx.x; i < BQ; i += THREADS) {
         const bool valid = q0 + i < Nq;
         cp_async_4(sL + i, lse_h + (valid ? q0 + i : 0), valid);
@@ -361,14 +380,15 @@ __device__ __forceinline__ void load_rowstats_async(float* sL, float* sD, const 
 
 template <int D>
 __global__ void __launch_bounds__(AttnTiles<D>::THREADS, 1)
-attention_backward_dkdv_flash_kernel(bf16* __restrict__ dk, bf16* __restrict__ dv, const bf16* __restrict__ dout,
-                                     const float* __restrict__ lse, const float* __restrict__ delta,
-                                     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
-                                     int Nq, int Nk, int H, float scale, float scale_log2) {
+    attention_backward_dkdv_flash_kernel(bf16* __restrict__ dk, bf16* __restrict__ dv, const bf16* __restrict__ dout,
+                                         const float* __restrict__ lse, const float* __restrict__ delta,
+                                         const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                         const bf16* __restrict__ v, int Nq, int Nk, int H, float scale,
+                                         float scale_log2) {
     typedef AttnTiles<D> T;
     constexpr int BK = T::DKV_BK, BQ = T::DKV_BQ, LDS = T::LDS, NT = T::THREADS;
     extern __shared__ __align__(16) unsigned char attn_smem[];
-    bf16* sK = reinterpret_cast<bf16*>(attn_smem);          // [BK][LDS]
+    bf16* sK = reinterpret_cast<bf16*>(attn_smem);            // [BK][LDS]
     bf16* sV = sK + BK * LDS;                                 // [BK][LDS]
     bf16* sQ = sV + BK * LDS;                                 // [2][BQ][LDS]
     bf16* sdO = sQ + 2 * BQ * LDS;                            // [2][BQ][LDS]
@@ -401,7 +421,7 @@ attention_backward_dkdv_flash_kernel(bf16* __restrict__ dk, bf16* __restrict__ d
     const int ntiles = (Nq + BQ - 1) / BQ;
     for (int it = 0; it < ntiles; it++) {
         const int buf = it & 1;
-        cp_async_wait_all();   // query tile it has landed, and every warp is done with tile it-1
+        cp_async_wait_all(); // query tile it has landed, and every warp is done with tile it-1
         __syncthreads();
         if (it + 1 < ntiles) {
             const int nq0 = (it + 1) * BQ;
@@ -435,9 +455,10 @@ attention_backward_dkdv_flash_kernel(bf16* __restrict__ dk, bf16* __restrict__ d
 #pragma unroll
         for (int nj = 0; nj < BQ / 8; nj++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) st[nj][i] = exp2f(st[nj][i] * scale_log2 - cL[nj * 8 + 2 * t + (i & 1)] * ATTN_LOG2E);
+            for (int i = 0; i < 4; i++)
+                st[nj][i] = exp2f(st[nj][i] * scale_log2 - cL[nj * 8 + 2 * t + (i & 1)] * ATTN_LOG2E);
 
-        // dV += Pᵀ·dO   (dO as [k = query][n = e] -> ldmatrix.trans)
+                // dV += Pᵀ·dO   (dO as [k = query][n = e] -> ldmatrix.trans)
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++) {
             uint32_t pa[4];
@@ -473,7 +494,7 @@ attention_backward_dkdv_flash_kernel(bf16* __restrict__ dk, bf16* __restrict__ d
 #pragma unroll
             for (int i = 0; i < 4; i++) dpt[nj][i] = st[nj][i] * (dpt[nj][i] - cD[nj * 8 + 2 * t + (i & 1)]);
 
-        // dK += dSᵀ·Q   (Q as [k = query][n = e] -> ldmatrix.trans)
+                // dK += dSᵀ·Q   (Q as [k = query][n = e] -> ldmatrix.trans)
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++) {
             uint32_t da[4];
@@ -511,16 +532,18 @@ attention_backward_dkdv_flash_kernel(bf16* __restrict__ dk, bf16* __restrict__ d
 
 template <int D>
 __global__ void __launch_bounds__(AttnTiles<D>::THREADS, 1)
-attention_backward_dq_flash_kernel(bf16* __restrict__ dq, const bf16* __restrict__ dout, const float* __restrict__ lse,
-                                   const float* __restrict__ delta, const bf16* __restrict__ q, const bf16* __restrict__ k,
-                                   const bf16* __restrict__ v, int Nq, int Nk, int H, float scale, float scale_log2) {
+    attention_backward_dq_flash_kernel(bf16* __restrict__ dq, const bf16* __restrict__ dout,
+                                       const float* __restrict__ lse, const float* __restrict__ delta,
+                                       const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                       const bf16* __restrict__ v, int Nq, int Nk, int H, float scale,
+                                       float scale_log2) {
     typedef AttnTiles<D> T;
     constexpr int BQ = T::DQ_BQ, BK = T::DQ_BK, LDS = T::LDS, NT = T::THREADS;
     extern __shared__ __align__(16) unsigned char attn_smem[];
-    bf16* sQ = reinterpret_cast<bf16*>(attn_smem);   // [BQ][LDS]
-    bf16* sdO = sQ + BQ * LDS;                         // [BQ][LDS]
-    bf16* sK = sdO + BQ * LDS;                         // [2][BK][LDS]
-    bf16* sV = sK + 2 * BK * LDS;                      // [2][BK][LDS]
+    bf16* sQ = reinterpret_cast<bf16*>(attn_smem); // [BQ][LDS]
+    bf16* sdO = sQ + BQ * LDS;                     // [BQ][LDS]
+    bf16* sK = sdO + BQ * LDS;                     // [2][BK][LDS]
+    bf16* sV = sK + 2 * BK * LDS;                  // [2][BK][LDS]
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int q0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z;
@@ -546,7 +569,7 @@ attention_backward_dq_flash_kernel(bf16* __restrict__ dq, const bf16* __restrict
         load_frag_a(qf[kd], sQ, LDS, warp * 16, kd * 16, lane);
         load_frag_a(dof[kd], sdO, LDS, warp * 16, kd * 16, lane);
     }
-    float lrow[2], drow[2];   // rows past Nq are never stored, any finite value will do
+    float lrow[2], drow[2]; // rows past Nq are never stored, any finite value will do
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int row = q0 + warp * 16 + g + 8 * r;
@@ -604,7 +627,7 @@ attention_backward_dq_flash_kernel(bf16* __restrict__ dq, const bf16* __restrict
                 s[nj][i] = p * (dp[nj][i] - drow[r]);
             }
 
-        // dQ += dS·K   (K as [k = key][n = e] -> ldmatrix.trans)
+            // dQ += dS·K   (K as [k = key][n = e] -> ldmatrix.trans)
 #pragma unroll
         for (int kk = 0; kk < BK / 16; kk++) {
             uint32_t da[4];
@@ -636,10 +659,13 @@ attention_backward_dq_flash_kernel(bf16* __restrict__ dq, const bf16* __restrict
 // Host launchers of the flash path
 
 // exits with a message unless the flash kernels can take these arguments
-static inline void attention_flash_check(const char* fn, int B, int Nq, int Nk, int H, int d, const void* const* ptrs, int nptrs) {
+static inline void attention_flash_check(const char* fn, int B, int Nq, int Nk, int H, int d, const void* const* ptrs,
+                                         int nptrs) {
     if (d != 64 && d != 128) {
-        fprintf(stderr, "%s: head dim %d is not supported by the flash kernels (64 or 128); use the naive path "
-                "(attention_forward_naive / attention_backward_naive) for other head dims\n", fn, d);
+        fprintf(stderr,
+                "%s: head dim %d is not supported by the flash kernels (64 or 128); use the naive path "
+                "(attention_forward_naive / attention_backward_naive) for other head dims\n",
+                fn, d);
         exit(1);
     }
     if (B < 1 || Nq < 1 || Nk < 1 || H < 1 || B > 65535 || H > 65535) {
@@ -648,44 +674,49 @@ static inline void attention_flash_check(const char* fn, int B, int Nq, int Nk, 
     }
     for (int i = 0; i < nptrs; i++)
         if ((uintptr_t)ptrs[i] % 16 != 0) {
-            fprintf(stderr, "%s: tensor argument %d is not 16-byte aligned (cp.async and the bf16x2 stores need it); "
-                    "pass buffers from cudaMalloc or offsets that are multiples of 8 bf16 elements\n", fn, i);
+            fprintf(stderr,
+                    "%s: tensor argument %d is not 16-byte aligned (cp.async and the bf16x2 stores need it); "
+                    "pass buffers from cudaMalloc or offsets that are multiples of 8 bf16 elements\n",
+                    fn, i);
             exit(1);
         }
 }
 
 template <int D>
-static void attention_forward_flash_launch(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-                                           int B, int Nq, int Nk, int H, cudaStream_t stream) {
+static void attention_forward_flash_launch(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int B,
+                                           int Nq, int Nk, int H, cudaStream_t stream) {
     typedef AttnTiles<D> T;
-    static bool smem_set = false;   // once per instantiation: allow more than 48 KB of dynamic shared memory
+    static bool smem_set = false; // once per instantiation: allow more than 48 KB of dynamic shared memory
     if (!smem_set) {
-        cudaCheck(cudaFuncSetAttribute(attention_forward_flash_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)T::FWD_SMEM));
+        cudaCheck(cudaFuncSetAttribute(attention_forward_flash_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)T::FWD_SMEM));
         smem_set = true;
     }
     const float scale_log2 = (float)(ATTN_LOG2E / sqrt((double)D));
     dim3 grid((Nq + T::FWD_BQ - 1) / T::FWD_BQ, H, B);
-    attention_forward_flash_kernel<D><<<grid, T::THREADS, T::FWD_SMEM, stream>>>(out, lse, q, k, v, Nq, Nk, H, scale_log2);
+    attention_forward_flash_kernel<D>
+        <<<grid, T::THREADS, T::FWD_SMEM, stream>>>(out, lse, q, k, v, Nq, Nk, H, scale_log2);
     cudaCheck(cudaGetLastError());
 }
 
-static inline void attention_backward_preprocess(float* delta, const bf16* dout, const bf16* out, int B, int Nq, int H, int d,
-                                                 cudaStream_t stream) {
+static inline void attention_backward_preprocess(float* delta, const bf16* dout, const bf16* out, int B, int Nq, int H,
+                                                 int d, cudaStream_t stream) {
     const size_t rows = (size_t)B * Nq * H;
     const int warps_per_block = 8;
-    attention_backward_preprocess_kernel<<<(unsigned)((rows + warps_per_block - 1) / warps_per_block), 32 * warps_per_block, 0, stream>>>(
-        delta, dout, out, B, Nq, H, d);
+    attention_backward_preprocess_kernel<<<(unsigned)((rows + warps_per_block - 1) / warps_per_block),
+                                           32 * warps_per_block, 0, stream>>>(delta, dout, out, B, Nq, H, d);
     cudaCheck(cudaGetLastError());
 }
 
 template <int D>
-static void attention_backward_dkdv_flash_launch(bf16* dk, bf16* dv, const bf16* dout, const float* lse, const float* delta,
-                                                 const bf16* q, const bf16* k, const bf16* v, int B, int Nq, int Nk, int H,
-                                                 cudaStream_t stream) {
+static void attention_backward_dkdv_flash_launch(bf16* dk, bf16* dv, const bf16* dout, const float* lse,
+                                                 const float* delta, const bf16* q, const bf16* k, const bf16* v, int B,
+                                                 int Nq, int Nk, int H, cudaStream_t stream) {
     typedef AttnTiles<D> T;
     static bool smem_set = false;
     if (!smem_set) {
-        cudaCheck(cudaFuncSetAttribute(attention_backward_dkdv_flash_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)T::DKV_SMEM));
+        cudaCheck(cudaFuncSetAttribute(attention_backward_dkdv_flash_kernel<D>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)T::DKV_SMEM));
         smem_set = true;
     }
     const double scale = 1.0 / sqrt((double)D);
@@ -697,12 +728,13 @@ static void attention_backward_dkdv_flash_launch(bf16* dk, bf16* dv, const bf16*
 
 template <int D>
 static void attention_backward_dq_flash_launch(bf16* dq, const bf16* dout, const float* lse, const float* delta,
-                                               const bf16* q, const bf16* k, const bf16* v, int B, int Nq, int Nk, int H,
-                                               cudaStream_t stream) {
+                                               const bf16* q, const bf16* k, const bf16* v, int B, int Nq, int Nk,
+                                               int H, cudaStream_t stream) {
     typedef AttnTiles<D> T;
     static bool smem_set = false;
     if (!smem_set) {
-        cudaCheck(cudaFuncSetAttribute(attention_backward_dq_flash_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)T::DQ_SMEM));
+        cudaCheck(cudaFuncSetAttribute(attention_backward_dq_flash_kernel<D>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)T::DQ_SMEM));
         smem_set = true;
     }
     const double scale = 1.0 / sqrt((double)D);
@@ -714,20 +746,22 @@ static void attention_backward_dq_flash_launch(bf16* dq, const bf16* dout, const
 
 // out [B, Nq, H, d] = softmax(q·kᵀ/√d)·v per head; lse [B, H, Nq] = the rows' logsumexp, saved for the backward.
 // Overwrites out and lse.
-static inline void attention_forward_flash(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-                                           int B, int Nq, int Nk, int H, int d, cudaStream_t stream) {
+static inline void attention_forward_flash(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int B,
+                                           int Nq, int Nk, int H, int d, cudaStream_t stream) {
     const void* ptrs[] = {out, lse, q, k, v};
     attention_flash_check("attention_forward_flash", B, Nq, Nk, H, d, ptrs, 5);
-    if (d == 64) attention_forward_flash_launch<64>(out, lse, q, k, v, B, Nq, Nk, H, stream);
-    else         attention_forward_flash_launch<128>(out, lse, q, k, v, B, Nq, Nk, H, stream);
+    if (d == 64)
+        attention_forward_flash_launch<64>(out, lse, q, k, v, B, Nq, Nk, H, stream);
+    else
+        attention_forward_flash_launch<128>(out, lse, q, k, v, B, Nq, Nk, H, stream);
 }
 
 // inverts out = softmax(q·kᵀ/√d)·v (attention_forward_flash), recomputing P from lse:
 // dq [B, Nq, H, d], dk, dv [B, Nk, H, d] are OVERWRITTEN; delta [B, H, Nq] fp32 is scratch (written, then read).
 // Deterministic: three launches on `stream`, no atomics.
-static inline void attention_backward_flash(bf16* dq, bf16* dk, bf16* dv, float* delta, const bf16* dout, const bf16* out,
-                                            const float* lse, const bf16* q, const bf16* k, const bf16* v,
-                                            int B, int Nq, int Nk, int H, int d, cudaStream_t stream) {
+static inline void attention_backward_flash(bf16* dq, bf16* dk, bf16* dv, float* delta, const bf16* dout,
+                                            const bf16* out, const float* lse, const bf16* q, const bf16* k,
+                                            const bf16* v, int B, int Nq, int Nk, int H, int d, cudaStream_t stream) {
     const void* ptrs[] = {dq, dk, dv, delta, dout, out, lse, q, k, v};
     attention_flash_check("attention_backward_flash", B, Nq, Nk, H, d, ptrs, 10);
     attention_backward_preprocess(delta, dout, out, B, Nq, H, d, stream);
@@ -740,11 +774,15 @@ static inline void attention_backward_flash(bf16* dq, bf16* dk, bf16* dv, float*
     }
 }
 
-#endif  // ATTN_NAIVE
+#endif // ATTN_NAIVE
 
 // FLOPs by the FlashAttention convention (see the header comment)
-static inline double attention_forward_flops(int B, int Nq, int Nk, int H, int d) { return 4.0 * B * (double)Nq * Nk * d * H; }
-static inline double attention_backward_flops(int B, int Nq, int Nk, int H, int d) { return 2.5 * attention_forward_flops(B, Nq, Nk, H, d); }
+static inline double attention_forward_flops(int B, int Nq, int Nk, int H, int d) {
+    return 4.0 * B * (double)Nq * Nk * d * H;
+}
+static inline double attention_backward_flops(int B, int Nq, int Nk, int H, int d) {
+    return 2.5 * attention_forward_flops(B, Nq, Nk, H, d);
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Naive version: materialises the scores [B, H, Nq, Nk] in fp32, one thread per output element, fp32 math
@@ -754,7 +792,8 @@ static inline double attention_backward_flops(int B, int Nq, int Nk, int H, int 
 
 // s[b, h, i, j] = scale · a[b, i, h, :] · c[b, j, h, :]   (scores: a = q, c = k; dP: a = dout, c = v, scale 1)
 template <typename T>
-__global__ void attention_rowdot_naive_kernel(float* s, const T* a, const T* c, int B, int Nq, int Nk, int H, int d, float scale) {
+__global__ void attention_rowdot_naive_kernel(float* s, const T* a, const T* c, int B, int Nq, int Nk, int H, int d,
+                                              float scale) {
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)B * H * Nq * Nk) return;
     const int j = (int)(idx % Nk);
@@ -799,8 +838,9 @@ __global__ void attention_softmax_backward_naive_kernel(float* dS, const float* 
 
 // out[b, i, h, e] = Σ_j w[b, h, i, j] · c[b, j, h, e]   (out = P·v with w = att; dq = dS·k with w = dS)
 template <typename T>
-__global__ void attention_weighted_sum_naive_kernel(T* out, const float* w, const T* c, int B, int Nq, int Nk, int H, int d) {
-    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;   // flat over [B, Nq, H, d]
+__global__ void attention_weighted_sum_naive_kernel(T* out, const float* w, const T* c, int B, int Nq, int Nk, int H,
+                                                    int d) {
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; // flat over [B, Nq, H, d]
     if (idx >= (size_t)B * Nq * H * d) return;
     const int e = (int)(idx % d);
     const int h = (int)((idx / d) % H);
@@ -817,14 +857,14 @@ __global__ void attention_weighted_sum_naive_kernel(T* out, const float* w, cons
 template <typename T>
 __global__ void attention_dkdv_naive_kernel(T* dk, T* dv, const float* dS, const float* att, const T* q, const T* dout,
                                             int B, int Nq, int Nk, int H, int d) {
-    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;   // flat over [B, Nk, H, d]
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; // flat over [B, Nk, H, d]
     if (idx >= (size_t)B * Nk * H * d) return;
     const int e = (int)(idx % d);
     const int h = (int)((idx / d) % H);
     const int j = (int)((idx / ((size_t)d * H)) % Nk);
     const int b = (int)(idx / ((size_t)d * H * Nk));
-    const size_t w0 = ((size_t)b * H + h) * Nq * Nk + j;   // [b, h, i, j] at w0 + i·Nk
-    const size_t x0 = (size_t)b * Nq * H * d + (size_t)h * d + e;   // [b, i, h, e] at x0 + i·H·d
+    const size_t w0 = ((size_t)b * H + h) * Nq * Nk + j;          // [b, h, i, j] at w0 + i·Nk
+    const size_t x0 = (size_t)b * Nq * H * d + (size_t)h * d + e; // [b, i, h, e] at x0 + i·H·d
     float acc_k = 0.f, acc_v = 0.f;
     for (int i = 0; i < Nq; i++) {
         acc_k += dS[w0 + (size_t)i * Nk] * to_float(q[x0 + (size_t)i * H * d]);
@@ -839,29 +879,35 @@ static inline unsigned attn_blocks(size_t n, int per_block) { return (unsigned)(
 // out [B, Nq, H, d], lse [B, H, Nq], att [B, H, Nq, Nk] fp32 = the probabilities P (kept for the backward).
 // Overwrites out, lse, att.
 template <typename T>
-static void attention_forward_naive(T* out, float* lse, float* att, const T* q, const T* k, const T* v,
-                                    int B, int Nq, int Nk, int H, int d, cudaStream_t stream) {
+static void attention_forward_naive(T* out, float* lse, float* att, const T* q, const T* k, const T* v, int B, int Nq,
+                                    int Nk, int H, int d, cudaStream_t stream) {
     const size_t scores = (size_t)B * H * Nq * Nk, rows = (size_t)B * H * Nq;
-    attention_rowdot_naive_kernel<T><<<attn_blocks(scores, 256), 256, 0, stream>>>(att, q, k, B, Nq, Nk, H, d, (float)(1.0 / sqrt((double)d)));
+    attention_rowdot_naive_kernel<T>
+        <<<attn_blocks(scores, 256), 256, 0, stream>>>(att, q, k, B, Nq, Nk, H, d, (float)(1.0 / sqrt((double)d)));
     cudaCheck(cudaGetLastError());
     attention_softmax_naive_kernel<<<attn_blocks(rows, 8), 256, 0, stream>>>(att, lse, rows, Nk);
     cudaCheck(cudaGetLastError());
-    attention_weighted_sum_naive_kernel<T><<<attn_blocks((size_t)B * Nq * H * d, 256), 256, 0, stream>>>(out, att, v, B, Nq, Nk, H, d);
+    attention_weighted_sum_naive_kernel<T>
+        <<<attn_blocks((size_t)B * Nq * H * d, 256), 256, 0, stream>>>(out, att, v, B, Nq, Nk, H, d);
     cudaCheck(cudaGetLastError());
 }
 
 // inverts attention_forward_naive from its saved probabilities att. dq, dk, dv are OVERWRITTEN;
 // dS [B, H, Nq, Nk] fp32 is scratch.
 template <typename T>
-static void attention_backward_naive(T* dq, T* dk, T* dv, float* dS, const T* dout, const float* att, const T* q, const T* k,
-                                     const T* v, int B, int Nq, int Nk, int H, int d, cudaStream_t stream) {
+static void attention_backward_naive(T* dq, T* dk, T* dv, float* dS, const T* dout, const float* att, const T* q,
+                                     const T* k, const T* v, int B, int Nq, int Nk, int H, int d, cudaStream_t stream) {
     const size_t scores = (size_t)B * H * Nq * Nk, rows = (size_t)B * H * Nq;
-    attention_rowdot_naive_kernel<T><<<attn_blocks(scores, 256), 256, 0, stream>>>(dS, dout, v, B, Nq, Nk, H, d, 1.f);   // dP
+    attention_rowdot_naive_kernel<T>
+        <<<attn_blocks(scores, 256), 256, 0, stream>>>(dS, dout, v, B, Nq, Nk, H, d, 1.f); // dP
     cudaCheck(cudaGetLastError());
-    attention_softmax_backward_naive_kernel<<<attn_blocks(rows, 8), 256, 0, stream>>>(dS, att, rows, Nk, (float)(1.0 / sqrt((double)d)));
+    attention_softmax_backward_naive_kernel<<<attn_blocks(rows, 8), 256, 0, stream>>>(dS, att, rows, Nk,
+                                                                                      (float)(1.0 / sqrt((double)d)));
     cudaCheck(cudaGetLastError());
-    attention_weighted_sum_naive_kernel<T><<<attn_blocks((size_t)B * Nq * H * d, 256), 256, 0, stream>>>(dq, dS, k, B, Nq, Nk, H, d);
+    attention_weighted_sum_naive_kernel<T>
+        <<<attn_blocks((size_t)B * Nq * H * d, 256), 256, 0, stream>>>(dq, dS, k, B, Nq, Nk, H, d);
     cudaCheck(cudaGetLastError());
-    attention_dkdv_naive_kernel<T><<<attn_blocks((size_t)B * Nk * H * d, 256), 256, 0, stream>>>(dk, dv, dS, att, q, dout, B, Nq, Nk, H, d);
+    attention_dkdv_naive_kernel<T>
+        <<<attn_blocks((size_t)B * Nk * H * d, 256), 256, 0, stream>>>(dk, dv, dS, att, q, dout, B, Nq, Nk, H, d);
     cudaCheck(cudaGetLastError());
 }

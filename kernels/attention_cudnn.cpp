@@ -24,15 +24,27 @@ namespace fe = cudnn_frontend;
 #error "cudnn-frontend 1.13 or newer is needed (SDPA set_generate_stats): pip install -U nvidia-cudnn-frontend"
 #endif
 
-#define CUDNN_ATT_CHECK_CUDA(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) { \
-    fprintf(stderr, "[CUDA error] %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); exit(1); } } while (0)
-#define CUDNN_ATT_CHECK(call) do { cudnnStatus_t s_ = (call); if (s_ != CUDNN_STATUS_SUCCESS) { \
-    fprintf(stderr, "[cuDNN error] %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudnnGetErrorString(s_)); exit(1); } } while (0)
+#define CUDNN_ATT_CHECK_CUDA(call)                                                                                     \
+    do {                                                                                                               \
+        cudaError_t e_ = (call);                                                                                       \
+        if (e_ != cudaSuccess) {                                                                                       \
+            fprintf(stderr, "[CUDA error] %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));        \
+            exit(1);                                                                                                   \
+        }                                                                                                              \
+    } while (0)
+#define CUDNN_ATT_CHECK(call)                                                                                          \
+    do {                                                                                                               \
+        cudnnStatus_t s_ = (call);                                                                                     \
+        if (s_ != CUDNN_STATUS_SUCCESS) {                                                                              \
+            fprintf(stderr, "[cuDNN error] %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudnnGetErrorString(s_));      \
+            exit(1);                                                                                                   \
+        }                                                                                                              \
+    } while (0)
 
 // the tensors' ids in a graph's variant pack
 enum { UID_Q = 1, UID_K, UID_V, UID_O, UID_STATS, UID_DO, UID_DQ, UID_DK, UID_DV };
 
-static int cudnn_state = 0;             // 0: not started; 1: on; -1: off (TMD_CUDNN=0 or no handle)
+static int cudnn_state = 0; // 0: not started; 1: on; -1: off (TMD_CUDNN=0 or no handle)
 static cudnnHandle_t cudnn_handle;
 static void* cudnn_workspace = NULL;
 static size_t cudnn_workspace_size = 0;
@@ -52,8 +64,10 @@ int attention_cudnn_enabled(void) {
         return 0;
     }
     cudnn_state = 1;
-    fprintf(stderr, "attention: cuDNN %zu fused SDPA (cudnn-frontend %d.%d.%d), a graph per shape; TMD_CUDNN=0 for the own "
-            "flash kernels\n", cudnnGetVersion(), CUDNN_FRONTEND_MAJOR_VERSION, CUDNN_FRONTEND_MINOR_VERSION,
+    fprintf(stderr,
+            "attention: cuDNN %zu fused SDPA (cudnn-frontend %d.%d.%d), a graph per shape; TMD_CUDNN=0 for the own "
+            "flash kernels\n",
+            cudnnGetVersion(), CUDNN_FRONTEND_MAJOR_VERSION, CUDNN_FRONTEND_MINOR_VERSION,
             CUDNN_FRONTEND_PATCH_VERSION);
     return 1;
 }
@@ -62,7 +76,11 @@ size_t attention_cudnn_workspace_bytes(void) { return cudnn_workspace_size; }
 
 // [B, H, n, d] over the interleaved [B, n, H, d] storage
 static fe::graph::Tensor_attributes bhnd(const char* name, int uid, int64_t B, int64_t H, int64_t n, int64_t d) {
-    return fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim({B, H, n, d}).set_stride({n * H * d, d, H * d, 1});
+    return fe::graph::Tensor_attributes()
+        .set_name(name)
+        .set_uid(uid)
+        .set_dim({B, H, n, d})
+        .set_stride({n * H * d, d, H * d, 1});
 }
 
 // Builds the forward (backward = 0) or backward graph of one shape; NULL with one line on stderr when cuDNN cannot
@@ -80,30 +98,66 @@ static std::shared_ptr<fe::graph::Graph> build_graph(int backward, int B, int Nq
     if (!backward) {
         auto opt = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(true).set_attn_scale(scale);
         auto [O, stats] = g->sdpa(Q, K, V, opt);
-        O->set_output(true).set_uid(UID_O).set_dim({B, H, Nq, d}).set_stride({(int64_t)Nq * H * d, d, (int64_t)H * d, 1});
-        stats->set_output(true).set_uid(UID_STATS).set_data_type(fe::DataType_t::FLOAT).set_dim(stats_dim).set_stride(stats_stride);
+        O->set_output(true)
+            .set_uid(UID_O)
+            .set_dim({B, H, Nq, d})
+            .set_stride({(int64_t)Nq * H * d, d, (int64_t)H * d, 1});
+        stats->set_output(true)
+            .set_uid(UID_STATS)
+            .set_data_type(fe::DataType_t::FLOAT)
+            .set_dim(stats_dim)
+            .set_stride(stats_stride);
     } else {
         auto O = g->tensor(bhnd("O", UID_O, B, H, Nq, d));
         auto dO = g->tensor(bhnd("dO", UID_DO, B, H, Nq, d));
-        auto stats = g->tensor(fe::graph::Tensor_attributes().set_name("Stats").set_uid(UID_STATS)
-                                   .set_data_type(fe::DataType_t::FLOAT).set_dim(stats_dim).set_stride(stats_stride));
-        auto opt = fe::graph::SDPA_backward_attributes().set_name("sdpa_backward").set_attn_scale(scale)
+        auto stats = g->tensor(fe::graph::Tensor_attributes()
+                                   .set_name("Stats")
+                                   .set_uid(UID_STATS)
+                                   .set_data_type(fe::DataType_t::FLOAT)
+                                   .set_dim(stats_dim)
+                                   .set_stride(stats_stride));
+        auto opt = fe::graph::SDPA_backward_attributes()
+                       .set_name("sdpa_backward")
+                       .set_attn_scale(scale)
                        .set_deterministic_algorithm(true);
         auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dO, stats, opt);
-        dQ->set_output(true).set_uid(UID_DQ).set_dim({B, H, Nq, d}).set_stride({(int64_t)Nq * H * d, d, (int64_t)H * d, 1});
-        dK->set_output(true).set_uid(UID_DK).set_dim({B, H, Nk, d}).set_stride({(int64_t)Nk * H * d, d, (int64_t)H * d, 1});
-        dV->set_output(true).set_uid(UID_DV).set_dim({B, H, Nk, d}).set_stride({(int64_t)Nk * H * d, d, (int64_t)H * d, 1});
+        dQ->set_output(true)
+            .set_uid(UID_DQ)
+            .set_dim({B, H, Nq, d})
+            .set_stride({(int64_t)Nq * H * d, d, (int64_t)H * d, 1});
+        dK->set_output(true)
+            .set_uid(UID_DK)
+            .set_dim({B, H, Nk, d})
+            .set_stride({(int64_t)Nk * H * d, d, (int64_t)H * d, 1});
+        dV->set_output(true)
+            .set_uid(UID_DV)
+            .set_dim({B, H, Nk, d})
+            .set_stride({(int64_t)Nk * H * d, d, (int64_t)H * d, 1});
     }
     // every step can refuse the shape: say which and why, once
     const char* step = "validate";
     fe::error_t e = g->validate();
-    if (e.is_good()) { step = "build_operation_graph"; e = g->build_operation_graph(cudnn_handle); }
-    if (e.is_good()) { step = "create_execution_plans"; e = g->create_execution_plans({fe::HeurMode_t::A}); }
-    if (e.is_good()) { step = "check_support"; e = g->check_support(cudnn_handle); }
-    if (e.is_good()) { step = "build_plans"; e = g->build_plans(cudnn_handle); }
+    if (e.is_good()) {
+        step = "build_operation_graph";
+        e = g->build_operation_graph(cudnn_handle);
+    }
+    if (e.is_good()) {
+        step = "create_execution_plans";
+        e = g->create_execution_plans({fe::HeurMode_t::A});
+    }
+    if (e.is_good()) {
+        step = "check_support";
+        e = g->check_support(cudnn_handle);
+    }
+    if (e.is_good()) {
+        step = "build_plans";
+        e = g->build_plans(cudnn_handle);
+    }
     if (!e.is_good()) {
-        fprintf(stderr, "attention: cuDNN cannot run the %s of B %d Nq %d Nk %d H %d d %d (%s: %s): the own flash kernel "
-                "instead for this shape\n", backward ? "backward" : "forward", B, Nq, Nk, H, d, step, e.get_message().c_str());
+        fprintf(stderr,
+                "attention: cuDNN cannot run the %s of B %d Nq %d Nk %d H %d d %d (%s: %s): the own flash kernel "
+                "instead for this shape\n",
+                backward ? "backward" : "forward", B, Nq, Nk, H, d, step, e.get_message().c_str());
         return nullptr;
     }
     int64_t ws = 0;
@@ -118,8 +172,10 @@ static std::shared_ptr<fe::graph::Graph> build_graph(int backward, int B, int Nq
         CUDNN_ATT_CHECK_CUDA(cudaDeviceSynchronize());
         if (cudnn_workspace) CUDNN_ATT_CHECK_CUDA(cudaFree(cudnn_workspace));
         if (cudaMalloc(&cudnn_workspace, (size_t)ws) != cudaSuccess) {
-            fprintf(stderr, "[out of memory] cuDNN attention workspace: %.1f MiB for B %d Nq %d Nk %d H %d d %d; run with "
-                    "TMD_CUDNN=0 (the own flash kernels need none) or a smaller batch\n", ws / 1048576.0, B, Nq, Nk, H, d);
+            fprintf(stderr,
+                    "[out of memory] cuDNN attention workspace: %.1f MiB for B %d Nq %d Nk %d H %d d %d; run with "
+                    "TMD_CUDNN=0 (the own flash kernels need none) or a smaller batch\n",
+                    ws / 1048576.0, B, Nq, Nk, H, d);
             exit(1);
         }
         cudnn_workspace_size = (size_t)ws;
@@ -176,9 +232,9 @@ int attention_backward_cudnn(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16
     if (!attention_cudnn_enabled()) return 0;
     fe::graph::Graph* g = lookup_graph(1, B, Nq, Nk, H, d);
     if (!g) return 0;
-    std::unordered_map<int64_t, void*> pack = {
-        {UID_Q, (void*)q}, {UID_K, (void*)k}, {UID_V, (void*)v}, {UID_O, (void*)out}, {UID_DO, (void*)dout},
-        {UID_STATS, (void*)lse}, {UID_DQ, (void*)dq}, {UID_DK, (void*)dk}, {UID_DV, (void*)dv}};
+    std::unordered_map<int64_t, void*> pack = {{UID_Q, (void*)q},   {UID_K, (void*)k},     {UID_V, (void*)v},
+                                               {UID_O, (void*)out}, {UID_DO, (void*)dout}, {UID_STATS, (void*)lse},
+                                               {UID_DQ, (void*)dq}, {UID_DK, (void*)dk},   {UID_DV, (void*)dv}};
     execute(g, pack, stream);
     return 1;
 }

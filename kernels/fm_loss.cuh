@@ -5,8 +5,8 @@
 //
 // The teacher's loss is mean_b loss[b] with target = x1 − x, so its gradient is dscale = 2/(B·n), w = NULL.
 // A per-sample weight covers TM-MF's adaptive normalisation ‖u − û‖² / sg(‖u − û‖² + c): w[b] = 1/(n·loss[b] + c),
-// dscale = 2/B. Keep the loss on the host side to check it is finite before any backward (a non-finite step is skipped, not applied).
-// Shapes: pred, target, dpred [B, n] fp32 (the unpatchified velocity); loss [B] double; w [B] fp32.
+// dscale = 2/B. Keep the loss on the host side to check it is finite before any backward (a non-finite step is skipped,
+// not applied). Shapes: pred, target, dpred [B, n] fp32 (the unpatchified velocity); loss [B] double; w [B] fp32.
 // Overwritten: loss, scratch (forward); dpred (backward: the first gradient of the backward pass).
 // Deterministic: FM_LOSS_BLOCKS blocks per sample, each owns a fixed strided set of elements; one block per
 // sample then adds the block sums in a fixed order.
@@ -15,7 +15,7 @@
 #include "common.cuh"
 #include "reduce.cuh"
 
-#define FM_LOSS_BLOCKS 256   // per sample
+#define FM_LOSS_BLOCKS 256 // per sample
 
 // grid (FM_LOSS_BLOCKS, B), block 256: partials[b, blk] = Σ over the block's elements of (pred − target)²
 __global__ void fm_loss_partials_kernel(double* partials, const float* pred, const float* target, size_t n) {
@@ -40,8 +40,8 @@ __global__ void fm_loss_final_kernel(double* loss, const double* partials, int n
     if (threadIdx.x == 0) loss[blockIdx.x] = s / (double)n;
 }
 
-__global__ void fm_loss_backward_kernel(float* dpred, const float* pred, const float* target, const float* w, float dscale, size_t n,
-                                        size_t total) {
+__global__ void fm_loss_backward_kernel(float* dpred, const float* pred, const float* target, const float* w,
+                                        float dscale, size_t n, size_t total) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     float s = w ? dscale * w[i / n] : dscale;
@@ -49,7 +49,8 @@ __global__ void fm_loss_backward_kernel(float* dpred, const float* pred, const f
 }
 
 // loss [B] (device doubles) = per-sample mean squared error. scratch: B·FM_LOSS_BLOCKS doubles.
-static inline void fm_loss_forward(double* loss, double* scratch, const float* pred, const float* target, int B, size_t n, cudaStream_t stream) {
+static inline void fm_loss_forward(double* loss, double* scratch, const float* pred, const float* target, int B,
+                                   size_t n, cudaStream_t stream) {
     fm_loss_partials_kernel<<<dim3(FM_LOSS_BLOCKS, B), 256, 0, stream>>>(scratch, pred, target, n);
     cudaCheck(cudaGetLastError());
     fm_loss_final_kernel<<<B, 256, 0, stream>>>(loss, scratch, FM_LOSS_BLOCKS, n);
@@ -58,9 +59,10 @@ static inline void fm_loss_forward(double* loss, double* scratch, const float* p
 
 // backward of loss[b] = (1/n)·Σ_i (pred − target)², for the objective (dscale/2)·Σ_b w_b·Σ_i (pred − target)²:
 //   dpred = dscale·w[b]·(pred − target)   (overwritten)
-static inline void fm_loss_backward(float* dpred, const float* pred, const float* target, const float* w, float dscale, int B, size_t n,
-                                    cudaStream_t stream) {
+static inline void fm_loss_backward(float* dpred, const float* pred, const float* target, const float* w, float dscale,
+                                    int B, size_t n, cudaStream_t stream) {
     size_t total = (size_t)B * n;
-    fm_loss_backward_kernel<<<(unsigned)((total + 255) / 256), 256, 0, stream>>>(dpred, pred, target, w, dscale, n, total);
+    fm_loss_backward_kernel<<<(unsigned)((total + 255) / 256), 256, 0, stream>>>(dpred, pred, target, w, dscale, n,
+                                                                                 total);
     cudaCheck(cudaGetLastError());
 }

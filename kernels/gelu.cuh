@@ -13,10 +13,9 @@
 #include "common.cuh"
 #include "precision.cuh"
 
-#define GELU_SCALE 0.7978845608028654f   // sqrt(2/pi)
+#define GELU_SCALE 0.7978845608028654f // sqrt(2/pi)
 
-template <typename T>
-__global__ void gelu_forward_kernel(T* out, const T* inp, size_t n) {
+template <typename T> __global__ void gelu_forward_kernel(T* out, const T* inp, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float x = to_float(inp[i]);
@@ -24,8 +23,7 @@ __global__ void gelu_forward_kernel(T* out, const T* inp, size_t n) {
 }
 
 // inverts out = gelu(x):  dinp = dout·gelu'(x),  gelu'(x) = 0.5·(1 + th) + 0.5·x·(1 − th²)·√(2/π)·(1 + 3·0.044715·x²)
-template <typename T>
-__global__ void gelu_backward_kernel(T* dinp, const T* dout, const T* inp, size_t n) {
+template <typename T> __global__ void gelu_backward_kernel(T* dinp, const T* dout, const T* inp, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float x = to_float(inp[i]);
@@ -34,8 +32,7 @@ __global__ void gelu_backward_kernel(T* dinp, const T* dout, const T* inp, size_
     dinp[i] = from_float<T>(to_float(dout[i]) * (0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * du));
 }
 
-template <typename T>
-__global__ void silu_forward_kernel(T* out, const T* inp, size_t n) {
+template <typename T> __global__ void silu_forward_kernel(T* out, const T* inp, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float x = to_float(inp[i]);
@@ -43,8 +40,7 @@ __global__ void silu_forward_kernel(T* out, const T* inp, size_t n) {
 }
 
 // inverts out = x·σ(x):  dinp = dout·σ(x)·(1 + x·(1 − σ(x)))
-template <typename T>
-__global__ void silu_backward_kernel(T* dinp, const T* dout, const T* inp, size_t n) {
+template <typename T> __global__ void silu_backward_kernel(T* dinp, const T* dout, const T* inp, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float x = to_float(inp[i]), s = 1.f / (1.f + expf(-x));

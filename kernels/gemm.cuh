@@ -28,19 +28,25 @@
 #include "common.cuh"
 #include "precision.cuh"
 #include "reduce.cuh"
-#include "gemm_algo_cache.h"   // the heuristic's answer per shape
-#include "bench_prof.cuh"      // --bench: the GEMMs' time and FLOPs
+#include "gemm_algo_cache.h" // the heuristic's answer per shape
+#include "bench_prof.cuh"    // --bench: the GEMMs' time and FLOPs
 
 // every cuBLAS(Lt) call: file, line and the library's message, then exit
-#define cublasCheck(call) do { cublasStatus_t s_ = (call); if (s_ != CUBLAS_STATUS_SUCCESS) { \
-    fprintf(stderr, "[cuBLAS error] %s:%d: %s: %s (%s)\n", __FILE__, __LINE__, #call, cublasLtGetStatusName(s_), \
-            cublasLtGetStatusString(s_)); exit(1); } } while (0)
+#define cublasCheck(call)                                                                                              \
+    do {                                                                                                               \
+        cublasStatus_t s_ = (call);                                                                                    \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                                             \
+            fprintf(stderr, "[cuBLAS error] %s:%d: %s: %s (%s)\n", __FILE__, __LINE__, #call,                          \
+                    cublasLtGetStatusName(s_), cublasLtGetStatusString(s_));                                           \
+            exit(1);                                                                                                   \
+        }                                                                                                              \
+    } while (0)
 
-#define GEMM_WORKSPACE_BYTES (32u << 20)   // 32 MiB: what cuBLAS recommends for Hopper
+#define GEMM_WORKSPACE_BYTES (32u << 20) // 32 MiB: what cuBLAS recommends for Hopper
 
 static cublasLtHandle_t gemm_handle = NULL;
 static void* gemm_workspace = NULL;
-static GemmAlgoCache gemm_cache;   // zero: empty
+static GemmAlgoCache gemm_cache; // zero: empty
 
 static inline void gemm_init(void) {
     if (gemm_handle) return;
@@ -51,8 +57,9 @@ static inline void gemm_free(void) {
     if (!gemm_handle) return;
     cublasCheck(cublasLtDestroy(gemm_handle));
     cudaCheck(cudaFree(gemm_workspace));
-    gemm_handle = NULL; gemm_workspace = NULL;
-    memset(&gemm_cache, 0, sizeof(gemm_cache));   // algorithms belong to the handle's device
+    gemm_handle = NULL;
+    gemm_workspace = NULL;
+    memset(&gemm_cache, 0, sizeof(gemm_cache)); // algorithms belong to the handle's device
 }
 
 template <typename T> struct gemm_type;
@@ -69,10 +76,14 @@ static inline uint32_t gemm_alignment(const void* p) {
 
 // D [m, n] (column-major, ld ldd) = op(A)·op(B) + beta·D, then the epilogue.
 // A is stored [k, m] when transa else [m, k]; B is stored [n, k] when transb else [k, n] (column-major, ld lda/ldb).
-static inline void gemm_lt(void* d, cudaDataType_t d_type, int ldd, const void* a, int transa, int lda, const void* b, int transb, int ldb,
-                    cudaDataType_t ab_type, int m, int n, int k, float beta, cublasLtEpilogue_t epilogue, const void* bias,
-                    const void* aux, int ldaux, cudaStream_t stream) {
-    if (!gemm_handle) { fprintf(stderr, "gemm_lt: call gemm_init() first\n"); exit(1); }
+static inline void gemm_lt(void* d, cudaDataType_t d_type, int ldd, const void* a, int transa, int lda, const void* b,
+                           int transb, int ldb, cudaDataType_t ab_type, int m, int n, int k, float beta,
+                           cublasLtEpilogue_t epilogue, const void* bias, const void* aux, int ldaux,
+                           cudaStream_t stream) {
+    if (!gemm_handle) {
+        fprintf(stderr, "gemm_lt: call gemm_init() first\n");
+        exit(1);
+    }
     cublasLtMatmulDesc_t desc;
     cublasCheck(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t opa = transa ? CUBLAS_OP_T : CUBLAS_OP_N, opb = transb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -81,8 +92,9 @@ static inline void gemm_lt(void* d, cudaDataType_t d_type, int ldd, const void* 
     cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
     if (bias) {
         cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-        int32_t bias_type = d_type;   // the bias has the output's type
-        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+        int32_t bias_type = d_type; // the bias has the output's type
+        cublasCheck(
+            cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
     }
     if (aux) {
         int64_t ld = ldaux;
@@ -99,16 +111,20 @@ static inline void gemm_lt(void* d, cudaDataType_t d_type, int ldd, const void* 
     size_t ws = GEMM_WORKSPACE_BYTES;
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
     uint32_t al_a = gemm_alignment(a), al_b = gemm_alignment(b), al_d = gemm_alignment(d);
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof(al_a)));
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof(al_b)));
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof(al_d)));
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof(al_d)));
+    cublasCheck(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof(al_a)));
+    cublasCheck(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof(al_b)));
+    cublasCheck(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof(al_d)));
+    cublasCheck(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof(al_d)));
 
     // the heuristic once per shape (kernels/gemm_algo_cache.h); its status is read here, not by cublasCheck, so that
     // "no algorithm" (CUBLAS_STATUS_NOT_SUPPORTED, or found == 0) prints what was asked before exiting
     static_assert(sizeof(cublasLtMatmulAlgo_t) <= GEMM_ALGO_BYTES, "cublasLtMatmulAlgo_t grew: raise GEMM_ALGO_BYTES");
-    const GemmKey key = gemm_key(m, n, k, transa, transb, lda, ldb, ldd, (int)ab_type, (int)d_type, (int)epilogue, bias != NULL,
-                                 aux != NULL, ldaux, beta != 0.f, al_a, al_b, al_d);
+    const GemmKey key = gemm_key(m, n, k, transa, transb, lda, ldb, ldd, (int)ab_type, (int)d_type, (int)epilogue,
+                                 bias != NULL, aux != NULL, ldaux, beta != 0.f, al_a, al_b, al_d);
     cublasLtMatmulAlgo_t algo;
     const void* cached = gemm_cache_find(&gemm_cache, &key);
     if (cached) {
@@ -118,9 +134,12 @@ static inline void gemm_lt(void* d, cudaDataType_t d_type, int ldd, const void* 
         int found = 0;
         cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(gemm_handle, desc, la, lb, ld, ld, pref, 1, &heur, &found);
         if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-            fprintf(stderr, "[cuBLASLt] no algorithm for m %d n %d k %d (transa %d transb %d, A/B type %d, D type %d, epilogue %d, "
-                    "alignments %u %u %u; heuristic: %s); GELU fusion needs the output width divisible by 8\n",
-                    m, n, k, transa, transb, (int)ab_type, (int)d_type, (int)epilogue, al_a, al_b, al_d, cublasLtGetStatusName(st));
+            fprintf(
+                stderr,
+                "[cuBLASLt] no algorithm for m %d n %d k %d (transa %d transb %d, A/B type %d, D type %d, epilogue %d, "
+                "alignments %u %u %u; heuristic: %s); GELU fusion needs the output width divisible by 8\n",
+                m, n, k, transa, transb, (int)ab_type, (int)d_type, (int)epilogue, al_a, al_b, al_d,
+                cublasLtGetStatusName(st));
             exit(1);
         }
         algo = heur.algo;
@@ -128,7 +147,8 @@ static inline void gemm_lt(void* d, cudaDataType_t d_type, int ldd, const void* 
     }
     const float alpha = 1.f;
     const int prof = bench_prof_begin(PROF_GEMM, stream);
-    cublasCheck(cublasLtMatmul(gemm_handle, desc, &alpha, a, la, b, lb, &beta, d, ld, d, ld, &algo, gemm_workspace, ws, stream));
+    cublasCheck(cublasLtMatmul(gemm_handle, desc, &alpha, a, la, b, lb, &beta, d, ld, d, ld, &algo, gemm_workspace, ws,
+                               stream));
     bench_prof_end(prof, 2.0 * m * n * k, stream);
 
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
@@ -141,12 +161,14 @@ static inline void gemm_lt(void* d, cudaDataType_t d_type, int ldd, const void* 
 // out [N, OC] = inp [N, IC] · weight [OC, IC]ᵀ + bias (bias may be NULL); gelu = 1 applies GELU-tanh after the bias
 // and, when pre_gelu is not NULL, stores the pre-activation there [N, OC] for the backward.
 template <typename T>
-static void matmul_forward(T* out, T* pre_gelu, const T* inp, const T* weight, const T* bias, int N, int IC, int OC, int gelu,
-                           cudaStream_t stream) {
+static void matmul_forward(T* out, T* pre_gelu, const T* inp, const T* weight, const T* bias, int N, int IC, int OC,
+                           int gelu, cudaStream_t stream) {
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
-    if (gelu) epi = pre_gelu ? (bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
-                             : (bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU);
-    else if (bias) epi = CUBLASLT_EPILOGUE_BIAS;
+    if (gelu)
+        epi = pre_gelu ? (bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
+                       : (bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU);
+    else if (bias)
+        epi = CUBLASLT_EPILOGUE_BIAS;
     gemm_lt(out, gemm_type<T>::value, OC, weight, 1, IC, inp, 0, IC, gemm_type<T>::value, OC, N, IC, 0.f, epi, bias,
             gelu ? pre_gelu : NULL, OC, stream);
 }
@@ -160,15 +182,20 @@ static inline size_t matmul_backward_scratch_floats(int N, int OC) { return colu
 // ([N, IC]: inp = gelu(pre_gelu)), and cannot be combined with accumulate_dinp.
 // scratch: matmul_backward_scratch_floats(N, OC) floats when dbias is not NULL.
 template <typename T>
-static void matmul_backward(T* dinp, float* dweight, float* dbias, float* scratch, const T* dout, const T* inp, const T* weight,
-                            const T* pre_gelu, int N, int IC, int OC, int accumulate_dinp, cudaStream_t stream) {
+static void matmul_backward(T* dinp, float* dweight, float* dbias, float* scratch, const T* dout, const T* inp,
+                            const T* weight, const T* pre_gelu, int N, int IC, int OC, int accumulate_dinp,
+                            cudaStream_t stream) {
     if (dinp) {
-        if (pre_gelu && accumulate_dinp) { fprintf(stderr, "matmul_backward: pre_gelu (DGELU) cannot accumulate into dinp\n"); exit(1); }
-        gemm_lt(dinp, gemm_type<T>::value, IC, weight, 0, IC, dout, 0, OC, gemm_type<T>::value, IC, N, OC, accumulate_dinp ? 1.f : 0.f,
-                pre_gelu ? CUBLASLT_EPILOGUE_DGELU : CUBLASLT_EPILOGUE_DEFAULT, NULL, pre_gelu, IC, stream);
+        if (pre_gelu && accumulate_dinp) {
+            fprintf(stderr, "matmul_backward: pre_gelu (DGELU) cannot accumulate into dinp\n");
+            exit(1);
+        }
+        gemm_lt(dinp, gemm_type<T>::value, IC, weight, 0, IC, dout, 0, OC, gemm_type<T>::value, IC, N, OC,
+                accumulate_dinp ? 1.f : 0.f, pre_gelu ? CUBLASLT_EPILOGUE_DGELU : CUBLASLT_EPILOGUE_DEFAULT, NULL,
+                pre_gelu, IC, stream);
     }
     if (dweight)
-        gemm_lt(dweight, CUDA_R_32F, IC, inp, 0, IC, dout, 1, OC, gemm_type<T>::value, IC, OC, N, 1.f, CUBLASLT_EPILOGUE_DEFAULT,
-                NULL, NULL, 0, stream);
+        gemm_lt(dweight, CUDA_R_32F, IC, inp, 0, IC, dout, 1, OC, gemm_type<T>::value, IC, OC, N, 1.f,
+                CUBLASLT_EPILOGUE_DEFAULT, NULL, NULL, 0, stream);
     if (dbias) column_sum(dbias, scratch, dout, N, OC, stream);
 }

@@ -17,13 +17,13 @@ static void test_gemm_algo_cache(void) {
         int f[18];
         memcpy(f, base, sizeof(f));
         if (v >= 0) f[v] = (v == 3 || v == 4 || v == 11 || v == 12 || v == 14) ? !f[v] : (v >= 15 ? 16 : f[v] + 8);
-        const GemmKey key = gemm_key(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13], f[14],
-                                     (uint32_t)f[15], (uint32_t)f[16], (uint32_t)f[17]);
+        const GemmKey key = gemm_key(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12],
+                                     f[13], f[14], (uint32_t)f[15], (uint32_t)f[16], (uint32_t)f[17]);
         missed_before &= gemm_cache_find(c, &key) == NULL;
         for (int i = 0; i < GEMM_ALGO_BYTES; i++) algo[i] = (unsigned char)(7 * v + i);
         stored_all &= gemm_cache_insert(c, &key, algo, sizeof(algo));
-        const GemmKey again = gemm_key(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13], f[14],
-                                       (uint32_t)f[15], (uint32_t)f[16], (uint32_t)f[17]);
+        const GemmKey again = gemm_key(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12],
+                                       f[13], f[14], (uint32_t)f[15], (uint32_t)f[16], (uint32_t)f[17]);
         const unsigned char* got = (const unsigned char*)gemm_cache_find(c, &again);
         found_own &= got != NULL && !memcmp(got, algo, sizeof(algo));
     }
@@ -36,10 +36,14 @@ static void test_gemm_algo_cache(void) {
     GemmKey b = gemm_key(8, 8, 8, 0, 0, 8, 8, 8, 14, 14, 1, 0, 0, 64, 0, 16, 16, 16);
     EXPECT(!memcmp(&a, &b, sizeof(a)), "gemm algo cache: ldaux without an aux tensor does not split a shape");
     // a full cache refuses, and the caller keeps asking the heuristic
-    while (c->n < GEMM_CACHE_SIZE) { a.m++; gemm_cache_insert(c, &a, algo, sizeof(algo)); }
+    while (c->n < GEMM_CACHE_SIZE) {
+        a.m++;
+        gemm_cache_insert(c, &a, algo, sizeof(algo));
+    }
     a.m++;
     EXPECT(!gemm_cache_insert(c, &a, algo, sizeof(algo)) && gemm_cache_find(c, &a) == NULL,
            "gemm algo cache: a full cache (%d shapes) stores nothing more", GEMM_CACHE_SIZE);
-    printf("  gemm algo cache: 19 shapes (a base and one per key field) stored and found, %d shapes fill it\n", GEMM_CACHE_SIZE);
+    printf("  gemm algo cache: 19 shapes (a base and one per key field) stored and found, %d shapes fill it\n",
+           GEMM_CACHE_SIZE);
     free(c);
 }

@@ -20,7 +20,9 @@
 #include "common.cuh"
 #include "precision.cuh"
 
-typedef struct { int B, C, T, Hl, Wl, pt, ph, pw, Fp, Hp, Wp, L, P; } PatchGrid;
+typedef struct {
+    int B, C, T, Hl, Wl, pt, ph, pw, Fp, Hp, Wp, L, P;
+} PatchGrid;
 
 static inline PatchGrid patch_grid(int B, int C, int T, int Hl, int Wl, int pt, int ph, int pw) {
     PatchGrid g = {B, C, T, Hl, Wl, pt, ph, pw, T / pt, Hl / ph, Wl / pw, 0, C * pt * ph * pw};
@@ -32,8 +34,18 @@ static inline PatchGrid patch_grid(int B, int C, int T, int Hl, int Wl, int pt, 
 __host__ __device__ inline size_t patch_to_latent(const PatchGrid& g, int b, int n, int k, int c_fastest) {
     int j = n % g.Wp, i = (n / g.Wp) % g.Hp, f = n / (g.Wp * g.Hp);
     int c, a, dh, dw;
-    if (c_fastest) { c = k % g.C; int s = k / g.C; dw = s % g.pw; dh = (s / g.pw) % g.ph; a = s / (g.pw * g.ph); }
-    else { dw = k % g.pw; dh = (k / g.pw) % g.ph; a = (k / (g.pw * g.ph)) % g.pt; c = k / (g.pw * g.ph * g.pt); }
+    if (c_fastest) {
+        c = k % g.C;
+        int s = k / g.C;
+        dw = s % g.pw;
+        dh = (s / g.pw) % g.ph;
+        a = s / (g.pw * g.ph);
+    } else {
+        dw = k % g.pw;
+        dh = (k / g.pw) % g.ph;
+        a = (k / (g.pw * g.ph)) % g.pt;
+        c = k / (g.pw * g.ph * g.pt);
+    }
     return ((((size_t)b * g.C + c) * g.T + f * g.pt + a) * g.Hl + i * g.ph + dh) * g.Wl + j * g.pw + dw;
 }
 
@@ -50,8 +62,7 @@ __host__ __device__ inline long long latent_to_patch(const PatchGrid& g, size_t 
 }
 
 // one thread per token-side element (coalesced writes of p)
-template <typename Tp>
-__global__ void patchify_forward_kernel(Tp* p, const float* x, PatchGrid g) {
+template <typename Tp> __global__ void patchify_forward_kernel(Tp* p, const float* x, PatchGrid g) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)g.B * g.L * g.P) return;
     int k = (int)(idx % g.P);
@@ -60,8 +71,7 @@ __global__ void patchify_forward_kernel(Tp* p, const float* x, PatchGrid g) {
 }
 
 // inverts the gather p = x[...]: dx += scatter(dp). One thread per latent element (coalesced read-modify-write of dx)
-template <typename Tp>
-__global__ void patchify_backward_kernel(float* dx, const Tp* dp, PatchGrid g) {
+template <typename Tp> __global__ void patchify_backward_kernel(float* dx, const Tp* dp, PatchGrid g) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)g.B * g.C * g.T * g.Hl * g.Wl) return;
     long long src = latent_to_patch(g, idx, 0);
@@ -69,8 +79,7 @@ __global__ void patchify_backward_kernel(float* dx, const Tp* dp, PatchGrid g) {
 }
 
 // one thread per latent element (coalesced writes of out)
-template <typename Ty>
-__global__ void unpatchify_forward_kernel(float* out, const Ty* y, PatchGrid g) {
+template <typename Ty> __global__ void unpatchify_forward_kernel(float* out, const Ty* y, PatchGrid g) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)g.B * g.C * g.T * g.Hl * g.Wl) return;
     long long src = latent_to_patch(g, idx, 1);
@@ -78,8 +87,7 @@ __global__ void unpatchify_forward_kernel(float* out, const Ty* y, PatchGrid g) 
 }
 
 // inverts the scatter out[...] = y: dy = gather(dout). One thread per token-side element
-template <typename Ty>
-__global__ void unpatchify_backward_kernel(Ty* dy, const float* dout, PatchGrid g) {
+template <typename Ty> __global__ void unpatchify_backward_kernel(Ty* dy, const float* dout, PatchGrid g) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)g.B * g.L * g.P) return;
     int k = (int)(idx % g.P);

@@ -21,7 +21,9 @@ typedef __nv_bfloat16 floatX;
 // float -> T, round to nearest even (host and device, so tests round their inputs exactly like the kernels)
 template <typename T> __host__ __device__ inline T from_float(float f);
 template <> __host__ __device__ inline float from_float<float>(float f) { return f; }
-template <> __host__ __device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float f) { return __float2bfloat16_rn(f); }
+template <> __host__ __device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float f) {
+    return __float2bfloat16_rn(f);
+}
 
 // T -> float (exact)
 __host__ __device__ inline float to_float(float x) { return x; }
@@ -31,7 +33,11 @@ __host__ __device__ inline float to_float(__nv_bfloat16 x) { return __bfloat162f
 #define FLOATX_VEC16 (16 / (int)sizeof(floatX))
 #ifdef __CUDACC__
 __device__ inline void floatx_load16(const float* p, float* o) {
-    const float4 v = *reinterpret_cast<const float4*>(p); o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    o[0] = v.x;
+    o[1] = v.y;
+    o[2] = v.z;
+    o[3] = v.w;
 }
 __device__ inline void floatx_load16(const __nv_bfloat16* p, float* o) {
     const uint4 r = *reinterpret_cast<const uint4*>(p);
@@ -39,14 +45,20 @@ __device__ inline void floatx_load16(const __nv_bfloat16* p, float* o) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u[i]));
-        o[2 * i] = f.x; o[2 * i + 1] = f.y;
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
     }
 }
-__device__ inline void floatx_store16(float* p, const float* o) { *reinterpret_cast<float4*>(p) = make_float4(o[0], o[1], o[2], o[3]); }
+__device__ inline void floatx_store16(float* p, const float* o) {
+    *reinterpret_cast<float4*>(p) = make_float4(o[0], o[1], o[2], o[3]);
+}
 __device__ inline void floatx_store16(__nv_bfloat16* p, const float* o) {
     unsigned u[4];
 #pragma unroll
-    for (int i = 0; i < 4; i++) { const __nv_bfloat162 h = __floats2bfloat162_rn(o[2 * i], o[2 * i + 1]); u[i] = *reinterpret_cast<const unsigned*>(&h); }
+    for (int i = 0; i < 4; i++) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(o[2 * i], o[2 * i + 1]);
+        u[i] = *reinterpret_cast<const unsigned*>(&h);
+    }
     *reinterpret_cast<uint4*>(p) = make_uint4(u[0], u[1], u[2], u[3]);
 }
 

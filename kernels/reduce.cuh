@@ -17,7 +17,9 @@
 
 #define REDUCE_ROWS_PER_CHUNK 32
 
-static inline int reduce_num_chunks(int rows_per_group) { return (rows_per_group + REDUCE_ROWS_PER_CHUNK - 1) / REDUCE_ROWS_PER_CHUNK; }
+static inline int reduce_num_chunks(int rows_per_group) {
+    return (rows_per_group + REDUCE_ROWS_PER_CHUNK - 1) / REDUCE_ROWS_PER_CHUNK;
+}
 
 // a butterfly: every lane ends with the same bits (each step adds the same two numbers in every lane pair)
 template <typename T> __device__ inline T warp_sum(T v) {
@@ -30,11 +32,11 @@ template <typename T> __device__ inline T warp_sum(T v) {
 template <typename T> __device__ inline T block_sum(T v, T* shared) {
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
     v = warp_sum(v);
-    __syncthreads();                       // the previous call may still be reading `shared`
+    __syncthreads(); // the previous call may still be reading `shared`
     if (lane == 0) shared[warp] = v;
     __syncthreads();
     v = lane < nwarps ? shared[lane] : (T)0;
-    return warp_sum(v);                    // every warp sums the same values in the same order
+    return warp_sum(v); // every warp sums the same values in the same order
 }
 
 // the max over the block, returned to every thread (block_sum's pattern and rules; shared: 32 floats)
@@ -52,9 +54,13 @@ __device__ inline float block_max(float v, float* shared) {
 // two sums at once (one pair of barriers). shared: 64 floats.
 __device__ inline float2 block_sum2(float a, float b, float* shared) {
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
-    a = warp_sum(a); b = warp_sum(b);
+    a = warp_sum(a);
+    b = warp_sum(b);
     __syncthreads();
-    if (lane == 0) { shared[warp] = a; shared[32 + warp] = b; }
+    if (lane == 0) {
+        shared[warp] = a;
+        shared[32 + warp] = b;
+    }
     __syncthreads();
     a = lane < nwarps ? shared[lane] : 0.f;
     b = lane < nwarps ? shared[32 + lane] : 0.f;
@@ -64,7 +70,8 @@ __device__ inline float2 block_sum2(float a, float b, float* shared) {
 // out[g·out_stride + c] += Σ_{p < nparts} partials[(g·nparts + p)·part_stride + c]   for c < C, g < G
 // block (32, 8): x = a column of a 32-wide tile, y = one of 8 interleaved subsequences of p; the 8 subtotals
 // are then added in order y = 0..7. grid (ceil(C/32), G).
-__global__ void column_partials_reduce_kernel(float* out, int out_stride, const float* partials, int part_stride, int nparts, int C) {
+__global__ void column_partials_reduce_kernel(float* out, int out_stride, const float* partials, int part_stride,
+                                              int nparts, int C) {
     __shared__ float sub[8][33];
     int c = blockIdx.x * 32 + threadIdx.x, g = blockIdx.y;
     float s = 0.f;
@@ -79,16 +86,15 @@ __global__ void column_partials_reduce_kernel(float* out, int out_stride, const 
     }
 }
 
-static inline void column_partials_reduce(float* out, int out_stride, const float* partials, int part_stride, int nparts, int C,
-                                          int G, cudaStream_t stream) {
+static inline void column_partials_reduce(float* out, int out_stride, const float* partials, int part_stride,
+                                          int nparts, int C, int G, cudaStream_t stream) {
     dim3 grid((C + 31) / 32, G), block(32, 8);
     column_partials_reduce_kernel<<<grid, block, 0, stream>>>(out, out_stride, partials, part_stride, nparts, C);
     cudaCheck(cudaGetLastError());
 }
 
 // partials[p, c] = Σ_{rows of chunk p} in[n, c]. grid (nchunks, ceil(C/256)), block 256: thread = one column
-template <typename T>
-__global__ void column_sum_partials_kernel(float* partials, const T* in, int rows, int C) {
+template <typename T> __global__ void column_sum_partials_kernel(float* partials, const T* in, int rows, int C) {
     int c = blockIdx.y * blockDim.x + threadIdx.x;
     if (c >= C) return;
     int r0 = blockIdx.x * REDUCE_ROWS_PER_CHUNK, r1 = min(r0 + REDUCE_ROWS_PER_CHUNK, rows);

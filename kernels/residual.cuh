@@ -1,4 +1,5 @@
-// kernels/residual.cuh: the residual adds of a Wan block (official model.py WanAttentionBlock, cpu/layers.h gated_add_*)
+// kernels/residual.cuh: the residual adds of a Wan block (official model.py WanAttentionBlock, cpu/layers.h
+// gated_add_*)
 //
 //   x = x + SelfAttn(h)·gate_msa        gate from mod [B, 6, C], chunk 2
 //   x = x + CrossAttn(...)              no gate (pass gate = NULL)
@@ -20,7 +21,8 @@
 
 // x[n, c] += y[n, c]·gate[b, c], one thread per element
 template <typename T>
-__global__ void residual_forward_kernel(float* x, const T* y, const float* gate, int mod_stride, int L, int C, size_t total) {
+__global__ void residual_forward_kernel(float* x, const T* y, const float* gate, int mod_stride, int L, int C,
+                                        size_t total) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     int c = (int)(i % C);
@@ -32,8 +34,8 @@ __global__ void residual_forward_kernel(float* x, const T* y, const float* gate,
 // inverts x_out = x_in + y·gate:  dy = dx·gate ;  dgate[b] += Σ_{tokens of b} dx·y
 // grid (nchunks, ceil(C/256), B), block 256: thread = one column, walks the chunk's rows (coalesced across threads)
 template <typename T>
-__global__ void residual_backward_kernel(T* dy, float* partials, const float* dx, const T* y, const float* gate, int mod_stride,
-                                         int L, int C) {
+__global__ void residual_backward_kernel(T* dy, float* partials, const float* dx, const T* y, const float* gate,
+                                         int mod_stride, int L, int C) {
     int c = blockIdx.y * blockDim.x + threadIdx.x, b = blockIdx.z;
     if (c >= C) return;
     float g = gate ? gate[(size_t)b * mod_stride + c] : 1.f;
@@ -50,9 +52,11 @@ __global__ void residual_backward_kernel(T* dy, float* partials, const float* dx
 
 // x [B·L, C] += y·gate[b]   (gate NULL: plain add)
 template <typename T>
-static void residual_forward(float* x, const T* y, const float* gate, int mod_stride, int B, int L, int C, cudaStream_t stream) {
+static void residual_forward(float* x, const T* y, const float* gate, int mod_stride, int B, int L, int C,
+                             cudaStream_t stream) {
     size_t total = (size_t)B * L * C;
-    residual_forward_kernel<T><<<(unsigned)((total + 255) / 256), 256, 0, stream>>>(x, y, gate, mod_stride, L, C, total);
+    residual_forward_kernel<T>
+        <<<(unsigned)((total + 255) / 256), 256, 0, stream>>>(x, y, gate, mod_stride, L, C, total);
     cudaCheck(cudaGetLastError());
 }
 
@@ -63,16 +67,24 @@ static void residual_forward(float* x, const T* y, const float* gate, int mod_st
 // 64-bit division per element. The arithmetic is version 1's expression, x + y·g, element by element, so the result
 // is bit-identical to copy-then-add (dev/cuda/residual.cu checks that bitwise).
 __device__ inline void residual_load4(const float* p, float* o) {
-    const float4 v = *reinterpret_cast<const float4*>(p); o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    o[0] = v.x;
+    o[1] = v.y;
+    o[2] = v.z;
+    o[3] = v.w;
 }
 __device__ inline void residual_load4(const __nv_bfloat16* p, float* o) {
-    const uint2 r = *reinterpret_cast<const uint2*>(p);   // 4 bf16, the lower-indexed in the low half of each word
+    const uint2 r = *reinterpret_cast<const uint2*>(p); // 4 bf16, the lower-indexed in the low half of each word
     const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&r.x));
     const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&r.y));
-    o[0] = a.x; o[1] = a.y; o[2] = b.x; o[3] = b.y;
+    o[0] = a.x;
+    o[1] = a.y;
+    o[2] = b.x;
+    o[3] = b.y;
 }
 template <typename T>
-__global__ void residual_forward_out_kernel(float* x_out, const float* x_in, const T* y, const float* gate, int mod_stride, int L, int C) {
+__global__ void residual_forward_out_kernel(float* x_out, const float* x_in, const T* y, const float* gate,
+                                            int mod_stride, int L, int C) {
     const int n = blockIdx.x;
     const size_t row = (size_t)n * C;
     const float* g = gate ? gate + (size_t)(n / L) * mod_stride : NULL;
@@ -81,7 +93,10 @@ __global__ void residual_forward_out_kernel(float* x_out, const float* x_in, con
         float yv[4];
         residual_load4(y + row + c, yv);
         const float4 gv = g ? *reinterpret_cast<const float4*>(g + c) : make_float4(1.f, 1.f, 1.f, 1.f);
-        x.x = x.x + yv[0] * gv.x; x.y = x.y + yv[1] * gv.y; x.z = x.z + yv[2] * gv.z; x.w = x.w + yv[3] * gv.w;
+        x.x = x.x + yv[0] * gv.x;
+        x.y = x.y + yv[1] * gv.y;
+        x.z = x.z + yv[2] * gv.z;
+        x.w = x.w + yv[3] * gv.w;
         *reinterpret_cast<float4*>(x_out + row + c) = x;
     }
 }
@@ -89,13 +104,16 @@ __global__ void residual_forward_out_kernel(float* x_out, const float* x_in, con
 // x_out [B·L, C] = x_in + y·gate[b] (gate NULL: plain add); x_out may be x_in. Shapes the vector path cannot take
 // (C or mod_stride not a multiple of 4, misaligned pointers, more than 2^31 − 1 rows) take copy-then-add (version 1).
 template <typename T>
-static void residual_forward_out(float* x_out, const float* x_in, const T* y, const float* gate, int mod_stride, int B, int L, int C,
-                                 cudaStream_t stream) {
+static void residual_forward_out(float* x_out, const float* x_in, const T* y, const float* gate, int mod_stride, int B,
+                                 int L, int C, cudaStream_t stream) {
     const size_t rows = (size_t)B * L;
-    const uintptr_t align = (uintptr_t)x_out | (uintptr_t)x_in | (uintptr_t)gate | (uintptr_t)(gate ? mod_stride : 0) * 4;
-    const bool vec = C % 4 == 0 && align % 16 == 0 && (uintptr_t)y % (4 * sizeof(T)) == 0 && rows <= 0x7fffffff && rows > 0;
+    const uintptr_t align =
+        (uintptr_t)x_out | (uintptr_t)x_in | (uintptr_t)gate | (uintptr_t)(gate ? mod_stride : 0) * 4;
+    const bool vec =
+        C % 4 == 0 && align % 16 == 0 && (uintptr_t)y % (4 * sizeof(T)) == 0 && rows <= 0x7fffffff && rows > 0;
     if (!vec) {
-        if (x_out != x_in) cudaCheck(cudaMemcpyAsync(x_out, x_in, sizeof(float) * rows * C, cudaMemcpyDeviceToDevice, stream));
+        if (x_out != x_in)
+            cudaCheck(cudaMemcpyAsync(x_out, x_in, sizeof(float) * rows * C, cudaMemcpyDeviceToDevice, stream));
         residual_forward<T>(x_out, y, gate, mod_stride, B, L, C, stream);
         return;
     }
@@ -104,14 +122,16 @@ static void residual_forward_out(float* x_out, const float* x_in, const T* y, co
     cudaCheck(cudaGetLastError());
 }
 
-static inline size_t residual_backward_scratch_floats(int B, int L, int C) { return (size_t)B * reduce_num_chunks(L) * C; }
+static inline size_t residual_backward_scratch_floats(int B, int L, int C) {
+    return (size_t)B * reduce_num_chunks(L) * C;
+}
 
 // inverts x += y·gate[b]:  dy = dx·gate (overwritten; dx itself is the gradient of x_in too)
 //                          dgate[b·mod_stride + c] += Σ_{tokens of b} dx·y   (dgate NULL: not needed, or no gate)
 // scratch: residual_backward_scratch_floats(B, L, C) floats (unused when dgate is NULL)
 template <typename T>
-static void residual_backward(T* dy, float* dgate, float* scratch, const float* dx, const T* y, const float* gate, int mod_stride,
-                              int B, int L, int C, cudaStream_t stream) {
+static void residual_backward(T* dy, float* dgate, float* scratch, const float* dx, const T* y, const float* gate,
+                              int mod_stride, int B, int L, int C, cudaStream_t stream) {
     int nchunks = reduce_num_chunks(L);
     dim3 grid(nchunks, (C + 255) / 256, B);
     residual_backward_kernel<T><<<grid, 256, 0, stream>>>(dy, dgate ? scratch : NULL, dx, y, gate, mod_stride, L, C);

@@ -1,4 +1,5 @@
-// kernels/rmsnorm.cuh: RMSNorm across all heads (norm_q, norm_k of self- and cross-attention; official model.py WanRMSNorm)
+// kernels/rmsnorm.cuh: RMSNorm across all heads (norm_q, norm_k of self- and cross-attention; official model.py
+// WanRMSNorm)
 //
 //   out = x·rstd·w ,  rstd = 1/sqrt(mean_c(x²) + eps) over the whole model dim C = H·d (not per head)
 //
@@ -16,17 +17,21 @@
 #include "common.cuh"
 #include "precision.cuh"
 #include "reduce.cuh"
-#include "rope.cuh"   // rope_forward: rmsnorm_rope_forward's fallback
+#include "rope.cuh" // rope_forward: rmsnorm_rope_forward's fallback
 
-#define RMS_FWD_THREADS 256   // one warp per row
-#define RMS_BWD_THREADS 256   // one block per chunk of rows
+#define RMS_FWD_THREADS 256 // one warp per row
+#define RMS_BWD_THREADS 256 // one block per chunk of rows
 
-__global__ void rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* inp, const float* w, int N, int C, float eps) {
+__global__ void rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* inp, const float* w, int N, int C,
+                                       float eps) {
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
     const floatX* x = inp + (size_t)row * C;
     float s = 0.f;
-    for (int c = lane; c < C; c += 32) { float v = to_float(x[c]); s += v * v; }
+    for (int c = lane; c < C; c += 32) {
+        float v = to_float(x[c]);
+        s += v * v;
+    }
     float r = rsqrtf(warp_sum(s) / C + eps);
     floatX* o = out + (size_t)row * C;
     for (int c = lane; c < C; c += 32) o[c] = from_float<floatX>(to_float(x[c]) * r * w[c]);
@@ -35,9 +40,9 @@ __global__ void rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* i
 
 // inverts y = x·rstd·w:  dx = rstd·(dy·w − x·rstd²·mean_c(dy·w·x)) ;  dw += Σ_n dy·x·rstd
 // grid nchunks, block RMS_BWD_THREADS, dynamic shared C floats; partials [nchunks, C]
-__global__ void rmsnorm_backward_kernel(floatX* dinp, float* partials, const floatX* dout, const floatX* inp, const float* w,
-                                        const float* rstd, int N, int C) {
-    extern __shared__ float acc[];                          // [C]: Σ dy·x·rstd over this chunk's rows
+__global__ void rmsnorm_backward_kernel(floatX* dinp, float* partials, const floatX* dout, const floatX* inp,
+                                        const float* w, const float* rstd, int N, int C) {
+    extern __shared__ float acc[]; // [C]: Σ dy·x·rstd over this chunk's rows
     __shared__ float red[32];
     for (int c = threadIdx.x; c < C; c += blockDim.x) acc[c] = 0.f;
     int r0 = blockIdx.x * REDUCE_ROWS_PER_CHUNK, r1 = min(r0 + REDUCE_ROWS_PER_CHUNK, N);
@@ -50,9 +55,9 @@ __global__ void rmsnorm_backward_kernel(floatX* dinp, float* partials, const flo
         float mean_gwx = block_sum(s, red) / C;
         floatX* dx = dinp + (size_t)n * C;
         for (int c = threadIdx.x; c < C; c += blockDim.x) {
-            float dy = to_float(g[c]), xv = to_float(x[c]);   // read both before the write: dinp may alias dout
+            float dy = to_float(g[c]), xv = to_float(x[c]); // read both before the write: dinp may alias dout
             dx[c] = from_float<floatX>(r * (dy * w[c] - xv * r * r * mean_gwx));
-            acc[c] += dy * xv * r;                            // only this thread touches column c
+            acc[c] += dy * xv * r; // only this thread touches column c
         }
     }
     float* p = partials + (size_t)blockIdx.x * C;
@@ -68,12 +73,12 @@ __global__ void rmsnorm_backward_kernel(floatX* dinp, float* partials, const flo
 // version 1's. The rotation is rope_rotate's expression on the unrounded product, so in the fp32 build the fused form
 // is bit for bit rmsnorm (version 2) then rope; in bf16 it skips one rounding of the product (dev/cuda/rmsnorm.cu).
 // One 32-bit modulo per row (the token) and one per load (the pair's index in its head); no 64-bit division.
-#define RMS_V2_VEC FLOATX_VEC16
+#define RMS_V2_VEC  FLOATX_VEC16
 #define RMS_V2_MAXV 8
 
 // cs NULL: no rotation
-__global__ void rmsnorm_forward_v2_kernel(floatX* out, float* rstd, const floatX* inp, const float* w, const float* cs, int L, int head_dim,
-                                          int C, float eps) {
+__global__ void rmsnorm_forward_v2_kernel(floatX* out, float* rstd, const floatX* inp, const float* w, const float* cs,
+                                          int L, int head_dim, int C, float eps) {
     __shared__ float red[32];
     const int row = blockIdx.x;
     const size_t base = (size_t)row * C;
@@ -99,7 +104,7 @@ __global__ void rmsnorm_forward_v2_kernel(floatX* out, float* rstd, const floatX
 #pragma unroll
             for (int i = 0; i < RMS_V2_VEC; i++) o[i] = v[k][i] * r * w[c + i];
             if (tab) {
-                const int p0 = (c % head_dim) / 2;   // the load's first pair within its head (head_dim % RMS_V2_VEC == 0)
+                const int p0 = (c % head_dim) / 2; // the load's first pair within its head (head_dim % RMS_V2_VEC == 0)
 #pragma unroll
                 for (int i = 0; i < RMS_V2_VEC / 2; i++) {
                     const float co = tab[2 * (p0 + i)], si = tab[2 * (p0 + i) + 1], a = o[2 * i], b = o[2 * i + 1];
@@ -124,7 +129,8 @@ static inline int rmsnorm_v2_threads(int N, int C, int head_dim, uintptr_t align
 }
 
 // out [N, C] = x·rstd·w   (version 2 where the shape allows, else version 1)
-static inline void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const float* w, int N, int C, float eps, cudaStream_t stream) {
+static inline void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const float* w, int N, int C, float eps,
+                                   cudaStream_t stream) {
     const int t = rmsnorm_v2_threads(N, C, 0, (uintptr_t)out | (uintptr_t)inp);
     if (t) {
         rmsnorm_forward_v2_kernel<<<N, t, 0, stream>>>(out, rstd, inp, w, NULL, 1, 0, C, eps);
@@ -132,7 +138,8 @@ static inline void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, 
         return;
     }
     int rows_per_block = RMS_FWD_THREADS / 32;
-    rmsnorm_forward_kernel<<<(N + rows_per_block - 1) / rows_per_block, RMS_FWD_THREADS, 0, stream>>>(out, rstd, inp, w, N, C, eps);
+    rmsnorm_forward_kernel<<<(N + rows_per_block - 1) / rows_per_block, RMS_FWD_THREADS, 0, stream>>>(out, rstd, inp, w,
+                                                                                                      N, C, eps);
     cudaCheck(cudaGetLastError());
 }
 
@@ -140,11 +147,13 @@ static inline size_t rmsnorm_backward_scratch_floats(int N, int C) { return (siz
 
 // inverts out = x·rstd·w: dinp = ∂out/∂x ᵀ·dout (overwritten), dw += Σ_n dout·x·rstd (dw may be NULL: a frozen norm)
 // scratch: rmsnorm_backward_scratch_floats(N, C) floats
-static inline void rmsnorm_backward(floatX* dinp, float* dw, float* scratch, const floatX* dout, const floatX* inp, const float* w,
-                                    const float* rstd, int N, int C, cudaStream_t stream) {
+static inline void rmsnorm_backward(floatX* dinp, float* dw, float* scratch, const floatX* dout, const floatX* inp,
+                                    const float* w, const float* rstd, int N, int C, cudaStream_t stream) {
     int nchunks = reduce_num_chunks(N);
     size_t smem = (size_t)C * sizeof(float);
-    if (smem > 48 * 1024) cudaCheck(cudaFuncSetAttribute(rmsnorm_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    if (smem > 48 * 1024)
+        cudaCheck(
+            cudaFuncSetAttribute(rmsnorm_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     rmsnorm_backward_kernel<<<nchunks, RMS_BWD_THREADS, smem, stream>>>(dinp, scratch, dout, inp, w, rstd, N, C);
     cudaCheck(cudaGetLastError());
     if (dw) column_partials_reduce(dw, 0, scratch, C, nchunks, C, 1, stream);
@@ -153,8 +162,8 @@ static inline void rmsnorm_backward(floatX* dinp, float* dw, float* scratch, con
 // out [N = B·L, H, d] = RoPE(x·rstd·w) in one pass (version 2's kernel with the table; kernels/rope.cuh's rotation);
 // rstd as rmsnorm_forward. out may not alias inp (inp is kept for the backward). Shapes version 2 cannot take run
 // rmsnorm_forward then rope_forward.
-static inline void rmsnorm_rope_forward(floatX* out, float* rstd, const floatX* inp, const float* w, const float* cs, int N, int L, int H,
-                                        int head_dim, float eps, cudaStream_t stream) {
+static inline void rmsnorm_rope_forward(floatX* out, float* rstd, const floatX* inp, const float* w, const float* cs,
+                                        int N, int L, int H, int head_dim, float eps, cudaStream_t stream) {
     const int C = H * head_dim;
     const int t = rmsnorm_v2_threads(N, C, head_dim, (uintptr_t)out | (uintptr_t)inp);
     if (!t || L <= 0) {

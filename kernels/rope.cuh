@@ -18,11 +18,12 @@
 // by the same thread.
 // The official code rotates the fp32 RMSNorm output in float64 and rounds to bf16 once; here the input is the
 // floatX RMSNorm output (a second rounding in the bf16 build).
-// Rotation: version 1 (the simple one), checked and timed by dev/cuda/rope.cu; not yet run on a GPU (dev/cuda/README.md);
-// version 2 (one block per token row, 128-bit loads, no 64-bit division) where head_dim allows, bit-identical to it.
-// The forward of the DiT block runs RMSNorm + RoPE fused (kernels/rmsnorm.cuh rmsnorm_rope_forward); the backward runs
-// rope_backward then rmsnorm_backward (it reads q_pre and rstd, which the fused forward still writes).
-// Table: on the host (version 2; version 1 built it on the device with the same double math).
+// Rotation: version 1 (the simple one), checked and timed by dev/cuda/rope.cu; not yet run on a GPU
+// (dev/cuda/README.md); version 2 (one block per token row, 128-bit loads, no 64-bit division) where head_dim allows,
+// bit-identical to it. The forward of the DiT block runs RMSNorm + RoPE fused (kernels/rmsnorm.cuh
+// rmsnorm_rope_forward); the backward runs rope_backward then rmsnorm_backward (it reads q_pre and rstd, which the
+// fused forward still writes). Table: on the host (version 2; version 1 built it on the device with the same double
+// math).
 #pragma once
 #include <math.h>
 #include "common.cuh"
@@ -33,21 +34,27 @@
 // a functional simulator cannot run, and the table is tiny next to the activations.
 static inline void rope_table_host(float* cs, int Fp, int Hp, int Wp, int head_dim) {
     int half = head_dim / 2, ch = half / 3, cf = half - 2 * ch;
-    for (int f = 0; f < Fp; f++) for (int i = 0; i < Hp; i++) for (int j = 0; j < Wp; j++)
-        for (int p = 0; p < half; p++) {
-            size_t idx = (((size_t)f * Hp + i) * Wp + j) * half + p;
-            double th;
-            if (p < cf) th = f * pow(10000.0, -2.0 * p / (2 * cf));
-            else if (p < cf + ch) th = i * pow(10000.0, -2.0 * (p - cf) / (2 * ch));
-            else th = j * pow(10000.0, -2.0 * (p - cf - ch) / (2 * ch));
-            cs[2 * idx] = (float)cos(th);
-            cs[2 * idx + 1] = (float)sin(th);
-        }
+    for (int f = 0; f < Fp; f++)
+        for (int i = 0; i < Hp; i++)
+            for (int j = 0; j < Wp; j++)
+                for (int p = 0; p < half; p++) {
+                    size_t idx = (((size_t)f * Hp + i) * Wp + j) * half + p;
+                    double th;
+                    if (p < cf)
+                        th = f * pow(10000.0, -2.0 * p / (2 * cf));
+                    else if (p < cf + ch)
+                        th = i * pow(10000.0, -2.0 * (p - cf) / (2 * ch));
+                    else
+                        th = j * pow(10000.0, -2.0 * (p - cf - ch) / (2 * ch));
+                    cs[2 * idx] = (float)cos(th);
+                    cs[2 * idx + 1] = (float)sin(th);
+                }
 }
 
 // pair q of the flat [B·L, H, c] pair array sits at elements 2q, 2q+1 of x; its token is q / (H·c)
 template <typename T>
-__global__ void rope_rotate_kernel(T* out, const T* inp, const float* cs, size_t npairs, int L, int H, int half, float sin_sign) {
+__global__ void rope_rotate_kernel(T* out, const T* inp, const float* cs, size_t npairs, int L, int H, int half,
+                                   float sin_sign) {
     size_t q = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (q >= npairs) return;
     int p = (int)(q % half);
@@ -62,9 +69,10 @@ __global__ void rope_rotate_kernel(T* out, const T* inp, const float* cs, size_t
 // version 2 of the rotation: one block per token row n (its table row n mod L: one 32-bit modulo per row), each thread
 // FLOATX_VEC16 consecutive elements (a 128-bit load and store; the pairs of one load lie in one head when head_dim is a
 // multiple of FLOATX_VEC16). The arithmetic is version 1's, so the results are bit-identical to it.
-__global__ void rope_rotate_v2_kernel(floatX* out, const floatX* inp, const float* cs, int L, int head_dim, int C, float sin_sign) {
+__global__ void rope_rotate_v2_kernel(floatX* out, const floatX* inp, const float* cs, int L, int head_dim, int C,
+                                      float sin_sign) {
     const size_t base = (size_t)blockIdx.x * C;
-    const float* tab = cs + (size_t)(blockIdx.x % L) * head_dim;   // [head_dim/2, 2]
+    const float* tab = cs + (size_t)(blockIdx.x % L) * head_dim; // [head_dim/2, 2]
     for (int c = FLOATX_VEC16 * threadIdx.x; c < C; c += FLOATX_VEC16 * blockDim.x) {
         float o[FLOATX_VEC16];
         floatx_load16(inp + base + c, o);
@@ -82,27 +90,32 @@ __global__ void rope_rotate_v2_kernel(floatX* out, const floatX* inp, const floa
 // version 2 for floatX rows that fit it (head_dim a multiple of FLOATX_VEC16, 16-byte aligned, at most 2^31 − 1
 // rows), version 1 otherwise
 template <typename T>
-static void rope_rotate_(T* out, const T* inp, const float* cs, int N, int L, int H, int head_dim, float sin_sign, cudaStream_t stream) {
+static void rope_rotate_(T* out, const T* inp, const float* cs, int N, int L, int H, int head_dim, float sin_sign,
+                         cudaStream_t stream) {
     const int C = H * head_dim;
-    if (sizeof(T) == sizeof(floatX) && head_dim % FLOATX_VEC16 == 0 && ((uintptr_t)out | (uintptr_t)inp) % 16 == 0 && N > 0 && L > 0) {
+    if (sizeof(T) == sizeof(floatX) && head_dim % FLOATX_VEC16 == 0 && ((uintptr_t)out | (uintptr_t)inp) % 16 == 0 &&
+        N > 0 && L > 0) {
         const int t = C / FLOATX_VEC16 >= 128 ? 128 : ((C / FLOATX_VEC16 + 31) / 32) * 32;
         rope_rotate_v2_kernel<<<N, t, 0, stream>>>((floatX*)out, (const floatX*)inp, cs, L, head_dim, C, sin_sign);
         cudaCheck(cudaGetLastError());
         return;
     }
     size_t npairs = (size_t)N * H * (head_dim / 2);
-    rope_rotate_kernel<T><<<(unsigned)((npairs + 255) / 256), 256, 0, stream>>>(out, inp, cs, npairs, L, H, head_dim / 2, sin_sign);
+    rope_rotate_kernel<T>
+        <<<(unsigned)((npairs + 255) / 256), 256, 0, stream>>>(out, inp, cs, npairs, L, H, head_dim / 2, sin_sign);
     cudaCheck(cudaGetLastError());
 }
 
 // out [N = B·L, H, d] = RoPE(inp)
 template <typename T>
-static void rope_forward(T* out, const T* inp, const float* cs, int N, int L, int H, int head_dim, cudaStream_t stream) {
+static void rope_forward(T* out, const T* inp, const float* cs, int N, int L, int H, int head_dim,
+                         cudaStream_t stream) {
     rope_rotate_(out, inp, cs, N, L, H, head_dim, 1.f, stream);
 }
 
 // inverts out = R(θ)·x:  dinp = R(−θ)·dout   (overwritten)
 template <typename T>
-static void rope_backward(T* dinp, const T* dout, const float* cs, int N, int L, int H, int head_dim, cudaStream_t stream) {
+static void rope_backward(T* dinp, const T* dout, const float* cs, int N, int L, int H, int head_dim,
+                          cudaStream_t stream) {
     rope_rotate_(dinp, dout, cs, N, L, H, head_dim, -1.f, stream);
 }

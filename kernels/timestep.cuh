@@ -1,6 +1,7 @@
 // kernels/timestep.cuh: the sinusoidal time embedding (official sinusoidal_embedding_1d; cpu/layers.h sinusoid_forward)
 //
-//   out[b] = [cos(t_b·ω_0), …, cos(t_b·ω_{h−1}) | sin(t_b·ω_0), …, sin(t_b·ω_{h−1})],  ω_k = 10000^(−k/h), h = freq_dim/2
+//   out[b] = [cos(t_b·ω_0), …, cos(t_b·ω_{h−1}) | sin(t_b·ω_0), …, sin(t_b·ω_{h−1})],  ω_k = 10000^(−k/h), h =
+//   freq_dim/2
 //
 // cos first, then sin. Computed in double (the official code's float64), stored fp32.
 // Shapes: t [B] double (the model timestep, 1000·σ, possibly fractional in training), out [B, freq_dim] fp32.

@@ -12,7 +12,7 @@
 #pragma once
 #include "common.cuh"
 #include "precision.cuh"
-#include "reduce.cuh"   // warp_sum, block_sum, block_max
+#include "reduce.cuh" // warp_sum, block_sum, block_max
 
 #define UMT5_ATTN_THREADS 128
 
@@ -25,7 +25,7 @@ __global__ void umt5_rmsnorm_kernel(Tout* out, const float* x, const float* w, i
     float s = 0.f;
     for (int c = lane; c < C; c += 32) s = fmaf(xr[c], xr[c], s);
     float r = rsqrtf(warp_sum(s) / C + eps);
-    Tout* o = out + (size_t)row * C;   // may be x itself: each lane reads x[c] before it writes out[c]
+    Tout* o = out + (size_t)row * C; // may be x itself: each lane reads x[c] before it writes out[c]
     for (int c = lane; c < C; c += 32) o[c] = from_float<Tout>(w[c] * (xr[c] * r));
 }
 // out [N, C] = w · x / sqrt(mean_c(x²) + eps); out may be x (Tout = float)
@@ -40,16 +40,17 @@ static void umt5_rmsnorm(Tout* out, const float* x, const float* w, int N, int C
 // bias [num_buckets, H] (this layer's table), bucket [2L + 1]: the bucket of r = j − i at bucket[r + L], lens [B].
 // Shared memory: dk + L + 32 floats. Naive (the scores of one query in shared memory, K and V read from global memory
 // by every query): see gpu/umt5_gpu.cuh for the arithmetic of what it costs.
-__global__ void __launch_bounds__(UMT5_ATTN_THREADS) umt5_attention_kernel(floatX* out, const floatX* qkv, const float* bias,
-                                                                         const int* bucket, const int* lens, int L, int H, int dk) {
+__global__ void __launch_bounds__(UMT5_ATTN_THREADS)
+    umt5_attention_kernel(floatX* out, const floatX* qkv, const float* bias, const int* bucket, const int* lens, int L,
+                          int H, int dk) {
     extern __shared__ float sm[];
     float *qs = sm, *p = sm + dk, *red = p + L;
     const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x, inner = H * dk, len = lens[b];
-    const floatX* rows = qkv + (size_t)b * L * 3 * inner;   // this prompt's rows
+    const floatX* rows = qkv + (size_t)b * L * 3 * inner; // this prompt's rows
     for (int e = tid; e < dk; e += blockDim.x) qs[e] = to_float(rows[(size_t)i * 3 * inner + h * dk + e]);
     __syncthreads();
     float mx = -INFINITY;
-    for (int j = tid; j < len; j += blockDim.x) {   // keys j >= len are the padding: masked (no score, no weight)
+    for (int j = tid; j < len; j += blockDim.x) { // keys j >= len are the padding: masked (no score, no weight)
         const floatX* kj = rows + (size_t)j * 3 * inner + inner + h * dk;
         float s = 0.f;
         for (int e = 0; e < dk; e++) s = fmaf(qs[e], to_float(kj[e]), s);
@@ -59,8 +60,12 @@ __global__ void __launch_bounds__(UMT5_ATTN_THREADS) umt5_attention_kernel(float
     }
     mx = block_max(mx, red);
     float ls = 0.f;
-    for (int j = tid; j < len; j += blockDim.x) { float e = expf(p[j] - mx); p[j] = e; ls += e; }
-    float l = block_sum(ls, red);   // its barriers also publish p[] to every thread
+    for (int j = tid; j < len; j += blockDim.x) {
+        float e = expf(p[j] - mx);
+        p[j] = e;
+        ls += e;
+    }
+    float l = block_sum(ls, red); // its barriers also publish p[] to every thread
     for (int e = tid; e < dk; e += blockDim.x) {
         const floatX* v = rows + 2 * inner + h * dk + e;
         float a = 0.f;
@@ -69,11 +74,13 @@ __global__ void __launch_bounds__(UMT5_ATTN_THREADS) umt5_attention_kernel(float
     }
 }
 // out [B·L, H·dk] = per prompt and head softmax(q kᵀ + bias) v over the prompt's lens[b] keys (lens on the device)
-static void umt5_attention(floatX* out, const floatX* qkv, const float* bias, const int* bucket, const int* lens, int B, int L, int H,
-                           int dk, cudaStream_t stream) {
+static void umt5_attention(floatX* out, const floatX* qkv, const float* bias, const int* bucket, const int* lens, int B,
+                           int L, int H, int dk, cudaStream_t stream) {
     size_t smem = sizeof(float) * ((size_t)dk + L + 32);
-    if (smem > 48 * 1024) cudaCheck(cudaFuncSetAttribute(umt5_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    umt5_attention_kernel<<<dim3((unsigned)L, (unsigned)H, (unsigned)B), UMT5_ATTN_THREADS, smem, stream>>>(out, qkv, bias, bucket, lens, L, H, dk);
+    if (smem > 48 * 1024)
+        cudaCheck(cudaFuncSetAttribute(umt5_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    umt5_attention_kernel<<<dim3((unsigned)L, (unsigned)H, (unsigned)B), UMT5_ATTN_THREADS, smem, stream>>>(
+        out, qkv, bias, bucket, lens, L, H, dk);
     cudaCheck(cudaGetLastError());
 }
 

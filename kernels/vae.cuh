@@ -1,7 +1,7 @@
-// kernels/vae.cuh: the small kernels of the Wan2.1 VAE decoder and encoder on the GPU (gpu/vae_gpu.cuh), fp32 throughout; the
-// convolutions are kernels/conv3d.cuh. Each one is the twin of a loop of cpu/vae_cpu.h (named on each kernel), and the
-// whole decoder is checked against that CPU reference (gpu/vae_gpu_tests.cuh), not each kernel on its own.
-// Tensors are [C][T][H][W] (channel stride T*H*W) as on the CPU. Every kernel overwrites its output, except
+// kernels/vae.cuh: the small kernels of the Wan2.1 VAE decoder and encoder on the GPU (gpu/vae_gpu.cuh), fp32
+// throughout; the convolutions are kernels/conv3d.cuh. Each one is the twin of a loop of cpu/vae_cpu.h (named on each
+// kernel), and the whole decoder is checked against that CPU reference (gpu/vae_gpu_tests.cuh), not each kernel on its
+// own. Tensors are [C][T][H][W] (channel stride T*H*W) as on the CPU. Every kernel overwrites its output, except
 // vae_residual_add (x += y) and vae_cache_shift (the cache is updated in place).
 //
 //   vae_rms_norm_silu     RMS_norm over channels (F.normalize * sqrt(C) * gamma), optionally followed by SiLU
@@ -13,7 +13,7 @@
 //   vae_time_stride2      the encoder's downsample3d time_conv (stride 2 in time): the odd frames of a stride-1 conv
 #pragma once
 #include "common.cuh"
-#include "reduce.cuh"   // block_sum, block_max
+#include "reduce.cuh" // block_sum, block_max
 
 #define VAE_THREADS 256
 static inline unsigned vae_grid_(size_t n) { return (unsigned)((n + VAE_THREADS - 1) / VAE_THREADS); }
@@ -23,7 +23,10 @@ __global__ void vae_rms_norm_silu_kernel(float* out, const float* x, const float
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float ss = 0.f;
-    for (int c = 0; c < C; c++) { float v = x[(size_t)c * n + i]; ss = fmaf(v, v, ss); }
+    for (int c = 0; c < C; c++) {
+        float v = x[(size_t)c * n + i];
+        ss = fmaf(v, v, ss);
+    }
     float inv = 1.f / fmaxf(sqrtf(ss), 1e-12f), sc = sqrtf((float)C);
     for (int c = 0; c < C; c++) {
         float v = x[(size_t)c * n + i] * inv * (gamma[c] * sc);
@@ -31,7 +34,8 @@ __global__ void vae_rms_norm_silu_kernel(float* out, const float* x, const float
     }
 }
 // out [C][n] = rms_norm(x [C][n]) (then SiLU when silu); out may be x
-static void vae_rms_norm_silu(float* out, const float* x, const float* gamma, int C, size_t n, int silu, cudaStream_t stream) {
+static void vae_rms_norm_silu(float* out, const float* x, const float* gamma, int C, size_t n, int silu,
+                              cudaStream_t stream) {
     vae_rms_norm_silu_kernel<<<vae_grid_(n), VAE_THREADS, 0, stream>>>(out, x, gamma, C, n, silu);
     cudaCheck(cudaGetLastError());
 }
@@ -46,21 +50,25 @@ static void vae_residual_add(float* x, const float* y, size_t n, cudaStream_t st
     cudaCheck(cudaGetLastError());
 }
 
-#define VAE_ATTN_TILE 1024   // keys per pass: the scores of one tile sit in shared memory
+#define VAE_ATTN_TILE 1024 // keys per pass: the scores of one tile sit in shared memory
 // cpu vae_attention: one block per (query pixel i, frame t). The keys are taken a tile at a time with the running max
 // and sum of the softmax (the online softmax), so shared memory is C + C + VAE_ATTN_TILE floats whatever H*W is.
 // qkv [3C][T][L] (q, k, v in that order, as to_qkv's output), out [C][T][L].
 // Not fast (every query block reads all of K and V; the middle block runs once per latent frame at 1/8 resolution, a
 // small part of the decoder's FLOPs next to the full-resolution convolutions); correct and deterministic.
-__global__ void __launch_bounds__(VAE_THREADS) vae_frame_attention_kernel(float* out, const float* qkv, int C, int T, int L, float scale) {
+__global__ void __launch_bounds__(VAE_THREADS)
+    vae_frame_attention_kernel(float* out, const float* qkv, int C, int T, int L, float scale) {
     extern __shared__ float sm[];
     float *qs = sm, *acc = sm + C, *s = sm + 2 * C, *red = s + VAE_ATTN_TILE;
     const int i = blockIdx.x, t = blockIdx.y, tid = threadIdx.x;
-    const size_t cs = (size_t)T * L;   // channel stride
+    const size_t cs = (size_t)T * L; // channel stride
     const float* q = qkv + (size_t)t * L;
     const float* k = q + (size_t)C * cs;
     const float* v = k + (size_t)C * cs;
-    for (int c = tid; c < C; c += blockDim.x) { qs[c] = q[(size_t)c * cs + i]; acc[c] = 0.f; }
+    for (int c = tid; c < C; c += blockDim.x) {
+        qs[c] = q[(size_t)c * cs + i];
+        acc[c] = 0.f;
+    }
     __syncthreads();
     float m = -INFINITY, l = 0.f;
     for (int j0 = 0; j0 < L; j0 += VAE_ATTN_TILE) {
@@ -73,10 +81,14 @@ __global__ void __launch_bounds__(VAE_THREADS) vae_frame_attention_kernel(float*
             lm = fmaxf(lm, s[j]);
         }
         float m_new = fmaxf(m, block_max(lm, red));
-        float corr = expf(m - m_new);   // 0 on the first tile (m = -inf)
+        float corr = expf(m - m_new); // 0 on the first tile (m = -inf)
         float ls = 0.f;
-        for (int j = tid; j < nt; j += blockDim.x) { float p = expf(s[j] - m_new); s[j] = p; ls += p; }
-        l = l * corr + block_sum(ls, red);   // block_sum's barriers also publish s[] to every thread
+        for (int j = tid; j < nt; j += blockDim.x) {
+            float p = expf(s[j] - m_new);
+            s[j] = p;
+            ls += p;
+        }
+        l = l * corr + block_sum(ls, red); // block_sum's barriers also publish s[] to every thread
         for (int c = tid; c < C; c += blockDim.x) {
             float a = acc[c] * corr;
             const float* vc = v + (size_t)c * cs + j0;
@@ -84,15 +96,18 @@ __global__ void __launch_bounds__(VAE_THREADS) vae_frame_attention_kernel(float*
             acc[c] = a;
         }
         m = m_new;
-        __syncthreads();   // s[] is rewritten by the next tile
+        __syncthreads(); // s[] is rewritten by the next tile
     }
     for (int c = tid; c < C; c += blockDim.x) out[(size_t)c * cs + (size_t)t * L + i] = acc[c] / l;
 }
 // out [C][T][L] = per-frame softmax(q k^T / sqrt(C)) v from qkv [3C][T][L]
 static void vae_frame_attention(float* out, const float* qkv, int C, int T, int L, cudaStream_t stream) {
     size_t smem = sizeof(float) * (2 * (size_t)C + VAE_ATTN_TILE + 32);
-    if (smem > 48 * 1024) cudaCheck(cudaFuncSetAttribute(vae_frame_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    vae_frame_attention_kernel<<<dim3((unsigned)L, (unsigned)T), VAE_THREADS, smem, stream>>>(out, qkv, C, T, L, 1.f / sqrtf((float)C));
+    if (smem > 48 * 1024)
+        cudaCheck(
+            cudaFuncSetAttribute(vae_frame_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    vae_frame_attention_kernel<<<dim3((unsigned)L, (unsigned)T), VAE_THREADS, smem, stream>>>(out, qkv, C, T, L,
+                                                                                              1.f / sqrtf((float)C));
     cudaCheck(cudaGetLastError());
 }
 
@@ -142,8 +157,8 @@ static void vae_clamp_video(float* x, size_t n, cudaStream_t stream) {
 
 // cpu vae_resample's downsample3d time_conv ((3,1,1), stride 2 in time, no padding, over [last frame of the previous
 // chunk, y]) as the odd output frames of the stride-1 causal conv over [cache, y] (kernels/conv3d.cuh, 2 cache frames:
-// output frame u reads frames u-2, u-1, u, so u = 2t + 1 reads the CPU's 2t-1, 2t, 2t+1 with frame -1 the cache's last).
-// out[c][t][p] = full[c][2t + 1][p], t < To
+// output frame u reads frames u-2, u-1, u, so u = 2t + 1 reads the CPU's 2t-1, 2t, 2t+1 with frame -1 the cache's
+// last). out[c][t][p] = full[c][2t + 1][p], t < To
 __global__ void vae_time_stride2_kernel(float* out, const float* full, int C, int T, int To, size_t plane) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, n = (size_t)C * To * plane;
     if (i >= n) return;
@@ -152,7 +167,8 @@ __global__ void vae_time_stride2_kernel(float* out, const float* full, int C, in
     out[i] = full[((size_t)c * T + 2 * t + 1) * plane + p];
 }
 // full [C][T][plane] -> out [C][To][plane] (its odd frames); out must not alias full
-static inline void vae_time_stride2(float* out, const float* full, int C, int T, int To, size_t plane, cudaStream_t stream) {
+static inline void vae_time_stride2(float* out, const float* full, int C, int T, int To, size_t plane,
+                                    cudaStream_t stream) {
     size_t n = (size_t)C * To * plane;
     vae_time_stride2_kernel<<<vae_grid_(n), VAE_THREADS, 0, stream>>>(out, full, C, T, To, plane);
     cudaCheck(cudaGetLastError());
