@@ -197,12 +197,12 @@ static size_t act_head_eval_own_bytes(ActDims z, size_t xbytes) {
     TMD_HEAD_EVAL_BUFFERS(ACT_BYTES_, , z) return bytes;
 }
 
-// The attention's workspace (cuDNN's fused SDPA; the own flash and naive kernels need none), a stated upper bound for
-// B samples of L tokens when the build has no cuDNN to ask (a program with cuDNN plans what cudnn-frontend reports for
-// the step's shapes instead: kernels/attention_cudnn.h attention_cudnn_workspace_for). The bound: the backward of the
-// self-attention, the largest graph of a block (the cross-attention has the same queries and 512 keys), keeps an fp32
-// accumulator of dQ [B, H, L, d] and two fp32 row vectors [B, H, L] (the softmax statistics and dO·O), the
-// FlashAttention-2 backward's scratch; the forward's workspace is below it. 1.3B at 32,760 tokens: 196 MiB.
+// The attention's workspace (cuDNN's fused SDPA; the own flash and naive kernels need none) for B samples of L tokens
+// when the build has no cuDNN to ask (a program with cuDNN plans what cudnn-frontend reports for the step's shapes
+// instead: kernels/attention_cudnn.h attention_cudnn_workspace_for). An estimate, not checked against cuDNN's own
+// figure (not yet queried on a GPU): the scratch a FlashAttention-2 backward of the self-attention (the largest graph
+// of a block; the cross-attention has the same queries and 512 keys) keeps, an fp32 accumulator of dQ [B, H, L, d] and
+// two fp32 row vectors [B, H, L] (the softmax statistics and dO·O). 1.3B at 32,760 tokens: 196 MiB.
 static size_t act_attn_workspace_bound(const WanConfig* c, int B, int L) {
     const size_t BHL = (size_t)B * c->num_heads * L;
     return act_round(BHL * (size_t)wan_head_dim(c) * 4 + 2 * BHL * 4);

@@ -126,7 +126,7 @@ static void plan_attn_workspace(MemPlan* p, const PlanInput* in) {
                                        : (double)act_attn_workspace_bound(&in->wan, in->batch, plan_tokens(in));
     plan_add(p, "attention workspace", ws,
              in->attn_workspace > 0 ? "cuDNN's fused SDPA, the size cudnn-frontend reports for the step's shapes"
-                                    : "upper bound (fp32 dQ + 2 row vectors of the self-attention backward)");
+                                    : "estimate, not cuDNN's figure (fp32 dQ + 2 row vectors of the attention backward)");
 }
 
 // Stage 1 plan (stage 1), Stage 2 plan (stage 2) or the KD warm-up's plan (stage 3: a TMD student when student_extra
