@@ -7,8 +7,8 @@
 // Off, each hook is one predictable branch; normal runs record nothing.
 //
 // Peaks (a table per device name; other devices print "peak unknown"): H100 SXM bf16 dense 989 TFLOP/s by the spec
-// sheet, ~790 measured by a large cuBLAS GEMM (the attention lab's ceiling), HBM3 3.35 TB/s; H100 PCIe 756 / 2.0 TB/s;
-// H200 989 / 4.8 TB/s; A100 SXM 312 / 2.0 TB/s. The fraction is of the spec peak.
+// sheet, ~790 a reference figure for a bf16 8192³ GEMM (not measured by this code), HBM3 3.35 TB/s; H100 PCIe 756 / 2.0
+// TB/s; H200 989 / 4.8 TB/s; A100 SXM 312 / 2.0 TB/s. The fraction is of the spec peak.
 #pragma once
 #include <stdio.h>
 #include <string.h>
@@ -117,7 +117,9 @@ static void bench_prof_report(FILE* f, const char* what, double total_ms, int un
     if (units < 1) units = 1;
     fprintf(f, "bench: where the time goes, %s (mean of %d; %s: ", what, units, p.name);
     if (peak > 0)
-        fprintf(f, "bf16 dense peak %.0f TFLOP/s by spec, ~790 measured on an H100's large GEMM; memory %.2f TB/s)\n",
+        fprintf(f,
+                "bf16 dense peak %.0f TFLOP/s by spec, ~790 a reference figure for a bf16 8192^3 GEMM, not measured by "
+                "this code; memory %.2f TB/s)\n",
                 peak, bw);
     else
         fprintf(f, "peak unknown, not in kernels/bench_prof.cuh's table)\n");
