@@ -75,6 +75,7 @@ STEPS=(
 "4|400|the built-in world end to end: teacher, Stage 1 / 2 (resume, recompute bit-identity), KD, baseline, sampling, the pipeline|world_end_to_end"
 "5|150|multi-GPU (2+ GPUs and mpirun): the sharded optimizer step over NCCL, then staged through MPI, against the replicated one|make GPU_ARCH=sm_90 dev/mpi/shard_gpu_check && mpirun --allow-run-as-root -np 2 dev/mpi/shard_gpu_check && mpirun --allow-run-as-root -np 2 -x TMD_COMM=mpi dev/mpi/shard_gpu_check"
 "5|150|multi-GPU: context parallelism's DiT forward and backward on 2 GPUs against one GPU (the simulated build: fp32, in-repo GEMM, naive attention, where the velocity must match bit for bit), over NCCL, then staged through MPI|rm -f dev/mpi/cp_gpu_check && make GPU_ARCH=sm_90 PRECISION=FP32 GEMM=own ATTN=naive dev/mpi/cp_gpu_check \"$W\" && mpirun --allow-run-as-root -np 2 dev/mpi/cp_gpu_check && mpirun --allow-run-as-root -np 2 -x TMD_COMM=mpi dev/mpi/cp_gpu_check"
+"5|150|multi-GPU: fully sharded (FSDP) training steps of a tiny DiT on 2 GPUs against the replicated steps (fp32, in-repo GEMM, naive attention: bit for bit), over NCCL (the gathers prefetched on a second stream, ordered by events: this is the first run of that path) with recompute, then staged through MPI|rm -f dev/mpi/fsdp_gpu_check && make GPU_ARCH=sm_90 PRECISION=FP32 GEMM=own ATTN=naive dev/mpi/fsdp_gpu_check \"$W\" && mpirun --allow-run-as-root -np 2 dev/mpi/fsdp_gpu_check --recompute && mpirun --allow-run-as-root -np 2 -x TMD_COMM=mpi dev/mpi/fsdp_gpu_check --recompute"
 )
 
 total=(0 0 0 0 0 0)
