@@ -15,7 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../wan.h" // the parameter layout (official names)
+#include "../wan.h"       // the parameter layout (official names)
+#include "../lib/shard.h" // the sharded layouts (fully sharded data parallelism)
 
 // name: an official Wan2.1 tensor name of wan.h's layout ("blocks.3.norm3.weight", "head.modulation", ...)
 static int wan_gpu_reads_fp32(const char* name) {
@@ -53,4 +54,49 @@ static size_t wan_gpu_fp32_params(const WanConfig* c) {
 static double wan_gpu_frozen_bytes(const WanConfig* c, int fp32) {
     double n = (double)wan_num_params(c);
     return fp32 ? 4.0 * n : 2.0 * n + 4.0 * (double)wan_gpu_fp32_params(c);
+}
+
+// A frozen model fully sharded in the bf16 build (gpu/fsdp_gpu.cuh): its floatX slices of every unit (2 bytes a
+// parameter) and, as a layout of their own, the tensors read in fp32, sharded the same way: unit u of Lf holds the
+// fp32-read tensors of unit u of L (the model's Wan layout), packed in layout order, so Lf's flat buffer is the packed
+// buffer a whole frozen model keeps (gpu/wan_gpu.cuh wan_gpu_model_frozen_upload_) and a unit's gather is one more
+// all-gather of its few fp32 tensors. Sharded rather than replicated: 14B has 188M such parameters (the time
+// projection alone 157M), 0.70 GiB in fp32 on every rank replicated, 1/K of it sharded. 0, or -1 with a message.
+static int shard_layout_wan_fp32(ShardLayout* Lf, const ShardLayout* L, const WanConfig* c, char* err, size_t errlen) {
+    WanTensor* t = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    if (!t) {
+        snprintf(err, errlen, "shard_layout_wan_fp32: out of host memory for the layout table");
+        return -1;
+    }
+    size_t nw;
+    int nt = wan_layout(c, t, NULL, NULL, &nw);
+    size_t numel[SHARD_MAX_UNITS] = {0};
+    const char* names[SHARD_MAX_UNITS];
+    for (int u = 0; u < L->n_units; u++) names[u] = L->unit[u].name;
+    for (int i = 0; i < nt; i++)
+        if (wan_gpu_reads_fp32(t[i].name)) numel[shard_unit_of(L, t[i].offset)] += t[i].numel;
+    free(t);
+    if (L->numel < nw) {
+        snprintf(err, errlen, "shard_layout_wan_fp32: a layout of %zu parameters, %s has %zu", L->numel, c->name, nw);
+        return -1;
+    }
+    return shard_layout_init(Lf, names, numel, L->n_units, L->K, L->align, err, errlen);
+}
+
+// the fp32-read tensors of the flat buffer (wan_num_params(c) floats) packed in layout order into packed
+// [wan_gpu_fp32_params(c)]: Lf's flat buffer, what shard_scatter_host(Lf, ...) splits into the fp32 slices
+static void wan_fp32_pack_host(const WanConfig* c, const float* flat, float* packed) {
+    WanTensor* t = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+    if (!t) {
+        fprintf(stderr, "wan_fp32_pack_host: out of host memory for the layout table\n");
+        exit(1);
+    }
+    int nt = wan_layout(c, t, NULL, NULL, NULL);
+    size_t o = 0;
+    for (int i = 0; i < nt; i++)
+        if (wan_gpu_reads_fp32(t[i].name)) {
+            memcpy(packed + o, flat + t[i].offset, sizeof(float) * t[i].numel);
+            o += t[i].numel;
+        }
+    free(t);
 }

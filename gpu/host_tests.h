@@ -760,6 +760,96 @@ static void test_shard_layout(void) {
     }
 }
 
+// the frozen bf16-only model's fp32-read layout (gpu/frozen_weights.h shard_layout_wan_fp32, gpu/fsdp_gpu.cuh's frozen
+// provider): per unit exactly the tensors the predicate names, counted by hand from the config (a block 12 D: the
+// modulation 6 D, four RMSNorm weights, norm3's weight and bias; the embeddings: the patch embedding, the time
+// embedding and projection; the head: all of it); every such tensor inside the unit it belongs to in the whole layout;
+// the packed host copy in that order; and the shared buffers' list of one model equal to a model's own pair
+static void test_frozen_fp32_layout(void) {
+    printf("\n[frozen fp32 layout] a sharded frozen model's fp32-read tensors as a layout of their own\n");
+    char err[256];
+    const char* names[] = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b"};
+    int Ks[] = {1, 2, 16};
+    for (int k = 0; k < 2; k++) {
+        WanConfig c;
+        wan_preset(&c, names[k], err);
+        double D = c.dim, P = wan_patch_numel(&c);
+        double emb = (D * c.in_dim * P + D) + (D * c.freq_dim + D + D * D + D) + (6 * D * D + 6 * D),
+               head = c.out_dim * P * D + c.out_dim * P + 2 * D;
+        for (int ki = 0; ki < 3; ki++) {
+            ShardLayout L, Lf;
+            EXPECT(shard_layout_wan(&L, &c, 0, Ks[ki], 64, err, sizeof(err)) == 0, "%s", err);
+            EXPECT(shard_layout_wan_fp32(&Lf, &L, &c, err, sizeof(err)) == 0, "%s", err);
+            int bad = Lf.n_units != L.n_units || Lf.K != L.K || Lf.numel != wan_gpu_fp32_params(&c);
+            for (int u = 0; u < Lf.n_units; u++) {
+                double want = u == 0 ? emb : u == L.n_units - 1 ? head : 12 * D;
+                if ((double)Lf.unit[u].numel != want) {
+                    bad = 1;
+                    printf("  %s K %d: unit %s has %zu fp32-read elements, by hand %.0f\n", c.name, Ks[ki],
+                           Lf.unit[u].name, Lf.unit[u].numel, want);
+                }
+            }
+            EXPECT(!bad, "%s over %d ranks: the fp32-read layout (%d units, %zu elements) is not the predicate's",
+                   c.name, Ks[ki], Lf.n_units, Lf.numel);
+            // every fp32-read tensor packed inside its own unit of Lf (the provider's views rebase by unit)
+            WanTensor* t = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+            int nt = wan_layout(&c, t, NULL, NULL, NULL), outside = 0;
+            size_t packed = 0;
+            for (int i = 0; i < nt; i++) {
+                if (!wan_gpu_reads_fp32(t[i].name)) continue;
+                int u = shard_unit_of(&L, t[i].offset);
+                const ShardUnit* y = &Lf.unit[u];
+                outside += packed < y->offset || packed + t[i].numel > y->offset + y->numel;
+                packed += t[i].numel;
+            }
+            free(t);
+            EXPECT(!outside && packed == Lf.numel, "%s: %d fp32-read tensors packed outside their unit", c.name,
+                   outside);
+            // sharded: 2 B a parameter + 4 B for each fp32-read one (plus padding), not 6
+            if (Ks[ki] == 16 && k == 1)
+                printf("  %s over 16 ranks: %.1fM fp32-read of %.1fM params a rank; frozen slices %.3f GiB (a full "
+                       "fp32 shard too: %.3f GiB)\n",
+                       c.name, Lf.shard_numel / 1e6, L.shard_numel / 1e6,
+                       (2.0 * L.shard_numel + 4.0 * Lf.shard_numel) / PLAN_GIB, 6.0 * L.shard_numel / PLAN_GIB);
+            // the shared list: one trainable model alone is the model's own pair; adding the frozen one adds nothing
+            // to the fp32 pair (its fp32 part is smaller than a block) and nothing to the gradients
+            ShardBuf a[SHARD_FSDP_MAX_BUFS], b2[SHARD_FSDP_MAX_BUFS];
+            ShardFsdpModel two[2] = {shard_fsdp_model(&L, NULL, 1), shard_fsdp_model(&L, &Lf, 0)};
+            int na = shard_fsdp_buffers(&L, 1, 0, a), nb = shard_fsdp_shared_buffers(two, 2, 0, b2), same = na == nb;
+            for (int i = 0; same && i < na; i++) same = a[i].bytes == b2[i].bytes && a[i].kind == b2[i].kind;
+            EXPECT(na == 6 && same && a[0].bytes == 4 * L.max_unit_padded && a[2].bytes == 2 * L.max_unit_padded &&
+                       a[4].bytes == 4 * shard_padded(&L, 0),
+                   "%s K %d: the shared list of a trainable and a frozen model (%d buffers) is not one model's (%d)",
+                   c.name, Ks[ki], nb, na);
+            // the fp32 build: a frozen packed model alone needs its fp32 part and a copy pair, no gradients
+            ShardFsdpModel fz = shard_fsdp_model(&L, &Lf, 0);
+            int nf = shard_fsdp_shared_buffers(&fz, 1, 1, a);
+            EXPECT(nf == 4 && a[0].bytes == 4 * Lf.max_unit_padded && a[2].bytes == 4 * L.max_unit_padded,
+                   "%s: the fp32 build's frozen packed buffers (%d)", c.name, nf);
+        }
+        // the packed host copy: element j of the packed buffer is the j-th fp32-read element in layout order
+        if (k == 0) {
+            size_t n = wan_num_params(&c), n32 = wan_gpu_fp32_params(&c);
+            float* flat = (float*)malloc(sizeof(float) * n);
+            float* pk = (float*)malloc(sizeof(float) * n32);
+            for (size_t i = 0; i < n; i++) flat[i] = (float)(i % 8388608);
+            wan_fp32_pack_host(&c, flat, pk);
+            WanTensor* t = (WanTensor*)malloc(sizeof(WanTensor) * WAN_MAX_TENSORS);
+            int nt = wan_layout(&c, t, NULL, NULL, NULL), wrong = 0;
+            size_t o = 0;
+            for (int i = 0; i < nt; i++)
+                if (wan_gpu_reads_fp32(t[i].name)) {
+                    wrong += pk[o] != flat[t[i].offset] || pk[o + t[i].numel - 1] != flat[t[i].offset + t[i].numel - 1];
+                    o += t[i].numel;
+                }
+            free(t);
+            free(flat);
+            free(pk);
+            EXPECT(!wrong && o == n32, "%s: %d fp32-read tensors packed out of place", c.name, wrong);
+        }
+    }
+}
+
 // the per-rank plan (gpu/shard_plan.h, ./train_tmd --plan): one rank is the single-GPU plan exactly; the states are
 // the shard layouts' sizes; the activations at cp K2 are those of a sample of L/K2 tokens on ANOTHER latent grid (the
 // plan re-grids the sample, this check does not); the targets fit or are refused; bad layouts are refused
@@ -802,26 +892,29 @@ static void test_shard_plan(void) {
             if (stage == 2) {
                 MemPlan whole;
                 distill_plan(&whole, &in, 2);
-                double fs = (double)lw.shard_numel * 14.0,
-                       fz = 2.0 * lw.shard_numel + 4.0 * ceil((double)wan_gpu_fp32_params(&in.wan) / 16);
+                ShardLayout lf; // the teacher's fp32-read tensors: per block 12 D, the embeddings' and the head's
+                EXPECT(shard_layout_wan_fp32(&lf, &lw, &in.wan, err, sizeof(err)) == 0, "%s", err);
+                double fs = (double)lw.shard_numel * 14.0, fz = 2.0 * lw.shard_numel + 4.0 * lf.shard_numel;
                 EXPECT(plan_item(&sh, "fake score (trainable)") == fs && plan_item(&sh, "teacher (frozen)") == fz &&
                            plan_item(&sh, "discriminator (trainable)") == 16.0 * ld.shard_numel,
                        "%s: fake score %.0f (want %.0f), teacher %.0f (want %.0f), discriminator", big[b],
                        plan_item(&sh, "fake score (trainable)"), fs, plan_item(&sh, "teacher (frozen)"), fz);
                 EXPECT(plan_item(&sh, "discriminator activations") == plan_item(&whole, "discriminator activations"),
                        "the discriminator runs on the whole (gathered) sample");
-                // what gpu/fsdp_gpu.cuh allocates per model (lib/shard.h shard_fsdp_buffers), from the layouts' units:
-                // the student and the fake score trainable, the teacher frozen; 2 x (fp32 + bf16) of the largest padded
-                // unit each, and per trainable model the embeddings' and one unit's gradient
-                double us = 0, uw = 0;
+                // what gpu/fsdp_gpu.cuh allocates for the step (lib/shard.h shard_fsdp_shared_buffers), from the
+                // layouts' units: ONE pair shared by the student, the fake score and the frozen teacher, fp32 for the
+                // largest unit any of them gathers in fp32 (the teacher: its fp32-read part only) and bf16 for the
+                // largest whole unit; one pair of unit gradients for the larger trainable embeddings and unit
+                double us = 0, uw = 0, uf = 0;
                 for (int u = 0; u < ls.n_units; u++) us = fmax(us, 16.0 * ls.unit[u].slice);
                 for (int u = 0; u < lw.n_units; u++) uw = fmax(uw, 16.0 * lw.unit[u].slice);
-                double gw = 2 * 6.0 * us + 2 * (2 * 6.0 * uw),
-                       ug = 4.0 * (16.0 * ls.unit[0].slice + us) + 4.0 * (16.0 * lw.unit[0].slice + uw);
+                for (int u = 0; u < lf.n_units; u++) uf = fmax(uf, 16.0 * lf.unit[u].slice);
+                double gw = 2 * 4.0 * fmax(fmax(us, uw), uf) + 2 * 2.0 * fmax(us, uw),
+                       ug = 4.0 * fmax(16.0 * ls.unit[0].slice, 16.0 * lw.unit[0].slice) + 4.0 * fmax(us, uw);
                 EXPECT(plan_item(&sh, "gathered weights") == gw && plan_item(&sh, "unit gradients (fp32)") == ug &&
                            us == (double)ls.unit[1].slice * 16,
-                       "%s: gathered weights %.0f (want %.0f: 3 models x 2 x 6 B x the largest unit), unit gradients "
-                       "%.0f (want %.0f)",
+                       "%s: gathered weights %.0f (want %.0f: 2 x (4 + 2) B x the largest unit, shared), unit "
+                       "gradients %.0f (want %.0f)",
                        big[b], plan_item(&sh, "gathered weights"), gw, plan_item(&sh, "unit gradients (fp32)"), ug);
             }
         }
@@ -999,6 +1092,7 @@ static void test_gpu_host(const char* tmpdir) {
     test_train_state(tmpdir);
     test_multirank(tmpdir);
     test_shard_layout();
+    test_frozen_fp32_layout();
     test_shard_plan();
     test_stage_plan();
 }

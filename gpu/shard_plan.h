@@ -4,12 +4,15 @@
 //   states       every model's persistent buffers at its shard size (lib/shard.h: units padded to K equal aligned
 //                slices): the trainable ones' fp32 master, AdamW m and v, fp32 gradients and the bf16 copy the gathers
 //                read (18 B, the fake score 14 B: it borrows the student's gradient shard as on one GPU); the frozen
-//                teacher's bf16 shard and the tensors it reads in fp32 (gpu/frozen_weights.h), sharded with it; the
+//                teacher's bf16 shard and the tensors it reads in fp32 (gpu/frozen_weights.h shard_layout_wan_fp32: a
+//                layout of their own, sharded the same way, padding included); the
 //                discriminator's fp32 shard (16 B), one unit per head
 //   gathered     the working weights of one unit (a block, the embeddings, the head), all-gathered just before it runs,
-//                fp32 and bf16 (gpu/fsdp_gpu.cuh): per model two buffers, the running unit's and the prefetched next
-//                one's; per trainable model the embeddings' fp32 gradient and the running unit's, reduce-scattered as
-//                soon as the unit is done (lib/shard.h shard_fsdp_buffers: the list the provider allocates)
+//                fp32 and bf16 (gpu/fsdp_gpu.cuh): ONE pair shared by the step's models (they run one after another),
+//                the running unit's and the prefetched next one's, each the largest unit of any model (the frozen
+//                teacher's fp32 part: only its fp32-read tensors); and one pair of fp32 unit gradients (the
+//                embeddings' and the running unit's, reduce-scattered as soon as the unit is done), the largest of the
+//                trainable models' (lib/shard.h shard_fsdp_shared_buffers: the list gpu/fsdp_gpu.cuh allocates)
 //   activations  distill_plan's items for a sample of L/K2 tokens (every DiT arena, the latents and the rollout states
 //                are token-wise, so they split); the captions are replicated (cross-attention stays local); the
 //                discriminator's features are gathered over the K2 ranks and its heads run on the whole sample (the
@@ -61,12 +64,12 @@ static int shard_plan_layouts(const PlanInput* in, int K, ShardLayout* student, 
     return 0;
 }
 
-// the device buffers of one model's FSDP provider (lib/shard.h's list, what gpu/fsdp_gpu.cuh allocates), split into
-// the gathered weights and the unit gradients
-static void shard_plan_provider_(const ShardLayout* l, int trainable, int fp32, double* gathered, double* grads) {
+// the shared buffers of the step's FSDP providers (lib/shard.h's list, what gpu/fsdp_gpu.cuh fsdp_buffers_init
+// allocates), split into the gathered weights and the unit gradients
+static void shard_plan_provider_(const ShardFsdpModel* m, int n, int fp32, double* gathered, double* grads) {
     ShardBuf b[SHARD_FSDP_MAX_BUFS];
-    int n = shard_fsdp_buffers(l, trainable, fp32, b);
-    for (int i = 0; i < n; i++) *(strstr(b[i].name, "gradient") ? grads : gathered) += (double)b[i].bytes;
+    int nb = shard_fsdp_shared_buffers(m, n, fp32, b);
+    for (int i = 0; i < nb; i++) *(b[i].kind == 'e' || b[i].kind == 'g' ? grads : gathered) += (double)b[i].bytes;
 }
 
 // 0 and the per-rank plan of `stage` (distill_plan's numbering) on sp->ranks ranks, sp->cp per sample; -1 and a message
@@ -102,12 +105,14 @@ static int shard_plan(MemPlan* p, const PlanInput* in, int stage, const ShardPla
         cpin.Wl = c->patch[2] * (L / K2);
     }
     distill_plan(&split, &cpin, stage);
-    ShardLayout ls, lw, ld;
+    ShardLayout ls, lw, ld, lf;
     if (shard_plan_layouts(in, K, &ls, &lw, &ld, err, errlen)) return -1;
+    if (shard_layout_wan_fp32(&lf, &lw, c, err, errlen)) return -1; // the frozen teacher's fp32-read tensors
     double xb = in->fp32 ? 4 : 2, bpp = plan_trainable_bytes_per_param(in);
     char what[128];
     double gathered = 0, unit_grads = 0;
-    int providers = 0; // lib/shard.h shard_fsdp_buffers of each model's provider
+    ShardFsdpModel users[4]; // the models sharing the FSDP buffers (lib/shard.h shard_fsdp_shared_buffers)
+    int providers = 0;
     for (int i = 0; i < split.n; i++) {
         const PlanItem* it = &split.item[i];
         if (!strcmp(it->name, "student (trainable)") || !strcmp(it->name, "teacher (trainable)")) {
@@ -115,22 +120,21 @@ static int shard_plan(MemPlan* p, const PlanInput* in, int stage, const ShardPla
             snprintf(what, sizeof(what), "%.1fM of %.3fB params a rank x %g B (master, grad, AdamW m+v%s)",
                      l->shard_numel / 1e6, l->numel / 1e9, bpp, in->fp32 ? "" : ", bf16 shard");
             plan_add(p, it->name, (double)l->shard_numel * bpp, what);
-            shard_plan_provider_(l, 1, in->fp32, &gathered, &unit_grads);
-            providers++;
+            users[providers++] = shard_fsdp_model(l, NULL, 1);
         } else if (!strcmp(it->name, "fake score (trainable)")) {
             snprintf(what, sizeof(what),
                      "%.1fM params a rank x %g B (master, AdamW m+v%s; the student's gradient shard)",
                      lw.shard_numel / 1e6, plan_fake_score_bytes_per_param(in), in->fp32 ? "" : ", bf16 shard");
             plan_add(p, it->name, (double)lw.shard_numel * plan_fake_score_bytes_per_param(in), what);
-            shard_plan_provider_(&lw, 1, in->fp32, &gathered, &unit_grads);
-            providers++;
+            users[providers++] = shard_fsdp_model(&lw, NULL, 1);
         } else if (!strcmp(it->name, "teacher (frozen)")) {
-            double f32 = in->fp32 ? 0 : ceil((double)wan_gpu_fp32_params(c) / K) * 4.0;
-            snprintf(what, sizeof(what), "%.1fM params a rank x %g B%s", lw.shard_numel / 1e6, xb,
-                     in->fp32 ? " (fp32)" : " (bf16) + its fp32-read tensors' shard");
+            // one rank: the whole frozen model (gpu/wan_gpu.cuh: the fp32 build keeps fp32 only); sharded: the floatX
+            // slices and the fp32-read layout's slices (both builds: gpu/fsdp_gpu.cuh's frozen packed provider)
+            double f32 = K == 1 ? (in->fp32 ? 0 : (double)wan_gpu_fp32_params(c) * 4.0) : (double)lf.shard_numel * 4.0;
+            snprintf(what, sizeof(what), "%.1fM params a rank x %g B + %.2fM fp32-read x 4 B (%s)",
+                     lw.shard_numel / 1e6, xb, f32 / 4e6, in->fp32 ? "fp32" : "bf16");
             plan_add(p, it->name, (double)lw.shard_numel * xb + f32, what);
-            shard_plan_provider_(&lw, 0, in->fp32, &gathered, &unit_grads);
-            providers++;
+            users[providers++] = shard_fsdp_model(&lw, &lf, 0);
         } else if (!strcmp(it->name, "discriminator (trainable)")) {
             snprintf(what, sizeof(what), "%.2fM params a rank x 16 B (fp32 weights, grad, AdamW m+v), %d heads",
                      ld.shard_numel / 1e6, in->disc_heads);
@@ -149,14 +153,16 @@ static int shard_plan(MemPlan* p, const PlanInput* in, int stage, const ShardPla
             plan_add(p, it->name, it->bytes, what);
         }
     }
+    shard_plan_provider_(users, providers, in->fp32, &gathered, &unit_grads);
     if (K > 1) {
-        snprintf(what, sizeof(what),
-                 "%d models x 2 units (running, prefetched), fp32%s, largest unit padded (gpu/fsdp_gpu.cuh)", providers,
-                 in->fp32 ? "" : " + bf16");
+        snprintf(
+            what, sizeof(what),
+            "2 units (running, prefetched) shared by %d models, fp32%s, the largest unit padded (gpu/fsdp_gpu.cuh)",
+            providers, in->fp32 ? "" : " + bf16");
         plan_add(p, "gathered weights", gathered, what);
         if (unit_grads > 0)
             plan_add(p, "unit gradients (fp32)", unit_grads,
-                     "per trainable model: the embeddings' and the running unit's, padded to K slices");
+                     "the embeddings' and the running unit's, shared by the trainable models, padded to K slices");
         plan_add(p, "NCCL buffers", SHARD_PLAN_NCCL_GIB * PLAN_GIB, "channel buffers and streams (an estimate)");
     }
     if (K2 > 1) {

@@ -129,32 +129,64 @@ static int shard_layout_wan(ShardLayout* L, const WanConfig* c, size_t extra, in
 }
 #endif
 
-// The device buffers of one model's fully sharded step besides its slices (gpu/fsdp_gpu.cuh's provider): what the
-// allocator walks (fsdp_wan_init allocates exactly these) and what the memory plan sums (gpu/shard_plan.h), so the
-// two cannot drift apart. fp32: the fp32 build (the floatX copy IS the fp32 buffer); trainable: the unit gradients.
-//   2 gathered units in fp32 (the master: the block's norms and modulation, the embeddings and the head read fp32)
-//   2 gathered units in bf16 (bf16 build: what the GEMMs read)
+// The device buffers of a fully sharded step besides the models' slices (gpu/fsdp_gpu.cuh's FsdpBuffers): what the
+// allocator walks (fsdp_buffers_init allocates exactly these, in this order) and what the memory plan sums
+// (gpu/shard_plan.h), so the two cannot drift apart. The step's sharded models run one after another, so they share
+// ONE pair of gathered units and one pair of unit gradients, each sized for the largest user:
+//   2 gathered units in fp32 ("wide"): a trainable model's whole unit (its master: the block's norms and modulation,
+//     the embeddings and the head read fp32), or a frozen bf16-only model's fp32-read tensors of the unit (its own
+//     packed layout, gpu/frozen_weights.h shard_layout_wan_fp32)
+//   2 gathered units in floatX ("narrow"): the bf16 build, every model's whole unit (what the GEMMs read); the fp32 build,
+//     only for a frozen packed model (a trainable model's copy IS its fp32 unit, so it reads the wide buffer)
 //   the embeddings' gradient (open through the whole backward: the head's path through e reaches them first) and the
-//   running unit's gradient, fp32, padded to K slices (the reduce-scatter's input)
+//   running unit's gradient, fp32, padded to K slices (the reduce-scatter's input): only with a trainable model
+// fp32: the fp32 build (floatX is float).
+typedef struct {
+    const ShardLayout* L;         // the model's layout (every parameter)
+    const ShardLayout* fp32_read; // a frozen bf16-only model: its fp32-read tensors' layout (NULL: the whole unit in fp32)
+    int trainable;                // its unit gradients are reduce-scattered (then fp32_read is NULL)
+} ShardFsdpModel;
+static ShardFsdpModel shard_fsdp_model(const ShardLayout* L, const ShardLayout* fp32_read, int trainable) {
+    ShardFsdpModel m; m.L = L; m.fp32_read = fp32_read; m.trainable = trainable; return m;
+}
 #define SHARD_FSDP_MAX_BUFS 6
-typedef struct { const char* name; size_t bytes; } ShardBuf;
-static int shard_fsdp_buffers(const ShardLayout* L, int trainable, int fp32, ShardBuf* out) {
-    int n = 0; size_t nu = L->max_unit_padded;
-    out[n].name = "a gathered unit (fp32)"; out[n++].bytes = 4 * nu;
-    out[n].name = "the prefetched unit (fp32)"; out[n++].bytes = 4 * nu;
-    if (!fp32) {
-        out[n].name = "a gathered unit (bf16)"; out[n++].bytes = 2 * nu;
-        out[n].name = "the prefetched unit (bf16)"; out[n++].bytes = 2 * nu;
+typedef struct { const char* name; size_t bytes; char kind; } ShardBuf;   // kind: 'w' fp32 unit, 'x' floatX unit, 'e' the embeddings' gradient, 'g' a unit's gradient
+static int shard_fsdp_shared_buffers(const ShardFsdpModel* m, int n_models, int fp32, ShardBuf* out) {
+    size_t wide = 0, narrow = 0, emb = 0, grad = 0;
+    for (int i = 0; i < n_models; i++) {
+        const ShardLayout* w = m[i].fp32_read ? m[i].fp32_read : m[i].L;
+        if (w->max_unit_padded > wide) wide = w->max_unit_padded;
+        if ((!fp32 || m[i].fp32_read) && m[i].L->max_unit_padded > narrow) narrow = m[i].L->max_unit_padded;
+        if (m[i].trainable) {
+            if (shard_padded(m[i].L, 0) > emb) emb = shard_padded(m[i].L, 0);
+            if (m[i].L->max_unit_padded > grad) grad = m[i].L->max_unit_padded;
+        }
     }
-    if (trainable) {
-        out[n].name = "the embeddings' unit gradient"; out[n++].bytes = 4 * shard_padded(L, 0);
-        out[n].name = "a unit's gradient"; out[n++].bytes = 4 * nu;
+    int n = 0; size_t xb = fp32 ? 4 : 2;
+    out[n].name = "a gathered unit (fp32)"; out[n].kind = 'w'; out[n++].bytes = 4 * wide;
+    out[n].name = "the prefetched unit (fp32)"; out[n].kind = 'w'; out[n++].bytes = 4 * wide;
+    if (narrow) {
+        out[n].name = fp32 ? "a gathered unit (the frozen copy)" : "a gathered unit (bf16)"; out[n].kind = 'x'; out[n++].bytes = xb * narrow;
+        out[n].name = fp32 ? "the prefetched unit (the frozen copy)" : "the prefetched unit (bf16)"; out[n].kind = 'x'; out[n++].bytes = xb * narrow;
+    }
+    if (grad) {
+        out[n].name = "the embeddings' unit gradient"; out[n].kind = 'e'; out[n++].bytes = 4 * emb;
+        out[n].name = "a unit's gradient"; out[n].kind = 'g'; out[n++].bytes = 4 * grad;
     }
     return n;
 }
-static size_t shard_fsdp_bytes(const ShardLayout* L, int trainable, int fp32) {
+// the list of one model alone (its own pair: gpu/fsdp_gpu.cuh fsdp_wan_init)
+static int shard_fsdp_buffers(const ShardLayout* L, int trainable, int fp32, ShardBuf* out) {
+    ShardFsdpModel m = shard_fsdp_model(L, NULL, trainable);
+    return shard_fsdp_shared_buffers(&m, 1, fp32, out);
+}
+static size_t shard_fsdp_shared_bytes(const ShardFsdpModel* m, int n_models, int fp32) {
     ShardBuf b[SHARD_FSDP_MAX_BUFS]; size_t s = 0;
-    int n = shard_fsdp_buffers(L, trainable, fp32, b);
+    int n = shard_fsdp_shared_buffers(m, n_models, fp32, b);
     for (int i = 0; i < n; i++) s += b[i].bytes;
     return s;
+}
+static size_t shard_fsdp_bytes(const ShardLayout* L, int trainable, int fp32) {
+    ShardFsdpModel m = shard_fsdp_model(L, NULL, trainable);
+    return shard_fsdp_shared_bytes(&m, 1, fp32);
 }
