@@ -1918,10 +1918,16 @@ int main(int argc, char** argv) {
         return train_tmd_plan(argc, argv, preset, stage, batch, tr, kd_tmd, kd_pairs, plan_ranks, plan_cp, plan_gpu_gib,
                               recompute);
     int cp_stage = stage && (!strcmp(stage, "stage1") || !strcmp(stage, "stage2") || !strcmp(stage, "baseline"));
-    if (flag_given(argc, argv, "--ranks") || flag_given(argc, argv, "--gpu-mem") ||
-        (flag_given(argc, argv, "--cp") && !cp_stage)) {
+    if (flag_given(argc, argv, "--ranks") || flag_given(argc, argv, "--gpu-mem")) {
         fprintf(stderr, "error: --ranks and --gpu-mem go with --plan (a training run takes its ranks from mpirun -np "
-                        "K), --cp with --plan or one --stage stage1, stage2 or baseline\n");
+                        "K)\n");
+        return 2;
+    }
+    if (flag_given(argc, argv, "--cp") && !cp_stage) {
+        fprintf(stderr,
+                "error: --cp goes with --plan or one --stage stage1, stage2 or baseline (their steps split each "
+                "sample's tokens over the group); %s%s runs each sample on one rank: drop --cp\n",
+                stage ? "--stage " : "the pipeline", stage ? stage : "");
         return 2;
     }
     tr.cp = plan_cp; // the distillation stages' context parallelism (train_tmd_distill: distill_cp_split)
