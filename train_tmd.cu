@@ -629,6 +629,27 @@ static void distill_zero_grads(DistillRun* run, int student_turn) {
     }
 }
 
+// --cp: the ranks of a group must hold the same samples and draws: their collectives pair up only while every rank takes
+// the same branches (TM-MF's guided pass and difference quotients depend on each sample's draws), so a mismatch would
+// hang the group. A checksum of n bytes compared over the group (one all-reduce of a double) turns it into an error.
+static void distill_cp_same(DistillRun* run, const void* bytes, size_t n, const char* what) {
+    if (run->o->cp <= 1) return;
+    uint64_t h = 1469598103934665603ull; // FNV-1a
+    for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char*)bytes)[i]) * 1099511628211ull;
+    double c = (double)(h >> 24), sum = c; // < 2^40: K2 of them sum exactly in a double
+    cudaCheck(cudaMemcpy(run->scratch, &sum, sizeof(double), cudaMemcpyHostToDevice));
+    comm_all_reduce(&run->cpg, run->scratch, 1, COMM_F64, run->s0);
+    cudaCheck(cudaMemcpy(&sum, run->scratch, sizeof(double), cudaMemcpyDeviceToHost));
+    if (sum != c * run->cpg.world) {
+        snprintf(run->err, sizeof(run->err),
+                 "context parallelism: the ranks of group %d hold different %s at step %llu (a checksum differs); a "
+                 "group's ranks must draw the same samples (lib/cp.h cp_groups_init: the data, the noise and the draws "
+                 "are split by the group, not the rank)",
+                 run->drank, what, (unsigned long long)run->step + 1);
+        comm_abort(&run->dp, run->err);
+    }
+}
+
 // Algorithm 2, "Given x ~ p_data, x1 ~ N(0, I)": micro-batch k's clips and captions, x1, the inner noise y1 and, in
 // Stage 2, ε for x̂_t (Philox). 0, or 1 with the error printed
 static int distill_draw_batch(DistillRun* run, int k) {
@@ -638,6 +659,7 @@ static int distill_draw_batch(DistillRun* run, int k) {
     // x, c ~ p_data (--bench: one synthetic batch, made once: the steps time the GPU, not the host's normals)
     if ((!o->bench || (run->step == 0 && k == 0)) && train_data_next(&run->td, B, run->clips, run->ctx, run->err))
         return distill_fail(&run->dp, run->err, 1);
+    distill_cp_same(run, run->clips, sizeof(float) * run->numel * B, "data samples");
     cudaCheck(cudaMemcpy(run->x_d, run->clips, sizeof(float) * run->numel * B, cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(run->ctx_d, run->ctx, sizeof(float) * run->nctx * B, cudaMemcpyHostToDevice));
     size_t nB = run->numel * B;
@@ -660,6 +682,7 @@ static void tmmf_accumulate(DistillRun* run, StepSums* l) {
         int b = g - run->drank * B, mine = b >= 0 && b < B;
         tmmf_draw_sample(mine ? &d : &other, mine ? b : 0, &run->tcf, &run->rng, NULL, NULL, 0);
     }
+    distill_cp_same(run, &d, sizeof(d), "draws (t, s, r, dropout)");
     TmmfGpuStats st = tmmf_gpu_step(&run->S, &run->tw, &d, run->x_d, run->x1, run->y1, run->ctx_d, run->neg_d,
                                     &run->tcf, run->mscale, 1);
     l->finite &= st.finite;
@@ -679,6 +702,7 @@ static void dmd_draw(DistillRun* run, DmdDraw* d) {
         int b = g - run->drank * B, mine = b >= 0 && b < B;
         dmd_draw_sample(mine ? d : &other, mine ? b : 0, &run->dcf, &run->rng, NULL, NULL, NULL, 0);
     }
+    distill_cp_same(run, d, sizeof(*d), "draws (t_i, t)");
 }
 
 // Algorithm 2, else (Stage 2, Sec. 3.2): x̂ = x_{t_i} − t_i·INNERFLOW(m_θ(x_{t_i})) (Eq. 15, 17) and L = VSD(x̂) +
