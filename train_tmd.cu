@@ -60,6 +60,7 @@ typedef struct {
     double cfg_dmd;   // the teacher's guidance in the VSD gradient (-1: gpu/stage_plan.h stage_cfg_dmd)
     int disc_head;    // --disc-head: -1 auto, DISC_STRIDED, DISC_MULTISCALE
     const char* data; // a latent dataset (lib/latent_data.h); NULL: the built-in world
+    int cp;           // --cp: context parallelism, ranks sharing each sample (1: none)
 } TmdRun;
 
 static int recompute_mode =
@@ -119,12 +120,14 @@ static void train_update_(Comm* dp, ShardOpt* so, float* p, floatX* x, float* m,
     shard_opt_step(so, dp, p, x, g, lr, wd, clip, step, gscale, scratch, gnorm, s);
 }
 
-// a rank's share of the global batch's noise: the step's K·B samples take the stream positions [offset, offset + K·nB)
-// of `seed`, rank r's B samples [nB] from offset + r·nB (kernels/random.cuh: an element's value depends only on its
-// position), and the offset moves past the whole batch; one rank: the plain normal_fill
-static void rank_normal_fill(float* out, size_t nB, uint64_t seed, uint64_t* offset, const Comm* dp, cudaStream_t s) {
-    normal_fill(out, nB, seed, *offset + (uint64_t)dp->rank * nB, 0.f, 1.f, s);
-    *offset += (uint64_t)dp->world * nB;
+// a data-parallel rank's share of the global batch's noise: the step's K·B samples take the stream positions
+// [offset, offset + K·nB) of `seed`, data rank r's B samples [nB] from offset + r·nB (kernels/random.cuh: an element's
+// value depends only on its position), and the offset moves past the whole batch; one rank: the plain normal_fill.
+// (rank, world): the data-parallel ones (with --cp, the group's index and the group count: a group's ranks draw alike)
+static void rank_normal_fill(float* out, size_t nB, uint64_t seed, uint64_t* offset, int rank, int world,
+                             cudaStream_t s) {
+    normal_fill(out, nB, seed, *offset + (uint64_t)rank * nB, 0.f, 1.f, s);
+    *offset += (uint64_t)world * nB;
 }
 
 // an error that one rank can meet alone (a file, the device's memory): on one rank the message and rc as always; with
@@ -149,7 +152,9 @@ typedef struct {
     const WanConfig* c;
     char err[ST_ERRLEN];
     int baseline, stage2, stage_id; // stage_id: 1 Stage 1, 2 Stage 2, 3 the baseline (the streams' salt)
-    Comm dp;                        // data parallelism: one rank without mpirun
+    Comm dp;                        // every rank (one without mpirun): the gradients' all-reduce, sharding, aborts
+    Comm cpg;                       // --cp: the ranks sharing each sample (distill_cp_split; unused with cp 1)
+    int drank, dworld;              // data parallelism: this rank's group and the groups (dp's rank, world at cp 1)
     TrainData td;                   // x, c ~ p_data: the world's stream or --data's latents, this rank's share
     StudentConfig sc;
     size_t nw, ns, nd;  // parameters: the teacher's (= the fake score's), the student's, the discriminator's
@@ -201,6 +206,50 @@ typedef struct {
     double la, lb, lg, ld;
 } StepSums;
 
+// setup, --cp K2: the world's ranks in groups of K2 consecutive ones (lib/cp.h cp_groups_init), each group sharing
+// its samples' tokens (gpu/cp_gpu.cuh); the groups are the data-parallel ranks: the data, the noise and the draws are
+// split over them (drank, dworld), so a group's ranks draw the same samples. Without --cp, every rank is its own
+// group. 0, or 2 with the error printed (every rank)
+static int distill_cp_split(DistillRun* run) {
+    int K2 = run->o->cp > 1 ? run->o->cp : 1, K = run->dp.world;
+    CpGroups g; // lib/cp.h: rank r at place r mod K2 of group r / K2
+    if (cp_groups_init(&g, K, K2, run->dp.rank, run->err, sizeof(run->err)))
+        return distill_fail(&run->dp, run->err, 2);
+    run->drank = g.group;
+    run->dworld = g.groups;
+    if (K2 == 1) return 0;
+    comm_split(&run->dp, &run->cpg, g.group, g.place);
+    if (run->dp.rank == 0)
+        printf("context parallelism: %d ranks, %d group%s of %d sharing each sample's tokens (the data split over %d "
+               "data-parallel rank%s)\n",
+               K, run->dworld, run->dworld > 1 ? "s" : "", K2, run->dworld, run->dworld > 1 ? "s" : "");
+    return 0;
+}
+
+// setup, --cp: what a CP step cannot do yet, refused before anything is allocated: the tokens and the heads must split
+// evenly over the group (lib/cp.h cp_layout_init), and the GAN terms' discriminator convolves the whole latent grid of
+// the teacher's features, whose gather over the group is not done (gpu/distill_gpu.cuh dmd_gpu_work_attach_disc).
+// 0, or 2 with the error printed
+static int distill_cp_check(DistillRun* run) {
+    const WanConfig* c = run->c;
+    const TrainData* td = &run->td;
+    if (run->o->cp <= 1) return 0;
+    CpLayout lay;
+    int L = (td->T / c->patch[0]) * (td->H / c->patch[1]) * (td->W / c->patch[2]);
+    if (cp_layout_init(&lay, run->o->cp, run->cpg.rank, run->B, L, c->num_heads, wan_head_dim(c), run->err,
+                       sizeof(run->err)))
+        return distill_fail(&run->dp, run->err, 2);
+    if (run->gan) {
+        snprintf(run->err, sizeof(run->err),
+                 "--cp %d with the GAN terms (--gan-weight %g): the discriminator's heads convolve the whole latent "
+                 "grid of the teacher's features, and their gather over the CP group is not done yet; run Stage 2 "
+                 "with --gan-weight 0 under --cp, or without --cp",
+                 run->o->cp, run->o->gan_weight);
+        return distill_fail(&run->dp, run->err, 2);
+    }
+    return 0;
+}
+
 // setup, the stage and its sizes: the data (this rank's share), the student's and the discriminator's configs, the
 // micro-batch and the gradient accumulation. 0, or 2 with the error printed
 static int distill_config(DistillRun* run, const TmdRun* o, const WanConfig* c) {
@@ -213,9 +262,10 @@ static int distill_config(DistillRun* run, const TmdRun* o, const WanConfig* c) 
     comm_init(&run->dp, NULL, NULL); // data parallelism: one rank without mpirun
     if (run->dp.rank > 0 && !freopen("/dev/null", "w", stdout))
         comm_abort(&run->dp, "cannot silence stdout"); // rank 0 logs; every rank's stderr stays
+    if (distill_cp_split(run)) return 2;
     if (o->bench
             ? train_data_open_synthetic(&run->td, c, o->lat_t, o->lat_h, o->lat_w, (uint64_t)o->seed, err)
-            : train_data_open(&run->td, o->data, c, (uint64_t)o->seed, run->stage_id, run->dp.rank, run->dp.world, err))
+            : train_data_open(&run->td, o->data, c, (uint64_t)o->seed, run->stage_id, run->drank, run->dworld, err))
         return distill_fail(&run->dp, err, 2);
     StudentConfig* sc = &run->sc;
     sc->wan = *c;
@@ -247,16 +297,19 @@ static int distill_config(DistillRun* run, const TmdRun* o, const WanConfig* c) 
     else if (gan)
         run->dcfg = disc_config(c, o->disc_width / 2, o->disc_width / 2, o->disc_width, o->disc_width, o->disc_width);
     run->nd = gan ? disc_num_params(&run->dcfg) : 0;
-    run->gscale = 1.0 / run->dp.world;
+    if (distill_cp_check(run)) return 2;
+    // the world's all-reduce sums every rank's gradient: a CP group's ranks hold parts of one gradient (their tokens'),
+    // so 1/dworld makes the sum the mean over the data-parallel groups (1/ranks without --cp)
+    run->gscale = 1.0 / run->dworld;
     // gradient accumulation: A micro-batches of B per optimizer step; 0 asks for Table 7's global batch over the ranks
     Table7 t7a;
     int A = o->accum;
-    if (A < 1) A = table7_for(c, &t7a) ? (t7a.global_batch + run->dp.world * B - 1) / (run->dp.world * B) : 1;
+    if (A < 1) A = table7_for(c, &t7a) ? (t7a.global_batch + run->dworld * B - 1) / (run->dworld * B) : 1;
     run->A = A;
     run->mscale = 1.0 / ((double)B * A);
     if (A > 1 && run->dp.rank == 0)
         printf("gradient accumulation: %d micro-batches of %d per optimizer step%s: a batch of %d per step\n", A, B,
-               run->dp.world > 1 ? " on each rank" : "", A * B * run->dp.world);
+               run->dworld > 1 ? " on each data-parallel rank" : "", A * B * run->dworld);
     return 0;
 }
 
@@ -296,7 +349,7 @@ static void distill_host_init(DistillRun* run, float* teacher) {
     ts_meta_u64(want, "N", o->N);
     ts_meta_u64(want, "head_blocks", o->H);
     ts_meta_u64(want, "batch",
-                (uint64_t)run->B * run->dp.world); // the global batch (gpu/train_state.h ts_check_layout)
+                (uint64_t)run->B * run->dworld); // the global batch (gpu/train_state.h ts_check_layout)
     if (run->A > 1)
         ts_meta_u64(want, "accum", (uint64_t)run->A); // (absent: 1, as checkpoints written before accumulation)
     if (run->stage2) {
@@ -350,7 +403,7 @@ static int distill_resume(DistillRun* run) {
         TsMeta have;
         uint64_t ranks_before = 1; // the rank count that wrote it (absent: 1)
         if (ts_load(o->resume, run->bufs, run->nbufs, &have, err) ||
-            ts_check_layout(&have, run->dp.world, run->B, o->resume, err) ||
+            ts_check_layout(&have, run->dworld, run->B, o->resume, err) ||
             ts_check_settings(&have, &run->want, o->resume, err) ||
             ts_meta_get_u64(&have, "step", &run->step, o->resume, err) ||
             ts_meta_get_u64(&have, "student_steps", &run->s_steps, o->resume, err) ||
@@ -514,14 +567,15 @@ static void distill_work_init(DistillRun* run) {
     }
     run->dcf = stage_dmd_config(o->M, run->gan ? o->gan_weight : 0, o->update_every);
     run->dcf.cfg = o->cfg_dmd >= 0 ? o->cfg_dmd : stage_cfg_dmd(t7); // the world: the CPU reference's 2; Table 7: 5
+    Comm* cp = o->cp > 1 ? &run->cpg : NULL; // --cp: every DiT pass of the step on this rank's tokens
     if (!run->stage2)
-        tmmf_gpu_work_init(&run->tw, &run->sc, B, td->T, td->H, td->W);
+        tmmf_gpu_work_init(&run->tw, &run->sc, B, td->T, td->H, td->W, cp);
     else {
         GenGpu* G = &run->G;
-        gen_gpu_init(G, !run->baseline, &run->sc, B, td->T, td->H, td->W, o->N, run->tcf.gamma_inner);
+        gen_gpu_init(G, !run->baseline, &run->sc, B, td->T, td->H, td->W, o->N, run->tcf.gamma_inner, cp);
         G->S = &run->S;
         G->P = &run->Pm;
-        dmd_gpu_work_init(&run->dw, run->c, B, td->T, td->H, td->W, &G->bb);
+        dmd_gpu_work_init(&run->dw, run->c, B, td->T, td->H, td->W, &G->bb, cp);
         if (run->gan) dmd_gpu_work_attach_disc(&run->dw, &run->D, &run->T.w);
     }
     run->s0 = 0;
@@ -575,6 +629,27 @@ static void distill_zero_grads(DistillRun* run, int student_turn) {
     }
 }
 
+// --cp: the ranks of a group must hold the same samples and draws: their collectives pair up only while every rank takes
+// the same branches (TM-MF's guided pass and difference quotients depend on each sample's draws), so a mismatch would
+// hang the group. A checksum of n bytes compared over the group (one all-reduce of a double) turns it into an error.
+static void distill_cp_same(DistillRun* run, const void* bytes, size_t n, const char* what) {
+    if (run->o->cp <= 1) return;
+    uint64_t h = 1469598103934665603ull; // FNV-1a
+    for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char*)bytes)[i]) * 1099511628211ull;
+    double c = (double)(h >> 24), sum = c; // < 2^40: K2 of them sum exactly in a double
+    cudaCheck(cudaMemcpy(run->scratch, &sum, sizeof(double), cudaMemcpyHostToDevice));
+    comm_all_reduce(&run->cpg, run->scratch, 1, COMM_F64, run->s0);
+    cudaCheck(cudaMemcpy(&sum, run->scratch, sizeof(double), cudaMemcpyDeviceToHost));
+    if (sum != c * run->cpg.world) {
+        snprintf(run->err, sizeof(run->err),
+                 "context parallelism: the ranks of group %d hold different %s at step %llu (a checksum differs); a "
+                 "group's ranks must draw the same samples (lib/cp.h cp_groups_init: the data, the noise and the draws "
+                 "are split by the group, not the rank)",
+                 run->drank, what, (unsigned long long)run->step + 1);
+        comm_abort(&run->dp, run->err);
+    }
+}
+
 // Algorithm 2, "Given x ~ p_data, x1 ~ N(0, I)": micro-batch k's clips and captions, x1, the inner noise y1 and, in
 // Stage 2, ε for x̂_t (Philox). 0, or 1 with the error printed
 static int distill_draw_batch(DistillRun* run, int k) {
@@ -584,12 +659,14 @@ static int distill_draw_batch(DistillRun* run, int k) {
     // x, c ~ p_data (--bench: one synthetic batch, made once: the steps time the GPU, not the host's normals)
     if ((!o->bench || (run->step == 0 && k == 0)) && train_data_next(&run->td, B, run->clips, run->ctx, run->err))
         return distill_fail(&run->dp, run->err, 1);
+    distill_cp_same(run, run->clips, sizeof(float) * run->numel * B, "data samples");
     cudaCheck(cudaMemcpy(run->x_d, run->clips, sizeof(float) * run->numel * B, cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(run->ctx_d, run->ctx, sizeof(float) * run->nctx * B, cudaMemcpyHostToDevice));
     size_t nB = run->numel * B;
-    rank_normal_fill(run->x1, nB, run->philox_seed, &run->philox_offset, &run->dp, s0); // x1 ~ N(0, I)
-    rank_normal_fill(run->y1, nB, run->philox_seed, &run->philox_offset, &run->dp, s0); // y1 ~ N(0, I) (inner noise)
-    if (run->stage2) rank_normal_fill(run->eps, nB, run->philox_seed, &run->philox_offset, &run->dp, s0); // ε for x̂_t
+    uint64_t* off = &run->philox_offset;
+    rank_normal_fill(run->x1, nB, run->philox_seed, off, run->drank, run->dworld, s0); // x1 ~ N(0, I)
+    rank_normal_fill(run->y1, nB, run->philox_seed, off, run->drank, run->dworld, s0); // y1 ~ N(0, I) (inner noise)
+    if (run->stage2) rank_normal_fill(run->eps, nB, run->philox_seed, off, run->drank, run->dworld, s0); // ε for x̂_t
     return 0;
 }
 
@@ -598,13 +675,14 @@ static int distill_draw_batch(DistillRun* run, int k) {
 // student's gradient accumulated
 static void tmmf_accumulate(DistillRun* run, StepSums* l) {
     int B = run->B, A = run->A;
-    TmmfDraw d, other; // the global batch's draws; this rank keeps its B
+    TmmfDraw d, other; // the global batch's draws; this data-parallel rank keeps its B
     memset(&d, 0, sizeof(d));
     d.B = B;
-    for (int g = 0; g < run->dp.world * B; g++) {
-        int b = g - run->dp.rank * B, mine = b >= 0 && b < B;
+    for (int g = 0; g < run->dworld * B; g++) {
+        int b = g - run->drank * B, mine = b >= 0 && b < B;
         tmmf_draw_sample(mine ? &d : &other, mine ? b : 0, &run->tcf, &run->rng, NULL, NULL, 0);
     }
+    distill_cp_same(run, &d, sizeof(d), "draws (t, s, r, dropout)");
     TmmfGpuStats st = tmmf_gpu_step(&run->S, &run->tw, &d, run->x_d, run->x1, run->y1, run->ctx_d, run->neg_d,
                                     &run->tcf, run->mscale, 1);
     l->finite &= st.finite;
@@ -616,14 +694,15 @@ static void tmmf_accumulate(DistillRun* run, StepSums* l) {
 
 // Stage 2's draws (Sec. 3.2): each sample's t_i (x_{t_i} from real data) and the VSD loss's t, from the host stream
 static void dmd_draw(DistillRun* run, DmdDraw* d) {
-    DmdDraw other; // the global batch's draws; this rank keeps its B
+    DmdDraw other; // the global batch's draws; this data-parallel rank keeps its B
     int B = run->B;
     memset(d, 0, sizeof(*d));
     d->B = B;
-    for (int g = 0; g < run->dp.world * B; g++) {
-        int b = g - run->dp.rank * B, mine = b >= 0 && b < B;
+    for (int g = 0; g < run->dworld * B; g++) {
+        int b = g - run->drank * B, mine = b >= 0 && b < B;
         dmd_draw_sample(mine ? d : &other, mine ? b : 0, &run->dcf, &run->rng, NULL, NULL, NULL, 0);
     }
+    distill_cp_same(run, d, sizeof(*d), "draws (t_i, t)");
 }
 
 // Algorithm 2, else (Stage 2, Sec. 3.2): x̂ = x_{t_i} − t_i·INNERFLOW(m_θ(x_{t_i})) (Eq. 15, 17) and L = VSD(x̂) +
@@ -668,7 +747,8 @@ static void distill_update(DistillRun* run, int student_turn, const StepSums* l)
     int finite = l->finite;
     StepSums mean = *l;
     // every rank skips the update together (the sharded step is a collective): any rank's non-finite loss; the logged
-    // losses are the means over the ranks (each rank's is the mean over its B)
+    // losses are the means over the ranks (each rank's is the mean over its B; --cp: a group's ranks hold the same
+    // losses, bit for bit, from the whole outputs every one of them holds, so this is the groups' mean)
     if (dp->world > 1) {
         double r[5] = {(double)finite, l->la, l->lb, l->lg, l->ld};
         cudaCheck(cudaMemcpy(run->scratch, r, sizeof(r), cudaMemcpyHostToDevice));
@@ -879,6 +959,7 @@ static void distill_teardown(DistillRun* run) {
     shard_opt_free(&run->so_f);
     shard_opt_free(&run->so_d);
     gemm_free();
+    if (run->o->cp > 1) comm_finalize(&run->cpg);
     comm_finalize(&run->dp);
     cudaCheck(cudaFree(run->x_d));
     cudaCheck(cudaFree(run->ctx_d));
@@ -1810,8 +1891,9 @@ int main(int argc, char** argv) {
         FLAG_INT_R("--ranks", &plan_ranks, 1, 65536,
                    "--plan: GPUs every model is sharded over (fully sharded data parallelism)"),
         FLAG_INT_R("--cp", &plan_cp, 1, 1024,
-                   "--plan: context parallelism, GPUs that split each sample's tokens (divides --ranks, the heads and "
-                   "the tokens); training runs do not take it yet (README: Multi-GPU)"),
+                   "context parallelism: GPUs that split each sample's tokens (divides the ranks, the heads and the "
+                   "tokens): with --plan, of --ranks; with one --stage stage1, stage2 or baseline, of mpirun -np K "
+                   "(K/cp data-parallel groups; not yet with the GAN terms: --gan-weight 0)"),
         FLAG_DOUBLE_R("--gpu-mem", &plan_gpu_gib, 1, 1e6,
                       "--plan: one GPU's memory in GiB (an H100 80GB has 79.6 GiB, an H200 140.4)"),
         FLAG_END};
@@ -1859,12 +1941,20 @@ int main(int argc, char** argv) {
     if (plan_only)
         return train_tmd_plan(argc, argv, preset, stage, batch, tr, kd_tmd, kd_pairs, plan_ranks, plan_cp, plan_gpu_gib,
                               recompute);
-    if (flag_given(argc, argv, "--ranks") || flag_given(argc, argv, "--cp") || flag_given(argc, argv, "--gpu-mem")) {
-        fprintf(
-            stderr,
-            "error: --ranks, --cp and --gpu-mem go with --plan (a training run takes its ranks from mpirun -np K)\n");
+    int cp_stage = stage && (!strcmp(stage, "stage1") || !strcmp(stage, "stage2") || !strcmp(stage, "baseline"));
+    if (flag_given(argc, argv, "--ranks") || flag_given(argc, argv, "--gpu-mem")) {
+        fprintf(stderr, "error: --ranks and --gpu-mem go with --plan (a training run takes its ranks from mpirun -np "
+                        "K)\n");
         return 2;
     }
+    if (flag_given(argc, argv, "--cp") && !cp_stage) {
+        fprintf(stderr,
+                "error: --cp goes with --plan or one --stage stage1, stage2 or baseline (their steps split each "
+                "sample's tokens over the group); %s%s runs each sample on one rank: drop --cp\n",
+                stage ? "--stage " : "the pipeline", stage ? stage : "");
+        return 2;
+    }
+    tr.cp = plan_cp; // the distillation stages' context parallelism (train_tmd_distill: distill_cp_split)
     if (tr.bench && (!stage || (strcmp(stage, "stage1") && strcmp(stage, "stage2") && strcmp(stage, "baseline")) ||
                      tr.data || tr.resume || steps >= 0)) {
         fprintf(stderr, "error: --bench N times N steps of one --stage stage1, stage2 or baseline on synthetic data: "

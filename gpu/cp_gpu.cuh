@@ -74,3 +74,41 @@ static void cp_gpu_heads_to_seq(const WanCp* cp, floatX* seq, const floatX* head
     comm_all_to_all(cp->comm, cp->recv, cp->send, cp_a2a_count(p), cp_floatx_type(), s);
     cp_transpose12_gpu<floatX>(seq, cp->recv, (size_t)p->K2, (size_t)p->B * p->Lr, (size_t)p->Hk * p->d, s);
 }
+
+// The latent-side steps around a CP model (what gpu/wan_gpu.cuh does inline for the DiT, here for other readers of a
+// CP plan's grids: the TMD student's flow head, gpu/tmd_gpu.cuh). Each uses the group's scratch (patches, y_all, y)
+// between two of the plan's own uses, so only one at a time, on the plan's stream.
+
+// patches [B·Lr, in·P] = this rank's rows of patchify(x) (x the whole latent [B, C, T, Hl, Wl], the same on every rank)
+static void cp_gpu_patch_rows(const WanCp* cp, float* patches, const float* x, cudaStream_t s) {
+    const CpLayout* p = &cp->lay;
+    patchify_forward<float>(cp->patches, x, cp->g, s);
+    cp_copy_rows_gpu(patches, p->Lr, 0, cp->patches, p->L, cp_first_token(p), p->Lr, p->B, (size_t)cp->g.P, s);
+}
+
+// dx (+=) [B, C, T, Hl, Wl] = the whole latent's gradient of this rank's patch rows dpatch [B·Lr, in·P]: zero outside
+// this rank's tokens (the group's parts sum to the whole; a per-token reader downstream reads only its own rows)
+static void cp_gpu_patch_rows_backward(const WanCp* cp, float* dx, const float* dpatch, cudaStream_t s) {
+    const CpLayout* p = &cp->lay;
+    cudaCheck(cudaMemsetAsync(cp->patches, 0, sizeof(float) * p->B * p->L * cp->g.P, s));
+    cp_copy_rows_gpu(cp->patches, p->L, cp_first_token(p), dpatch, p->Lr, 0, p->Lr, p->B, (size_t)cp->g.P, s);
+    patchify_backward<float>(dx, cp->patches, cp->g, s);
+}
+
+// out [B, out_dim, T, Hl, Wl] (the whole latent, every rank of the group) = unpatchify of the group's head rows
+// y [B·Lr, out·P] all-gathered in token order
+static void cp_gpu_gather_out(const WanCp* cp, float* out, const float* y, cudaStream_t s) {
+    const CpLayout* p = &cp->lay;
+    size_t rows = (size_t)p->B * p->Lr * cp->g_out.P;
+    comm_all_gather(cp->comm, cp->y_all, y, rows, COMM_F32, s);
+    cp_transpose12_gpu<float>(cp->y, cp->y_all, (size_t)p->K2, (size_t)p->B, (size_t)p->Lr * cp->g_out.P, s);
+    unpatchify_forward<float>(out, cp->y, cp->g_out, s);
+}
+
+// dy [B·Lr, out·P] = this rank's rows of unpatchify's backward of dout (the whole latent's, the same on every rank:
+// the losses are)
+static void cp_gpu_out_rows_backward(const WanCp* cp, float* dy, const float* dout, cudaStream_t s) {
+    const CpLayout* p = &cp->lay;
+    unpatchify_backward<float>(cp->y, dout, cp->g_out, s);
+    cp_copy_rows_gpu(dy, p->Lr, 0, cp->y, p->L, cp_first_token(p), p->Lr, p->B, (size_t)cp->g_out.P, s);
+}

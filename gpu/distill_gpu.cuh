@@ -59,7 +59,10 @@ static float* tmd_dalloc_(size_t n, const char* what) {
     return (float*)cuda_malloc_named(sizeof(float) * (n ? n : 1), what, WAN_GPU_OOM_HINT);
 }
 
-static void tmmf_gpu_work_init(TmmfGpuWork* w, const StudentConfig* sc, int B, int T, int Hl, int Wl) {
+// cp: context parallelism, the group sharing each sample (NULL: none; gpu/cp_gpu.cuh): the backbones and the head
+// evaluations hold this rank's tokens, every output (u, and so the loss and its normaliser) is the whole sample's on
+// every rank of the group, and the gradients are this rank's tokens' part (summed by the step's all-reduce)
+static void tmmf_gpu_work_init(TmmfGpuWork* w, const StudentConfig* sc, int B, int T, int Hl, int Wl, Comm* cp = NULL) {
     memset(w, 0, sizeof(*w));
     const WanConfig* c = &sc->wan;
     char err[ST_ERRLEN];
@@ -71,6 +74,7 @@ static void tmmf_gpu_work_init(TmmfGpuWork* w, const StudentConfig* sc, int B, i
     WanGpuActOpts o;
     memset(&o, 0, sizeof(o));
     o.blocks = c->num_layers - sc->head_blocks;
+    o.cp = cp;
     if (wan_gpu_act_init_opts(&w->bb, c, B, c->in_dim, T, Hl, Wl, 1, &o, err)) {
         fprintf(stderr, "TM-MF: %s\n", err);
         exit(1);
@@ -297,8 +301,9 @@ typedef struct {
     double t[TMD_MAX_BATCH];
 } GenGpu;
 
+// cp: context parallelism (NULL: none; as tmmf_gpu_work_init): x̂ is the whole sample's on every rank of the group
 static void gen_gpu_init(GenGpu* G, int tmd, const StudentConfig* sc, int B, int T, int Hl, int Wl, int N,
-                         double gamma_inner) {
+                         double gamma_inner, Comm* cp = NULL) {
     memset(G, 0, sizeof(*G));
     char err[ST_ERRLEN];
     G->tmd = tmd;
@@ -306,6 +311,7 @@ static void gen_gpu_init(GenGpu* G, int tmd, const StudentConfig* sc, int B, int
     WanGpuActOpts o;
     memset(&o, 0, sizeof(o));
     o.blocks = tmd ? sc->wan.num_layers - sc->head_blocks : 0;
+    o.cp = cp;
     if (wan_gpu_act_init_opts(&G->bb, &sc->wan, B, sc->wan.in_dim, T, Hl, Wl, 1, &o, err)) {
         fprintf(stderr, "generator: %s\n", err);
         exit(1);
@@ -418,6 +424,7 @@ static void dmd_gpu_fwd_plan_(DmdGpuWork* w, const int* keep, int n_keep) {
     memset(&o, 0, sizeof(o));
     char err[ST_ERRLEN];
     o.share = w->lender ? w->lender : w->a_train.recompute ? &w->a_train : NULL;
+    o.cp = w->a_train.cp ? w->a_train.cp->comm : NULL; // the training plan's group
     o.n_keep = n_keep;
     for (int k = 0; k < n_keep; k++) o.keep[k] = keep[k];
     const WanGpuAct* a = &w->a_train;
@@ -428,9 +435,10 @@ static void dmd_gpu_fwd_plan_(DmdGpuWork* w, const int* keep, int n_keep) {
 }
 
 // lender: a training plan of the same shapes whose block set and scratch the critic side's plans may borrow (the
-// generator's backbone, G->bb; used only when it recomputes; NULL: none)
-static void dmd_gpu_work_init(DmdGpuWork* w, const WanConfig* c, int B, int T, int Hl, int Wl,
-                              const WanGpuAct* lender) {
+// generator's backbone, G->bb; used only when it recomputes; NULL: none). cp: context parallelism (NULL: none; the
+// lender's group when it has one): the fake score's and the teacher's outputs are the whole sample's on every rank
+static void dmd_gpu_work_init(DmdGpuWork* w, const WanConfig* c, int B, int T, int Hl, int Wl, const WanGpuAct* lender,
+                              Comm* cp = NULL) {
     memset(w, 0, sizeof(*w));
     char err[ST_ERRLEN];
     w->lender =
@@ -438,6 +446,7 @@ static void dmd_gpu_work_init(DmdGpuWork* w, const WanConfig* c, int B, int T, i
     WanGpuActOpts o;
     memset(&o, 0, sizeof(o));
     o.share = w->lender;
+    o.cp = cp;
     if (wan_gpu_act_init_opts(&w->a_train, c, B, c->in_dim, T, Hl, Wl, 1, &o, err)) {
         fprintf(stderr, "DMD2-v: %s\n", err);
         exit(1);
@@ -460,6 +469,12 @@ static void dmd_gpu_work_init(DmdGpuWork* w, const WanConfig* c, int B, int T, i
 static void dmd_gpu_work_attach_disc(DmdGpuWork* w, DiscGpuModel* D, const WanGpuWeights* T) {
     const DiscConfig* dc = &D->dc;
     if (dc->n_heads <= 0) return;
+    if (w->a_train.cp) { // the heads convolve the whole latent grid of features; a CP plan holds this rank's tokens
+        fprintf(stderr, "DMD2-v discriminator: context parallelism (cp %d) holds each rank's tokens of the teacher's "
+                        "features, and their gather over the group for the Conv3D heads is not done yet; run the GAN "
+                        "terms without --cp (or --gan-weight 0 with it)\n", w->a_train.cp->lay.K2);
+        exit(1);
+    }
     WanConfig c = w->a_train.cfg;
     PatchGrid g = w->a_train.g;
     w->D = D;

@@ -144,6 +144,7 @@ typedef struct {
     float *g, *dfh, *dff, *dff2, *dp, *dcat, *dmodf, *de_h, *de0_h, *dse, *da, *dh, *red;
     WanGpuArena arena;
     char* base;
+    char* cp_base; // context parallelism (the backbone's WanGpuAct.cp): the whole output and the blocks' CP buffers
 } TmdGpuHeadAct;
 
 static void head_gpu_carve_(TmdGpuHeadAct* a, const StudentConfig* sc, const WanGpuAct* bb) {
@@ -170,6 +171,64 @@ static void head_gpu_carve_(TmdGpuHeadAct* a, const StudentConfig* sc, const Wan
     }
 }
 
+// context parallelism (the backbone bb's WanGpuActOpts.cp, gpu/cp_gpu.cuh): the evaluation holds this rank's
+// Lr = L / cp tokens (a->L is bb's, already Lr), as the backbone's feature m does. Everything before the blocks is
+// per token or per sample (the patch embedding of this rank's rows of y, the fusion with m's rows, the time MLPs), the
+// blocks attend over the group as the backbone's do, and the head's rows are all-gathered: a->out is the WHOLE
+// output on every rank of the group (as a CP DiT's out), in a buffer beside the arena. Own block sets (no recompute)
+// get the head-sharded buffers gpu/wan_gpu.cuh gives its own (the recompute's borrowed set has them already).
+static void head_gpu_cp_alloc_(TmdGpuHeadAct* a, const StudentConfig* sc, const WanGpuAct* bb) {
+    const WanCp* cp = bb->cp;
+    const CpLayout* p = &cp->lay;
+    size_t nloc = (size_t)p->B * p->Lr * p->H * p->d, att = bb->flash ? 0 : (size_t)p->B * p->Hk * p->L * p->L;
+    int nsets = a->recompute ? 0 : sc->head_blocks;
+    WanGpuArena ar;
+    memset(&ar, 0, sizeof(ar));
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) {
+            a->cp_base = (char*)cuda_malloc_named(ar.used, "flow-head context-parallel buffers", WAN_GPU_OOM_HINT);
+            memset(&ar, 0, sizeof(ar));
+            ar.base = a->cp_base;
+        }
+        a->out = wan_gpu_take<float>(&ar, (size_t)p->B * p->L * cp->g_out.P, "head.cp.out");
+        for (int k = 0; k < nsets; k++) {
+            WanGpuBlockAct* b = &a->blocks[k];
+            b->qh = wan_gpu_take<floatX>(&ar, nloc, "head.cp.block");
+            b->kh = wan_gpu_take<floatX>(&ar, nloc, "head.cp.block");
+            b->vh = wan_gpu_take<floatX>(&ar, nloc, "head.cp.block");
+            b->aoh = wan_gpu_take<floatX>(&ar, nloc, "head.cp.block");
+            b->atth = wan_gpu_take<float>(&ar, att, "head.cp.block");
+            b->cp = cp;
+        }
+    }
+}
+
+// the patch embedding p of y [B, C, T, Hl, Wl] (a CP backbone: this rank's tokens' rows of it)
+static void head_gpu_patch_embed_(TmdGpuHeadAct* a, const WanGpuWeights* W, const WanGpuAct* bb, const float* y,
+                                  cudaStream_t st) {
+    PatchGrid g = bb->g;
+    if (!bb->cp) {
+        wan_gpu_patch_embed_forward(a->p, a->patches, W, &g, y, st);
+        return;
+    }
+    cp_gpu_patch_rows(bb->cp, a->patches, y, st);
+    matmul_forward<float>(a->p, NULL, a->patches, W->P.patch_embedding_weight, W->P.patch_embedding_bias, a->B * a->L,
+                          g.P, W->cfg.dim, 0, st);
+}
+// its backward from a->dp: dP (+=, may be NULL), dy (+=, may be NULL; a CP backbone: zero outside this rank's tokens)
+static void head_gpu_patch_embed_backward_(WanParamsF* dP, float* dy, TmdGpuHeadAct* a, const WanGpuWeights* W,
+                                           const WanGpuAct* bb, WanGpuScratch* sc, cudaStream_t st) {
+    PatchGrid g = bb->g;
+    if (!bb->cp || !dy) {
+        wan_gpu_patch_embed_backward(dP, dy, a->dp, a->patches, W, &g, sc, st);
+        return;
+    }
+    matmul_backward<float>(sc->dpatch, dP ? dP->patch_embedding_weight : NULL, dP ? dP->patch_embedding_bias : NULL,
+                           sc->red, a->dp, a->patches, W->P.patch_embedding_weight, NULL, a->B * a->L, g.P,
+                           W->cfg.dim, 0, st);
+    cp_gpu_patch_rows_backward(bb->cp, dy, sc->dpatch, st);
+}
+
 // plans one head evaluation for the backbone activations bb (same batch, grid and attention path)
 static void head_gpu_act_init(TmdGpuHeadAct* a, const StudentConfig* sc, const WanGpuAct* bb) {
     memset(a, 0, sizeof(*a));
@@ -189,9 +248,11 @@ static void head_gpu_act_init(TmdGpuHeadAct* a, const StudentConfig* sc, const W
     a->arena.used = 0;
     a->arena.ne = 0;
     head_gpu_carve_(a, sc, bb);
+    if (bb->cp) head_gpu_cp_alloc_(a, sc, bb);
 }
 static void head_gpu_act_free(TmdGpuHeadAct* a) {
     cudaCheck(cudaFree(a->base));
+    if (a->cp_base) cudaCheck(cudaFree(a->cp_base));
     memset(a, 0, sizeof(*a));
 }
 
@@ -301,7 +362,7 @@ static void head_gpu_forward(TmdGpuHeadAct* a, const TmdGpuStudent* S, const Wan
     matmul_forward<float>(a->e0_h, NULL, a->se_h, W->P.time_projection_1_weight, W->P.time_projection_1_bias, B, D,
                           6 * D, 0, st);
     PatchGrid g = bb->g;
-    wan_gpu_patch_embed_forward(a->p, a->patches, W, &g, y, st);
+    head_gpu_patch_embed_(a, W, bb, y, st);
     float* h = a->xs;
     if (sc->fusion == FUSION_GATED) {
         fusion_mod_kernel<<<tmd_blocks_((size_t)B * D), 256, 0, st>>>(a->fmod, a->G, X->fuse_modulation, a->e0_h,
@@ -323,11 +384,14 @@ static void head_gpu_forward(TmdGpuHeadAct* a, const TmdGpuStudent* S, const Wan
         wan_gpu_block_forward(a->xs + (size_t)(k + 1) * ND, &a->blocks[k], W, Lb + k, a->xs + (size_t)k * ND, a->e0_h,
                               bb->text.c, bb->rope, bb->flash, &g, st);
     PatchGrid go = bb->g_out;
-    wan_gpu_head_forward(a->out, &a->head, W, &go, a->xs + (size_t)sc->head_blocks * ND, a->e_h, st);
+    wan_gpu_head_forward(bb->cp ? NULL : a->out, &a->head, W, &go, a->xs + (size_t)sc->head_blocks * ND, a->e_h, st);
+    if (bb->cp) cp_gpu_gather_out(bb->cp, a->out, a->head.y, st); // the group's rows: the whole head_θ on every rank
 }
 
 // dout = d head_θ → S's gradients (+=; with_grads 0: none), dm (+=, [N, D]), dc (+=, [B·text_len, D] fp32, may be
 // NULL), dy (+=, [B, C, T, Hl, Wl], may be NULL). bb must be planned for training (its backward scratch is used).
+// A CP backbone: dout is the whole output's gradient (the same on every rank), of which this rank reads its tokens'
+// rows; the parameter gradients, dc and dy are this rank's tokens' part (dy zero elsewhere), dm is its rows' own.
 static void head_gpu_backward(TmdGpuStudent* S, int with_grads, float* dm, float* dc, float* dy, const float* dout,
                               TmdGpuHeadAct* a, WanGpuAct* bb) {
     const StudentConfig* sc = &S->sc;
@@ -345,7 +409,8 @@ static void head_gpu_backward(TmdGpuStudent* S, int with_grads, float* dm, float
     cudaCheck(cudaMemsetAsync(a->g, 0, sizeof(float) * ND, st));
     cudaCheck(cudaMemsetAsync(a->de_h, 0, sizeof(float) * B * D, st));
     cudaCheck(cudaMemsetAsync(a->de0_h, 0, sizeof(float) * B * 6 * D, st));
-    wan_gpu_head_backward(dP, a->g, a->de_h, dout, &a->head, W, &go, a->xs + (size_t)H * ND, sc_, st);
+    if (bb->cp) cp_gpu_out_rows_backward(bb->cp, sc_->dy, dout, st); // this rank's rows of d head_θ
+    wan_gpu_head_backward(dP, a->g, a->de_h, bb->cp ? NULL : dout, &a->head, W, &go, a->xs + (size_t)H * ND, sc_, st);
     for (int k = H - 1; k >= 0; k--) {
         if (a->recompute) // block k's activations, rebuilt from its kept input xs[k] into the backbone's one set
             wan_gpu_block_forward(NULL, &a->blocks[k], W, Lb + k, a->xs + (size_t)k * ND, a->e0_h, bb->text.c, bb->rope,
@@ -381,7 +446,7 @@ static void head_gpu_backward(TmdGpuStudent* S, int with_grads, float* dm, float
         concat_backward_kernel<<<tmd_blocks_(ND), 256, 0, st>>>(dm, a->dp, a->dcat, N, D);
         cudaCheck(cudaGetLastError());
     }
-    wan_gpu_patch_embed_backward(dP, dy, a->dp, a->patches, W, &g, sc_, st);
+    head_gpu_patch_embed_backward_(dP, dy, a, W, bb, sc_, st);
     // e0_h = TP(SiLU(e_h)); e_h = e_s + e_d
     matmul_backward<float>(a->dse, dP ? dP->time_projection_1_weight : NULL, dP ? dP->time_projection_1_bias : NULL,
                            a->red, a->de0_h, a->se_h, W->P.time_projection_1_weight, NULL, B, D, 6 * D, 0, st);
@@ -479,6 +544,8 @@ static void rollout_gpu_backward(TmdGpuStudent* S, float* dm, float* dc, const f
             }
             head_gpu_forward(a, S, bb, ro->m, rollout_gpu_y(ro, j), sv, rv);
         }
+        // (a CP backbone: dy's rows of this rank's tokens are whole, the others lack the other ranks' head paths; each
+        // step's head backward reads only this rank's rows of dhead, and ŷ's gradient goes nowhere else)
         combine3(dhead, coef3_all(1, ds, 0, 0), dy, dy, NULL, 1, ro->numel, st);
         head_gpu_backward(S, 1, dm, dc, j < ro->N ? dy : NULL, dhead, a, bb); // d y_j = dy (identity) + head path
     }

@@ -45,6 +45,36 @@ static int cp_layout_init(CpLayout* p, int K2, int rank, int B, int L, int H, in
     return 0;
 }
 
+// A training run's ranks with context parallelism (train_tmd --cp K2): the world's K ranks in K/K2 groups of K2
+// consecutive ranks, rank r at place r mod K2 of group r / K2 (comm_split's color and key, so the place is the rank in
+// the group, CpLayout.rank). The groups are the data-parallel ranks: every stream of a step (the data, the noise, the
+// per-sample draws) is the global batch of groups·B samples, group g's the samples [g·B, (g+1)·B) (cp_first_sample),
+// so a group's K2 ranks draw the same samples and split their tokens. K2 = 1: every rank its own group.
+typedef struct {
+    int group, groups; // this rank's group (its data-parallel rank), the groups (data-parallel ranks): K / K2
+    int place;         // this rank's place in its group (its rank there)
+} CpGroups;
+
+// 0, or -1 and a message: K2 must divide K
+static int cp_groups_init(CpGroups* g, int K, int K2, int rank, char* err, size_t errlen) {
+    memset(g, 0, sizeof(*g));
+    if (K < 1 || K2 < 1 || rank < 0 || rank >= K) {
+        snprintf(err, errlen, "context parallelism: rank %d of %d ranks in groups of %d: expected 0 <= rank < ranks and "
+                 "both >= 1", rank, K, K2);
+        return -1;
+    }
+    if (K % K2) {
+        snprintf(err, errlen, "--cp %d: the %d rank%s (mpirun -np) must divide into groups of %d; launch a multiple of "
+                 "%d ranks, or pick a cp that divides %d", K2, K, K > 1 ? "s" : "", K2, K2, K);
+        return -1;
+    }
+    g->group = rank / K2; g->groups = K / K2; g->place = rank % K2;
+    return 0;
+}
+
+// the first of this rank's B samples in the step's global batch of groups·B
+static int cp_first_sample(const CpGroups* g, int B) { return g->group * B; }
+
 // this rank's first token of every sample (its global position 0 is this token's)
 static int cp_first_token(const CpLayout* p) { return p->rank * p->Lr; }
 

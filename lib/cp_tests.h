@@ -167,4 +167,30 @@ static void test_cp(void) {
     EXPECT(cp_layout_init(&p, 2, 2, 1, 12, 6, 2, err, sizeof(err)) != 0, "rank 2 of a group of 2 should be refused");
     EXPECT(cp_layout_init(&p, 5, 3, 1, 32760, 40, 128, err, sizeof(err)) == 0 && p.Lr == 6552 && p.Hk == 8 && cp_first_token(&p) == 19656,
            "14B at 480p x 81 frames over cp 5: %d tokens and %d heads a rank", p.Lr, p.Hk);
+    // a training run's groups (train_tmd --cp): rank -> (group, place) is one-to-one onto groups x places, a group's
+    // ranks have one data-parallel rank (so the same samples), the groups' samples tile the global batch once
+    static const int runs[][2] = {{1, 1}, {2, 1}, {2, 2}, {4, 2}, {6, 3}, {8, 4}, {16, 4}, {12, 1}, {5, 5}};
+    int gbad = 0;
+    for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+        int K = runs[i][0], K2 = runs[i][1], B = 3, seen[64] = {0}, drawn[64 * 3] = {0};
+        for (int r = 0; r < K; r++) {
+            CpGroups g;
+            if (cp_groups_init(&g, K, K2, r, err, sizeof(err))) { gbad++; continue; }
+            if (g.groups != K / K2 || g.place < 0 || g.place >= K2 || g.group < 0 || g.group >= g.groups) gbad++;
+            else seen[g.group * K2 + g.place]++;
+            CpGroups f;   // the group's first rank: the same data-parallel rank, the same samples
+            cp_groups_init(&f, K, K2, r - g.place, err, sizeof(err));
+            if (f.group != g.group || f.place != 0 || cp_first_sample(&f, B) != cp_first_sample(&g, B)) gbad++;
+            if (g.place == 0) for (int b = 0; b < B; b++) drawn[cp_first_sample(&g, B) + b]++;
+        }
+        for (int k = 0; k < K; k++) gbad += seen[k] != 1;
+        for (int k = 0; k < K / K2 * B; k++) gbad += drawn[k] != 1;
+    }
+    EXPECT(gbad == 0, "the CP groups of a run: %d wrong (a rank in no group or two, a group's ranks drawing different samples, a sample drawn by no group or two)", gbad);
+    if (!gbad) printf("  %zu rank layouts (1 to 16 ranks, cp 1 to 5): every rank at one place of one group, a group's ranks on the same samples, every sample once\n", sizeof(runs) / sizeof(runs[0]));
+    CpGroups g;
+    EXPECT(cp_groups_init(&g, 6, 4, 0, err, sizeof(err)) != 0 && strstr(err, "--cp 4") && strstr(err, "6 ranks"), "6 ranks in groups of 4 should be refused naming both: %s", err);
+    EXPECT(cp_groups_init(&g, 1, 2, 0, err, sizeof(err)) != 0 && strstr(err, "1 rank "), "one rank with --cp 2 should be refused: %s", err);
+    EXPECT(cp_groups_init(&g, 16, 4, 9, err, sizeof(err)) == 0 && g.group == 2 && g.place == 1 && g.groups == 4 && cp_first_sample(&g, 2) == 4,
+           "rank 9 of 16 at cp 4: group %d place %d of %d groups", g.group, g.place, g.groups);
 }
