@@ -226,10 +226,8 @@ static int distill_cp_split(DistillRun* run) {
     return 0;
 }
 
-// setup, --cp: what a CP step cannot do yet, refused before anything is allocated: the tokens and the heads must split
-// evenly over the group (lib/cp.h cp_layout_init), and the GAN terms' discriminator convolves the whole latent grid of
-// the teacher's features, whose gather over the group is not done (gpu/distill_gpu.cuh dmd_gpu_work_attach_disc).
-// 0, or 2 with the error printed
+// setup, --cp: the tokens and the heads must split evenly over the group (lib/cp.h cp_layout_init), refused before
+// anything is allocated. 0, or 2 with the error printed
 static int distill_cp_check(DistillRun* run) {
     const WanConfig* c = run->c;
     const TrainData* td = &run->td;
@@ -239,14 +237,6 @@ static int distill_cp_check(DistillRun* run) {
     if (cp_layout_init(&lay, run->o->cp, run->cpg.rank, run->B, L, c->num_heads, wan_head_dim(c), run->err,
                        sizeof(run->err)))
         return distill_fail(&run->dp, run->err, 2);
-    if (run->gan) {
-        snprintf(run->err, sizeof(run->err),
-                 "--cp %d with the GAN terms (--gan-weight %g): the discriminator's heads convolve the whole latent "
-                 "grid of the teacher's features, and their gather over the CP group is not done yet; run Stage 2 "
-                 "with --gan-weight 0 under --cp, or without --cp",
-                 run->o->cp, run->o->gan_weight);
-        return distill_fail(&run->dp, run->err, 2);
-    }
     return 0;
 }
 
@@ -787,9 +777,11 @@ static void distill_update(DistillRun* run, int student_turn, const StepSums* l)
                       0, F->step, run->gscale, run->scratch, &gf, s0);
         if (run->gan) {
             run->d_step++;
-            double gd; // FastGen clips only the student
+            // --cp: every rank of a group holds the group's whole discriminator gradient (the heads read the gathered
+            // features: gpu/distill_gpu.cuh), so 1/ranks (not 1/groups) makes the world's sum the groups' mean
+            double gd, dscale = run->gscale / (o->cp > 1 ? o->cp : 1); // FastGen clips only the student
             train_update_(dp, &run->so_d, run->D.params, NULL, run->dm, run->dv, run->D.grads, run->nd, o->disc_lr,
-                          0.01, 0, run->d_step, run->gscale, run->scratch, &gd, s0);
+                          0.01, 0, run->d_step, dscale, run->scratch, &gd, s0);
         }
         run->acc_b += l->lb;
         run->acc_d += l->ld;
@@ -1893,7 +1885,7 @@ int main(int argc, char** argv) {
         FLAG_INT_R("--cp", &plan_cp, 1, 1024,
                    "context parallelism: GPUs that split each sample's tokens (divides the ranks, the heads and the "
                    "tokens): with --plan, of --ranks; with one --stage stage1, stage2 or baseline, of mpirun -np K "
-                   "(K/cp data-parallel groups; not yet with the GAN terms: --gan-weight 0)"),
+                   "(K/cp data-parallel groups, each sharing its samples' tokens)"),
         FLAG_DOUBLE_R("--gpu-mem", &plan_gpu_gib, 1, 1e6,
                       "--plan: one GPU's memory in GiB (an H100 80GB has 79.6 GiB, an H200 140.4)"),
         FLAG_END};

@@ -112,3 +112,12 @@ static void cp_gpu_out_rows_backward(const WanCp* cp, float* dy, const float* do
     unpatchify_backward<float>(cp->y, dout, cp->g_out, s);
     cp_copy_rows_gpu(dy, p->Lr, 0, cp->y, p->L, cp_first_token(p), p->Lr, p->B, (size_t)cp->g_out.P, s);
 }
+
+// whole [B, L, row] (every rank of the group) = the group's rows local [B·Lr, row] all-gathered in token order; tmp:
+// [K2·B·Lr·row] scratch (the discriminator's features: gpu/distill_gpu.cuh)
+static void cp_gpu_gather_rows(const WanCp* cp, float* whole, float* tmp, const float* local, size_t row,
+                               cudaStream_t s) {
+    const CpLayout* p = &cp->lay;
+    comm_all_gather(cp->comm, tmp, local, (size_t)p->B * p->Lr * row, COMM_F32, s);
+    cp_transpose12_gpu<float>(whole, tmp, (size_t)p->K2, (size_t)p->B, (size_t)p->Lr * row, s);
+}

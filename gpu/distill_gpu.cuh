@@ -416,7 +416,74 @@ typedef struct {
     DiscGpuAct dfake, dreal;
     float *xr, *dxt, *dfeat_buf; // real x_t [B, ...], d x̂_t through the teacher, feature gradients [heads, B·L, D]
     float* dfeat[WAN_MAX_LAYERS + 1];
+    // context parallelism (dmd_gpu_disc_views_init_): the heads' whole-sequence views of the fake and real features
+    WanGpuAct* fview[2];                   // [0] of tc, [1] of treal: their grids whole, their levels the gathered copies
+    float *fwhole, *dfwhole, *ftmp;        // [2][heads, B·L, D] the gathered levels, [heads, B·L, D] their gradients,
+                                           // [B·L, D] the gather's scratch
+    float* dfeat_whole[WAN_MAX_LAYERS + 1]; // dfwhole's levels, as dfeat's
 } DmdGpuWork;
+
+// Context parallelism with the GAN terms: the Conv3D heads read the whole latent grid of a feature level, a CP plan
+// holds this rank's tokens of it. Each level the heads read is all-gathered over the group into a whole copy (gather,
+// not halo exchange: the strided and multiscale heads' windows cross any token split; README), and the heads run on a
+// view of the plan whose grid is whole and whose residual levels are those copies. Every rank of the group so runs
+// the heads on the same features: the same logits and losses, the same discriminator gradient on every rank (the
+// trainer scales it by 1/ranks, not 1/groups, so the world's all-reduce makes the groups' mean), and the same whole
+// feature gradients, of which each rank hands its tokens' rows to the teacher's backward (dmd_gpu_disc_dfeat_rows_).
+static void dmd_gpu_disc_views_init_(DmdGpuWork* w) {
+    const WanCp* cp = w->a_train.cp;
+    const DiscConfig* dc = &w->D->dc;
+    size_t LD = (size_t)cp->lay.B * cp->lay.L * w->a_train.cfg.dim; // a whole level
+    w->fwhole = tmd_dalloc_(2 * dc->n_heads * LD, "GAN gathered features");
+    w->dfwhole = tmd_dalloc_(dc->n_heads * LD, "GAN gathered feature gradients");
+    w->ftmp = tmd_dalloc_(LD, "GAN feature gather");
+    for (int l = 0; l <= WAN_MAX_LAYERS; l++) w->dfeat_whole[l] = NULL;
+    for (int side = 0; side < 2; side++) {
+        const WanGpuAct* plan = side ? w->treal : w->tc;
+        WanGpuAct* v = w->fview[side] = (WanGpuAct*)malloc(sizeof(WanGpuAct));
+        *v = *plan; // the config, batch, stream and block count; the grid and the levels replaced:
+        v->g = plan->cp->g;
+        v->g_out = plan->cp->g_out;
+        v->cp = NULL;
+        v->xs = w->fwhole + (size_t)side * dc->n_heads * LD;
+        for (int h = 0; h < dc->n_heads; h++) v->slot[dc->layers[h] + 1] = h; // wan_gpu_xs(v, level) = the copy
+    }
+    for (int h = 0; h < dc->n_heads; h++) w->dfeat_whole[dc->layers[h] + 1] = w->dfwhole + h * LD;
+}
+// the plan the heads read: side 0 the fake features (tc), 1 the real ones (treal); with CP their whole views
+static const WanGpuAct* dmd_gpu_disc_plan_(const DmdGpuWork* w, int side) {
+    return w->fview[side] ? w->fview[side] : side ? w->treal : w->tc;
+}
+// after the teacher's forward on that side: its feature levels gathered into the view (CP), then the plan to read
+static const WanGpuAct* dmd_gpu_disc_features_(DmdGpuWork* w, int side) {
+    if (!w->fview[side]) return dmd_gpu_disc_plan_(w, side);
+    const WanGpuAct* plan = side ? w->treal : w->tc;
+    const DiscConfig* dc = &w->D->dc;
+    for (int h = 0; h < dc->n_heads; h++)
+        cp_gpu_gather_rows(plan->cp, wan_gpu_xs(w->fview[side], dc->layers[h] + 1), w->ftmp,
+                           wan_gpu_xs(plan, dc->layers[h] + 1), (size_t)plan->cfg.dim, plan->stream);
+    return w->fview[side];
+}
+// where the heads' backward writes the feature gradients (zeroed here): the levels of the features they read
+static float* const* dmd_gpu_disc_dfeat_(DmdGpuWork* w) {
+    const DiscConfig* dc = &w->D->dc;
+    size_t LD = (size_t)w->B * w->tc->g.L * w->tc->cfg.dim;
+    cudaCheck(cudaMemsetAsync(w->dfeat_buf, 0, sizeof(float) * dc->n_heads * LD, w->tc->stream));
+    if (!w->fview[0]) return w->dfeat;
+    cudaCheck(cudaMemsetAsync(w->dfwhole, 0, sizeof(float) * dc->n_heads * LD * w->tc->cp->lay.K2, w->tc->stream));
+    return w->dfeat_whole;
+}
+// CP: this rank's tokens' rows of the whole feature gradients into dfeat (the teacher's backward on its tokens)
+static void dmd_gpu_disc_dfeat_rows_(DmdGpuWork* w) {
+    if (!w->fview[0]) return;
+    const CpLayout* p = &w->tc->cp->lay;
+    const DiscConfig* dc = &w->D->dc;
+    for (int h = 0; h < dc->n_heads; h++) {
+        int l = dc->layers[h] + 1;
+        cp_copy_rows_gpu(w->dfeat[l], p->Lr, 0, w->dfeat_whole[l], p->L, cp_first_token(p), p->Lr, p->B,
+                         (size_t)w->tc->cfg.dim, w->tc->stream);
+    }
+}
 
 // the forward-only plan a_fwd, keeping levels keep[0..n_keep) (the discriminator's features), borrowing when it can
 static void dmd_gpu_fwd_plan_(DmdGpuWork* w, const int* keep, int n_keep) {
@@ -469,12 +536,6 @@ static void dmd_gpu_work_init(DmdGpuWork* w, const WanConfig* c, int B, int T, i
 static void dmd_gpu_work_attach_disc(DmdGpuWork* w, DiscGpuModel* D, const WanGpuWeights* T) {
     const DiscConfig* dc = &D->dc;
     if (dc->n_heads <= 0) return;
-    if (w->a_train.cp) { // the heads convolve the whole latent grid of features; a CP plan holds this rank's tokens
-        fprintf(stderr, "DMD2-v discriminator: context parallelism (cp %d) holds each rank's tokens of the teacher's "
-                        "features, and their gather over the group for the Conv3D heads is not done yet; run the GAN "
-                        "terms without --cp (or --gan-weight 0 with it)\n", w->a_train.cp->lay.K2);
-        exit(1);
-    }
     WanConfig c = w->a_train.cfg;
     PatchGrid g = w->a_train.g;
     w->D = D;
@@ -493,8 +554,9 @@ static void dmd_gpu_work_attach_disc(DmdGpuWork* w, DiscGpuModel* D, const WanGp
     wan_gpu_act_free(&w->a_fwd);
     dmd_gpu_fwd_plan_(w, keep, dc->n_heads);
     w->treal = &w->a_fwd;
-    disc_gpu_act_init(&w->dfake, dc, w->tc);
-    disc_gpu_act_init(&w->dreal, dc, w->treal, &w->dfake); // the real side borrows the fake's scratch
+    if (w->a_train.cp) dmd_gpu_disc_views_init_(w); // the heads read whole features: gathered over the group
+    disc_gpu_act_init(&w->dfake, dc, dmd_gpu_disc_plan_(w, 0));
+    disc_gpu_act_init(&w->dreal, dc, dmd_gpu_disc_plan_(w, 1), &w->dfake); // the real side borrows the fake's scratch
     size_t LD = (size_t)w->B * g.L * c.dim;
     w->xr = tmd_dalloc_(w->n, "DMD2-v real x_t");
     w->dxt = tmd_dalloc_(w->n, "DMD2-v GAN latent gradient");
@@ -510,6 +572,13 @@ static void dmd_gpu_work_free(DmdGpuWork* w) {
         cudaCheck(cudaFree(w->xr));
         cudaCheck(cudaFree(w->dxt));
         cudaCheck(cudaFree(w->dfeat_buf));
+        if (w->fview[0]) {
+            free(w->fview[0]);
+            free(w->fview[1]);
+            cudaCheck(cudaFree(w->fwhole));
+            cudaCheck(cudaFree(w->dfwhole));
+            cudaCheck(cudaFree(w->ftmp));
+        }
     }
     wan_gpu_act_free(&w->a_train);
     wan_gpu_act_free(&w->a_fwd);
@@ -618,7 +687,7 @@ static DmdGpuStats dmd_gpu_student_step(GenGpu* G, DmdGpuWork* w, const WanGpuWe
     if (cf->gan_weight > 0 && w->D) {
         const DiscConfig* dc = &w->D->dc;
         int nh = dc->n_heads;
-        disc_gpu_forward(&w->dfake, &w->D->P, dc, w->tc);
+        disc_gpu_forward(&w->dfake, &w->D->P, dc, dmd_gpu_disc_features_(w, 0));
         double dlogit[TMD_MAX_BATCH * DISC_MAX_HEADS];
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < nh; h++) {
@@ -629,8 +698,8 @@ static DmdGpuStats dmd_gpu_student_step(GenGpu* G, DmdGpuWork* w, const WanGpuWe
             if (!isfinite(st.gan_g[b])) st.finite = 0;
         }
         if (!st.finite) return st;
-        cudaCheck(cudaMemsetAsync(w->dfeat_buf, 0, sizeof(float) * nh * B * w->tc->g.L * w->tc->cfg.dim, s_));
-        disc_gpu_backward(NULL, w->dfeat, dlogit, &w->dfake, &w->D->P, dc, w->tc);
+        disc_gpu_backward(NULL, dmd_gpu_disc_dfeat_(w), dlogit, &w->dfake, &w->D->P, dc, dmd_gpu_disc_plan_(w, 0));
+        dmd_gpu_disc_dfeat_rows_(w);
         cudaCheck(cudaMemsetAsync(w->dxt, 0, sizeof(float) * w->n, s_));
         wan_gpu_backward_blocks(NULL, w->dxt, NULL, NULL, w->top, w->dfeat, NULL, w->tc, T);
         for (int b = 0; b < B; b++) {
@@ -698,8 +767,8 @@ static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm
             w->dfake.dropout_key[b] = disc_dropout_key_for(d->t[b], 0);
             w->dreal.dropout_key[b] = disc_dropout_key_for(d->t[b], 1);
         }
-        disc_gpu_forward(&w->dfake, &w->D->P, dc, w->tc);
-        disc_gpu_forward(&w->dreal, &w->D->P, dc, w->treal);
+        disc_gpu_forward(&w->dfake, &w->D->P, dc, dmd_gpu_disc_features_(w, 0));
+        disc_gpu_forward(&w->dreal, &w->D->P, dc, dmd_gpu_disc_features_(w, 1));
         double dlf[TMD_MAX_BATCH * DISC_MAX_HEADS], dlr[TMD_MAX_BATCH * DISC_MAX_HEADS];
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < nh; h++) {
@@ -715,8 +784,8 @@ static DmdGpuStats dmd_gpu_critic_step(GenGpu* G, DmdGpuWork* w, WanGpuModel* Fm
             memset(w->dreal.dropout_key, 0, sizeof(w->dreal.dropout_key));
             return st;
         }
-        disc_gpu_backward(&w->D->dP, NULL, dlr, &w->dreal, &w->D->P, dc, w->treal);
-        disc_gpu_backward(&w->D->dP, NULL, dlf, &w->dfake, &w->D->P, dc, w->tc);
+        disc_gpu_backward(&w->D->dP, NULL, dlr, &w->dreal, &w->D->P, dc, dmd_gpu_disc_plan_(w, 1));
+        disc_gpu_backward(&w->D->dP, NULL, dlf, &w->dfake, &w->D->P, dc, dmd_gpu_disc_plan_(w, 0));
         memset(w->dfake.dropout_key, 0, sizeof(w->dfake.dropout_key));
         memset(w->dreal.dropout_key, 0, sizeof(w->dreal.dropout_key));
     }
