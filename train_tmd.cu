@@ -2009,6 +2009,12 @@ int main(int argc, char** argv) {
                 stage);
         return 2;
     }
+    if (tr.fsdp && (!stage || !strcmp(stage, "teacher") || !strcmp(stage, "kd"))) {
+        fprintf(stderr, "error: --fsdp shards the distillation stages only (--stage stage1, stage2 or baseline); found "
+                        "%s%s: run it without --fsdp\n",
+                stage ? "--stage " : "the whole pipeline", stage ? stage : "");
+        return 2;
+    }
     if (stage && !strcmp(stage, "kd") && (steps >= 0 || lr >= 0 || kd_steps == 0)) {
         fprintf(stderr,
                 "error: --stage kd takes --kd-steps >= 1, --kd-batch and --kd-lr (found --steps %d, --lr %g, "
