@@ -146,10 +146,10 @@ static int distill_fail(Comm* dp, const char* msg, int rc) {
 // consolidated copies a checkpoint holds (as without --fsdp). The frozen teacher keeps fp32 slices as well as the
 // floatX ones: FsdpWan gathers the fp32 master with the copy (a bf16-only teacher layout is not built yet).
 typedef struct {
-    ShardOpt o;     // L, master, master_x, g, m, v (aliased 0: on one rank too, the slices are this struct's buffers)
-    FsdpWan f;      // the provider over them
+    ShardOpt o;      // L, master, master_x, g, m, v (aliased 0: on one rank too, the slices are this struct's buffers)
+    FsdpWan f;       // the provider over them
     FsdpHeld extras; // the TMD student's flow-head extras, held whole for the step (gpu/fsdp_gpu.cuh); else unused
-    int g_borrowed; // o.g is another model's slice buffer (the fake score's in the student's, as without --fsdp)
+    int g_borrowed;  // o.g is another model's slice buffer (the fake score's in the student's, as without --fsdp)
 } FsdpModel;
 
 // a model as slices of host [numel] (the consolidated weights; hm, hv its
@@ -158,9 +158,9 @@ typedef struct {
 // gradient slices in another model's buffer (at least L.shard_numel floats), NULL: owned. extra: the TMD student's
 // elements after the Wan layout (its flow-head unit, held: FsdpHeld). Wire it into a model with fsdp_model_wan_ or
 // tmd_gpu_student_view_sharded
-static void fsdp_model_init_(FsdpModel* z, Comm* dp, const WanConfig* c, size_t extra,
-                             const float* host, const float* hm, const float* hv, int trainable, float* g_borrow,
-                             const char* name, cudaStream_t s) {
+static void fsdp_model_init_(FsdpModel* z, Comm* dp, const WanConfig* c, size_t extra, const float* host,
+                             const float* hm, const float* hv, int trainable, float* g_borrow, const char* name,
+                             cudaStream_t s) {
     memset(z, 0, sizeof(*z));
     char err[256], what[128];
     ShardLayout* L = &z->o.L;
@@ -519,10 +519,10 @@ static int distill_plan_memory(DistillRun* run) {
     return 0;
 }
 
-// setup with --fsdp, the models as this rank's slices (fsdp_model_init_ from the host copies: a fresh start's, --student's
-// or --resume's consolidated buffers, whatever rank count wrote them): the trained student (V views its slices), and
-// Stage 2's frozen teacher and fake score, whose gradient slices live in the student's (its layout's first units are
-// the fake score's, slice for slice: the borrowing of the whole path, distill_models_init)
+// setup with --fsdp, the models as this rank's slices (fsdp_model_init_ from the host copies: a fresh start's,
+// --student's or --resume's consolidated buffers, whatever rank count wrote them): the trained student (V views its
+// slices), and Stage 2's frozen teacher and fake score, whose gradient slices live in the student's (its layout's first
+// units are the fake score's, slice for slice: the borrowing of the whole path, distill_models_init)
 static void distill_fsdp_init(DistillRun* run, float* teacher) {
     const WanConfig* c = run->c;
     TrainedView* V = &run->V;
@@ -839,8 +839,8 @@ static void distill_update(DistillRun* run, int student_turn, const StepSums* l)
         TmdGpuStudent* S = &run->S;
         S->step++;
         if (run->fsdp)
-            fsdp_model_step_(dp, &run->zv, o->lr, o->wd, o->clip_student, S->step, run->gscale, run->scratch,
-                             &run->gn, s0);
+            fsdp_model_step_(dp, &run->zv, o->lr, o->wd, o->clip_student, S->step, run->gscale, run->scratch, &run->gn,
+                             s0);
         else
             train_update_(dp, &run->so_v, S->params, S->params_x, S->opt_m, S->opt_v, S->grads, run->ns, o->lr, o->wd,
                           o->clip_student, S->step, run->gscale, run->scratch, &run->gn, s0);
@@ -852,8 +852,8 @@ static void distill_update(DistillRun* run, int student_turn, const StepSums* l)
         TrainedView* V = &run->V;
         ++*V->step;
         if (run->fsdp)
-            fsdp_model_step_(dp, &run->zv, o->lr, o->wd, o->clip_student, *V->step, run->gscale, run->scratch,
-                             &run->gn, s0);
+            fsdp_model_step_(dp, &run->zv, o->lr, o->wd, o->clip_student, *V->step, run->gscale, run->scratch, &run->gn,
+                             s0);
         else
             train_update_(dp, &run->so_v, V->params, V->params_x, V->opt_m, V->opt_v, V->grads, run->ns, o->lr, o->wd,
                           o->clip_student, *V->step, run->gscale, run->scratch, &run->gn, s0);
@@ -2010,8 +2010,9 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (tr.fsdp && (!stage || !strcmp(stage, "teacher") || !strcmp(stage, "kd"))) {
-        fprintf(stderr, "error: --fsdp shards the distillation stages only (--stage stage1, stage2 or baseline); found "
-                        "%s%s: run it without --fsdp\n",
+        fprintf(stderr,
+                "error: --fsdp shards the distillation stages only (--stage stage1, stage2 or baseline); found "
+                "%s%s: run it without --fsdp\n",
                 stage ? "--stage " : "the whole pipeline", stage ? stage : "");
         return 2;
     }

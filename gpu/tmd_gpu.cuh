@@ -311,9 +311,8 @@ static void head_gpu_forward(TmdGpuHeadAct* a, const TmdGpuStudent* S, const Wan
     // the units it reads: the embeddings (0) first, then the last H blocks and the head (a fully sharded student's
     // are gathered here, once per evaluation; the whole model's are W itself)
     const WanGpuWeights* We = wan_gpu_unit_(W, 0, 0);
-    time_mlp_gpu_forward(a->e_s, a->sin_s, a->h1_s, a->a1_s, We->P.time_embedding_0_weight,
-                         We->P.time_embedding_0_bias, We->P.time_embedding_2_weight, We->P.time_embedding_2_bias, ts,
-                         B, c->freq_dim, D, st);
+    time_mlp_gpu_forward(a->e_s, a->sin_s, a->h1_s, a->a1_s, We->P.time_embedding_0_weight, We->P.time_embedding_0_bias,
+                         We->P.time_embedding_2_weight, We->P.time_embedding_2_bias, ts, B, c->freq_dim, D, st);
     time_mlp_gpu_forward(a->e_d, a->sin_d, a->h1_d, a->a1_d, X->delta_time_0_weight, X->delta_time_0_bias,
                          X->delta_time_2_weight, X->delta_time_2_bias, td, B, c->freq_dim, D, st);
     combine3(a->e_h, coef3_all(1, 1, 1, 0), a->e_s, a->e_d, NULL, 1, (size_t)B * D, st);
@@ -416,9 +415,8 @@ static void head_gpu_backward(TmdGpuStudent* S, int with_grads, float* dm, float
     WanParamsF* dPe = wan_gpu_unit_grads_(W, dP, 0); // not closed here: the backbone's backward closes it
     wan_gpu_patch_embed_backward(dPe, dy, a->dp, a->patches, We, &g, sc_, st);
     // e0_h = TP(SiLU(e_h)); e_h = e_s + e_d
-    matmul_backward<float>(a->dse, dPe ? dPe->time_projection_1_weight : NULL,
-                           dPe ? dPe->time_projection_1_bias : NULL, a->red, a->de0_h, a->se_h,
-                           We->P.time_projection_1_weight, NULL, B, D, 6 * D, 0, st);
+    matmul_backward<float>(a->dse, dPe ? dPe->time_projection_1_weight : NULL, dPe ? dPe->time_projection_1_bias : NULL,
+                           a->red, a->de0_h, a->se_h, We->P.time_projection_1_weight, NULL, B, D, 6 * D, 0, st);
     silu_backward<float>(a->dse, a->dse, a->e_h, (size_t)B * D, st);
     wan_gpu_add<float>(a->de_h, a->dse, (size_t)B * D, st);
     if (dPe)
