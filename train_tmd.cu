@@ -34,6 +34,7 @@
 #include "gpu/train_state.h"   // checkpoints: every buffer and stream of a run, atomic, resumable bit for bit
 #include "gpu/comm.cuh"        // the collectives: NCCL, or MPI staged through the host (mpirun -np K ./train_tmd ...)
 #include "gpu/shard_gpu.cuh"   // the sharded optimizer step of a multi-rank run
+#include "gpu/fsdp_gpu.cuh"    // --fsdp: the Wan models fully sharded, each unit gathered as the DiT reaches it
 #include "gpu/distill_plan.h"  // the memory plan of a step, printed and checked before allocating
 #include "gpu/shard_plan.h"    // the per-rank plan on many GPUs (sharded states, split sequence): --plan
 #include "gpu/eval_gpu.cuh"    // the pipeline's table: every row sampled on the GPU, scored by the toy VBench
@@ -61,6 +62,7 @@ typedef struct {
     int disc_head;    // --disc-head: -1 auto, DISC_STRIDED, DISC_MULTISCALE
     const char* data; // a latent dataset (lib/latent_data.h); NULL: the built-in world
     int cp;           // --cp: context parallelism, ranks sharing each sample (1: none)
+    int fsdp;         // --fsdp: every Wan model of the step fully sharded (gpu/fsdp_gpu.cuh; distill_fsdp_init below)
 } TmdRun;
 
 static int recompute_mode =
@@ -139,6 +141,119 @@ static int distill_fail(Comm* dp, const char* msg, int rc) {
     return rc;
 }
 
+// --fsdp: one Wan model of the step held fully sharded (ZeRO-3): this rank's slices (lib/shard.h's layout over the
+// ranks, 64-element aligned) of the fp32 master weights, their floatX copy and, trainable, the summed gradient and the
+// AdamW moments, a ShardOpt over them (shard_opt_step with grads and params NULL steps the slices as they are: the
+// norm from the slices' partial sums, AdamW on 1/K), and the unit provider (gpu/fsdp_gpu.cuh) the DiT's loops gather
+// each unit through (the model's w.units). No rank holds a whole model on the device; the host keeps the
+// consolidated copies a checkpoint holds (as without --fsdp). The frozen teacher keeps fp32 slices as well as the
+// floatX ones: FsdpWan gathers the fp32 master with the copy (a bf16-only teacher layout is not built yet).
+typedef struct {
+    ShardOpt o;      // L, master, master_x, g, m, v (aliased 0: on one rank too, the slices are this struct's buffers)
+    FsdpWan f;       // the provider over them
+    FsdpHeld extras; // the TMD student's flow-head extras, held whole for the step (gpu/fsdp_gpu.cuh); else unused
+    int g_borrowed;  // o.g is another model's slice buffer (the fake score's in the student's, as without --fsdp)
+} FsdpModel;
+
+// a model as slices of host [numel] (the consolidated weights; hm, hv its
+// moments, trainable only) over dp's ranks: each rank copies its slices of the host buffers (shard_scatter_host: the
+// padding zero), the floatX copy cast from the master slices (the same cast as a whole model's); g_borrow: the
+// gradient slices in another model's buffer (at least L.shard_numel floats), NULL: owned. extra: the TMD student's
+// elements after the Wan layout (its flow-head unit, held: FsdpHeld). Wire it into a model with fsdp_model_wan_ or
+// tmd_gpu_student_view_sharded
+static void fsdp_model_init_(FsdpModel* z, Comm* dp, const WanConfig* c, size_t extra, const float* host,
+                             const float* hm, const float* hv, int trainable, float* g_borrow, const char* name,
+                             cudaStream_t s) {
+    memset(z, 0, sizeof(*z));
+    char err[256], what[128];
+    ShardLayout* L = &z->o.L;
+    if (shard_layout_wan(L, c, extra, dp->world, 64, err, sizeof(err))) comm_abort(dp, err);
+    size_t ns = L->shard_numel, bytes = sizeof(float) * ns;
+    float* h = (float*)malloc(bytes);
+    if (!h) comm_abort(dp, "--fsdp: out of host memory for a model's slices");
+    const float* src[3] = {host, hm, hv};
+    float** dst[3] = {&z->o.master, &z->o.m, &z->o.v};
+    const char* kind[3] = {"master weights (fp32 slices)", "AdamW m (slices)", "AdamW v (slices)"};
+    for (int b = 0; b < (trainable ? 3 : 1); b++) {
+        snprintf(what, sizeof(what), "%s %s", name, kind[b]);
+        *dst[b] = (float*)cuda_malloc_named(bytes, what, "more ranks");
+        shard_scatter_host(L, dp->rank, src[b], h, sizeof(float));
+        cudaCheck(cudaMemcpy(*dst[b], h, bytes, cudaMemcpyHostToDevice));
+    }
+    free(h);
+#ifndef ENABLE_FP32
+    snprintf(what, sizeof(what), "%s weight copy (%s slices)", name, FLOATX_NAME);
+    z->o.master_x = (floatX*)cuda_malloc_named(sizeof(floatX) * ns, what, "more ranks");
+    wan_gpu_cast_to_x(z->o.master_x, z->o.master, ns, s);
+#endif
+    if (trainable && g_borrow) {
+        z->o.g = g_borrow;
+        z->g_borrowed = 1;
+    } else if (trainable) {
+        snprintf(what, sizeof(what), "%s gradients (fp32 slices)", name);
+        z->o.g = (float*)cuda_malloc_named(bytes, what, "more ranks");
+        cudaCheck(cudaMemset(z->o.g, 0, bytes));
+    }
+#ifdef ENABLE_FP32
+    const floatX* xs = z->o.master;
+#else
+    const floatX* xs = z->o.master_x;
+#endif
+    fsdp_wan_init(&z->f, dp, L, c, z->o.master, xs, z->o.g, s);
+    if (extra) fsdp_held_init(&z->extras, &z->f, L->n_units - 1);
+    printf("[memory] %-12s fully sharded over %d rank%s: %zu of %zu elements a rank (%zu units), %.1f MiB of slices + "
+           "%.1f MiB gathered-unit and unit-gradient buffers\n",
+           name, dp->world, dp->world > 1 ? "s" : "", ns, L->numel, (size_t)L->n_units,
+           (bytes * (trainable ? (g_borrow ? 3 : 4) : 1) + (sizeof(floatX) == 2 ? sizeof(floatX) * ns : 0)) / 1048576.0,
+           shard_fsdp_bytes(L, trainable, sizeof(floatX) == 4) / 1048576.0);
+}
+
+// a plain Wan model m over the sharded z: its w asks z's provider for every unit; m->dP stays all NULL (its address
+// marks the model trainable; the provider hands out the gradient views)
+static void fsdp_model_wan_(FsdpModel* z, WanGpuModel* m, const WanConfig* c, const char* name) {
+    memset(m, 0, sizeof(*m));
+    m->name = name;
+    m->n = z->o.L.numel;
+    m->w.cfg = *c;
+    m->w.units = &z->f.hook;
+}
+
+// the gradients of a sharded model to zero before its step: the summed slices (its backward adds each unit's into
+// them) and the held extras' buffer
+static void fsdp_model_zero_grad_(FsdpModel* z, cudaStream_t s) {
+    cudaCheck(cudaMemsetAsync(z->o.g, 0, sizeof(float) * z->o.L.shard_numel, s));
+    if (z->extras.w) fsdp_held_zero_grad(&z->extras);
+}
+
+// one optimizer step of a sharded model on the summed gradient's slices its backward reduce-scattered (the held
+// extras' reduce-scattered here), with train_update_'s arithmetic (gpu/shard_gpu.cuh shard_opt_step: the norm from the
+// slices' partial sums, all-reduced, AdamW on the slices), then its gathers released and the extras gathered again
+// (the slices changed)
+static void fsdp_model_step_(Comm* dp, FsdpModel* z, double lr, double wd, double clip, long step, double gscale,
+                             double* scratch, double* gnorm, cudaStream_t s) {
+    if (z->extras.w) fsdp_held_reduce(&z->extras);
+    shard_opt_step(&z->o, dp, NULL, NULL, NULL, lr, wd, clip, step, gscale, scratch, gnorm, s);
+    fsdp_wan_release(&z->f);
+    if (z->extras.w) fsdp_held_gather(&z->extras);
+}
+
+// the checkpoint's host copies of a sharded model (weights, and trainable its moments) consolidated on rank 0 (every
+// rank calls it: collectives)
+static void fsdp_model_consolidate_(FsdpModel* z, float* host, float* hm, float* hv) {
+    fsdp_wan_consolidate(&z->f, z->o.master, host);
+    if (z->o.m) fsdp_wan_consolidate(&z->f, z->o.m, hm);
+    if (z->o.v) fsdp_wan_consolidate(&z->f, z->o.v, hv);
+}
+
+static void fsdp_model_free_(FsdpModel* z) {
+    if (!z->o.master) return;
+    fsdp_held_free(&z->extras);
+    fsdp_wan_free(&z->f);
+    if (z->g_borrowed) z->o.g = NULL;
+    shard_opt_free(&z->o);
+    memset(z, 0, sizeof(*z));
+}
+
 // One run of Stage 1, Stage 2 or the DMD2-v baseline (train_tmd_distill below): its settings, the host copies of what
 // a checkpoint holds, the models on the device, the counters and streams, the batch and work buffers, the log's sums.
 // distill_setup fills it, the steps of the loop read and advance it, distill_teardown frees it.
@@ -180,6 +295,8 @@ typedef struct {
     float *dm, *dv;
     long d_step;
     ShardOpt so_v, so_f, so_d; // several ranks: each model's optimizer sharded over them
+    int fsdp;                  // --fsdp: the Wan models below held as slices (zv, zf, zt), not whole
+    FsdpModel zv, zf, zt;      // --fsdp: the student's, the fake score's and the teacher's slices and providers
     Rng rng;                   // the host stream of the draws (t_i, (s, r), t)
     float *clips, *ctx;        // one micro-batch on the host
     float *x_d, *ctx_d, *x1, *y1, *eps;
@@ -249,6 +366,7 @@ static int distill_config(DistillRun* run, const TmdRun* o, const WanConfig* c) 
     run->baseline = !strcmp(o->stage, "baseline");
     run->stage2 = run->baseline || !strcmp(o->stage, "stage2");
     run->stage_id = run->baseline ? 3 : run->stage2 ? 2 : 1;
+    run->fsdp = o->fsdp;
     comm_init(&run->dp, NULL, NULL); // data parallelism: one rank without mpirun
     if (run->dp.rank > 0 && !freopen("/dev/null", "w", stdout))
         comm_abort(&run->dp, "cannot silence stdout"); // rank 0 logs; every rank's stderr stays
@@ -444,6 +562,39 @@ static int distill_plan_memory(DistillRun* run) {
     return 0;
 }
 
+// setup with --fsdp, the models as this rank's slices (fsdp_model_init_ from the host copies: a fresh start's,
+// --student's or --resume's consolidated buffers, whatever rank count wrote them): the trained student (V views its
+// slices), and Stage 2's frozen teacher and fake score, whose gradient slices live in the student's (its layout's first
+// units are the fake score's, slice for slice: the borrowing of the whole path, distill_models_init)
+static void distill_fsdp_init(DistillRun* run, float* teacher) {
+    const WanConfig* c = run->c;
+    TrainedView* V = &run->V;
+    FsdpModel* zv = &run->zv;
+    // every rank must issue the same gathers in the same order; TM-MF's step branches per sample (the guided
+    // evaluation only when a sample is not dropped, the JVP's one-sided differences near the grid's ends:
+    // gpu/distill_gpu.cuh tmmf_gpu_step), so on several ranks their sequences can differ
+    if (!run->stage2 && run->dp.world > 1)
+        comm_abort(&run->dp,
+                   "--fsdp: Stage 1 on several ranks is not supported yet (TM-MF's per-sample branches would "
+                   "run different unit gathers on different ranks); run Stage 1 without --fsdp, or on one rank");
+    fsdp_model_init_(zv, &run->dp, c, run->ns - run->nw, run->hs, run->hm, run->hv, 1, NULL,
+                     run->baseline ? "DMD2-v student" : "student", run->s0);
+    memset(V, 0, sizeof(*V)); // no whole buffers: distill_update, distill_save and distill_zero_grads take the slices
+    if (run->baseline) {
+        fsdp_model_wan_(zv, &run->Pm, c, "DMD2-v student");
+        V->step = &run->Pm.step;
+    } else {
+        tmd_gpu_student_view_sharded(&run->S, &run->sc, &zv->f.hook, zv->extras.w, zv->extras.g);
+        V->step = &run->S.step;
+    }
+    if (run->stage2) {
+        fsdp_model_init_(&run->zt, &run->dp, c, 0, teacher, NULL, NULL, 0, NULL, "teacher", run->s0);
+        fsdp_model_wan_(&run->zt, &run->T, c, "teacher");
+        fsdp_model_init_(&run->zf, &run->dp, c, 0, run->hf, run->hfm, run->hfv, 1, run->zv.o.g, "fake score", run->s0);
+        fsdp_model_wan_(&run->zf, &run->F, c, "fake score");
+    }
+}
+
 // setup, the models on the device: the trained student (V views it) with its moments; Stage 2's frozen teacher and
 // fake score; the discriminator with its AdamW moments and its attachment to the Stage 2 work (distill_work_init)
 static void distill_models_init(DistillRun* run, float* teacher) {
@@ -451,7 +602,9 @@ static void distill_models_init(DistillRun* run, float* teacher) {
     size_t ns = run->ns, nw = run->nw, nd = run->nd;
     TrainedView* V = &run->V;
     gemm_init();
-    if (run->baseline) {
+    if (run->fsdp)
+        distill_fsdp_init(run, teacher); // the student, the teacher and the fake score as this rank's slices
+    else if (run->baseline) {
         WanGpuModel* Pm = &run->Pm;
         wan_gpu_model_init(Pm, c, run->hs, 1, "DMD2-v student");
         V->params = Pm->params;
@@ -470,12 +623,14 @@ static void distill_models_init(DistillRun* run, float* teacher) {
         V->opt_v = S->opt_v;
         V->step = &S->step;
     }
-    cudaCheck(cudaMemcpy(V->opt_m, run->hm, sizeof(float) * ns, cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(V->opt_v, run->hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
+    if (!run->fsdp) {
+        cudaCheck(cudaMemcpy(V->opt_m, run->hm, sizeof(float) * ns, cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(V->opt_v, run->hv, sizeof(float) * ns, cudaMemcpyHostToDevice));
+    }
     *V->step = (long)run->s_steps;
     // the frozen teacher and the fake score: Stage 2 only (Stage 1's guided velocity is the student's own:
     // tmmf_gpu_step)
-    if (run->stage2) {
+    if (run->stage2 && !run->fsdp) {
         WanGpuModel* F = &run->F;
         wan_gpu_model_init(&run->T, c, teacher, 0, "teacher");
         // The fake score's gradients live in the student's buffer (V.grads: ns >= nw floats; the baseline's student Pm
@@ -489,8 +644,8 @@ static void distill_models_init(DistillRun* run, float* teacher) {
         wan_gpu_model_init_borrowing(F, c, run->hf, V->grads, ns, "fake score");
         cudaCheck(cudaMemcpy(F->opt_m, run->hfm, sizeof(float) * nw, cudaMemcpyHostToDevice));
         cudaCheck(cudaMemcpy(F->opt_v, run->hfv, sizeof(float) * nw, cudaMemcpyHostToDevice));
-        F->step = (long)run->f_steps;
     }
+    if (run->stage2) run->F.step = (long)run->f_steps;
     run->d_step = (long)run->d_steps;
     if (run->gan) {
         disc_gpu_model_init(&run->D, &run->dcfg, run->hd);
@@ -511,8 +666,8 @@ static void distill_shard_init(DistillRun* run) {
             shard_layout_wan(&lf, run->c, 0, dp->world, 64, run->err, sizeof(run->err)))
             comm_abort(dp, run->err);
         TrainedView* V = &run->V;
-        shard_opt_init(&run->so_v, dp, &lv, V->params, V->grads, V->opt_m, V->opt_v, 0);
-        if (run->stage2)
+        if (!run->fsdp) shard_opt_init(&run->so_v, dp, &lv, V->params, V->grads, V->opt_m, V->opt_v, 0);
+        if (run->stage2 && !run->fsdp)
             shard_opt_init(&run->so_f, dp, &lf, run->F.params, run->F.grads, run->F.opt_m, run->F.opt_v, 0);
         if (run->gan) {
             size_t per[DISC_MAX_HEADS];
@@ -611,10 +766,15 @@ static int distill_setup(DistillRun* run, const TmdRun* o, const WanConfig* c, f
 // the iteration's gradients start at zero: the student's on its turn (every Stage 1 step), else the critic's (the
 // fake score's and the discriminator's)
 static void distill_zero_grads(DistillRun* run, int student_turn) {
-    if (student_turn)
+    if (student_turn && run->fsdp) // --fsdp: the gradient's slices (the backward adds each unit's into them)
+        fsdp_model_zero_grad_(&run->zv, run->s0);
+    else if (student_turn)
         cudaCheck(cudaMemsetAsync(run->V.grads, 0, sizeof(float) * run->ns, run->s0));
     else {
-        cudaCheck(cudaMemsetAsync(run->F.grads, 0, sizeof(float) * run->nw, run->s0));
+        if (run->fsdp)
+            fsdp_model_zero_grad_(&run->zf, run->s0);
+        else
+            cudaCheck(cudaMemsetAsync(run->F.grads, 0, sizeof(float) * run->nw, run->s0));
         if (run->gan) cudaCheck(cudaMemsetAsync(run->D.grads, 0, sizeof(float) * run->nd, run->s0));
     }
 }
@@ -755,8 +915,12 @@ static void distill_update(DistillRun* run, int student_turn, const StepSums* l)
     } else if (!run->stage2) {
         TmdGpuStudent* S = &run->S;
         S->step++;
-        train_update_(dp, &run->so_v, S->params, S->params_x, S->opt_m, S->opt_v, S->grads, run->ns, o->lr, o->wd,
-                      o->clip_student, S->step, run->gscale, run->scratch, &run->gn, s0);
+        if (run->fsdp)
+            fsdp_model_step_(dp, &run->zv, o->lr, o->wd, o->clip_student, S->step, run->gscale, run->scratch, &run->gn,
+                             s0);
+        else
+            train_update_(dp, &run->so_v, S->params, S->params_x, S->opt_m, S->opt_v, S->grads, run->ns, o->lr, o->wd,
+                          o->clip_student, S->step, run->gscale, run->scratch, &run->gn, s0);
         run->acc_a += l->la;
         run->acc_b += l->lb;
         run->na++;
@@ -764,8 +928,12 @@ static void distill_update(DistillRun* run, int student_turn, const StepSums* l)
     } else if (student_turn) {
         TrainedView* V = &run->V;
         ++*V->step;
-        train_update_(dp, &run->so_v, V->params, V->params_x, V->opt_m, V->opt_v, V->grads, run->ns, o->lr, o->wd,
-                      o->clip_student, *V->step, run->gscale, run->scratch, &run->gn, s0);
+        if (run->fsdp)
+            fsdp_model_step_(dp, &run->zv, o->lr, o->wd, o->clip_student, *V->step, run->gscale, run->scratch, &run->gn,
+                             s0);
+        else
+            train_update_(dp, &run->so_v, V->params, V->params_x, V->opt_m, V->opt_v, V->grads, run->ns, o->lr, o->wd,
+                          o->clip_student, *V->step, run->gscale, run->scratch, &run->gn, s0);
         run->acc_a += l->la;
         run->acc_g += l->lg;
         run->na++;
@@ -773,8 +941,11 @@ static void distill_update(DistillRun* run, int student_turn, const StepSums* l)
         WanGpuModel* F = &run->F;
         F->step++;
         double gf;
-        train_update_(dp, &run->so_f, F->params, F->params_x, F->opt_m, F->opt_v, F->grads, run->nw, o->lr_fake, o->wd,
-                      0, F->step, run->gscale, run->scratch, &gf, s0);
+        if (run->fsdp)
+            fsdp_model_step_(dp, &run->zf, o->lr_fake, o->wd, 0, F->step, run->gscale, run->scratch, &gf, s0);
+        else
+            train_update_(dp, &run->so_f, F->params, F->params_x, F->opt_m, F->opt_v, F->grads, run->nw, o->lr_fake,
+                          o->wd, 0, F->step, run->gscale, run->scratch, &gf, s0);
         if (run->gan) {
             run->d_step++;
             // --cp: every rank of a group holds the group's whole discriminator gradient (the heads read the gathered
@@ -858,16 +1029,22 @@ static int distill_save(DistillRun* run) {
     WanGpuModel* F = &run->F;
     int save_now =
         !o->bench && ((o->save_every > 0 && step % (uint64_t)o->save_every == 0) || step == (uint64_t)o->steps);
+    if (save_now && run->fsdp) { // --fsdp: the slices consolidated into the host copies on rank 0 (collectives)
+        fsdp_model_consolidate_(&run->zv, run->hs, run->hm, run->hv);
+        if (run->stage2) fsdp_model_consolidate_(&run->zf, run->hf, run->hfm, run->hfv);
+    }
     if (save_now && dp->world > 1) { // the moments' slices into the models' whole buffers (every rank: collectives)
-        shard_opt_gather_moments(&run->so_v, dp, V->opt_m, V->opt_v, run->s0);
-        if (run->stage2) shard_opt_gather_moments(&run->so_f, dp, F->opt_m, F->opt_v, run->s0);
+        if (!run->fsdp) shard_opt_gather_moments(&run->so_v, dp, V->opt_m, V->opt_v, run->s0);
+        if (run->stage2 && !run->fsdp) shard_opt_gather_moments(&run->so_f, dp, F->opt_m, F->opt_v, run->s0);
         if (run->gan) shard_opt_gather_moments(&run->so_d, dp, run->dm, run->dv, run->s0);
     }
     if (dp->rank == 0 && save_now) {
-        cudaCheck(cudaMemcpy(run->hs, V->params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
-        cudaCheck(cudaMemcpy(run->hm, V->opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost));
-        cudaCheck(cudaMemcpy(run->hv, V->opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
-        if (run->stage2) {
+        if (!run->fsdp) {
+            cudaCheck(cudaMemcpy(run->hs, V->params, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(run->hm, V->opt_m, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(run->hv, V->opt_v, sizeof(float) * ns, cudaMemcpyDeviceToHost));
+        }
+        if (run->stage2 && !run->fsdp) {
             cudaCheck(cudaMemcpy(run->hf, F->params, sizeof(float) * nw, cudaMemcpyDeviceToHost));
             cudaCheck(cudaMemcpy(run->hfm, F->opt_m, sizeof(float) * nw, cudaMemcpyDeviceToHost));
             cudaCheck(cudaMemcpy(run->hfv, F->opt_v, sizeof(float) * nw, cudaMemcpyDeviceToHost));
@@ -935,17 +1112,20 @@ static void distill_teardown(DistillRun* run) {
     else {
         gen_gpu_free(&run->G);
         dmd_gpu_work_free(&run->dw);
-        wan_gpu_model_free(&run->F);
-        wan_gpu_model_free(&run->T);
+        if (!run->fsdp) wan_gpu_model_free(&run->F);
+        if (!run->fsdp) wan_gpu_model_free(&run->T);
     }
+    fsdp_model_free_(&run->zf); // --fsdp (else nothing): the fake score's first (its gradient slices are the student's)
+    fsdp_model_free_(&run->zt);
+    fsdp_model_free_(&run->zv);
     if (run->gan) {
         disc_gpu_model_free(&run->D);
         cudaCheck(cudaFree(run->dm));
         cudaCheck(cudaFree(run->dv));
     }
-    if (run->baseline)
+    if (run->baseline && !run->fsdp)
         wan_gpu_model_free(&run->Pm);
-    else
+    else if (!run->baseline && !run->fsdp)
         tmd_gpu_student_free(&run->S);
     shard_opt_free(&run->so_v);
     shard_opt_free(&run->so_f);
@@ -1009,6 +1189,11 @@ static int train_tmd_distill(const TmdRun* o, const WanConfig* c, float* teacher
         if (distill_save(&run)) return 1; // the checkpoint (--save-every, the last step)
     }
     distill_bench_report(&run);
+    if (run.fsdp) // the unit all-gathers each provider issued (prefetches included; a flow head re-gathers its units
+                  // at each of its evaluations)
+        printf("fsdp: unit all-gathers over the run: student %ld (+ its held extras once a step), fake score %ld, "
+               "teacher %ld\n",
+               run.zv.f.gathers, run.zf.f.gathers, run.zt.f.gathers);
     distill_teardown(&run);
     printf("%s: done, %llu steps, %ld skipped\n", o->stage, (unsigned long long)run.step, run.skipped);
     return 0;
@@ -1805,6 +1990,11 @@ int main(int argc, char** argv) {
                    "--latent-frames/height/width and contexts; random teacher weights without --weights), print each "
                    "step's wall time, the median per kind after the first, and the device memory in use against the "
                    "plan; nothing saved"),
+        FLAG_SWITCH("--fsdp", &tr.fsdp,
+                    "stage1/stage2/baseline: fully sharded data parallelism over the mpirun ranks: every Wan model of "
+                    "the step (student, fake score, teacher) kept as this rank's 1/ranks slices of its weights, "
+                    "gradients and AdamW moments, each block gathered as the DiT reaches it; one consolidated "
+                    "checkpoint as without it (README: Multi-GPU)"),
         FLAG_INT("--latent-frames", &tr.lat_t, "--bench: latent T (1.3B/14B at 480p x 81 frames: 21)"),
         FLAG_INT("--latent-height", &tr.lat_h, "--bench: latent H (480p: 60)"),
         FLAG_INT("--latent-width", &tr.lat_w, "--bench: latent W (480p: 104)"),
@@ -1898,6 +2088,13 @@ int main(int argc, char** argv) {
                 "error: --stage '%s': expected teacher, stage1, stage2, kd or baseline (or no --stage: the whole "
                 "pipeline)\n",
                 stage);
+        return 2;
+    }
+    if (tr.fsdp && (!stage || !strcmp(stage, "teacher") || !strcmp(stage, "kd"))) {
+        fprintf(stderr,
+                "error: --fsdp shards the distillation stages only (--stage stage1, stage2 or baseline); found "
+                "%s%s: run it without --fsdp\n",
+                stage ? "--stage " : "the whole pipeline", stage ? stage : "");
         return 2;
     }
     if (stage && !strcmp(stage, "kd") && (steps >= 0 || lr >= 0 || kd_steps == 0)) {

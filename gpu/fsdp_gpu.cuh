@@ -349,6 +349,83 @@ static void fsdp_wan_release(FsdpWan* f) {
         if (B->owner[b] == f) B->owner[b] = NULL, B->held[b] = -1;
 }
 
+// the whole buffer of which shard [L.shard_numel] holds this rank's slices (the master weights, or a model's AdamW
+// moment), consolidated into host [L.numel] on rank 0 (other ranks may pass NULL): every unit's slices all-gathered
+// through the first gathered buffer, after the gathers are released (a collective: every rank calls it, the same
+// order; what a checkpoint of a sharded model writes, the same file as a whole model's)
+static void fsdp_wan_consolidate(FsdpWan* f, const float* shard, float* host) {
+    fsdp_wan_release(f);
+    for (int u = 0; u < f->L.n_units; u++) {
+        const ShardUnit* x = &f->L.unit[u];
+        comm_all_gather(f->comm, f->gathered[0], shard + x->shard_offset, x->slice, COMM_F32, f->s);
+        if (f->comm->rank == 0)
+            cudaCheck(cudaMemcpyAsync(host + x->offset, f->gathered[0], sizeof(float) * x->numel,
+                                      cudaMemcpyDeviceToHost, f->s));
+    }
+    cudaCheck(cudaStreamSynchronize(f->s));
+}
+
+// A unit of the layout past the Wan units, held whole on every rank through the step instead of gathered at each use:
+// the TMD student's flow-head extras (lib/shard.h's "flow_head" unit: the fusion and the delta-time MLP), which every
+// flow-head evaluation reads (N of them per rollout, each backward too) and which run in fp32 only, so only the fp32
+// master is gathered. It is all-gathered once after each optimizer step (fsdp_held_gather); its gradient is one
+// buffer summed over all the step's backward calls, as a whole model's is (so one rank gets the whole path's bits),
+// reduce-scattered into the summed-gradient slices once, before the optimizer step (fsdp_held_reduce). Costs 8
+// bytes a parameter of the unit on every rank (the 14B student's extras, about 0.17 B parameters with the fusion FFN
+// at the Wan FFN width: about 1.3 GiB), against re-gathering it 2N times a student step.
+typedef struct {
+    FsdpWan* f;
+    int u;    // the unit
+    float* w; // [K slices] the unit's fp32 weights (the whole unit first, then the padding)
+    float* g; // [K slices] this rank's gradient of the unit, summed over the step's backward calls (NULL: frozen)
+} FsdpHeld;
+
+// all-gathers unit u's slices into the held weights (after every optimizer step: the slices changed)
+static void fsdp_held_gather(FsdpHeld* h) {
+    const ShardUnit* x = &h->f->L.unit[h->u];
+    comm_all_gather(h->f->comm, h->w, h->f->w_shard + x->shard_offset, x->slice, COMM_F32, h->f->s);
+}
+
+static void fsdp_held_init(FsdpHeld* h, FsdpWan* f, int u) {
+    memset(h, 0, sizeof(*h));
+    if (u < f->n_wan_units || u >= f->L.n_units) {
+        char m[96];
+        snprintf(m, sizeof(m), "fsdp_held_init: unit %d is not one past the %d Wan units of %d", u, f->n_wan_units,
+                 f->L.n_units);
+        comm_abort(f->comm, m);
+    }
+    h->f = f;
+    h->u = u;
+    size_t bytes = sizeof(float) * shard_padded(&f->L, u);
+    h->w = (float*)cuda_malloc_named(bytes, "a held unit (fp32, the flow-head extras)", "more ranks");
+    if (f->g_shard) {
+        h->g = (float*)cuda_malloc_named(bytes, "a held unit's gradient (fp32)", "more ranks");
+        cudaCheck(cudaMemsetAsync(h->g, 0, bytes, f->s)); // the padding stays 0 for the sums
+    }
+    fsdp_held_gather(h);
+}
+
+// the held unit's gradient to zero (at the start of each of the model's steps)
+static void fsdp_held_zero_grad(FsdpHeld* h) {
+    if (h->g) cudaCheck(cudaMemsetAsync(h->g, 0, sizeof(float) * shard_padded(&h->f->L, h->u), h->f->s));
+}
+
+// the step's gradient of the held unit reduce-scattered (rank-order sums) and added into this rank's summed-gradient
+// slice (before the optimizer step; every rank calls it)
+static void fsdp_held_reduce(FsdpHeld* h) {
+    FsdpWan* f = h->f;
+    const ShardUnit* x = &f->L.unit[h->u];
+    float* mine = h->g + (size_t)f->comm->rank * x->slice;
+    comm_reduce_scatter(f->comm, mine, h->g, x->slice, COMM_F32, f->s);
+    wan_gpu_add<float>(f->g_shard + x->shard_offset, mine, x->slice, f->s);
+}
+
+static void fsdp_held_free(FsdpHeld* h) {
+    if (h->w) cudaCheck(cudaFree(h->w));
+    if (h->g) cudaCheck(cudaFree(h->g));
+    memset(h, 0, sizeof(*h));
+}
+
 static void fsdp_wan_free(FsdpWan* f) {
     fsdp_wan_release(f);
     if (f->own) {

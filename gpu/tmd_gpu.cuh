@@ -105,6 +105,22 @@ static void tmd_gpu_student_init(TmdGpuStudent* S, const StudentConfig* sc, cons
            bytes / 1048576.0, S->nw, S->n - S->nw);
 }
 
+// a fully sharded student (train_tmd --fsdp): no buffer of its own; its Wan units come from the provider units
+// (gpu/fsdp_gpu.cuh: w.units, each unit gathered as the loops below reach it, dP's address only marks it trainable)
+// and its extras from extras_w / extras_g (the flow-head unit held whole on every rank for the step, [extras] fp32
+// weights and gradient, laid out as the extras' part of a whole student's buffer)
+static void tmd_gpu_student_view_sharded(TmdGpuStudent* S, const StudentConfig* sc, struct WanGpuUnits_* units,
+                                         float* extras_w, float* extras_g) {
+    memset(S, 0, sizeof(*S));
+    S->sc = *sc;
+    S->n = student_num_params(sc);
+    S->nw = wan_num_params(&sc->wan);
+    S->w.cfg = sc->wan;
+    S->w.units = units;
+    student_extra_view(sc, &S->X, extras_w);
+    student_extra_view(sc, &S->dX, extras_g);
+}
+
 static void tmd_gpu_student_free(TmdGpuStudent* S) {
     cudaCheck(cudaFree(S->params));
 #ifndef ENABLE_FP32
@@ -353,16 +369,19 @@ static void head_gpu_forward(TmdGpuHeadAct* a, const TmdGpuStudent* S, const Wan
         ts[b] = 1000.0 * s_[b];
         td[b] = 1000.0 * (s_[b] - r_[b]);
     }
-    time_mlp_gpu_forward(a->e_s, a->sin_s, a->h1_s, a->a1_s, W->P.time_embedding_0_weight, W->P.time_embedding_0_bias,
-                         W->P.time_embedding_2_weight, W->P.time_embedding_2_bias, ts, B, c->freq_dim, D, st);
+    // the units it reads: the embeddings (0) first, then the last H blocks and the head (a fully sharded student's
+    // are gathered here, once per evaluation; the whole model's are W itself)
+    const WanGpuWeights* We = wan_gpu_unit_(W, 0, 0);
+    time_mlp_gpu_forward(a->e_s, a->sin_s, a->h1_s, a->a1_s, We->P.time_embedding_0_weight, We->P.time_embedding_0_bias,
+                         We->P.time_embedding_2_weight, We->P.time_embedding_2_bias, ts, B, c->freq_dim, D, st);
     time_mlp_gpu_forward(a->e_d, a->sin_d, a->h1_d, a->a1_d, X->delta_time_0_weight, X->delta_time_0_bias,
                          X->delta_time_2_weight, X->delta_time_2_bias, td, B, c->freq_dim, D, st);
     combine3(a->e_h, coef3_all(1, 1, 1, 0), a->e_s, a->e_d, NULL, 1, (size_t)B * D, st);
     silu_forward<float>(a->se_h, a->e_h, (size_t)B * D, st);
-    matmul_forward<float>(a->e0_h, NULL, a->se_h, W->P.time_projection_1_weight, W->P.time_projection_1_bias, B, D,
+    matmul_forward<float>(a->e0_h, NULL, a->se_h, We->P.time_projection_1_weight, We->P.time_projection_1_bias, B, D,
                           6 * D, 0, st);
     PatchGrid g = bb->g;
-    head_gpu_patch_embed_(a, W, bb, y, st);
+    head_gpu_patch_embed_(a, We, bb, y, st);
     float* h = a->xs;
     if (sc->fusion == FUSION_GATED) {
         fusion_mod_kernel<<<tmd_blocks_((size_t)B * D), 256, 0, st>>>(a->fmod, a->G, X->fuse_modulation, a->e0_h,
@@ -381,10 +400,11 @@ static void head_gpu_forward(TmdGpuHeadAct* a, const TmdGpuStudent* S, const Wan
         matmul_forward<float>(h, NULL, a->cat, X->concat_weight, X->concat_bias, (int)N, 2 * D, D, 0, st);
     }
     for (int k = 0; k < sc->head_blocks; k++)
-        wan_gpu_block_forward(a->xs + (size_t)(k + 1) * ND, &a->blocks[k], W, Lb + k, a->xs + (size_t)k * ND, a->e0_h,
-                              bb->text.c, bb->rope, bb->flash, &g, st);
+        wan_gpu_block_forward(a->xs + (size_t)(k + 1) * ND, &a->blocks[k], wan_gpu_unit_(W, 1 + Lb + k, 0), Lb + k,
+                              a->xs + (size_t)k * ND, a->e0_h, bb->text.c, bb->rope, bb->flash, &g, st);
     PatchGrid go = bb->g_out;
-    wan_gpu_head_forward(bb->cp ? NULL : a->out, &a->head, W, &go, a->xs + (size_t)sc->head_blocks * ND, a->e_h, st);
+    wan_gpu_head_forward(bb->cp ? NULL : a->out, &a->head, wan_gpu_unit_(W, c->num_layers + 1, 0), &go,
+                         a->xs + (size_t)sc->head_blocks * ND, a->e_h, st);
     if (bb->cp) cp_gpu_gather_out(bb->cp, a->out, a->head.y, st); // the group's rows: the whole head_θ on every rank
 }
 
@@ -409,14 +429,24 @@ static void head_gpu_backward(TmdGpuStudent* S, int with_grads, float* dm, float
     cudaCheck(cudaMemsetAsync(a->g, 0, sizeof(float) * ND, st));
     cudaCheck(cudaMemsetAsync(a->de_h, 0, sizeof(float) * B * D, st));
     cudaCheck(cudaMemsetAsync(a->de0_h, 0, sizeof(float) * B * 6 * D, st));
+    // a fully sharded student's units: the head's and each block's gathered, their gradients opened and, when their
+    // backward is done, reduce-scattered (every evaluation: N per rollout); the embeddings' stay open across every
+    // evaluation until the backbone's backward (wan_gpu_backward_blocks) closes them, as the whole model's
+    // gradient buffer sums them (the whole model: all of this is W and dP themselves)
     if (bb->cp) cp_gpu_out_rows_backward(bb->cp, sc_->dy, dout, st); // this rank's rows of d head_θ
-    wan_gpu_head_backward(dP, a->g, a->de_h, bb->cp ? NULL : dout, &a->head, W, &go, a->xs + (size_t)H * ND, sc_, st);
+    const WanGpuWeights* Wh = wan_gpu_unit_(W, c->num_layers + 1, 1);
+    wan_gpu_head_backward(wan_gpu_unit_grads_(W, dP, c->num_layers + 1), a->g, a->de_h, bb->cp ? NULL : dout, &a->head,
+                          Wh, &go, a->xs + (size_t)H * ND, sc_, st);
+    wan_gpu_unit_done_(W, dP, c->num_layers + 1);
     for (int k = H - 1; k >= 0; k--) {
+        const WanGpuWeights* Wl = wan_gpu_unit_(W, 1 + Lb + k, 1); // one gather serves the recompute and the backward
+        WanParamsF* dWl = wan_gpu_unit_grads_(W, dP, 1 + Lb + k);
         if (a->recompute) // block k's activations, rebuilt from its kept input xs[k] into the backbone's one set
-            wan_gpu_block_forward(NULL, &a->blocks[k], W, Lb + k, a->xs + (size_t)k * ND, a->e0_h, bb->text.c, bb->rope,
-                                  bb->flash, &g, st);
-        wan_gpu_block_backward(dP ? &dP->blocks[Lb + k] : NULL, a->g, a->de0_h, dc, &a->blocks[k], W, Lb + k,
+            wan_gpu_block_forward(NULL, &a->blocks[k], Wl, Lb + k, a->xs + (size_t)k * ND, a->e0_h, bb->text.c,
+                                  bb->rope, bb->flash, &g, st);
+        wan_gpu_block_backward(dWl ? &dWl->blocks[Lb + k] : NULL, a->g, a->de0_h, dc, &a->blocks[k], Wl, Lb + k,
                                bb->text.c, bb->rope, bb->flash, &g, sc_, st);
+        wan_gpu_unit_done_(W, dP, 1 + Lb + k);
     }
     // a->g = d h (the fused feature)
     cudaCheck(cudaMemsetAsync(a->dp, 0, sizeof(float) * ND, st));
@@ -446,16 +476,18 @@ static void head_gpu_backward(TmdGpuStudent* S, int with_grads, float* dm, float
         concat_backward_kernel<<<tmd_blocks_(ND), 256, 0, st>>>(dm, a->dp, a->dcat, N, D);
         cudaCheck(cudaGetLastError());
     }
-    head_gpu_patch_embed_backward_(dP, dy, a, W, bb, sc_, st);
+    const WanGpuWeights* We = wan_gpu_unit_(W, 0, 1);
+    WanParamsF* dPe = wan_gpu_unit_grads_(W, dP, 0); // not closed here: the backbone's backward closes it
+    head_gpu_patch_embed_backward_(dPe, dy, a, We, bb, sc_, st);
     // e0_h = TP(SiLU(e_h)); e_h = e_s + e_d
-    matmul_backward<float>(a->dse, dP ? dP->time_projection_1_weight : NULL, dP ? dP->time_projection_1_bias : NULL,
-                           a->red, a->de0_h, a->se_h, W->P.time_projection_1_weight, NULL, B, D, 6 * D, 0, st);
+    matmul_backward<float>(a->dse, dPe ? dPe->time_projection_1_weight : NULL, dPe ? dPe->time_projection_1_bias : NULL,
+                           a->red, a->de0_h, a->se_h, We->P.time_projection_1_weight, NULL, B, D, 6 * D, 0, st);
     silu_backward<float>(a->dse, a->dse, a->e_h, (size_t)B * D, st);
     wan_gpu_add<float>(a->de_h, a->dse, (size_t)B * D, st);
-    if (dP)
-        time_mlp_gpu_backward(dP->time_embedding_0_weight, dP->time_embedding_0_bias, dP->time_embedding_2_weight,
-                              dP->time_embedding_2_bias, a->da, a->dh, a->red, a->de_h, a->sin_s, a->h1_s, a->a1_s,
-                              W->P.time_embedding_2_weight, B, c->freq_dim, D, st);
+    if (dPe)
+        time_mlp_gpu_backward(dPe->time_embedding_0_weight, dPe->time_embedding_0_bias, dPe->time_embedding_2_weight,
+                              dPe->time_embedding_2_bias, a->da, a->dh, a->red, a->de_h, a->sin_s, a->h1_s, a->a1_s,
+                              We->P.time_embedding_2_weight, B, c->freq_dim, D, st);
     if (dX)
         time_mlp_gpu_backward(dX->delta_time_0_weight, dX->delta_time_0_bias, dX->delta_time_2_weight,
                               dX->delta_time_2_bias, a->da, a->dh, a->red, a->de_h, a->sin_d, a->h1_d, a->a1_d,
