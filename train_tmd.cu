@@ -572,11 +572,13 @@ static void distill_fsdp_init(DistillRun* run, float* teacher) {
     FsdpModel* zv = &run->zv;
     // every rank must issue the same gathers in the same order; TM-MF's step branches per sample (the guided
     // evaluation only when a sample is not dropped, the JVP's one-sided differences near the grid's ends:
-    // gpu/distill_gpu.cuh tmmf_gpu_step), so on several ranks their sequences can differ
-    if (!run->stage2 && run->dp.world > 1)
+    // gpu/distill_gpu.cuh tmmf_gpu_step), so ranks holding different samples can differ; the ranks of one --cp group
+    // hold the same samples (distill_cp_same checks it), so one data-parallel group is safe
+    if (!run->stage2 && run->dworld > 1)
         comm_abort(&run->dp,
-                   "--fsdp: Stage 1 on several ranks is not supported yet (TM-MF's per-sample branches would "
-                   "run different unit gathers on different ranks); run Stage 1 without --fsdp, or on one rank");
+                   "--fsdp: Stage 1 on several data-parallel groups is not supported yet (TM-MF's per-sample branches "
+                   "would run different unit gathers on ranks holding different samples); run Stage 1 without --fsdp, "
+                   "on one rank, or with --cp equal to the rank count (one group sharing every sample)");
     fsdp_model_init_(zv, &run->dp, c, run->ns - run->nw, run->hs, run->hm, run->hv, 1, NULL,
                      run->baseline ? "DMD2-v student" : "student", run->s0);
     memset(V, 0, sizeof(*V)); // no whole buffers: distill_update, distill_save and distill_zero_grads take the slices

@@ -354,12 +354,16 @@ static void fsdp_wan_release(FsdpWan* f) {
 // through the first gathered buffer, after the gathers are released (a collective: every rank calls it, the same
 // order; what a checkpoint of a sharded model writes, the same file as a whole model's)
 static void fsdp_wan_consolidate(FsdpWan* f, const float* shard, float* host) {
+    FsdpBuffers* B = f->B;
     fsdp_wan_release(f);
+    for (int b = 0; b < 2; b++) // the buffer is overwritten below, whichever model (sharing it) held it
+        if (B->owner[b]) cudaCheck(cudaStreamSynchronize(B->reader[b]));
+    B->owner[0] = NULL, B->held[0] = -1;
     for (int u = 0; u < f->L.n_units; u++) {
         const ShardUnit* x = &f->L.unit[u];
-        comm_all_gather(f->comm, f->gathered[0], shard + x->shard_offset, x->slice, COMM_F32, f->s);
+        comm_all_gather(f->comm, B->gathered[0], shard + x->shard_offset, x->slice, COMM_F32, f->s);
         if (f->comm->rank == 0)
-            cudaCheck(cudaMemcpyAsync(host + x->offset, f->gathered[0], sizeof(float) * x->numel,
+            cudaCheck(cudaMemcpyAsync(host + x->offset, B->gathered[0], sizeof(float) * x->numel,
                                       cudaMemcpyDeviceToHost, f->s));
     }
     cudaCheck(cudaStreamSynchronize(f->s));
