@@ -271,7 +271,7 @@ static void fsdp_wan_init_shared(FsdpWan* f, Comm* comm, const ShardLayout* L, c
     f->L = *L;
     f->cfg = *c;
     f->n_wan_units = c->num_layers + 2;
-    char m[200];
+    char m[400];
     if (L->K != comm->world || L->n_units < f->n_wan_units ||
         L->unit[f->n_wan_units - 1].offset + L->unit[f->n_wan_units - 1].numel != wan_num_params(c)) {
         snprintf(m, sizeof(m), "fsdp_wan_init: a layout of %d units over %d ranks is not %s's Wan units over %d ranks",
