@@ -146,10 +146,15 @@ static int distill_fail(Comm* dp, const char* msg, int rc) {
 // AdamW moments, a ShardOpt over them (shard_opt_step with grads and params NULL steps the slices as they are: the
 // norm from the slices' partial sums, AdamW on 1/K), and the unit provider (gpu/fsdp_gpu.cuh) the DiT's loops gather
 // each unit through (the model's w.units). No rank holds a whole model on the device; the host keeps the
-// consolidated copies a checkpoint holds (as without --fsdp). The frozen teacher keeps fp32 slices as well as the
-// floatX ones: FsdpWan gathers the fp32 master with the copy (a bf16-only teacher layout is not built yet).
+// consolidated copies a checkpoint holds (as without --fsdp). The frozen teacher is sharded bf16-only: its floatX
+// slices and, as a layout of their own, the slices of the tensors the GPU reads in fp32 (gpu/frozen_weights.h
+// shard_layout_wan_fp32: norms, modulation, time projection), 2 bytes a parameter plus 4 for each fp32-read one. The
+// step's models gather into ONE shared pair of unit buffers (gpu/fsdp_gpu.cuh FsdpBuffers, DistillRun.fb).
 typedef struct {
     ShardOpt o;      // L, master, master_x, g, m, v (aliased 0: on one rank too, the slices are this struct's buffers)
+    ShardLayout L32; // the frozen teacher: its fp32-read tensors' layout (o.L is the whole model's; o's buffers unused)
+    float* z32;      // [L32.shard_numel] the frozen teacher's fp32-read slices
+    floatX* zx;      // [o.L.shard_numel] the frozen teacher's floatX slices
     FsdpWan f;       // the provider over them
     FsdpHeld extras; // the TMD student's flow-head extras, held whole for the step (gpu/fsdp_gpu.cuh); else unused
     int g_borrowed;  // o.g is another model's slice buffer (the fake score's in the student's, as without --fsdp)
@@ -161,13 +166,61 @@ typedef struct {
 // gradient slices in another model's buffer (at least L.shard_numel floats), NULL: owned. extra: the TMD student's
 // elements after the Wan layout (its flow-head unit, held: FsdpHeld). Wire it into a model with fsdp_model_wan_ or
 // tmd_gpu_student_view_sharded
-static void fsdp_model_init_(FsdpModel* z, Comm* dp, const WanConfig* c, size_t extra, const float* host,
-                             const float* hm, const float* hv, int trainable, float* g_borrow, const char* name,
-                             cudaStream_t s) {
+// the model's layouts before anything is allocated (the shared buffers are sized from every model's): the whole
+// layout over dp's ranks (64-element aligned), and for a frozen model its fp32-read tensors' layout
+static void fsdp_model_layout_(FsdpModel* z, Comm* dp, const WanConfig* c, size_t extra, int trainable) {
     memset(z, 0, sizeof(*z));
-    char err[256], what[128];
+    char err[256];
+    if (shard_layout_wan(&z->o.L, c, extra, dp->world, 64, err, sizeof(err)) ||
+        (!trainable && shard_layout_wan_fp32(&z->L32, &z->o.L, c, err, sizeof(err))))
+        comm_abort(dp, err);
+}
+
+// the frozen teacher's slices from host [numel]: the fp32-read tensors packed (wan_fp32_pack_host) and sliced by L32,
+// the floatX slices cast on the device from the fp32 slices of the whole layout (the same cast as a whole model's)
+static void fsdp_model_frozen_(FsdpModel* z, Comm* dp, const WanConfig* c, const float* host, const char* name,
+                               cudaStream_t s, FsdpBuffers* B) {
+    const ShardLayout* L = &z->o.L;
+    size_t ns = L->shard_numel, n32 = z->L32.shard_numel, big = ns > n32 ? ns : n32;
+    float* h = (float*)malloc(sizeof(float) * big);
+    float* packed = (float*)malloc(sizeof(float) * z->L32.numel);
+    if (!h || !packed) comm_abort(dp, "--fsdp: out of host memory for the teacher's slices");
+    char what[128];
+    wan_fp32_pack_host(c, host, packed);
+    shard_scatter_host(&z->L32, dp->rank, packed, h, sizeof(float));
+    snprintf(what, sizeof(what), "%s fp32-read tensors (fp32 slices)", name);
+    z->z32 = (float*)cuda_malloc_named(sizeof(float) * n32, what, "more ranks");
+    cudaCheck(cudaMemcpy(z->z32, h, sizeof(float) * n32, cudaMemcpyHostToDevice));
+    shard_scatter_host(L, dp->rank, host, h, sizeof(float));
+    float* d = (float*)cuda_malloc_named(sizeof(float) * ns, "the teacher's fp32 slices (while casting)", "more ranks");
+    cudaCheck(cudaMemcpy(d, h, sizeof(float) * ns, cudaMemcpyHostToDevice));
+#ifdef ENABLE_FP32
+    z->zx = d; // the fp32 build: the copy is fp32 itself
+#else
+    snprintf(what, sizeof(what), "%s weight copy (%s slices)", name, FLOATX_NAME);
+    z->zx = (floatX*)cuda_malloc_named(sizeof(floatX) * ns, what, "more ranks");
+    wan_gpu_cast_to_x(z->zx, d, ns, s);
+    cudaCheck(cudaStreamSynchronize(s));
+    cudaCheck(cudaFree(d));
+#endif
+    free(h);
+    free(packed);
+    fsdp_wan_init_shared(&z->f, dp, L, &z->L32, c, z->z32, z->zx, NULL, s, B);
+    printf("[memory] %-12s fully sharded over %d rank%s, %s only: %zu of %zu elements a rank (%zu units) + %zu of %zu "
+           "fp32-read, %.1f MiB of slices\n",
+           name, dp->world, dp->world > 1 ? "s" : "", FLOATX_NAME, ns, L->numel, (size_t)L->n_units, n32,
+           z->L32.numel, (sizeof(floatX) * ns + sizeof(float) * n32) / 1048576.0);
+}
+
+static void fsdp_model_init_(FsdpModel* z, Comm* dp, const WanConfig* c, const float* host, const float* hm,
+                             const float* hv, int trainable, float* g_borrow, const char* name, cudaStream_t s,
+                             FsdpBuffers* B) {
+    if (!trainable) {
+        fsdp_model_frozen_(z, dp, c, host, name, s, B);
+        return;
+    }
+    char what[128];
     ShardLayout* L = &z->o.L;
-    if (shard_layout_wan(L, c, extra, dp->world, 64, err, sizeof(err))) comm_abort(dp, err);
     size_t ns = L->shard_numel, bytes = sizeof(float) * ns;
     float* h = (float*)malloc(bytes);
     if (!h) comm_abort(dp, "--fsdp: out of host memory for a model's slices");
@@ -199,13 +252,11 @@ static void fsdp_model_init_(FsdpModel* z, Comm* dp, const WanConfig* c, size_t 
 #else
     const floatX* xs = z->o.master_x;
 #endif
-    fsdp_wan_init(&z->f, dp, L, c, z->o.master, xs, z->o.g, s);
-    if (extra) fsdp_held_init(&z->extras, &z->f, L->n_units - 1);
-    printf("[memory] %-12s fully sharded over %d rank%s: %zu of %zu elements a rank (%zu units), %.1f MiB of slices + "
-           "%.1f MiB gathered-unit and unit-gradient buffers\n",
+    fsdp_wan_init_shared(&z->f, dp, L, NULL, c, z->o.master, xs, z->o.g, s, B);
+    if (L->n_units > c->num_layers + 2) fsdp_held_init(&z->extras, &z->f, L->n_units - 1); // the student's extras
+    printf("[memory] %-12s fully sharded over %d rank%s: %zu of %zu elements a rank (%zu units), %.1f MiB of slices\n",
            name, dp->world, dp->world > 1 ? "s" : "", ns, L->numel, (size_t)L->n_units,
-           (bytes * (trainable ? (g_borrow ? 3 : 4) : 1) + (sizeof(floatX) == 2 ? sizeof(floatX) * ns : 0)) / 1048576.0,
-           shard_fsdp_bytes(L, trainable, sizeof(floatX) == 4) / 1048576.0);
+           (bytes * (g_borrow ? 3 : 4) + (sizeof(floatX) == 2 ? sizeof(floatX) * ns : 0)) / 1048576.0);
 }
 
 // a plain Wan model m over the sharded z: its w asks z's provider for every unit; m->dP stays all NULL (its address
@@ -246,6 +297,13 @@ static void fsdp_model_consolidate_(FsdpModel* z, float* host, float* hm, float*
 }
 
 static void fsdp_model_free_(FsdpModel* z) {
+    if (z->z32) { // the frozen teacher
+        fsdp_wan_free(&z->f);
+        cudaCheck(cudaFree(z->z32));
+        cudaCheck(cudaFree(z->zx));
+        memset(z, 0, sizeof(*z));
+        return;
+    }
     if (!z->o.master) return;
     fsdp_held_free(&z->extras);
     fsdp_wan_free(&z->f);
@@ -297,6 +355,7 @@ typedef struct {
     ShardOpt so_v, so_f, so_d; // several ranks: each model's optimizer sharded over them
     int fsdp;                  // --fsdp: the Wan models below held as slices (zv, zf, zt), not whole
     FsdpModel zv, zf, zt;      // --fsdp: the student's, the fake score's and the teacher's slices and providers
+    FsdpBuffers fb;            // --fsdp: the one pair of gathered units and unit gradients they share
     Rng rng;                   // the host stream of the draws (t_i, (s, r), t)
     float *clips, *ctx;        // one micro-batch on the host
     float *x_d, *ctx_d, *x1, *y1, *eps;
@@ -579,8 +638,24 @@ static void distill_fsdp_init(DistillRun* run, float* teacher) {
                    "--fsdp: Stage 1 on several data-parallel groups is not supported yet (TM-MF's per-sample branches "
                    "would run different unit gathers on ranks holding different samples); run Stage 1 without --fsdp, "
                    "on one rank, or with --cp equal to the rank count (one group sharing every sample)");
-    fsdp_model_init_(zv, &run->dp, c, run->ns - run->nw, run->hs, run->hm, run->hv, 1, NULL,
-                     run->baseline ? "DMD2-v student" : "student", run->s0);
+    // the layouts first: the shared buffers hold the largest unit of any of them (lib/shard.h
+    // shard_fsdp_shared_buffers, the list gpu/shard_plan.h counts)
+    fsdp_model_layout_(zv, &run->dp, c, run->ns - run->nw, 1);
+    ShardFsdpModel users[3];
+    int nu = 0;
+    users[nu++] = shard_fsdp_model(&zv->o.L, NULL, 1);
+    if (run->stage2) {
+        fsdp_model_layout_(&run->zt, &run->dp, c, 0, 0);
+        fsdp_model_layout_(&run->zf, &run->dp, c, 0, 1);
+        users[nu++] = shard_fsdp_model(&run->zt.o.L, &run->zt.L32, 0);
+        users[nu++] = shard_fsdp_model(&run->zf.o.L, NULL, 1);
+    }
+    fsdp_buffers_init(&run->fb, &run->dp, users, nu);
+    printf("[memory] --fsdp: the %d models share one pair of gathered units (2 x %zu fp32, 2 x %zu %s) and unit "
+           "gradients (%zu + %zu fp32)\n",
+           nu, run->fb.wide, run->fb.narrow, FLOATX_NAME, run->fb.emb_grad, run->fb.grad);
+    fsdp_model_init_(zv, &run->dp, c, run->hs, run->hm, run->hv, 1, NULL, run->baseline ? "DMD2-v student" : "student",
+                     run->s0, &run->fb);
     memset(V, 0, sizeof(*V)); // no whole buffers: distill_update, distill_save and distill_zero_grads take the slices
     if (run->baseline) {
         fsdp_model_wan_(zv, &run->Pm, c, "DMD2-v student");
@@ -590,9 +665,10 @@ static void distill_fsdp_init(DistillRun* run, float* teacher) {
         V->step = &run->S.step;
     }
     if (run->stage2) {
-        fsdp_model_init_(&run->zt, &run->dp, c, 0, teacher, NULL, NULL, 0, NULL, "teacher", run->s0);
+        fsdp_model_init_(&run->zt, &run->dp, c, teacher, NULL, NULL, 0, NULL, "teacher", run->s0, &run->fb);
         fsdp_model_wan_(&run->zt, &run->T, c, "teacher");
-        fsdp_model_init_(&run->zf, &run->dp, c, 0, run->hf, run->hfm, run->hfv, 1, run->zv.o.g, "fake score", run->s0);
+        fsdp_model_init_(&run->zf, &run->dp, c, run->hf, run->hfm, run->hfv, 1, run->zv.o.g, "fake score", run->s0,
+                         &run->fb);
         fsdp_model_wan_(&run->zf, &run->F, c, "fake score");
     }
 }
@@ -1120,6 +1196,7 @@ static void distill_teardown(DistillRun* run) {
     fsdp_model_free_(&run->zf); // --fsdp (else nothing): the fake score's first (its gradient slices are the student's)
     fsdp_model_free_(&run->zt);
     fsdp_model_free_(&run->zv);
+    if (run->fsdp) fsdp_buffers_free(&run->fb);
     if (run->gan) {
         disc_gpu_model_free(&run->D);
         cudaCheck(cudaFree(run->dm));

@@ -31,8 +31,9 @@
 // (4 + 4·fp32-read/n bytes), so the simulator checks that no fp32 read escapes it. With one rank the layout is the
 // identity, the gathers are copies and the sums are the gradient itself: the same bits as the whole-model path (the
 // check: dev/mpi/fsdp_gpu_check.cu with -np 1).
-// Not yet: the TMD student's flow head (gpu/tmd_gpu.cuh reads the student's last blocks, head and extras whole), the
-// discriminator, the gradient's reduce-scatter on the second stream (it runs on the compute stream), NCCL on hardware.
+// Users: train_tmd --fsdp (the student, fake score and bf16-only teacher over one FsdpBuffers; the TMD student's flow
+// head gathers its blocks and head here, its extras are an FsdpHeld unit below). Not yet: the discriminator, the
+// gradient's reduce-scatter on the second stream (it runs on the compute stream), NCCL on hardware.
 #pragma once
 #include <stdint.h>
 #include "wan_gpu.cuh"
