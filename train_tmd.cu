@@ -629,15 +629,9 @@ static void distill_fsdp_init(DistillRun* run, float* teacher) {
     const WanConfig* c = run->c;
     TrainedView* V = &run->V;
     FsdpModel* zv = &run->zv;
-    // every rank must issue the same gathers in the same order; TM-MF's step branches per sample (the guided
-    // evaluation only when a sample is not dropped, the JVP's one-sided differences near the grid's ends:
-    // gpu/distill_gpu.cuh tmmf_gpu_step), so ranks holding different samples can differ; the ranks of one --cp group
-    // hold the same samples (distill_cp_same checks it), so one data-parallel group is safe
-    if (!run->stage2 && run->dworld > 1)
-        comm_abort(&run->dp,
-                   "--fsdp: Stage 1 on several data-parallel groups is not supported yet (TM-MF's per-sample branches "
-                   "would run different unit gathers on ranks holding different samples); run Stage 1 without --fsdp, "
-                   "on one rank, or with --cp equal to the rank count (one group sharing every sample)");
+    // every rank must issue the same gathers in the same order: TM-MF's per-sample branches are agreed over the ranks
+    // (distill_work_init sets tw.agree: gpu/distill_gpu.cuh tmmf_gpu_agree_), Stage 2's and the baseline's steps
+    // branch on the global draws alone
     // the layouts first: the shared buffers hold the largest unit of any of them (lib/shard.h
     // shard_fsdp_shared_buffers, the list gpu/shard_plan.h counts)
     fsdp_model_layout_(zv, &run->dp, c, run->ns - run->nw, 1);
@@ -791,9 +785,10 @@ static void distill_work_init(DistillRun* run) {
     run->dcf = stage_dmd_config(o->M, run->gan ? o->gan_weight : 0, o->update_every);
     run->dcf.cfg = o->cfg_dmd >= 0 ? o->cfg_dmd : stage_cfg_dmd(t7); // the world: the CPU reference's 2; Table 7: 5
     Comm* cp = o->cp > 1 ? &run->cpg : NULL; // --cp: every DiT pass of the step on this rank's tokens
-    if (!run->stage2)
+    if (!run->stage2) {
         tmmf_gpu_work_init(&run->tw, &run->sc, B, td->T, td->H, td->W, cp);
-    else {
+        if (run->fsdp && run->dp.world > 1) run->tw.agree = &run->dp; // the same evaluations (unit gathers) on every rank
+    } else {
         GenGpu* G = &run->G;
         gen_gpu_init(G, !run->baseline, &run->sc, B, td->T, td->H, td->W, o->N, run->tcf.gamma_inner, cp);
         G->S = &run->S;

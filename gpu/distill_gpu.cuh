@@ -53,7 +53,26 @@ typedef struct {
     TmdGpuHeadAct h, h_aux; // the trained head evaluation; a scratch one (guidance, JVP: no gradients)
     float *xt, *y, *ys, *v, *vg, *u, *uhat, *yp, *up, *um, *dhead, *dm, *dc, *ctx_in, *ctx_u;
     double *err2, *red; // device: [B], [B·TMD_RED_BLOCKS]
+    Comm* agree;        // NULL, or the ranks that must run the same evaluations (train_tmd --fsdp: tmmf_gpu_agree_)
 } TmmfGpuWork;
+
+// A fully sharded student gathers its units collectively, so every rank must run the same evaluations in the same
+// order. Which evaluations a step runs depends on its samples (the guided one only if a sample is not dropped, the
+// JVP's forward and backward differences only where s ± δ stays inside [r, T_MAX]), so with w->agree each flag
+// becomes the OR over the ranks: a rank whose own samples do not need an evaluation runs it anyway and weights it 0
+// (its coefficients stay 0: the same bits), and a non-finite loss on any rank skips the backward on every rank. The
+// flags travel as doubles through w->red (sums of 0 and 1: exact).
+static void tmmf_gpu_agree_(TmmfGpuWork* w, int* flags, int n) {
+    if (!w->agree) return;
+    double h[4];
+    for (int i = 0; i < n; i++) h[i] = flags[i] ? 1.0 : 0.0;
+    cudaStream_t s = w->bb.stream;
+    cudaCheck(cudaMemcpyAsync(w->red, h, sizeof(double) * n, cudaMemcpyHostToDevice, s));
+    comm_all_reduce(w->agree, w->red, (size_t)n, COMM_F64, s);
+    cudaCheck(cudaMemcpyAsync(h, w->red, sizeof(double) * n, cudaMemcpyDeviceToHost, s));
+    cudaCheck(cudaStreamSynchronize(s));
+    for (int i = 0; i < n; i++) flags[i] = h[i] > 0;
+}
 
 static float* tmd_dalloc_(size_t n, const char* what) {
     return (float*)cuda_malloc_named(sizeof(float) * (n ? n : 1), what, WAN_GPU_OOM_HINT);
@@ -172,6 +191,7 @@ static TmmfGpuStats tmmf_gpu_step(TmdGpuStudent* S, TmmfGpuWork* w, const TmmfDr
     // guided velocity v_g = w·v + (1 − w)·u_θ(y_s, s, s; m_∅) (sg); w = 1 for dropped samples
     int any_guided = 0;
     for (int b = 0; b < B; b++) any_guided |= !d->dropped[b] && cf->cfg != 1;
+    tmmf_gpu_agree_(w, &any_guided, 1);
     if (any_guided) {
         wan_gpu_forward_blocks(&w->bb_u, &S->w, w->xt, tv, w->ctx_u, Lb);
         tmd_gpu_avg_velocity(w->up, &w->h_aux, S, &w->bb_u, wan_gpu_xs(&w->bb_u, Lb), w->ys, d->s, d->s, y1, n);
@@ -212,6 +232,10 @@ static TmmfGpuStats tmmf_gpu_step(TmdGpuStudent* S, TmmfGpuWork* w, const TmmfDr
         any_fwd |= fwd;
         any_bwd |= bwd;
     }
+    int any_jvp[2] = {any_fwd, any_bwd};
+    tmmf_gpu_agree_(w, any_jvp, 2);
+    any_fwd = any_jvp[0];
+    any_bwd = any_jvp[1];
     cudaCheck(cudaMemsetAsync(w->up, 0, sizeof(float) * n, s_));
     cudaCheck(cudaMemsetAsync(w->um, 0, sizeof(float) * n, s_));
     for (int b = 0; b < B; b++) {
@@ -242,6 +266,9 @@ static TmmfGpuStats tmmf_gpu_step(TmdGpuStudent* S, TmmfGpuWork* w, const TmmfDr
         st.mse[b] = err2[b] / w->numel;
         if (!isfinite(st.loss[b])) st.finite = 0;
     }
+    int bad = !st.finite;
+    if (with_grads) tmmf_gpu_agree_(w, &bad, 1);
+    if (bad) st.finite = 0;
     if (!with_grads || !st.finite) return st; // a non-finite loss: the caller skips the step and reports it
     // d loss / d head = −2(u − û)/norm (u = y1 − head)
     for (int b = 0; b < B; b++) {
