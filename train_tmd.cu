@@ -94,6 +94,35 @@ static int plan_step(PlanInput* pin, int stage, const char* title, int verbose, 
     return plan_check(&plan, (double)free_b, 1.0 * PLAN_GIB, err, errlen);
 }
 
+// --fsdp: the same, per rank (gpu/shard_plan.h, the arithmetic of --plan: every model's states at their shard size
+// over K ranks, the shared gathered units, the activations at L/K2 tokens with --cp K2, the all-to-all and NCCL
+// buffers), checked against this rank's free memory. The recompute choice is made on the whole-sample single-GPU
+// step (on whenever that step would not fit: the conservative side). Returns 0, or 1 with the refusal in err; total:
+// the plan's bytes.
+static int plan_step_sharded(PlanInput* pin, int stage, int K, int K2, const char* title, int verbose, double* total,
+                             char* err, size_t errlen) {
+#ifdef ENABLE_FP32
+    pin->fp32 = 1;
+#endif
+    if (pin->attn_workspace == 0)
+        pin->attn_workspace = (double)wan_gpu_attn_workspace(&pin->wan, pin->batch, plan_tokens(pin) / K2);
+    size_t free_b = 0, total_b = 0;
+    cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    free_b += wan_gpu_attn_workspace_held();
+    char why[256];
+    wan_gpu_recompute =
+        plan_choose_recompute(pin, stage, recompute_mode, (double)free_b, 1.0 * PLAN_GIB, why, sizeof(why));
+    ShardPlanInput sp = {K, K2, (double)free_b};
+    MemPlan plan;
+    if (shard_plan(&plan, pin, stage, &sp, err, errlen)) return 1;
+    *total = plan.total;
+    if (verbose) {
+        printf("%s\n", why);
+        plan_print(&plan, title, stdout);
+    }
+    return shard_plan_check(&plan, &sp, err, errlen);
+}
+
 // g holds the gradient summed over the data-parallel ranks; gscale = 1/ranks makes it their mean (1 on one GPU)
 static void tmd_adamw_(float* p, floatX* copy, float* m, float* v, float* g, size_t n, double lr, double wd,
                        double clip, long step, double gscale, double* scratch, double* gnorm, cudaStream_t s) {
@@ -611,7 +640,16 @@ static int distill_plan_memory(DistillRun* run) {
     int stage = run->stage2 ? 2 : 1;
     PlanInput pin = stage_plan_input(c, stage, td->T, td->H, td->W, run->B, o->N, o->H, run->baseline,
                                      run->gan ? &run->dcfg : NULL, 0, !wan_gpu_use_flash(c));
-    char title[160];
+    char title[200];
+    if (o->fsdp) { // every model sharded over the ranks (and the tokens over --cp): the per-rank plan
+        int K2 = o->cp > 1 ? o->cp : 1;
+        snprintf(title, sizeof(title), "%s, %s, batch %d, %s, one rank of %d (--fsdp, cp %d)", o->stage, c->name,
+                 run->B, FLOATX_NAME, run->dp.world, K2);
+        if (plan_step_sharded(&pin, stage, run->dp.world, K2, title, run->dp.rank == 0, &run->plan_total, run->err,
+                              sizeof(run->err)))
+            return distill_fail(&run->dp, run->err, 1);
+        return 0;
+    }
     snprintf(title, sizeof(title), "%s, %s, batch %d, %s", o->stage, c->name, run->B, FLOATX_NAME);
     if (plan_step(&pin, stage, title, run->dp.rank == 0, run->err, sizeof(run->err)))
         return distill_fail(&run->dp, run->err, 1);
