@@ -22,7 +22,7 @@
 //                receive buffers of [B, L/K2, D] in the forward, 4 more for their gradients in the backward
 //   NCCL         its channel buffers and streams, an estimate (SHARD_PLAN_NCCL_GIB), with more than one rank
 // Not yet run on hardware. The gathered units and unit gradients are what gpu/fsdp_gpu.cuh allocates (lib/shard.h's
-// list); train_tmd does not use that path yet (it allocates distill_plan's single-GPU step on every rank).
+// list); train_tmd --fsdp checks its step against this plan (train_tmd.cu plan_step_sharded), --plan prints it.
 #pragma once
 #include <math.h>
 #include "distill_plan.h"
